@@ -1,0 +1,100 @@
+//! Errors of the engine, with a protocol-neutral code the server maps to a status.
+
+use serde_json::{Map, Value};
+
+/// What kind of failure an [`EngineError`] is; the server maps each to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The input is malformed (400).
+    Invalid,
+    /// The thing named does not exist (404).
+    NotFound,
+    /// The write conflicts with the stored state (409).
+    Conflict,
+    /// The input is larger than allowed (413).
+    TooLarge,
+    /// The content type is not one eddy stores (415).
+    UnsupportedMediaType,
+    /// The method is not allowed on this resource (405).
+    MethodNotAllowed,
+    /// The feature is not built yet (501).
+    NotImplemented,
+    /// The server is shutting down (503).
+    Unavailable,
+    /// Something failed inside the server (500); the cause is logged, not shown.
+    Internal,
+}
+
+/// An engine failure: a code, one clear sentence, and optional JSON details that the
+/// server merges into the error body (`lastIndex`, `lastTimestamp`, `position`...).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct EngineError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Map<String, Value>,
+}
+
+impl EngineError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Invalid, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TooLarge, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+
+    /// Adds a detail field to the error body.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Prefixes the message with where the error happened (`event 3: ...`).
+    pub fn context(mut self, prefix: impl std::fmt::Display) -> Self {
+        self.message = format!("{prefix}: {}", self.message);
+        self
+    }
+}
+
+impl From<crate::path::PathError> for EngineError {
+    fn from(e: crate::path::PathError) -> Self {
+        Self::invalid(e.message)
+    }
+}
+
+impl From<sqlx::Error> for EngineError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "storage read failed");
+        Self::internal("storage read failed")
+    }
+}
+
+impl From<rusqlite::Error> for EngineError {
+    fn from(e: rusqlite::Error) -> Self {
+        tracing::error!(error = %e, "storage write failed");
+        Self::internal("storage write failed")
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,413 @@
+//! The event model: what a client appends ([`NewEvent`]), what is stored and read back
+//! ([`StoredEvent`] and its JSON envelope), and the rules every event obeys (content
+//! types, size and type-name limits, timestamps, ids, expected index).
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::error::{EngineError, ErrorCode, Result};
+
+/// The most data one event may carry, in bytes (100 KiB).
+pub const MAX_EVENT_DATA: usize = 102_400;
+/// The most bytes one batch request may carry (10 MiB).
+pub const MAX_BATCH_BYTES: usize = 10 * 1024 * 1024;
+/// The longest event type, in characters.
+pub const MAX_TYPE_CHARS: usize = 100;
+
+/// How an event's data is stored and shown, decided by its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    /// `application/json` (and `application/*+json`): shown as the JSON value.
+    Json,
+    /// `text/*` and `application/x-www-form-urlencoded`: UTF-8 text, shown as a string.
+    Text,
+    /// `application/octet-stream`: any bytes, shown base64-encoded.
+    Binary,
+}
+
+/// A parsed `Content-Type` for event data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentType {
+    /// The media type as stored and shown (lowercased type, parameters kept).
+    pub value: String,
+    pub kind: DataKind,
+}
+
+impl ContentType {
+    /// Parses a Content-Type header for event data. `None` (no header) is taken as
+    /// `application/octet-stream`.
+    pub fn parse(header: Option<&str>) -> Result<Self> {
+        let Some(raw) = header.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(Self {
+                value: "application/octet-stream".into(),
+                kind: DataKind::Binary,
+            });
+        };
+        let (essence, params) = match raw.split_once(';') {
+            Some((e, p)) => (e.trim().to_ascii_lowercase(), Some(p.trim())),
+            None => (raw.to_ascii_lowercase(), None),
+        };
+        let kind = match essence.as_str() {
+            "application/json" => DataKind::Json,
+            "application/x-www-form-urlencoded" => DataKind::Text,
+            "application/octet-stream" => DataKind::Binary,
+            e if e.starts_with("text/") && e.len() > 5 => DataKind::Text,
+            e if e.starts_with("application/") && e.ends_with("+json") => DataKind::Json,
+            _ => {
+                return Err(EngineError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!(
+                        "Content-Type \"{raw}\" is not supported: use application/json, \
+                         application/x-www-form-urlencoded, text/csv, text/*, \
+                         application/octet-stream, application/vnd.eddy.events+json, \
+                         application/vnd.eventstore.events+json or application/x-ndjson"
+                    ),
+                ));
+            }
+        };
+        let value = match params {
+            Some(p) if !p.is_empty() => format!("{essence};{p}"),
+            _ => essence,
+        };
+        Ok(Self { value, kind })
+    }
+
+    pub fn json() -> Self {
+        Self {
+            value: "application/json".into(),
+            kind: DataKind::Json,
+        }
+    }
+
+    /// Checks that `data` is acceptable for this content type: at most 100 KiB, JSON
+    /// that parses, text that is UTF-8.
+    pub fn check_data(&self, data: &[u8]) -> Result<()> {
+        check_size(data.len())?;
+        match self.kind {
+            DataKind::Json => {
+                if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(data) {
+                    return Err(EngineError::invalid(format!(
+                        "event data is not valid JSON ({e}) but Content-Type is {}",
+                        self.value
+                    )));
+                }
+            }
+            DataKind::Text => {
+                if let Err(e) = std::str::from_utf8(data) {
+                    return Err(EngineError::invalid(format!(
+                        "event data is not valid UTF-8 text (invalid byte at offset {}) but \
+                         Content-Type is {}",
+                        e.valid_up_to(),
+                        self.value
+                    )));
+                }
+            }
+            DataKind::Binary => {}
+        }
+        Ok(())
+    }
+}
+
+/// Fails with 413 when an event's data is over [`MAX_EVENT_DATA`].
+pub fn check_size(len: usize) -> Result<()> {
+    if len > MAX_EVENT_DATA {
+        return Err(EngineError::too_large(format!(
+            "event data is {len} bytes; the limit is {MAX_EVENT_DATA} bytes (100 KiB) per event"
+        ))
+        .with("limit", MAX_EVENT_DATA));
+    }
+    Ok(())
+}
+
+/// Checks an event type: 1 to 100 characters, no control characters.
+pub fn check_type(ty: &str) -> Result<()> {
+    let n = ty.chars().count();
+    if n == 0 {
+        return Err(EngineError::invalid(
+            "event type is empty: give it in the Event-Type header, the event-type query \
+             parameter, or POST to /{acct}/{strm}:{type}",
+        ));
+    }
+    if n > MAX_TYPE_CHARS {
+        return Err(EngineError::invalid(format!(
+            "event type is {n} characters long; the limit is {MAX_TYPE_CHARS}"
+        )));
+    }
+    if ty.chars().any(char::is_control) {
+        return Err(EngineError::invalid(format!(
+            "event type {ty:?} contains a control character"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses an event timestamp: unix milliseconds or RFC 3339.
+pub fn parse_timestamp(field: &str, raw: &str) -> Result<i64> {
+    let raw = raw.trim();
+    if let Ok(ms) = raw.parse::<i64>() {
+        if ms < 0 {
+            return Err(EngineError::invalid(format!(
+                "{field} \"{raw}\" is negative; give unix milliseconds or RFC 3339"
+            )));
+        }
+        return Ok(ms);
+    }
+    match chrono::DateTime::parse_from_rfc3339(raw) {
+        Ok(t) if t.timestamp_millis() >= 0 => Ok(t.timestamp_millis()),
+        _ => Err(EngineError::invalid(format!(
+            "{field} \"{raw}\" is neither unix milliseconds nor an RFC 3339 date-time \
+             (e.g. 2026-11-22T08:00:00Z)"
+        ))),
+    }
+}
+
+/// Parses an event id: a UUID in any of its usual spellings.
+pub fn parse_event_id(field: &str, raw: &str) -> Result<Uuid> {
+    Uuid::parse_str(raw.trim()).map_err(|_| {
+        EngineError::invalid(format!(
+            "{field} \"{raw}\" is not a UUID (e.g. 0b9e2a4c-6f7d-4f55-9b44-3c1d2e5f6a7b)"
+        ))
+    })
+}
+
+/// The `Expected-Index` condition of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpectedIndex {
+    /// `-2`: any state (the default).
+    #[default]
+    Any,
+    /// `-1`: the (sub)stream must have no events.
+    NoEvents,
+    /// `n`: the last index must be `n`.
+    Last(u64),
+}
+
+impl ExpectedIndex {
+    pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        match raw.trim().parse::<i64>() {
+            Ok(-2) => Ok(Self::Any),
+            Ok(-1) => Ok(Self::NoEvents),
+            Ok(n) if n >= 0 => Ok(Self::Last(n as u64)),
+            _ => Err(EngineError::invalid(format!(
+                "{field} \"{raw}\" must be -2 (any), -1 (no events yet) or the last index (0 or more)"
+            ))),
+        }
+    }
+}
+
+/// One event as a client appends it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The client's event id; the writer generates a UUIDv7 when absent.
+    pub id: Option<Uuid>,
+    pub event_type: String,
+    pub content_type: String,
+    pub data: Bytes,
+    /// Client timestamp in unix ms; the writer stamps `max(now, last)` when absent.
+    pub timestamp: Option<i64>,
+    /// EventStoreDB-style metadata as JSON text.
+    pub metadata: Option<String>,
+}
+
+/// One stored event, as read back.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The (sub)stream path without leading slash: `acct/strm('a')`.
+    pub stream: String,
+    pub index: u64,
+    pub id: Uuid,
+    pub event_type: String,
+    pub timestamp: i64,
+    pub content_type: String,
+    pub data: Bytes,
+    pub metadata: Option<String>,
+    /// The global append position.
+    pub position: i64,
+}
+
+impl StoredEvent {
+    /// How the data is shown, from the stored content type.
+    pub fn kind(&self) -> DataKind {
+        ContentType::parse(Some(&self.content_type))
+            .map(|c| c.kind)
+            .unwrap_or(DataKind::Binary)
+    }
+
+    /// The JSON envelope of §3: `{"stream","index","id","type","timestamp",
+    /// "contentType","data"}` (+ `"encoding":"base64"` for binary data, `"metadata"`
+    /// when present).
+    pub fn envelope(&self) -> Envelope<'_> {
+        let (data, encoding) = render_data(self.kind(), &self.data);
+        Envelope {
+            stream: &self.stream,
+            index: self.index,
+            id: self.id,
+            event_type: &self.event_type,
+            timestamp: self.timestamp,
+            content_type: &self.content_type,
+            data,
+            encoding,
+            metadata: self
+                .metadata
+                .as_deref()
+                .and_then(|m| serde_json::from_str::<&RawValue>(m).ok()),
+        }
+    }
+}
+
+/// The data of an envelope: the JSON itself, a string, or base64.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum EnvelopeData<'a> {
+    Raw(&'a RawValue),
+    Owned(Box<RawValue>),
+    Text(&'a str),
+    Base64(String),
+}
+
+fn render_data(kind: DataKind, data: &[u8]) -> (EnvelopeData<'_>, Option<&'static str>) {
+    let b64 = || {
+        (
+            EnvelopeData::Base64(base64::engine::general_purpose::STANDARD.encode(data)),
+            Some("base64"),
+        )
+    };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return b64();
+    };
+    match kind {
+        DataKind::Json => {
+            // Pretty-printed bodies are compacted so an envelope is always one line
+            // (NDJSON); JSON strings cannot hold raw newlines, so any is whitespace.
+            if text.contains(['\n', '\r']) {
+                match serde_json::from_str::<serde_json::Value>(text) {
+                    Ok(v) => match serde_json::value::to_raw_value(&v) {
+                        Ok(raw) => (EnvelopeData::Owned(raw), None),
+                        Err(_) => b64(),
+                    },
+                    Err(_) => b64(),
+                }
+            } else {
+                match serde_json::from_str::<&RawValue>(text) {
+                    Ok(raw) => (EnvelopeData::Raw(raw), None),
+                    Err(_) => b64(),
+                }
+            }
+        }
+        DataKind::Text => (EnvelopeData::Text(text), None),
+        DataKind::Binary => b64(),
+    }
+}
+
+/// The JSON envelope of one event.
+#[derive(Serialize)]
+pub struct Envelope<'a> {
+    pub stream: &'a str,
+    pub index: u64,
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    pub timestamp: i64,
+    #[serde(rename = "contentType")]
+    pub content_type: &'a str,
+    pub data: EnvelopeData<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<&'a RawValue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_map_to_kinds() {
+        let k = |h: &str| ContentType::parse(Some(h)).unwrap().kind;
+        assert_eq!(k("application/json; charset=utf-8"), DataKind::Json);
+        assert_eq!(k("Application/JSON"), DataKind::Json);
+        assert_eq!(k("text/csv;header=present"), DataKind::Text);
+        assert_eq!(k("application/x-www-form-urlencoded"), DataKind::Text);
+        assert_eq!(k("application/octet-stream"), DataKind::Binary);
+        assert_eq!(ContentType::parse(None).unwrap().kind, DataKind::Binary);
+        let e = ContentType::parse(Some("image/png")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnsupportedMediaType);
+        assert!(e.message.contains("image/png"));
+        assert_eq!(
+            ContentType::parse(Some("text/csv; header=present")).unwrap().value,
+            "text/csv;header=present"
+        );
+    }
+
+    #[test]
+    fn data_checks() {
+        let json = ContentType::json();
+        assert!(json.check_data(b"{\"a\":1}").is_ok());
+        assert!(json.check_data(b"{\"a\":").unwrap_err().message.contains("not valid JSON"));
+        let text = ContentType::parse(Some("text/plain")).unwrap();
+        assert!(text.check_data(&[0xff, 0xfe]).is_err());
+        let big = vec![b'a'; MAX_EVENT_DATA + 1];
+        assert_eq!(
+            ContentType::parse(Some("application/octet-stream"))
+                .unwrap()
+                .check_data(&big)
+                .unwrap_err()
+                .code,
+            ErrorCode::TooLarge
+        );
+        assert!(text.check_data(&big[..MAX_EVENT_DATA]).is_ok());
+    }
+
+    #[test]
+    fn types_timestamps_ids_expected() {
+        assert!(check_type("click").is_ok());
+        assert!(check_type("").is_err());
+        assert!(check_type(&"x".repeat(100)).is_ok());
+        assert!(check_type(&"x".repeat(101)).is_err());
+        assert_eq!(parse_timestamp("t", "1700000000000").unwrap(), 1_700_000_000_000);
+        assert_eq!(
+            parse_timestamp("t", "2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(
+            parse_timestamp("t", "2023-11-14T23:13:20.5+01:00").unwrap(),
+            1_700_000_000_500
+        );
+        assert!(parse_timestamp("t", "yesterday").is_err());
+        assert!(parse_timestamp("t", "-5").is_err());
+        assert!(parse_event_id("id", "not-a-uuid").is_err());
+        assert_eq!(ExpectedIndex::parse("e", "-2").unwrap(), ExpectedIndex::Any);
+        assert_eq!(ExpectedIndex::parse("e", "-1").unwrap(), ExpectedIndex::NoEvents);
+        assert_eq!(ExpectedIndex::parse("e", "7").unwrap(), ExpectedIndex::Last(7));
+        assert!(ExpectedIndex::parse("e", "-3").is_err());
+        assert!(ExpectedIndex::parse("e", "x").is_err());
+    }
+
+    #[test]
+    fn envelopes_render_data_by_kind() {
+        let mut e = StoredEvent {
+            stream: "a/s".into(),
+            index: 0,
+            id: Uuid::nil(),
+            event_type: "t".into(),
+            timestamp: 1,
+            content_type: "application/json".into(),
+            data: Bytes::from_static(b"{\n  \"a\": [1, 2]\n}\n"),
+            metadata: None,
+            position: 1,
+        };
+        let j = serde_json::to_value(e.envelope()).unwrap();
+        assert_eq!(j["data"], serde_json::json!({"a": [1, 2]}));
+        assert!(!serde_json::to_string(&e.envelope()).unwrap().contains('\n'));
+        e.content_type = "text/plain".into();
+        e.data = Bytes::from_static(b"hi");
+        assert_eq!(serde_json::to_value(e.envelope()).unwrap()["data"], "hi");
+        e.content_type = "application/octet-stream".into();
+        let j = serde_json::to_value(e.envelope()).unwrap();
+        assert_eq!(j["data"], "aGk=");
+        assert_eq!(j["encoding"], "base64");
+    }
+}

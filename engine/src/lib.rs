@@ -1,0 +1,167 @@
+//! eddy's engine: the domain without HTTP.
+//!
+//! # Layout
+//!
+//! - [`path`]: the one parser of eddy's URLs (accounts, streams, factory args,
+//!   events, reducers, types, pipes...), with the canonical form of factory args.
+//! - [`selector`]: the one parser of selectors (`type`, `from`/`to`, `since`/`until`,
+//!   `sub`), applied as SQL on reads and as a predicate on live paths.
+//! - [`query`]: query-string decoding shared by the parsers.
+//! - [`event`]: what an event is: content types, limits, timestamps, ids, the envelope.
+//! - [`settings`]: the stream settings document.
+//! - [`store`]: SQLite storage: migrations and reads through sqlx, every write through
+//!   the single group-commit writer thread (rusqlite).
+//! - [`metrics`]: the Prometheus metrics the engine keeps.
+//!
+//! The data path reads top-down: the server builds an [`AppendRequest`], [`Engine::append`]
+//! queues it to the writer, the writer commits it with others in one transaction,
+//! answers, and announces the commit to subscribers ([`Engine::subscribe`]).
+
+pub mod error;
+pub mod event;
+pub mod metrics;
+pub mod path;
+pub mod query;
+pub mod selector;
+pub mod settings;
+pub mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use error::{EngineError, ErrorCode, Result};
+pub use store::read::{Cursor, EventQuery, Page, Scope, StreamInfo};
+pub use store::{AppendRequest, Appended, AppendedEvent, Committed, SettingsRequest};
+
+use crate::path::StreamPath;
+use crate::settings::StreamSettings;
+use crate::store::Store;
+
+/// A stream path resolved against storage.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub info: StreamInfo,
+    /// What a read of the path covers; `None` for a substream with no events yet.
+    pub scope: Option<Scope>,
+}
+
+/// The engine: storage plus the operations the server calls.
+pub struct Engine {
+    store: Store,
+}
+
+impl Engine {
+    /// Opens the engine on a data directory.
+    pub async fn open(data_dir: &Path, metrics: Arc<metrics::Metrics>) -> Result<Self> {
+        Ok(Self {
+            store: Store::open(data_dir, metrics).await?,
+        })
+    }
+
+    /// Appends events to one (sub)stream; answers once they are durable.
+    pub async fn append(&self, req: AppendRequest) -> Result<Appended> {
+        self.store.writer.append(req).await
+    }
+
+    /// Changes a stream's settings, creating the stream when missing.
+    pub async fn put_settings(&self, req: SettingsRequest) -> Result<StreamSettings> {
+        self.store.writer.settings(req).await
+    }
+
+    /// Looks a stream up; `Ok(None)` when it does not exist.
+    pub async fn resolve(&self, path: &StreamPath) -> Result<Option<Resolved>> {
+        let Some(info) = store::read::stream(
+            &self.store.pool,
+            path.account.as_str(),
+            path.stream.as_str(),
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let scope = match (&path.args, info.factory) {
+            (None, true) => Some(Scope::Factory(info.id)),
+            (Some(args), true) => {
+                store::read::substream_id(&self.store.pool, info.id, &args.canonical())
+                    .await?
+                    .map(Scope::Substream)
+            }
+            (None, false) => store::read::substream_id(&self.store.pool, info.id, "")
+                .await?
+                .map(Scope::Substream),
+            (Some(_), false) => {
+                return Err(EngineError::invalid(format!(
+                    "{}/{} is a plain stream, not a factory, so it takes no arguments ({path})",
+                    path.account, path.stream
+                )));
+            }
+        };
+        Ok(Some(Resolved { info, scope }))
+    }
+
+    /// Like [`Engine::resolve`], but a missing stream is a 404 naming it.
+    pub async fn resolve_existing(&self, path: &StreamPath) -> Result<Resolved> {
+        self.resolve(path)
+            .await?
+            .ok_or_else(|| EngineError::not_found(format!("stream {path} does not exist")))
+    }
+
+    /// Reads one page of events.
+    pub async fn read(&self, q: &EventQuery<'_>) -> Result<Page> {
+        store::read::events(&self.store.pool, q).await
+    }
+
+    /// One event of a (sub)stream by index.
+    pub async fn event(&self, path: &StreamPath, index: u64) -> Result<event::StoredEvent> {
+        let missing = || EngineError::not_found(format!("event {index} of {path} does not exist"));
+        let resolved = self.resolve_existing(path).await?;
+        let sid = match resolved.scope {
+            Some(Scope::Substream(sid)) => sid,
+            Some(Scope::Factory(_)) => {
+                return Err(EngineError::invalid(format!(
+                    "{path} is a stream factory: name the substream, as in /{path}('id')/{index}"
+                )));
+            }
+            None => return Err(missing()),
+        };
+        let prefix = format!("{}/{}", path.account, path.stream);
+        store::read::event(&self.store.pool, &prefix, sid, index)
+            .await?
+            .ok_or_else(missing)
+    }
+
+    /// An account's streams, by name after `after`.
+    pub async fn list_streams(
+        &self,
+        account: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<store::read::StreamEntry>> {
+        store::read::list_streams(&self.store.pool, account, after, limit).await
+    }
+
+    /// A factory's substreams in creation order, after substream id `after`.
+    pub async fn list_substreams(
+        &self,
+        stream_id: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<store::read::SubstreamEntry>> {
+        store::read::list_substreams(&self.store.pool, stream_id, after, limit).await
+    }
+
+    /// Commit announcements; subscribe before reading so nothing falls in between.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Committed>> {
+        self.store.subscribe()
+    }
+
+    /// The global position of the last committed event.
+    pub fn last_position(&self) -> i64 {
+        self.store.last_position()
+    }
+
+    /// Finishes every accepted write and stops the writer.
+    pub async fn shutdown(&self) {
+        self.store.shutdown().await;
+    }
+}

@@ -1,0 +1,55 @@
+//! Query strings: decoding into pairs, encoding values, refusing unknown parameters.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::error::{EngineError, Result};
+
+/// Decodes a query string into (key, value) pairs (`+` is a space, as in forms).
+pub fn pairs(query: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        out.push((decode(k)?, decode(v)?));
+    }
+    Ok(out)
+}
+
+fn decode(s: &str) -> Result<String> {
+    let s = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| {
+            EngineError::invalid(format!("query parameter {s:?} is not valid UTF-8 once decoded"))
+        })
+}
+
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b',')
+    .remove(b':');
+
+/// Percent-encodes a query value.
+pub fn encode(value: &str) -> String {
+    utf8_percent_encode(value, VALUE).to_string()
+}
+
+/// Fails with a 400 naming the first parameter not in `known`.
+pub fn refuse_unknown(params: &[(String, String)], known: &[&str]) -> Result<()> {
+    match params.first() {
+        None => Ok(()),
+        Some((k, _)) => Err(EngineError::invalid(format!(
+            "unknown query parameter \"{k}\"; this endpoint takes: {}",
+            known.join(", ")
+        ))
+        .with("parameter", k.as_str())),
+    }
+}

@@ -1,0 +1,42 @@
+//! The migrations in `migrations/`, embedded in the binary.
+//!
+//! They are listed by hand rather than with `sqlx::migrate!`, whose `macros` feature
+//! would compile sqlx and the bundled SQLite a second time for the build host.
+
+use std::borrow::Cow;
+
+use sqlx::SqlStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// (version, description, SQL), in order; never edit one that has landed.
+const MIGRATIONS: [(i64, &str, &str); 1] = [(
+    1,
+    "create event log",
+    include_str!("../../../migrations/0001_create_event_log.sql"),
+)];
+
+/// The migrator over every embedded migration.
+pub fn migrator() -> Migrator {
+    let migrations: Vec<Migration> = MIGRATIONS
+        .iter()
+        .map(|(version, desc, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*desc),
+                MigrationType::Simple,
+                SqlStr::from_static(sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// The SQL of every migration, for tools that build the schema themselves (the
+/// benchmark's raw SQLite loop).
+pub fn schema_sql() -> impl Iterator<Item = &'static str> {
+    MIGRATIONS.iter().map(|(_, _, sql)| *sql)
+}

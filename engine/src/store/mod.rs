@@ -1,0 +1,100 @@
+//! Storage: one SQLite file in WAL mode. sqlx runs the migrations and serves reads from
+//! a pool; every write goes through the single group-commit writer (`writer`).
+
+pub mod migrations;
+pub mod read;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use tokio::sync::broadcast;
+
+use crate::error::{EngineError, Result};
+use crate::metrics::Metrics;
+pub use writer::{AppendRequest, Appended, AppendedEvent, Committed, SettingsRequest};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "eddy.db";
+
+/// The open store: the read pool, the writer and the commit announcements.
+pub struct Store {
+    pub(crate) pool: SqlitePool,
+    pub(crate) writer: writer::WriterHandle,
+    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    notices: broadcast::Sender<Arc<Committed>>,
+    last_position: Arc<AtomicI64>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating when missing) the store in `dir`, runs the migrations and starts
+    /// the writer.
+    pub async fn open(dir: &Path, metrics: Arc<Metrics>) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            EngineError::internal(format!("cannot create data directory {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(DB_FILE);
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| EngineError::internal(format!("bad database path: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        {
+            let migrator = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts.clone())
+                .await?;
+            migrations::migrator()
+                .run(&migrator)
+                .await
+                .map_err(|e| EngineError::internal(format!("migrations failed: {e}")))?;
+            migrator.close().await;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(opts.read_only(true))
+            .await?;
+        let (notices, _) = broadcast::channel(4096);
+        let last_position = Arc::new(AtomicI64::new(0));
+        let (writer, thread) =
+            writer::spawn(&path, notices.clone(), last_position.clone(), metrics)?;
+        Ok(Self {
+            pool,
+            writer,
+            writer_thread: std::sync::Mutex::new(Some(thread)),
+            notices,
+            last_position,
+            path,
+        })
+    }
+
+    /// Subscribes to commit announcements; subscribe before reading to miss nothing.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.notices.subscribe()
+    }
+
+    /// The global position of the last committed event.
+    pub fn last_position(&self) -> i64 {
+        self.last_position.load(Ordering::Acquire)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finishes every write accepted so far, stops the writer and closes the pool.
+    pub async fn shutdown(&self) {
+        self.writer.shutdown().await;
+        let thread = self.writer_thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,323 @@
+//! Reads through the sqlx pool: streams, substreams and events with selectors applied
+//! as SQL conditions.
+
+use std::collections::HashSet;
+
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::event::StoredEvent;
+use crate::path::Args;
+use crate::selector::Selector;
+use crate::settings::StreamSettings;
+
+/// Above this many matching substreams, a `sub` glob is applied in Rust rather than as
+/// an SQL `IN` list.
+const MAX_SQL_SUBS: usize = 500;
+
+/// A stream's row.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    pub id: i64,
+    pub factory: bool,
+    pub settings: StreamSettings,
+    pub created_at: i64,
+}
+
+pub async fn stream(pool: &SqlitePool, account: &str, name: &str) -> Result<Option<StreamInfo>> {
+    let row = sqlx::query(
+        "SELECT id, factory, settings, created_at FROM streams WHERE account = ? AND name = ?",
+    )
+    .bind(account)
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| {
+        let factory: bool = r.get(1);
+        StreamInfo {
+            id: r.get(0),
+            factory,
+            settings: StreamSettings::from_stored(r.get::<&str, _>(2), factory),
+            created_at: r.get(3),
+        }
+    }))
+}
+
+pub async fn substream_id(pool: &SqlitePool, stream_id: i64, args: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM substreams WHERE stream_id = ? AND args = ?")
+            .bind(stream_id)
+            .bind(args)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// What a read covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// One plain stream or one substream, in index order.
+    Substream(i64),
+    /// Every substream of a factory, in global append order.
+    Factory(i64),
+}
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// At this index of a (sub)stream (inclusive).
+    Index(u64),
+    /// After this global position (exclusive).
+    After(i64),
+}
+
+/// One read.
+pub struct EventQuery<'a> {
+    pub scope: Scope,
+    /// `acct/strm`, the prefix of every event's `stream` field.
+    pub prefix: &'a str,
+    pub selector: &'a Selector,
+    pub cursor: Cursor,
+    pub limit: usize,
+}
+
+/// A page of events and whether more match after it.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub events: Vec<StoredEvent>,
+    pub more: bool,
+}
+
+impl Page {
+    /// The cursor that continues after this page (`None` when it is empty).
+    pub fn next_cursor(&self, scope: Scope) -> Option<Cursor> {
+        let last = self.events.last()?;
+        Some(match scope {
+            Scope::Substream(_) => Cursor::Index(last.index + 1),
+            Scope::Factory(_) => Cursor::After(last.position),
+        })
+    }
+}
+
+const EVENT_COLUMNS: &str = "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, \
+     e.metadata, s.args, e.sid FROM events e JOIN substreams s ON s.id = e.sid WHERE ";
+
+fn event_from_row(prefix: &str, r: &SqliteRow) -> StoredEvent {
+    let args: &str = r.get(8);
+    let stream = if args.is_empty() {
+        prefix.to_owned()
+    } else {
+        format!("{prefix}({args})")
+    };
+    let eid: &[u8] = r.get(2);
+    StoredEvent {
+        stream,
+        position: r.get(0),
+        index: r.get::<i64, _>(1) as u64,
+        id: Uuid::from_slice(eid).unwrap_or_default(),
+        event_type: r.get(3),
+        timestamp: r.get(4),
+        content_type: r.get(5),
+        data: bytes::Bytes::from(r.get::<Vec<u8>, _>(6)),
+        metadata: r.get(7),
+    }
+}
+
+/// Reads one page of events matching the selector.
+pub async fn events(pool: &SqlitePool, q: &EventQuery<'_>) -> Result<Page> {
+    let mut post_filter: Option<HashSet<i64>> = None;
+    let mut sql_subs: Option<Vec<i64>> = None;
+    if let (Scope::Factory(stream_id), false) = (q.scope, q.selector.subs.is_empty()) {
+        let sids = matching_substreams(pool, stream_id, q.selector).await?;
+        if sids.is_empty() {
+            return Ok(Page::default());
+        }
+        if sids.len() <= MAX_SQL_SUBS {
+            sql_subs = Some(sids);
+        } else {
+            post_filter = Some(sids.into_iter().collect());
+        }
+    }
+    let mut page = Page::default();
+    let mut cursor = q.cursor;
+    loop {
+        let fetch = if post_filter.is_some() { 1000 } else { q.limit + 1 };
+        let mut qb = QueryBuilder::<Sqlite>::new(EVENT_COLUMNS);
+        match q.scope {
+            Scope::Substream(sid) => qb.push("e.sid = ").push_bind(sid),
+            Scope::Factory(id) => qb.push("e.stream_id = ").push_bind(id),
+        };
+        match cursor {
+            Cursor::Index(i) => qb.push(" AND e.idx >= ").push_bind(i as i64),
+            Cursor::After(p) => qb.push(" AND e.pos > ").push_bind(p),
+        };
+        push_conditions(&mut qb, q.selector);
+        if let Some(sids) = &sql_subs {
+            qb.push(" AND e.sid IN (");
+            let mut list = qb.separated(", ");
+            for sid in sids {
+                list.push_bind(*sid);
+            }
+            qb.push(")");
+        }
+        match q.scope {
+            Scope::Substream(_) => qb.push(" ORDER BY e.idx"),
+            Scope::Factory(_) => qb.push(" ORDER BY e.pos"),
+        };
+        qb.push(" LIMIT ").push_bind(fetch as i64);
+        let rows = qb.build().fetch_all(pool).await?;
+        let exhausted = rows.len() < fetch;
+        for r in &rows {
+            let e = event_from_row(q.prefix, r);
+            cursor = match q.scope {
+                Scope::Substream(_) => Cursor::Index(e.index + 1),
+                Scope::Factory(_) => Cursor::After(e.position),
+            };
+            if let Some(set) = &post_filter
+                && !set.contains(&r.get::<i64, _>(9))
+            {
+                continue;
+            }
+            if page.events.len() == q.limit {
+                page.more = true;
+                return Ok(page);
+            }
+            page.events.push(e);
+        }
+        if exhausted || post_filter.is_none() {
+            return Ok(page);
+        }
+    }
+}
+
+/// Appends the selector's type, index and time conditions.
+fn push_conditions(qb: &mut QueryBuilder<Sqlite>, sel: &Selector) {
+    for (list, op) in [(&sel.types, " AND e.type IN ("), (&sel.exclude_types, " AND e.type NOT IN (")] {
+        if list.is_empty() {
+            continue;
+        }
+        qb.push(op);
+        let mut sep = qb.separated(", ");
+        for t in list {
+            sep.push_bind(t.clone());
+        }
+        qb.push(")");
+    }
+    if let Some(v) = sel.from {
+        qb.push(" AND e.idx >= ").push_bind(v as i64);
+    }
+    if let Some(v) = sel.to {
+        qb.push(" AND e.idx <= ").push_bind(v as i64);
+    }
+    if let Some(v) = sel.since {
+        qb.push(" AND e.ts >= ").push_bind(v);
+    }
+    if let Some(v) = sel.until {
+        qb.push(" AND e.ts <= ").push_bind(v);
+    }
+}
+
+/// The ids of a factory's substreams that match the selector's `sub` patterns.
+async fn matching_substreams(pool: &SqlitePool, stream_id: i64, sel: &Selector) -> Result<Vec<i64>> {
+    if let Some(exact) = sel.exact_subs() {
+        let mut out = Vec::new();
+        for args in exact {
+            if let Some(id) = substream_id(pool, stream_id, &args.canonical()).await? {
+                out.push(id);
+            }
+        }
+        return Ok(out);
+    }
+    let rows = sqlx::query("SELECT id, args FROM substreams WHERE stream_id = ?")
+        .bind(stream_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .filter(|r| {
+            Args::parse(r.get::<&str, _>(1))
+                .ok()
+                .is_some_and(|a| sel.matches_args(Some(&a)))
+        })
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// One event by index.
+pub async fn event(pool: &SqlitePool, prefix: &str, sid: i64, index: u64) -> Result<Option<StoredEvent>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{EVENT_COLUMNS}e.sid = ? AND e.idx = ?")))
+        .bind(sid)
+        .bind(index as i64)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| event_from_row(prefix, &r)))
+}
+
+/// A stream in an account listing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamEntry {
+    pub name: String,
+    pub factory: bool,
+    pub events: i64,
+    #[serde(rename = "createdAt")]
+    pub created_at: i64,
+}
+
+/// An account's streams by name, after `after`.
+pub async fn list_streams(pool: &SqlitePool, account: &str, after: &str, limit: usize) -> Result<Vec<StreamEntry>> {
+    let rows = sqlx::query(
+        "SELECT s.name, s.factory, COALESCE(SUM(ss.event_count), 0), s.created_at \
+         FROM streams s LEFT JOIN substreams ss ON ss.stream_id = s.id \
+         WHERE s.account = ? AND s.name > ? GROUP BY s.id, s.name, s.factory, s.created_at \
+         ORDER BY s.name LIMIT ?",
+    )
+    .bind(account)
+    .bind(after)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| StreamEntry {
+            name: r.get(0),
+            factory: r.get(1),
+            events: r.get(2),
+            created_at: r.get(3),
+        })
+        .collect())
+}
+
+/// A substream in a factory's listing.
+#[derive(Debug, Clone)]
+pub struct SubstreamEntry {
+    pub id: i64,
+    pub args: String,
+    pub events: i64,
+    pub last_index: i64,
+    pub last_timestamp: i64,
+}
+
+/// A factory's substreams in creation order, after substream id `after`.
+pub async fn list_substreams(pool: &SqlitePool, stream_id: i64, after: i64, limit: usize) -> Result<Vec<SubstreamEntry>> {
+    let rows = sqlx::query(
+        "SELECT id, args, event_count, last_index, last_timestamp FROM substreams \
+         WHERE stream_id = ? AND id > ? ORDER BY id LIMIT ?",
+    )
+    .bind(stream_id)
+    .bind(after)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| SubstreamEntry {
+            id: r.get(0),
+            args: r.get(1),
+            events: r.get(2),
+            last_index: r.get(3),
+            last_timestamp: r.get(4),
+        })
+        .collect())
+}

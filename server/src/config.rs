@@ -1,0 +1,46 @@
+//! The server's configuration: one clap struct, every option also an `EDDY_*`
+//! environment variable, defaults that work on a laptop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on (HTTP/1.1 and h2c).
+    #[arg(long, env = "EDDY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the embedded SQLite database.
+    #[arg(long, env = "EDDY_DATA", default_value = "./eddy-data")]
+    pub data: PathBuf,
+    /// Allow an open server (no admin token) on a non-loopback address.
+    #[arg(long, env = "EDDY_INSECURE_OPEN")]
+    pub insecure_open: bool,
+    /// How long a graceful shutdown waits for open requests, in milliseconds.
+    #[arg(long, env = "EDDY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Config {
+    /// A configuration for tests and tools: the given data directory, loopback.
+    pub fn for_data_dir(data: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data: data.into(),
+            insecure_open: false,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+
+    /// Refuses configurations that would expose an open server.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.listen.ip().is_loopback() && !self.insecure_open {
+            anyhow::bail!(
+                "refusing to listen on {} without access control: an open eddy server accepts \
+                 every request, so it listens on loopback only; pass --insecure-open to \
+                 override",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+}

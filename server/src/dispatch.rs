@@ -1,0 +1,102 @@
+//! The fallback handler: every URL of API §1 is parsed by `eddy_engine::path` and
+//! routed here to its resource module by (resource, method).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use eddy_engine::path::{self, Resource};
+
+use crate::error::{ApiError, ApiResult};
+use crate::{AppState, events, settings, streams};
+
+pub async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match route(state, method, uri, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(
+    state: AppState,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let resource = path::parse(uri.path())?;
+    check_account(&resource)?;
+    let get = method == Method::GET || method == Method::HEAD;
+    match resource {
+        Resource::Account(account) if get => streams::list(state, account, &uri).await,
+        Resource::Account(_) => Err(ApiError::method(&method, "GET")),
+        Resource::Stream(p) if method == Method::POST => {
+            events::append::post(state, p, None, &uri, headers, body).await
+        }
+        Resource::Stream(p) if get => events::read::get(state, p, &uri, &headers).await,
+        Resource::Stream(_) => Err(ApiError::method(&method, "GET, POST")),
+        Resource::EventType {
+            stream,
+            event_type,
+            format: None,
+        } if method == Method::POST => {
+            events::append::post(state, stream, Some(event_type), &uri, headers, body).await
+        }
+        Resource::Event(p, index) if get => events::read::one(state, p, index, &uri).await,
+        Resource::Event(..) => Err(ApiError::method(&method, "GET")),
+        Resource::Settings(p) => match method {
+            Method::GET | Method::HEAD => settings::get(state, p, &uri).await,
+            Method::PUT => settings::put(state, p, &uri, body, true).await,
+            Method::PATCH => settings::put(state, p, &uri, body, false).await,
+            _ => Err(ApiError::method(&method, "GET, PUT, PATCH")),
+        },
+        Resource::Substreams(p) if get => streams::substreams(state, p, &uri).await,
+        Resource::Substreams(_) => Err(ApiError::method(&method, "GET")),
+        Resource::EventType { .. } => Err(ApiError::not_implemented("event types (JTD schemas)")),
+        Resource::Reducer(..) | Resource::Reducers(_) => Err(ApiError::not_implemented("reducers")),
+        Resource::Pipe { .. } | Resource::PipeLogs { .. } => {
+            Err(ApiError::not_implemented("pipes"))
+        }
+        Resource::Logs(_) => Err(ApiError::not_implemented("stream logs")),
+        Resource::Webhooks(_) | Resource::Webhook(..) | Resource::WebhookResume(..) => {
+            Err(ApiError::not_implemented("webhooks"))
+        }
+    }
+}
+
+/// Reserved accounts belong to the server: `eddy` holds the builtin streams (not built
+/// yet); the others name server endpoints.
+fn check_account(resource: &Resource) -> ApiResult<()> {
+    let account = match resource {
+        Resource::Account(a) => a,
+        Resource::Stream(p)
+        | Resource::Event(p, _)
+        | Resource::Reducer(p, _)
+        | Resource::Logs(p)
+        | Resource::Settings(p)
+        | Resource::Substreams(p)
+        | Resource::Reducers(p)
+        | Resource::Webhooks(p)
+        | Resource::Webhook(p, _)
+        | Resource::WebhookResume(p, _) => &p.account,
+        Resource::EventType { stream, .. } => &stream.account,
+        Resource::Pipe { from, .. } | Resource::PipeLogs { from, .. } => &from.account,
+    };
+    if !account.is_reserved() {
+        return Ok(());
+    }
+    if account.as_str() == "eddy" {
+        return Err(ApiError::not_implemented(
+            "builtin streams (/eddy/cron('...'), /eddy/events(acct))",
+        ));
+    }
+    Err(ApiError::invalid(format!(
+        "account name \"{account}\" is reserved for the server"
+    )))
+}

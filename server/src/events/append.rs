@@ -1,0 +1,195 @@
+//! `POST /{acct}/{strm}[({args})][:{type}]`: one event, an atomic batch, or an NDJSON
+//! stream, by Content-Type (API §2).
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use eddy_engine::event::{
+    self, ContentType, ExpectedIndex, MAX_BATCH_BYTES, MAX_EVENT_DATA, NewEvent,
+};
+use eddy_engine::path::StreamPath;
+use eddy_engine::{AppendRequest, Appended, EngineError};
+use http_body_util::BodyExt;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::params::{self, Params};
+
+/// The request-wide inputs of an append: from headers, query and path.
+pub(super) struct AppendInputs {
+    pub event_type: Option<String>,
+    pub timestamp: Option<i64>,
+    pub id: Option<Uuid>,
+    pub expected: ExpectedIndex,
+}
+
+impl AppendInputs {
+    fn read(path_type: Option<String>, uri: &Uri, headers: &HeaderMap) -> ApiResult<Self> {
+        let mut q = Params::parse(uri)?;
+        let pick = |q: &mut Params, query: &'static str, names: &[&str]| -> ApiResult<Option<(String, String)>> {
+            let h = params::header(headers, names)?.map(|v| (names[0].to_owned(), v));
+            let p = q.take(query).map(|v| (query.to_owned(), v));
+            match (h, p) {
+                (Some(h), Some(p)) if h.1 != p.1 => Err(ApiError::invalid(format!(
+                    "{} is given twice with different values: header {}: \"{}\" and query {}=\"{}\"",
+                    query, h.0, h.1, p.0, p.1
+                ))),
+                (h, p) => Ok(h.or(p)),
+            }
+        };
+        let ty = pick(&mut q, "event-type", &["Event-Type", "ES-EventType"])?;
+        let event_type = match (path_type, ty) {
+            (Some(p), Some((src, t))) if p != t => {
+                return Err(ApiError::invalid(format!(
+                    "event type is given twice: \"{p}\" in the path and \"{t}\" in {src}"
+                )));
+            }
+            (Some(p), _) => Some(p),
+            (None, t) => t.map(|t| t.1),
+        };
+        let timestamp = pick(&mut q, "timestamp", &["Event-Timestamp"])?
+            .map(|(src, v)| event::parse_timestamp(&src, &v))
+            .transpose()?;
+        let id = pick(&mut q, "event-id", &["Event-Id", "ES-EventId"])?
+            .map(|(src, v)| event::parse_event_id(&src, &v))
+            .transpose()?;
+        let expected = pick(&mut q, "expected-index", &["Expected-Index", "ES-ExpectedVersion"])?
+            .map(|(src, v)| ExpectedIndex::parse(&src, &v))
+            .transpose()?
+            .unwrap_or_default();
+        q.finish()?;
+        Ok(Self {
+            event_type,
+            timestamp,
+            id,
+            expected,
+        })
+    }
+
+    /// The event type every event of a single or NDJSON append gets.
+    pub(super) fn required_type(&self) -> ApiResult<String> {
+        let t = self.event_type.clone().unwrap_or_default();
+        event::check_type(&t)?;
+        Ok(t)
+    }
+}
+
+pub async fn post(
+    state: AppState,
+    path: StreamPath,
+    path_type: Option<String>,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    let result = post_inner(&state, path, path_type, uri, headers, body).await;
+    state
+        .metrics
+        .append_seconds
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        state.metrics.append_errors.inc();
+    }
+    result
+}
+
+async fn post_inner(
+    state: &AppState,
+    path: StreamPath,
+    path_type: Option<String>,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let inputs = AppendInputs::read(path_type, uri, &headers)?;
+    let (raw_ct, media) = params::media_type(&headers)?;
+    match media.as_str() {
+        "application/vnd.eddy.events+json" | "application/vnd.eventstore.events+json" => {
+            let es = media == "application/vnd.eventstore.events+json";
+            let body = read_body(body, MAX_BATCH_BYTES, "a batch").await?;
+            let events = super::batch::parse(&body, es, &inputs)?;
+            let appended = append(state, &path, events, inputs.expected).await?;
+            Ok(batch_response(&path, &appended))
+        }
+        "application/x-ndjson" => super::ndjson::ingest(state, path, inputs, body).await,
+        _ => {
+            let ct = ContentType::parse(raw_ct.as_deref())?;
+            let event_type = inputs.required_type()?;
+            let data = read_body(body, MAX_EVENT_DATA, "an event").await?;
+            ct.check_data(&data)?;
+            let event = NewEvent {
+                id: inputs.id,
+                event_type,
+                content_type: ct.value,
+                data,
+                timestamp: inputs.timestamp,
+                metadata: None,
+            };
+            let appended = append(state, &path, vec![event], inputs.expected).await?;
+            let e = appended.events[0];
+            let mut body = json!({"index": e.index, "timestamp": e.timestamp, "id": e.id});
+            if appended.duplicate {
+                body["duplicate"] = true.into();
+            }
+            Ok(created(&path, e.index, body))
+        }
+    }
+}
+
+pub(super) async fn append(
+    state: &AppState,
+    path: &StreamPath,
+    events: Vec<NewEvent>,
+    expected: ExpectedIndex,
+) -> ApiResult<Appended> {
+    Ok(state
+        .engine
+        .append(AppendRequest {
+            stream: path.clone(),
+            events,
+            expected,
+        })
+        .await?)
+}
+
+/// Reads a whole body, refusing it with 413 past `limit` bytes.
+async fn read_body(body: Body, limit: usize, what: &str) -> ApiResult<Bytes> {
+    let too_large = || {
+        ApiError(
+            EngineError::too_large(format!(
+                "the body is larger than {limit} bytes, the limit for {what}"
+            ))
+            .with("limit", limit),
+        )
+    };
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::invalid(format!("the request body could not be read: {e}"))),
+    }
+}
+
+/// 201 with `Location` of the event at `index`.
+pub(super) fn created(path: &StreamPath, index: u64, body: serde_json::Value) -> Response {
+    let mut resp = (StatusCode::CREATED, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{}/{index}", path.url())) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+pub(super) fn batch_response(path: &StreamPath, appended: &Appended) -> Response {
+    let first = appended.events.iter().map(|e| e.index).min().unwrap_or(0);
+    let last = appended.events.iter().map(|e| e.index).max().unwrap_or(0);
+    let mut body = json!({"first": first, "last": last, "count": appended.events.len()});
+    if appended.duplicate {
+        body["duplicate"] = true.into();
+    }
+    created(path, first, body)
+}

@@ -1,0 +1,120 @@
+//! Atomic batches: `application/vnd.eddy.events+json` (`{"id"?, "type", "data",
+//! "timestamp"?, "contentType"?}`) and EventStoreDB's
+//! `application/vnd.eventstore.events+json` (`{"eventId", "eventType", "data",
+//! "metadata"}`). One bad event refuses the batch with its position.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use eddy_engine::EngineError;
+use eddy_engine::event::{self, ContentType, DataKind, NewEvent};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::append::AppendInputs;
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Timestamp {
+    Millis(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EddyEvent<'a> {
+    id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    timestamp: Option<Timestamp>,
+    #[serde(rename = "contentType")]
+    content_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EventStoreEvent<'a> {
+    #[serde(rename = "eventId")]
+    event_id: Option<String>,
+    #[serde(rename = "eventType")]
+    event_type: Option<String>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+}
+
+/// Parses a batch body into events, all checked.
+pub(super) fn parse(body: &[u8], eventstore: bool, inputs: &AppendInputs) -> ApiResult<Vec<NewEvent>> {
+    if inputs.id.is_some() {
+        return Err(ApiError::invalid(
+            "Event-Id names one event; in a batch give each event its own \"id\"",
+        ));
+    }
+    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(format!("the batch is not a JSON array of events: {e}"))
+    })?;
+    if items.is_empty() {
+        return Err(ApiError::invalid("the batch is an empty array; send at least one event"));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            one(raw, eventstore, inputs)
+                .map_err(|e| ApiError(e.context(format_args!("event {i} of the batch")).with("position", i)))
+        })
+        .collect()
+}
+
+fn one(raw: &RawValue, eventstore: bool, inputs: &AppendInputs) -> Result<NewEvent, EngineError> {
+    let invalid = |e: serde_json::Error| EngineError::invalid(e.to_string());
+    let (id, ty, data, ts, ct, metadata) = if eventstore {
+        let e: EventStoreEvent = serde_json::from_str(raw.get()).map_err(invalid)?;
+        (e.event_id, e.event_type, e.data, None, None, e.metadata.map(|m| m.get().to_owned()))
+    } else {
+        let e: EddyEvent = serde_json::from_str(raw.get()).map_err(invalid)?;
+        (e.id, e.event_type, e.data, e.timestamp, e.content_type, None)
+    };
+    let event_type = ty.or_else(|| inputs.event_type.clone()).unwrap_or_default();
+    event::check_type(&event_type)?;
+    let ct = match ct {
+        Some(c) => ContentType::parse(Some(&c))?,
+        None => ContentType::json(),
+    };
+    let bytes = match ct.kind {
+        DataKind::Json => Bytes::copy_from_slice(data.get().as_bytes()),
+        kind => {
+            let s: String = serde_json::from_str(data.get()).map_err(|_| {
+                EngineError::invalid(format!(
+                    "\"data\" must be a string for contentType {} ({})",
+                    ct.value,
+                    if kind == DataKind::Text { "the text" } else { "base64 of the bytes" }
+                ))
+            })?;
+            if kind == DataKind::Text {
+                Bytes::from(s)
+            } else {
+                Bytes::from(base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(
+                    |e| EngineError::invalid(format!("\"data\" is not valid base64: {e}")),
+                )?)
+            }
+        }
+    };
+    ct.check_data(&bytes)?;
+    let id = id.map(|v| event::parse_event_id("id", &v)).transpose()?;
+    let timestamp = match ts {
+        Some(Timestamp::Millis(ms)) => Some(event::parse_timestamp("timestamp", &ms.to_string())?),
+        Some(Timestamp::Text(t)) => Some(event::parse_timestamp("timestamp", &t)?),
+        None => inputs.timestamp,
+    };
+    Ok(NewEvent {
+        id,
+        event_type,
+        content_type: ct.value,
+        data: bytes,
+        timestamp,
+        metadata,
+    })
+}

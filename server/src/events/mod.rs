@@ -1,0 +1,6 @@
+//! Events: appending (`append`) and reading (`read`) of API §2-§3.
+
+pub mod append;
+mod batch;
+mod ndjson;
+pub mod read;

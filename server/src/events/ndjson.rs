@@ -1,0 +1,162 @@
+//! Streaming ingest: `application/x-ndjson`, one JSON event data per line. Lines are
+//! appended as they arrive (each chunk of complete lines is one durable write), so a
+//! producer can pipe a long-running process into one request. Not atomic: a bad line
+//! stops the request with a 400 naming it, and the lines before it stay.
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use eddy_engine::event::{ContentType, ExpectedIndex, MAX_EVENT_DATA, NewEvent};
+use eddy_engine::path::StreamPath;
+use eddy_engine::{EngineError, ErrorCode};
+use futures::StreamExt;
+use serde_json::json;
+
+use super::append::{AppendInputs, append};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// What the request has written so far.
+#[derive(Default)]
+struct Written {
+    first: Option<u64>,
+    last: u64,
+    count: u64,
+}
+
+struct Ingest<'a> {
+    state: &'a AppState,
+    path: StreamPath,
+    event_type: String,
+    timestamp: Option<i64>,
+    expected: ExpectedIndex,
+    pending: Vec<NewEvent>,
+    written: Written,
+}
+
+impl Ingest<'_> {
+    fn line(&mut self, line_no: u64, line: &[u8]) -> Result<(), EngineError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        ContentType::json()
+            .check_data(line)
+            .map_err(|e| e.context(format_args!("line {line_no}")).with("line", line_no))?;
+        self.pending.push(NewEvent {
+            id: None,
+            event_type: self.event_type.clone(),
+            content_type: "application/json".into(),
+            data: Bytes::copy_from_slice(line),
+            timestamp: self.timestamp,
+            metadata: None,
+        });
+        Ok(())
+    }
+
+    /// Makes the pending lines durable.
+    async fn flush(&mut self) -> ApiResult<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.pending);
+        let expected = std::mem::take(&mut self.expected);
+        let appended = append(self.state, &self.path, events, expected).await?;
+        let w = &mut self.written;
+        w.first.get_or_insert(appended.events[0].index);
+        w.last = appended.events.last().map_or(w.last, |e| e.index);
+        w.count += appended.events.len() as u64;
+        Ok(())
+    }
+
+    /// Adds what was written to an error body.
+    fn fail(&self, e: impl Into<ApiError>) -> ApiError {
+        let mut e: ApiError = e.into();
+        e.0.details.insert("count".into(), self.written.count.into());
+        if let Some(first) = self.written.first {
+            e.0.details.insert("first".into(), first.into());
+            e.0.details.insert("last".into(), self.written.last.into());
+        }
+        e
+    }
+}
+
+pub async fn ingest(state: &AppState, path: StreamPath, inputs: AppendInputs, body: Body) -> ApiResult<Response> {
+    if inputs.id.is_some() {
+        return Err(ApiError::invalid(
+            "Event-Id names one event; an NDJSON stream gets server-generated ids",
+        ));
+    }
+    let mut ing = Ingest {
+        state,
+        path,
+        event_type: inputs.required_type()?,
+        timestamp: inputs.timestamp,
+        expected: inputs.expected,
+        pending: Vec::new(),
+        written: Written::default(),
+    };
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut line_no = 0u64;
+    let mut ended = false;
+    while !ended {
+        let chunk = tokio::select! {
+            c = stream.next() => c,
+            _ = state.shutting_down() => {
+                ing.flush().await.map_err(|e| ing.fail(e))?;
+                return Err(ing.fail(EngineError::new(
+                    ErrorCode::Unavailable,
+                    "the server is shutting down; the lines received so far are stored",
+                )));
+            }
+        };
+        match chunk {
+            None => ended = true,
+            Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+            Some(Err(e)) => {
+                ing.flush().await.map_err(|e| ing.fail(e))?;
+                return Err(ing.fail(ApiError::invalid(format!(
+                    "the request body broke off after line {line_no}: {e}"
+                ))));
+            }
+        }
+        let mut start = 0;
+        while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
+            line_no += 1;
+            if let Err(e) = ing.line(line_no, &buf[start..start + nl]) {
+                ing.flush().await.map_err(|e| ing.fail(e))?;
+                return Err(ing.fail(e));
+            }
+            start += nl + 1;
+        }
+        buf.drain(..start);
+        if ended && !buf.is_empty() {
+            line_no += 1;
+            let rest = std::mem::take(&mut buf);
+            if let Err(e) = ing.line(line_no, &rest) {
+                ing.flush().await.map_err(|e| ing.fail(e))?;
+                return Err(ing.fail(e));
+            }
+        }
+        if buf.len() > MAX_EVENT_DATA + 1 {
+            ing.flush().await.map_err(|e| ing.fail(e))?;
+            return Err(ing.fail(
+                EngineError::too_large(format!(
+                    "line {} is longer than {MAX_EVENT_DATA} bytes, the limit per event",
+                    line_no + 1
+                ))
+                .with("line", line_no + 1),
+            ));
+        }
+        ing.flush().await.map_err(|e| ing.fail(e))?;
+    }
+    match ing.written.first {
+        Some(first) => {
+            let body = json!({"first": first, "last": ing.written.last, "count": ing.written.count});
+            Ok(super::append::created(&ing.path, first, body))
+        }
+        None => Ok((StatusCode::OK, axum::Json(json!({"count": 0}))).into_response()),
+    }
+}

@@ -1,0 +1,289 @@
+//! `GET /{acct}/{strm}[({args})]` (a page of JSON, NDJSON, `follow=true` live tail,
+//! `wait=ms` long-poll) and `GET .../{index}` (one envelope, or `?raw` bytes), API §3.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use eddy_engine::path::StreamPath;
+use eddy_engine::selector::Selector;
+use eddy_engine::{Cursor, EventQuery, Page, Resolved, Scope};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::params::{self, DEFAULT_LIMIT, MAX_LIMIT, Params};
+
+/// The longest `wait` honoured, in milliseconds.
+const MAX_WAIT_MS: u64 = 300_000;
+
+/// Reads a (sub)stream page after page, remembering where it is. A stream that does
+/// not exist yet reads as empty until it does.
+struct Reader {
+    state: AppState,
+    path: StreamPath,
+    prefix: String,
+    selector: Selector,
+    resolved: Option<Resolved>,
+    cursor: Option<Cursor>,
+}
+
+impl Reader {
+    async fn page(&mut self, limit: usize) -> ApiResult<Page> {
+        if self.resolved.as_ref().is_none_or(|r| r.scope.is_none()) {
+            self.resolved = self.state.engine.resolve(&self.path).await?;
+            if let Some(r) = &self.resolved {
+                check_shape(&self.path, r, &self.selector, self.cursor)?;
+            }
+        }
+        let Some(scope) = self.resolved.as_ref().and_then(|r| r.scope) else {
+            return Ok(Page::default());
+        };
+        let cursor = self.cursor.unwrap_or(match scope {
+            Scope::Substream(_) => Cursor::Index(0),
+            Scope::Factory(_) => Cursor::After(0),
+        });
+        let page = self
+            .state
+            .engine
+            .read(&EventQuery {
+                scope,
+                prefix: &self.prefix,
+                selector: &self.selector,
+                cursor,
+                limit,
+            })
+            .await?;
+        if let Some(c) = page.next_cursor(scope) {
+            self.cursor = Some(c);
+        }
+        Ok(page)
+    }
+
+    /// Whether a commit may have brought this reader something new.
+    fn concerns(&self, notice: &Result<std::sync::Arc<eddy_engine::Committed>, broadcast::error::RecvError>) -> bool {
+        match (notice, &self.resolved) {
+            (Ok(n), Some(r)) => n.streams.contains(&r.info.id),
+            _ => true,
+        }
+    }
+
+    /// Waits until a commit concerns this reader, `deadline` passes (false) or the
+    /// server shuts down (false).
+    async fn wait(&self, rx: &mut broadcast::Receiver<std::sync::Arc<eddy_engine::Committed>>, deadline: Option<Instant>) -> bool {
+        loop {
+            let notice = tokio::select! {
+                n = rx.recv() => n,
+                _ = sleep_until(deadline) => return false,
+                _ = self.state.shutting_down() => return false,
+            };
+            if matches!(notice, Err(broadcast::error::RecvError::Closed)) {
+                return false;
+            }
+            if self.concerns(&notice) {
+                return true;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Refuses read parameters that do not fit the stream's shape.
+fn check_shape(path: &StreamPath, r: &Resolved, sel: &Selector, cursor: Option<Cursor>) -> ApiResult<()> {
+    let factory_read = r.info.factory && path.args.is_none();
+    if !sel.subs.is_empty() && !factory_read {
+        return Err(ApiError::invalid(format!(
+            "selector sub= picks substreams of a factory, and {path} is not a factory URL"
+        )));
+    }
+    if matches!(cursor, Some(Cursor::After(_))) && !factory_read {
+        return Err(ApiError::invalid(format!(
+            "after= pages a factory read in global order; {path} is read by index, so use from="
+        )));
+    }
+    Ok(())
+}
+
+pub async fn get(state: AppState, path: StreamPath, uri: &Uri, headers: &HeaderMap) -> ApiResult<Response> {
+    let mut q = Params::parse(uri)?;
+    let selector = q.selector()?;
+    let limit = q.limit()?;
+    let after = q.number("after")?;
+    let wait = q.number("wait")?.map(|w| w.min(MAX_WAIT_MS));
+    let follow = q.flag("follow")?;
+    q.finish()?;
+    if params::accepts(headers, "text/event-stream") {
+        return Err(ApiError::not_implemented("Server-Sent Events subscriptions"));
+    }
+    let ndjson = params::accepts(headers, "application/x-ndjson");
+    if follow && !ndjson {
+        return Err(ApiError::invalid(
+            "follow=true streams NDJSON: send Accept: application/x-ndjson",
+        ));
+    }
+    let prefix = format!("{}/{}", path.account, path.stream);
+    let mut reader = Reader {
+        state: state.clone(),
+        path,
+        prefix,
+        selector,
+        resolved: None,
+        cursor: after.map(|a| Cursor::After(a as i64)),
+    };
+    let mut rx = state.engine.subscribe();
+    if ndjson {
+        return ndjson_response(reader, rx, limit, follow, wait).await;
+    }
+    let limit = limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let mut page = reader.page(limit).await?;
+    if reader.resolved.is_none() && wait.is_none() {
+        return Err(ApiError(eddy_engine::EngineError::not_found(format!(
+            "stream {} does not exist",
+            reader.path
+        ))));
+    }
+    if page.events.is_empty()
+        && let Some(ms) = wait.filter(|w| *w > 0)
+    {
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        while page.events.is_empty() && reader.wait(&mut rx, Some(deadline)).await {
+            page = reader.page(limit).await?;
+        }
+    }
+    let envelopes: Vec<_> = page.events.iter().map(|e| e.envelope()).collect();
+    let body = serde_json::to_vec(&envelopes)
+        .map_err(|e| ApiError(eddy_engine::EngineError::internal(e.to_string())))?;
+    let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if page.more
+        && let Some(link) = next_link(&reader, uri)
+        && let Ok(v) = HeaderValue::from_str(&link)
+    {
+        resp.headers_mut().insert(header::LINK, v);
+    }
+    Ok(resp)
+}
+
+/// `<url?...&from=n>; rel="next"` (or `after=pos` on a factory).
+fn next_link(reader: &Reader, uri: &Uri) -> Option<String> {
+    let (key, value) = match reader.cursor? {
+        Cursor::Index(i) => ("from", i.to_string()),
+        Cursor::After(p) => ("after", p.to_string()),
+    };
+    let mut pairs = eddy_engine::query::pairs(uri.query().unwrap_or("")).ok()?;
+    pairs.retain(|(k, _)| k != key);
+    pairs.push((key.to_owned(), value));
+    let query: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", eddy_engine::query::encode(k), eddy_engine::query::encode(v)))
+        .collect();
+    Some(format!("<{}?{}>; rel=\"next\"", reader.path.url(), query.join("&")))
+}
+
+/// NDJSON: every matching event (up to `limit`), then, with `follow`, each new one as
+/// it commits, until the client goes away or the server shuts down.
+async fn ndjson_response(
+    mut reader: Reader,
+    mut rx: broadcast::Receiver<std::sync::Arc<eddy_engine::Committed>>,
+    limit: Option<usize>,
+    follow: bool,
+    wait: Option<u64>,
+) -> ApiResult<Response> {
+    // The first page runs before the response starts, so errors are still statuses.
+    let mut remaining = limit.unwrap_or(usize::MAX);
+    let first = reader.page(remaining.min(MAX_LIMIT)).await?;
+    if reader.resolved.is_none() && !follow && wait.is_none() {
+        return Err(ApiError(eddy_engine::EngineError::not_found(format!(
+            "stream {} does not exist",
+            reader.path
+        ))));
+    }
+    let (tx, out) = mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        let mut page = first;
+        let deadline = wait.map(|w| Instant::now() + Duration::from_millis(w));
+        let mut sent_any = false;
+        loop {
+            if !page.events.is_empty() {
+                let mut buf = Vec::with_capacity(page.events.len() * 256);
+                for e in &page.events {
+                    if serde_json::to_writer(&mut buf, &e.envelope()).is_err() {
+                        return;
+                    }
+                    buf.push(b'\n');
+                }
+                remaining -= page.events.len();
+                sent_any = true;
+                if tx.send(Bytes::from(buf)).await.is_err() {
+                    return;
+                }
+            }
+            if remaining == 0 {
+                return;
+            }
+            if !page.more {
+                let keep_waiting = follow || (!sent_any && deadline.is_some());
+                if !keep_waiting {
+                    return;
+                }
+                let until = if follow { None } else { deadline };
+                tokio::select! {
+                    woke = reader.wait(&mut rx, until) => if !woke { return },
+                    _ = tx.closed() => return,
+                }
+            }
+            page = match reader.page(remaining.min(MAX_LIMIT)).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = ?e.0, "NDJSON read stopped");
+                    return;
+                }
+            };
+        }
+    });
+    let body = Body::from_stream(futures::stream::unfold(out, |mut out| async move {
+        out.recv().await.map(|b| (Ok::<_, Infallible>(b), out))
+    }));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+pub async fn one(state: AppState, path: StreamPath, index: u64, uri: &Uri) -> ApiResult<Response> {
+    let mut q = Params::parse(uri)?;
+    let raw = q.flag("raw")?;
+    q.finish()?;
+    let event = state.engine.event(&path, index).await?;
+    if !raw {
+        return Ok(axum::Json(event.envelope()).into_response());
+    }
+    let mut resp = Response::new(Body::from(event.data.clone()));
+    let h = resp.headers_mut();
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put("content-type", &event.content_type);
+    put("event-id", &event.id.to_string());
+    put("event-type", &event.event_type);
+    put("event-timestamp", &event.timestamp.to_string());
+    put("event-index", &event.index.to_string());
+    put("event-stream", &path.url());
+    Ok(resp)
+}

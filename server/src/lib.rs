@@ -1,0 +1,109 @@
+//! eddy's HTTP server: axum handlers over the engine, one module per resource.
+//!
+//! `main` parses the configuration and calls [`serve`]; the tests call the same
+//! [`serve`] on `127.0.0.1:0`.
+
+pub mod config;
+mod dispatch;
+pub mod error;
+mod events;
+mod ops;
+mod params;
+mod settings;
+mod streams;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use eddy_engine::Engine;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::Config;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<ops::HttpMetrics>,
+    registry: Arc<Registry>,
+    /// Turns true when the server starts shutting down: live responses (follow,
+    /// long-poll, NDJSON ingest) end themselves.
+    shutdown: watch::Receiver<bool>,
+    shutdown_tx: Arc<watch::Sender<bool>>,
+}
+
+impl AppState {
+    /// Opens the engine on the configured data directory.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        let engine_metrics = Arc::new(eddy_engine::metrics::Metrics::default());
+        let metrics = Arc::new(ops::HttpMetrics::default());
+        let mut registry = Registry::default();
+        engine_metrics.register(&mut registry);
+        metrics.register(&mut registry);
+        let engine = Engine::open(&config.data, engine_metrics).await?;
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        Ok(Self {
+            engine: Arc::new(engine),
+            config: Arc::new(config),
+            metrics,
+            registry: Arc::new(registry),
+            shutdown,
+            shutdown_tx: Arc::new(shutdown_tx),
+        })
+    }
+
+    /// Resolves when the server starts shutting down.
+    pub(crate) async fn shutting_down(&self) {
+        let mut rx = self.shutdown.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(dispatch::dispatch)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets open requests finish
+/// (live ones are told to end; all are cut after the grace period), and makes every
+/// accepted write durable before returning.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+    let tx = state.shutdown_tx.clone();
+    let engine = state.engine.clone();
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing open requests");
+        let _ = tx.send(true);
+        let _ = signalled_tx.send(());
+    });
+    let result = tokio::select! {
+        r = server.into_future() => r,
+        _ = async {
+            let _ = signalled_rx.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("grace period over; closing the remaining connections");
+            Ok(())
+        }
+    };
+    engine.shutdown().await;
+    tracing::info!("stopped");
+    result
+}

@@ -1,0 +1,54 @@
+//! The `eddy` binary: parses the command line, sets up tracing, opens the data
+//! directory, binds and serves until SIGTERM or Ctrl-C.
+
+use anyhow::Context;
+use clap::Parser;
+use eddy_server::{AppState, Config};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "eddy", version, about = "An event stream server with JavaScript reducers")]
+enum Cli {
+    /// Runs the server.
+    Serve(Config),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("EDDY_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let Cli::Serve(config) = Cli::parse();
+    config.check()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            let addr = listener.local_addr()?;
+            let state = AppState::open(config.clone())
+                .await
+                .with_context(|| format!("cannot open the data directory {}", config.data.display()))?;
+            tracing::info!(%addr, data = %config.data.display(), "eddy listening");
+            eddy_server::serve(listener, state, shutdown_signal()).await?;
+            Ok(())
+        })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

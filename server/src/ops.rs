@@ -1,0 +1,64 @@
+//! Operations endpoints: `/healthz` and `/metrics` (Prometheus text), and the HTTP
+//! metrics the handlers keep.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Debug)]
+pub struct HttpMetrics {
+    /// Seconds from the start of an append request to its answer.
+    pub append_seconds: Histogram,
+    /// Append requests answered with an error.
+    pub append_errors: Counter,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self {
+            append_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            append_errors: Counter::default(),
+        }
+    }
+}
+
+impl HttpMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "eddy_append_seconds",
+            "Latency of append requests, from arrival to answer",
+            self.append_seconds.clone(),
+        );
+        registry.register(
+            "eddy_append_errors",
+            "Append requests answered with an error",
+            self.append_errors.clone(),
+        );
+    }
+}
+
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "lastPosition": state.engine.last_position(),
+    }))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &state.registry) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+}
