@@ -337,7 +337,9 @@ mod tests {
         assert_eq!(e.code, ErrorCode::UnsupportedMediaType);
         assert!(e.message.contains("image/png"));
         assert_eq!(
-            ContentType::parse(Some("text/csv; header=present")).unwrap().value,
+            ContentType::parse(Some("text/csv; header=present"))
+                .unwrap()
+                .value,
             "text/csv;header=present"
         );
     }
@@ -346,7 +348,12 @@ mod tests {
     fn data_checks() {
         let json = ContentType::json();
         assert!(json.check_data(b"{\"a\":1}").is_ok());
-        assert!(json.check_data(b"{\"a\":").unwrap_err().message.contains("not valid JSON"));
+        assert!(
+            json.check_data(b"{\"a\":")
+                .unwrap_err()
+                .message
+                .contains("not valid JSON")
+        );
         let text = ContentType::parse(Some("text/plain")).unwrap();
         assert!(text.check_data(&[0xff, 0xfe]).is_err());
         let big = vec![b'a'; MAX_EVENT_DATA + 1];
@@ -367,7 +374,10 @@ mod tests {
         assert!(check_type("").is_err());
         assert!(check_type(&"x".repeat(100)).is_ok());
         assert!(check_type(&"x".repeat(101)).is_err());
-        assert_eq!(parse_timestamp("t", "1700000000000").unwrap(), 1_700_000_000_000);
+        assert_eq!(
+            parse_timestamp("t", "1700000000000").unwrap(),
+            1_700_000_000_000
+        );
         assert_eq!(
             parse_timestamp("t", "2023-11-14T22:13:20Z").unwrap(),
             1_700_000_000_000
@@ -380,8 +390,14 @@ mod tests {
         assert!(parse_timestamp("t", "-5").is_err());
         assert!(parse_event_id("id", "not-a-uuid").is_err());
         assert_eq!(ExpectedIndex::parse("e", "-2").unwrap(), ExpectedIndex::Any);
-        assert_eq!(ExpectedIndex::parse("e", "-1").unwrap(), ExpectedIndex::NoEvents);
-        assert_eq!(ExpectedIndex::parse("e", "7").unwrap(), ExpectedIndex::Last(7));
+        assert_eq!(
+            ExpectedIndex::parse("e", "-1").unwrap(),
+            ExpectedIndex::NoEvents
+        );
+        assert_eq!(
+            ExpectedIndex::parse("e", "7").unwrap(),
+            ExpectedIndex::Last(7)
+        );
         assert!(ExpectedIndex::parse("e", "-3").is_err());
         assert!(ExpectedIndex::parse("e", "x").is_err());
     }

@@ -20,7 +20,9 @@ fn decode(s: &str) -> Result<String> {
         .decode_utf8()
         .map(|c| c.into_owned())
         .map_err(|_| {
-            EngineError::invalid(format!("query parameter {s:?} is not valid UTF-8 once decoded"))
+            EngineError::invalid(format!(
+                "query parameter {s:?} is not valid UTF-8 once decoded"
+            ))
         })
 }
 

@@ -43,8 +43,8 @@ impl Selector {
                 "type" => sel.parse_types(&value)?,
                 "from" => sel.from = Some(parse_index("from", &value)?),
                 "to" => sel.to = Some(parse_index("to", &value)?),
-                "since" => sel.since = Some(parse_timestamp("since", &value)?),
-                "until" => sel.until = Some(parse_timestamp("until", &value)?),
+                "since" => sel.since = Some(parse_timestamp("selector since", &value)?),
+                "until" => sel.until = Some(parse_timestamp("selector until", &value)?),
                 "sub" => sel.subs.extend(parse_subs(&value)?),
                 _ => rest.push((key, value)),
             }
@@ -259,7 +259,16 @@ mod tests {
 
     #[test]
     fn refuses_malformed_values() {
-        for q in ["from=x", "to=-1", "since=soon", "type=", "type=a,,b", "sub=a", "sub=('a'", "sub=('a')x"] {
+        for q in [
+            "from=x",
+            "to=-1",
+            "since=soon",
+            "type=",
+            "type=a,,b",
+            "sub=a",
+            "sub=('a'",
+            "sub=('a')x",
+        ] {
             let e = Selector::take_from(&mut pairs(q)).unwrap_err();
             assert!(e.message.contains("selector"), "{q}: {}", e.message);
         }
@@ -286,7 +295,8 @@ mod tests {
 
     #[test]
     fn round_trips_through_query() {
-        let s = Selector::parse_query("type=a,!b&from=1&to=4&since=3&until=9&sub=('x*'),(1)").unwrap();
+        let s =
+            Selector::parse_query("type=a,!b&from=1&to=4&since=3&until=9&sub=('x*'),(1)").unwrap();
         assert_eq!(Selector::parse_query(&s.to_query()).unwrap(), s);
         assert_eq!(Selector::default().to_query(), "");
     }

@@ -62,7 +62,10 @@ impl IntoResponse for ApiError {
         let mut body = Map::new();
         if e.code == ErrorCode::Internal {
             tracing::error!(error = %e.message, "internal error");
-            body.insert("error".into(), "internal server error; the cause is in the server log".into());
+            body.insert(
+                "error".into(),
+                "internal server error; the cause is in the server log".into(),
+            );
         } else {
             body.insert("error".into(), Value::String(e.message));
             body.extend(e.details.clone());

@@ -7,7 +7,11 @@ use eddy_server::{AppState, Config};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "eddy", version, about = "An event stream server with JavaScript reducers")]
+#[command(
+    name = "eddy",
+    version,
+    about = "An event stream server with JavaScript reducers"
+)]
 enum Cli {
     /// Runs the server.
     Serve(Config),
@@ -15,7 +19,9 @@ enum Cli {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("EDDY_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("EDDY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let Cli::Serve(config) = Cli::parse();
     config.check()?;
@@ -27,9 +33,9 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let addr = listener.local_addr()?;
-            let state = AppState::open(config.clone())
-                .await
-                .with_context(|| format!("cannot open the data directory {}", config.data.display()))?;
+            let state = AppState::open(config.clone()).await.with_context(|| {
+                format!("cannot open the data directory {}", config.data.display())
+            })?;
             tracing::info!(%addr, data = %config.data.display(), "eddy listening");
             eddy_server::serve(listener, state, shutdown_signal()).await?;
             Ok(())
@@ -40,10 +46,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

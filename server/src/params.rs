@@ -83,7 +83,10 @@ impl Params {
 
     /// Refuses any parameter not taken.
     pub fn finish(self) -> ApiResult<()> {
-        Ok(eddy_engine::query::refuse_unknown(&self.pairs, &self.known)?)
+        Ok(eddy_engine::query::refuse_unknown(
+            &self.pairs,
+            &self.known,
+        )?)
     }
 }
 
@@ -104,7 +107,13 @@ pub fn media_type(headers: &HeaderMap) -> ApiResult<(Option<String>, String)> {
     let raw = header(headers, &["content-type"])?;
     let essence = raw
         .as_deref()
-        .map(|r| r.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|r| {
+            r.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     Ok((raw, essence))
 }
@@ -116,5 +125,11 @@ pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|m| m.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(media))
+        .any(|m| {
+            m.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case(media)
+        })
 }

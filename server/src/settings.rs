@@ -34,13 +34,23 @@ pub async fn get(state: AppState, path: StreamPath, uri: &Uri) -> ApiResult<Resp
     Ok(axum::Json(resolved.info.settings).into_response())
 }
 
-pub async fn put(state: AppState, path: StreamPath, uri: &Uri, body: Body, replace: bool) -> ApiResult<Response> {
+pub async fn put(
+    state: AppState,
+    path: StreamPath,
+    uri: &Uri,
+    body: Body,
+    replace: bool,
+) -> ApiResult<Response> {
     stream_only(&path)?;
     Params::parse(uri)?.finish()?;
     let bytes = http_body_util::Limited::new(body, MAX_SETTINGS_BYTES)
         .collect()
         .await
-        .map_err(|_| ApiError::invalid(format!("the settings body is unreadable or over {MAX_SETTINGS_BYTES} bytes")))?
+        .map_err(|_| {
+            ApiError::invalid(format!(
+                "the settings body is unreadable or over {MAX_SETTINGS_BYTES} bytes"
+            ))
+        })?
         .to_bytes();
     let fields: Map<String, Value> = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(m)) => m,
@@ -49,7 +59,11 @@ pub async fn put(state: AppState, path: StreamPath, uri: &Uri, body: Body, repla
                 "settings must be a JSON object, not {other}"
             )));
         }
-        Err(e) => return Err(ApiError::invalid(format!("settings are not valid JSON: {e}"))),
+        Err(e) => {
+            return Err(ApiError::invalid(format!(
+                "settings are not valid JSON: {e}"
+            )));
+        }
     };
     let settings = state
         .engine

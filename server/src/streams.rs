@@ -31,10 +31,12 @@ pub async fn list(state: AppState, account: AccountName, uri: &Uri) -> ApiResult
         .await?;
     let more = streams.len() > limit;
     streams.truncate(limit);
-    let next = more
-        .then(|| streams.last())
-        .flatten()
-        .map(|s| format!("/{account}?limit={limit}&after={}", eddy_engine::query::encode(&s.name)));
+    let next = more.then(|| streams.last()).flatten().map(|s| {
+        format!(
+            "/{account}?limit={limit}&after={}",
+            eddy_engine::query::encode(&s.name)
+        )
+    });
     Ok(with_next(json!(streams), next))
 }
 

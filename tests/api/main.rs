@@ -1,1 +1,11 @@
-fn main(){}
+//! Black-box tests of the HTTP API: each starts a real server on `127.0.0.1:0` (in
+//! process, or as a child process where kills and restarts are tested) over a real
+//! SQLite file in a temp dir, and speaks HTTP to it.
+
+mod append;
+mod batch;
+mod common;
+mod durability;
+mod ingest_stream;
+mod read;
+mod resources;

@@ -35,7 +35,10 @@ impl Store {
     /// the writer.
     pub async fn open(dir: &Path, metrics: Arc<Metrics>) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            EngineError::internal(format!("cannot create data directory {}: {e}", dir.display()))
+            EngineError::internal(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
         })?;
         let path = dir.join(DB_FILE);
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))

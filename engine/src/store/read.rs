@@ -143,7 +143,11 @@ pub async fn events(pool: &SqlitePool, q: &EventQuery<'_>) -> Result<Page> {
     let mut page = Page::default();
     let mut cursor = q.cursor;
     loop {
-        let fetch = if post_filter.is_some() { 1000 } else { q.limit + 1 };
+        let fetch = if post_filter.is_some() {
+            1000
+        } else {
+            q.limit + 1
+        };
         let mut qb = QueryBuilder::<Sqlite>::new(EVENT_COLUMNS);
         match q.scope {
             Scope::Substream(sid) => qb.push("e.sid = ").push_bind(sid),
@@ -194,7 +198,10 @@ pub async fn events(pool: &SqlitePool, q: &EventQuery<'_>) -> Result<Page> {
 
 /// Appends the selector's type, index and time conditions.
 fn push_conditions(qb: &mut QueryBuilder<Sqlite>, sel: &Selector) {
-    for (list, op) in [(&sel.types, " AND e.type IN ("), (&sel.exclude_types, " AND e.type NOT IN (")] {
+    for (list, op) in [
+        (&sel.types, " AND e.type IN ("),
+        (&sel.exclude_types, " AND e.type NOT IN ("),
+    ] {
         if list.is_empty() {
             continue;
         }
@@ -220,7 +227,11 @@ fn push_conditions(qb: &mut QueryBuilder<Sqlite>, sel: &Selector) {
 }
 
 /// The ids of a factory's substreams that match the selector's `sub` patterns.
-async fn matching_substreams(pool: &SqlitePool, stream_id: i64, sel: &Selector) -> Result<Vec<i64>> {
+async fn matching_substreams(
+    pool: &SqlitePool,
+    stream_id: i64,
+    sel: &Selector,
+) -> Result<Vec<i64>> {
     if let Some(exact) = sel.exact_subs() {
         let mut out = Vec::new();
         for args in exact {
@@ -246,12 +257,19 @@ async fn matching_substreams(pool: &SqlitePool, stream_id: i64, sel: &Selector) 
 }
 
 /// One event by index.
-pub async fn event(pool: &SqlitePool, prefix: &str, sid: i64, index: u64) -> Result<Option<StoredEvent>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("{EVENT_COLUMNS}e.sid = ? AND e.idx = ?")))
-        .bind(sid)
-        .bind(index as i64)
-        .fetch_optional(pool)
-        .await?;
+pub async fn event(
+    pool: &SqlitePool,
+    prefix: &str,
+    sid: i64,
+    index: u64,
+) -> Result<Option<StoredEvent>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{EVENT_COLUMNS}e.sid = ? AND e.idx = ?"
+    )))
+    .bind(sid)
+    .bind(index as i64)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(|r| event_from_row(prefix, &r)))
 }
 
@@ -266,7 +284,12 @@ pub struct StreamEntry {
 }
 
 /// An account's streams by name, after `after`.
-pub async fn list_streams(pool: &SqlitePool, account: &str, after: &str, limit: usize) -> Result<Vec<StreamEntry>> {
+pub async fn list_streams(
+    pool: &SqlitePool,
+    account: &str,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<StreamEntry>> {
     let rows = sqlx::query(
         "SELECT s.name, s.factory, COALESCE(SUM(ss.event_count), 0), s.created_at \
          FROM streams s LEFT JOIN substreams ss ON ss.stream_id = s.id \
@@ -300,7 +323,12 @@ pub struct SubstreamEntry {
 }
 
 /// A factory's substreams in creation order, after substream id `after`.
-pub async fn list_substreams(pool: &SqlitePool, stream_id: i64, after: i64, limit: usize) -> Result<Vec<SubstreamEntry>> {
+pub async fn list_substreams(
+    pool: &SqlitePool,
+    stream_id: i64,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<SubstreamEntry>> {
     let rows = sqlx::query(
         "SELECT id, args, event_count, last_index, last_timestamp FROM substreams \
          WHERE stream_id = ? AND id > ? ORDER BY id LIMIT ?",

@@ -140,9 +140,10 @@ pub(crate) fn spawn(
     metrics: Arc<Metrics>,
 ) -> Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let conn = open_connection(file)?;
-    let next_pos: i64 = conn.query_row("SELECT COALESCE(MAX(pos), 0) + 1 FROM events", [], |r| {
-        r.get(0)
-    })?;
+    let next_pos: i64 =
+        conn.query_row("SELECT COALESCE(MAX(pos), 0) + 1 FROM events", [], |r| {
+            r.get(0)
+        })?;
     last_position.store(next_pos - 1, Ordering::Release);
     let (tx, rx) = mpsc::channel();
     let mut writer = Writer {
@@ -354,9 +355,15 @@ impl Writer {
         }
         let row = self
             .conn
-            .prepare_cached("SELECT id, factory, settings FROM streams WHERE account = ?1 AND name = ?2")?
+            .prepare_cached(
+                "SELECT id, factory, settings FROM streams WHERE account = ?1 AND name = ?2",
+            )?
             .query_row(params![key.0, key.1], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })
             .optional()?;
         let Some((id, factory, settings)) = row else {
@@ -383,7 +390,13 @@ impl Writer {
                 "INSERT INTO streams (account, name, factory, settings, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![key.0, key.1, settings.factory, settings.to_stored(), now_ms()])?;
+            .execute(params![
+                key.0,
+                key.1,
+                settings.factory,
+                settings.to_stored(),
+                now_ms()
+            ])?;
         let row = StreamRow {
             id: self.conn.last_insert_rowid(),
             factory: settings.factory,
@@ -427,7 +440,11 @@ impl Writer {
         if let Some(s) = &stream {
             check_factory_shape(path, s.factory)?;
         }
-        let args = path.args.as_ref().map(|a| a.canonical()).unwrap_or_default();
+        let args = path
+            .args
+            .as_ref()
+            .map(|a| a.canonical())
+            .unwrap_or_default();
         let sub = match &stream {
             Some(s) => self.sub(staged, &(s.id, args.clone()))?,
             None => None,

@@ -31,7 +31,10 @@ pub(super) struct AppendInputs {
 impl AppendInputs {
     fn read(path_type: Option<String>, uri: &Uri, headers: &HeaderMap) -> ApiResult<Self> {
         let mut q = Params::parse(uri)?;
-        let pick = |q: &mut Params, query: &'static str, names: &[&str]| -> ApiResult<Option<(String, String)>> {
+        let pick = |q: &mut Params,
+                    query: &'static str,
+                    names: &[&str]|
+         -> ApiResult<Option<(String, String)>> {
             let h = params::header(headers, names)?.map(|v| (names[0].to_owned(), v));
             let p = q.take(query).map(|v| (query.to_owned(), v));
             match (h, p) {
@@ -58,10 +61,14 @@ impl AppendInputs {
         let id = pick(&mut q, "event-id", &["Event-Id", "ES-EventId"])?
             .map(|(src, v)| event::parse_event_id(&src, &v))
             .transpose()?;
-        let expected = pick(&mut q, "expected-index", &["Expected-Index", "ES-ExpectedVersion"])?
-            .map(|(src, v)| ExpectedIndex::parse(&src, &v))
-            .transpose()?
-            .unwrap_or_default();
+        let expected = pick(
+            &mut q,
+            "expected-index",
+            &["Expected-Index", "ES-ExpectedVersion"],
+        )?
+        .map(|(src, v)| ExpectedIndex::parse(&src, &v))
+        .transpose()?
+        .unwrap_or_default();
         q.finish()?;
         Ok(Self {
             event_type,
@@ -171,7 +178,9 @@ async fn read_body(body: Body, limit: usize, what: &str) -> ApiResult<Bytes> {
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::invalid(format!("the request body could not be read: {e}"))),
+        Err(e) => Err(ApiError::invalid(format!(
+            "the request body could not be read: {e}"
+        ))),
     }
 }
 

@@ -46,24 +46,33 @@ struct EventStoreEvent<'a> {
 }
 
 /// Parses a batch body into events, all checked.
-pub(super) fn parse(body: &[u8], eventstore: bool, inputs: &AppendInputs) -> ApiResult<Vec<NewEvent>> {
+pub(super) fn parse(
+    body: &[u8],
+    eventstore: bool,
+    inputs: &AppendInputs,
+) -> ApiResult<Vec<NewEvent>> {
     if inputs.id.is_some() {
         return Err(ApiError::invalid(
             "Event-Id names one event; in a batch give each event its own \"id\"",
         ));
     }
-    let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(format!("the batch is not a JSON array of events: {e}"))
-    })?;
+    let items: Vec<&RawValue> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the batch is not a JSON array of events: {e}")))?;
     if items.is_empty() {
-        return Err(ApiError::invalid("the batch is an empty array; send at least one event"));
+        return Err(ApiError::invalid(
+            "the batch is an empty array; send at least one event",
+        ));
     }
     items
         .iter()
         .enumerate()
         .map(|(i, raw)| {
-            one(raw, eventstore, inputs)
-                .map_err(|e| ApiError(e.context(format_args!("event {i} of the batch")).with("position", i)))
+            one(raw, eventstore, inputs).map_err(|e| {
+                ApiError(
+                    e.context(format_args!("event {i} of the batch"))
+                        .with("position", i),
+                )
+            })
         })
         .collect()
 }
@@ -72,10 +81,24 @@ fn one(raw: &RawValue, eventstore: bool, inputs: &AppendInputs) -> Result<NewEve
     let invalid = |e: serde_json::Error| EngineError::invalid(e.to_string());
     let (id, ty, data, ts, ct, metadata) = if eventstore {
         let e: EventStoreEvent = serde_json::from_str(raw.get()).map_err(invalid)?;
-        (e.event_id, e.event_type, e.data, None, None, e.metadata.map(|m| m.get().to_owned()))
+        (
+            e.event_id,
+            e.event_type,
+            e.data,
+            None,
+            None,
+            e.metadata.map(|m| m.get().to_owned()),
+        )
     } else {
         let e: EddyEvent = serde_json::from_str(raw.get()).map_err(invalid)?;
-        (e.id, e.event_type, e.data, e.timestamp, e.content_type, None)
+        (
+            e.id,
+            e.event_type,
+            e.data,
+            e.timestamp,
+            e.content_type,
+            None,
+        )
     };
     let event_type = ty.or_else(|| inputs.event_type.clone()).unwrap_or_default();
     event::check_type(&event_type)?;
@@ -90,15 +113,23 @@ fn one(raw: &RawValue, eventstore: bool, inputs: &AppendInputs) -> Result<NewEve
                 EngineError::invalid(format!(
                     "\"data\" must be a string for contentType {} ({})",
                     ct.value,
-                    if kind == DataKind::Text { "the text" } else { "base64 of the bytes" }
+                    if kind == DataKind::Text {
+                        "the text"
+                    } else {
+                        "base64 of the bytes"
+                    }
                 ))
             })?;
             if kind == DataKind::Text {
                 Bytes::from(s)
             } else {
-                Bytes::from(base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(
-                    |e| EngineError::invalid(format!("\"data\" is not valid base64: {e}")),
-                )?)
+                Bytes::from(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(s.trim())
+                        .map_err(|e| {
+                            EngineError::invalid(format!("\"data\" is not valid base64: {e}"))
+                        })?,
+                )
             }
         }
     };

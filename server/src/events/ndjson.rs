@@ -41,9 +41,10 @@ impl Ingest<'_> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        ContentType::json()
-            .check_data(line)
-            .map_err(|e| e.context(format_args!("line {line_no}")).with("line", line_no))?;
+        ContentType::json().check_data(line).map_err(|e| {
+            e.context(format_args!("line {line_no}"))
+                .with("line", line_no)
+        })?;
         self.pending.push(NewEvent {
             id: None,
             event_type: self.event_type.clone(),
@@ -73,7 +74,8 @@ impl Ingest<'_> {
     /// Adds what was written to an error body.
     fn fail(&self, e: impl Into<ApiError>) -> ApiError {
         let mut e: ApiError = e.into();
-        e.0.details.insert("count".into(), self.written.count.into());
+        e.0.details
+            .insert("count".into(), self.written.count.into());
         if let Some(first) = self.written.first {
             e.0.details.insert("first".into(), first.into());
             e.0.details.insert("last".into(), self.written.last.into());
@@ -82,7 +84,12 @@ impl Ingest<'_> {
     }
 }
 
-pub async fn ingest(state: &AppState, path: StreamPath, inputs: AppendInputs, body: Body) -> ApiResult<Response> {
+pub async fn ingest(
+    state: &AppState,
+    path: StreamPath,
+    inputs: AppendInputs,
+    body: Body,
+) -> ApiResult<Response> {
     if inputs.id.is_some() {
         return Err(ApiError::invalid(
             "Event-Id names one event; an NDJSON stream gets server-generated ids",
@@ -154,7 +161,8 @@ pub async fn ingest(state: &AppState, path: StreamPath, inputs: AppendInputs, bo
     }
     match ing.written.first {
         Some(first) => {
-            let body = json!({"first": first, "last": ing.written.last, "count": ing.written.count});
+            let body =
+                json!({"first": first, "last": ing.written.last, "count": ing.written.count});
             Ok(super::append::created(&ing.path, first, body))
         }
         None => Ok((StatusCode::OK, axum::Json(json!({"count": 0}))).into_response()),

@@ -65,7 +65,10 @@ impl Reader {
     }
 
     /// Whether a commit may have brought this reader something new.
-    fn concerns(&self, notice: &Result<std::sync::Arc<eddy_engine::Committed>, broadcast::error::RecvError>) -> bool {
+    fn concerns(
+        &self,
+        notice: &Result<std::sync::Arc<eddy_engine::Committed>, broadcast::error::RecvError>,
+    ) -> bool {
         match (notice, &self.resolved) {
             (Ok(n), Some(r)) => n.streams.contains(&r.info.id),
             _ => true,
@@ -74,7 +77,11 @@ impl Reader {
 
     /// Waits until a commit concerns this reader, `deadline` passes (false) or the
     /// server shuts down (false).
-    async fn wait(&self, rx: &mut broadcast::Receiver<std::sync::Arc<eddy_engine::Committed>>, deadline: Option<Instant>) -> bool {
+    async fn wait(
+        &self,
+        rx: &mut broadcast::Receiver<std::sync::Arc<eddy_engine::Committed>>,
+        deadline: Option<Instant>,
+    ) -> bool {
         loop {
             let notice = tokio::select! {
                 n = rx.recv() => n,
@@ -99,7 +106,12 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Refuses read parameters that do not fit the stream's shape.
-fn check_shape(path: &StreamPath, r: &Resolved, sel: &Selector, cursor: Option<Cursor>) -> ApiResult<()> {
+fn check_shape(
+    path: &StreamPath,
+    r: &Resolved,
+    sel: &Selector,
+    cursor: Option<Cursor>,
+) -> ApiResult<()> {
     let factory_read = r.info.factory && path.args.is_none();
     if !sel.subs.is_empty() && !factory_read {
         return Err(ApiError::invalid(format!(
@@ -114,7 +126,12 @@ fn check_shape(path: &StreamPath, r: &Resolved, sel: &Selector, cursor: Option<C
     Ok(())
 }
 
-pub async fn get(state: AppState, path: StreamPath, uri: &Uri, headers: &HeaderMap) -> ApiResult<Response> {
+pub async fn get(
+    state: AppState,
+    path: StreamPath,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let mut q = Params::parse(uri)?;
     let selector = q.selector()?;
     let limit = q.limit()?;
@@ -123,7 +140,9 @@ pub async fn get(state: AppState, path: StreamPath, uri: &Uri, headers: &HeaderM
     let follow = q.flag("follow")?;
     q.finish()?;
     if params::accepts(headers, "text/event-stream") {
-        return Err(ApiError::not_implemented("Server-Sent Events subscriptions"));
+        return Err(ApiError::not_implemented(
+            "Server-Sent Events subscriptions",
+        ));
     }
     let ndjson = params::accepts(headers, "application/x-ndjson");
     if follow && !ndjson {
@@ -184,9 +203,19 @@ fn next_link(reader: &Reader, uri: &Uri) -> Option<String> {
     pairs.push((key.to_owned(), value));
     let query: Vec<String> = pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", eddy_engine::query::encode(k), eddy_engine::query::encode(v)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                eddy_engine::query::encode(k),
+                eddy_engine::query::encode(v)
+            )
+        })
         .collect();
-    Some(format!("<{}?{}>; rel=\"next\"", reader.path.url(), query.join("&")))
+    Some(format!(
+        "<{}?{}>; rel=\"next\"",
+        reader.path.url(),
+        query.join("&")
+    ))
 }
 
 /// NDJSON: every matching event (up to `limit`), then, with `follow`, each new one as

@@ -1,0 +1,206 @@
+//! The test harness: servers in process and as child processes, and HTTP helpers.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use eddy_server::{AppState, Config};
+use reqwest::{Client, Response};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+/// A server running inside the test process.
+pub struct TestServer {
+    pub base: String,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_server() -> TestServer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (base, stop, task) = start_in_process(dir.path()).await;
+    TestServer {
+        base,
+        client: Client::new(),
+        dir,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+async fn start_in_process(
+    data: &Path,
+) -> (
+    String,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let state = AppState::open(Config::for_data_dir(data))
+        .await
+        .expect("open state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(eddy_server::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    (base, stop, task)
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Shuts the server down gracefully and waits until it has stopped.
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("server task").expect("serve");
+        }
+    }
+
+    /// Stops and starts again on the same data directory.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (base, stop, task) = start_in_process(self.dir.path()).await;
+        self.base = base;
+        self.stop = Some(stop);
+        self.task = Some(task);
+    }
+
+    /// POSTs a JSON event of `ty`.
+    pub async fn post(&self, path: &str, ty: &str, data: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("Event-Type", ty)
+            .json(&data)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// POSTs and expects 201, returning the body.
+    pub async fn post_ok(&self, path: &str, ty: &str, data: Value) -> Value {
+        let r = self.post(path, ty, data).await;
+        assert_eq!(r.status(), 201, "POST {path}: {:?}", r.text().await);
+        r.json().await.expect("json")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// GETs and expects `status`, returning the JSON body.
+    pub async fn get_json(&self, path: &str, status: u16) -> Value {
+        let r = self.get(path).await;
+        let got = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        assert_eq!(got, status, "GET {path}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text}"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Asserts a JSON error response: the status, and that the message names `needle`.
+pub async fn assert_error(r: Response, status: u16, needle: &str) -> Value {
+    let got = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = r.text().await.expect("body");
+    assert_eq!(got, status, "{text}");
+    assert!(
+        ct.starts_with("application/json"),
+        "content type {ct}: {text}"
+    );
+    let v: Value = serde_json::from_str(&text).expect("error body is JSON");
+    let msg = v["error"].as_str().expect("error field");
+    assert!(
+        msg.to_lowercase().contains(&needle.to_lowercase()),
+        "error {msg:?} does not mention {needle:?}"
+    );
+    v
+}
+
+/// The `eddy` binary run as a child process.
+pub struct ChildServer {
+    pub base: String,
+    pub child: Child,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl ChildServer {
+    pub async fn start(data: &Path) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(PathBuf::from(data))
+            .env("EDDY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn eddy");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{base}/healthz")).send().await
+                && r.status() == 200
+            {
+                return Self { base, child };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("eddy did not start on port {port}");
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("pid").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+}
+
+/// Reads every event of a (sub)stream as NDJSON.
+pub async fn read_all(client: &Client, url: &str) -> Vec<Value> {
+    let text = client
+        .get(url)
+        .header("Accept", "application/x-ndjson")
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+        .collect()
+}

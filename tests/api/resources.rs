@@ -1,0 +1,273 @@
+//! Listings, settings, operations endpoints, not-yet-built resources, HTTP/2, and
+//! concurrent appends sharing group commits.
+
+use serde_json::{Value, json};
+
+use crate::common::{assert_error, spawn_server};
+
+#[tokio::test]
+async fn account_and_substream_listings_page() {
+    let s = spawn_server().await;
+    for name in ["c", "a", "b"] {
+        s.post_ok(&format!("/acct/{name}"), "t", json!(1)).await;
+    }
+    s.post_ok("/acct/a", "t", json!(2)).await;
+    for arg in ["'x'", "'y'", "'z'"] {
+        s.post_ok(&format!("/acct/f({arg})"), "t", json!(1)).await;
+    }
+    s.post_ok("/acct/f('y')", "t", json!(2)).await;
+    s.post_ok("/other/zzz", "t", json!(1)).await;
+    let all = s.get_json("/acct", 200).await;
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b", "c", "f"]);
+    assert_eq!(all[0]["events"], 2);
+    assert_eq!(all[3]["factory"], true);
+    assert_eq!(all[3]["events"], 4);
+    let r = s.get("/acct?limit=3").await;
+    let link = r.headers()["link"].to_str().unwrap().to_owned();
+    assert_eq!(
+        r.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        3
+    );
+    let rest = s.get_json(&link[1..link.find('>').unwrap()], 200).await;
+    assert_eq!(rest[0]["name"], "f");
+    assert_eq!(s.get_json("/nobody", 200).await, json!([]));
+
+    let subs = s.get_json("/acct/f/substreams", 200).await;
+    assert_eq!(subs.as_array().unwrap().len(), 3);
+    assert_eq!(
+        subs[1],
+        json!({"stream": "acct/f('y')", "args": "'y'", "events": 2, "lastIndex": 1, "lastTimestamp": subs[1]["lastTimestamp"]})
+    );
+    let r = s.get("/acct/f/substreams?limit=2").await;
+    let link = r.headers()["link"].to_str().unwrap().to_owned();
+    let rest = s.get_json(&link[1..link.find('>').unwrap()], 200).await;
+    assert_eq!(rest[0]["stream"], "acct/f('z')");
+    assert_error(s.get("/acct/a/substreams").await, 400, "not a factory").await;
+    assert_error(s.get("/acct/nope/substreams").await, 404, "does not exist").await;
+    assert_error(s.get("/acct?colour=1").await, 400, "colour").await;
+}
+
+#[tokio::test]
+async fn settings_declare_factories_before_any_event() {
+    let s = spawn_server().await;
+    assert_error(s.get("/a/f/settings").await, 404, "does not exist").await;
+    let r = s
+        .client
+        .put(s.url("/a/f/settings"))
+        .json(&json!({"factory": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"factory": true}));
+    assert_eq!(
+        s.get_json("/a/f/settings", 200).await,
+        json!({"factory": true})
+    );
+    assert_error(s.post("/a/f", "t", json!(1)).await, 400, "factory").await;
+    s.post_ok("/a/f('k')", "t", json!(1)).await;
+    let r = s
+        .client
+        .patch(s.url("/a/f/settings"))
+        .json(&json!({"factory": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 409, "already has events").await;
+    let r = s
+        .client
+        .put(s.url("/a/f/settings"))
+        .json(&json!({"factory": "yes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "boolean").await;
+    let r = s
+        .client
+        .put(s.url("/a/f/settings"))
+        .json(&json!({"colour": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "colour").await;
+    let r = s
+        .client
+        .put(s.url("/a/f/settings"))
+        .body("[1]")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "JSON object").await;
+    let r = s
+        .client
+        .put(s.url("/a/f('k')/settings"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "substream").await;
+    // an empty plain stream may still become a factory
+    let r = s
+        .client
+        .patch(s.url("/a/p/settings"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"factory": false}));
+    let r = s
+        .client
+        .patch(s.url("/a/p/settings"))
+        .json(&json!({"factory": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.post_ok("/a/p(1)", "t", json!(1)).await;
+    assert_eq!(s.get_json("/a/f('k')/0", 200).await["data"], 1);
+}
+
+#[tokio::test]
+async fn unbuilt_resources_answer_a_clear_json_error() {
+    let s = spawn_server().await;
+    s.post_ok("/a/s", "t", json!(1)).await;
+    for (method, path, status, needle) in [
+        ("PUT", "/a/s.total", 501, "reducers"),
+        ("GET", "/a/s/reducers", 501, "reducers"),
+        ("PUT", "/a/s:click", 501, "event types"),
+        ("GET", "/a/s:click.ts", 501, "event types"),
+        ("PUT", "/a/s/pipe/b/t", 501, "pipes"),
+        ("GET", "/a/s/logs", 501, "logs"),
+        ("POST", "/a/s/webhooks", 501, "webhooks"),
+        ("GET", "/eddy/cron('*%20*%20*%20*%20*')", 501, "builtin"),
+        ("GET", "/a/s/unknown", 400, "unknown"),
+    ] {
+        let r = s
+            .client
+            .request(method.parse().unwrap(), s.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, status, needle).await;
+    }
+    let r = s
+        .client
+        .get(s.url("/a/s"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 501, "Server-Sent Events").await;
+}
+
+#[tokio::test]
+async fn healthz_metrics_and_http2() {
+    let s = spawn_server().await;
+    s.post_ok("/a/m", "t", json!(1)).await;
+    assert_eq!(s.get_json("/healthz", 200).await["status"], "ok");
+    let m = s.get("/metrics").await.text().await.unwrap();
+    for name in [
+        "eddy_events_appended_total 1",
+        "eddy_append_seconds_bucket",
+        "eddy_commit_group_events_bucket",
+        "eddy_commit_group_requests_bucket",
+        "eddy_commits_total",
+    ] {
+        assert!(m.contains(name), "metrics lack {name}:\n{m}");
+    }
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2
+        .post(s.url("/a/m"))
+        .header("Event-Type", "t")
+        .json(&json!(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits_and_stay_gapless() {
+    let s = spawn_server().await;
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (client, url) = (s.client.clone(), s.url("/a/conc"));
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..25 {
+                let r = client
+                    .post(&url)
+                    .header("Event-Type", "t")
+                    .json(&json!({"w": w, "i": i}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+                got.push(r.json::<Value>().await.unwrap()["index"].as_u64().unwrap());
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..400).collect::<Vec<u64>>());
+    let m = s.get("/metrics").await.text().await.unwrap();
+    let commits: f64 = m
+        .lines()
+        .find(|l| l.starts_with("eddy_commits_total"))
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        commits < 400.0,
+        "400 appends from 16 writers took {commits} commits: no grouping"
+    );
+}
+
+#[tokio::test]
+async fn state_survives_a_restart() {
+    let mut s = spawn_server().await;
+    s.post_ok("/a/r", "t", json!(0)).await;
+    s.post_ok("/a/f('x')", "t", json!(0)).await;
+    let r = s
+        .client
+        .post(s.url("/a/r"))
+        .header("Event-Type", "t")
+        .header("Event-Timestamp", "4102444800000")
+        .json(&1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    s.restart().await;
+    assert_eq!(s.post_ok("/a/r", "t", json!(2)).await["index"], 2);
+    assert_eq!(s.post_ok("/a/f('x')", "t", json!(1)).await["index"], 1);
+    let r = s
+        .client
+        .post(s.url("/a/r"))
+        .header("Event-Type", "t")
+        .header("Event-Timestamp", "1")
+        .json(&1)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 409, "before the last timestamp").await;
+    assert_error(s.post("/a/f", "t", json!(1)).await, 400, "factory").await;
+    assert_eq!(s.get_json("/a/r", 200).await.as_array().unwrap().len(), 3);
+}
