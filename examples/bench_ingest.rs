@@ -1,1 +1,592 @@
-fn main() {}
+//! Ingest benchmark for eddy: how close single-event and batch ingest come to their
+//! ceilings on this machine.
+//!
+//! 1. Single events: C keep-alive HTTP/1.1 connections (default 64) each send
+//!    sequential `POST /bench/clicks` requests with a ~200-byte JSON event, against the
+//!    release `eddy` binary and against a no-op axum server (POST anything → 204: the
+//!    same client and HTTP stack without storage). Each round measures both, in
+//!    alternating order; it prints req/s, p50/p99 latency, errors and eddy/noop.
+//! 2. Batches: 4 connections POST 1000-event `application/vnd.eddy.events+json` batches
+//!    to eddy (events/s), and a raw rusqlite loop writes the same rows with the same
+//!    durability (WAL, `synchronous=FULL`, eddy's schema, 1000 rows per transaction;
+//!    rows/s), again alternating each round; it prints both rates and eddy/raw.
+//!
+//! Every server is a child process (the no-op server is this program run with
+//! `--noop-server`), started fresh for each measurement with an empty data directory.
+//! The client runs on the same machine, so the figures are for comparing eddy with its
+//! ceilings here, not absolute numbers. Each measurement has a 1 s warm-up that is not
+//! counted; errors are counted over the whole run, warm-up included.
+//!
+//! Run: `cargo build --release && cargo run --release --example bench_ingest`
+//! Flags: `--rounds N` (3), `--seconds S` (10), `--connections C` (64), `--quick` (one
+//! round of 3 s). The eddy binary is `target/release/eddy`, or `$EDDY_BIN`.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+const WARMUP: Duration = Duration::from_secs(1);
+const EVENT_BYTES: usize = 200;
+const BATCH_EVENTS: usize = 1000;
+const BATCH_CONNECTIONS: usize = 4;
+const INSERT_SQL: &str = "INSERT INTO events (pos, stream_id, sid, idx, eid, type, ts, content_type, \
+                          data, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+struct Settings {
+    rounds: usize,
+    seconds: u64,
+    connections: usize,
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--noop-server") {
+        return noop_server();
+    }
+    let settings = parse_args(&args)?;
+    let eddy = eddy_binary()?;
+    runtime()?.block_on(run(settings, eddy))
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn parse_args(args: &[String]) -> Result<Settings> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut s = Settings {
+        rounds: if quick { 1 } else { 3 },
+        seconds: if quick { 3 } else { 10 },
+        connections: 64,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || -> Result<u64> {
+            let v = it.next().with_context(|| format!("{arg} needs a value"))?;
+            v.parse()
+                .with_context(|| format!("{arg} {v}: not a whole number"))
+        };
+        match arg.as_str() {
+            "--rounds" => s.rounds = value()? as usize,
+            "--seconds" => s.seconds = value()?,
+            "--connections" => s.connections = value()? as usize,
+            "--quick" => {}
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench_ingest [--rounds N] [--seconds S] [--connections C] [--quick]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}; try --help"),
+        }
+    }
+    if s.rounds == 0 || s.seconds == 0 || s.connections == 0 {
+        bail!("--rounds, --seconds and --connections must be at least 1");
+    }
+    Ok(s)
+}
+
+fn eddy_binary() -> Result<PathBuf> {
+    let path = match std::env::var_os("EDDY_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/eddy"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no eddy binary at {}: run `cargo build --release` first, or set EDDY_BIN",
+            path.display()
+        );
+    }
+    Ok(path.canonicalize().unwrap_or(path))
+}
+
+async fn run(s: Settings, eddy: PathBuf) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("eddy ingest benchmark");
+    println!("machine:  {cores} cores (client and servers share them)");
+    println!("eddy:     {}", eddy.display());
+    println!(
+        "settings: {} round(s) of {} s (+{} s warm-up), {} connections, {EVENT_BYTES}-byte events",
+        s.rounds,
+        s.seconds,
+        WARMUP.as_secs(),
+        s.connections
+    );
+
+    println!(
+        "\nsingle-event ingest: POST /bench/clicks, {} keep-alive HTTP/1.1 connections",
+        s.connections
+    );
+    table_header("server", "req/s");
+    let names = ["noop", "eddy"];
+    compare(s.rounds, names, "eddy/noop", async |i| {
+        single(&eddy, &s, i).await
+    })
+    .await?;
+
+    println!(
+        "\nbatch ingest: {BATCH_CONNECTIONS} connections POSTing {BATCH_EVENTS}-event batches \
+         (latency per POST) vs raw SQLite inserts, {BATCH_EVENTS} rows per transaction, \
+         WAL, synchronous=FULL (latency per transaction)"
+    );
+    table_header("writer", "events/s");
+    let names = ["raw sqlite", "eddy batch"];
+    compare(s.rounds, names, "eddy/raw", async |i| {
+        batch(&eddy, &s, i).await
+    })
+    .await
+}
+
+/// Single events against the no-op server (0) or eddy (1).
+async fn single(eddy: &Path, s: &Settings, i: usize) -> Result<Stats> {
+    let server = if i == 1 {
+        start_eddy(eddy).await?
+    } else {
+        start_noop()?
+    };
+    let expected = [StatusCode::NO_CONTENT, StatusCode::CREATED][i];
+    let port = server.port;
+    let load = run_load(port, s.connections, s.seconds, expected, move |c, n| {
+        let body = click_json(c, n).into();
+        request(port, "/bench/clicks".into(), Some("click"), body)
+    });
+    Ok(Stats::new(load.await?, s.seconds, 1))
+}
+
+/// 1000-row transactions: the raw SQLite loop (0) or batches POSTed to eddy (1).
+async fn batch(eddy: &Path, s: &Settings, i: usize) -> Result<Stats> {
+    let seconds = s.seconds;
+    if i == 0 {
+        let raw = tokio::task::spawn_blocking(move || raw_sqlite(seconds)).await??;
+        return Ok(Stats::new(raw, seconds, BATCH_EVENTS as u64));
+    }
+    let server = start_eddy(eddy).await?;
+    let port = server.port;
+    let bodies: Vec<Bytes> = (0..BATCH_CONNECTIONS).map(batch_json).collect();
+    let load = run_load(
+        port,
+        BATCH_CONNECTIONS,
+        seconds,
+        StatusCode::CREATED,
+        move |c, _| request(port, format!("/bench/batch-{c}"), None, bodies[c].clone()),
+    );
+    Ok(Stats::new(load.await?, seconds, BATCH_EVENTS as u64))
+}
+
+fn table_header(what: &str, rate: &str) {
+    let (r, p50, p99, e) = ("round", "p50 ms", "p99 ms", "errors");
+    println!("{r:<6} {what:<11} {rate:>12} {p50:>8} {p99:>8} {e:>7}");
+}
+
+/// Measures a ceiling (0) and eddy (1) once per round, in alternating order; prints
+/// every row and eddy's ratio to the ceiling, then the medians across rounds.
+async fn compare(
+    rounds: usize,
+    names: [&str; 2],
+    ratio_name: &str,
+    mut measure: impl AsyncFnMut(usize) -> Result<Stats>,
+) -> Result<()> {
+    let (mut all, mut ratios): ([Vec<Stats>; 2], Vec<f64>) = Default::default();
+    for round in 1..=rounds {
+        for i in if round % 2 == 1 { [0, 1] } else { [1, 0] } {
+            let stats = measure(i).await?;
+            stats.print(&round.to_string(), names[i]);
+            all[i].push(stats);
+        }
+        let ratio = all[1][round - 1].rate / all[0][round - 1].rate;
+        println!("{round:<6} {ratio_name:<11} {ratio:>12.3}");
+        ratios.push(ratio);
+    }
+    for i in 0..2 {
+        Stats::median(&all[i]).print("median", names[i]);
+    }
+    println!("{:<6} {ratio_name:<11} {:>12.3}", "median", median(ratios));
+    Ok(())
+}
+
+/// The ceiling: accepts any request, reads its body and answers 204. Exits when its
+/// stdin closes, so it cannot outlive the benchmark even if that is killed.
+fn noop_server() -> Result<()> {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // the parent reads this line to learn the port (stdout is line-buffered)
+        println!("{}", listener.local_addr()?.port());
+        let app = axum::Router::new().fallback(|_body: Bytes| async { StatusCode::NO_CONTENT });
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+/// A server child process; killed and reaped when dropped, on error paths too.
+struct ServerProcess {
+    child: Child,
+    port: u16,
+    /// eddy's data directory and log, removed after the child is gone
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProcess {
+    fn log(&self) -> String {
+        self.dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.path().join("eddy.log")).ok())
+            .unwrap_or_default()
+    }
+}
+
+fn start_noop() -> Result<ServerProcess> {
+    let exe = std::env::current_exe().context("cannot find the benchmark's own executable")?;
+    let mut child = Command::new(exe)
+        .arg("--noop-server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the no-op server")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("no stdout pipe to the no-op server")?;
+    let mut server = ServerProcess {
+        child,
+        port: 0,
+        dir: None,
+    };
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .context("cannot read the no-op server's port")?;
+    server.port = line
+        .trim()
+        .parse()
+        .with_context(|| format!("the no-op server printed {line:?} instead of its port"))?;
+    Ok(server)
+}
+
+async fn start_eddy(bin: &Path) -> Result<ServerProcess> {
+    let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("cannot find a free port")?
+        .port();
+    let log =
+        std::fs::File::create(dir.path().join("eddy.log")).context("cannot create eddy.log")?;
+    let child = Command::new(bin)
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let mut server = ServerProcess {
+        child,
+        port,
+        dir: Some(dir),
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = server.child.try_wait()? {
+            bail!(
+                "eddy exited ({status}) before it was healthy; its log:\n{}",
+                server.log()
+            );
+        }
+        if healthz(port).await.is_ok_and(|s| s == StatusCode::OK) {
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "eddy did not answer GET /healthz with 200 within 15 s; its log:\n{}",
+                server.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(port: u16) -> Result<Sender> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// Sends one request on a keep-alive connection and reads the whole answer.
+async fn exchange(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
+    sender.ready().await?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
+async fn healthz(port: u16) -> Result<StatusCode> {
+    let mut sender = connect(port).await?;
+    let req = Request::get("/healthz")
+        .header(HOST, format!("127.0.0.1:{port}"))
+        .body(Full::new(Bytes::new()))?;
+    Ok(exchange(&mut sender, req).await?.0)
+}
+
+/// A single event (with its type) or a batch (without).
+fn request(port: u16, path: String, ty: Option<&str>, body: Bytes) -> Request<Full<Bytes>> {
+    let req = Request::post(path).header(HOST, format!("127.0.0.1:{port}"));
+    let req = match ty {
+        Some(ty) => req
+            .header(CONTENT_TYPE, "application/json")
+            .header("Event-Type", ty),
+        None => req.header(CONTENT_TYPE, "application/vnd.eddy.events+json"),
+    };
+    req.body(Full::new(body))
+        .expect("a request from valid parts")
+}
+
+/// What one connection (or the raw loop) saw: successes and their latencies inside the
+/// measured window, errors over the whole run.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    latencies_us: Vec<u32>,
+    errors: u64,
+    samples: Vec<String>,
+}
+
+impl Tally {
+    fn error(&mut self, msg: String) {
+        self.errors += 1;
+        if self.samples.len() < 3 && !self.samples.contains(&msg) {
+            self.samples.push(msg);
+        }
+    }
+
+    fn success(&mut self, started: Instant, done: Instant, from: Instant, end: Instant) {
+        if done >= from && done <= end {
+            self.ok += 1;
+            let us = u32::try_from(done.duration_since(started).as_micros());
+            self.latencies_us.push(us.unwrap_or(u32::MAX));
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        for s in other.samples {
+            if self.samples.len() < 5 && !self.samples.contains(&s) {
+                self.samples.push(s);
+            }
+        }
+    }
+}
+
+type MakeRequest = dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync;
+
+/// Runs `connections` closed-loop clients for warm-up + `seconds`.
+async fn run_load<F>(port: u16, conns: usize, secs: u64, ok: StatusCode, make: F) -> Result<Tally>
+where
+    F: Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync + 'static,
+{
+    let make: Arc<MakeRequest> = Arc::new(make);
+    let from = Instant::now() + WARMUP;
+    let window = (from, from + Duration::from_secs(secs));
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| tokio::spawn(client(port, c, window, ok, make.clone())))
+        .collect();
+    let mut total = Tally::default();
+    for t in tasks {
+        total.merge(t.await.context("a client task panicked")?);
+    }
+    Ok(total)
+}
+
+/// One keep-alive connection sending requests one after another until the window ends,
+/// reconnecting after a connection error.
+async fn client(
+    port: u16,
+    c: usize,
+    (from, end): (Instant, Instant),
+    expected: StatusCode,
+    make: Arc<MakeRequest>,
+) -> Tally {
+    let (mut tally, mut sender, mut n) = (Tally::default(), None, 0);
+    while Instant::now() < end {
+        let s = match sender.as_mut() {
+            Some(s) => s,
+            None => match connect(port).await {
+                Ok(s) => sender.insert(s),
+                Err(e) => {
+                    tally.error(format!("connect: {e:#}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let req = make(c, n);
+        n += 1;
+        let started = Instant::now();
+        match exchange(s, req).await {
+            Ok((status, _)) if status == expected => {
+                tally.success(started, Instant::now(), from, end)
+            }
+            Ok((status, body)) => {
+                let body = String::from_utf8_lossy(&body[..body.len().min(300)]);
+                tally.error(format!("{status}: {body}"));
+            }
+            Err(e) => {
+                tally.error(format!("{e:#}"));
+                sender = None;
+            }
+        }
+    }
+    tally
+}
+
+/// The raw ceiling: eddy's rows into eddy's schema, 1000 per transaction, in a loop.
+fn raw_sqlite(seconds: u64) -> Result<Tally> {
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let mut conn = rusqlite::Connection::open(dir.path().join("raw.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    for sql in eddy_engine::store::migrations::schema_sql() {
+        conn.execute_batch(sql).context("eddy's schema")?;
+    }
+    let bodies: Vec<String> = (0..BATCH_EVENTS as u64).map(|n| click_json(0, n)).collect();
+    let from = Instant::now() + WARMUP;
+    let end = from + Duration::from_secs(seconds);
+    let (mut tally, mut pos) = (Tally::default(), 1i64);
+    while Instant::now() < end {
+        let started = Instant::now();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(INSERT_SQL)?;
+            for data in &bodies {
+                let eid = uuid::Uuid::now_v7();
+                insert.execute(rusqlite::params![
+                    pos,
+                    1i64,
+                    1i64,
+                    pos - 1,
+                    eid.as_bytes().as_slice(),
+                    "click",
+                    now_ms(),
+                    "application/json",
+                    data.as_bytes(),
+                    None::<&str>,
+                ])?;
+                pos += 1;
+            }
+        }
+        tx.commit()?;
+        tally.success(started, Instant::now(), from, end);
+    }
+    Ok(tally)
+}
+
+/// A click event of exactly [`EVENT_BYTES`] bytes of JSON.
+fn click_json(conn: usize, n: u64) -> String {
+    let mut s = format!(
+        r#"{{"url":"/products/{}","referrer":"https://www.example.com/search?q=item+{}","session":"s{conn:03}-{:08x}","ts":{},"pad":""#,
+        n % 5000,
+        n % 977,
+        n / 50,
+        now_ms()
+    );
+    let pad = EVENT_BYTES.saturating_sub(s.len() + 2);
+    s.extend(std::iter::repeat_n('x', pad));
+    s.push_str("\"}");
+    s
+}
+
+fn batch_json(conn: usize) -> Bytes {
+    let events: Vec<String> = (0..BATCH_EVENTS as u64)
+        .map(|n| format!(r#"{{"type":"click","data":{}}}"#, click_json(conn, n)))
+        .collect();
+    format!("[{}]", events.join(",")).into()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Stats {
+    /// successes (× events per success) per second
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    samples: Vec<String>,
+}
+
+impl Stats {
+    fn new(mut t: Tally, seconds: u64, per_ok: u64) -> Self {
+        t.latencies_us.sort_unstable();
+        let pct = |q: f64| match t.latencies_us.len() {
+            0 => f64::NAN,
+            n => f64::from(t.latencies_us[((n - 1) as f64 * q).round() as usize]) / 1000.0,
+        };
+        Self {
+            rate: (t.ok * per_ok) as f64 / seconds as f64,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            errors: t.errors,
+            samples: t.samples,
+        }
+    }
+
+    /// Column-wise medians; errors are summed.
+    fn median(all: &[Stats]) -> Self {
+        Self {
+            rate: median(all.iter().map(|s| s.rate).collect()),
+            p50_ms: median(all.iter().map(|s| s.p50_ms).collect()),
+            p99_ms: median(all.iter().map(|s| s.p99_ms).collect()),
+            errors: all.iter().map(|s| s.errors).sum(),
+            samples: Vec::new(),
+        }
+    }
+
+    fn print(&self, round: &str, name: &str) {
+        println!(
+            "{round:<6} {name:<11} {:>12.0} {:>8.2} {:>8.2} {:>7}",
+            self.rate, self.p50_ms, self.p99_ms, self.errors
+        );
+        for s in &self.samples {
+            println!("         ! {s}");
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}

@@ -34,7 +34,7 @@ async fn route(
     check_account(&resource)?;
     let get = method == Method::GET || method == Method::HEAD;
     match resource {
-        Resource::Account(account) if get => streams::list(state, account, &uri).await,
+        Resource::Account(account) if get => streams::list(state, account, &uri, &headers).await,
         Resource::Account(_) => Err(ApiError::method(&method, "GET")),
         Resource::Stream(p) if method == Method::POST => {
             events::append::post(state, p, None, &uri, headers, body).await

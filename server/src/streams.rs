@@ -1,7 +1,7 @@
 //! Listings: `GET /{acct}` (the account's streams) and `GET /{acct}/{strm}/substreams`
 //! (a factory's substreams), both paged with `limit` and `after` and a `Link` header.
 
-use axum::http::{HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::path::{AccountName, StreamPath};
 use serde_json::json;
@@ -20,7 +20,17 @@ fn with_next(body: serde_json::Value, next: Option<String>) -> Response {
     resp
 }
 
-pub async fn list(state: AppState, account: AccountName, uri: &Uri) -> ApiResult<Response> {
+pub async fn list(
+    state: AppState,
+    account: AccountName,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    if crate::params::accepts(headers, "text/event-stream") {
+        return Err(ApiError::not_implemented(
+            "Server-Sent Events subscriptions",
+        ));
+    }
     let mut q = Params::parse(uri)?;
     let limit = q.limit()?.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let after = q.take("after").unwrap_or_default();

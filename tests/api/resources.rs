@@ -164,6 +164,14 @@ async fn unbuilt_resources_answer_a_clear_json_error() {
         .await
         .unwrap();
     assert_error(r, 501, "Server-Sent Events").await;
+    let r = s
+        .client
+        .get(s.url("/a"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 501, "Server-Sent Events").await;
 }
 
 #[tokio::test]
