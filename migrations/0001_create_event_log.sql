@@ -32,7 +32,9 @@ CREATE TABLE substreams (
 
 CREATE TABLE events (
     pos           INTEGER PRIMARY KEY,
-    stream_id     INTEGER NOT NULL,
+    -- the factory's stream id for events of a substream; NULL for a plain stream,
+    -- whose events are read through `sid` alone (keeps its index out of their way)
+    factory_id    INTEGER,
     sid           INTEGER NOT NULL,
     idx           INTEGER NOT NULL,
     -- the event id, a UUID as 16 bytes
@@ -51,4 +53,4 @@ CREATE UNIQUE INDEX events_by_substream_index ON events (sid, idx);
 -- idempotent appends: one event id per (sub)stream
 CREATE UNIQUE INDEX events_by_substream_id ON events (sid, eid);
 -- reads of a whole factory in global append order
-CREATE INDEX events_by_stream_pos ON events (stream_id, pos);
+CREATE INDEX events_by_factory_pos ON events (factory_id, pos) WHERE factory_id IS NOT NULL;

@@ -6,6 +6,12 @@ use clap::Parser;
 use eddy_server::{AppState, Config};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: request buffers are allocated on the async workers and freed on the
+/// writer thread, a pattern glibc's allocator handles poorly (see the README's
+/// performance notes).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "eddy",

@@ -3,6 +3,7 @@
 
 pub mod migrations;
 pub mod read;
+mod syncer;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -99,5 +100,14 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         self.pool.close().await;
+    }
+}
+
+impl Drop for Store {
+    /// The syncer holds a sender to the writer's queue, so the writer never sees the
+    /// queue close: a store dropped without [`Store::shutdown`] still stops its
+    /// threads (after committing what was queued).
+    fn drop(&mut self) {
+        self.writer.stop_soon();
     }
 }

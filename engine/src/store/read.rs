@@ -151,7 +151,7 @@ pub async fn events(pool: &SqlitePool, q: &EventQuery<'_>) -> Result<Page> {
         let mut qb = QueryBuilder::<Sqlite>::new(EVENT_COLUMNS);
         match q.scope {
             Scope::Substream(sid) => qb.push("e.sid = ").push_bind(sid),
-            Scope::Factory(id) => qb.push("e.stream_id = ").push_bind(id),
+            Scope::Factory(id) => qb.push("e.factory_id = ").push_bind(id),
         };
         match cursor {
             Cursor::Index(i) => qb.push(" AND e.idx >= ").push_bind(i as i64),

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::{ExpectedIndex, NewEvent};
 use crate::metrics::Metrics;
 use crate::path::StreamPath;
@@ -78,14 +78,31 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 pub(crate) enum Command {
     Append(AppendRequest, Reply<Appended>),
     Settings(SettingsRequest, Reply<StreamSettings>),
+    /// The syncer finished a flush and is free for the next group.
+    Flushed,
     /// Finishes everything queued before it, then stops the writer.
     Shutdown(oneshot::Sender<()>),
+}
+
+impl From<Command> for Pending {
+    /// The answer slot of a request command (for failing it before it is applied).
+    fn from(cmd: Command) -> Self {
+        match cmd {
+            Command::Append(_, tx) => Pending::Append(tx, Err(shutting_down())),
+            Command::Settings(_, tx) => Pending::Settings(tx, Err(shutting_down())),
+            Command::Flushed | Command::Shutdown(_) => {
+                unreachable!("only request commands have answers")
+            }
+        }
+    }
 }
 
 /// The sending side of the writer, cloned into the engine.
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
     tx: mpsc::Sender<Command>,
+    /// Set when the disk failed a flush: writes are refused until a restart.
+    failed: Arc<AtomicBool>,
 }
 
 impl WriterHandle {
@@ -108,7 +125,19 @@ impl WriterHandle {
         }
     }
 
+    /// Asks the writer to stop without waiting (for drops without a shutdown).
+    pub(crate) fn stop_soon(&self) {
+        let (tx, _) = oneshot::channel();
+        let _ = self.tx.send(Command::Shutdown(tx));
+    }
+
     fn send(&self, cmd: Command) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(EngineError::new(
+                crate::error::ErrorCode::Unavailable,
+                "storage failed to flush to disk; writes are refused until the server restarts",
+            ));
+        }
         self.tx.send(cmd).map_err(|_| shutting_down())
     }
 }
@@ -124,9 +153,10 @@ fn shutting_down() -> EngineError {
 pub(crate) fn open_connection(file: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(file)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: the WAL is fsynced at every commit, so an acknowledged event survives
-    // power loss, not only a process crash.
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // NORMAL: a commit writes the WAL without flushing it; the syncer thread flushes
+    // it (fdatasync) before any request of the group is answered, which gives FULL's
+    // guarantee without holding the writer during the flush. See `syncer`.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -145,21 +175,34 @@ pub(crate) fn spawn(
             r.get(0)
         })?;
     last_position.store(next_pos - 1, Ordering::Release);
+    // make sure the WAL file exists before the syncer opens it
+    conn.query_row("SELECT COUNT(*) FROM streams", [], |_| Ok(()))?;
+    let failed = Arc::new(AtomicBool::new(false));
+    let (sync_tx, sync_rx) = mpsc::channel();
     let (tx, rx) = mpsc::channel();
+    let syncer = super::syncer::spawn(
+        file,
+        sync_rx,
+        tx.clone(),
+        notices,
+        last_position,
+        failed.clone(),
+        metrics.clone(),
+    )?;
     let mut writer = Writer {
         conn,
         streams: HashMap::new(),
         subs: HashMap::new(),
         next_pos,
-        notices,
-        last_position,
+        ids: IdGenerator::new(),
+        settled: Some(sync_tx),
         metrics,
     };
     let thread = std::thread::Builder::new()
         .name("eddy-writer".into())
-        .spawn(move || writer.run(rx))
+        .spawn(move || writer.run(rx, syncer))
         .map_err(|e| EngineError::internal(format!("cannot start the writer thread: {e}")))?;
-    Ok((WriterHandle { tx }, thread))
+    Ok((WriterHandle { tx, failed }, thread))
 }
 
 #[derive(Debug, Clone)]
@@ -189,9 +232,22 @@ struct Staged {
     events: u64,
 }
 
-enum Pending {
+/// A request's answer, held until its group is durable.
+pub(crate) enum Pending {
     Append(Reply<Appended>, Result<Appended>),
     Settings(Reply<StreamSettings>, Result<StreamSettings>),
+}
+
+impl Pending {
+    /// Sends the answer, or `err` in its place.
+    pub(crate) fn answer(self, err: Option<EngineError>) {
+        match (self, err) {
+            (Pending::Append(tx, r), None) => drop(tx.send(r)),
+            (Pending::Settings(tx, r), None) => drop(tx.send(r)),
+            (Pending::Append(tx, _), Some(e)) => drop(tx.send(Err(e))),
+            (Pending::Settings(tx, _), Some(e)) => drop(tx.send(Err(e))),
+        }
+    }
 }
 
 struct Writer {
@@ -201,8 +257,9 @@ struct Writer {
     /// Substreams by (stream id, canonical args): a cache of `substreams`.
     subs: HashMap<SubKey, SubRow>,
     next_pos: i64,
-    notices: broadcast::Sender<Arc<Committed>>,
-    last_position: Arc<AtomicI64>,
+    ids: IdGenerator,
+    /// Committed groups go to the syncer, which answers them once durable.
+    settled: Option<mpsc::Sender<super::syncer::Settled>>,
     metrics: Arc<Metrics>,
 }
 
@@ -213,138 +270,181 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The transaction being filled: the requests applied since the last commit.
+struct OpenGroup {
+    started: Instant,
+    first_pos: i64,
+    staged: Staged,
+    pending: Vec<Pending>,
+    bytes: usize,
+}
+
+impl OpenGroup {
+    fn full(&self) -> bool {
+        self.staged.events as usize >= GROUP_MAX_EVENTS || self.bytes >= GROUP_MAX_BYTES
+    }
+}
+
 impl Writer {
-    fn run(&mut self, rx: mpsc::Receiver<Command>) {
+    /// Applies each request as it arrives into the open transaction, and commits it
+    /// whenever the syncer is free (or the group is full). Under load the syncer is
+    /// busy flushing the previous group, so requests pile into the next one: one
+    /// commit and one flush per disk round trip, however many requests. An idle writer
+    /// commits a lone request at once.
+    fn run(&mut self, rx: mpsc::Receiver<Command>, syncer: std::thread::JoinHandle<()>) {
         let mut stop: Option<oneshot::Sender<()>> = None;
+        let mut syncer_idle = true;
+        let mut group: Option<OpenGroup> = None;
         while stop.is_none() {
-            let Ok(first) = rx.recv() else { break };
-            let mut group = Vec::new();
-            let (mut events, mut bytes) = (0usize, 0usize);
-            let mut next = Some(first);
+            let Ok(cmd) = rx.recv() else { break };
+            let mut next = Some(cmd);
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Command::Shutdown(done) => {
-                        stop = Some(done);
-                        break;
-                    }
-                    Command::Append(ref req, _) => {
-                        events += req.events.len();
-                        bytes += req.events.iter().map(|e| e.data.len()).sum::<usize>();
-                        group.push(cmd);
-                    }
-                    Command::Settings(..) => group.push(cmd),
+                    Command::Append(..) | Command::Settings(..) => self.apply(cmd, &mut group),
+                    Command::Flushed => syncer_idle = true,
+                    Command::Shutdown(done) => stop = Some(done),
                 }
-                if events < GROUP_MAX_EVENTS && bytes < GROUP_MAX_BYTES {
+                if stop.is_none() && !group.as_ref().is_some_and(OpenGroup::full) {
                     next = rx.try_recv().ok();
                 }
             }
-            if !group.is_empty() {
-                self.commit_group(group);
+            let ready =
+                syncer_idle || stop.is_some() || group.as_ref().is_some_and(OpenGroup::full);
+            if ready && let Some(g) = group.take() {
+                self.commit(g);
+                syncer_idle = false;
             }
         }
+        if let Some(g) = group.take() {
+            self.commit(g);
+        }
+        // the syncer flushes and answers what is left, then stops
+        self.settled = None;
+        let _ = syncer.join();
         if let Some(done) = stop {
             let _ = done.send(());
         }
         tracing::info!("writer stopped");
     }
 
-    fn commit_group(&mut self, group: Vec<Command>) {
-        let started = Instant::now();
-        let requests = group.len();
-        let first_pos = self.next_pos;
-        let mut staged = Staged::default();
-        let mut pending = Vec::with_capacity(group.len());
-        let outcome = self.apply_group(group, &mut staged, &mut pending);
-        let outcome = outcome.and_then(|()| {
+    /// Applies one request in the open transaction (beginning one if needed). Its
+    /// validation errors become its answer; a storage error rolls the whole group back.
+    fn apply(&mut self, cmd: Command, group: &mut Option<OpenGroup>) {
+        if group.is_none() {
+            if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+                tracing::error!(error = %e, "cannot begin a transaction");
+                Pending::from(cmd).answer(Some(EngineError::internal("storage write failed")));
+                return;
+            }
+            *group = Some(OpenGroup {
+                started: Instant::now(),
+                first_pos: self.next_pos,
+                staged: Staged::default(),
+                pending: Vec::new(),
+                bytes: 0,
+            });
+        }
+        let Some(g) = group.as_mut() else { return };
+        let (pending, storage_error) = match cmd {
+            Command::Append(req, tx) => {
+                g.bytes += req.events.iter().map(|e| e.data.len()).sum::<usize>();
+                let r = self.append(req, &mut g.staged);
+                let broken = r
+                    .as_ref()
+                    .err()
+                    .filter(|e| e.code == ErrorCode::Internal)
+                    .cloned();
+                (Pending::Append(tx, r), broken)
+            }
+            Command::Settings(req, tx) => {
+                let r = self.settings(req, &mut g.staged);
+                let broken = r
+                    .as_ref()
+                    .err()
+                    .filter(|e| e.code == ErrorCode::Internal)
+                    .cloned();
+                (Pending::Settings(tx, r), broken)
+            }
+            Command::Flushed | Command::Shutdown(_) => return,
+        };
+        g.pending.push(pending);
+        if let Some(e) = storage_error
+            && let Some(g) = group.take()
+        {
+            self.roll_back(g, &e);
+        }
+    }
+
+    /// Commits the open group and hands it to the syncer, which answers it once the
+    /// WAL is flushed.
+    fn commit(&mut self, g: OpenGroup) {
+        let committed = self.update_substreams(&g.staged).and_then(|()| {
             self.conn.execute_batch("COMMIT")?;
             Ok(())
         });
-        match outcome {
-            Ok(()) => {
-                self.streams.extend(staged.streams);
-                self.subs.extend(staged.subs);
-                let last = self.next_pos - 1;
-                self.last_position.store(last, Ordering::Release);
-                self.metrics.commits.inc();
-                self.metrics.events_appended.inc_by(staged.events);
-                self.metrics.group_events.observe(staged.events as f64);
-                self.metrics.group_requests.observe(requests as f64);
-                self.metrics
-                    .commit_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                if staged.events > 0 {
-                    let _ = self.notices.send(Arc::new(Committed {
-                        last_position: last,
-                        streams: staged.touched_streams,
-                    }));
-                }
-                for p in pending {
-                    match p {
-                        Pending::Append(tx, r) => drop(tx.send(r)),
-                        Pending::Settings(tx, r) => drop(tx.send(r)),
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e.message, "group commit failed; the group is rolled back");
-                let _ = self.conn.execute_batch("ROLLBACK");
-                self.next_pos = first_pos;
-                self.streams.clear();
-                self.subs.clear();
-                let err = || EngineError::internal("the write could not be committed");
-                for p in pending {
-                    match p {
-                        Pending::Append(tx, _) => drop(tx.send(Err(err()))),
-                        Pending::Settings(tx, _) => drop(tx.send(Err(err()))),
-                    }
-                }
+        if let Err(e) = committed {
+            self.roll_back(g, &e);
+            return;
+        }
+        let OpenGroup {
+            started,
+            staged,
+            pending,
+            ..
+        } = g;
+        self.streams.extend(staged.streams);
+        self.subs.extend(staged.subs);
+        self.metrics.commits.inc();
+        self.metrics.events_appended.inc_by(staged.events);
+        self.metrics.group_events.observe(staged.events as f64);
+        self.metrics.group_requests.observe(pending.len() as f64);
+        let last_position = self.next_pos - 1;
+        let settled = super::syncer::Settled {
+            pending,
+            notice: (staged.events > 0).then_some(Committed {
+                last_position,
+                streams: staged.touched_streams,
+            }),
+            last_position,
+            started,
+        };
+        if let Some(tx) = &self.settled
+            && let Err(mpsc::SendError(s)) = tx.send(settled)
+        {
+            for p in s.pending {
+                p.answer(Some(EngineError::internal("the syncer thread stopped")));
             }
         }
     }
 
-    /// Applies every command in one open transaction. An error here is a storage
-    /// failure that dooms the whole group; a command's own validation errors are kept
-    /// in `pending` as its answer.
-    fn apply_group(
-        &mut self,
-        group: Vec<Command>,
-        staged: &mut Staged,
-        pending: &mut Vec<Pending>,
-    ) -> Result<()> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        for cmd in group {
-            match cmd {
-                Command::Append(req, tx) => {
-                    let r = self.append(req, staged);
-                    let r = match r {
-                        Err(e) if e.code == crate::error::ErrorCode::Internal => return Err(e),
-                        r => r,
-                    };
-                    pending.push(Pending::Append(tx, r));
-                }
-                Command::Settings(req, tx) => {
-                    let r = self.settings(req, staged);
-                    let r = match r {
-                        Err(e) if e.code == crate::error::ErrorCode::Internal => return Err(e),
-                        r => r,
-                    };
-                    pending.push(Pending::Settings(tx, r));
-                }
-                Command::Shutdown(_) => unreachable!("shutdown is never grouped"),
-            }
+    /// Rolls the open group back after a storage error: every request in it fails,
+    /// and the caches reload from the database.
+    fn roll_back(&mut self, g: OpenGroup, cause: &EngineError) {
+        tracing::error!(error = %cause.message, "group rolled back after a storage error");
+        let _ = self.conn.execute_batch("ROLLBACK");
+        self.next_pos = g.first_pos;
+        self.streams.clear();
+        self.subs.clear();
+        for p in g.pending {
+            p.answer(Some(EngineError::internal(
+                "the write could not be committed",
+            )));
         }
+    }
+
+    /// Writes the touched substreams' counters, once per group.
+    fn update_substreams(&mut self, staged: &Staged) -> Result<()> {
+        let mut update = self.conn.prepare_cached(
+            "UPDATE substreams SET event_count = ?1, last_index = ?2, last_timestamp = ?3 \
+             WHERE id = ?4",
+        )?;
         for sub in staged.subs.values() {
-            self.conn
-                .prepare_cached(
-                    "UPDATE substreams SET event_count = ?1, last_index = ?2, last_timestamp = ?3 \
-                     WHERE id = ?4",
-                )?
-                .execute(params![
-                    sub.next_index as i64,
-                    sub.next_index as i64 - 1,
-                    sub.last_timestamp,
-                    sub.id
-                ])?;
+            update.execute(params![
+                sub.next_index as i64,
+                sub.next_index as i64 - 1,
+                sub.last_timestamp,
+                sub.id
+            ])?;
         }
         Ok(())
     }
@@ -576,15 +676,15 @@ impl Writer {
         let mut out = Vec::with_capacity(req.events.len());
         {
             let mut insert = self.conn.prepare_cached(
-                "INSERT INTO events (pos, stream_id, sid, idx, eid, type, ts, content_type, data, metadata) \
+                "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, data, metadata) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for (e, ts) in req.events.iter().zip(stamped) {
-                let id = e.id.unwrap_or_else(Uuid::now_v7);
+                let id = e.id.unwrap_or_else(|| self.ids.next_v7());
                 let pos = self.next_pos;
                 insert.execute(params![
                     pos,
-                    stream.id,
+                    stream.factory.then_some(stream.id),
                     sub.id,
                     sub.next_index as i64,
                     id.as_bytes().as_slice(),
@@ -635,7 +735,10 @@ impl Writer {
         if new.factory != row.factory {
             let has_events = self
                 .conn
-                .prepare_cached("SELECT 1 FROM events WHERE stream_id = ?1 LIMIT 1")?
+                .prepare_cached(
+                    "SELECT 1 FROM substreams s JOIN events e ON e.sid = s.id \
+                     WHERE s.stream_id = ?1 LIMIT 1",
+                )?
                 .query_row(params![row.id], |_| Ok(()))
                 .optional()?
                 .is_some();
@@ -654,6 +757,39 @@ impl Writer {
         row.settings = new.clone();
         staged.streams.insert(skey, row);
         Ok(new)
+    }
+}
+
+/// Generates UUIDv7 event ids: the current unix milliseconds and 74 bits from a
+/// SplitMix64 sequence seeded randomly per process. `Uuid::now_v7` would ask the kernel
+/// for randomness on every id (a syscall per event on the writer thread); ids need to
+/// be unique, not unpredictable. Written by hand: it is eight lines, where a crate
+/// (`rand`) would be a heavier dependency than the code it saves.
+struct IdGenerator {
+    state: u64,
+}
+
+impl IdGenerator {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(Uuid::new_v4().as_u128());
+        Self { state: h.finish() }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn next_v7(&mut self) -> Uuid {
+        let mut random = [0u8; 10];
+        random[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        random[8..].copy_from_slice(&self.next_u64().to_le_bytes()[..2]);
+        uuid::Builder::from_unix_timestamp_millis(now_ms() as u64, &random).into_uuid()
     }
 }
 
