@@ -39,7 +39,7 @@ const WARMUP: Duration = Duration::from_secs(1);
 const EVENT_BYTES: usize = 200;
 const BATCH_EVENTS: usize = 1000;
 const BATCH_CONNECTIONS: usize = 4;
-const INSERT_SQL: &str = "INSERT INTO events (pos, stream_id, sid, idx, eid, type, ts, content_type, \
+const INSERT_SQL: &str = "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, \
                           data, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 struct Settings {
@@ -488,7 +488,7 @@ fn raw_sqlite(seconds: u64) -> Result<Tally> {
                 let eid = uuid::Uuid::now_v7();
                 insert.execute(rusqlite::params![
                     pos,
-                    1i64,
+                    None::<i64>, // a plain stream, as eddy's batch streams are
                     1i64,
                     pos - 1,
                     eid.as_bytes().as_slice(),

@@ -15,8 +15,10 @@ pub struct Metrics {
     pub group_events: Histogram,
     /// Write requests per group commit.
     pub group_requests: Histogram,
-    /// Seconds from the start of a group to the end of its commit.
+    /// Seconds from a group's first request to the end of its flush.
     pub commit_seconds: Histogram,
+    /// Seconds one fdatasync of the WAL takes.
+    pub flush_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -27,6 +29,7 @@ impl Default for Metrics {
             group_events: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
             group_requests: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
+            flush_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
         }
     }
 }
@@ -56,8 +59,13 @@ impl Metrics {
         );
         registry.register(
             "eddy_commit_seconds",
-            "Time from the start of a group to the end of its commit",
+            "Time from a group's first request to the end of its flush to disk",
             self.commit_seconds.clone(),
+        );
+        registry.register(
+            "eddy_flush_seconds",
+            "Time one fdatasync of the write-ahead log takes",
+            self.flush_seconds.clone(),
         );
     }
 }

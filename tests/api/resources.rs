@@ -186,6 +186,7 @@ async fn healthz_metrics_and_http2() {
         "eddy_commit_group_events_bucket",
         "eddy_commit_group_requests_bucket",
         "eddy_commits_total",
+        "eddy_flush_seconds_bucket",
     ] {
         assert!(m.contains(name), "metrics lack {name}:\n{m}");
     }

@@ -84,7 +84,9 @@ pub(crate) fn spawn(
             while let Ok(first) = rx.recv() {
                 let mut batch = vec![first];
                 batch.extend(rx.try_iter());
+                let flush = Instant::now();
                 let synced = wal.sync();
+                metrics.flush_seconds.observe(flush.elapsed().as_secs_f64());
                 if let Err(e) = &synced {
                     // After a failed fsync the kernel may have dropped the pages: nothing
                     // more is acknowledged until the server restarts and recovers.
