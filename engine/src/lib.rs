@@ -9,13 +9,15 @@
 //! - [`query`]: query-string decoding shared by the parsers.
 //! - [`event`]: what an event is: content types, limits, timestamps, ids, the envelope.
 //! - [`settings`]: the stream settings document.
-//! - [`store`]: SQLite storage: migrations and reads through sqlx, every write through
-//!   the single group-commit writer thread (rusqlite).
+//! - [`store`]: SQLite storage: migrations and reads through sqlx; every write through
+//!   the single group-commit writer thread (rusqlite), whose groups a syncer thread
+//!   flushes to disk before any of their requests is answered.
 //! - [`metrics`]: the Prometheus metrics the engine keeps.
 //!
 //! The data path reads top-down: the server builds an [`AppendRequest`], [`Engine::append`]
-//! queues it to the writer, the writer commits it with others in one transaction,
-//! answers, and announces the commit to subscribers ([`Engine::subscribe`]).
+//! queues it to the writer, the writer commits it with others in one transaction, the
+//! syncer flushes that to disk, answers, and announces the commit to subscribers
+//! ([`Engine::subscribe`]).
 
 pub mod error;
 pub mod event;

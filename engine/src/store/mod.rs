@@ -1,6 +1,7 @@
 //! Storage: one SQLite file in WAL mode. sqlx runs the migrations and serves reads from
 //! a pool; every write goes through the single group-commit writer (`writer`).
 
+mod apply;
 pub mod migrations;
 pub mod read;
 mod syncer;
@@ -16,7 +17,8 @@ use tokio::sync::broadcast;
 
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
-pub use writer::{AppendRequest, Appended, AppendedEvent, Committed, SettingsRequest};
+pub use apply::{AppendRequest, Appended, AppendedEvent, SettingsRequest};
+pub use writer::Committed;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "eddy.db";

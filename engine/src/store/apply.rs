@@ -1,0 +1,441 @@
+//! What one request does inside the writer's open transaction: validation (expected
+//! index, timestamps, idempotent ids, the stream's shape), creation of streams and
+//! substreams on first use, the inserts, and settings changes. Nothing here commits;
+//! `writer` owns the transaction and the group commit.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::writer::{Writer, now_ms};
+use crate::error::{EngineError, Result};
+use crate::event::{ExpectedIndex, NewEvent};
+use crate::path::StreamPath;
+use crate::settings::StreamSettings;
+
+/// An append of one or more events to one (sub)stream, all or nothing.
+#[derive(Debug)]
+pub struct AppendRequest {
+    pub stream: StreamPath,
+    pub events: Vec<NewEvent>,
+    pub expected: ExpectedIndex,
+}
+
+/// What an append wrote (or, for a duplicate, what was already there).
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub events: Vec<AppendedEvent>,
+    /// Every event id was already in the (sub)stream: nothing was written.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AppendedEvent {
+    pub index: u64,
+    pub id: Uuid,
+    pub timestamp: i64,
+    pub position: i64,
+}
+
+/// A change of a stream's settings (creating the stream when missing).
+#[derive(Debug)]
+pub struct SettingsRequest {
+    pub stream: StreamPath,
+    /// The fields to set; with `replace`, fields not given return to their defaults.
+    pub fields: Map<String, Value>,
+    pub replace: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct StreamRow {
+    id: i64,
+    factory: bool,
+    settings: StreamSettings,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct SubRow {
+    pub(super) id: i64,
+    /// The index the next event gets (= event count, indexes being gapless).
+    pub(super) next_index: u64,
+    pub(super) last_timestamp: i64,
+}
+
+pub(super) type StreamKey = (String, String);
+pub(super) type SubKey = (i64, String);
+
+/// What one group changed, applied to the caches only once the commit succeeds.
+#[derive(Default)]
+pub(super) struct Staged {
+    pub(super) streams: HashMap<StreamKey, StreamRow>,
+    pub(super) subs: HashMap<SubKey, SubRow>,
+    pub(super) touched_streams: Vec<i64>,
+    pub(super) events: u64,
+}
+
+impl Writer {
+    fn stream(&mut self, staged: &Staged, key: &StreamKey) -> Result<Option<StreamRow>> {
+        if let Some(s) = staged.streams.get(key).or_else(|| self.streams.get(key)) {
+            return Ok(Some(s.clone()));
+        }
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT id, factory, settings FROM streams WHERE account = ?1 AND name = ?2",
+            )?
+            .query_row(params![key.0, key.1], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .optional()?;
+        let Some((id, factory, settings)) = row else {
+            return Ok(None);
+        };
+        let settings = StreamSettings::from_stored(&settings, factory);
+        let row = StreamRow {
+            id,
+            factory,
+            settings,
+        };
+        self.streams.insert(key.clone(), row.clone());
+        Ok(Some(row))
+    }
+
+    fn create_stream(
+        &mut self,
+        staged: &mut Staged,
+        key: &StreamKey,
+        settings: StreamSettings,
+    ) -> Result<StreamRow> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO streams (account, name, factory, settings, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                key.0,
+                key.1,
+                settings.factory,
+                settings.to_stored(),
+                now_ms()
+            ])?;
+        let row = StreamRow {
+            id: self.conn.last_insert_rowid(),
+            factory: settings.factory,
+            settings,
+        };
+        staged.streams.insert(key.clone(), row.clone());
+        Ok(row)
+    }
+
+    fn sub(&mut self, staged: &Staged, key: &SubKey) -> Result<Option<SubRow>> {
+        if let Some(s) = staged.subs.get(key).or_else(|| self.subs.get(key)) {
+            return Ok(Some(s.clone()));
+        }
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT id, event_count, last_timestamp FROM substreams \
+                 WHERE stream_id = ?1 AND args = ?2",
+            )?
+            .query_row(params![key.0, key.1], |r| {
+                Ok(SubRow {
+                    id: r.get(0)?,
+                    next_index: r.get::<_, i64>(1)? as u64,
+                    last_timestamp: r.get(2)?,
+                })
+            })
+            .optional()?;
+        if let Some(row) = &row {
+            self.subs.insert(key.clone(), row.clone());
+        }
+        Ok(row)
+    }
+
+    pub(super) fn append(&mut self, req: AppendRequest, staged: &mut Staged) -> Result<Appended> {
+        let path = &req.stream;
+        let skey = (
+            path.account.as_str().to_owned(),
+            path.stream.as_str().to_owned(),
+        );
+        let stream = self.stream(staged, &skey)?;
+        if let Some(s) = &stream {
+            check_factory_shape(path, s.factory)?;
+        }
+        let args = path
+            .args
+            .as_ref()
+            .map(|a| a.canonical())
+            .unwrap_or_default();
+        let sub = match &stream {
+            Some(s) => self.sub(staged, &(s.id, args.clone()))?,
+            None => None,
+        };
+
+        // Idempotency first: a retried request answers with what it wrote before.
+        let mut dups: Vec<Option<AppendedEvent>> = Vec::with_capacity(req.events.len());
+        for (i, e) in req.events.iter().enumerate() {
+            let Some(id) = e.id else {
+                dups.push(None);
+                continue;
+            };
+            if let Some(j) = req.events[..i].iter().position(|p| p.id == Some(id)) {
+                return Err(EngineError::invalid(format!(
+                    "events {j} and {i} of the batch have the same id {id}"
+                ))
+                .with("position", i));
+            }
+            let found = match &sub {
+                Some(s) => self
+                    .conn
+                    .prepare_cached("SELECT idx, ts, pos FROM events WHERE sid = ?1 AND eid = ?2")?
+                    .query_row(params![s.id, id.as_bytes().as_slice()], |r| {
+                        Ok(AppendedEvent {
+                            index: r.get::<_, i64>(0)? as u64,
+                            id,
+                            timestamp: r.get(1)?,
+                            position: r.get(2)?,
+                        })
+                    })
+                    .optional()?,
+                None => None,
+            };
+            dups.push(found);
+        }
+        let n_dups = dups.iter().filter(|d| d.is_some()).count();
+        if n_dups == req.events.len() && n_dups > 0 {
+            return Ok(Appended {
+                events: dups.into_iter().flatten().collect(),
+                duplicate: true,
+            });
+        }
+        if n_dups > 0 {
+            let (i, d) = dups
+                .iter()
+                .enumerate()
+                .find_map(|(i, d)| d.map(|d| (i, d)))
+                .expect("n_dups > 0");
+            return Err(EngineError::conflict(format!(
+                "event {i} of the batch has id {} which is already stored at index {} of {path}, \
+                 but other events of the batch are new; nothing was written",
+                d.id, d.index
+            ))
+            .with("position", i)
+            .with("index", d.index));
+        }
+
+        let next_index = sub.as_ref().map_or(0, |s| s.next_index);
+        let last_index = next_index as i64 - 1;
+        let ok = match req.expected {
+            ExpectedIndex::Any => true,
+            ExpectedIndex::NoEvents => next_index == 0,
+            ExpectedIndex::Last(n) => next_index == n + 1,
+        };
+        if !ok {
+            let wanted = match req.expected {
+                ExpectedIndex::NoEvents => "no events".to_owned(),
+                ExpectedIndex::Last(n) => format!("last index {n}"),
+                ExpectedIndex::Any => unreachable!(),
+            };
+            return Err(EngineError::conflict(format!(
+                "Expected-Index wanted {wanted} but the last index of {path} is {last_index}; \
+                 nothing was written"
+            ))
+            .with("lastIndex", last_index));
+        }
+
+        let mut last_ts = sub.as_ref().map_or(0, |s| s.last_timestamp);
+        let now = now_ms();
+        let mut stamped = Vec::with_capacity(req.events.len());
+        for (i, e) in req.events.iter().enumerate() {
+            let ts = match e.timestamp {
+                Some(t) if t < last_ts => {
+                    let at = if req.events.len() > 1 {
+                        format!("event {i} of the batch: ")
+                    } else {
+                        String::new()
+                    };
+                    return Err(EngineError::conflict(format!(
+                        "{at}timestamp {t} is before the last timestamp {last_ts} of {path}; \
+                         timestamps never decrease within a stream"
+                    ))
+                    .with("lastTimestamp", last_ts)
+                    .with("position", i));
+                }
+                Some(t) => t,
+                None => now.max(last_ts),
+            };
+            last_ts = ts;
+            stamped.push(ts);
+        }
+
+        // Valid: create what is missing and write.
+        let stream = match stream {
+            Some(s) => s,
+            None => self.create_stream(
+                staged,
+                &skey,
+                StreamSettings {
+                    factory: path.args.is_some(),
+                },
+            )?,
+        };
+        let mut sub = match sub {
+            Some(s) => s,
+            None => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO substreams (stream_id, args, created_at) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![stream.id, args, now])?;
+                SubRow {
+                    id: self.conn.last_insert_rowid(),
+                    next_index: 0,
+                    last_timestamp: 0,
+                }
+            }
+        };
+        let mut out = Vec::with_capacity(req.events.len());
+        {
+            let mut insert = self.conn.prepare_cached(
+                "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, data, metadata) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for (e, ts) in req.events.iter().zip(stamped) {
+                let id = e.id.unwrap_or_else(|| self.ids.next_v7());
+                let pos = self.next_pos;
+                insert.execute(params![
+                    pos,
+                    stream.factory.then_some(stream.id),
+                    sub.id,
+                    sub.next_index as i64,
+                    id.as_bytes().as_slice(),
+                    e.event_type,
+                    ts,
+                    e.content_type,
+                    e.data.as_ref(),
+                    e.metadata,
+                ])?;
+                out.push(AppendedEvent {
+                    index: sub.next_index,
+                    id,
+                    timestamp: ts,
+                    position: pos,
+                });
+                self.next_pos += 1;
+                sub.next_index += 1;
+                sub.last_timestamp = ts;
+            }
+        }
+        staged.events += out.len() as u64;
+        if !staged.touched_streams.contains(&stream.id) {
+            staged.touched_streams.push(stream.id);
+        }
+        staged.subs.insert((stream.id, args), sub);
+        Ok(Appended {
+            events: out,
+            duplicate: false,
+        })
+    }
+
+    pub(super) fn settings(
+        &mut self,
+        req: SettingsRequest,
+        staged: &mut Staged,
+    ) -> Result<StreamSettings> {
+        let path = &req.stream;
+        let skey = (
+            path.account.as_str().to_owned(),
+            path.stream.as_str().to_owned(),
+        );
+        let current = self.stream(staged, &skey)?;
+        let base = match (&current, req.replace) {
+            (Some(s), false) => s.settings.clone(),
+            _ => StreamSettings::default(),
+        };
+        let new = base.merged(req.fields)?;
+        let Some(mut row) = current else {
+            self.create_stream(staged, &skey, new.clone())?;
+            return Ok(new);
+        };
+        if new.factory != row.factory {
+            let has_events = self
+                .conn
+                .prepare_cached(
+                    "SELECT 1 FROM substreams s JOIN events e ON e.sid = s.id \
+                     WHERE s.stream_id = ?1 LIMIT 1",
+                )?
+                .query_row(params![row.id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if has_events {
+                return Err(EngineError::conflict(format!(
+                    "settings field \"factory\" cannot change to {} because {} already has events",
+                    new.factory, path
+                ))
+                .with("field", "factory"));
+            }
+        }
+        self.conn
+            .prepare_cached("UPDATE streams SET factory = ?1, settings = ?2 WHERE id = ?3")?
+            .execute(params![new.factory, new.to_stored(), row.id])?;
+        row.factory = new.factory;
+        row.settings = new.clone();
+        staged.streams.insert(skey, row);
+        Ok(new)
+    }
+}
+
+/// Generates UUIDv7 event ids: the current unix milliseconds and 74 bits from a
+/// SplitMix64 sequence seeded randomly per process. `Uuid::now_v7` would ask the kernel
+/// for randomness on every id (a syscall per event on the writer thread); ids need to
+/// be unique, not unpredictable. Written by hand: it is eight lines, where a crate
+/// (`rand`) would be a heavier dependency than the code it saves.
+pub(super) struct IdGenerator {
+    state: u64,
+}
+
+impl IdGenerator {
+    pub(super) fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(Uuid::new_v4().as_u128());
+        Self { state: h.finish() }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub(super) fn next_v7(&mut self) -> Uuid {
+        let mut random = [0u8; 10];
+        random[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        random[8..].copy_from_slice(&self.next_u64().to_le_bytes()[..2]);
+        uuid::Builder::from_unix_timestamp_millis(now_ms() as u64, &random).into_uuid()
+    }
+}
+
+/// Refuses an append whose shape does not fit the stream: args on a plain stream, or
+/// none on a factory.
+pub(crate) fn check_factory_shape(path: &StreamPath, factory: bool) -> Result<()> {
+    match (factory, path.args.is_some()) {
+        (true, false) => Err(EngineError::invalid(format!(
+            "{path} is a stream factory: append to one of its substreams, such as \
+             /{path}('id')"
+        ))),
+        (false, true) => Err(EngineError::invalid(format!(
+            "{}/{} is a plain stream, not a factory, so it takes no arguments ({path})",
+            path.account, path.stream
+        ))),
+        _ => Ok(()),
+    }
+}
