@@ -198,6 +198,12 @@ async fn factories_read_in_global_order_with_substream_selectors() {
     assert_error(s.get("/shop/nothing").await, 404, "shop/nothing").await;
 }
 
+/// GETs `path` in the background, returning its JSON body.
+fn spawn_get(s: &TestServer, path: &str) -> tokio::task::JoinHandle<Value> {
+    let (client, url) = (s.client.clone(), s.url(path));
+    tokio::spawn(async move { client.get(url).send().await.unwrap().json().await.unwrap() })
+}
+
 #[tokio::test]
 async fn long_poll_waits_for_the_next_event_or_the_deadline() {
     let s = spawn_server().await;
@@ -206,36 +212,15 @@ async fn long_poll_waits_for_the_next_event_or_the_deadline() {
     let empty = s.get_json("/a/lp?from=1&wait=300", 200).await;
     assert_eq!(empty, json!([]));
     assert!(started.elapsed() >= Duration::from_millis(290));
-    let url = s.url("/a/lp?from=1&wait=10000");
-    let client = s.client.clone();
-    let waiting = tokio::spawn(async move {
-        client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
+    let waiting = spawn_get(&s, "/a/lp?from=1&wait=10000");
     // events elsewhere do not end the wait
     s.post_ok("/a/elsewhere", "t", json!(0)).await;
+    assert!(!waiting.is_finished());
     s.post_ok("/a/lp", "t", json!({"late": true})).await;
     let got = waiting.await.unwrap();
     assert_eq!(got[0]["data"], json!({"late": true}));
     // a stream that does not exist yet can be waited on
-    let url = s.url("/a/later?wait=10000");
-    let client = s.client.clone();
-    let waiting = tokio::spawn(async move {
-        client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
+    let waiting = spawn_get(&s, "/a/later?wait=10000");
     s.post_ok("/a/later", "t", json!(1)).await;
     assert_eq!(waiting.await.unwrap()[0]["data"], 1);
 }
