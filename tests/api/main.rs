@@ -4,6 +4,7 @@
 
 mod append;
 mod batch;
+mod cli;
 mod common;
 mod durability;
 mod ingest_stream;

@@ -1,0 +1,53 @@
+//! The `eddy` command line: an open server refuses a non-loopback address unless told
+//! `--insecure-open`.
+
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use crate::common::free_port;
+
+#[tokio::test]
+async fn open_server_refuses_a_public_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--insecure-open"), "{err}");
+    assert!(
+        !dir.path().join("eddy.db").exists(),
+        "nothing is created before the check"
+    );
+
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args([
+            "serve",
+            "--insecure-open",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--data",
+        ])
+        .arg(dir.path())
+        .env("EDDY_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let mut up = false;
+    for _ in 0..200 {
+        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(up, "eddy --insecure-open did not start");
+    child.kill().await.unwrap();
+}
