@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use axum::routing::get;
 use eddy_engine::Engine;
 use prometheus_client::registry::Registry;
@@ -87,6 +88,13 @@ pub async fn serve(
     let engine = state.engine.clone();
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(state);
+    // Responses are small and each one completes a request: send them at once rather
+    // than letting Nagle's algorithm hold them for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing open requests");
