@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use eddy_engine::Engine;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
