@@ -108,9 +108,10 @@ impl Engine {
             .ok_or_else(|| EngineError::not_found(format!("stream {path} does not exist")))
     }
 
-    /// Reads one page of events.
+    /// Reads one page of events. Reads see only durable events: a group committed but
+    /// not yet flushed by the syncer stays unseen until its requests are answered.
     pub async fn read(&self, q: &EventQuery<'_>) -> Result<Page> {
-        store::read::events(&self.store.pool, q).await
+        store::read::events(&self.store.pool, q, self.store.last_position()).await
     }
 
     /// One event of a (sub)stream by index.
@@ -127,9 +128,15 @@ impl Engine {
             None => return Err(missing()),
         };
         let prefix = format!("{}/{}", path.account, path.stream);
-        store::read::event(&self.store.pool, &prefix, sid, index)
-            .await?
-            .ok_or_else(missing)
+        store::read::event(
+            &self.store.pool,
+            &prefix,
+            sid,
+            index,
+            self.store.last_position(),
+        )
+        .await?
+        .ok_or_else(missing)
     }
 
     /// An account's streams, by name after `after`.

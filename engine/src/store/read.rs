@@ -125,8 +125,9 @@ fn event_from_row(prefix: &str, r: &SqliteRow) -> StoredEvent {
     }
 }
 
-/// Reads one page of events matching the selector.
-pub async fn events(pool: &SqlitePool, q: &EventQuery<'_>) -> Result<Page> {
+/// Reads one page of events matching the selector, among those at or below the
+/// `durable` position (committed events the syncer has not flushed yet stay unseen).
+pub async fn events(pool: &SqlitePool, q: &EventQuery<'_>, durable: i64) -> Result<Page> {
     let mut post_filter: Option<HashSet<i64>> = None;
     let mut sql_subs: Option<Vec<i64>> = None;
     if let (Scope::Factory(stream_id), false) = (q.scope, q.selector.subs.is_empty()) {
@@ -157,6 +158,7 @@ pub async fn events(pool: &SqlitePool, q: &EventQuery<'_>) -> Result<Page> {
             Cursor::Index(i) => qb.push(" AND e.idx >= ").push_bind(i as i64),
             Cursor::After(p) => qb.push(" AND e.pos > ").push_bind(p),
         };
+        qb.push(" AND e.pos <= ").push_bind(durable);
         push_conditions(&mut qb, q.selector);
         if let Some(sids) = &sql_subs {
             qb.push(" AND e.sid IN (");
@@ -256,18 +258,20 @@ async fn matching_substreams(
         .collect())
 }
 
-/// One event by index.
+/// One event by index, if it is at or below the `durable` position.
 pub async fn event(
     pool: &SqlitePool,
     prefix: &str,
     sid: i64,
     index: u64,
+    durable: i64,
 ) -> Result<Option<StoredEvent>> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{EVENT_COLUMNS}e.sid = ? AND e.idx = ?"
+        "{EVENT_COLUMNS}e.sid = ? AND e.idx = ? AND e.pos <= ?"
     )))
     .bind(sid)
     .bind(index as i64)
+    .bind(durable)
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|r| event_from_row(prefix, &r)))

@@ -6,8 +6,8 @@
 //! each request and announces the commit. The writer thus builds the next group while
 //! the disk flushes the last one, and a 201 still leaves only once its event is on disk,
 //! the guarantee `synchronous=FULL` gives (which would hold the writer during every
-//! flush). Readers may see a committed event up to one flush before it is durable;
-//! announcements and answers never run ahead of the disk.
+//! flush). The durable position moves before any answer is sent, and reads stop at it
+//! (`Engine::read`), so neither answers, announcements nor reads run ahead of the disk.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
