@@ -170,7 +170,17 @@ async fn bad_bodies_and_headers_are_refused_and_write_nothing() {
         .send()
         .await
         .unwrap();
-    assert_error(r, 400, "Event-Id").await;
+    assert_error(r, 400, "Event-Id \"nope\"").await;
+    let r = s
+        .client
+        .post(s.url("/acme/bad"))
+        .header("Event-Type", "t")
+        .header("ES-EventId", "nope")
+        .json(&json!(1))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "ES-EventId \"nope\"").await;
     let r = s
         .client
         .post(s.url("/acme/bad?colour=red"))

@@ -35,7 +35,12 @@ impl AppendInputs {
                     query: &'static str,
                     names: &[&str]|
          -> ApiResult<Option<(String, String)>> {
-            let h = params::header(headers, names)?.map(|v| (names[0].to_owned(), v));
+            // name the header the client sent, alias or not
+            let sent = names.iter().find(|n| headers.contains_key(**n));
+            let h = match sent {
+                Some(name) => params::header(headers, &[name])?.map(|v| ((*name).to_owned(), v)),
+                None => None,
+            };
             let p = q.take(query).map(|v| (query.to_owned(), v));
             match (h, p) {
                 (Some(h), Some(p)) if h.1 != p.1 => Err(ApiError::invalid(format!(

@@ -71,6 +71,15 @@ impl Ingest<'_> {
         Ok(())
     }
 
+    /// Stores the lines before the failure, then answers the failure with what was
+    /// written.
+    async fn stop(&mut self, e: impl Into<ApiError>) -> ApiError {
+        match self.flush().await {
+            Ok(()) => self.fail(e),
+            Err(flush_error) => self.fail(flush_error),
+        }
+    }
+
     /// Adds what was written to an error body.
     fn fail(&self, e: impl Into<ApiError>) -> ApiError {
         let mut e: ApiError = e.into();
@@ -112,29 +121,28 @@ pub async fn ingest(
         let chunk = tokio::select! {
             c = stream.next() => c,
             _ = state.shutting_down() => {
-                ing.flush().await.map_err(|e| ing.fail(e))?;
-                return Err(ing.fail(EngineError::new(
+                return Err(ing.stop(EngineError::new(
                     ErrorCode::Unavailable,
                     "the server is shutting down; the lines received so far are stored",
-                )));
+                )).await);
             }
         };
         match chunk {
             None => ended = true,
             Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
             Some(Err(e)) => {
-                ing.flush().await.map_err(|e| ing.fail(e))?;
-                return Err(ing.fail(ApiError::invalid(format!(
-                    "the request body broke off after line {line_no}: {e}"
-                ))));
+                return Err(ing
+                    .stop(ApiError::invalid(format!(
+                        "the request body broke off after line {line_no}: {e}"
+                    )))
+                    .await);
             }
         }
         let mut start = 0;
         while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
             line_no += 1;
             if let Err(e) = ing.line(line_no, &buf[start..start + nl]) {
-                ing.flush().await.map_err(|e| ing.fail(e))?;
-                return Err(ing.fail(e));
+                return Err(ing.stop(e).await);
             }
             start += nl + 1;
         }
@@ -143,19 +151,16 @@ pub async fn ingest(
             line_no += 1;
             let rest = std::mem::take(&mut buf);
             if let Err(e) = ing.line(line_no, &rest) {
-                ing.flush().await.map_err(|e| ing.fail(e))?;
-                return Err(ing.fail(e));
+                return Err(ing.stop(e).await);
             }
         }
         if buf.len() > MAX_EVENT_DATA + 1 {
-            ing.flush().await.map_err(|e| ing.fail(e))?;
-            return Err(ing.fail(
-                EngineError::too_large(format!(
-                    "line {} is longer than {MAX_EVENT_DATA} bytes, the limit per event",
-                    line_no + 1
-                ))
-                .with("line", line_no + 1),
-            ));
+            let too_long = EngineError::too_large(format!(
+                "line {} is longer than {MAX_EVENT_DATA} bytes, the limit per event",
+                line_no + 1
+            ))
+            .with("line", line_no + 1);
+            return Err(ing.stop(too_long).await);
         }
         ing.flush().await.map_err(|e| ing.fail(e))?;
     }
