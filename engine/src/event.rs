@@ -155,7 +155,10 @@ pub fn parse_timestamp(field: &str, raw: &str) -> Result<i64> {
         }
         return Ok(ms);
     }
-    match chrono::DateTime::parse_from_rfc3339(raw) {
+    // an unencoded `+` of a UTC offset arrives from a query string as a space
+    let parsed = chrono::DateTime::parse_from_rfc3339(raw)
+        .or_else(|e| chrono::DateTime::parse_from_rfc3339(&raw.replace(' ', "+")).map_err(|_| e));
+    match parsed {
         Ok(t) if t.timestamp_millis() >= 0 => Ok(t.timestamp_millis()),
         _ => Err(EngineError::invalid(format!(
             "{field} \"{raw}\" is neither unix milliseconds nor an RFC 3339 date-time \
@@ -385,6 +388,10 @@ mod tests {
         assert_eq!(
             parse_timestamp("t", "2023-11-14T23:13:20.5+01:00").unwrap(),
             1_700_000_000_500
+        );
+        assert_eq!(
+            parse_timestamp("t", "2023-11-14T23:13:20 01:00").unwrap(),
+            1_700_000_000_000
         );
         assert!(parse_timestamp("t", "yesterday").is_err());
         assert!(parse_timestamp("t", "-5").is_err());

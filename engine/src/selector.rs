@@ -153,11 +153,17 @@ impl Selector {
 }
 
 fn parse_index(field: &str, value: &str) -> Result<u64> {
-    value.trim().parse::<u64>().map_err(|_| {
-        EngineError::invalid(format!(
-            "selector {field}=\"{value}\" is not an event index (0 or more)"
-        ))
-    })
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|v| *v <= i64::MAX as u64)
+        .ok_or_else(|| {
+            EngineError::invalid(format!(
+                "selector {field}=\"{value}\" is not an event index (0 to {})",
+                i64::MAX
+            ))
+        })
 }
 
 fn is_glob(a: &Arg) -> bool {
@@ -260,6 +266,7 @@ mod tests {
     #[test]
     fn refuses_malformed_values() {
         for q in [
+            "from=18446744073709551615",
             "from=x",
             "to=-1",
             "since=soon",

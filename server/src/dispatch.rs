@@ -91,6 +91,11 @@ fn check_account(resource: &Resource) -> ApiResult<()> {
     if !account.is_reserved() {
         return Ok(());
     }
+    if account.as_str() == "api" {
+        return Err(ApiError::not_implemented(
+            "accounts and keys (the /api admin endpoints)",
+        ));
+    }
     if account.as_str() == "eddy" {
         return Err(ApiError::not_implemented(
             "builtin streams (/eddy/cron('...'), /eddy/events(acct))",

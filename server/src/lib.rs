@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .fallback(dispatch::dispatch)
+        .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)
 }
 

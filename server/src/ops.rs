@@ -62,3 +62,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         out,
     )
 }
+
+/// A wrong method on `/healthz` or `/metrics`: a JSON 405 like every other error.
+pub async fn method_not_allowed(method: axum::http::Method) -> crate::error::ApiError {
+    crate::error::ApiError::method(&method, "GET, HEAD")
+}

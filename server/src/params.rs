@@ -51,15 +51,20 @@ impl Params {
         }
     }
 
-    /// Takes a non-negative integer.
+    /// Takes a non-negative integer (at most `i64::MAX`, the range storage keeps).
     pub fn number(&mut self, key: &'static str) -> ApiResult<Option<u64>> {
         self.take(key)
             .map(|v| {
-                v.trim().parse::<u64>().map_err(|_| {
-                    ApiError::invalid(format!(
-                        "query parameter {key}=\"{v}\" must be a whole number (0 or more)"
-                    ))
-                })
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n <= i64::MAX as u64)
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "query parameter {key}=\"{v}\" must be a whole number from 0 to {}",
+                            i64::MAX
+                        ))
+                    })
             })
             .transpose()
     }

@@ -80,6 +80,14 @@ async fn one_bad_event_refuses_the_whole_batch() {
             json!({"type": "t", "data": "@@", "contentType": "application/octet-stream"}),
             "base64",
         ),
+        (
+            json!({"type": "t", "data": 1, "contentType": "image/png"}),
+            "image/png",
+        ),
+        (
+            json!({"type": "t", "data": 1, "timestamp": 1.5}),
+            "whole number",
+        ),
     ] {
         let r = post_batch(&s, "/a/atomic", EDDY, json!([good, good, bad])).await;
         let e = assert_error(r, 400, "event 2 of the batch").await;

@@ -48,6 +48,8 @@ async fn selectors_filter_by_type_index_and_time() {
         ("?from=4", vec![4, 5]),
         ("?since=2000&until=4000", vec![1, 2, 3]),
         ("?since=1970-01-01T00:00:03Z", vec![2, 3, 4, 5]),
+        // an unencoded '+' of a UTC offset arrives as a space
+        ("?since=1970-01-01T01:00:03+01:00", vec![2, 3, 4, 5]),
         ("?type=view&from=1&until=5999", vec![2]),
     ] {
         let got = s.get_json(&format!("/shop/log{q}"), 200).await;
@@ -64,6 +66,8 @@ async fn selectors_filter_by_type_index_and_time() {
         ("?sub=('a')", "sub="),
         ("?after=3", "after="),
         ("?follow=true", "x-ndjson"),
+        ("?from=18446744073709551615", "from"),
+        ("?to=9223372036854775808", "to"),
     ] {
         assert_error(s.get(&format!("/shop/log{q}")).await, 400, needle).await;
     }
@@ -223,6 +227,21 @@ async fn long_poll_waits_for_the_next_event_or_the_deadline() {
     let waiting = spawn_get(&s, "/a/later?wait=10000");
     s.post_ok("/a/later", "t", json!(1)).await;
     assert_eq!(waiting.await.unwrap()[0]["data"], 1);
+    // wait=0 does not wait, so a missing stream is still missing
+    assert_error(s.get("/a/missing?wait=0").await, 404, "does not exist").await;
+    // EventStoreDB's long-poll header, in seconds
+    let (client, url) = (s.client.clone(), s.url("/a/lp?from=2"));
+    let waiting = tokio::spawn(async move {
+        let r = client
+            .get(url)
+            .header("ES-LongPoll", "10")
+            .send()
+            .await
+            .unwrap();
+        r.json::<Value>().await.unwrap()
+    });
+    s.post_ok("/a/lp", "t", json!("es")).await;
+    assert_eq!(waiting.await.unwrap()[0]["data"], "es");
 }
 
 #[tokio::test]

@@ -147,6 +147,9 @@ async fn unbuilt_resources_answer_a_clear_json_error() {
         ("POST", "/a/s/webhooks", 501, "webhooks"),
         ("GET", "/eddy/cron('*%20*%20*%20*%20*')", 501, "builtin"),
         ("GET", "/a/s/unknown", 400, "unknown"),
+        ("POST", "/api/accounts", 501, "/api"),
+        ("POST", "/healthz", 405, "not allowed"),
+        ("DELETE", "/metrics", 405, "not allowed"),
     ] {
         let r = s
             .client

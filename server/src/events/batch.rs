@@ -14,13 +14,6 @@ use super::append::AppendInputs;
 use crate::error::{ApiError, ApiResult};
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Timestamp {
-    Millis(i64),
-    Text(String),
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EddyEvent<'a> {
     id: Option<String>,
@@ -28,7 +21,8 @@ struct EddyEvent<'a> {
     event_type: Option<String>,
     #[serde(borrow)]
     data: &'a RawValue,
-    timestamp: Option<Timestamp>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
     #[serde(rename = "contentType")]
     content_type: Option<String>,
 }
@@ -103,7 +97,8 @@ fn one(raw: &RawValue, eventstore: bool, inputs: &AppendInputs) -> Result<NewEve
     let event_type = ty.or_else(|| inputs.event_type.clone()).unwrap_or_default();
     event::check_type(&event_type)?;
     let ct = match ct {
-        Some(c) => ContentType::parse(Some(&c))?,
+        // inside a batch a bad content type is a bad event: 400 with its position
+        Some(c) => ContentType::parse(Some(&c)).map_err(|e| EngineError::invalid(e.message))?,
         None => ContentType::json(),
     };
     let bytes = match ct.kind {
@@ -136,8 +131,20 @@ fn one(raw: &RawValue, eventstore: bool, inputs: &AppendInputs) -> Result<NewEve
     ct.check_data(&bytes)?;
     let id = id.map(|v| event::parse_event_id("id", &v)).transpose()?;
     let timestamp = match ts {
-        Some(Timestamp::Millis(ms)) => Some(event::parse_timestamp("timestamp", &ms.to_string())?),
-        Some(Timestamp::Text(t)) => Some(event::parse_timestamp("timestamp", &t)?),
+        Some(raw) => {
+            let text = match serde_json::from_str::<serde_json::Value>(raw.get()) {
+                Ok(serde_json::Value::String(t)) => t,
+                Ok(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+                _ => {
+                    return Err(EngineError::invalid(format!(
+                        "\"timestamp\" {} must be unix milliseconds (a whole number) or an \
+                         RFC 3339 string",
+                        raw.get()
+                    )));
+                }
+            };
+            Some(event::parse_timestamp("timestamp", &text)?)
+        }
         None => inputs.timestamp,
     };
     Ok(NewEvent {

@@ -136,7 +136,25 @@ pub async fn get(
     let selector = q.selector()?;
     let limit = q.limit()?;
     let after = q.number("after")?;
-    let wait = q.number("wait")?.map(|w| w.min(MAX_WAIT_MS));
+    let wait = match (
+        q.number("wait")?,
+        params::header(headers, &["ES-LongPoll"])?,
+    ) {
+        (Some(ms), _) => Some(ms),
+        // EventStoreDB's long-poll header, in seconds
+        (None, Some(secs)) => Some(
+            secs.parse::<u64>()
+                .map_err(|_| {
+                    ApiError::invalid(format!(
+                        "header ES-LongPoll \"{secs}\" must be a whole number of seconds"
+                    ))
+                })?
+                .saturating_mul(1000),
+        ),
+        (None, None) => None,
+    }
+    .map(|w| w.min(MAX_WAIT_MS))
+    .filter(|w| *w > 0);
     let follow = q.flag("follow")?;
     q.finish()?;
     if params::accepts(headers, "text/event-stream") {
@@ -172,7 +190,7 @@ pub async fn get(
         ))));
     }
     if page.events.is_empty()
-        && let Some(ms) = wait.filter(|w| *w > 0)
+        && let Some(ms) = wait
     {
         let deadline = Instant::now() + Duration::from_millis(ms);
         while page.events.is_empty() && reader.wait(&mut rx, Some(deadline)).await {
