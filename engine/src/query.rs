@@ -55,3 +55,13 @@ pub fn refuse_unknown(params: &[(String, String)], known: &[&str]) -> Result<()>
         .with("parameter", k.as_str())),
     }
 }
+
+/// Parses a count, index or position given in a query: a whole number from 0 to
+/// `i64::MAX`, the range storage keeps (larger values would wrap in SQL).
+pub fn whole_number(value: &str) -> Option<u64> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n <= i64::MAX as u64)
+}

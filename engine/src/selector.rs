@@ -153,17 +153,12 @@ impl Selector {
 }
 
 fn parse_index(field: &str, value: &str) -> Result<u64> {
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|v| *v <= i64::MAX as u64)
-        .ok_or_else(|| {
-            EngineError::invalid(format!(
-                "selector {field}=\"{value}\" is not an event index (0 to {})",
-                i64::MAX
-            ))
-        })
+    crate::query::whole_number(value).ok_or_else(|| {
+        EngineError::invalid(format!(
+            "selector {field}=\"{value}\" is not an event index (0 to {})",
+            i64::MAX
+        ))
+    })
 }
 
 fn is_glob(a: &Arg) -> bool {

@@ -55,16 +55,12 @@ impl Params {
     pub fn number(&mut self, key: &'static str) -> ApiResult<Option<u64>> {
         self.take(key)
             .map(|v| {
-                v.trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n <= i64::MAX as u64)
-                    .ok_or_else(|| {
-                        ApiError::invalid(format!(
-                            "query parameter {key}=\"{v}\" must be a whole number from 0 to {}",
-                            i64::MAX
-                        ))
-                    })
+                eddy_engine::query::whole_number(&v).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "query parameter {key}=\"{v}\" must be a whole number from 0 to {}",
+                        i64::MAX
+                    ))
+                })
             })
             .transpose()
     }

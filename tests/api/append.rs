@@ -161,26 +161,19 @@ async fn bad_bodies_and_headers_are_refused_and_write_nothing() {
             .status(),
         201
     );
-    let r = s
-        .client
-        .post(s.url("/acme/bad"))
-        .header("Event-Type", "t")
-        .header("Event-Id", "nope")
-        .json(&json!(1))
-        .send()
-        .await
-        .unwrap();
-    assert_error(r, 400, "Event-Id \"nope\"").await;
-    let r = s
-        .client
-        .post(s.url("/acme/bad"))
-        .header("Event-Type", "t")
-        .header("ES-EventId", "nope")
-        .json(&json!(1))
-        .send()
-        .await
-        .unwrap();
-    assert_error(r, 400, "ES-EventId \"nope\"").await;
+    // the error names the header the client sent, alias or not
+    for header in ["Event-Id", "ES-EventId"] {
+        let r = s
+            .client
+            .post(s.url("/acme/bad"))
+            .header("Event-Type", "t")
+            .header(header, "nope")
+            .json(&json!(1))
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 400, &format!("{header} \"nope\"")).await;
+    }
     let r = s
         .client
         .post(s.url("/acme/bad?colour=red"))
