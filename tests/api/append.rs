@@ -225,6 +225,15 @@ async fn event_type_comes_from_header_alias_query_or_path() {
         .await
         .unwrap();
     assert_error(r, 400, "given twice").await;
+    let r = c
+        .post(s.url("/a/s"))
+        .header("Event-Type", "one")
+        .header("ES-EventType", "two")
+        .json(&5)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "given twice").await;
     let types: Vec<Value> = s
         .get_json("/a/s", 200)
         .await

@@ -35,12 +35,27 @@ impl AppendInputs {
                     query: &'static str,
                     names: &[&str]|
          -> ApiResult<Option<(String, String)>> {
-            // name the header the client sent, alias or not
-            let sent = names.iter().find(|n| headers.contains_key(**n));
-            let h = match sent {
-                Some(name) => params::header(headers, &[name])?.map(|v| ((*name).to_owned(), v)),
-                None => None,
-            };
+            // every value sent under the name or its alias must agree; errors name
+            // the header the client used
+            let mut h: Option<(String, String)> = None;
+            for name in names {
+                for value in headers.get_all(*name) {
+                    let value = value.to_str().map_err(|_| {
+                        ApiError::invalid(format!("header {name} is not valid visible ASCII text"))
+                    })?;
+                    let value = value.trim().to_owned();
+                    match &h {
+                        Some((first, v)) if *v != value => {
+                            return Err(ApiError::invalid(format!(
+                                "{query} is given twice with different values: header {first}: \
+                                 \"{v}\" and header {name}: \"{value}\""
+                            )));
+                        }
+                        Some(_) => {}
+                        None => h = Some(((*name).to_owned(), value)),
+                    }
+                }
+            }
             let p = q.take(query).map(|v| (query.to_owned(), v));
             match (h, p) {
                 (Some(h), Some(p)) if h.1 != p.1 => Err(ApiError::invalid(format!(
