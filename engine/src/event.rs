@@ -28,6 +28,21 @@ pub enum DataKind {
     Binary,
 }
 
+impl DataKind {
+    /// The kind of a lowercased media type without parameters; `None` when eddy does
+    /// not store that type.
+    pub fn of(essence: &str) -> Option<Self> {
+        match essence {
+            "application/json" => Some(DataKind::Json),
+            "application/x-www-form-urlencoded" => Some(DataKind::Text),
+            "application/octet-stream" => Some(DataKind::Binary),
+            e if e.starts_with("text/") && e.len() > 5 => Some(DataKind::Text),
+            e if e.starts_with("application/") && e.ends_with("+json") => Some(DataKind::Json),
+            _ => None,
+        }
+    }
+}
+
 /// A parsed `Content-Type` for event data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentType {
@@ -50,13 +65,9 @@ impl ContentType {
             Some((e, p)) => (e.trim().to_ascii_lowercase(), Some(p.trim())),
             None => (raw.to_ascii_lowercase(), None),
         };
-        let kind = match essence.as_str() {
-            "application/json" => DataKind::Json,
-            "application/x-www-form-urlencoded" => DataKind::Text,
-            "application/octet-stream" => DataKind::Binary,
-            e if e.starts_with("text/") && e.len() > 5 => DataKind::Text,
-            e if e.starts_with("application/") && e.ends_with("+json") => DataKind::Json,
-            _ => {
+        let kind = match DataKind::of(&essence) {
+            Some(kind) => kind,
+            None => {
                 return Err(EngineError::new(
                     ErrorCode::UnsupportedMediaType,
                     format!(
@@ -234,9 +245,10 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// How the data is shown, from the stored content type.
     pub fn kind(&self) -> DataKind {
-        ContentType::parse(Some(&self.content_type))
-            .map(|c| c.kind)
-            .unwrap_or(DataKind::Binary)
+        // stored content types are already normalized (lowercased media type), so this
+        // needs no allocation on the read path
+        let essence = self.content_type.split(';').next().unwrap_or("").trim();
+        DataKind::of(essence).unwrap_or(DataKind::Binary)
     }
 
     /// The JSON envelope of §3: `{"stream","index","id","type","timestamp",
@@ -428,6 +440,15 @@ mod tests {
         e.content_type = "text/plain".into();
         e.data = Bytes::from_static(b"hi");
         assert_eq!(serde_json::to_value(e.envelope()).unwrap()["data"], "hi");
+        e.content_type = "text/csv;header=present".into();
+        assert_eq!(serde_json::to_value(e.envelope()).unwrap()["data"], "hi");
+        e.content_type = "application/cloudevents+json".into();
+        e.data = Bytes::from_static(b"[1]");
+        assert_eq!(
+            serde_json::to_value(e.envelope()).unwrap()["data"],
+            serde_json::json!([1])
+        );
+        e.data = Bytes::from_static(b"hi");
         e.content_type = "application/octet-stream".into();
         let j = serde_json::to_value(e.envelope()).unwrap();
         assert_eq!(j["data"], "aGk=");

@@ -287,25 +287,15 @@ impl Writer {
             });
         }
         let Some(g) = group.as_mut() else { return };
-        let (pending, storage_error) = match cmd {
+        let (storage_error, pending) = match cmd {
             Command::Append(req, tx) => {
                 g.bytes += req.events.iter().map(|e| e.data.len()).sum::<usize>();
                 let r = self.append(req, &mut g.staged);
-                let broken = r
-                    .as_ref()
-                    .err()
-                    .filter(|e| e.code == ErrorCode::Internal)
-                    .cloned();
-                (Pending::Append(tx, r), broken)
+                (storage_failure(&r), Pending::Append(tx, r))
             }
             Command::Settings(req, tx) => {
                 let r = self.settings(req, &mut g.staged);
-                let broken = r
-                    .as_ref()
-                    .err()
-                    .filter(|e| e.code == ErrorCode::Internal)
-                    .cloned();
-                (Pending::Settings(tx, r), broken)
+                (storage_failure(&r), Pending::Settings(tx, r))
             }
             Command::Flushed | Command::Shutdown(_) => return,
         };
@@ -390,4 +380,13 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// The storage error in a request's result, if any: it dooms the whole group, unlike
+/// the request's own validation errors, which are only its answer.
+fn storage_failure<T>(r: &Result<T>) -> Option<EngineError> {
+    r.as_ref()
+        .err()
+        .filter(|e| e.code == ErrorCode::Internal)
+        .cloned()
 }
