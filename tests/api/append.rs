@@ -164,24 +164,23 @@ async fn bad_bodies_and_headers_are_refused_and_write_nothing() {
     // the error names the header the client sent, alias or not
     for header in ["Event-Id", "ES-EventId"] {
         let r = s
-            .client
-            .post(s.url("/acme/bad"))
-            .header("Event-Type", "t")
-            .header(header, "nope")
-            .json(&json!(1))
-            .send()
-            .await
-            .unwrap();
+            .call(
+                "POST",
+                "/acme/bad",
+                &[("Event-Type", "t"), (header, "nope")],
+                json!(1),
+            )
+            .await;
         assert_error(r, 400, &format!("{header} \"nope\"")).await;
     }
     let r = s
-        .client
-        .post(s.url("/acme/bad?colour=red"))
-        .header("Event-Type", "t")
-        .json(&json!(1))
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/acme/bad?colour=red",
+            &[("Event-Type", "t")],
+            json!(1),
+        )
+        .await;
     assert_error(r, 400, "colour").await;
     let events = s.get_json("/acme/bad", 200).await;
     assert_eq!(
@@ -194,45 +193,30 @@ async fn bad_bodies_and_headers_are_refused_and_write_nothing() {
 #[tokio::test]
 async fn event_type_comes_from_header_alias_query_or_path() {
     let s = spawn_server().await;
-    let c = &s.client;
-    c.post(s.url("/a/s"))
-        .header("ES-EventType", "es")
-        .json(&1)
-        .send()
+    s.call("POST", "/a/s", &[("ES-EventType", "es")], json!(1))
         .await
-        .unwrap()
         .error_for_status()
         .unwrap();
-    c.post(s.url("/a/s?event-type=q"))
-        .json(&2)
-        .send()
+    s.call("POST", "/a/s?event-type=q", &[], json!(2))
         .await
-        .unwrap()
         .error_for_status()
         .unwrap();
-    c.post(s.url("/a/s:path.type"))
-        .json(&3)
-        .send()
+    s.call("POST", "/a/s:path.type", &[], json!(3))
         .await
-        .unwrap()
         .error_for_status()
         .unwrap();
-    let r = c
-        .post(s.url("/a/s:one"))
-        .header("Event-Type", "two")
-        .json(&4)
-        .send()
-        .await
-        .unwrap();
+    let r = s
+        .call("POST", "/a/s:one", &[("Event-Type", "two")], json!(4))
+        .await;
     assert_error(r, 400, "given twice").await;
-    let r = c
-        .post(s.url("/a/s"))
-        .header("Event-Type", "one")
-        .header("ES-EventType", "two")
-        .json(&5)
-        .send()
-        .await
-        .unwrap();
+    let r = s
+        .call(
+            "POST",
+            "/a/s",
+            &[("Event-Type", "one"), ("ES-EventType", "two")],
+            json!(5),
+        )
+        .await;
     assert_error(r, 400, "given twice").await;
     let types: Vec<Value> = s
         .get_json("/a/s", 200)
@@ -298,13 +282,8 @@ async fn timestamps_never_decrease() {
     )
     .await;
     let r = s
-        .client
-        .post(s.url("/a/t?timestamp=1"))
-        .header("Event-Type", "t")
-        .json(&1)
-        .send()
-        .await
-        .unwrap();
+        .call("POST", "/a/t?timestamp=1", &[("Event-Type", "t")], json!(1))
+        .await;
     assert_error(r, 409, "before the last timestamp").await;
     assert_eq!(s.get_json("/a/t", 200).await.as_array().unwrap().len(), 4);
 }
@@ -334,24 +313,23 @@ async fn event_ids_make_appends_idempotent() {
         assert_eq!(again["timestamp"], first["timestamp"]);
     }
     let r = s
-        .client
-        .post(s.url(&format!("/a/idem?event-id={id}")))
-        .header("Event-Type", "t")
-        .json(&1)
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            &format!("/a/idem?event-id={id}"),
+            &[("Event-Type", "t")],
+            json!(1),
+        )
+        .await;
     assert_eq!(r.json::<Value>().await.unwrap()["duplicate"], true);
     // the same id in another stream is a different event
     let r = s
-        .client
-        .post(s.url("/a/other"))
-        .header("Event-Type", "t")
-        .header("Event-Id", id)
-        .json(&1)
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/a/other",
+            &[("Event-Type", "t"), ("Event-Id", id)],
+            json!(1),
+        )
+        .await;
     assert!(r.json::<Value>().await.unwrap().get("duplicate").is_none());
     assert_eq!(
         s.get_json("/a/idem", 200).await.as_array().unwrap().len(),
@@ -395,35 +373,33 @@ async fn expected_index_guards_concurrent_writers() {
     )
     .await;
     let r = s
-        .client
-        .post(s.url("/a/ex?expected-index=0"))
-        .header("Event-Type", "t")
-        .json(&1)
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/a/ex?expected-index=0",
+            &[("Event-Type", "t")],
+            json!(1),
+        )
+        .await;
     assert_error(r, 409, "last index").await;
     // -1 on a stream that does not exist yet
     let r = s
-        .client
-        .post(s.url("/a/fresh"))
-        .header("Event-Type", "t")
-        .header("Expected-Index", "-1")
-        .json(&1)
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/a/fresh",
+            &[("Event-Type", "t"), ("Expected-Index", "-1")],
+            json!(1),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     // a failed expectation creates nothing
     let r = s
-        .client
-        .post(s.url("/a/never"))
-        .header("Event-Type", "t")
-        .header("Expected-Index", "4")
-        .json(&1)
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/a/never",
+            &[("Event-Type", "t"), ("Expected-Index", "4")],
+            json!(1),
+        )
+        .await;
     assert_error(r, 409, "last index of a/never is -1").await;
     assert_error(s.get("/a/never").await, 404, "does not exist").await;
     assert_eq!(s.get_json("/a/ex", 200).await.as_array().unwrap().len(), 4);

@@ -76,6 +76,24 @@ impl TestServer {
         self.task = Some(task);
     }
 
+    /// Sends `method path` with these headers and a JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> Response {
+        let mut r = self
+            .client
+            .request(method.parse().expect("method"), self.url(path))
+            .json(&body);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send().await.expect("request")
+    }
+
     /// POSTs a JSON event of `ty`.
     pub async fn post(&self, path: &str, ty: &str, data: Value) -> Response {
         self.client

@@ -58,12 +58,8 @@ async fn settings_declare_factories_before_any_event() {
     let s = spawn_server().await;
     assert_error(s.get("/a/f/settings").await, 404, "does not exist").await;
     let r = s
-        .client
-        .put(s.url("/a/f/settings"))
-        .json(&json!({"factory": true}))
-        .send()
-        .await
-        .unwrap();
+        .call("PUT", "/a/f/settings", &[], json!({"factory": true}))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"factory": true}));
     assert_eq!(
@@ -73,28 +69,16 @@ async fn settings_declare_factories_before_any_event() {
     assert_error(s.post("/a/f", "t", json!(1)).await, 400, "factory").await;
     s.post_ok("/a/f('k')", "t", json!(1)).await;
     let r = s
-        .client
-        .patch(s.url("/a/f/settings"))
-        .json(&json!({"factory": false}))
-        .send()
-        .await
-        .unwrap();
+        .call("PATCH", "/a/f/settings", &[], json!({"factory": false}))
+        .await;
     assert_error(r, 409, "already has events").await;
     let r = s
-        .client
-        .put(s.url("/a/f/settings"))
-        .json(&json!({"factory": "yes"}))
-        .send()
-        .await
-        .unwrap();
+        .call("PUT", "/a/f/settings", &[], json!({"factory": "yes"}))
+        .await;
     assert_error(r, 400, "boolean").await;
     let r = s
-        .client
-        .put(s.url("/a/f/settings"))
-        .json(&json!({"colour": 1}))
-        .send()
-        .await
-        .unwrap();
+        .call("PUT", "/a/f/settings", &[], json!({"colour": 1}))
+        .await;
     assert_error(r, 400, "colour").await;
     let r = s
         .client
@@ -104,30 +88,14 @@ async fn settings_declare_factories_before_any_event() {
         .await
         .unwrap();
     assert_error(r, 400, "JSON object").await;
-    let r = s
-        .client
-        .put(s.url("/a/f('k')/settings"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.call("PUT", "/a/f('k')/settings", &[], json!({})).await;
     assert_error(r, 400, "substream").await;
     // an empty plain stream may still become a factory
-    let r = s
-        .client
-        .patch(s.url("/a/p/settings"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.call("PATCH", "/a/p/settings", &[], json!({})).await;
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"factory": false}));
     let r = s
-        .client
-        .patch(s.url("/a/p/settings"))
-        .json(&json!({"factory": true}))
-        .send()
-        .await
-        .unwrap();
+        .call("PATCH", "/a/p/settings", &[], json!({"factory": true}))
+        .await;
     assert_eq!(r.status(), 200);
     s.post_ok("/a/p(1)", "t", json!(1)).await;
     assert_eq!(s.get_json("/a/f('k')/0", 200).await["data"], 1);
@@ -258,27 +226,25 @@ async fn state_survives_a_restart() {
     s.post_ok("/a/r", "t", json!(0)).await;
     s.post_ok("/a/f('x')", "t", json!(0)).await;
     let r = s
-        .client
-        .post(s.url("/a/r"))
-        .header("Event-Type", "t")
-        .header("Event-Timestamp", "4102444800000")
-        .json(&1)
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/a/r",
+            &[("Event-Type", "t"), ("Event-Timestamp", "4102444800000")],
+            json!(1),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     s.restart().await;
     assert_eq!(s.post_ok("/a/r", "t", json!(2)).await["index"], 2);
     assert_eq!(s.post_ok("/a/f('x')", "t", json!(1)).await["index"], 1);
     let r = s
-        .client
-        .post(s.url("/a/r"))
-        .header("Event-Type", "t")
-        .header("Event-Timestamp", "1")
-        .json(&1)
-        .send()
-        .await
-        .unwrap();
+        .call(
+            "POST",
+            "/a/r",
+            &[("Event-Type", "t"), ("Event-Timestamp", "1")],
+            json!(1),
+        )
+        .await;
     assert_error(r, 409, "before the last timestamp").await;
     assert_error(s.post("/a/f", "t", json!(1)).await, 400, "factory").await;
     assert_eq!(s.get_json("/a/r", 200).await.as_array().unwrap().len(), 3);
