@@ -39,6 +39,11 @@ use crate::path::StreamPath;
 use crate::settings::StreamSettings;
 use crate::store::Store;
 
+/// The 404 for a stream that does not exist.
+pub fn missing_stream(path: &StreamPath) -> EngineError {
+    EngineError::not_found(format!("stream {path} does not exist"))
+}
+
 /// A stream path resolved against storage.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -105,7 +110,7 @@ impl Engine {
     pub async fn resolve_existing(&self, path: &StreamPath) -> Result<Resolved> {
         self.resolve(path)
             .await?
-            .ok_or_else(|| EngineError::not_found(format!("stream {path} does not exist")))
+            .ok_or_else(|| missing_stream(path))
     }
 
     /// Reads one page of events. Reads see only durable events: a group committed but

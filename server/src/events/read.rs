@@ -33,6 +33,11 @@ struct Reader {
 }
 
 impl Reader {
+    /// The 404 for a stream that does not exist (and that the read will not wait for).
+    fn missing(&self) -> ApiError {
+        ApiError(eddy_engine::missing_stream(&self.path))
+    }
+
     async fn page(&mut self, limit: usize) -> ApiResult<Page> {
         if self.resolved.as_ref().is_none_or(|r| r.scope.is_none()) {
             self.resolved = self.state.engine.resolve(&self.path).await?;
@@ -126,22 +131,14 @@ fn check_shape(
     Ok(())
 }
 
-pub async fn get(
-    state: AppState,
-    path: StreamPath,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> ApiResult<Response> {
-    let mut q = Params::parse(uri)?;
-    let selector = q.selector()?;
-    let limit = q.limit()?;
-    let after = q.number("after")?;
-    let wait = match (
+/// `wait=ms`, or EventStoreDB's `ES-LongPoll: <seconds>` header; `None` when the
+/// read should not wait (absent or 0). Capped at [`MAX_WAIT_MS`].
+fn wait_ms(q: &mut Params, headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    let ms = match (
         q.number("wait")?,
         params::header(headers, &["ES-LongPoll"])?,
     ) {
         (Some(ms), _) => Some(ms),
-        // EventStoreDB's long-poll header, in seconds
         (None, Some(secs)) => Some(
             secs.parse::<u64>()
                 .map_err(|_| {
@@ -152,9 +149,21 @@ pub async fn get(
                 .saturating_mul(1000),
         ),
         (None, None) => None,
-    }
-    .map(|w| w.min(MAX_WAIT_MS))
-    .filter(|w| *w > 0);
+    };
+    Ok(ms.map(|w| w.min(MAX_WAIT_MS)).filter(|w| *w > 0))
+}
+
+pub async fn get(
+    state: AppState,
+    path: StreamPath,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let mut q = Params::parse(uri)?;
+    let selector = q.selector()?;
+    let limit = q.limit()?;
+    let after = q.number("after")?;
+    let wait = wait_ms(&mut q, headers)?;
     let follow = q.flag("follow")?;
     q.finish()?;
     if params::accepts(headers, "text/event-stream") {
@@ -184,10 +193,7 @@ pub async fn get(
     let limit = limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let mut page = reader.page(limit).await?;
     if reader.resolved.is_none() && wait.is_none() {
-        return Err(ApiError(eddy_engine::EngineError::not_found(format!(
-            "stream {} does not exist",
-            reader.path
-        ))));
+        return Err(reader.missing());
     }
     if page.events.is_empty()
         && let Some(ms) = wait
@@ -249,10 +255,7 @@ async fn ndjson_response(
     let mut remaining = limit.unwrap_or(usize::MAX);
     let first = reader.page(remaining.min(MAX_LIMIT)).await?;
     if reader.resolved.is_none() && !follow && wait.is_none() {
-        return Err(ApiError(eddy_engine::EngineError::not_found(format!(
-            "stream {} does not exist",
-            reader.path
-        ))));
+        return Err(reader.missing());
     }
     let (tx, out) = mpsc::channel::<Bytes>(8);
     tokio::spawn(async move {
