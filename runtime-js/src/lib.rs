@@ -1,0 +1,84 @@
+//! eddy's JavaScript engine behind a small interface, so that another engine could take
+//! its place: [`prepare`] turns reducer source (JavaScript or TypeScript) into loadable
+//! code, and a [`Sandbox`] holds reducers and their per-substream states, folds events
+//! into them under time and memory limits, and captures `console` output.
+//!
+//! # Layout
+//! - `prepare.rs`: parsing with oxc, type stripping, module or expression, `current` reads.
+//! - `sandbox.rs`: the QuickJS runtime (rquickjs), limits, folding, states, console.
+//! - `driver.js`: the JavaScript side of the sandbox.
+
+mod prepare;
+mod sandbox;
+
+use std::time::Duration;
+
+pub use prepare::{Language, Prepared, Shape, prepare};
+pub use sandbox::{ConsoleLine, EventIn, Fold, JS_STACK_BYTES, Sandbox};
+
+/// Bounds on what reducer code may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Heap of one sandbox (all reducers of one stream share it).
+    pub memory_bytes: usize,
+    /// Time one call may run before the interrupt handler stops it.
+    pub event_time: Duration,
+    /// Largest state, as JSON, that a reducer may keep for one substream.
+    pub state_bytes: usize,
+}
+
+/// Code that cannot be deployed: a syntax error, located in the source as sent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message} at line {line}, column {column}")]
+pub struct CompileError {
+    pub message: String,
+    /// 1-based.
+    pub line: u32,
+    /// 1-based, in characters.
+    pub column: u32,
+}
+
+impl CompileError {
+    fn at(source: &str, offset: usize, message: String) -> Self {
+        let offset = offset.min(source.len());
+        let before = source.get(..offset).unwrap_or(source);
+        let line = before.matches('\n').count() as u32 + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() as u32 + 1;
+        Self {
+            message,
+            line,
+            column,
+        }
+    }
+
+    /// Positions in a source that was wrapped in `(\n ... \n)` refer to the original.
+    fn shifted_by_one_line(mut self) -> Self {
+        self.line = self.line.saturating_sub(1).max(1);
+        self
+    }
+}
+
+/// What went wrong in a call into JavaScript.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JsErrorKind {
+    /// The code threw (or failed to evaluate).
+    Thrown,
+    /// The call ran past [`Limits::event_time`].
+    TimeLimit,
+    /// The sandbox ran out of [`Limits::memory_bytes`].
+    MemoryLimit,
+    /// The engine itself failed.
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct JsError {
+    pub kind: JsErrorKind,
+    pub message: String,
+    /// The JavaScript stack, when the error carried one.
+    pub stack: Option<String>,
+}
+
+#[cfg(test)]
+mod sandbox_tests;

@@ -1,0 +1,405 @@
+//! One QuickJS runtime and context holding reducers and their per-substream states.
+//! A sandbox lives on one thread (QuickJS values are not `Send`): the engine creates it
+//! on a worker thread and feeds it through channels.
+//!
+//! The context has no module loader and no host functions besides `console`, so
+//! reducer code cannot reach files, the network, timers or the process. Every call is
+//! bounded: an interrupt handler stops code that runs past the per-event time limit,
+//! and the runtime's memory limit stops allocation bombs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rquickjs::context::EvalOptions;
+use rquickjs::{Atom, Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
+
+use crate::{JsError, JsErrorKind, Limits, Prepared, Shape};
+
+const DRIVER: &str = include_str!("driver.js");
+/// Stack QuickJS may use. The worker threads that host sandboxes get a larger native
+/// stack than this (see the engine's reducer host).
+pub const JS_STACK_BYTES: usize = 1024 * 1024;
+const DISARMED: u64 = u64::MAX;
+
+/// One event as a reducer sees it: the envelope of API §3 with `data` already turned
+/// into JSON text by the caller (parsed form, CSV rows, base64 for binary).
+#[derive(Clone, Copy, Debug)]
+pub struct EventIn<'a> {
+    pub stream: &'a str,
+    pub index: i64,
+    pub id: &'a str,
+    pub event_type: &'a str,
+    pub timestamp: i64,
+    pub content_type: &'a str,
+    pub data_json: &'a str,
+    /// `Some("base64")` for binary data.
+    pub encoding: Option<&'a str>,
+    /// The substream's args as a JSON array, on factories.
+    pub args_json: Option<&'a str>,
+}
+
+/// One call: fold `event` into the state that reducer `slot` keeps for substream `sid`.
+#[derive(Clone, Copy, Debug)]
+pub struct Fold<'a> {
+    pub slot: u32,
+    pub sid: i64,
+    pub index: i64,
+    pub event: &'a EventIn<'a>,
+}
+
+/// A line a reducer wrote with `console.*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleLine {
+    pub level: String,
+    pub message: String,
+}
+
+pub struct Sandbox {
+    // Field order matters: the context and persistent values drop before the runtime.
+    driver: Persistent<Object<'static>>,
+    context: Context,
+    runtime: Runtime,
+    /// Deadline of the running call in nanoseconds since `epoch`; `DISARMED` between
+    /// calls. Read by the interrupt handler.
+    deadline: Arc<AtomicU64>,
+    /// Set by the interrupt handler when it stops a call, to tell a time-out from other
+    /// errors.
+    interrupted: Arc<AtomicBool>,
+    epoch: Instant,
+    limits: Limits,
+    loads: u64,
+}
+
+impl Sandbox {
+    pub fn new(limits: Limits) -> Result<Self, JsError> {
+        let runtime = Runtime::new().map_err(internal)?;
+        runtime.set_memory_limit(limits.memory_bytes);
+        runtime.set_max_stack_size(JS_STACK_BYTES);
+        let deadline = Arc::new(AtomicU64::new(DISARMED));
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now();
+        {
+            let deadline = deadline.clone();
+            let interrupted = interrupted.clone();
+            runtime.set_interrupt_handler(Some(Box::new(move || {
+                let limit = deadline.load(Ordering::Relaxed);
+                if limit != DISARMED && epoch.elapsed().as_nanos() as u64 > limit {
+                    interrupted.store(true, Ordering::Relaxed);
+                    return true;
+                }
+                false
+            })));
+        }
+        let context = Context::full(&runtime).map_err(internal)?;
+        let driver = context.with(|ctx| {
+            let driver: Object = ctx.eval(DRIVER).map_err(|e| caught(&ctx, e))?;
+            Ok::<_, JsError>(Persistent::save(&ctx, driver))
+        })?;
+        Ok(Self {
+            driver,
+            context,
+            runtime,
+            deadline,
+            interrupted,
+            epoch,
+            limits,
+            loads: 0,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Evaluates `code` and installs its function as reducer `slot` named `name`, with
+    /// no states. `reads` are the names of reducers it sees through `current`.
+    pub fn load(&mut self, slot: u32, name: &str, code: &Prepared) -> Result<(), JsError> {
+        self.loads += 1;
+        let module_name = format!("{name}.{}.js", self.loads);
+        self.arm();
+        let result = self.context.with(|ctx| {
+            let function: Value = match code.shape {
+                Shape::Expression => {
+                    let mut options = EvalOptions::default();
+                    options.filename = Some(module_name);
+                    options.strict = false;
+                    ctx.eval_with_options(code.js.as_str(), options)
+                        .map_err(|e| caught(&ctx, e))?
+                }
+                Shape::Module => {
+                    let declared = Module::declare(ctx.clone(), module_name, code.js.as_str())
+                        .map_err(|e| caught(&ctx, e))?;
+                    let (module, done) = declared.eval().map_err(|e| caught(&ctx, e))?;
+                    done.finish::<()>().map_err(|e| caught(&ctx, e))?;
+                    module.get("default").map_err(|e| caught(&ctx, e))?
+                }
+            };
+            let reads: Vec<&str> = code.reads.iter().map(String::as_str).collect();
+            self.call(&ctx, "load", (slot, name, function, reads))
+        });
+        self.disarm();
+        self.classify(result)
+    }
+
+    /// Removes reducer `slot` and all its states.
+    pub fn unload(&mut self, slot: u32, name: &str) {
+        let _ = self
+            .context
+            .with(|ctx| self.call::<()>(&ctx, "unload", (slot, name)));
+        self.runtime.run_gc();
+    }
+
+    /// Folds each item in order and answers the failures, by position in `work`. A
+    /// failed call leaves the state as the reducer left it (a reducer that mutates its
+    /// state before throwing keeps the mutation) and the next item runs normally.
+    pub fn fold(&mut self, work: &[Fold<'_>]) -> Vec<(usize, JsError)> {
+        let mut failures = Vec::new();
+        let mut any_failed = false;
+        self.context.with(|ctx| {
+            let keys = match Keys::new(&ctx) {
+                Ok(keys) => keys,
+                Err(e) => {
+                    let error = caught(&ctx, e);
+                    failures.extend((0..work.len()).map(|i| (i, error.clone())));
+                    return;
+                }
+            };
+            let fold: Function = match self.driver_fn(&ctx, "fold") {
+                Ok(f) => f,
+                Err(error) => {
+                    failures.extend((0..work.len()).map(|i| (i, error.clone())));
+                    return;
+                }
+            };
+            for (i, item) in work.iter().enumerate() {
+                self.arm();
+                let outcome = keys.event(&ctx, item.event).and_then(|event| {
+                    fold.call::<_, ()>((item.slot, item.sid as f64, event, item.index as f64))
+                });
+                if let Err(e) = outcome {
+                    any_failed = true;
+                    let mut error = caught(&ctx, e);
+                    self.reclassify(&mut error);
+                    failures.push((i, error));
+                }
+            }
+        });
+        self.disarm();
+        if any_failed {
+            self.runtime.run_gc();
+        }
+        failures
+    }
+
+    /// The state reducer `slot` keeps for `sid` as JSON, or `None` while it is undefined.
+    pub fn state(&mut self, slot: u32, sid: i64) -> Result<Option<String>, JsError> {
+        self.arm();
+        let result = self.context.with(|ctx| {
+            let json: Option<String> = self.call(&ctx, "get", (slot, sid as f64))?;
+            Ok(json)
+        });
+        self.disarm();
+        self.classify(result)
+    }
+
+    /// Replaces the state of `sid` with `json` (`None`: undefined), as read back from a
+    /// checkpoint.
+    pub fn set_state(&mut self, slot: u32, sid: i64, json: Option<&str>) -> Result<(), JsError> {
+        self.arm();
+        let result = self
+            .context
+            .with(|ctx| self.call(&ctx, "set", (slot, sid as f64, json)));
+        self.disarm();
+        self.classify(result)
+    }
+
+    /// Drops the live state of `sid` (it has been saved; it is read back when needed).
+    pub fn evict(&mut self, slot: u32, sid: i64) {
+        let _ = self
+            .context
+            .with(|ctx| self.call::<()>(&ctx, "evict", (slot, sid as f64)));
+    }
+
+    /// Takes the lines written with `console.*` since the last call.
+    pub fn console(&mut self) -> Vec<ConsoleLine> {
+        self.context
+            .with(|ctx| self.call::<Vec<Vec<String>>>(&ctx, "console", ()))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|line| match <[String; 2]>::try_from(line) {
+                Ok([level, message]) => Some(ConsoleLine { level, message }),
+                Err(_) => None,
+            })
+            .collect()
+    }
+
+    /// Bytes the runtime has allocated.
+    pub fn memory_used(&self) -> u64 {
+        self.runtime.memory_usage().memory_used_size as u64
+    }
+
+    fn driver_fn<'js>(&self, ctx: &Ctx<'js>, name: &str) -> Result<Function<'js>, JsError> {
+        let driver = self.driver.clone().restore(ctx).map_err(internal)?;
+        driver.get(name).map_err(|e| caught(ctx, e))
+    }
+
+    fn call<'js, R: rquickjs::FromJs<'js>>(
+        &self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        args: impl rquickjs::function::IntoArgs<'js>,
+    ) -> Result<R, JsError> {
+        self.driver_fn(ctx, name)?
+            .call(args)
+            .map_err(|e| caught(ctx, e))
+    }
+
+    fn arm(&self) {
+        self.interrupted.store(false, Ordering::Relaxed);
+        let limit = self.epoch.elapsed() + self.limits.event_time;
+        self.deadline
+            .store(limit.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn disarm(&self) {
+        self.deadline.store(DISARMED, Ordering::Relaxed);
+    }
+
+    fn classify<T>(&mut self, result: Result<T, JsError>) -> Result<T, JsError> {
+        result.map_err(|mut error| {
+            self.reclassify(&mut error);
+            self.runtime.run_gc();
+            error
+        })
+    }
+
+    /// Names time-outs and memory exhaustion, which QuickJS reports as plain errors.
+    fn reclassify(&self, error: &mut JsError) {
+        if self.interrupted.swap(false, Ordering::Relaxed) {
+            error.kind = JsErrorKind::TimeLimit;
+            error.message = format!(
+                "the reducer ran longer than the time limit of {} ms for one event and was stopped",
+                self.limits.event_time.as_millis()
+            );
+        } else if error.message.contains("out of memory") {
+            error.kind = JsErrorKind::MemoryLimit;
+            error.message = format!(
+                "the reducer used more than the memory limit of {} bytes and was stopped",
+                self.limits.memory_bytes
+            );
+        }
+    }
+}
+
+/// Property names of the event object, made once per batch.
+struct Keys<'js> {
+    stream: Atom<'js>,
+    index: Atom<'js>,
+    id: Atom<'js>,
+    event_type: Atom<'js>,
+    timestamp: Atom<'js>,
+    content_type: Atom<'js>,
+    data: Atom<'js>,
+    encoding: Atom<'js>,
+    args: Atom<'js>,
+}
+
+impl<'js> Keys<'js> {
+    fn new(ctx: &Ctx<'js>) -> rquickjs::Result<Self> {
+        let atom = |name: &str| Atom::from_str(ctx.clone(), name);
+        Ok(Self {
+            stream: atom("stream")?,
+            index: atom("index")?,
+            id: atom("id")?,
+            event_type: atom("type")?,
+            timestamp: atom("timestamp")?,
+            content_type: atom("contentType")?,
+            data: atom("data")?,
+            encoding: atom("encoding")?,
+            args: atom("args")?,
+        })
+    }
+
+    fn event(&self, ctx: &Ctx<'js>, e: &EventIn<'_>) -> rquickjs::Result<Object<'js>> {
+        let o = Object::new(ctx.clone())?;
+        o.set(self.stream.clone(), e.stream)?;
+        o.set(self.index.clone(), e.index as f64)?;
+        o.set(self.id.clone(), e.id)?;
+        o.set(self.event_type.clone(), e.event_type)?;
+        o.set(self.timestamp.clone(), e.timestamp as f64)?;
+        o.set(self.content_type.clone(), e.content_type)?;
+        o.set(self.data.clone(), ctx.json_parse(e.data_json)?)?;
+        if let Some(encoding) = e.encoding {
+            o.set(self.encoding.clone(), encoding)?;
+        }
+        if let Some(args) = e.args_json {
+            o.set(self.args.clone(), ctx.json_parse(args)?)?;
+        }
+        Ok(o)
+    }
+}
+
+/// Turns an rquickjs error into a [`JsError`], taking the pending exception's message
+/// and stack when there is one.
+fn caught(ctx: &Ctx<'_>, error: rquickjs::Error) -> JsError {
+    if !matches!(error, rquickjs::Error::Exception) {
+        return internal(error);
+    }
+    let thrown = ctx.catch();
+    if let Some(object) = thrown.as_object() {
+        let name: Option<String> = object.get("name").ok();
+        let message: Option<String> = object.get("message").ok();
+        let stack: Option<String> = object.get("stack").ok().filter(|s: &String| !s.is_empty());
+        let message = match (name, message) {
+            (Some(name), Some(message)) if !name.is_empty() => format!("{name}: {message}"),
+            (_, Some(message)) => message,
+            _ => ctx
+                .json_stringify(thrown.clone())
+                .ok()
+                .flatten()
+                .and_then(|s| s.to_string().ok())
+                .unwrap_or_else(|| "an object was thrown".into()),
+        };
+        return JsError {
+            kind: JsErrorKind::Thrown,
+            message,
+            stack,
+        };
+    }
+    let message = if thrown.is_null() || thrown.is_undefined() {
+        // QuickJS throws null when it cannot even allocate the error.
+        "out of memory".to_owned()
+    } else if let Some(s) = thrown.as_string() {
+        s.to_string().unwrap_or_default()
+    } else {
+        ctx.json_stringify(thrown)
+            .ok()
+            .flatten()
+            .and_then(|s| s.to_string().ok())
+            .unwrap_or_else(|| "a value was thrown".into())
+    };
+    JsError {
+        kind: JsErrorKind::Thrown,
+        message,
+        stack: None,
+    }
+}
+
+fn internal(error: rquickjs::Error) -> JsError {
+    JsError {
+        kind: JsErrorKind::Internal,
+        message: error.to_string(),
+        stack: None,
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 * 1024 * 1024,
+            event_time: Duration::from_millis(100),
+            state_bytes: 100 * 1024,
+        }
+    }
+}
