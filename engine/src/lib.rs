@@ -24,6 +24,7 @@ pub mod event;
 pub mod metrics;
 pub mod path;
 pub mod query;
+pub mod reducers;
 pub mod selector;
 pub mod settings;
 pub mod store;
@@ -55,14 +56,20 @@ pub struct Resolved {
 /// The engine: storage plus the operations the server calls.
 pub struct Engine {
     store: Store,
+    reducers: reducers::Reducers,
 }
 
 impl Engine {
     /// Opens the engine on a data directory.
     pub async fn open(data_dir: &Path, metrics: Arc<metrics::Metrics>) -> Result<Self> {
-        Ok(Self {
-            store: Store::open(data_dir, metrics).await?,
-        })
+        let store = Store::open(data_dir, metrics).await?;
+        let reducers = reducers::Reducers::start(
+            store.path(),
+            store.writer.clone(),
+            store.durable(),
+            store.subscribe(),
+        )?;
+        Ok(Self { store, reducers })
     }
 
     /// Appends events to one (sub)stream; answers once they are durable.
@@ -176,6 +183,8 @@ impl Engine {
 
     /// Finishes every accepted write and stops the writer.
     pub async fn shutdown(&self) {
+        // the reducers save their last checkpoint through the writer first
+        self.reducers.shutdown().await;
         self.store.shutdown().await;
     }
 }

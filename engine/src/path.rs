@@ -199,6 +199,26 @@ impl fmt::Display for Arg {
 pub struct Args(Vec<Arg>);
 
 impl Args {
+    /// The arguments as a JSON array, as reducers see them in `event.args`: strings,
+    /// numbers, booleans and null as themselves, an account argument as its name.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        Value::Array(
+            self.0
+                .iter()
+                .map(|a| match a {
+                    Arg::Str(s) => Value::String(s.clone()),
+                    Arg::Num(n) => {
+                        serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+                    }
+                    Arg::Bool(b) => Value::Bool(*b),
+                    Arg::Null => Value::Null,
+                    Arg::Account(a) => Value::String(a.to_string()),
+                })
+                .collect(),
+        )
+    }
+
     /// Wraps a list built in code, checking what [`Args::parse`] guarantees: 1 to 16
     /// arguments, finite numbers, account arguments that would not read back as a
     /// number or keyword, and a canonical form of at most [`MAX_ARGS_LEN`] bytes.
@@ -488,6 +508,18 @@ pub struct StreamPath {
 }
 
 impl StreamPath {
+    /// The stream that holds this stream's log (`/{acct}/{strm}/logs`): stored as a
+    /// plain stream named `strm/logs`, a name no URL can give, so it never clashes with
+    /// a user's stream and stays out of account listings. Factory args are dropped: a
+    /// factory has one log.
+    pub fn logs(&self) -> StreamPath {
+        StreamPath {
+            account: self.account.clone(),
+            stream: StreamName(format!("{}/logs", self.stream)),
+            args: None,
+        }
+    }
+
     /// Returns the percent-encoded path `/acct/strm(args)`, valid as a URL path and
     /// an HTTP header value; [`parse`] reads it back as an equal stream path.
     pub fn url(&self) -> String {

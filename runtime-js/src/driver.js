@@ -9,6 +9,8 @@
   const reads = [];
   const slots = Object.create(null);
   const lines = [];
+  // the call running now, so console lines name their reducer, substream and event
+  let at = {};
   const show = (v) => {
     if (typeof v === "string") return v;
     try {
@@ -19,7 +21,7 @@
     }
   };
   const say = (level) => (...args) => {
-    if (lines.length < 1000) lines.push([level, args.map(show).join(" ")]);
+    if (lines.length < 1000) lines.push({ level, message: args.map(show).join(" "), ...at });
   };
   globalThis.console = Object.freeze({
     log: say("log"),
@@ -39,6 +41,10 @@
       reads[slot] = names;
       slots[name] = slot;
     },
+    rename(slot, from, to) {
+      if (slots[from] === slot) delete slots[from];
+      slots[to] = slot;
+    },
     unload(slot, name) {
       fns[slot] = undefined;
       states[slot] = undefined;
@@ -46,6 +52,7 @@
       if (slots[name] === slot) delete slots[name];
     },
     fold(slot, sid, event, index) {
+      at = { slot, sid, index };
       const own = states[slot];
       const names = reads[slot];
       let current = none;

@@ -53,6 +53,11 @@ pub struct Fold<'a> {
 pub struct ConsoleLine {
     pub level: String,
     pub message: String,
+    /// The reducer, substream and event index of the call that wrote it (`None` for
+    /// lines written while code was loading).
+    pub slot: Option<u32>,
+    pub sid: Option<i64>,
+    pub index: Option<i64>,
 }
 
 pub struct Sandbox {
@@ -214,6 +219,13 @@ impl Sandbox {
         self.classify(result)
     }
 
+    /// Makes reducer `slot`, loaded as `from`, visible to `current` as `to`.
+    pub fn rename(&mut self, slot: u32, from: &str, to: &str) {
+        let _ = self
+            .context
+            .with(|ctx| self.call::<()>(&ctx, "rename", (slot, from, to)));
+    }
+
     /// Drops the live state of `sid` (it has been saved; it is read back when needed).
     pub fn evict(&mut self, slot: u32, sid: i64) {
         let _ = self
@@ -224,14 +236,23 @@ impl Sandbox {
     /// Takes the lines written with `console.*` since the last call.
     pub fn console(&mut self) -> Vec<ConsoleLine> {
         self.context
-            .with(|ctx| self.call::<Vec<Vec<String>>>(&ctx, "console", ()))
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|line| match <[String; 2]>::try_from(line) {
-                Ok([level, message]) => Some(ConsoleLine { level, message }),
-                Err(_) => None,
+            .with(|ctx| {
+                let lines: Vec<Object> = self.call(&ctx, "console", ())?;
+                let field = |o: &Object, k: &str| o.get::<_, Option<f64>>(k).ok().flatten();
+                Ok::<_, JsError>(
+                    lines
+                        .iter()
+                        .map(|o| ConsoleLine {
+                            level: o.get("level").unwrap_or_default(),
+                            message: o.get("message").unwrap_or_default(),
+                            slot: field(o, "slot").map(|s| s as u32),
+                            sid: field(o, "sid").map(|s| s as i64),
+                            index: field(o, "index").map(|i| i as i64),
+                        })
+                        .collect::<Vec<_>>(),
+                )
             })
-            .collect()
+            .unwrap_or_default()
     }
 
     /// Bytes the runtime has allocated.

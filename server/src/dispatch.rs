@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use eddy_engine::path::{self, Resource};
 
 use crate::error::{ApiError, ApiResult};
-use crate::{AppState, events, settings, streams};
+use crate::{AppState, events, reducers, settings, streams};
 
 pub async fn dispatch(
     State(state): State<AppState>,
@@ -59,11 +59,20 @@ async fn route(
         Resource::Substreams(p) if get => streams::substreams(state, p, &uri).await,
         Resource::Substreams(_) => Err(ApiError::method(&method, "GET")),
         Resource::EventType { .. } => Err(ApiError::not_implemented("event types (JTD schemas)")),
-        Resource::Reducer(..) | Resource::Reducers(_) => Err(ApiError::not_implemented("reducers")),
+        Resource::Reducer(p, name) => match method {
+            Method::GET | Method::HEAD => reducers::get(state, p, name, &uri).await,
+            Method::PUT => reducers::put(state, p, name, &uri, &headers, body).await,
+            Method::DELETE => reducers::delete(state, p, name, &uri).await,
+            _ => Err(ApiError::method(&method, "GET, PUT, DELETE")),
+        },
+        Resource::Reducers(p) if get => reducers::status(state, p, &uri).await,
+        Resource::Reducers(_) => Err(ApiError::method(&method, "GET")),
         Resource::Pipe { .. } | Resource::PipeLogs { .. } => {
             Err(ApiError::not_implemented("pipes"))
         }
-        Resource::Logs(_) => Err(ApiError::not_implemented("stream logs")),
+        // a stream's log is a stream of its own, read with the read API of §3
+        Resource::Logs(p) if get => events::read::get(state, p.logs(), &uri, &headers).await,
+        Resource::Logs(_) => Err(ApiError::method(&method, "GET")),
         Resource::Webhooks(_) | Resource::Webhook(..) | Resource::WebhookResume(..) => {
             Err(ApiError::not_implemented("webhooks"))
         }

@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 mod ops;
 mod params;
+mod reducers;
 mod settings;
 mod streams;
 

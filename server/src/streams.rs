@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::params::{DEFAULT_LIMIT, MAX_LIMIT, Params};
 
-fn with_next(body: serde_json::Value, next: Option<String>) -> Response {
+pub fn with_next(body: serde_json::Value, next: Option<String>) -> Response {
     let mut resp = axum::Json(body).into_response();
     if let Some(link) = next
         && let Ok(v) = HeaderValue::from_str(&format!("<{link}>; rel=\"next\""))

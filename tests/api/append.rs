@@ -473,8 +473,8 @@ async fn forbidden_reserved_and_malformed_names_are_refused() {
     .await;
     assert_error(
         s.post("/acme/s.total", "t", json!({})).await,
-        501,
-        "reducers",
+        405,
+        "GET, PUT, DELETE",
     )
     .await;
     assert_error(

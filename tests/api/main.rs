@@ -9,4 +9,5 @@ mod common;
 mod durability;
 mod ingest_stream;
 mod read;
+mod reducers;
 mod resources;

@@ -106,12 +106,12 @@ async fn unbuilt_resources_answer_a_clear_json_error() {
     let s = spawn_server().await;
     s.post_ok("/a/s", "t", json!(1)).await;
     for (method, path, status, needle) in [
-        ("PUT", "/a/s.total", 501, "reducers"),
-        ("GET", "/a/s/reducers", 501, "reducers"),
+        ("GET", "/a/s.total", 404, "total"),
+        ("POST", "/a/s/reducers", 405, "not allowed"),
         ("PUT", "/a/s:click", 501, "event types"),
         ("GET", "/a/s:click.ts", 501, "event types"),
         ("PUT", "/a/s/pipe/b/t", 501, "pipes"),
-        ("GET", "/a/s/logs", 501, "logs"),
+        ("POST", "/a/s/logs", 405, "not allowed"),
         ("POST", "/a/s/webhooks", 501, "webhooks"),
         ("GET", "/eddy/cron('*%20*%20*%20*%20*')", 501, "builtin"),
         ("GET", "/a/s/unknown", 400, "unknown"),

@@ -50,8 +50,8 @@ pub struct SettingsRequest {
 
 #[derive(Debug, Clone)]
 pub(super) struct StreamRow {
-    id: i64,
-    factory: bool,
+    pub(super) id: i64,
+    pub(super) factory: bool,
     settings: StreamSettings,
 }
 
@@ -76,7 +76,7 @@ pub(super) struct Staged {
 }
 
 impl Writer {
-    fn stream(&mut self, staged: &Staged, key: &StreamKey) -> Result<Option<StreamRow>> {
+    pub(super) fn stream(&mut self, staged: &Staged, key: &StreamKey) -> Result<Option<StreamRow>> {
         if let Some(s) = staged.streams.get(key).or_else(|| self.streams.get(key)) {
             return Ok(Some(s.clone()));
         }
@@ -106,7 +106,7 @@ impl Writer {
         Ok(Some(row))
     }
 
-    fn create_stream(
+    pub(super) fn create_stream(
         &mut self,
         staged: &mut Staged,
         key: &StreamKey,

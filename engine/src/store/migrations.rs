@@ -9,11 +9,18 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// (version, description, SQL), in order; never edit one that has landed.
-const MIGRATIONS: [(i64, &str, &str); 1] = [(
-    1,
-    "create event log",
-    include_str!("../../../migrations/0001_create_event_log.sql"),
-)];
+const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (
+        1,
+        "create event log",
+        include_str!("../../../migrations/0001_create_event_log.sql"),
+    ),
+    (
+        2,
+        "create reducers",
+        include_str!("../../../migrations/0002_create_reducers.sql"),
+    ),
+];
 
 /// The migrator over every embedded migration.
 pub fn migrator() -> Migrator {

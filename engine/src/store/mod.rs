@@ -4,6 +4,7 @@
 mod apply;
 pub mod migrations;
 pub mod read;
+pub(crate) mod reducer_writes;
 mod syncer;
 pub mod writer;
 
@@ -85,6 +86,11 @@ impl Store {
     }
 
     /// The global position of the last committed event.
+    /// The durable position, shared with threads that read up to it.
+    pub(crate) fn durable(&self) -> Arc<AtomicI64> {
+        self.last_position.clone()
+    }
+
     pub fn last_position(&self) -> i64 {
         self.last_position.load(Ordering::Acquire)
     }

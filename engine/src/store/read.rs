@@ -297,7 +297,7 @@ pub async fn list_streams(
     let rows = sqlx::query(
         "SELECT s.name, s.factory, COALESCE(SUM(ss.event_count), 0), s.created_at \
          FROM streams s LEFT JOIN substreams ss ON ss.stream_id = s.id \
-         WHERE s.account = ? AND s.name > ? GROUP BY s.id, s.name, s.factory, s.created_at \
+         WHERE s.account = ? AND s.name > ? AND s.name NOT LIKE '%/%' GROUP BY s.id, s.name, s.factory, s.created_at \
          ORDER BY s.name LIMIT ?",
     )
     .bind(account)

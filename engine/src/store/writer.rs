@@ -24,6 +24,7 @@ use super::apply::{
     AppendRequest, Appended, IdGenerator, SettingsRequest, Staged, StreamKey, StreamRow, SubKey,
     SubRow,
 };
+use super::reducer_writes::{ReducerWrite, ReducerWritten};
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::metrics::Metrics;
 use crate::settings::StreamSettings;
@@ -47,6 +48,7 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 pub(crate) enum Command {
     Append(AppendRequest, Reply<Appended>),
     Settings(SettingsRequest, Reply<StreamSettings>),
+    Reducer(ReducerWrite, Reply<ReducerWritten>),
     /// The syncer finished a flush and is free for the next group.
     Flushed,
     /// Finishes everything queued before it, then stops the writer.
@@ -59,6 +61,7 @@ impl From<Command> for Pending {
         match cmd {
             Command::Append(_, tx) => Pending::Append(tx, Err(shutting_down())),
             Command::Settings(_, tx) => Pending::Settings(tx, Err(shutting_down())),
+            Command::Reducer(_, tx) => Pending::Reducer(tx, Err(shutting_down())),
             Command::Flushed | Command::Shutdown(_) => {
                 unreachable!("only request commands have answers")
             }
@@ -85,6 +88,19 @@ impl WriterHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Settings(req, tx))?;
         rx.await.map_err(|_| shutting_down())?
+    }
+
+    pub(crate) async fn reducer(&self, write: ReducerWrite) -> Result<ReducerWritten> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Reducer(write, tx))?;
+        rx.await.map_err(|_| shutting_down())?
+    }
+
+    /// Like [`WriterHandle::reducer`], for the reducer worker threads, which block.
+    pub(crate) fn reducer_blocking(&self, write: ReducerWrite) -> Result<ReducerWritten> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Reducer(write, tx))?;
+        rx.blocking_recv().map_err(|_| shutting_down())?
     }
 
     pub(crate) async fn shutdown(&self) {
@@ -178,6 +194,7 @@ pub(crate) fn spawn(
 pub(crate) enum Pending {
     Append(Reply<Appended>, Result<Appended>),
     Settings(Reply<StreamSettings>, Result<StreamSettings>),
+    Reducer(Reply<ReducerWritten>, Result<ReducerWritten>),
 }
 
 impl Pending {
@@ -186,8 +203,10 @@ impl Pending {
         match (self, err) {
             (Pending::Append(tx, r), None) => drop(tx.send(r)),
             (Pending::Settings(tx, r), None) => drop(tx.send(r)),
+            (Pending::Reducer(tx, r), None) => drop(tx.send(r)),
             (Pending::Append(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Settings(tx, _), Some(e)) => drop(tx.send(Err(e))),
+            (Pending::Reducer(tx, _), Some(e)) => drop(tx.send(Err(e))),
         }
     }
 }
@@ -242,7 +261,9 @@ impl Writer {
             let mut next = Some(cmd);
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Command::Append(..) | Command::Settings(..) => self.apply(cmd, &mut group),
+                    Command::Append(..) | Command::Settings(..) | Command::Reducer(..) => {
+                        self.apply(cmd, &mut group)
+                    }
                     Command::Flushed => syncer_idle = true,
                     Command::Shutdown(done) => stop = Some(done),
                 }
@@ -296,6 +317,10 @@ impl Writer {
             Command::Settings(req, tx) => {
                 let r = self.settings(req, &mut g.staged);
                 (storage_failure(&r), Pending::Settings(tx, r))
+            }
+            Command::Reducer(write, tx) => {
+                let r = self.reducer(write, &mut g.staged);
+                (storage_failure(&r), Pending::Reducer(tx, r))
             }
             Command::Flushed | Command::Shutdown(_) => return,
         };

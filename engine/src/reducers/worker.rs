@@ -1,0 +1,883 @@
+//! The reducer worker: one thread that owns every sandbox and folds every reducer.
+//!
+//! JavaScript never runs on the async runtime: the engine talks to this thread over a
+//! channel. Reducers of one stream share a sandbox (one QuickJS runtime, so `current`
+//! reads the other reducers' live states) and fold event by event in dependency order.
+//! The worker reads events itself with its own read-only rusqlite connection (the
+//! fastest read path here, see LIMITS.md), folds them in batches, and saves states,
+//! position and log entries in one writer transaction (a checkpoint) at most every
+//! [`CHECKPOINT_EVERY`], when a batch leaves many states dirty, and at shutdown.
+//! Between checkpoints the live states run ahead of the saved ones; after a crash the
+//! reducer resumes from its checkpoint and folds the same events again into the same
+//! states, so each event counts exactly once in every saved state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use eddy_runtime_js::{EventIn, Fold, JsError, Limits, Prepared, Sandbox, Shape};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{oneshot, watch};
+
+use super::data::for_reducer;
+use super::{ReducerStatus, StateAnswer, SubstreamState};
+use crate::error::{EngineError, Result};
+use crate::event::NewEvent;
+use crate::path::{Args, StreamPath};
+use crate::selector::Selector;
+use crate::store::reducer_writes::{Checkpoint, ReducerRow, ReducerWrite};
+use crate::store::writer::WriterHandle;
+
+/// Events read and folded per step, per stream.
+const BATCH: i64 = 1000;
+/// Longest time live states run ahead of their checkpoint.
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// Dirty states that force a checkpoint after a batch.
+const DIRTY_MAX: usize = 5_000;
+
+pub(crate) enum Msg {
+    /// Events were committed: there may be work.
+    Wake,
+    /// Loads code in a scratch sandbox to see that it evaluates to a function.
+    Check(Prepared, oneshot::Sender<std::result::Result<(), JsError>>),
+    /// A version stored by the writer; `replaced` is a building version it superseded.
+    Deploy(Box<ReducerRow>, StreamPath, Option<i64>),
+    Delete {
+        stream_id: i64,
+        ids: Vec<i64>,
+    },
+    State {
+        stream_id: i64,
+        name: String,
+        sid: Option<i64>,
+        reply: oneshot::Sender<Result<StateAnswer>>,
+    },
+    States {
+        stream_id: i64,
+        name: String,
+        after: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<SubstreamState>>>,
+    },
+    Status {
+        stream_id: i64,
+        reply: oneshot::Sender<Vec<ReducerStatus>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) struct Worker {
+    pub(crate) conn: Connection,
+    pub(crate) writer: WriterHandle,
+    pub(crate) durable: Arc<AtomicI64>,
+    pub(crate) limits: Limits,
+    pub(crate) max_live: usize,
+    pub(crate) progress: watch::Sender<u64>,
+    pub(crate) groups: HashMap<i64, Group>,
+    pub(crate) turn: u64,
+}
+
+/// The reducers of one stream and their sandbox.
+pub(crate) struct Group {
+    stream: StreamPath,
+    factory: bool,
+    sandbox: Sandbox,
+    /// In dependency order: a reducer comes after those it reads.
+    reducers: Vec<Live>,
+    next_slot: u32,
+    /// Factory substreams seen so far, by substream id.
+    subs: HashMap<i64, SubInfo>,
+    /// The plain stream's substream id, once it exists.
+    plain_sid: Option<i64>,
+}
+
+struct SubInfo {
+    /// `acct/strm('a')`, as in event envelopes.
+    name: String,
+    args: Option<Args>,
+    /// The args as a JSON array, for `event.args`.
+    json: Option<String>,
+}
+
+struct Live {
+    row: ReducerRow,
+    slot: u32,
+    selector: Selector,
+    position: i64,
+    /// Plain streams: the index of the event at `position` (-1 before the first).
+    after_idx: i64,
+    /// Substreams whose state is live in the sandbox: last index folded, last use.
+    live: HashMap<i64, (i64, u64)>,
+    /// Substreams changed since the last checkpoint.
+    dirty: Vec<i64>,
+    logs: Vec<NewEvent>,
+    new_errors: i64,
+    halted: Option<String>,
+    saved_position: i64,
+    saved_at: Instant,
+}
+
+pub(crate) fn open_read_connection(file: &std::path::Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+impl Worker {
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        if let Err(e) = self.load_all() {
+            tracing::error!(error = %e.message, "cannot load the reducers");
+        }
+        let mut busy = true;
+        loop {
+            let next = if busy {
+                match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv_timeout(CHECKPOINT_EVERY) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            if let Some(msg) = next {
+                if let Msg::Shutdown(done) = msg {
+                    self.checkpoint_all(true);
+                    let _ = done.send(());
+                    return;
+                }
+                self.handle(msg);
+                busy = true;
+                continue;
+            }
+            busy = self.step();
+            self.checkpoint_all(false);
+        }
+        self.checkpoint_all(true);
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Wake => {}
+            Msg::Check(code, reply) => {
+                let result =
+                    Sandbox::new(self.limits.clone()).and_then(|mut s| s.load(0, "check", &code));
+                let _ = reply.send(result);
+            }
+            Msg::Deploy(row, stream, replaced) => {
+                if let Some(old) = replaced {
+                    self.remove(row.stream_id, &[old]);
+                }
+                if let Err(e) = self.add(*row, stream) {
+                    tracing::error!(error = %e.message, "cannot load a deployed reducer");
+                }
+            }
+            Msg::Delete { stream_id, ids } => self.remove(stream_id, &ids),
+            Msg::State {
+                stream_id,
+                name,
+                sid,
+                reply,
+            } => {
+                let _ = reply.send(self.state(stream_id, &name, sid));
+            }
+            Msg::States {
+                stream_id,
+                name,
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.states(stream_id, &name, after, limit));
+            }
+            Msg::Status { stream_id, reply } => {
+                let _ = reply.send(self.status(stream_id));
+            }
+            Msg::Shutdown(_) => {}
+        }
+    }
+
+    fn load_all(&mut self) -> Result<()> {
+        let rows = super::load_rows(&self.conn, None)?;
+        for (row, stream) in rows {
+            self.add(row, stream)?;
+        }
+        Ok(())
+    }
+
+    /// Installs a reducer version, with its saved position.
+    fn add(&mut self, row: ReducerRow, stream: StreamPath) -> Result<()> {
+        if !self.groups.contains_key(&row.stream_id) {
+            let sandbox =
+                Sandbox::new(self.limits.clone()).map_err(|e| EngineError::internal(e.message))?;
+            self.groups.insert(
+                row.stream_id,
+                Group {
+                    stream,
+                    factory: row.factory,
+                    sandbox,
+                    reducers: Vec::new(),
+                    next_slot: 0,
+                    subs: HashMap::new(),
+                    plain_sid: None,
+                },
+            );
+        }
+        let after_idx = if row.position == 0 {
+            -1
+        } else {
+            self.conn
+                .prepare_cached("SELECT idx FROM events WHERE pos = ?1")?
+                .query_row(params![row.position], |r| r.get(0))
+                .optional()?
+                .unwrap_or(-1)
+        };
+        let group = self.groups.get_mut(&row.stream_id).expect("inserted above");
+        group.factory = row.factory;
+        let slot = group.next_slot;
+        group.next_slot += 1;
+        let code = Prepared {
+            js: row.code.clone(),
+            shape: if row.module {
+                Shape::Module
+            } else {
+                Shape::Expression
+            },
+            reads: row.reads.clone(),
+        };
+        // a building version stays invisible to `current` until it is promoted
+        let visible_name = if row.building {
+            format!("{}#building", row.name)
+        } else {
+            row.name.clone()
+        };
+        let mut halted = row.halted.clone();
+        if let Err(e) = group.sandbox.load(slot, &visible_name, &code) {
+            halted = Some(format!("the code failed to load: {}", e.message));
+        }
+        let selector = Selector::parse_query(&row.selector).unwrap_or_default();
+        let position = row.position;
+        group.reducers.push(Live {
+            row,
+            slot,
+            selector,
+            position,
+            after_idx,
+            live: HashMap::new(),
+            dirty: Vec::new(),
+            logs: Vec::new(),
+            new_errors: 0,
+            halted,
+            saved_position: position,
+            saved_at: Instant::now(),
+        });
+        sort_by_dependency(&mut group.reducers);
+        Ok(())
+    }
+
+    fn remove(&mut self, stream_id: i64, ids: &[i64]) {
+        let Some(group) = self.groups.get_mut(&stream_id) else {
+            return;
+        };
+        group.reducers.retain(|r| {
+            if ids.contains(&r.row.id) {
+                let name = if r.row.building {
+                    format!("{}#building", r.row.name)
+                } else {
+                    r.row.name.clone()
+                };
+                group.sandbox.unload(r.slot, &name);
+                false
+            } else {
+                true
+            }
+        });
+        if group.reducers.is_empty() {
+            self.groups.remove(&stream_id);
+        }
+    }
+
+    /// Folds one batch for every stream with events past its reducers' positions.
+    /// Answers whether any work was done.
+    fn step(&mut self) -> bool {
+        let head = self.durable.load(Ordering::Acquire);
+        self.turn += 1;
+        let turn = self.turn;
+        let ids: Vec<i64> = self.groups.keys().copied().collect();
+        let mut worked = false;
+        for id in ids {
+            match self.fold_group(id, head, turn) {
+                Ok(w) => worked |= w,
+                Err(e) => tracing::error!(error = %e.message, stream_id = id, "folding failed"),
+            }
+        }
+        if worked {
+            self.progress.send_modify(|n| *n += 1);
+        }
+        worked
+    }
+
+    fn fold_group(&mut self, stream_id: i64, head: i64, turn: u64) -> Result<bool> {
+        let Some(group) = self.groups.get_mut(&stream_id) else {
+            return Ok(false);
+        };
+        let behind: Vec<usize> = (0..group.reducers.len())
+            .filter(|&i| group.reducers[i].halted.is_none() && group.reducers[i].position < head)
+            .collect();
+        if behind.is_empty() {
+            return Ok(false);
+        }
+        // Alternate between the furthest-behind reducer (a rebuild) and the furthest
+        // ahead (the live ones), so a rebuild does not stall the others.
+        let lead = if turn.is_multiple_of(2) {
+            behind
+                .iter()
+                .copied()
+                .min_by_key(|&i| group.reducers[i].position)
+        } else {
+            behind
+                .iter()
+                .copied()
+                .max_by_key(|&i| group.reducers[i].position)
+        }
+        .expect("not empty");
+        let (from_pos, after_idx) = (
+            group.reducers[lead].position,
+            group.reducers[lead].after_idx,
+        );
+        let rows = read_batch(&self.conn, group, from_pos, after_idx, head)?;
+        if rows.is_empty() {
+            // nothing of this stream up to head: every reducer is caught up
+            for &i in &behind {
+                group.reducers[i].position = head.max(group.reducers[i].position);
+            }
+            return Ok(false);
+        }
+        for row in &rows {
+            if group.factory && !group.subs.contains_key(&row.sid) {
+                let args: String = self
+                    .conn
+                    .prepare_cached("SELECT args FROM substreams WHERE id = ?1")?
+                    .query_row(params![row.sid], |r| r.get(0))?;
+                let parsed = Args::parse(&args).ok();
+                let json = parsed.as_ref().map(|a| a.to_json().to_string());
+                let name = format!("{}({})", group.stream, args);
+                group.subs.insert(
+                    row.sid,
+                    SubInfo {
+                        name,
+                        args: parsed,
+                        json,
+                    },
+                );
+            }
+        }
+        let plain_name = group.stream.to_string();
+        let mut work: Vec<(usize, i64, usize)> = Vec::new(); // (reducer, sid, row)
+        let mut inputs: Vec<EventIn> = Vec::with_capacity(rows.len());
+        let converted: Vec<_> = rows
+            .iter()
+            .map(|r| for_reducer(&r.content_type, &r.data))
+            .collect();
+        let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
+        for (k, row) in rows.iter().enumerate() {
+            let (stream, args_json) = match group.subs.get(&row.sid) {
+                Some(sub) => (sub.name.as_str(), sub.json.as_deref()),
+                None => (plain_name.as_str(), None),
+            };
+            inputs.push(EventIn {
+                stream,
+                index: row.idx,
+                id: &ids[k],
+                event_type: &row.event_type,
+                timestamp: row.ts,
+                content_type: &row.content_type,
+                data_json: &converted[k].0,
+                encoding: converted[k].1,
+                args_json,
+            });
+        }
+        // plan the calls: each reducer folds the events past its position that its
+        // selector takes (a reducer behind this batch's start waits for its own turn)
+        for (ri, r) in group.reducers.iter().enumerate() {
+            if r.halted.is_some() || r.position < from_pos {
+                continue;
+            }
+            for (k, row) in rows.iter().enumerate() {
+                if row.pos <= r.position {
+                    continue;
+                }
+                let args = group.subs.get(&row.sid).and_then(|s| s.args.as_ref());
+                if (!group.factory || r.selector.matches_args(args))
+                    && r.selector.matches(&row.event_type, row.idx as u64, row.ts)
+                {
+                    work.push((ri, row.sid, k));
+                }
+            }
+        }
+        for &(ri, sid, _) in &work {
+            let r = &mut group.reducers[ri];
+            if !r.live.contains_key(&sid) {
+                let saved: Option<(i64, Option<String>)> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT idx, state FROM reducer_states WHERE reducer_id = ?1 AND sid = ?2",
+                    )?
+                    .query_row(params![r.row.id, sid], |q| Ok((q.get(0)?, q.get(1)?)))
+                    .optional()?;
+                let (idx, state) = saved.unwrap_or((-1, None));
+                if let Err(e) = group.sandbox.set_state(r.slot, sid, state.as_deref()) {
+                    tracing::error!(error = %e.message, "cannot restore a saved state");
+                }
+                r.live.insert(sid, (idx, turn));
+            }
+        }
+        // fold event by event, each reducer after those it reads
+        work.sort_by_key(|&(ri, _, k)| (k, ri));
+        let calls: Vec<Fold> = work
+            .iter()
+            .map(|&(ri, sid, k)| Fold {
+                slot: group.reducers[ri].slot,
+                sid,
+                index: rows[k].idx,
+                event: &inputs[k],
+            })
+            .collect();
+        let failures = group.sandbox.fold(&calls);
+        let mut failed_at: HashMap<usize, JsError> = failures.into_iter().collect();
+        let console = group.sandbox.console();
+        let mut halted_now: Vec<(usize, String)> = Vec::new();
+        for (c, &(ri, sid, k)) in work.iter().enumerate() {
+            let r = &mut group.reducers[ri];
+            if r.halted.is_some() || halted_now.iter().any(|(h, _)| *h == ri) {
+                continue;
+            }
+            if let Some(error) = failed_at.remove(&c) {
+                r.new_errors += 1;
+                let substream = group
+                    .subs
+                    .get(&sid)
+                    .map_or(plain_name.clone(), |s| s.name.clone());
+                r.logs.push(log_event(
+                    "error",
+                    &r.row.name,
+                    &substream,
+                    rows[k].idx,
+                    &error.message,
+                    error.stack.as_deref(),
+                ));
+                if r.row.halt_on_error {
+                    let reason = format!(
+                        "halted at index {} of {substream}: {}",
+                        rows[k].idx, error.message
+                    );
+                    halted_now.push((ri, reason));
+                    continue;
+                }
+            }
+            let entry = r.live.entry(sid).or_insert((-1, turn));
+            *entry = (rows[k].idx, turn);
+            if !r.dirty.contains(&sid) {
+                r.dirty.push(sid);
+            }
+        }
+        for line in console {
+            let Some(r) = group
+                .reducers
+                .iter_mut()
+                .find(|r| Some(r.slot) == line.slot)
+            else {
+                continue;
+            };
+            let index = line.index.unwrap_or(-1);
+            let substream = line
+                .sid
+                .and_then(|sid| group.subs.get(&sid))
+                .map_or(plain_name.as_str(), |s| s.name.as_str());
+            r.logs.push(log_event(
+                &line.level,
+                &r.row.name,
+                substream,
+                index,
+                &line.message,
+                None,
+            ));
+        }
+        let last = rows.last().expect("not empty");
+        for (ri, r) in group.reducers.iter_mut().enumerate() {
+            if let Some((_, reason)) = halted_now.iter().find(|(h, _)| *h == ri) {
+                r.halted = Some(reason.clone());
+                continue;
+            }
+            if r.halted.is_none()
+                && r.position < last.pos
+                && r.position >= from_pos
+                && behind.contains(&ri)
+            {
+                r.position = last.pos;
+                r.after_idx = last.idx;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Saves what changed: every reducer due (or all of them with `force`).
+    fn checkpoint_all(&mut self, force: bool) {
+        let head = self.durable.load(Ordering::Acquire);
+        let ids: Vec<i64> = self.groups.keys().copied().collect();
+        for id in ids {
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let mut promoted: Vec<(usize, i64)> = Vec::new();
+            for ri in 0..group.reducers.len() {
+                let r = &group.reducers[ri];
+                let changed = r.position != r.saved_position
+                    || !r.dirty.is_empty()
+                    || !r.logs.is_empty()
+                    || (r.halted.is_some() && r.halted != r.row.halted);
+                let caught_up = r.row.building && r.position >= head && r.halted.is_none();
+                let due = force
+                    || r.saved_at.elapsed() >= CHECKPOINT_EVERY
+                    || r.dirty.len() >= DIRTY_MAX
+                    || caught_up;
+                if !(changed || caught_up) || !due {
+                    continue;
+                }
+                let promote_over = if caught_up {
+                    group
+                        .reducers
+                        .iter()
+                        .find(|o| o.row.name == r.row.name && !o.row.building)
+                        .map(|o| o.row.id)
+                } else {
+                    None
+                };
+                let r = &mut group.reducers[ri];
+                let mut states = Vec::with_capacity(r.dirty.len());
+                for sid in r.dirty.drain(..) {
+                    let idx = r.live.get(&sid).map_or(-1, |l| l.0);
+                    match group.sandbox.state(r.slot, sid) {
+                        Ok(Some(json)) if json.len() > self.limits.state_bytes => {
+                            let message = format!(
+                                "the state is {} bytes of JSON, over the limit of {} bytes; it was reset to its last saved value",
+                                json.len(),
+                                self.limits.state_bytes
+                            );
+                            r.new_errors += 1;
+                            r.logs.push(log_event(
+                                "error",
+                                &r.row.name,
+                                &group.stream.to_string(),
+                                idx,
+                                &message,
+                                None,
+                            ));
+                            // forget the live state: it is read back from the checkpoint
+                            group.sandbox.evict(r.slot, sid);
+                            r.live.remove(&sid);
+                        }
+                        Ok(json) => states.push((sid, idx, json)),
+                        Err(e) => {
+                            r.new_errors += 1;
+                            r.logs.push(log_event(
+                                "error",
+                                &r.row.name,
+                                &group.stream.to_string(),
+                                idx,
+                                &e.message,
+                                None,
+                            ));
+                            group.sandbox.evict(r.slot, sid);
+                            r.live.remove(&sid);
+                        }
+                    }
+                }
+                let new_errors = std::mem::take(&mut r.new_errors);
+                let checkpoint = Checkpoint {
+                    reducer_id: r.row.id,
+                    position: r.position,
+                    new_errors,
+                    halted: r.halted.clone(),
+                    states,
+                    logs: Some((group.stream.logs(), std::mem::take(&mut r.logs))),
+                    promote_over,
+                };
+                match self
+                    .writer
+                    .reducer_blocking(ReducerWrite::Checkpoint(checkpoint))
+                {
+                    Ok(_) => {
+                        r.saved_position = r.position;
+                        r.saved_at = Instant::now();
+                        r.row.halted = r.halted.clone();
+                        r.row.errors += new_errors;
+                        if let Some(old) = promote_over {
+                            promoted.push((ri, old));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, reducer = %r.row.name, "checkpoint failed")
+                    }
+                }
+                // keep memory bounded: drop the least recently used saved states
+                if r.live.len() > self.max_live {
+                    let mut by_age: Vec<(u64, i64)> =
+                        r.live.iter().map(|(sid, (_, t))| (*t, *sid)).collect();
+                    by_age.sort_unstable();
+                    let excess = r.live.len() - self.max_live * 3 / 4;
+                    for &(_, sid) in by_age.iter().take(excess) {
+                        group.sandbox.evict(r.slot, sid);
+                        r.live.remove(&sid);
+                    }
+                }
+            }
+            for (ri, old) in promoted {
+                let name = group.reducers[ri].row.name.clone();
+                group.reducers[ri].row.building = false;
+                let slot = group.reducers[ri].slot;
+                if let Some(pos) = group.reducers.iter().position(|o| o.row.id == old) {
+                    let o = group.reducers.remove(pos);
+                    group.sandbox.unload(o.slot, &name);
+                }
+                group
+                    .sandbox
+                    .rename(slot, &format!("{name}#building"), &name);
+            }
+        }
+    }
+
+    fn find(&self, stream_id: i64, name: &str) -> Option<(&Group, &Live)> {
+        let group = self.groups.get(&stream_id)?;
+        let live = group
+            .reducers
+            .iter()
+            .find(|r| r.row.name == name && !r.row.building)?;
+        Some((group, live))
+    }
+
+    fn state(&mut self, stream_id: i64, name: &str, sid: Option<i64>) -> Result<StateAnswer> {
+        let (group, r) = self.find(stream_id, name).ok_or_else(|| missing(name))?;
+        let (slot, reducer_id, position) = (r.slot, r.row.id, r.position);
+        let Some(sid) = sid.or(group.plain_sid).or_else(|| {
+            self.conn
+                .prepare_cached("SELECT id FROM substreams WHERE stream_id = ?1 AND args = ''")
+                .ok()?
+                .query_row(params![stream_id], |q| q.get(0))
+                .ok()
+        }) else {
+            return Ok(StateAnswer {
+                json: None,
+                index: -1,
+            });
+        };
+        let live = r.live.contains_key(&sid);
+        let json = if live {
+            let group = self.groups.get_mut(&stream_id).expect("found above");
+            group
+                .sandbox
+                .state(slot, sid)
+                .map_err(|e| EngineError::internal(e.message))?
+        } else {
+            self.conn
+                .prepare_cached(
+                    "SELECT state FROM reducer_states WHERE reducer_id = ?1 AND sid = ?2",
+                )?
+                .query_row(params![reducer_id, sid], |q| q.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten()
+        };
+        let index: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT MAX(idx) FROM events WHERE sid = ?1 AND pos <= ?2")?
+            .query_row(params![sid, position], |q| q.get(0))?;
+        Ok(StateAnswer {
+            json,
+            index: index.unwrap_or(-1),
+        })
+    }
+
+    fn states(
+        &mut self,
+        stream_id: i64,
+        name: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<SubstreamState>> {
+        let subs: Vec<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT id, args FROM substreams WHERE stream_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?
+            .query_map(params![stream_id, after, limit as i64], |q| Ok((q.get(0)?, q.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::with_capacity(subs.len());
+        for (sid, args) in subs {
+            let answer = self.state(stream_id, name, Some(sid))?;
+            out.push(SubstreamState {
+                sid,
+                args,
+                index: answer.index,
+                json: answer.json,
+            });
+        }
+        Ok(out)
+    }
+
+    fn status(&self, stream_id: i64) -> Vec<ReducerStatus> {
+        let head = self.durable.load(Ordering::Acquire);
+        let Some(group) = self.groups.get(&stream_id) else {
+            return Vec::new();
+        };
+        let lag_of = |position: i64| -> i64 {
+            let sql = if group.factory {
+                "SELECT COUNT(*) FROM events WHERE factory_id = ?1 AND pos > ?2 AND pos <= ?3"
+            } else {
+                "SELECT COUNT(*) FROM events WHERE sid = (SELECT id FROM substreams WHERE stream_id = ?1 AND args = '') AND pos > ?2 AND pos <= ?3"
+            };
+            self.conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.query_row(params![stream_id, position, head], |q| q.get(0)))
+                .unwrap_or(0)
+        };
+        group
+            .reducers
+            .iter()
+            .map(|r| ReducerStatus {
+                name: r.row.name.clone(),
+                building: r.row.building,
+                code_hash: r.row.code_hash.clone(),
+                position: r.position,
+                lag: lag_of(r.position),
+                errors: r.row.errors + r.new_errors,
+                halted: r.halted.clone(),
+                selector: r.row.selector.clone(),
+                halt_on_error: r.row.halt_on_error,
+                live_states: r.live.len(),
+            })
+            .collect()
+    }
+}
+
+fn missing(name: &str) -> EngineError {
+    EngineError::not_found(format!("there is no reducer named {name} on this stream"))
+}
+
+/// A log entry: an event of the stream's log, its type the level.
+fn log_event(
+    level: &str,
+    reducer: &str,
+    substream: &str,
+    index: i64,
+    message: &str,
+    stack: Option<&str>,
+) -> NewEvent {
+    let mut data = serde_json::json!({
+        "reducer": reducer,
+        "stream": substream,
+        "index": index,
+        "message": message,
+    });
+    if let Some(stack) = stack {
+        data["stack"] = serde_json::Value::String(stack.to_owned());
+    }
+    NewEvent {
+        id: None,
+        event_type: level.to_owned(),
+        content_type: "application/json".into(),
+        data: data.to_string().into(),
+        // stamped by the writer: log entries of several reducers interleave, and a
+        // stream's timestamps never decrease
+        timestamp: None,
+        metadata: None,
+    }
+}
+
+/// Orders reducers so each comes after the reducers it reads (deploy refuses cycles).
+fn sort_by_dependency(reducers: &mut Vec<Live>) {
+    let mut sorted: Vec<Live> = Vec::with_capacity(reducers.len());
+    while !reducers.is_empty() {
+        let ready = reducers
+            .iter()
+            .position(|r| {
+                r.row.reads.iter().all(|d| {
+                    !reducers
+                        .iter()
+                        .any(|o| &o.row.name == d && o.row.id != r.row.id)
+                })
+            })
+            .unwrap_or(0);
+        sorted.push(reducers.remove(ready));
+    }
+    *reducers = sorted;
+}
+
+struct Row {
+    pos: i64,
+    sid: i64,
+    idx: i64,
+    id: uuid::Uuid,
+    event_type: String,
+    ts: i64,
+    content_type: String,
+    data: Vec<u8>,
+}
+
+fn read_batch(
+    conn: &Connection,
+    group: &mut Group,
+    from_pos: i64,
+    after_idx: i64,
+    head: i64,
+) -> Result<Vec<Row>> {
+    let map = |q: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
+        let eid: Vec<u8> = q.get(3)?;
+        Ok(Row {
+            pos: q.get(0)?,
+            sid: q.get(1)?,
+            idx: q.get(2)?,
+            id: uuid::Uuid::from_slice(&eid).unwrap_or_default(),
+            event_type: q.get(4)?,
+            ts: q.get(5)?,
+            content_type: q.get(6)?,
+            data: q.get(7)?,
+        })
+    };
+    const COLUMNS: &str = "pos, sid, idx, eid, type, ts, content_type, data";
+    if group.factory {
+        let stream_id = group.reducers.first().map_or(0, |r| r.row.stream_id);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE factory_id = ?1 AND pos > ?2 AND pos <= ?3 ORDER BY pos LIMIT ?4"
+        );
+        let rows = conn
+            .prepare_cached(&sql)?
+            .query_map(params![stream_id, from_pos, head, BATCH], map)?
+            .collect::<rusqlite::Result<_>>()?;
+        return Ok(rows);
+    }
+    if group.plain_sid.is_none() {
+        let stream_id = group.reducers.first().map_or(0, |r| r.row.stream_id);
+        group.plain_sid = conn
+            .prepare_cached("SELECT id FROM substreams WHERE stream_id = ?1 AND args = ''")?
+            .query_row(params![stream_id], |q| q.get(0))
+            .optional()?;
+    }
+    let Some(sid) = group.plain_sid else {
+        return Ok(Vec::new());
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE sid = ?1 AND idx > ?2 AND pos <= ?3 ORDER BY idx LIMIT ?4"
+    );
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map(params![sid, after_idx, head, BATCH], map)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}

@@ -1,0 +1,206 @@
+//! Reducer writes inside the writer's transaction: deploying a version, deleting a
+//! reducer, and checkpoints, which save states, the folded position and log entries
+//! together (what makes folding exactly once), and promote a rebuilt version.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::apply::{AppendRequest, Staged};
+use super::writer::{Writer, now_ms};
+use crate::error::{EngineError, Result};
+use crate::event::{ExpectedIndex, NewEvent};
+use crate::path::StreamPath;
+use crate::settings::StreamSettings;
+
+/// A reducer version as stored.
+#[derive(Debug, Clone)]
+pub struct ReducerRow {
+    pub id: i64,
+    pub stream_id: i64,
+    pub factory: bool,
+    pub name: String,
+    /// `active` or `building` (a redeploy folding from the start).
+    pub building: bool,
+    pub source: String,
+    pub content_type: String,
+    pub code: String,
+    pub module: bool,
+    pub reads: Vec<String>,
+    pub selector: String,
+    pub halt_on_error: bool,
+    pub code_hash: String,
+    pub position: i64,
+    pub errors: i64,
+    pub halted: Option<String>,
+}
+
+pub(crate) enum ReducerWrite {
+    /// Stores a new version of a reducer, creating the stream when missing.
+    Deploy {
+        stream: StreamPath,
+        row: Box<ReducerRow>,
+    },
+    /// Deletes every version of a reducer with its states.
+    Delete {
+        stream_id: i64,
+        name: String,
+    },
+    Checkpoint(Checkpoint),
+}
+
+pub(crate) enum ReducerWritten {
+    /// The stored row, and the id of a building version it replaced (if any).
+    Deployed(Box<ReducerRow>, Option<i64>),
+    Deleted(Vec<i64>),
+    Saved,
+}
+
+/// What a reducer folded since its last checkpoint.
+pub(crate) struct Checkpoint {
+    pub reducer_id: i64,
+    pub position: i64,
+    pub new_errors: i64,
+    pub halted: Option<String>,
+    /// (substream id, last index folded, state JSON or `None` for undefined).
+    pub states: Vec<(i64, i64, Option<String>)>,
+    /// Entries for the stream's log, appended in the same transaction.
+    pub logs: Option<(StreamPath, Vec<NewEvent>)>,
+    /// The active version this (building) version replaces now that it caught up.
+    pub promote_over: Option<i64>,
+}
+
+impl Writer {
+    pub(super) fn reducer(
+        &mut self,
+        write: ReducerWrite,
+        staged: &mut Staged,
+    ) -> Result<ReducerWritten> {
+        match write {
+            ReducerWrite::Deploy { stream, row } => self.deploy(stream, *row, staged),
+            ReducerWrite::Delete { stream_id, name } => {
+                let ids: Vec<i64> = self
+                    .conn
+                    .prepare_cached("SELECT id FROM reducers WHERE stream_id = ?1 AND name = ?2")?
+                    .query_map(params![stream_id, name], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                for id in &ids {
+                    self.drop_reducer(*id)?;
+                }
+                Ok(ReducerWritten::Deleted(ids))
+            }
+            ReducerWrite::Checkpoint(c) => {
+                self.checkpoint(c, staged)?;
+                Ok(ReducerWritten::Saved)
+            }
+        }
+    }
+
+    fn deploy(
+        &mut self,
+        path: StreamPath,
+        mut row: ReducerRow,
+        staged: &mut Staged,
+    ) -> Result<ReducerWritten> {
+        let key = (
+            path.account.as_str().to_owned(),
+            path.stream.as_str().to_owned(),
+        );
+        let stream = match self.stream(staged, &key)? {
+            Some(s) => s,
+            None => self.create_stream(staged, &key, StreamSettings { factory: false })?,
+        };
+        row.stream_id = stream.id;
+        row.factory = stream.factory;
+        let existing: Vec<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT id, status FROM reducers WHERE stream_id = ?1 AND name = ?2")?
+            .query_map(params![stream.id, row.name], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut replaced = None;
+        for (id, status) in &existing {
+            if status == "building" {
+                self.drop_reducer(*id)?;
+                replaced = Some(*id);
+            }
+        }
+        row.building = existing.iter().any(|(_, s)| s == "active");
+        row.position = 0;
+        row.errors = 0;
+        row.halted = None;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO reducers (stream_id, name, status, source, content_type, code, shape, \
+                 reads, selector, on_error, code_hash, position, errors, halted, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, NULL, ?12)",
+            )?
+            .execute(params![
+                row.stream_id,
+                row.name,
+                if row.building { "building" } else { "active" },
+                row.source,
+                row.content_type,
+                row.code,
+                if row.module { "module" } else { "expression" },
+                serde_json::to_string(&row.reads).unwrap_or_else(|_| "[]".into()),
+                row.selector,
+                if row.halt_on_error { "halt" } else { "skip" },
+                row.code_hash,
+                now_ms(),
+            ])?;
+        row.id = self.conn.last_insert_rowid();
+        Ok(ReducerWritten::Deployed(Box::new(row), replaced))
+    }
+
+    fn checkpoint(&mut self, c: Checkpoint, staged: &mut Staged) -> Result<()> {
+        let exists = self
+            .conn
+            .prepare_cached("SELECT 1 FROM reducers WHERE id = ?1")?
+            .query_row(params![c.reducer_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !exists {
+            return Err(EngineError::not_found("the reducer was deleted"));
+        }
+        {
+            let mut save = self.conn.prepare_cached(
+                "INSERT INTO reducer_states (reducer_id, sid, idx, state) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (reducer_id, sid) DO UPDATE SET idx = excluded.idx, state = excluded.state",
+            )?;
+            for (sid, idx, state) in &c.states {
+                save.execute(params![c.reducer_id, sid, idx, state])?;
+            }
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE reducers SET position = ?2, errors = errors + ?3, halted = COALESCE(?4, halted) \
+                 WHERE id = ?1",
+            )?
+            .execute(params![c.reducer_id, c.position, c.new_errors, c.halted])?;
+        if let Some(old) = c.promote_over {
+            self.drop_reducer(old)?;
+            self.conn
+                .prepare_cached("UPDATE reducers SET status = 'active' WHERE id = ?1")?
+                .execute(params![c.reducer_id])?;
+        }
+        if let Some((stream, events)) = c.logs
+            && !events.is_empty()
+        {
+            let request = AppendRequest {
+                stream,
+                events,
+                expected: ExpectedIndex::Any,
+            };
+            self.append(request, staged)?;
+        }
+        Ok(())
+    }
+
+    fn drop_reducer(&mut self, id: i64) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM reducer_states WHERE reducer_id = ?1")?
+            .execute(params![id])?;
+        self.conn
+            .prepare_cached("DELETE FROM reducers WHERE id = ?1")?
+            .execute(params![id])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! Reducers (API §7): `PUT` code, `GET` state (with `Reducer-Index`, `min-index`,
+//! `?source`, and a paged listing on a factory), `DELETE`, and
+//! `GET /{acct}/{strm}/reducers` with each reducer's status.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use eddy_engine::path::{ReducerName, StreamPath};
+use eddy_engine::reducers::DeployRequest;
+use eddy_runtime_js::Language;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::params::{self, DEFAULT_LIMIT, MAX_LIMIT, Params};
+
+/// Reducer code larger than this is refused.
+const MAX_CODE_BYTES: usize = 1024 * 1024;
+/// How long `min-index` waits unless `wait` says otherwise, and at most.
+const DEFAULT_WAIT_MS: u64 = 5_000;
+const MAX_WAIT_MS: u64 = 60_000;
+
+fn stream_only(path: &StreamPath, name: &ReducerName) -> ApiResult<()> {
+    if path.args.is_some() {
+        return Err(ApiError::invalid(format!(
+            "a reducer is deployed on the stream, not on a substream: PUT /{}/{}.{name} \
+             (it folds every substream separately)",
+            path.account, path.stream
+        )));
+    }
+    Ok(())
+}
+
+pub async fn put(
+    state: AppState,
+    path: StreamPath,
+    name: ReducerName,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    stream_only(&path, &name)?;
+    let mut q = Params::parse(uri)?;
+    let selector = q.selector()?;
+    let halt_on_error = match q.take("on-error").as_deref() {
+        None | Some("skip") => false,
+        Some("halt") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "query parameter on-error=\"{other}\" must be skip or halt"
+            )));
+        }
+    };
+    q.finish()?;
+    let (_, media) = params::media_type(headers)?;
+    let language = match media.as_str() {
+        // curl's --data-binary sends application/x-www-form-urlencoded unless told
+        // otherwise, and plain text is what editors save: both are taken as JavaScript
+        ""
+        | "application/javascript"
+        | "text/javascript"
+        | "application/x-javascript"
+        | "text/plain"
+        | "application/x-www-form-urlencoded" => Language::JavaScript,
+        "application/typescript" | "text/typescript" | "application/x-typescript" => {
+            Language::TypeScript
+        }
+        other => {
+            return Err(ApiError::from(eddy_engine::EngineError::new(
+                eddy_engine::ErrorCode::UnsupportedMediaType,
+                format!(
+                    "Content-Type {other} is not reducer code: send application/javascript or application/typescript"
+                ),
+            )));
+        }
+    };
+    let bytes = http_body_util::Limited::new(body, MAX_CODE_BYTES)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::invalid(format!(
+                "the reducer code is unreadable or over {MAX_CODE_BYTES} bytes"
+            ))
+        })?
+        .to_bytes();
+    let source = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::invalid("the reducer code is not valid UTF-8"))?;
+    if source.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "the reducer code is empty: send a module with a default export or one function expression",
+        ));
+    }
+    let selector_query = selector.to_query();
+    let deployed = state
+        .engine
+        .deploy_reducer(DeployRequest {
+            stream: path.clone(),
+            name: name.clone(),
+            source,
+            language,
+            selector,
+            halt_on_error,
+        })
+        .await?;
+    let body = json!({
+        "stream": path.to_string(),
+        "name": name.as_str(),
+        "codeHash": deployed.code_hash,
+        "rebuilding": deployed.building,
+        "selector": selector_query,
+        "onError": if halt_on_error { "halt" } else { "skip" },
+    });
+    let status = if deployed.building {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+pub async fn get(
+    state: AppState,
+    path: StreamPath,
+    name: ReducerName,
+    uri: &Uri,
+) -> ApiResult<Response> {
+    let mut q = Params::parse(uri)?;
+    if q.flag("source")? {
+        q.finish()?;
+        let stream = StreamPath { args: None, ..path };
+        let (source, content_type) = state.engine.reducer_source(&stream, &name).await?;
+        return Ok(([(header::CONTENT_TYPE, content_type)], source).into_response());
+    }
+    let min_index = q.number("min-index")?;
+    let wait = q
+        .number("wait")?
+        .unwrap_or(DEFAULT_WAIT_MS)
+        .min(MAX_WAIT_MS);
+    let resolved = state.engine.resolve_existing(&path).await?;
+    if resolved.info.factory && path.args.is_none() {
+        let limit = q.limit()?.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+        let after = q.number("after")?.unwrap_or(0) as i64;
+        q.finish()?;
+        if min_index.is_some() {
+            return Err(ApiError::invalid(
+                "min-index applies to one substream's state: name the substream, as in /acct/strm('id').reducer",
+            ));
+        }
+        let states = state
+            .engine
+            .reducer_states(&path, &name, after, limit)
+            .await?;
+        let next = (states.len() == limit).then(|| {
+            let last = states.last().map_or(0, |s| s.sid);
+            format!("{}.{name}?limit={limit}&after={last}", path.url())
+        });
+        let items: Vec<Value> = states
+            .into_iter()
+            .map(|s| {
+                let args = eddy_engine::path::Args::parse(&s.args).ok();
+                json!({
+                    "stream": format!("{path}({})", s.args),
+                    "args": args.map_or(Value::Null, |a| a.to_json()),
+                    "index": s.index,
+                    "state": s.json.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok()),
+                })
+            })
+            .collect();
+        return Ok(crate::streams::with_next(Value::Array(items), next));
+    }
+    q.finish()?;
+    let answer = state
+        .engine
+        .reducer_state(&path, &name, min_index, Duration::from_millis(wait))
+        .await?;
+    let mut resp = (
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.json.unwrap_or_else(|| "null".into()),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert("reducer-index", HeaderValue::from(answer.index));
+    Ok(resp)
+}
+
+pub async fn delete(
+    state: AppState,
+    path: StreamPath,
+    name: ReducerName,
+    uri: &Uri,
+) -> ApiResult<Response> {
+    stream_only(&path, &name)?;
+    Params::parse(uri)?.finish()?;
+    state.engine.delete_reducer(&path, &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn status(state: AppState, path: StreamPath, uri: &Uri) -> ApiResult<Response> {
+    Params::parse(uri)?.finish()?;
+    let list = state.engine.reducer_status(&path).await?;
+    let items: Vec<Value> = list
+        .into_iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "status": if r.halted.is_some() { "halted" } else if r.building { "rebuilding" } else { "running" },
+                "codeHash": r.code_hash,
+                "position": r.position,
+                "lag": r.lag,
+                "errors": r.errors,
+                "halted": r.halted,
+                "selector": r.selector,
+                "onError": if r.halt_on_error { "halt" } else { "skip" },
+                "liveStates": r.live_states,
+            })
+        })
+        .collect();
+    Ok(axum::Json(Value::Array(items)).into_response())
+}
