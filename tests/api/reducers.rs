@@ -447,6 +447,16 @@ async fn state_survives_a_restart_without_refolding() {
         s.post_ok("/acme/p", "x", json!({})).await;
     }
     assert_eq!(state(&s, "/acme/p.n", 2).await, json!(3));
+    // events elsewhere move the reducer's position past its stream's last event
+    let position = |v: &Value| v[0]["position"].as_i64().unwrap();
+    let before = position(&s.get_json("/acme/p/reducers", 200).await);
+    s.post_ok("/acme/elsewhere", "x", json!({})).await;
+    for _ in 0..200 {
+        if position(&s.get_json("/acme/p/reducers", 200).await) > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     s.restart().await;
     assert_eq!(state(&s, "/acme/p.n", 2).await, json!(3));
     let status = s.get_json("/acme/p/reducers", 200).await;

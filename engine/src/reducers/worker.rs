@@ -235,10 +235,17 @@ impl Worker {
         let after_idx = if row.position == 0 {
             -1
         } else {
+            // the position may be past the stream's last event (it moves to the head
+            // when the stream has nothing newer), so look for the last event at or
+            // before it
             self.conn
-                .prepare_cached("SELECT idx FROM events WHERE pos = ?1")?
-                .query_row(params![row.position], |r| r.get(0))
-                .optional()?
+                .prepare_cached(
+                    "SELECT MAX(e.idx) FROM events e JOIN substreams s ON s.id = e.sid \
+                     WHERE s.stream_id = ?1 AND s.args = '' AND e.pos <= ?2",
+                )?
+                .query_row(params![row.stream_id, row.position], |r| {
+                    r.get::<_, Option<i64>>(0)
+                })?
                 .unwrap_or(-1)
         };
         let group = self.groups.get_mut(&row.stream_id).expect("inserted above");
@@ -356,9 +363,12 @@ impl Worker {
         );
         let rows = read_batch(&self.conn, group, from_pos, after_idx, head)?;
         if rows.is_empty() {
-            // nothing of this stream up to head: every reducer is caught up
+            // nothing of this stream up to head after `from_pos`: the reducers that
+            // had reached it are caught up (one further behind has its own turn)
             for &i in &behind {
-                group.reducers[i].position = head.max(group.reducers[i].position);
+                if group.reducers[i].position >= from_pos {
+                    group.reducers[i].position = head;
+                }
             }
             return Ok(false);
         }
@@ -667,7 +677,8 @@ impl Worker {
 
     fn state(&mut self, stream_id: i64, name: &str, sid: Option<i64>) -> Result<StateAnswer> {
         let (group, r) = self.find(stream_id, name).ok_or_else(|| missing(name))?;
-        let (slot, reducer_id, position) = (r.slot, r.row.id, r.position);
+        let (slot, reducer_id, position, after_idx) = (r.slot, r.row.id, r.position, r.after_idx);
+        let factory = group.factory;
         let Some(sid) = sid.or(group.plain_sid).or_else(|| {
             self.conn
                 .prepare_cached("SELECT id FROM substreams WHERE stream_id = ?1 AND args = ''")
@@ -696,14 +707,35 @@ impl Worker {
                 .optional()?
                 .flatten()
         };
-        let index: Option<i64> = self
+        let index = if factory {
+            self.substream_index(sid, position)?
+        } else {
+            after_idx
+        };
+        Ok(StateAnswer { json, index })
+    }
+
+    /// The last index of substream `sid` at or before `position`. Cheap when the
+    /// reducer has passed the substream's last event; otherwise it walks down from that
+    /// event over the ones not yet folded.
+    fn substream_index(&self, sid: i64, position: i64) -> Result<i64> {
+        let last: Option<(i64, i64)> = self
             .conn
-            .prepare_cached("SELECT MAX(idx) FROM events WHERE sid = ?1 AND pos <= ?2")?
-            .query_row(params![sid, position], |q| q.get(0))?;
-        Ok(StateAnswer {
-            json,
-            index: index.unwrap_or(-1),
-        })
+            .prepare_cached("SELECT idx, pos FROM events WHERE sid = ?1 ORDER BY idx DESC LIMIT 1")?
+            .query_row(params![sid], |q| Ok((q.get(0)?, q.get(1)?)))
+            .optional()?;
+        match last {
+            None => Ok(-1),
+            Some((idx, pos)) if pos <= position => Ok(idx),
+            Some(_) => Ok(self
+                .conn
+                .prepare_cached(
+                    "SELECT idx FROM events WHERE sid = ?1 AND pos <= ?2 ORDER BY idx DESC LIMIT 1",
+                )?
+                .query_row(params![sid, position], |q| q.get(0))
+                .optional()?
+                .unwrap_or(-1)),
+        }
     }
 
     fn states(
