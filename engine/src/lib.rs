@@ -61,13 +61,18 @@ pub struct Engine {
 
 impl Engine {
     /// Opens the engine on a data directory.
-    pub async fn open(data_dir: &Path, metrics: Arc<metrics::Metrics>) -> Result<Self> {
+    pub async fn open(
+        data_dir: &Path,
+        metrics: Arc<metrics::Metrics>,
+        reducer_limits: eddy_runtime_js::Limits,
+    ) -> Result<Self> {
         let store = Store::open(data_dir, metrics).await?;
         let reducers = reducers::Reducers::start(
             store.path(),
             store.writer.clone(),
             store.durable(),
             store.subscribe(),
+            reducer_limits,
         )?;
         Ok(Self { store, reducers })
     }

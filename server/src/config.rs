@@ -18,6 +18,15 @@ pub struct Config {
     /// How long a graceful shutdown waits for open requests, in milliseconds.
     #[arg(long, env = "EDDY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Largest reducer state (JSON) for one (sub)stream, in KiB.
+    #[arg(long, env = "EDDY_REDUCER_STATE_KB", default_value_t = 100)]
+    pub reducer_state_kb: usize,
+    /// Memory of the JavaScript sandbox of one stream's reducers, in MiB.
+    #[arg(long, env = "EDDY_REDUCER_MEMORY_MB", default_value_t = 64)]
+    pub reducer_memory_mb: usize,
+    /// Longest a reducer may run for one event, in milliseconds.
+    #[arg(long, env = "EDDY_REDUCER_TIME_MS", default_value_t = 100)]
+    pub reducer_time_ms: u64,
 }
 
 impl Config {
@@ -28,11 +37,29 @@ impl Config {
             data: data.into(),
             insecure_open: false,
             shutdown_grace_ms: 10_000,
+            reducer_state_kb: 100,
+            reducer_memory_mb: 64,
+            reducer_time_ms: 100,
+        }
+    }
+
+    /// The limits reducers run under.
+    pub fn reducer_limits(&self) -> eddy_runtime_js::Limits {
+        eddy_runtime_js::Limits {
+            memory_bytes: self.reducer_memory_mb.saturating_mul(1024 * 1024),
+            event_time: std::time::Duration::from_millis(self.reducer_time_ms),
+            state_bytes: self.reducer_state_kb.saturating_mul(1024),
         }
     }
 
     /// Refuses configurations that would expose an open server.
     pub fn check(&self) -> anyhow::Result<()> {
+        if self.reducer_state_kb == 0 || self.reducer_memory_mb < 4 || self.reducer_time_ms == 0 {
+            anyhow::bail!(
+                "reducer limits too small: --reducer-state-kb and --reducer-time-ms must be at \
+                 least 1 and --reducer-memory-mb at least 4"
+            );
+        }
         if !self.listen.ip().is_loopback() && !self.insecure_open {
             anyhow::bail!(
                 "refusing to listen on {} without access control: an open eddy server accepts \

@@ -209,6 +209,7 @@ pub async fn status(state: AppState, path: StreamPath, uri: &Uri) -> ApiResult<R
                 "status": if r.halted.is_some() { "halted" } else if r.building { "rebuilding" } else { "running" },
                 "codeHash": r.code_hash,
                 "position": r.position,
+                "index": r.index,
                 "lag": r.lag,
                 "errors": r.errors,
                 "halted": r.halted,

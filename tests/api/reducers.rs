@@ -78,6 +78,7 @@ async fn a_reducer_folds_a_stream_and_reads_its_own_writes() {
     assert_eq!(status[0]["name"], "pages");
     assert_eq!(status[0]["status"], "running");
     assert_eq!(status[0]["lag"], 0);
+    assert_eq!(status[0]["index"], 2);
     assert_eq!(status[0]["errors"], 0);
     assert!(
         status[0]["codeHash"]

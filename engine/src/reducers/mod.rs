@@ -48,6 +48,8 @@ pub struct ReducerStatus {
     pub building: bool,
     pub code_hash: String,
     pub position: i64,
+    /// On a plain stream, the last index folded (-1 before the first).
+    pub index: Option<i64>,
     /// Events of the stream not yet folded.
     pub lag: i64,
     pub errors: i64,
@@ -88,6 +90,7 @@ impl Reducers {
         writer: WriterHandle,
         durable: Arc<std::sync::atomic::AtomicI64>,
         commits: tokio::sync::broadcast::Receiver<Arc<crate::store::Committed>>,
+        limits: Limits,
     ) -> Result<Self> {
         let conn = worker::open_read_connection(db)?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -97,7 +100,7 @@ impl Reducers {
             conn,
             writer,
             durable,
-            limits: Limits::default(),
+            limits,
             max_live: 10_000,
             progress: progress_tx,
             groups: Default::default(),

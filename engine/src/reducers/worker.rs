@@ -787,6 +787,7 @@ impl Worker {
                 building: r.row.building,
                 code_hash: r.row.code_hash.clone(),
                 position: r.position,
+                index: (!group.factory).then_some(r.after_idx),
                 lag: lag_of(r.position),
                 errors: r.row.errors + r.new_errors,
                 halted: r.halted.clone(),
