@@ -110,6 +110,16 @@ impl Writer {
         };
         row.stream_id = stream.id;
         row.factory = stream.factory;
+        // the stream's log exists from the first deploy, so it can be read and followed
+        // before its first entry
+        let logs = path.logs();
+        let logs_key = (
+            logs.account.as_str().to_owned(),
+            logs.stream.as_str().to_owned(),
+        );
+        if self.stream(staged, &logs_key)?.is_none() {
+            self.create_stream(staged, &logs_key, StreamSettings { factory: false })?;
+        }
         let existing: Vec<(i64, String)> = self
             .conn
             .prepare_cached("SELECT id, status FROM reducers WHERE stream_id = ?1 AND name = ?2")?
