@@ -82,13 +82,8 @@ fn strip(
 ) -> Result<String, CompileError> {
     let allocator = Allocator::default();
     let mut parsed = Parser::new(&allocator, source, source_type).parse();
-    if let Some(first) = parsed.diagnostics.errors().next() {
-        let offset = first
-            .labels
-            .as_slice()
-            .first()
-            .map_or(0, |l| l.offset() as usize);
-        return Err(CompileError::at(source, offset, first.to_string()));
+    if let Some(error) = first_error(source, &parsed.diagnostics) {
+        return Err(error);
     }
     if parsed.panicked {
         return Err(CompileError::at(
@@ -107,15 +102,21 @@ fn strip(
     let options = TransformOptions::default();
     let out = Transformer::new(&allocator, Path::new("reducer.ts"), &options)
         .build_with_scoping(scoping, &mut parsed.program);
-    if let Some(first) = out.diagnostics.errors().next() {
-        let offset = first
-            .labels
-            .as_slice()
-            .first()
-            .map_or(0, |l| l.offset() as usize);
-        return Err(CompileError::at(source, offset, first.to_string()));
+    if let Some(error) = first_error(source, &out.diagnostics) {
+        return Err(error);
     }
     Ok(Codegen::new().build(&parsed.program).code)
+}
+
+/// The first error among oxc's diagnostics, located in `source`.
+fn first_error(source: &str, diagnostics: &oxc_diagnostics::Diagnostics) -> Option<CompileError> {
+    let first = diagnostics.errors().next()?;
+    let offset = first
+        .labels
+        .as_slice()
+        .first()
+        .map_or(0, |l| l.offset() as usize);
+    Some(CompileError::at(source, offset, first.to_string()))
 }
 
 /// Finds `current.name`, `current?.name` and `current['name']` / `current["name"]` in

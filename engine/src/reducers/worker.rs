@@ -884,33 +884,35 @@ fn read_batch(
         })
     };
     const COLUMNS: &str = "pos, sid, idx, eid, type, ts, content_type, data";
-    if group.factory {
-        let stream_id = group.reducers.first().map_or(0, |r| r.row.stream_id);
-        let sql = format!(
-            "SELECT {COLUMNS} FROM events WHERE factory_id = ?1 AND pos > ?2 AND pos <= ?3 ORDER BY pos LIMIT ?4"
-        );
-        let rows = conn
-            .prepare_cached(&sql)?
-            .query_map(params![stream_id, from_pos, head, BATCH], map)?
-            .collect::<rusqlite::Result<_>>()?;
-        return Ok(rows);
-    }
-    if group.plain_sid.is_none() {
-        let stream_id = group.reducers.first().map_or(0, |r| r.row.stream_id);
-        group.plain_sid = conn
-            .prepare_cached("SELECT id FROM substreams WHERE stream_id = ?1 AND args = ''")?
-            .query_row(params![stream_id], |q| q.get(0))
-            .optional()?;
-    }
-    let Some(sid) = group.plain_sid else {
-        return Ok(Vec::new());
+    // a factory in global order through its partial index; a plain stream through
+    // (sid, idx), after the index at the reducer's position
+    let stream_id = group.reducers.first().map_or(0, |r| r.row.stream_id);
+    let (filter, key, after) = if group.factory {
+        (
+            "factory_id = ?1 AND pos > ?2 AND pos <= ?3 ORDER BY pos",
+            stream_id,
+            from_pos,
+        )
+    } else {
+        if group.plain_sid.is_none() {
+            group.plain_sid = conn
+                .prepare_cached("SELECT id FROM substreams WHERE stream_id = ?1 AND args = ''")?
+                .query_row(params![stream_id], |q| q.get(0))
+                .optional()?;
+        }
+        let Some(sid) = group.plain_sid else {
+            return Ok(Vec::new());
+        };
+        (
+            "sid = ?1 AND idx > ?2 AND pos <= ?3 ORDER BY idx",
+            sid,
+            after_idx,
+        )
     };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events WHERE sid = ?1 AND idx > ?2 AND pos <= ?3 ORDER BY idx LIMIT ?4"
-    );
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE {filter} LIMIT ?4");
     let rows = conn
         .prepare_cached(&sql)?
-        .query_map(params![sid, after_idx, head, BATCH], map)?
+        .query_map(params![key, after, head, BATCH], map)?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }
