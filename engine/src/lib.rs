@@ -13,11 +13,14 @@
 //!   the single group-commit writer thread (rusqlite), whose groups a syncer thread
 //!   flushes to disk before any of their requests is answered.
 //! - [`metrics`]: the Prometheus metrics the engine keeps.
+//! - [`reducers`]: deploying reducers and reading their states; one worker thread runs
+//!   the JavaScript (`eddy-runtime-js`), reads events with its own connection, folds,
+//!   and saves checkpoints through the writer.
 //!
 //! The data path reads top-down: the server builds an [`AppendRequest`], [`Engine::append`]
 //! queues it to the writer, the writer commits it with others in one transaction, the
 //! syncer flushes that to disk, answers, and announces the commit to subscribers
-//! ([`Engine::subscribe`]).
+//! ([`Engine::subscribe`]), which wakes the reducer worker to fold what is new.
 
 pub mod error;
 pub mod event;

@@ -2,7 +2,10 @@
 //! that folds (`worker`). The engine talks to the worker over a channel; state reads
 //! go through it too, since live states are ahead of the saved ones.
 
+mod answers;
+mod checkpoint;
 mod data;
+mod events;
 mod worker;
 
 use std::hash::{DefaultHasher, Hash, Hasher};

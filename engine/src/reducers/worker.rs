@@ -22,20 +22,21 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 
 use super::data::for_reducer;
+use super::events::read_batch;
 use super::{ReducerStatus, StateAnswer, SubstreamState};
 use crate::error::{EngineError, Result};
 use crate::event::NewEvent;
 use crate::path::{Args, StreamPath};
 use crate::selector::Selector;
-use crate::store::reducer_writes::{Checkpoint, ReducerRow, ReducerWrite};
+use crate::store::reducer_writes::ReducerRow;
 use crate::store::writer::WriterHandle;
 
 /// Events read and folded per step, per stream.
-const BATCH: i64 = 1000;
+pub(super) const BATCH: i64 = 1000;
 /// Longest time live states run ahead of their checkpoint.
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// Dirty states that force a checkpoint after a batch.
-const DIRTY_MAX: usize = 5_000;
+pub(super) const DIRTY_MAX: usize = 5_000;
 
 pub(crate) enum Msg {
     /// Events were committed: there may be work.
@@ -81,19 +82,19 @@ pub(crate) struct Worker {
 
 /// The reducers of one stream and their sandbox.
 pub(crate) struct Group {
-    stream: StreamPath,
-    factory: bool,
-    sandbox: Sandbox,
+    pub(super) stream: StreamPath,
+    pub(super) factory: bool,
+    pub(super) sandbox: Sandbox,
     /// In dependency order: a reducer comes after those it reads.
-    reducers: Vec<Live>,
-    next_slot: u32,
+    pub(super) reducers: Vec<Live>,
+    pub(super) next_slot: u32,
     /// Factory substreams seen so far, by substream id.
-    subs: HashMap<i64, SubInfo>,
+    pub(super) subs: HashMap<i64, SubInfo>,
     /// The plain stream's substream id, once it exists.
-    plain_sid: Option<i64>,
+    pub(super) plain_sid: Option<i64>,
 }
 
-struct SubInfo {
+pub(super) struct SubInfo {
     /// `acct/strm('a')`, as in event envelopes.
     name: String,
     args: Option<Args>,
@@ -101,22 +102,22 @@ struct SubInfo {
     json: Option<String>,
 }
 
-struct Live {
-    row: ReducerRow,
-    slot: u32,
-    selector: Selector,
-    position: i64,
+pub(super) struct Live {
+    pub(super) row: ReducerRow,
+    pub(super) slot: u32,
+    pub(super) selector: Selector,
+    pub(super) position: i64,
     /// Plain streams: the index of the event at `position` (-1 before the first).
-    after_idx: i64,
+    pub(super) after_idx: i64,
     /// Substreams whose state is live in the sandbox: last index folded, last use.
-    live: HashMap<i64, (i64, u64)>,
+    pub(super) live: HashMap<i64, (i64, u64)>,
     /// Substreams changed since the last checkpoint.
-    dirty: Vec<i64>,
-    logs: Vec<NewEvent>,
-    new_errors: i64,
-    halted: Option<String>,
-    saved_position: i64,
-    saved_at: Instant,
+    pub(super) dirty: Vec<i64>,
+    pub(super) logs: Vec<NewEvent>,
+    pub(super) new_errors: i64,
+    pub(super) halted: Option<String>,
+    pub(super) saved_position: i64,
+    pub(super) saved_at: Instant,
 }
 
 pub(crate) fn open_read_connection(file: &std::path::Path) -> rusqlite::Result<Connection> {
@@ -539,272 +540,10 @@ impl Worker {
         }
         Ok(true)
     }
-
-    /// Saves what changed: every reducer due (or all of them with `force`).
-    fn checkpoint_all(&mut self, force: bool) {
-        let head = self.durable.load(Ordering::Acquire);
-        let ids: Vec<i64> = self.groups.keys().copied().collect();
-        for id in ids {
-            let Some(group) = self.groups.get_mut(&id) else {
-                continue;
-            };
-            let mut promoted: Vec<(usize, i64)> = Vec::new();
-            for ri in 0..group.reducers.len() {
-                let r = &group.reducers[ri];
-                let changed = r.position != r.saved_position
-                    || !r.dirty.is_empty()
-                    || !r.logs.is_empty()
-                    || (r.halted.is_some() && r.halted != r.row.halted);
-                let caught_up = r.row.building && r.position >= head && r.halted.is_none();
-                let due = force
-                    || r.saved_at.elapsed() >= CHECKPOINT_EVERY
-                    || r.dirty.len() >= DIRTY_MAX
-                    || caught_up;
-                if !(changed || caught_up) || !due {
-                    continue;
-                }
-                let promote_over = if caught_up {
-                    group
-                        .reducers
-                        .iter()
-                        .find(|o| o.row.name == r.row.name && !o.row.building)
-                        .map(|o| o.row.id)
-                } else {
-                    None
-                };
-                let r = &mut group.reducers[ri];
-                let mut states = Vec::with_capacity(r.dirty.len());
-                for sid in r.dirty.drain(..) {
-                    let idx = r.live.get(&sid).map_or(-1, |l| l.0);
-                    match group.sandbox.state(r.slot, sid) {
-                        Ok(Some(json)) if json.len() > self.limits.state_bytes => {
-                            let message = format!(
-                                "the state is {} bytes of JSON, over the limit of {} bytes; it was reset to its last saved value",
-                                json.len(),
-                                self.limits.state_bytes
-                            );
-                            r.new_errors += 1;
-                            r.logs.push(log_event(
-                                "error",
-                                &r.row.name,
-                                &group.stream.to_string(),
-                                idx,
-                                &message,
-                                None,
-                            ));
-                            // forget the live state: it is read back from the checkpoint
-                            group.sandbox.evict(r.slot, sid);
-                            r.live.remove(&sid);
-                        }
-                        Ok(json) => states.push((sid, idx, json)),
-                        Err(e) => {
-                            r.new_errors += 1;
-                            r.logs.push(log_event(
-                                "error",
-                                &r.row.name,
-                                &group.stream.to_string(),
-                                idx,
-                                &e.message,
-                                None,
-                            ));
-                            group.sandbox.evict(r.slot, sid);
-                            r.live.remove(&sid);
-                        }
-                    }
-                }
-                let new_errors = std::mem::take(&mut r.new_errors);
-                let checkpoint = Checkpoint {
-                    reducer_id: r.row.id,
-                    position: r.position,
-                    new_errors,
-                    halted: r.halted.clone(),
-                    states,
-                    logs: Some((group.stream.logs(), std::mem::take(&mut r.logs))),
-                    promote_over,
-                };
-                match self
-                    .writer
-                    .reducer_blocking(ReducerWrite::Checkpoint(checkpoint))
-                {
-                    Ok(_) => {
-                        r.saved_position = r.position;
-                        r.saved_at = Instant::now();
-                        r.row.halted = r.halted.clone();
-                        r.row.errors += new_errors;
-                        if let Some(old) = promote_over {
-                            promoted.push((ri, old));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e.message, reducer = %r.row.name, "checkpoint failed")
-                    }
-                }
-                // keep memory bounded: drop the least recently used saved states
-                if r.live.len() > self.max_live {
-                    let mut by_age: Vec<(u64, i64)> =
-                        r.live.iter().map(|(sid, (_, t))| (*t, *sid)).collect();
-                    by_age.sort_unstable();
-                    let excess = r.live.len() - self.max_live * 3 / 4;
-                    for &(_, sid) in by_age.iter().take(excess) {
-                        group.sandbox.evict(r.slot, sid);
-                        r.live.remove(&sid);
-                    }
-                }
-            }
-            for (ri, old) in promoted {
-                let name = group.reducers[ri].row.name.clone();
-                group.reducers[ri].row.building = false;
-                let slot = group.reducers[ri].slot;
-                if let Some(pos) = group.reducers.iter().position(|o| o.row.id == old) {
-                    let o = group.reducers.remove(pos);
-                    group.sandbox.unload(o.slot, &name);
-                }
-                group
-                    .sandbox
-                    .rename(slot, &format!("{name}#building"), &name);
-            }
-        }
-    }
-
-    fn find(&self, stream_id: i64, name: &str) -> Option<(&Group, &Live)> {
-        let group = self.groups.get(&stream_id)?;
-        let live = group
-            .reducers
-            .iter()
-            .find(|r| r.row.name == name && !r.row.building)?;
-        Some((group, live))
-    }
-
-    fn state(&mut self, stream_id: i64, name: &str, sid: Option<i64>) -> Result<StateAnswer> {
-        let (group, r) = self.find(stream_id, name).ok_or_else(|| missing(name))?;
-        let (slot, reducer_id, position, after_idx) = (r.slot, r.row.id, r.position, r.after_idx);
-        let factory = group.factory;
-        let Some(sid) = sid.or(group.plain_sid).or_else(|| {
-            self.conn
-                .prepare_cached("SELECT id FROM substreams WHERE stream_id = ?1 AND args = ''")
-                .ok()?
-                .query_row(params![stream_id], |q| q.get(0))
-                .ok()
-        }) else {
-            return Ok(StateAnswer {
-                json: None,
-                index: -1,
-            });
-        };
-        let live = r.live.contains_key(&sid);
-        let json = if live {
-            let group = self.groups.get_mut(&stream_id).expect("found above");
-            group
-                .sandbox
-                .state(slot, sid)
-                .map_err(|e| EngineError::internal(e.message))?
-        } else {
-            self.conn
-                .prepare_cached(
-                    "SELECT state FROM reducer_states WHERE reducer_id = ?1 AND sid = ?2",
-                )?
-                .query_row(params![reducer_id, sid], |q| q.get::<_, Option<String>>(0))
-                .optional()?
-                .flatten()
-        };
-        let index = if factory {
-            self.substream_index(sid, position)?
-        } else {
-            after_idx
-        };
-        Ok(StateAnswer { json, index })
-    }
-
-    /// The last index of substream `sid` at or before `position`. Cheap when the
-    /// reducer has passed the substream's last event; otherwise it walks down from that
-    /// event over the ones not yet folded.
-    fn substream_index(&self, sid: i64, position: i64) -> Result<i64> {
-        let last: Option<(i64, i64)> = self
-            .conn
-            .prepare_cached("SELECT idx, pos FROM events WHERE sid = ?1 ORDER BY idx DESC LIMIT 1")?
-            .query_row(params![sid], |q| Ok((q.get(0)?, q.get(1)?)))
-            .optional()?;
-        match last {
-            None => Ok(-1),
-            Some((idx, pos)) if pos <= position => Ok(idx),
-            Some(_) => Ok(self
-                .conn
-                .prepare_cached(
-                    "SELECT idx FROM events WHERE sid = ?1 AND pos <= ?2 ORDER BY idx DESC LIMIT 1",
-                )?
-                .query_row(params![sid, position], |q| q.get(0))
-                .optional()?
-                .unwrap_or(-1)),
-        }
-    }
-
-    fn states(
-        &mut self,
-        stream_id: i64,
-        name: &str,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<SubstreamState>> {
-        let subs: Vec<(i64, String)> = self
-            .conn
-            .prepare_cached("SELECT id, args FROM substreams WHERE stream_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?
-            .query_map(params![stream_id, after, limit as i64], |q| Ok((q.get(0)?, q.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut out = Vec::with_capacity(subs.len());
-        for (sid, args) in subs {
-            let answer = self.state(stream_id, name, Some(sid))?;
-            out.push(SubstreamState {
-                sid,
-                args,
-                index: answer.index,
-                json: answer.json,
-            });
-        }
-        Ok(out)
-    }
-
-    fn status(&self, stream_id: i64) -> Vec<ReducerStatus> {
-        let head = self.durable.load(Ordering::Acquire);
-        let Some(group) = self.groups.get(&stream_id) else {
-            return Vec::new();
-        };
-        let lag_of = |position: i64| -> i64 {
-            let sql = if group.factory {
-                "SELECT COUNT(*) FROM events WHERE factory_id = ?1 AND pos > ?2 AND pos <= ?3"
-            } else {
-                "SELECT COUNT(*) FROM events WHERE sid = (SELECT id FROM substreams WHERE stream_id = ?1 AND args = '') AND pos > ?2 AND pos <= ?3"
-            };
-            self.conn
-                .prepare_cached(sql)
-                .and_then(|mut s| s.query_row(params![stream_id, position, head], |q| q.get(0)))
-                .unwrap_or(0)
-        };
-        group
-            .reducers
-            .iter()
-            .map(|r| ReducerStatus {
-                name: r.row.name.clone(),
-                building: r.row.building,
-                code_hash: r.row.code_hash.clone(),
-                position: r.position,
-                index: (!group.factory).then_some(r.after_idx),
-                lag: lag_of(r.position),
-                errors: r.row.errors + r.new_errors,
-                halted: r.halted.clone(),
-                selector: r.row.selector.clone(),
-                halt_on_error: r.row.halt_on_error,
-                live_states: r.live.len(),
-            })
-            .collect()
-    }
-}
-
-fn missing(name: &str) -> EngineError {
-    EngineError::not_found(format!("there is no reducer named {name} on this stream"))
 }
 
 /// A log entry: an event of the stream's log, its type the level.
-fn log_event(
+pub(super) fn log_event(
     level: &str,
     reducer: &str,
     substream: &str,
@@ -850,69 +589,4 @@ fn sort_by_dependency(reducers: &mut Vec<Live>) {
         sorted.push(reducers.remove(ready));
     }
     *reducers = sorted;
-}
-
-struct Row {
-    pos: i64,
-    sid: i64,
-    idx: i64,
-    id: uuid::Uuid,
-    event_type: String,
-    ts: i64,
-    content_type: String,
-    data: Vec<u8>,
-}
-
-fn read_batch(
-    conn: &Connection,
-    group: &mut Group,
-    from_pos: i64,
-    after_idx: i64,
-    head: i64,
-) -> Result<Vec<Row>> {
-    let map = |q: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
-        let eid: Vec<u8> = q.get(3)?;
-        Ok(Row {
-            pos: q.get(0)?,
-            sid: q.get(1)?,
-            idx: q.get(2)?,
-            id: uuid::Uuid::from_slice(&eid).unwrap_or_default(),
-            event_type: q.get(4)?,
-            ts: q.get(5)?,
-            content_type: q.get(6)?,
-            data: q.get(7)?,
-        })
-    };
-    const COLUMNS: &str = "pos, sid, idx, eid, type, ts, content_type, data";
-    // a factory in global order through its partial index; a plain stream through
-    // (sid, idx), after the index at the reducer's position
-    let stream_id = group.reducers.first().map_or(0, |r| r.row.stream_id);
-    let (filter, key, after) = if group.factory {
-        (
-            "factory_id = ?1 AND pos > ?2 AND pos <= ?3 ORDER BY pos",
-            stream_id,
-            from_pos,
-        )
-    } else {
-        if group.plain_sid.is_none() {
-            group.plain_sid = conn
-                .prepare_cached("SELECT id FROM substreams WHERE stream_id = ?1 AND args = ''")?
-                .query_row(params![stream_id], |q| q.get(0))
-                .optional()?;
-        }
-        let Some(sid) = group.plain_sid else {
-            return Ok(Vec::new());
-        };
-        (
-            "sid = ?1 AND idx > ?2 AND pos <= ?3 ORDER BY idx",
-            sid,
-            after_idx,
-        )
-    };
-    let sql = format!("SELECT {COLUMNS} FROM events WHERE {filter} LIMIT ?4");
-    let rows = conn
-        .prepare_cached(&sql)?
-        .query_map(params![key, after, head, BATCH], map)?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
 }

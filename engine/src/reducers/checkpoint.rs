@@ -1,0 +1,137 @@
+//! Checkpoints: a reducer's changed states, its position and its log entries saved in
+//! one writer transaction, which is what makes folding exactly once; the promotion of a
+//! rebuilt version; and eviction of saved states beyond the live limit.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::worker::{CHECKPOINT_EVERY, DIRTY_MAX, Worker, log_event};
+use crate::store::reducer_writes::{Checkpoint, ReducerWrite};
+
+impl Worker {
+    /// Saves what changed: every reducer due (or all of them with `force`).
+    pub(super) fn checkpoint_all(&mut self, force: bool) {
+        let head = self.durable.load(Ordering::Acquire);
+        let ids: Vec<i64> = self.groups.keys().copied().collect();
+        for id in ids {
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let mut promoted: Vec<(usize, i64)> = Vec::new();
+            for ri in 0..group.reducers.len() {
+                let r = &group.reducers[ri];
+                let changed = r.position != r.saved_position
+                    || !r.dirty.is_empty()
+                    || !r.logs.is_empty()
+                    || (r.halted.is_some() && r.halted != r.row.halted);
+                let caught_up = r.row.building && r.position >= head && r.halted.is_none();
+                let due = force
+                    || r.saved_at.elapsed() >= CHECKPOINT_EVERY
+                    || r.dirty.len() >= DIRTY_MAX
+                    || caught_up;
+                if !(changed || caught_up) || !due {
+                    continue;
+                }
+                let promote_over = if caught_up {
+                    group
+                        .reducers
+                        .iter()
+                        .find(|o| o.row.name == r.row.name && !o.row.building)
+                        .map(|o| o.row.id)
+                } else {
+                    None
+                };
+                let r = &mut group.reducers[ri];
+                let mut states = Vec::with_capacity(r.dirty.len());
+                for sid in r.dirty.drain(..) {
+                    let idx = r.live.get(&sid).map_or(-1, |l| l.0);
+                    match group.sandbox.state(r.slot, sid) {
+                        Ok(Some(json)) if json.len() > self.limits.state_bytes => {
+                            let message = format!(
+                                "the state is {} bytes of JSON, over the limit of {} bytes; it was reset to its last saved value",
+                                json.len(),
+                                self.limits.state_bytes
+                            );
+                            r.new_errors += 1;
+                            r.logs.push(log_event(
+                                "error",
+                                &r.row.name,
+                                &group.stream.to_string(),
+                                idx,
+                                &message,
+                                None,
+                            ));
+                            // forget the live state: it is read back from the checkpoint
+                            group.sandbox.evict(r.slot, sid);
+                            r.live.remove(&sid);
+                        }
+                        Ok(json) => states.push((sid, idx, json)),
+                        Err(e) => {
+                            r.new_errors += 1;
+                            r.logs.push(log_event(
+                                "error",
+                                &r.row.name,
+                                &group.stream.to_string(),
+                                idx,
+                                &e.message,
+                                None,
+                            ));
+                            group.sandbox.evict(r.slot, sid);
+                            r.live.remove(&sid);
+                        }
+                    }
+                }
+                let new_errors = std::mem::take(&mut r.new_errors);
+                let checkpoint = Checkpoint {
+                    reducer_id: r.row.id,
+                    position: r.position,
+                    new_errors,
+                    halted: r.halted.clone(),
+                    states,
+                    logs: Some((group.stream.logs(), std::mem::take(&mut r.logs))),
+                    promote_over,
+                };
+                match self
+                    .writer
+                    .reducer_blocking(ReducerWrite::Checkpoint(checkpoint))
+                {
+                    Ok(_) => {
+                        r.saved_position = r.position;
+                        r.saved_at = Instant::now();
+                        r.row.halted = r.halted.clone();
+                        r.row.errors += new_errors;
+                        if let Some(old) = promote_over {
+                            promoted.push((ri, old));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, reducer = %r.row.name, "checkpoint failed")
+                    }
+                }
+                // keep memory bounded: drop the least recently used saved states
+                if r.live.len() > self.max_live {
+                    let mut by_age: Vec<(u64, i64)> =
+                        r.live.iter().map(|(sid, (_, t))| (*t, *sid)).collect();
+                    by_age.sort_unstable();
+                    let excess = r.live.len() - self.max_live * 3 / 4;
+                    for &(_, sid) in by_age.iter().take(excess) {
+                        group.sandbox.evict(r.slot, sid);
+                        r.live.remove(&sid);
+                    }
+                }
+            }
+            for (ri, old) in promoted {
+                let name = group.reducers[ri].row.name.clone();
+                group.reducers[ri].row.building = false;
+                let slot = group.reducers[ri].slot;
+                if let Some(pos) = group.reducers.iter().position(|o| o.row.id == old) {
+                    let o = group.reducers.remove(pos);
+                    group.sandbox.unload(o.slot, &name);
+                }
+                group
+                    .sandbox
+                    .rename(slot, &format!("{name}#building"), &name);
+            }
+        }
+    }
+}
