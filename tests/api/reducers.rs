@@ -445,7 +445,13 @@ async fn after_kill_9_the_state_equals_a_fresh_fold() {
 #[tokio::test]
 async fn state_survives_a_restart_without_refolding() {
     let mut s = spawn_server().await;
-    deploy(&s, "/acme/p.n", "(n = 0, e) => n + 1").await;
+    // every call logs its index: a refold would log an index twice
+    deploy(
+        &s,
+        "/acme/p.n",
+        "(n = 0, e, i) => { console.log('folded', i); return n + 1; }",
+    )
+    .await;
     for _ in 0..3 {
         s.post_ok("/acme/p", "x", json!({})).await;
     }
@@ -466,4 +472,10 @@ async fn state_survives_a_restart_without_refolding() {
     assert_eq!(status[0]["lag"], 0);
     s.post_ok("/acme/p", "x", json!({})).await;
     assert_eq!(state(&s, "/acme/p.n", 3).await, json!(4));
+    let logs = wait_for_logs(&s, "/acme/p/logs", |l| l.len() >= 4).await;
+    let folded: Vec<&str> = logs
+        .iter()
+        .map(|e| e["data"]["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(folded, ["folded 0", "folded 1", "folded 2", "folded 3"]);
 }
