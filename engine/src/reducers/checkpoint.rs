@@ -45,41 +45,34 @@ impl Worker {
                 let mut states = Vec::with_capacity(r.dirty.len());
                 for sid in r.dirty.drain(..) {
                     let idx = r.live.get(&sid).map_or(-1, |l| l.0);
-                    match group.sandbox.state(r.slot, sid) {
-                        Ok(Some(json)) if json.len() > self.limits.state_bytes => {
-                            let message = format!(
-                                "the state is {} bytes of JSON, over the limit of {} bytes; it was reset to its last saved value",
-                                json.len(),
-                                self.limits.state_bytes
-                            );
-                            r.new_errors += 1;
-                            r.logs.push(log_event(
-                                "error",
-                                &r.row.name,
-                                &group.stream.to_string(),
-                                idx,
-                                &message,
-                                None,
-                            ));
-                            // forget the live state: it is read back from the checkpoint
-                            group.sandbox.evict(r.slot, sid);
-                            r.live.remove(&sid);
+                    let failure = match group.sandbox.state(r.slot, sid) {
+                        Ok(Some(json)) if json.len() > self.limits.state_bytes => format!(
+                            "the state is {} bytes of JSON, over the limit of {} bytes; it was reset to its last saved value",
+                            json.len(),
+                            self.limits.state_bytes
+                        ),
+                        Ok(json) => {
+                            states.push((sid, idx, json));
+                            continue;
                         }
-                        Ok(json) => states.push((sid, idx, json)),
-                        Err(e) => {
-                            r.new_errors += 1;
-                            r.logs.push(log_event(
-                                "error",
-                                &r.row.name,
-                                &group.stream.to_string(),
-                                idx,
-                                &e.message,
-                                None,
-                            ));
-                            group.sandbox.evict(r.slot, sid);
-                            r.live.remove(&sid);
-                        }
-                    }
+                        Err(e) => e.message,
+                    };
+                    r.new_errors += 1;
+                    let substream = group
+                        .subs
+                        .get(&sid)
+                        .map_or_else(|| group.stream.to_string(), |s| s.name.clone());
+                    r.logs.push(log_event(
+                        "error",
+                        &r.row.name,
+                        &substream,
+                        idx,
+                        &failure,
+                        None,
+                    ));
+                    // forget the live state: it is read back from the last checkpoint
+                    group.sandbox.evict(r.slot, sid);
+                    r.live.remove(&sid);
                 }
                 let new_errors = std::mem::take(&mut r.new_errors);
                 let checkpoint = Checkpoint {

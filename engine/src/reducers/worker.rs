@@ -96,7 +96,7 @@ pub(crate) struct Group {
 
 pub(super) struct SubInfo {
     /// `acct/strm('a')`, as in event envelopes.
-    name: String,
+    pub(super) name: String,
     args: Option<Args>,
     /// The args as a JSON array, for `event.args`.
     json: Option<String>,
