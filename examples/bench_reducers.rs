@@ -122,6 +122,7 @@ fn bare_loop(code: &str, n: usize) -> Result<f64> {
             sid: 1,
             index: e.index,
             event: e,
+            halt_on_error: false,
         })
         .collect();
     let started = Instant::now();

@@ -46,6 +46,9 @@ pub struct Fold<'a> {
     pub sid: i64,
     pub index: i64,
     pub event: &'a EventIn<'a>,
+    /// After this reducer's first failure in the batch, its later items are skipped
+    /// (`on-error=halt`): nothing past the failed event is folded into its states.
+    pub halt_on_error: bool,
 }
 
 /// A line a reducer wrote with `console.*`.
@@ -157,7 +160,9 @@ impl Sandbox {
 
     /// Folds each item in order and answers the failures, by position in `work`. A
     /// failed call leaves the state as the reducer left it (a reducer that mutates its
-    /// state before throwing keeps the mutation) and the next item runs normally.
+    /// state before throwing keeps the mutation) and the next item runs normally,
+    /// unless the failed item was marked `halt_on_error`: then the later items of its
+    /// reducer are skipped.
     pub fn fold(&mut self, work: &[Fold<'_>]) -> Vec<(usize, JsError)> {
         let mut failures = Vec::new();
         let mut any_failed = false;
@@ -177,7 +182,11 @@ impl Sandbox {
                     return;
                 }
             };
+            let mut halted: Vec<u32> = Vec::new();
             for (i, item) in work.iter().enumerate() {
+                if halted.contains(&item.slot) {
+                    continue;
+                }
                 self.arm();
                 let outcome = keys.event(&ctx, item.event).and_then(|event| {
                     fold.call::<_, ()>((item.slot, item.sid as f64, event, item.index as f64))
@@ -187,6 +196,9 @@ impl Sandbox {
                     let mut error = caught(&ctx, e);
                     self.reclassify(&mut error);
                     failures.push((i, error));
+                    if item.halt_on_error {
+                        halted.push(item.slot);
+                    }
                 }
             }
         });

@@ -45,6 +45,7 @@ fn fold_all(
             sid,
             index: e.index,
             event: e,
+            halt_on_error: false,
         })
         .collect();
     s.fold(&work)
@@ -122,12 +123,14 @@ fn current_shows_the_other_reducers_state_of_the_same_substream() {
                 sid: 3,
                 index: e.index,
                 event: e,
+                halt_on_error: false,
             },
             Fold {
                 slot: 1,
                 sid: 3,
                 index: e.index,
                 event: e,
+                halt_on_error: false,
             },
         ];
         assert!(s.fold(&work).is_empty());

@@ -63,6 +63,7 @@ fn every_example_reducer_ends_in_its_expected_state() {
                 sid: 0,
                 index: e.index,
                 event: e,
+                halt_on_error: false,
             })
             .collect();
         let failures = sandbox.fold(&work);

@@ -250,6 +250,32 @@ async fn a_throw_is_logged_and_skipped_and_halt_stops() {
         halt["halted"].as_str().unwrap().contains("index 1"),
         "{halt}"
     );
+    // halting inside one batch: nothing after the failed event is folded
+    let batch = json!([{"type": "x", "data": {}}, {"type": "x", "data": {"bad": true}}, {"type": "x", "data": {}}]);
+    let r = s
+        .client
+        .post(s.url("/acme/h"))
+        .header("Content-Type", "application/vnd.eddy.events+json")
+        .body(batch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    deploy(
+        &s,
+        "/acme/h.halt?on-error=halt",
+        "(n = 0, e) => { if (e.data.bad) throw new Error('bad event'); return n + 1; }",
+    )
+    .await;
+    for _ in 0..200 {
+        if s.get_json("/acme/h/reducers", 200).await[0]["status"] == "halted" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = s.get("/acme/h.halt").await;
+    assert_eq!(r.headers()["reducer-index"], "0");
+    assert_eq!(r.json::<Value>().await.unwrap(), json!(1));
     // the log holds the error with index and stack, and console lines
     let logs = wait_for_logs(&s, "/acme/e/logs", |l| {
         l.iter().filter(|e| e["type"] == "error").count() >= 2

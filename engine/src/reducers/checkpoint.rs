@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::worker::{CHECKPOINT_EVERY, DIRTY_MAX, Worker, log_event};
+use super::worker::{CHECKPOINT_EVERY, DIRTY_MAX, Worker, log_event, sandbox_name};
 use crate::store::reducer_writes::{Checkpoint, ReducerWrite};
 
 impl Worker {
@@ -17,7 +17,8 @@ impl Worker {
             let Some(group) = self.groups.get_mut(&id) else {
                 continue;
             };
-            let mut promoted: Vec<(usize, i64)> = Vec::new();
+            // (new version id, replaced version id), by id: removals shift positions
+            let mut promoted: Vec<(i64, i64)> = Vec::new();
             for ri in 0..group.reducers.len() {
                 let r = &group.reducers[ri];
                 let changed = r.position != r.saved_position
@@ -94,7 +95,7 @@ impl Worker {
                         r.row.halted = r.halted.clone();
                         r.row.errors += new_errors;
                         if let Some(old) = promote_over {
-                            promoted.push((ri, old));
+                            promoted.push((r.row.id, old));
                         }
                     }
                     Err(e) => {
@@ -113,17 +114,19 @@ impl Worker {
                     }
                 }
             }
-            for (ri, old) in promoted {
-                let name = group.reducers[ri].row.name.clone();
+            for (new, old) in promoted {
+                let Some(ri) = group.reducers.iter().position(|r| r.row.id == new) else {
+                    continue;
+                };
+                let building_name = sandbox_name(&group.reducers[ri].row);
                 group.reducers[ri].row.building = false;
+                let name = sandbox_name(&group.reducers[ri].row);
                 let slot = group.reducers[ri].slot;
                 if let Some(pos) = group.reducers.iter().position(|o| o.row.id == old) {
                     let o = group.reducers.remove(pos);
                     group.sandbox.unload(o.slot, &name);
                 }
-                group
-                    .sandbox
-                    .rename(slot, &format!("{name}#building"), &name);
+                group.sandbox.rename(slot, &building_name, &name);
             }
         }
     }

@@ -210,7 +210,10 @@ impl Worker {
     fn load_all(&mut self) -> Result<()> {
         let rows = super::load_rows(&self.conn, None)?;
         for (row, stream) in rows {
-            self.add(row, stream)?;
+            let name = row.name.clone();
+            if let Err(e) = self.add(row, stream) {
+                tracing::error!(error = %e.message, reducer = %name, "cannot load a reducer");
+            }
         }
         Ok(())
     }
@@ -262,14 +265,8 @@ impl Worker {
             },
             reads: row.reads.clone(),
         };
-        // a building version stays invisible to `current` until it is promoted
-        let visible_name = if row.building {
-            format!("{}#building", row.name)
-        } else {
-            row.name.clone()
-        };
         let mut halted = row.halted.clone();
-        if let Err(e) = group.sandbox.load(slot, &visible_name, &code) {
+        if let Err(e) = group.sandbox.load(slot, &sandbox_name(&row), &code) {
             halted = Some(format!("the code failed to load: {}", e.message));
         }
         let selector = Selector::parse_query(&row.selector).unwrap_or_default();
@@ -298,12 +295,7 @@ impl Worker {
         };
         group.reducers.retain(|r| {
             if ids.contains(&r.row.id) {
-                let name = if r.row.building {
-                    format!("{}#building", r.row.name)
-                } else {
-                    r.row.name.clone()
-                };
-                group.sandbox.unload(r.slot, &name);
+                group.sandbox.unload(r.slot, &sandbox_name(&r.row));
                 false
             } else {
                 true
@@ -461,15 +453,17 @@ impl Worker {
                 sid,
                 index: rows[k].idx,
                 event: &inputs[k],
+                halt_on_error: group.reducers[ri].row.halt_on_error,
             })
             .collect();
         let failures = group.sandbox.fold(&calls);
         let mut failed_at: HashMap<usize, JsError> = failures.into_iter().collect();
         let console = group.sandbox.console();
-        let mut halted_now: Vec<(usize, String)> = Vec::new();
+        // (reducer, why, the row it stopped at)
+        let mut halted_now: Vec<(usize, String, usize)> = Vec::new();
         for (c, &(ri, sid, k)) in work.iter().enumerate() {
             let r = &mut group.reducers[ri];
-            if r.halted.is_some() || halted_now.iter().any(|(h, _)| *h == ri) {
+            if r.halted.is_some() || halted_now.iter().any(|(h, ..)| *h == ri) {
                 continue;
             }
             if let Some(error) = failed_at.remove(&c) {
@@ -491,7 +485,7 @@ impl Worker {
                         "halted at index {} of {substream}: {}",
                         rows[k].idx, error.message
                     );
-                    halted_now.push((ri, reason));
+                    halted_now.push((ri, reason, k));
                     continue;
                 }
             }
@@ -525,8 +519,11 @@ impl Worker {
         }
         let last = rows.last().expect("not empty");
         for (ri, r) in group.reducers.iter_mut().enumerate() {
-            if let Some((_, reason)) = halted_now.iter().find(|(h, _)| *h == ri) {
+            if let Some((_, reason, k)) = halted_now.iter().find(|(h, ..)| *h == ri) {
+                // folded up to the event before the one that stopped it
                 r.halted = Some(reason.clone());
+                r.position = rows[*k].pos - 1;
+                r.after_idx = rows[*k].idx - 1;
                 continue;
             }
             if r.halted.is_none()
@@ -543,6 +540,17 @@ impl Worker {
 }
 
 /// A log entry: an event of the stream's log, its type the level.
+/// The name a reducer version has in its sandbox, which `current` reads by: a
+/// building version stays invisible under a name no reducer can have until it is
+/// promoted.
+pub(super) fn sandbox_name(row: &ReducerRow) -> String {
+    if row.building {
+        format!("{}#building", row.name)
+    } else {
+        row.name.clone()
+    }
+}
+
 pub(super) fn log_event(
     level: &str,
     reducer: &str,
