@@ -22,6 +22,7 @@
 //! syncer flushes that to disk, answers, and announces the commit to subscribers
 //! ([`Engine::subscribe`]), which wakes the reducer worker to fold what is new.
 
+pub mod consumers;
 pub mod error;
 pub mod event;
 pub mod metrics;

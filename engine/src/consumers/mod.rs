@@ -1,0 +1,4 @@
+//! Consumers (API §5): Server-Sent Events subscribers and webhooks, both following
+//! streams through selectors.
+
+pub mod webhooks;
