@@ -251,6 +251,15 @@ impl StoredEvent {
         DataKind::of(essence).unwrap_or(DataKind::Binary)
     }
 
+    /// The default consumer payload `{"stream","index","type"}` (API §5).
+    pub fn reference(&self) -> Reference<'_> {
+        Reference {
+            stream: &self.stream,
+            index: self.index,
+            event_type: &self.event_type,
+        }
+    }
+
     /// The JSON envelope of §3: `{"stream","index","id","type","timestamp",
     /// "contentType","data"}` (+ `"encoding":"base64"` for binary data, `"metadata"`
     /// when present).
@@ -315,6 +324,16 @@ fn render_data(kind: DataKind, data: &[u8]) -> (EnvelopeData<'_>, Option<&'stati
         DataKind::Text => (EnvelopeData::Text(text), None),
         DataKind::Binary => b64(),
     }
+}
+
+/// What a consumer receives by default (API §5): where the event is, not what it
+/// holds; the consumer reads the data itself when it needs it.
+#[derive(Serialize)]
+pub struct Reference<'a> {
+    pub stream: &'a str,
+    pub index: u64,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
 }
 
 /// The JSON envelope of one event.

@@ -61,6 +61,7 @@ pub struct Resolved {
 pub struct Engine {
     store: Store,
     reducers: reducers::Reducers,
+    hub: consumers::hub::Hub,
 }
 
 impl Engine {
@@ -70,7 +71,7 @@ impl Engine {
         metrics: Arc<metrics::Metrics>,
         reducer_limits: eddy_runtime_js::Limits,
     ) -> Result<Self> {
-        let store = Store::open(data_dir, metrics).await?;
+        let store = Store::open(data_dir, metrics.clone()).await?;
         let reducers = reducers::Reducers::start(
             store.path(),
             store.writer.clone(),
@@ -78,7 +79,12 @@ impl Engine {
             store.subscribe(),
             reducer_limits,
         )?;
-        Ok(Self { store, reducers })
+        let hub = consumers::hub::Hub::start(store.subscribe(), metrics);
+        Ok(Self {
+            store,
+            reducers,
+            hub,
+        })
     }
 
     /// Appends events to one (sub)stream; answers once they are durable.

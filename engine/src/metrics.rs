@@ -1,6 +1,7 @@
 //! The engine's Prometheus metrics; the server registers them and renders `/metrics`.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -19,6 +20,15 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Seconds one fdatasync of the WAL takes.
     pub flush_seconds: Histogram,
+    /// Live subscriptions (SSE and NDJSON followers of the fan-out).
+    pub subscribers: Gauge,
+    /// Webhook delivery attempts, and those that failed (non-2xx, timeout, refused).
+    pub webhook_attempts: Counter,
+    pub webhook_failures: Counter,
+    /// Seconds from an event's commit to its successful webhook delivery.
+    pub webhook_lag_seconds: Histogram,
+    /// Webhooks paused after their retry budget ran out.
+    pub webhooks_paused: Gauge,
 }
 
 impl Default for Metrics {
@@ -30,6 +40,11 @@ impl Default for Metrics {
             group_requests: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             flush_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
+            subscribers: Gauge::default(),
+            webhook_attempts: Counter::default(),
+            webhook_failures: Counter::default(),
+            webhook_lag_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 12)),
+            webhooks_paused: Gauge::default(),
         }
     }
 }
@@ -66,6 +81,31 @@ impl Metrics {
             "eddy_flush_seconds",
             "Time one fdatasync of the write-ahead log takes",
             self.flush_seconds.clone(),
+        );
+        registry.register(
+            "eddy_subscribers",
+            "Live subscriptions (Server-Sent Events) attached to the fan-out",
+            self.subscribers.clone(),
+        );
+        registry.register(
+            "eddy_webhook_attempts",
+            "Webhook delivery attempts",
+            self.webhook_attempts.clone(),
+        );
+        registry.register(
+            "eddy_webhook_failures",
+            "Webhook delivery attempts that failed (non-2xx answer, timeout, refused)",
+            self.webhook_failures.clone(),
+        );
+        registry.register(
+            "eddy_webhook_delivery_lag_seconds",
+            "Time from an event's timestamp to its successful webhook delivery",
+            self.webhook_lag_seconds.clone(),
+        );
+        registry.register(
+            "eddy_webhooks_paused",
+            "Webhooks paused after their retry budget ran out",
+            self.webhooks_paused.clone(),
         );
     }
 }

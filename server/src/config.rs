@@ -27,6 +27,12 @@ pub struct Config {
     /// Longest a reducer may run for one event, in milliseconds.
     #[arg(long, env = "EDDY_REDUCER_TIME_MS", default_value_t = 100)]
     pub reducer_time_ms: u64,
+    /// Interval of the comments that keep Server-Sent Events connections alive, in ms.
+    #[arg(long, env = "EDDY_SSE_HEARTBEAT_MS", default_value_t = 15_000)]
+    pub sse_heartbeat_ms: u64,
+    /// How long EventSource clients wait before reconnecting (the `retry:` field), in ms.
+    #[arg(long, env = "EDDY_SSE_RETRY_MS", default_value_t = 2_000)]
+    pub sse_retry_ms: u64,
 }
 
 impl Config {
@@ -40,6 +46,8 @@ impl Config {
             reducer_state_kb: 100,
             reducer_memory_mb: 64,
             reducer_time_ms: 100,
+            sse_heartbeat_ms: 15_000,
+            sse_retry_ms: 2_000,
         }
     }
 

@@ -4,6 +4,7 @@
 //! [`serve`] on `127.0.0.1:0`.
 
 pub mod config;
+mod consumers;
 mod dispatch;
 pub mod error;
 mod events;
@@ -60,6 +61,11 @@ impl AppState {
         })
     }
 
+    /// Whether the server is shutting down.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Resolves when the server starts shutting down.
     pub(crate) async fn shutting_down(&self) {
         let mut rx = self.shutdown.clone();
@@ -75,6 +81,39 @@ pub fn router(state: AppState) -> Router {
         .fallback(dispatch::dispatch)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)
+        .layer(cors())
+}
+
+/// CORS for browsers: any origin may call the API (access is decided by credentials,
+/// API §9, never by origin), preflights are answered, and the headers clients read are
+/// exposed. Browser EventSource needs only `Access-Control-Allow-Origin`.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        // mirrored rather than `*`, which would not cover Authorization
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([
+            HeaderName::from_static("location"),
+            HeaderName::from_static("link"),
+            HeaderName::from_static("retry-after"),
+            HeaderName::from_static("reducer-index"),
+            HeaderName::from_static("event-id"),
+            HeaderName::from_static("event-type"),
+            HeaderName::from_static("event-timestamp"),
+            HeaderName::from_static("event-index"),
+            HeaderName::from_static("event-stream"),
+        ])
+        .max_age(Duration::from_secs(86_400))
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets open requests finish

@@ -26,10 +26,9 @@ pub async fn list(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
-    if crate::params::accepts(headers, "text/event-stream") {
-        return Err(ApiError::not_implemented(
-            "Server-Sent Events subscriptions",
-        ));
+    if crate::consumers::sse::wanted(headers) {
+        let follow = eddy_engine::consumers::Follow::Account(account);
+        return crate::consumers::sse::subscribe(state, follow, uri, headers).await;
     }
     let mut q = Params::parse(uri)?;
     let limit = q.limit()?.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);

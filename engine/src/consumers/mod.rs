@@ -1,4 +1,8 @@
 //! Consumers (API §5): Server-Sent Events subscribers and webhooks, both following
 //! streams through selectors.
 
+pub(crate) mod hub;
+pub mod subscription;
 pub mod webhooks;
+
+pub use subscription::{Follow, Start, Subscription};

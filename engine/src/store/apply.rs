@@ -4,14 +4,16 @@
 //! `writer` owns the transaction and the group commit.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::notice::{LIVE_DATA_BUDGET, LiveEvent};
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
-use crate::event::{ExpectedIndex, NewEvent};
+use crate::event::{ExpectedIndex, NewEvent, StoredEvent};
 use crate::path::StreamPath;
 use crate::settings::StreamSettings;
 
@@ -73,6 +75,10 @@ pub(super) struct Staged {
     pub(super) subs: HashMap<SubKey, SubRow>,
     pub(super) touched_streams: Vec<i64>,
     pub(super) events: u64,
+    /// The appended events, announced once the group is durable.
+    pub(super) live: Vec<LiveEvent>,
+    /// The data bytes `live` carries (see [`LIVE_DATA_BUDGET`]).
+    pub(super) live_bytes: usize,
 }
 
 impl Writer {
@@ -301,12 +307,19 @@ impl Writer {
             }
         };
         let mut out = Vec::with_capacity(req.events.len());
+        let AppendRequest {
+            stream: path,
+            events,
+            ..
+        } = req;
+        let path = Arc::new(path);
+        let name = path.to_string();
         {
             let mut insert = self.conn.prepare_cached(
                 "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, data, metadata) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
-            for (e, ts) in req.events.iter().zip(stamped) {
+            for (e, ts) in events.into_iter().zip(stamped) {
                 let id = e.id.unwrap_or_else(|| self.ids.next_v7());
                 let pos = self.next_pos;
                 insert.execute(params![
@@ -326,6 +339,30 @@ impl Writer {
                     id,
                     timestamp: ts,
                     position: pos,
+                });
+                // the notice shares the request's buffers: the data is not copied
+                let has_data = staged.live_bytes + e.data.len() <= LIVE_DATA_BUDGET;
+                if has_data {
+                    staged.live_bytes += e.data.len();
+                }
+                staged.live.push(LiveEvent {
+                    event: StoredEvent {
+                        stream: name.clone(),
+                        index: sub.next_index,
+                        id,
+                        event_type: e.event_type,
+                        timestamp: ts,
+                        content_type: e.content_type,
+                        data: if has_data {
+                            e.data
+                        } else {
+                            bytes::Bytes::new()
+                        },
+                        metadata: e.metadata,
+                        position: pos,
+                    },
+                    path: path.clone(),
+                    has_data,
                 });
                 self.next_pos += 1;
                 sub.next_index += 1;

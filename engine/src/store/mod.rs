@@ -3,6 +3,7 @@
 
 mod apply;
 pub mod migrations;
+mod notice;
 pub mod read;
 pub(crate) mod reducer_writes;
 mod syncer;
@@ -19,7 +20,7 @@ use tokio::sync::broadcast;
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
 pub use apply::{AppendRequest, Appended, AppendedEvent, SettingsRequest};
-pub use writer::Committed;
+pub use notice::{Committed, LiveEvent};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "eddy.db";

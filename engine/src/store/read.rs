@@ -258,6 +258,39 @@ async fn matching_substreams(
         .collect())
 }
 
+/// One page of the events of every stream of an account (its internal log streams
+/// aside) after global position `after`, in append order, at or below `durable`.
+/// The selector's `sub` patterns do not apply here (the caller refuses them).
+pub async fn account_events(
+    pool: &SqlitePool,
+    account: &str,
+    selector: &Selector,
+    after: i64,
+    limit: usize,
+    durable: i64,
+) -> Result<Page> {
+    let mut qb = QueryBuilder::<Sqlite>::new(
+        "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, e.metadata, \
+         s.args, e.sid, t.name FROM events e JOIN substreams s ON s.id = e.sid \
+         JOIN streams t ON t.id = s.stream_id WHERE t.account = ",
+    );
+    qb.push_bind(account);
+    qb.push(" AND t.name NOT LIKE '%/%' AND e.pos > ")
+        .push_bind(after);
+    qb.push(" AND e.pos <= ").push_bind(durable);
+    push_conditions(&mut qb, selector);
+    qb.push(" ORDER BY e.pos LIMIT ")
+        .push_bind(limit as i64 + 1);
+    let rows = qb.build().fetch_all(pool).await?;
+    let more = rows.len() > limit;
+    let events = rows
+        .iter()
+        .take(limit)
+        .map(|r| event_from_row(&format!("{account}/{}", r.get::<&str, _>(10)), r))
+        .collect();
+    Ok(Page { events, more })
+}
+
 /// One event by index, if it is at or below the `durable` position.
 pub async fn event(
     pool: &SqlitePool,

@@ -34,14 +34,7 @@ const GROUP_MAX_EVENTS: usize = 20_000;
 /// Most data bytes one group takes before it commits.
 const GROUP_MAX_BYTES: usize = 32 * 1024 * 1024;
 
-/// Announced after every commit that wrote events.
-#[derive(Debug, Clone)]
-pub struct Committed {
-    /// The global position of the last event committed.
-    pub last_position: i64,
-    /// The ids of the streams that received events.
-    pub streams: Vec<i64>,
-}
+pub use super::notice::Committed;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -361,6 +354,7 @@ impl Writer {
             notice: (staged.events > 0).then_some(Committed {
                 last_position,
                 streams: staged.touched_streams,
+                events: staged.live,
             }),
             last_position,
             started,

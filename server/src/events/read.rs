@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use eddy_engine::consumers::Follow;
 use eddy_engine::path::StreamPath;
 use eddy_engine::selector::Selector;
 use eddy_engine::{Cursor, EventQuery, Page, Resolved, Scope};
@@ -159,6 +160,9 @@ pub async fn get(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
+    if crate::consumers::sse::wanted(headers) {
+        return crate::consumers::sse::subscribe(state, Follow::Stream(path), uri, headers).await;
+    }
     let mut q = Params::parse(uri)?;
     let selector = q.selector()?;
     let limit = q.limit()?;
@@ -166,11 +170,6 @@ pub async fn get(
     let wait = wait_ms(&mut q, headers)?;
     let follow = q.flag("follow")?;
     q.finish()?;
-    if params::accepts(headers, "text/event-stream") {
-        return Err(ApiError::not_implemented(
-            "Server-Sent Events subscriptions",
-        ));
-    }
     let ndjson = params::accepts(headers, "application/x-ndjson");
     if follow && !ndjson {
         return Err(ApiError::invalid(

@@ -1,0 +1,289 @@
+//! A live subscription to a stream, a factory or a whole account: the events matching
+//! a selector, from a starting point, then live, with no gap and no repeat.
+//!
+//! It registers with the hub first, then reads storage from its start up to the
+//! durable position, then takes the hub's notices. Every event is delivered at most
+//! once by keeping a *floor*: the global position up to which every event has been
+//! delivered or passed over. A notice at or below the floor is skipped, and when the
+//! subscriber lags (its queue overflowed, or a notice came without the data it needs)
+//! it reads storage again from the floor. Commits are announced only once durable, and
+//! reads stop at the durable position, so storage always holds what a notice announced.
+
+use std::sync::Arc;
+
+use crate::Engine;
+use crate::consumers::hub::{Interest, Registration};
+use crate::error::{EngineError, Result};
+use crate::event::StoredEvent;
+use crate::path::{AccountName, StreamPath};
+use crate::selector::Selector;
+use crate::store::read::{self, Cursor, EventQuery, Scope};
+use crate::store::{Committed, LiveEvent};
+
+/// Events read from storage per catch-up step.
+const CATCH_UP_PAGE: usize = 500;
+
+/// What a subscription follows.
+#[derive(Debug, Clone)]
+pub enum Follow {
+    /// A stream: a plain stream, a substream (args given) or every substream of a
+    /// factory (no args).
+    Stream(StreamPath),
+    /// Every stream of the account.
+    Account(AccountName),
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// With the next event appended.
+    Live,
+    /// With the first stored event (the selector's `from` still applies).
+    Beginning,
+    /// After the event with this cursor (see [`Subscription::cursor`]): an index on a
+    /// plain stream or substream, a global position on a factory or an account.
+    After(u64),
+}
+
+/// A subscription; dropping it unsubscribes.
+pub struct Subscription {
+    engine: Arc<Engine>,
+    follow: Follow,
+    selector: Selector,
+    /// Whether the consumer wants the events' data (live notices may lack it).
+    data: bool,
+    reg: Registration,
+    /// Every event at or below this global position was delivered or passed over.
+    floor: i64,
+    /// Reading storage (at the start, and after lagging) rather than notices.
+    catching_up: bool,
+    /// The scope of storage reads, once the stream exists.
+    scope: Option<Scope>,
+}
+
+impl Engine {
+    /// Subscribes to `follow` from `start`. A stream that does not exist yet is waited
+    /// for. Refuses a `sub` selector where there is no factory.
+    pub async fn follow(
+        self: &Arc<Self>,
+        follow: Follow,
+        selector: Selector,
+        data: bool,
+        start: Start,
+    ) -> Result<Subscription> {
+        let interest = match &follow {
+            Follow::Stream(p) => Interest::Stream {
+                account: p.account.as_str().to_owned(),
+                stream: p.stream.as_str().to_owned(),
+            },
+            Follow::Account(a) => Interest::Account(a.as_str().to_owned()),
+        };
+        if let (Follow::Account(a), false) = (&follow, selector.subs.is_empty()) {
+            return Err(EngineError::invalid(format!(
+                "selector sub= picks substreams of a factory; /{a} is an account"
+            )));
+        }
+        // register first: whatever commits from now on reaches the queue
+        let reg = self.hub.register(interest);
+        let mut sub = Subscription {
+            engine: self.clone(),
+            follow,
+            selector,
+            data,
+            reg,
+            floor: 0,
+            catching_up: true,
+            scope: None,
+        };
+        sub.resolve().await?;
+        match start {
+            Start::Live => {
+                sub.floor = self.store.last_position();
+                sub.catching_up = false;
+            }
+            Start::Beginning => {}
+            // by index: a lasting condition, as later events have higher indexes anyway
+            Start::After(i) if sub.by_index() => {
+                let next = i.saturating_add(1);
+                sub.selector.from = Some(sub.selector.from.map_or(next, |f| f.max(next)));
+            }
+            Start::After(p) => sub.floor = i64::try_from(p).unwrap_or(i64::MAX),
+        }
+        Ok(sub)
+    }
+
+    /// How many live subscriptions there are.
+    pub fn subscribers(&self) -> usize {
+        self.hub.subscribers()
+    }
+}
+
+impl Subscription {
+    /// Whether events are resumed by index (a plain stream or one substream) rather
+    /// than by global position (a factory or an account).
+    fn by_index(&self) -> bool {
+        match &self.follow {
+            Follow::Account(_) => false,
+            Follow::Stream(p) => p.args.is_some() || !matches!(self.scope, Some(Scope::Factory(_))),
+        }
+    }
+
+    /// An event's cursor, which [`Start::After`] resumes after: its index when the
+    /// subscription follows one plain stream or substream, else its global position.
+    pub fn cursor(&self, e: &StoredEvent) -> u64 {
+        let by_index = match &self.follow {
+            Follow::Account(_) => false,
+            // a factory's events name their substream: `acct/strm('a')`
+            Follow::Stream(p) => p.args.is_some() || !e.stream.ends_with(')'),
+        };
+        if by_index { e.index } else { e.position as u64 }
+    }
+
+    /// Finds the stream's storage scope, once it exists; checks the selector fits it.
+    async fn resolve(&mut self) -> Result<()> {
+        let Follow::Stream(path) = &self.follow else {
+            return Ok(());
+        };
+        if self.scope.is_some() {
+            return Ok(());
+        }
+        let Some(resolved) = self.engine.resolve(path).await? else {
+            return Ok(());
+        };
+        let factory_read = resolved.info.factory && path.args.is_none();
+        if !self.selector.subs.is_empty() && !factory_read {
+            return Err(EngineError::invalid(format!(
+                "selector sub= picks substreams of a factory, and {path} is not a factory URL"
+            )));
+        }
+        self.scope = resolved.scope;
+        Ok(())
+    }
+
+    /// The next events, in order; waits until there is at least one. Returns an empty
+    /// batch only when `stop` resolves first.
+    pub async fn next(
+        &mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Vec<StoredEvent>> {
+        tokio::pin!(stop);
+        loop {
+            if self.catching_up {
+                let events = self.catch_up().await?;
+                if !events.is_empty() {
+                    return Ok(events);
+                }
+                continue;
+            }
+            if self.reg.signal.take_lagged() {
+                while self.reg.rx.try_recv().is_ok() {}
+                self.catching_up = true;
+                continue;
+            }
+            // one notice per check of the lag mark (see `hub`): a notice taken after
+            // an unseen drop would move the floor past the dropped events
+            let notice = tokio::select! {
+                n = self.reg.rx.recv() => n,
+                _ = self.reg.signal.lagged() => continue,
+                _ = &mut stop => return Ok(Vec::new()),
+            };
+            let Some(notice) = notice else {
+                return Ok(Vec::new());
+            };
+            let events = self.take(&notice);
+            if !events.is_empty() {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// The matching events of a notice, moving the floor past it; on an event whose
+    /// data is needed but missing, switches to reading storage instead.
+    fn take(&mut self, notice: &Committed) -> Vec<StoredEvent> {
+        let mut out = Vec::new();
+        for live in &notice.events {
+            if live.event.position <= self.floor || !self.matches(live) {
+                continue;
+            }
+            if self.data && !live.has_data {
+                // what was taken so far is delivered; storage supplies the rest
+                self.catching_up = true;
+                return out;
+            }
+            self.floor = live.event.position;
+            out.push(live.event.clone());
+        }
+        self.floor = self.floor.max(notice.last_position);
+        out
+    }
+
+    fn matches(&self, live: &LiveEvent) -> bool {
+        let e = &live.event;
+        let place = match &self.follow {
+            Follow::Account(a) => live.path.account == *a,
+            Follow::Stream(p) => {
+                live.path.account == p.account
+                    && live.path.stream == p.stream
+                    && match &p.args {
+                        Some(args) => live.path.args.as_ref() == Some(args),
+                        None => {
+                            self.selector.matches_args(live.path.args.as_ref())
+                                || (self.selector.subs.is_empty() && live.path.args.is_none())
+                        }
+                    }
+            }
+        };
+        place && self.selector.matches(&e.event_type, e.index, e.timestamp)
+    }
+
+    /// One page from storage after the floor (or from the start index); leaves
+    /// catch-up mode once storage has nothing more up to the durable position.
+    async fn catch_up(&mut self) -> Result<Vec<StoredEvent>> {
+        // the durable position before the read: everything at or below it is in storage
+        let durable = self.engine.store.last_position();
+        self.resolve().await?;
+        let page = match &self.follow {
+            Follow::Account(a) => {
+                read::account_events(
+                    &self.engine.store.pool,
+                    a.as_str(),
+                    &self.selector,
+                    self.floor,
+                    CATCH_UP_PAGE,
+                    durable,
+                )
+                .await?
+            }
+            Follow::Stream(path) => {
+                let Some(scope) = self.scope else {
+                    // the stream does not exist yet: its first events will come live
+                    self.floor = self.floor.max(durable);
+                    self.catching_up = false;
+                    return Ok(Vec::new());
+                };
+                let cursor = Cursor::After(self.floor);
+                let prefix = format!("{}/{}", path.account, path.stream);
+                read::events(
+                    &self.engine.store.pool,
+                    &EventQuery {
+                        scope,
+                        prefix: &prefix,
+                        selector: &self.selector,
+                        cursor,
+                        limit: CATCH_UP_PAGE,
+                    },
+                    durable,
+                )
+                .await?
+            }
+        };
+        if let Some(last) = page.events.last() {
+            self.floor = self.floor.max(last.position);
+        }
+        if !page.more {
+            self.floor = self.floor.max(durable);
+            self.catching_up = false;
+        }
+        Ok(page.events)
+    }
+}

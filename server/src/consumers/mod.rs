@@ -1,0 +1,3 @@
+//! Consumers (API §5): Server-Sent Events subscriptions and webhooks.
+
+pub mod sse;
