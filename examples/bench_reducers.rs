@@ -163,6 +163,7 @@ async fn start(bin: &Path) -> Result<Eddy> {
         .stdout(Stdio::null())
         .spawn()?;
     let base = format!("http://127.0.0.1:{port}");
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .build()?;

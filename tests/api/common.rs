@@ -10,6 +10,18 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
+/// reqwest is built with rustls but no default crypto provider (the server installs
+/// ring for its webhook client); a client built before that would panic.
+pub fn tls_ready() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A plain HTTP client.
+pub fn client() -> Client {
+    tls_ready();
+    Client::new()
+}
+
 /// A server running inside the test process.
 pub struct TestServer {
     pub base: String,
@@ -17,30 +29,38 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    configure: fn(&mut Config),
 }
 
 pub async fn spawn_server() -> TestServer {
+    spawn_server_with(|_| {}).await
+}
+
+/// A server whose configuration `configure` adjusts (kept across restarts).
+pub async fn spawn_server_with(configure: fn(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (base, stop, task) = start_in_process(dir.path()).await;
+    let (base, stop, task) = start_in_process(dir.path(), configure).await;
     TestServer {
         base,
-        client: Client::new(),
+        client: client(),
         dir,
         stop: Some(stop),
         task: Some(task),
+        configure,
     }
 }
 
 async fn start_in_process(
     data: &Path,
+    configure: fn(&mut Config),
 ) -> (
     String,
     oneshot::Sender<()>,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
-    let state = AppState::open(Config::for_data_dir(data))
-        .await
-        .expect("open state");
+    let mut config = Config::for_data_dir(data);
+    configure(&mut config);
+    let state = AppState::open(config).await.expect("open state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -70,7 +90,7 @@ impl TestServer {
     /// Stops and starts again on the same data directory.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (base, stop, task) = start_in_process(self.dir.path()).await;
+        let (base, stop, task) = start_in_process(self.dir.path(), self.configure).await;
         self.base = base;
         self.stop = Some(stop);
         self.task = Some(task);
@@ -184,7 +204,7 @@ impl ChildServer {
             .spawn()
             .expect("spawn eddy");
         let base = format!("http://127.0.0.1:{port}");
-        let client = Client::new();
+        let client = client();
         for _ in 0..200 {
             if let Ok(r) = client.get(format!("{base}/healthz")).send().await
                 && r.status() == 200

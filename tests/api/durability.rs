@@ -22,10 +22,13 @@ fn start_writers(
         .map(|w| {
             let (base, acked, count) = (base.to_owned(), acked.clone(), count.clone());
             tokio::spawn(async move {
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .unwrap();
+                let client = {
+                    crate::common::tls_ready();
+                    reqwest::Client::builder()
+                }
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
                 // half the writers share a plain stream, half write their own substream
                 let stream = if w % 2 == 0 {
                     "/d/log".to_owned()
@@ -62,7 +65,7 @@ fn start_writers(
 /// Every acknowledged event is stored exactly once at its index, and every
 /// (sub)stream's indexes are gapless from 0.
 async fn assert_all_acknowledged_present(base: &str, acked: &[(String, u64, String)]) {
-    let client = reqwest::Client::new();
+    let client = crate::common::client();
     let mut streams: Vec<&str> = acked.iter().map(|a| a.0.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
@@ -107,7 +110,7 @@ async fn acknowledged_events_survive_kill_9() {
     let restarted = ChildServer::start(dir.path()).await;
     assert_all_acknowledged_present(&restarted.base, &acked).await;
     // and the log goes on from where it stopped
-    let r = reqwest::Client::new()
+    let r = crate::common::client()
         .post(format!("{}/d/log", restarted.base))
         .header("Event-Type", "t")
         .json(&1)

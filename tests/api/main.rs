@@ -11,3 +11,4 @@ mod ingest_stream;
 mod read;
 mod reducers;
 mod resources;
+mod sse;

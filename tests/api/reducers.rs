@@ -409,7 +409,7 @@ async fn a_redeploy_rebuilds_from_the_start() {
 async fn after_kill_9_the_state_equals_a_fresh_fold() {
     let dir = tempfile::tempdir().unwrap();
     let server = ChildServer::start(dir.path()).await;
-    let client = Client::new();
+    let client = crate::common::client();
     let code = "(s = { n: 0, sum: 0, last: -1 }, e, i) => { if (i !== s.last + 1) throw new Error('gap'); return { n: s.n + 1, sum: s.sum + e.data.v, last: i }; }";
     assert_eq!(
         deploy_at(

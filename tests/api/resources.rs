@@ -161,6 +161,7 @@ async fn healthz_metrics_and_http2() {
     ] {
         assert!(m.contains(name), "metrics lack {name}:\n{m}");
     }
+    crate::common::tls_ready();
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
