@@ -220,7 +220,8 @@ impl Subscription {
     fn matches(&self, live: &LiveEvent) -> bool {
         let e = &live.event;
         let place = match &self.follow {
-            Follow::Account(a) => live.path.account == *a,
+            // an account's internal streams (reducer logs, `strm/logs`) are not its own
+            Follow::Account(a) => live.path.account == *a && !live.path.stream.as_str().contains('/'),
             Follow::Stream(p) => {
                 live.path.account == p.account
                     && live.path.stream == p.stream
@@ -287,3 +288,7 @@ impl Subscription {
         Ok(page.events)
     }
 }
+
+#[cfg(test)]
+#[path = "subscription_tests.rs"]
+mod tests;
