@@ -62,15 +62,18 @@ pub struct Engine {
     store: Store,
     reducers: reducers::Reducers,
     hub: consumers::hub::Hub,
+    webhooks: consumers::webhooks::Webhooks,
 }
 
 impl Engine {
-    /// Opens the engine on a data directory.
+    /// Opens the engine on a data directory and starts its reducers and webhooks.
     pub async fn open(
         data_dir: &Path,
         metrics: Arc<metrics::Metrics>,
         reducer_limits: eddy_runtime_js::Limits,
-    ) -> Result<Self> {
+        webhooks: consumers::webhooks::WebhookSettings,
+    ) -> Result<Arc<Self>> {
+        let webhooks = consumers::webhooks::Webhooks::new(webhooks, metrics.clone())?;
         let store = Store::open(data_dir, metrics.clone()).await?;
         let reducers = reducers::Reducers::start(
             store.path(),
@@ -80,11 +83,14 @@ impl Engine {
             reducer_limits,
         )?;
         let hub = consumers::hub::Hub::start(store.subscribe(), metrics);
-        Ok(Self {
+        let engine = Arc::new(Self {
             store,
             reducers,
             hub,
-        })
+            webhooks,
+        });
+        engine.start_webhooks().await?;
+        Ok(engine)
     }
 
     /// Appends events to one (sub)stream; answers once they are durable.
@@ -198,7 +204,8 @@ impl Engine {
 
     /// Finishes every accepted write and stops the writer.
     pub async fn shutdown(&self) {
-        // the reducers save their last checkpoint through the writer first
+        // webhooks and reducers save their cursors and checkpoints through the writer
+        self.webhooks.stop_all().await;
         self.reducers.shutdown().await;
         self.store.shutdown().await;
     }

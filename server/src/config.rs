@@ -33,6 +33,25 @@ pub struct Config {
     /// How long EventSource clients wait before reconnecting (the `retry:` field), in ms.
     #[arg(long, env = "EDDY_SSE_RETRY_MS", default_value_t = 2_000)]
     pub sse_retry_ms: u64,
+    /// Deliver webhooks to private, loopback and link-local addresses too.
+    #[arg(long, env = "EDDY_ALLOW_PRIVATE_WEBHOOKS")]
+    pub allow_private_webhooks: bool,
+    /// Longest wait for a webhook receiver's answer, in milliseconds.
+    #[arg(long, env = "EDDY_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+    /// Delay before the first retry of a failed delivery (then doubling, with jitter), ms.
+    #[arg(long, env = "EDDY_WEBHOOK_RETRY_INITIAL_MS", default_value_t = 1_000)]
+    pub webhook_retry_initial_ms: u64,
+    /// Longest delay between two delivery attempts, in milliseconds.
+    #[arg(long, env = "EDDY_WEBHOOK_RETRY_MAX_MS", default_value_t = 3_600_000)]
+    pub webhook_retry_max_ms: u64,
+    /// How long one delivery is retried before the webhook pauses, in milliseconds.
+    #[arg(
+        long,
+        env = "EDDY_WEBHOOK_RETRY_BUDGET_MS",
+        default_value_t = 86_400_000
+    )]
+    pub webhook_retry_budget_ms: u64,
 }
 
 impl Config {
@@ -48,6 +67,23 @@ impl Config {
             reducer_time_ms: 100,
             sse_heartbeat_ms: 15_000,
             sse_retry_ms: 2_000,
+            allow_private_webhooks: false,
+            webhook_timeout_ms: 10_000,
+            webhook_retry_initial_ms: 1_000,
+            webhook_retry_max_ms: 3_600_000,
+            webhook_retry_budget_ms: 86_400_000,
+        }
+    }
+
+    /// How webhooks deliver and retry.
+    pub fn webhook_settings(&self) -> eddy_engine::consumers::webhooks::WebhookSettings {
+        use std::time::Duration;
+        eddy_engine::consumers::webhooks::WebhookSettings {
+            allow_private: self.allow_private_webhooks,
+            timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
+            retry_initial: Duration::from_millis(self.webhook_retry_initial_ms.max(1)),
+            retry_max: Duration::from_millis(self.webhook_retry_max_ms.max(1)),
+            retry_budget: Duration::from_millis(self.webhook_retry_budget_ms),
         }
     }
 

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::path::{self, Resource};
 
+use crate::consumers::webhooks;
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, events, reducers, settings, streams};
 
@@ -73,9 +74,20 @@ async fn route(
         // a stream's log is a stream of its own, read with the read API of §3
         Resource::Logs(p) if get => events::read::get(state, p.logs(), &uri, &headers).await,
         Resource::Logs(_) => Err(ApiError::method(&method, "GET")),
-        Resource::Webhooks(_) | Resource::Webhook(..) | Resource::WebhookResume(..) => {
-            Err(ApiError::not_implemented("webhooks"))
+        Resource::Webhooks(p) => match method {
+            Method::GET | Method::HEAD => webhooks::list(state, p, &uri).await,
+            Method::POST => webhooks::create(state, p, &uri, body).await,
+            _ => Err(ApiError::method(&method, "GET, POST")),
+        },
+        Resource::Webhook(p, id) => match method {
+            Method::GET | Method::HEAD => webhooks::get(state, p, &id, &uri).await,
+            Method::DELETE => webhooks::delete(state, p, &id, &uri).await,
+            _ => Err(ApiError::method(&method, "GET, DELETE")),
+        },
+        Resource::WebhookResume(p, id) if method == Method::POST => {
+            webhooks::resume(state, p, &id, &uri).await
         }
+        Resource::WebhookResume(..) => Err(ApiError::method(&method, "POST")),
     }
 }
 

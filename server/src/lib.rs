@@ -49,10 +49,16 @@ impl AppState {
         let mut registry = Registry::default();
         engine_metrics.register(&mut registry);
         metrics.register(&mut registry);
-        let engine = Engine::open(&config.data, engine_metrics, config.reducer_limits()).await?;
+        let engine = Engine::open(
+            &config.data,
+            engine_metrics,
+            config.reducer_limits(),
+            config.webhook_settings(),
+        )
+        .await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         Ok(Self {
-            engine: Arc::new(engine),
+            engine,
             config: Arc::new(config),
             metrics,
             registry: Arc::new(registry),

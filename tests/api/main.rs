@@ -12,3 +12,4 @@ mod read;
 mod reducers;
 mod resources;
 mod sse;
+mod webhooks;

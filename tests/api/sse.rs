@@ -90,6 +90,8 @@ async fn live_events_through_a_type_selector() {
     );
     assert_eq!(got[1].id, "3");
     sub.quiet().await;
+    let metrics = s.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("eddy_subscribers 1\n"), "{metrics}");
 }
 
 #[tokio::test]

@@ -43,6 +43,8 @@ pub enum Start {
     /// After the event with this cursor (see [`Subscription::cursor`]): an index on a
     /// plain stream or substream, a global position on a factory or an account.
     After(u64),
+    /// After this global position, whatever is followed (webhook cursors).
+    Position(i64),
 }
 
 /// A subscription; dropping it unsubscribes.
@@ -108,6 +110,7 @@ impl Engine {
                 sub.selector.from = Some(sub.selector.from.map_or(next, |f| f.max(next)));
             }
             Start::After(p) => sub.floor = i64::try_from(p).unwrap_or(i64::MAX),
+            Start::Position(p) => sub.floor = p,
         }
         Ok(sub)
     }
@@ -221,7 +224,9 @@ impl Subscription {
         let e = &live.event;
         let place = match &self.follow {
             // an account's internal streams (reducer logs, `strm/logs`) are not its own
-            Follow::Account(a) => live.path.account == *a && !live.path.stream.as_str().contains('/'),
+            Follow::Account(a) => {
+                live.path.account == *a && !live.path.stream.as_str().contains('/')
+            }
             Follow::Stream(p) => {
                 live.path.account == p.account
                     && live.path.stream == p.stream

@@ -13,11 +13,14 @@ use crate::{AppendRequest, Engine};
 
 async fn engine(dir: &std::path::Path) -> Arc<Engine> {
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    Arc::new(
-        Engine::open(dir, metrics, eddy_runtime_js::Limits::default())
-            .await
-            .expect("open"),
+    Engine::open(
+        dir,
+        metrics,
+        eddy_runtime_js::Limits::default(),
+        crate::consumers::webhooks::WebhookSettings::default(),
     )
+    .await
+    .expect("open")
 }
 
 fn path(p: &str) -> StreamPath {

@@ -9,7 +9,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// (version, description, SQL), in order; never edit one that has landed.
-const MIGRATIONS: [(i64, &str, &str); 2] = [
+const MIGRATIONS: [(i64, &str, &str); 3] = [
     (
         1,
         "create event log",
@@ -19,6 +19,11 @@ const MIGRATIONS: [(i64, &str, &str); 2] = [
         2,
         "create reducers",
         include_str!("../../../migrations/0002_create_reducers.sql"),
+    ),
+    (
+        3,
+        "create webhooks",
+        include_str!("../../../migrations/0003_create_webhooks.sql"),
     ),
 ];
 

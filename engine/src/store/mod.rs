@@ -7,6 +7,7 @@ mod notice;
 pub mod read;
 pub(crate) mod reducer_writes;
 mod syncer;
+pub(crate) mod webhook_writes;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

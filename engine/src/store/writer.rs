@@ -25,6 +25,7 @@ use super::apply::{
     SubRow,
 };
 use super::reducer_writes::{ReducerWrite, ReducerWritten};
+use super::webhook_writes::WebhookWrite;
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::metrics::Metrics;
 use crate::settings::StreamSettings;
@@ -42,6 +43,7 @@ pub(crate) enum Command {
     Append(AppendRequest, Reply<Appended>),
     Settings(SettingsRequest, Reply<StreamSettings>),
     Reducer(ReducerWrite, Reply<ReducerWritten>),
+    Webhook(WebhookWrite, Reply<bool>),
     /// The syncer finished a flush and is free for the next group.
     Flushed,
     /// Finishes everything queued before it, then stops the writer.
@@ -55,6 +57,7 @@ impl From<Command> for Pending {
             Command::Append(_, tx) => Pending::Append(tx, Err(shutting_down())),
             Command::Settings(_, tx) => Pending::Settings(tx, Err(shutting_down())),
             Command::Reducer(_, tx) => Pending::Reducer(tx, Err(shutting_down())),
+            Command::Webhook(_, tx) => Pending::Webhook(tx, Err(shutting_down())),
             Command::Flushed | Command::Shutdown(_) => {
                 unreachable!("only request commands have answers")
             }
@@ -94,6 +97,13 @@ impl WriterHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Reducer(write, tx))?;
         rx.blocking_recv().map_err(|_| shutting_down())?
+    }
+
+    /// Applies a webhook write; `Ok(false)` when the webhook does not exist.
+    pub(crate) async fn webhook(&self, write: WebhookWrite) -> Result<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Webhook(write, tx))?;
+        rx.await.map_err(|_| shutting_down())?
     }
 
     pub(crate) async fn shutdown(&self) {
@@ -188,6 +198,7 @@ pub(crate) enum Pending {
     Append(Reply<Appended>, Result<Appended>),
     Settings(Reply<StreamSettings>, Result<StreamSettings>),
     Reducer(Reply<ReducerWritten>, Result<ReducerWritten>),
+    Webhook(Reply<bool>, Result<bool>),
 }
 
 impl Pending {
@@ -197,9 +208,11 @@ impl Pending {
             (Pending::Append(tx, r), None) => drop(tx.send(r)),
             (Pending::Settings(tx, r), None) => drop(tx.send(r)),
             (Pending::Reducer(tx, r), None) => drop(tx.send(r)),
+            (Pending::Webhook(tx, r), None) => drop(tx.send(r)),
             (Pending::Append(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Settings(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Reducer(tx, _), Some(e)) => drop(tx.send(Err(e))),
+            (Pending::Webhook(tx, _), Some(e)) => drop(tx.send(Err(e))),
         }
     }
 }
@@ -254,9 +267,10 @@ impl Writer {
             let mut next = Some(cmd);
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Command::Append(..) | Command::Settings(..) | Command::Reducer(..) => {
-                        self.apply(cmd, &mut group)
-                    }
+                    Command::Append(..)
+                    | Command::Settings(..)
+                    | Command::Reducer(..)
+                    | Command::Webhook(..) => self.apply(cmd, &mut group),
                     Command::Flushed => syncer_idle = true,
                     Command::Shutdown(done) => stop = Some(done),
                 }
@@ -314,6 +328,10 @@ impl Writer {
             Command::Reducer(write, tx) => {
                 let r = self.reducer(write, &mut g.staged);
                 (storage_failure(&r), Pending::Reducer(tx, r))
+            }
+            Command::Webhook(write, tx) => {
+                let r = self.webhook(write, &mut g.staged);
+                (storage_failure(&r), Pending::Webhook(tx, r))
             }
             Command::Flushed | Command::Shutdown(_) => return,
         };

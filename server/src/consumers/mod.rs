@@ -1,3 +1,4 @@
 //! Consumers (API §5): Server-Sent Events subscriptions and webhooks.
 
 pub mod sse;
+pub mod webhooks;

@@ -1,6 +1,423 @@
-//! Webhook consumers: signed deliveries in index order with retries, a persisted cursor,
-//! pause and resume.
+//! Webhook consumers (API §5): each follows a stream through a selector and posts its
+//! events, one per request and in order, to a URL, signed the Standard Webhooks way.
+//!
+//! A webhook is a row (`store::webhook_writes`) and, while active, one task
+//! (`deliver`) that follows the stream with a [`Subscription`](super::Subscription)
+//! from the stored cursor. The cursor moves only after a receiver answered 2xx, and is
+//! saved through the writer every [`deliver::SAVE_EVERY`] and when the task stops, so
+//! deliveries are at least once across restarts (receivers deduplicate on the stable
+//! `webhook-id`). After the retry budget the task pauses the webhook, with a log
+//! entry; `resume` starts it again from its cursor.
 
 pub mod client;
+mod deliver;
 pub mod signing;
 pub mod ssrf;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::Row;
+use tokio::sync::watch;
+
+use crate::Engine;
+use crate::error::{EngineError, Result};
+use crate::metrics::Metrics;
+use crate::path::{AccountName, Args, StreamName, StreamPath};
+use crate::selector::Selector;
+use crate::store::webhook_writes::{WebhookRow, WebhookWrite, missing};
+use signing::Secret;
+
+/// How deliveries are made and retried.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Deliver to private, loopback and link-local addresses too.
+    pub allow_private: bool,
+    /// Longest wait for a receiver's answer.
+    pub timeout: Duration,
+    /// The first retry's delay (then doubling, with jitter).
+    pub retry_initial: Duration,
+    /// The longest delay between two attempts.
+    pub retry_max: Duration,
+    /// How long one delivery is retried before the webhook pauses.
+    pub retry_budget: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            timeout: Duration::from_secs(10),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(3600),
+            retry_budget: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// A webhook to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewWebhook {
+    pub url: String,
+    /// A selector query string (`type=a,b&from=3`).
+    pub selector: String,
+    /// Whole envelopes rather than `{stream, index, type}`.
+    pub data: bool,
+    /// A `whsec_` secret; one is generated when absent.
+    pub secret: Option<String>,
+}
+
+/// The answer to a creation: the only time the secret is shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedWebhook {
+    pub id: String,
+    pub secret: String,
+}
+
+/// A webhook as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookStatus {
+    pub id: String,
+    pub stream: String,
+    pub url: String,
+    pub selector: String,
+    pub data: bool,
+    /// `active`, `retrying` (the current delivery failed and is retried) or `paused`.
+    pub status: &'static str,
+    /// Every event at or below this global position was delivered or passed over.
+    pub cursor: i64,
+    #[serde(rename = "pausedReason", skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<String>,
+    /// Failed attempts of the delivery under way.
+    pub failures: u32,
+    #[serde(rename = "lastError", skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(rename = "createdAt")]
+    pub created_at: i64,
+}
+
+/// What a running delivery task reports. A std Mutex: never held across `.await`.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub cursor: i64,
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    progress: Arc<Mutex<Progress>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The webhook tasks of the engine.
+pub(crate) struct Webhooks {
+    settings: WebhookSettings,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    /// By webhook id. A std Mutex: never held across `.await`.
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl Webhooks {
+    pub(crate) fn new(settings: WebhookSettings, metrics: Arc<Metrics>) -> Result<Self> {
+        let client = client::client(settings.timeout, settings.allow_private)?;
+        Ok(Self {
+            settings,
+            client,
+            metrics,
+            running: Mutex::default(),
+        })
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops every task; each saves its cursor first.
+    pub(crate) async fn stop_all(&self) {
+        let tasks: Vec<Running> = self.running().drain().map(|(_, r)| r).collect();
+        for r in &tasks {
+            let _ = r.stop.send(true);
+        }
+        for r in tasks {
+            if tokio::time::timeout(Duration::from_secs(5), r.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a webhook task did not stop within 5 s");
+            }
+        }
+    }
+
+    fn stop(&self, id: &str) {
+        if let Some(r) = self.running().remove(id) {
+            let _ = r.stop.send(true);
+        }
+    }
+}
+
+const COLUMNS: &str = "SELECT id, account, stream, args, url, selector, data, secret, cursor, \
+                       paused, created_at FROM webhooks";
+
+fn row_from(r: &sqlx::sqlite::SqliteRow) -> WebhookRow {
+    WebhookRow {
+        id: r.get(0),
+        account: r.get(1),
+        stream: r.get(2),
+        args: r.get(3),
+        url: r.get(4),
+        selector: r.get(5),
+        data: r.get(6),
+        secret: r.get(7),
+        cursor: r.get(8),
+        paused: r.get(9),
+        created_at: r.get(10),
+    }
+}
+
+/// The stream path a stored webhook follows.
+fn row_path(row: &WebhookRow) -> Result<StreamPath> {
+    let bad = |e: crate::path::PathError| {
+        EngineError::internal(format!("stored webhook {}: {e:?}", row.id))
+    };
+    Ok(StreamPath {
+        account: AccountName::new(&row.account).map_err(bad)?,
+        stream: StreamName::new(&row.stream).map_err(bad)?,
+        args: (!row.args.is_empty())
+            .then(|| Args::parse(&row.args))
+            .transpose()
+            .map_err(bad)?,
+    })
+}
+
+fn path_args(path: &StreamPath) -> String {
+    path.args.as_ref().map(Args::canonical).unwrap_or_default()
+}
+
+impl Engine {
+    /// Creates a webhook on a stream, substream or factory and starts its deliveries:
+    /// from the live end, or from the start when the selector has `from` or `since`.
+    pub async fn create_webhook(
+        self: &Arc<Self>,
+        path: &StreamPath,
+        new: NewWebhook,
+    ) -> Result<CreatedWebhook> {
+        if new.url.trim().is_empty() {
+            return Err(EngineError::invalid(
+                "field \"url\" is missing: give the http(s) URL deliveries are posted to",
+            ));
+        }
+        let url = ssrf::check_url(new.url.trim(), self.webhooks.settings.allow_private)?;
+        let selector = Selector::parse_query(&new.selector)?;
+        if !selector.subs.is_empty() {
+            let factory = match self.resolve(path).await? {
+                Some(r) => r.info.factory && path.args.is_none(),
+                None => path.args.is_none(),
+            };
+            if !factory {
+                return Err(EngineError::invalid(format!(
+                    "selector sub= picks substreams of a factory, and {path} is not a factory URL"
+                )));
+            }
+        } else {
+            // refuses args on a plain stream
+            self.resolve(path).await?;
+        }
+        let secret = match &new.secret {
+            Some(s) => Secret::parse(s)?,
+            None => Secret::generate(),
+        };
+        let replay = selector.from.is_some() || selector.since.is_some();
+        let row = WebhookRow {
+            id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
+            account: path.account.as_str().to_owned(),
+            stream: path.stream.as_str().to_owned(),
+            args: path_args(path),
+            url: url.to_string(),
+            selector: selector.to_query(),
+            data: new.data,
+            secret: secret.to_string(),
+            cursor: if replay {
+                0
+            } else {
+                self.store.last_position()
+            },
+            paused: None,
+            created_at: 0,
+        };
+        self.store
+            .writer
+            .webhook(WebhookWrite::Create(Box::new(row.clone())))
+            .await?;
+        let created = CreatedWebhook {
+            id: row.id.clone(),
+            secret: row.secret.clone(),
+        };
+        self.start_webhook(row)?;
+        Ok(created)
+    }
+
+    /// The webhooks of a stream (or substream), oldest first.
+    pub async fn webhooks(&self, path: &StreamPath) -> Result<Vec<WebhookStatus>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{COLUMNS} WHERE account = ? AND stream = ? AND args = ? ORDER BY created_at, id"
+        )))
+        .bind(path.account.as_str())
+        .bind(path.stream.as_str())
+        .bind(path_args(path))
+        .fetch_all(&self.store.pool)
+        .await?;
+        Ok(rows.iter().map(|r| self.status(&row_from(r))).collect())
+    }
+
+    /// One webhook of a stream; 404 when the stream has no such webhook.
+    pub async fn webhook(&self, path: &StreamPath, id: &str) -> Result<WebhookStatus> {
+        Ok(self.status(&self.webhook_row(path, id).await?))
+    }
+
+    async fn webhook_row(&self, path: &StreamPath, id: &str) -> Result<WebhookRow> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{COLUMNS} WHERE id = ? AND account = ? AND stream = ? AND args = ?"
+        )))
+        .bind(id)
+        .bind(path.account.as_str())
+        .bind(path.stream.as_str())
+        .bind(path_args(path))
+        .fetch_optional(&self.store.pool)
+        .await?;
+        row.map(|r| row_from(&r))
+            .ok_or_else(|| EngineError::not_found(format!("webhook {id} of {path} does not exist")))
+    }
+
+    fn status(&self, row: &WebhookRow) -> WebhookStatus {
+        let running = self.webhooks.running();
+        let progress = running
+            .get(&row.id)
+            .map(|r| {
+                let p = r.progress.lock().unwrap_or_else(|e| e.into_inner());
+                (p.failures, p.last_error.clone(), p.cursor)
+            })
+            .filter(|_| row.paused.is_none());
+        let (failures, last_error, cursor) = progress.unwrap_or((0, None, row.cursor));
+        let stream = match row.args.as_str() {
+            "" => format!("{}/{}", row.account, row.stream),
+            args => format!("{}/{}({args})", row.account, row.stream),
+        };
+        WebhookStatus {
+            id: row.id.clone(),
+            stream,
+            url: row.url.clone(),
+            selector: row.selector.clone(),
+            data: row.data,
+            status: match (&row.paused, failures) {
+                (Some(_), _) => "paused",
+                (None, 0) => "active",
+                (None, _) => "retrying",
+            },
+            cursor: cursor.max(row.cursor),
+            paused_reason: row.paused.clone(),
+            failures,
+            last_error,
+            created_at: row.created_at,
+        }
+    }
+
+    /// Deletes a webhook and stops its deliveries.
+    pub async fn delete_webhook(&self, path: &StreamPath, id: &str) -> Result<()> {
+        let row = self.webhook_row(path, id).await?;
+        self.webhooks.stop(id);
+        if !self
+            .store
+            .writer
+            .webhook(WebhookWrite::Delete(row.id))
+            .await?
+        {
+            return Err(missing(id));
+        }
+        if row.paused.is_some() {
+            self.webhooks.metrics.webhooks_paused.dec();
+        }
+        Ok(())
+    }
+
+    /// Resumes a paused webhook from its cursor (an active one is left as it is).
+    pub async fn resume_webhook(
+        self: &Arc<Self>,
+        path: &StreamPath,
+        id: &str,
+    ) -> Result<WebhookStatus> {
+        let mut row = self.webhook_row(path, id).await?;
+        if row.paused.is_some() {
+            if !self
+                .store
+                .writer
+                .webhook(WebhookWrite::Resume(row.id.clone()))
+                .await?
+            {
+                return Err(missing(id));
+            }
+            self.webhooks.metrics.webhooks_paused.dec();
+            row.paused = None;
+            self.start_webhook(row.clone())?;
+        }
+        Ok(self.status(&row))
+    }
+
+    /// Starts the tasks of every active webhook (at open).
+    pub(crate) async fn start_webhooks(self: &Arc<Self>) -> Result<()> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(COLUMNS.to_owned()))
+            .fetch_all(&self.store.pool)
+            .await?;
+        for r in &rows {
+            let row = row_from(r);
+            if row.paused.is_some() {
+                self.webhooks.metrics.webhooks_paused.inc();
+            } else {
+                self.start_webhook(row)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_webhook(self: &Arc<Self>, row: WebhookRow) -> Result<()> {
+        let path = row_path(&row)?;
+        let secret = Secret::parse(&row.secret)?;
+        let url = reqwest::Url::parse(&row.url)
+            .map_err(|e| EngineError::internal(format!("stored webhook url {}: {e}", row.url)))?;
+        let (stop, stop_rx) = watch::channel(false);
+        let progress = Arc::new(Mutex::new(Progress {
+            cursor: row.cursor,
+            ..Progress::default()
+        }));
+        let id = row.id.clone();
+        let deliverer = deliver::Deliverer {
+            engine: self.clone(),
+            client: self.webhooks.client.clone(),
+            settings: self.webhooks.settings.clone(),
+            metrics: self.webhooks.metrics.clone(),
+            progress: progress.clone(),
+            stop: stop_rx,
+            path,
+            secret,
+            url,
+            row,
+        };
+        let span = tracing::info_span!("webhook", id = %id, stream = %deliverer.path);
+        let task = tokio::spawn(tracing::Instrument::instrument(deliverer.run(), span));
+        let old = self.webhooks.running().insert(
+            id,
+            Running {
+                stop,
+                progress,
+                task,
+            },
+        );
+        if let Some(old) = old {
+            let _ = old.stop.send(true);
+        }
+        Ok(())
+    }
+}

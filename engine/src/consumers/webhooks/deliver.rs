@@ -1,0 +1,386 @@
+//! One webhook's delivery task: follows the stream from the cursor, posts each event
+//! (or, for index-only webhooks far behind, the latest event of each substream), and
+//! retries a failed delivery with exponential backoff and jitter, honouring
+//! `Retry-After`, until it succeeds, the webhook is deleted or the retry budget runs
+//! out, which pauses the webhook with a log entry.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::signing::Secret;
+use super::{Progress, WebhookSettings};
+use crate::Engine;
+use crate::consumers::{Follow, Start};
+use crate::event::{NewEvent, StoredEvent};
+use crate::metrics::Metrics;
+use crate::path::StreamPath;
+use crate::selector::Selector;
+use crate::store::webhook_writes::{WebhookRow, WebhookWrite};
+
+/// How often a moving cursor is saved (and when the task stops or waits).
+pub(super) const SAVE_EVERY: Duration = Duration::from_millis(250);
+
+/// An index-only webhook given this many events at once is behind: each substream's
+/// events are coalesced to its latest.
+const COALESCE_AT: usize = 100;
+
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+pub(super) struct Deliverer {
+    pub engine: Arc<Engine>,
+    pub client: reqwest::Client,
+    pub settings: WebhookSettings,
+    pub metrics: Arc<Metrics>,
+    pub progress: Arc<Mutex<Progress>>,
+    pub stop: watch::Receiver<bool>,
+    pub path: StreamPath,
+    pub secret: Secret,
+    pub url: reqwest::Url,
+    pub row: WebhookRow,
+}
+
+enum Outcome {
+    Delivered,
+    Stopped,
+    /// The retry budget ran out; why.
+    Exhausted(String),
+}
+
+impl Deliverer {
+    pub(super) async fn run(self) {
+        let id = self.row.id.clone();
+        let selector = match Selector::parse_query(&self.row.selector) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(webhook = %id, error = %e.message, "stored selector does not parse");
+                return;
+            }
+        };
+        let follow = Follow::Stream(self.path.clone());
+        let start = Start::Position(self.row.cursor);
+        let mut sub = match self
+            .engine
+            .follow(follow, selector, self.row.data, start)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(webhook = %id, error = %e.message, "cannot follow the stream");
+                self.set_error(e.message);
+                return;
+            }
+        };
+        let mut delivered = self.row.cursor;
+        let mut saved = self.row.cursor;
+        let mut last_save = Instant::now();
+        loop {
+            let unsaved = delivered != saved;
+            let mut stop = self.stop.clone();
+            let wait = async move {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => {}
+                    _ = tokio::time::sleep(SAVE_EVERY), if unsaved => {}
+                }
+            };
+            let batch = match sub.next(wait).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(webhook = %id, error = %e.message, "webhook stopped reading its stream");
+                    self.set_error(e.message);
+                    break;
+                }
+            };
+            if batch.is_empty() {
+                if delivered != saved {
+                    self.save(delivered).await;
+                    saved = delivered;
+                    last_save = Instant::now();
+                }
+                if *self.stop.borrow() {
+                    return;
+                }
+                continue;
+            }
+            for e in coalesce(batch, self.row.data) {
+                match self.deliver(&e).await {
+                    Outcome::Delivered => {
+                        delivered = e.position;
+                        self.lock().cursor = delivered;
+                        if last_save.elapsed() >= SAVE_EVERY {
+                            self.save(delivered).await;
+                            saved = delivered;
+                            last_save = Instant::now();
+                        }
+                    }
+                    Outcome::Stopped => {
+                        self.save(delivered).await;
+                        return;
+                    }
+                    Outcome::Exhausted(reason) => {
+                        self.pause(delivered, &e, reason).await;
+                        return;
+                    }
+                }
+            }
+        }
+        self.save(delivered).await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_error(&self, error: String) {
+        self.lock().last_error = Some(error);
+    }
+
+    async fn save(&self, cursor: i64) {
+        let write = WebhookWrite::Cursor {
+            id: self.row.id.clone(),
+            cursor,
+        };
+        if let Err(e) = self.engine.store.writer.webhook(write).await {
+            tracing::warn!(webhook = %self.row.id, error = %e.message, "cannot save the webhook cursor");
+        }
+    }
+
+    async fn pause(&self, cursor: i64, e: &StoredEvent, reason: String) {
+        tracing::warn!(webhook = %self.row.id, %reason, "webhook paused");
+        let entry = serde_json::json!({
+            "webhook": self.row.id,
+            "url": self.row.url,
+            "stream": e.stream,
+            "index": e.index,
+            "message": format!("webhook {} paused: {reason}", self.row.id),
+        });
+        let log = NewEvent {
+            id: None,
+            event_type: "error".to_owned(),
+            content_type: "application/json".to_owned(),
+            data: entry.to_string().into(),
+            timestamp: None,
+            metadata: None,
+        };
+        let write = WebhookWrite::Pause {
+            id: self.row.id.clone(),
+            cursor,
+            reason,
+            log: Box::new((self.path.logs(), log)),
+        };
+        match self.engine.store.writer.webhook(write).await {
+            Ok(true) => {
+                self.metrics.webhooks_paused.inc();
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(webhook = %self.row.id, error = %e.message, "cannot pause the webhook");
+            }
+        }
+    }
+
+    /// Delivers one event, retrying until it is accepted, the task is stopped or the
+    /// retry budget runs out.
+    async fn deliver(&self, e: &StoredEvent) -> Outcome {
+        let body = if self.row.data {
+            serde_json::to_vec(&e.envelope())
+        } else {
+            serde_json::to_vec(&e.reference())
+        };
+        let body = Bytes::from(body.unwrap_or_default());
+        // stable across retries and restarts: the receiver deduplicates on it
+        let msg_id = format!("msg_{}_{}", self.row.id, e.position);
+        let mut failures: u32 = 0;
+        let mut first_failure: Option<Instant> = None;
+        loop {
+            if *self.stop.borrow() {
+                return Outcome::Stopped;
+            }
+            self.metrics.webhook_attempts.inc();
+            let mut stop = self.stop.clone();
+            let (ok, error, retry_after) = tokio::select! {
+                r = self.attempt(&msg_id, &body) => r,
+                _ = stop.wait_for(|s| *s) => return Outcome::Stopped,
+            };
+            if ok {
+                let lag_ms = (now_ms() - e.timestamp).max(0);
+                self.metrics
+                    .webhook_lag_seconds
+                    .observe(lag_ms as f64 / 1000.0);
+                let mut p = self.lock();
+                p.failures = 0;
+                p.last_error = None;
+                return Outcome::Delivered;
+            }
+            self.metrics.webhook_failures.inc();
+            failures += 1;
+            let since = *first_failure.get_or_insert_with(Instant::now);
+            {
+                let mut p = self.lock();
+                p.failures = failures;
+                p.last_error = Some(error.clone());
+            }
+            // the receiver's Retry-After wins over the backoff (within an hour)
+            let delay = match retry_after {
+                Some(d) => d.min(MAX_RETRY_AFTER),
+                None => backoff(&self.settings, failures),
+            };
+            if since.elapsed() + delay > self.settings.retry_budget {
+                return Outcome::Exhausted(format!(
+                    "{failures} attempts to deliver index {} of {} failed over {} s; the last: {error}",
+                    e.index,
+                    e.stream,
+                    since.elapsed().as_secs()
+                ));
+            }
+            tracing::debug!(webhook = %self.row.id, failures, ?delay, %error, "delivery failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|s| *s) => return Outcome::Stopped,
+            }
+        }
+    }
+
+    /// One POST: (accepted, what went wrong, the receiver's `Retry-After`).
+    async fn attempt(&self, msg_id: &str, body: &Bytes) -> (bool, String, Option<Duration>) {
+        let timestamp = now_ms() / 1000;
+        let signature = self.secret.sign(msg_id, timestamp, body);
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .header("content-type", "application/json")
+            .header("webhook-id", msg_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => (true, String::new(), None),
+            Ok(r) => {
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                (
+                    false,
+                    format!("the receiver answered {}", r.status()),
+                    retry_after,
+                )
+            }
+            Err(e) => (false, describe(&e), None),
+        }
+    }
+}
+
+/// A reqwest error with its causes (the top level alone says little).
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "no answer within the timeout".to_owned()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The delay before retry number `failures` (1-based): doubling from the initial delay
+/// up to the maximum, times a random factor in [0.5, 1] so that receivers that come
+/// back are not hit by every sender at once.
+fn backoff(settings: &WebhookSettings, failures: u32) -> Duration {
+    let exp = settings
+        .retry_initial
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(30))
+        .min(settings.retry_max);
+    let random = (uuid::Uuid::new_v4().as_u128() & 0xffff) as f64 / 65_535.0;
+    exp.mul_f64(0.5 + random / 2.0)
+}
+
+/// For index-only webhooks given many events at once, keeps the latest event of each
+/// (sub)stream (API §5: index-only deliveries may be coalesced to the latest index).
+fn coalesce(batch: Vec<StoredEvent>, data: bool) -> Vec<StoredEvent> {
+    if data || batch.len() < COALESCE_AT {
+        return batch;
+    }
+    let mut out: Vec<StoredEvent> = Vec::new();
+    for e in batch.into_iter().rev() {
+        if !out.iter().any(|o| o.stream == e.stream) {
+            out.push(e);
+        }
+    }
+    out.reverse();
+    out
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(stream: &str, index: u64, position: i64) -> StoredEvent {
+        StoredEvent {
+            stream: stream.to_owned(),
+            index,
+            id: uuid::Uuid::nil(),
+            event_type: "t".to_owned(),
+            timestamp: 0,
+            content_type: "application/json".to_owned(),
+            data: Bytes::new(),
+            metadata: None,
+            position,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_caps() {
+        let s = WebhookSettings {
+            retry_initial: Duration::from_millis(1000),
+            retry_max: Duration::from_millis(5000),
+            ..WebhookSettings::default()
+        };
+        for (n, lo, hi) in [
+            (1, 500, 1000),
+            (2, 1000, 2000),
+            (3, 2000, 4000),
+            (9, 2500, 5000),
+        ] {
+            let d = backoff(&s, n).as_millis();
+            assert!((lo..=hi).contains(&d), "retry {n}: {d} ms");
+        }
+    }
+
+    #[test]
+    fn coalesces_only_long_index_only_batches() {
+        let short: Vec<_> = (0..5).map(|i| event("a/s", i, i as i64)).collect();
+        assert_eq!(coalesce(short.clone(), false).len(), 5);
+        let long: Vec<_> = (0..200)
+            .map(|i| {
+                event(
+                    if i % 2 == 0 { "a/f('x')" } else { "a/f('y')" },
+                    i / 2,
+                    i as i64,
+                )
+            })
+            .collect();
+        let kept = coalesce(long.clone(), false);
+        let got: Vec<(&str, u64)> = kept.iter().map(|e| (e.stream.as_str(), e.index)).collect();
+        assert_eq!(got, [("a/f('x')", 99), ("a/f('y')", 99)]);
+        assert_eq!(coalesce(long, true).len(), 200);
+    }
+}

@@ -1,0 +1,117 @@
+//! Webhook writes inside the writer's transaction: creating and deleting webhooks,
+//! moving their cursors, pausing (with a log entry in the same transaction) and
+//! resuming.
+
+use rusqlite::params;
+
+use super::apply::{AppendRequest, Staged};
+use super::writer::{Writer, now_ms};
+use crate::error::{EngineError, Result};
+use crate::event::{ExpectedIndex, NewEvent};
+use crate::path::StreamPath;
+
+/// A webhook as stored.
+#[derive(Debug, Clone)]
+pub struct WebhookRow {
+    pub id: String,
+    pub account: String,
+    pub stream: String,
+    /// Canonical args of the substream followed; empty for the whole stream.
+    pub args: String,
+    pub url: String,
+    pub selector: String,
+    pub data: bool,
+    pub secret: String,
+    /// Every event at or below this global position was delivered or passed over.
+    pub cursor: i64,
+    /// Why deliveries stopped; `None` while active.
+    pub paused: Option<String>,
+    pub created_at: i64,
+}
+
+pub(crate) enum WebhookWrite {
+    Create(Box<WebhookRow>),
+    Delete(String),
+    Cursor {
+        id: String,
+        cursor: i64,
+    },
+    /// Stops deliveries and says why in the stream's log.
+    Pause {
+        id: String,
+        cursor: i64,
+        reason: String,
+        log: Box<(StreamPath, NewEvent)>,
+    },
+    Resume(String),
+}
+
+impl Writer {
+    /// Applies a webhook write; `Ok(false)` when the webhook does not exist.
+    pub(super) fn webhook(&mut self, write: WebhookWrite, staged: &mut Staged) -> Result<bool> {
+        let changed = match write {
+            WebhookWrite::Create(row) => self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO webhooks (id, account, stream, args, url, selector, data, \
+                     secret, cursor, paused, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)",
+                )?
+                .execute(params![
+                    row.id,
+                    row.account,
+                    row.stream,
+                    row.args,
+                    row.url,
+                    row.selector,
+                    row.data,
+                    row.secret,
+                    row.cursor,
+                    now_ms(),
+                ])?,
+            WebhookWrite::Delete(id) => self
+                .conn
+                .prepare_cached("DELETE FROM webhooks WHERE id = ?1")?
+                .execute(params![id])?,
+            WebhookWrite::Cursor { id, cursor } => self
+                .conn
+                .prepare_cached("UPDATE webhooks SET cursor = ?1 WHERE id = ?2 AND cursor < ?1")?
+                .execute(params![cursor, id])?,
+            WebhookWrite::Pause {
+                id,
+                cursor,
+                reason,
+                log,
+            } => {
+                let (stream, entry) = *log;
+                let n = self
+                    .conn
+                    .prepare_cached(
+                        "UPDATE webhooks SET paused = ?1, cursor = MAX(cursor, ?2) WHERE id = ?3",
+                    )?
+                    .execute(params![reason, cursor, id])?;
+                if n > 0 {
+                    self.append(
+                        AppendRequest {
+                            stream,
+                            events: vec![entry],
+                            expected: ExpectedIndex::Any,
+                        },
+                        staged,
+                    )?;
+                }
+                n
+            }
+            WebhookWrite::Resume(id) => self
+                .conn
+                .prepare_cached("UPDATE webhooks SET paused = NULL WHERE id = ?1")?
+                .execute(params![id])?,
+        };
+        Ok(changed > 0)
+    }
+}
+
+/// The error for a write to a webhook that is gone.
+pub(crate) fn missing(id: &str) -> EngineError {
+    EngineError::not_found(format!("webhook {id} does not exist"))
+}
