@@ -4,6 +4,7 @@
 
 mod append;
 mod batch;
+mod browser;
 mod cli;
 mod common;
 mod durability;
