@@ -18,7 +18,10 @@ use crate::event::StoredEvent;
 use crate::path::{AccountName, StreamPath};
 use crate::selector::Selector;
 use crate::store::read::{self, Cursor, EventQuery, Scope};
-use crate::store::{Committed, LiveEvent};
+use crate::store::{Committed, LiveEvent, SharedEvent};
+
+/// A notice with this many events comes from appends under load (see [`Subscription::busy`]).
+const BUSY_NOTICE_EVENTS: usize = 8;
 
 /// Events read from storage per catch-up step.
 const CATCH_UP_PAGE: usize = 500;
@@ -61,6 +64,8 @@ pub struct Subscription {
     catching_up: bool,
     /// The scope of storage reads, once the stream exists.
     scope: Option<Scope>,
+    /// Events in the last notice taken (all of them, matching or not).
+    last_notice_events: usize,
 }
 
 impl Engine {
@@ -96,6 +101,7 @@ impl Engine {
             floor: 0,
             catching_up: true,
             scope: None,
+            last_notice_events: 0,
         };
         sub.resolve().await?;
         match start {
@@ -163,12 +169,19 @@ impl Subscription {
         Ok(())
     }
 
+    /// Whether the writer is grouping many events per commit (appends under load), as
+    /// seen in the last notice: a consumer may then trade a little latency for fewer,
+    /// larger writes.
+    pub fn busy(&self) -> bool {
+        self.last_notice_events >= BUSY_NOTICE_EVENTS
+    }
+
     /// The next events, in order; waits until there is at least one. Returns an empty
     /// batch only when `stop` resolves first.
     pub async fn next(
         &mut self,
         stop: impl std::future::Future<Output = ()>,
-    ) -> Result<Vec<StoredEvent>> {
+    ) -> Result<Vec<Arc<SharedEvent>>> {
         tokio::pin!(stop);
         loop {
             if self.catching_up {
@@ -186,6 +199,8 @@ impl Subscription {
             // one notice per check of the lag mark (see `hub`): a notice taken after
             // an unseen drop would move the floor past the dropped events
             let notice = tokio::select! {
+                // queued notices first: a `stop` that is already over drains what waits
+                biased;
                 n = self.reg.rx.recv() => n,
                 _ = self.reg.signal.lagged() => continue,
                 _ = &mut stop => return Ok(Vec::new()),
@@ -202,7 +217,8 @@ impl Subscription {
 
     /// The matching events of a notice, moving the floor past it; on an event whose
     /// data is needed but missing, switches to reading storage instead.
-    fn take(&mut self, notice: &Committed) -> Vec<StoredEvent> {
+    fn take(&mut self, notice: &Committed) -> Vec<Arc<SharedEvent>> {
+        self.last_notice_events = notice.events.len();
         let mut out = Vec::new();
         for live in &notice.events {
             if live.event.position <= self.floor || !self.matches(live) {
@@ -244,7 +260,7 @@ impl Subscription {
 
     /// One page from storage after the floor (or from the start index); leaves
     /// catch-up mode once storage has nothing more up to the durable position.
-    async fn catch_up(&mut self) -> Result<Vec<StoredEvent>> {
+    async fn catch_up(&mut self) -> Result<Vec<Arc<SharedEvent>>> {
         // the durable position before the read: everything at or below it is in storage
         let durable = self.engine.store.last_position();
         self.resolve().await?;
@@ -290,7 +306,11 @@ impl Subscription {
             self.floor = self.floor.max(durable);
             self.catching_up = false;
         }
-        Ok(page.events)
+        Ok(page
+            .events
+            .into_iter()
+            .map(|e| Arc::new(SharedEvent::new(e)))
+            .collect())
     }
 }
 

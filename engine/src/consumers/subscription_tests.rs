@@ -58,7 +58,7 @@ async fn collect(sub: &mut super::Subscription, n: usize) -> Vec<(String, u64)> 
         .await
         .expect("events within 10 s")
         .expect("next");
-        out.extend(batch.into_iter().map(|e| (e.stream, e.index)));
+        out.extend(batch.iter().map(|e| (e.stream.clone(), e.index)));
     }
     out
 }

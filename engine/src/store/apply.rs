@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::notice::{LIVE_DATA_BUDGET, LiveEvent};
+use super::notice::{LIVE_DATA_BUDGET, LiveEvent, SharedEvent};
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
 use crate::event::{ExpectedIndex, NewEvent, StoredEvent};
@@ -346,7 +346,7 @@ impl Writer {
                     staged.live_bytes += e.data.len();
                 }
                 staged.live.push(LiveEvent {
-                    event: StoredEvent {
+                    event: Arc::new(SharedEvent::new(StoredEvent {
                         stream: name.clone(),
                         index: sub.next_index,
                         id,
@@ -360,7 +360,7 @@ impl Writer {
                         },
                         metadata: e.metadata,
                         position: pos,
-                    },
+                    })),
                     path: path.clone(),
                     has_data,
                 });

@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
 pub use apply::{AppendRequest, Appended, AppendedEvent, SettingsRequest};
-pub use notice::{Committed, LiveEvent};
+pub use notice::{Committed, LiveEvent, SharedEvent};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "eddy.db";

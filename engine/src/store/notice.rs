@@ -2,7 +2,9 @@
 //! touched and the events themselves, so live consumers (SSE subscribers, the reducer
 //! worker's wake-ups) need not read back what was just written.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use crate::event::StoredEvent;
 use crate::path::StreamPath;
@@ -27,10 +29,59 @@ pub struct Committed {
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
     /// The event as a read would return it; `data` is empty when `has_data` is false.
-    pub event: StoredEvent,
+    pub event: Arc<SharedEvent>,
     /// The (sub)stream it was appended to.
     pub path: Arc<StreamPath>,
     /// False when the data was left out to keep the notice within
     /// [`LIVE_DATA_BUDGET`].
     pub has_data: bool,
+}
+
+/// An event handed to consumers, shared by all of them: its JSON forms are rendered
+/// once, by the first consumer that needs each, not once per subscriber.
+#[derive(Debug)]
+pub struct SharedEvent {
+    event: StoredEvent,
+    reference: OnceLock<Bytes>,
+    envelope: OnceLock<Bytes>,
+}
+
+impl SharedEvent {
+    pub fn new(event: StoredEvent) -> Self {
+        Self {
+            event,
+            reference: OnceLock::new(),
+            envelope: OnceLock::new(),
+        }
+    }
+
+    /// `{"stream","index","type"}` as JSON (API §5's default payload).
+    pub fn reference_json(&self) -> &Bytes {
+        self.reference
+            .get_or_init(|| json_bytes(&self.event.reference()))
+    }
+
+    /// The envelope of API §3 as JSON.
+    pub fn envelope_json(&self) -> &Bytes {
+        self.envelope
+            .get_or_init(|| json_bytes(&self.event.envelope()))
+    }
+}
+
+impl std::ops::Deref for SharedEvent {
+    type Target = StoredEvent;
+
+    fn deref(&self) -> &StoredEvent {
+        &self.event
+    }
+}
+
+fn json_bytes(value: &impl serde::Serialize) -> Bytes {
+    match serde_json::to_vec(value) {
+        Ok(v) => Bytes::from(v),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode an event");
+            Bytes::from_static(b"null")
+        }
+    }
 }

@@ -9,6 +9,7 @@
 //! `retry:` field opens the stream and a comment goes out every heartbeat interval.
 
 use std::convert::Infallible;
+use std::io::Write as _;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,12 +17,21 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eddy_engine::consumers::{Follow, Start, Subscription};
-use eddy_engine::event::StoredEvent;
+use std::sync::Arc;
+
+use eddy_engine::store::SharedEvent;
 use tokio::time::Instant;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::params::{self, Params};
+
+/// How long a subscriber gathers events before writing while appends are under load
+/// (latency stays per-event while they are not).
+const BUSY_WINDOW: Duration = Duration::from_millis(5);
+
+/// The most events gathered into one write.
+const MAX_CHUNK_EVENTS: usize = 5_000;
 
 /// Whether the request asks for Server-Sent Events.
 pub fn wanted(headers: &HeaderMap) -> bool {
@@ -109,7 +119,7 @@ impl Feed {
                     _ = state.shutting_down() => {}
                 }
             };
-            let events = match self.sub.next(stop).await {
+            let mut events = match self.sub.next(stop).await {
                 Ok(events) => events,
                 Err(e) => {
                     tracing::warn!(error = %e.message, "subscription stopped");
@@ -117,6 +127,21 @@ impl Feed {
                 }
             };
             if !events.is_empty() {
+                if self.sub.busy() {
+                    // under load, commits come every millisecond or so: one write per
+                    // window instead of one per commit, for every subscriber
+                    tokio::time::sleep(BUSY_WINDOW).await;
+                    while events.len() < MAX_CHUNK_EVENTS {
+                        match self.sub.next(std::future::ready(())).await {
+                            Ok(more) if !more.is_empty() => events.extend(more),
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e.message, "subscription stopped");
+                                break;
+                            }
+                        }
+                    }
+                }
                 return Some(self.render(&events));
             }
             if self.state.is_shutting_down() {
@@ -129,22 +154,19 @@ impl Feed {
         }
     }
 
-    fn render(&self, events: &[StoredEvent]) -> Bytes {
+    fn render(&self, events: &[Arc<SharedEvent>]) -> Bytes {
         let mut buf = Vec::with_capacity(events.len() * if self.data { 320 } else { 120 });
         for e in events {
-            buf.extend_from_slice(b"id: ");
-            buf.extend_from_slice(self.sub.cursor(e).to_string().as_bytes());
-            buf.extend_from_slice(b"\nevent: ");
-            buf.extend_from_slice(e.event_type.as_bytes());
-            buf.extend_from_slice(b"\ndata: ");
-            let written = if self.data {
-                serde_json::to_writer(&mut buf, &e.envelope())
+            // the JSON is rendered once per event and shared by every subscriber
+            let json = if self.data {
+                e.envelope_json()
             } else {
-                serde_json::to_writer(&mut buf, &e.reference())
+                e.reference_json()
             };
-            if let Err(err) = written {
-                tracing::error!(error = %err, "cannot encode an event");
-            }
+            // (io::Write on a Vec cannot fail)
+            let _ = write!(buf, "id: {}\nevent: {}", self.sub.cursor(e), e.event_type);
+            buf.extend_from_slice(b"\ndata: ");
+            buf.extend_from_slice(json);
             buf.extend_from_slice(b"\n\n");
         }
         Bytes::from(buf)

@@ -18,6 +18,7 @@ use crate::event::{NewEvent, StoredEvent};
 use crate::metrics::Metrics;
 use crate::path::StreamPath;
 use crate::selector::Selector;
+use crate::store::SharedEvent;
 use crate::store::webhook_writes::{WebhookRow, WebhookWrite};
 
 /// How often a moving cursor is saved (and when the task stops or waits).
@@ -184,13 +185,12 @@ impl Deliverer {
 
     /// Delivers one event, retrying until it is accepted, the task is stopped or the
     /// retry budget runs out.
-    async fn deliver(&self, e: &StoredEvent) -> Outcome {
+    async fn deliver(&self, e: &SharedEvent) -> Outcome {
         let body = if self.row.data {
-            serde_json::to_vec(&e.envelope())
+            e.envelope_json().clone()
         } else {
-            serde_json::to_vec(&e.reference())
+            e.reference_json().clone()
         };
-        let body = Bytes::from(body.unwrap_or_default());
         // stable across retries and restarts: the receiver deduplicates on it
         let msg_id = format!("msg_{}_{}", self.row.id, e.position);
         let mut failures: u32 = 0;
@@ -308,11 +308,11 @@ fn backoff(settings: &WebhookSettings, failures: u32) -> Duration {
 
 /// For index-only webhooks given many events at once, keeps the latest event of each
 /// (sub)stream (API §5: index-only deliveries may be coalesced to the latest index).
-fn coalesce(batch: Vec<StoredEvent>, data: bool) -> Vec<StoredEvent> {
+fn coalesce(batch: Vec<Arc<SharedEvent>>, data: bool) -> Vec<Arc<SharedEvent>> {
     if data || batch.len() < COALESCE_AT {
         return batch;
     }
-    let mut out: Vec<StoredEvent> = Vec::new();
+    let mut out: Vec<Arc<SharedEvent>> = Vec::new();
     for e in batch.into_iter().rev() {
         if !out.iter().any(|o| o.stream == e.stream) {
             out.push(e);
@@ -333,8 +333,8 @@ fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
-    fn event(stream: &str, index: u64, position: i64) -> StoredEvent {
-        StoredEvent {
+    fn event(stream: &str, index: u64, position: i64) -> Arc<SharedEvent> {
+        Arc::new(SharedEvent::new(StoredEvent {
             stream: stream.to_owned(),
             index,
             id: uuid::Uuid::nil(),
@@ -344,7 +344,7 @@ mod tests {
             data: Bytes::new(),
             metadata: None,
             position,
-        }
+        }))
     }
 
     #[test]
