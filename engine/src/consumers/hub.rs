@@ -163,18 +163,18 @@ impl Hub {
 
     fn publish(&self, notice: &Arc<Committed>) {
         // the (few) distinct streams and accounts of the notice
-        let mut interests: Vec<Interest> = Vec::new();
-        for e in &notice.events {
+        let mut interests: Vec<Interest> = Vec::with_capacity(notice.paths.len() * 2);
+        for p in &notice.paths {
             let stream = Interest::Stream {
-                account: e.path.account.as_str().to_owned(),
-                stream: e.path.stream.as_str().to_owned(),
+                account: p.account.as_str().to_owned(),
+                stream: p.stream.as_str().to_owned(),
             };
             if !interests.contains(&stream) {
                 interests.push(stream);
-                let account = Interest::Account(e.path.account.as_str().to_owned());
-                if !interests.contains(&account) {
-                    interests.push(account);
-                }
+            }
+            let account = Interest::Account(p.account.as_str().to_owned());
+            if !interests.contains(&account) {
+                interests.push(account);
             }
         }
         let reg = self.lock();

@@ -232,7 +232,12 @@ impl Subscription {
             self.floor = live.event.position;
             out.push(live.event.clone());
         }
-        self.floor = self.floor.max(notice.last_position);
+        if notice.complete {
+            self.floor = self.floor.max(notice.last_position);
+        } else {
+            // the events left out of the notice follow those in it: storage has them
+            self.catching_up = true;
+        }
         out
     }
 

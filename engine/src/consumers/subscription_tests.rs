@@ -116,3 +116,41 @@ async fn data_left_out_of_a_notice_is_read_from_storage() {
     assert_eq!(&events[1].data[..], b"small");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_left_out_of_a_large_commit_are_read_from_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let mut sub = engine
+        .follow(
+            Follow::Stream(path("/acme/big")),
+            Selector::default(),
+            false,
+            Start::Live,
+        )
+        .await
+        .unwrap();
+    let n = crate::store::notice::LIVE_EVENTS_MAX as u64 * 2 + 7;
+    let events = (0..n)
+        .map(|i| NewEvent {
+            id: None,
+            event_type: "t".to_owned(),
+            content_type: "application/octet-stream".to_owned(),
+            data: Bytes::from(i.to_le_bytes().to_vec()),
+            timestamp: None,
+            metadata: None,
+        })
+        .collect();
+    engine
+        .append(AppendRequest {
+            stream: path("/acme/big"),
+            events,
+            expected: ExpectedIndex::Any,
+        })
+        .await
+        .unwrap();
+    let got = collect(&mut sub, n as usize).await;
+    let want: Vec<(String, u64)> = (0..n).map(|i| ("acme/big".to_owned(), i)).collect();
+    assert_eq!(got, want);
+    engine.shutdown().await;
+}

@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::notice::{LIVE_DATA_BUDGET, LiveEvent, SharedEvent};
+use super::notice::{LIVE_DATA_BUDGET, LIVE_EVENTS_MAX, LiveEvent, SharedEvent};
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
 use crate::event::{ExpectedIndex, NewEvent, StoredEvent};
@@ -69,7 +69,6 @@ pub(super) type StreamKey = (String, String);
 pub(super) type SubKey = (i64, String);
 
 /// What one group changed, applied to the caches only once the commit succeeds.
-#[derive(Default)]
 pub(super) struct Staged {
     pub(super) streams: HashMap<StreamKey, StreamRow>,
     pub(super) subs: HashMap<SubKey, SubRow>,
@@ -79,6 +78,25 @@ pub(super) struct Staged {
     pub(super) live: Vec<LiveEvent>,
     /// The data bytes `live` carries (see [`LIVE_DATA_BUDGET`]).
     pub(super) live_bytes: usize,
+    /// False once events were left out of `live` (see [`LIVE_EVENTS_MAX`]).
+    pub(super) live_complete: bool,
+    /// The (sub)streams appended to, each once.
+    pub(super) live_paths: Vec<Arc<StreamPath>>,
+}
+
+impl Default for Staged {
+    fn default() -> Self {
+        Self {
+            streams: HashMap::new(),
+            subs: HashMap::new(),
+            touched_streams: Vec::new(),
+            events: 0,
+            live: Vec::new(),
+            live_bytes: 0,
+            live_complete: true,
+            live_paths: Vec::new(),
+        }
+    }
 }
 
 impl Writer {
@@ -314,6 +332,9 @@ impl Writer {
         } = req;
         let path = Arc::new(path);
         let name = path.to_string();
+        if !staged.live_paths.iter().any(|p| **p == *path) {
+            staged.live_paths.push(path.clone());
+        }
         {
             let mut insert = self.conn.prepare_cached(
                 "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, data, metadata) \
@@ -341,29 +362,33 @@ impl Writer {
                     position: pos,
                 });
                 // the notice shares the request's buffers: the data is not copied
-                let has_data = staged.live_bytes + e.data.len() <= LIVE_DATA_BUDGET;
-                if has_data {
-                    staged.live_bytes += e.data.len();
+                if staged.live.len() < LIVE_EVENTS_MAX {
+                    let has_data = staged.live_bytes + e.data.len() <= LIVE_DATA_BUDGET;
+                    if has_data {
+                        staged.live_bytes += e.data.len();
+                    }
+                    staged.live.push(LiveEvent {
+                        event: Arc::new(SharedEvent::new(StoredEvent {
+                            stream: name.clone(),
+                            index: sub.next_index,
+                            id,
+                            event_type: e.event_type,
+                            timestamp: ts,
+                            content_type: e.content_type,
+                            data: if has_data {
+                                e.data
+                            } else {
+                                bytes::Bytes::new()
+                            },
+                            metadata: e.metadata,
+                            position: pos,
+                        })),
+                        path: path.clone(),
+                        has_data,
+                    });
+                } else {
+                    staged.live_complete = false;
                 }
-                staged.live.push(LiveEvent {
-                    event: Arc::new(SharedEvent::new(StoredEvent {
-                        stream: name.clone(),
-                        index: sub.next_index,
-                        id,
-                        event_type: e.event_type,
-                        timestamp: ts,
-                        content_type: e.content_type,
-                        data: if has_data {
-                            e.data
-                        } else {
-                            bytes::Bytes::new()
-                        },
-                        metadata: e.metadata,
-                        position: pos,
-                    })),
-                    path: path.clone(),
-                    has_data,
-                });
                 self.next_pos += 1;
                 sub.next_index += 1;
                 sub.last_timestamp = ts;

@@ -3,7 +3,7 @@
 
 mod apply;
 pub mod migrations;
-mod notice;
+pub(crate) mod notice;
 pub mod read;
 pub(crate) mod reducer_writes;
 mod syncer;
@@ -68,7 +68,9 @@ impl Store {
             .min_connections(1)
             .connect_with(opts.read_only(true))
             .await?;
-        let (notices, _) = broadcast::channel(4096);
+        // live consumers drain it at once (and catch up from storage when they cannot):
+        // a small capacity bounds the memory the kept notices hold
+        let (notices, _) = broadcast::channel(256);
         let last_position = Arc::new(AtomicI64::new(0));
         let (writer, thread) =
             writer::spawn(&path, notices.clone(), last_position.clone(), metrics)?;

@@ -14,6 +14,11 @@ use crate::path::StreamPath;
 /// its last notices alive, so this bounds the memory it holds.
 pub(crate) const LIVE_DATA_BUDGET: usize = 64 * 1024;
 
+/// The most events one notice carries; a commit with more announces the first ones and
+/// says it is incomplete, and consumers read the rest from storage. With the broadcast
+/// channel's capacity, this bounds the memory notices hold.
+pub(crate) const LIVE_EVENTS_MAX: usize = 256;
+
 /// Announced after every commit that wrote events.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -21,8 +26,12 @@ pub struct Committed {
     pub last_position: i64,
     /// The ids of the streams that received events.
     pub streams: Vec<i64>,
-    /// The events appended (reducer log entries are not among them), in position order.
+    /// The events appended (reducer log entries among them), in position order: all
+    /// of them, or the first [`LIVE_EVENTS_MAX`] when `complete` is false.
     pub events: Vec<LiveEvent>,
+    pub complete: bool,
+    /// Every (sub)stream that received events, once each.
+    pub paths: Vec<Arc<StreamPath>>,
 }
 
 /// One committed event, as live consumers see it.

@@ -373,6 +373,8 @@ impl Writer {
                 last_position,
                 streams: staged.touched_streams,
                 events: staged.live,
+                complete: staged.live_complete,
+                paths: staged.live_paths,
             }),
             last_position,
             started,
