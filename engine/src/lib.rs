@@ -16,11 +16,15 @@
 //! - [`reducers`]: deploying reducers and reading their states; one worker thread runs
 //!   the JavaScript (`eddy-runtime-js`), reads events with its own connection, folds,
 //!   and saves checkpoints through the writer.
+//! - [`consumers`]: the live fan-out hub (commit notices to the subscriptions that
+//!   follow their streams), subscriptions with catch-up from storage (SSE), and
+//!   webhooks (signed deliveries with retries, a persisted cursor, the SSRF guard).
 //!
 //! The data path reads top-down: the server builds an [`AppendRequest`], [`Engine::append`]
 //! queues it to the writer, the writer commits it with others in one transaction, the
-//! syncer flushes that to disk, answers, and announces the commit to subscribers
-//! ([`Engine::subscribe`]), which wakes the reducer worker to fold what is new.
+//! syncer flushes that to disk, answers, and announces the commit with its events
+//! ([`Engine::subscribe`]): the reducer worker wakes to fold what is new, and the hub
+//! hands the events to SSE subscriptions and webhook tasks.
 
 pub mod consumers;
 pub mod error;
