@@ -25,18 +25,18 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{CONTENT_TYPE, HOST};
+use http_body_util::Full;
+use hyper::header::HOST;
 use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
 
-const WARMUP: Duration = Duration::from_secs(1);
-const EVENT_BYTES: usize = 200;
+#[path = "bench_common.rs"]
+mod common;
+use common::*;
+
 const BATCH_EVENTS: usize = 1000;
 const BATCH_CONNECTIONS: usize = 4;
 const INSERT_SQL: &str = "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, \
@@ -96,20 +96,6 @@ fn parse_args(args: &[String]) -> Result<Settings> {
         bail!("--rounds, --seconds and --connections must be at least 1");
     }
     Ok(s)
-}
-
-fn eddy_binary() -> Result<PathBuf> {
-    let path = match std::env::var_os("EDDY_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/eddy"),
-    };
-    if !path.is_file() {
-        bail!(
-            "no eddy binary at {}: run `cargo build --release` first, or set EDDY_BIN",
-            path.display()
-        );
-    }
-    Ok(path.canonicalize().unwrap_or(path))
 }
 
 async fn run(s: Settings, eddy: PathBuf) -> Result<()> {
@@ -327,143 +313,12 @@ async fn start_eddy(bin: &Path) -> Result<ServerProcess> {
     }
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(port: u16) -> Result<Sender> {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
-/// Sends one request on a keep-alive connection and reads the whole answer.
-async fn exchange(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
-    sender.ready().await?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    Ok((status, resp.into_body().collect().await?.to_bytes()))
-}
-
 async fn healthz(port: u16) -> Result<StatusCode> {
     let mut sender = connect(port).await?;
     let req = Request::get("/healthz")
         .header(HOST, format!("127.0.0.1:{port}"))
         .body(Full::new(Bytes::new()))?;
     Ok(exchange(&mut sender, req).await?.0)
-}
-
-/// A single event (with its type) or a batch (without).
-fn request(port: u16, path: String, ty: Option<&str>, body: Bytes) -> Request<Full<Bytes>> {
-    let req = Request::post(path).header(HOST, format!("127.0.0.1:{port}"));
-    let req = match ty {
-        Some(ty) => req
-            .header(CONTENT_TYPE, "application/json")
-            .header("Event-Type", ty),
-        None => req.header(CONTENT_TYPE, "application/vnd.eddy.events+json"),
-    };
-    req.body(Full::new(body))
-        .expect("a request from valid parts")
-}
-
-/// What one connection (or the raw loop) saw: successes and their latencies inside the
-/// measured window, errors over the whole run.
-#[derive(Default)]
-struct Tally {
-    ok: u64,
-    latencies_us: Vec<u32>,
-    errors: u64,
-    samples: Vec<String>,
-}
-
-impl Tally {
-    fn error(&mut self, msg: String) {
-        self.errors += 1;
-        if self.samples.len() < 3 && !self.samples.contains(&msg) {
-            self.samples.push(msg);
-        }
-    }
-
-    fn success(&mut self, started: Instant, done: Instant, from: Instant, end: Instant) {
-        if done >= from && done <= end {
-            self.ok += 1;
-            let us = u32::try_from(done.duration_since(started).as_micros());
-            self.latencies_us.push(us.unwrap_or(u32::MAX));
-        }
-    }
-
-    fn merge(&mut self, other: Tally) {
-        self.ok += other.ok;
-        self.latencies_us.extend(other.latencies_us);
-        self.errors += other.errors;
-        for s in other.samples {
-            if self.samples.len() < 5 && !self.samples.contains(&s) {
-                self.samples.push(s);
-            }
-        }
-    }
-}
-
-type MakeRequest = dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync;
-
-/// Runs `connections` closed-loop clients for warm-up + `seconds`.
-async fn run_load<F>(port: u16, conns: usize, secs: u64, ok: StatusCode, make: F) -> Result<Tally>
-where
-    F: Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync + 'static,
-{
-    let make: Arc<MakeRequest> = Arc::new(make);
-    let from = Instant::now() + WARMUP;
-    let window = (from, from + Duration::from_secs(secs));
-    let tasks: Vec<_> = (0..conns)
-        .map(|c| tokio::spawn(client(port, c, window, ok, make.clone())))
-        .collect();
-    let mut total = Tally::default();
-    for t in tasks {
-        total.merge(t.await.context("a client task panicked")?);
-    }
-    Ok(total)
-}
-
-/// One keep-alive connection sending requests one after another until the window ends,
-/// reconnecting after a connection error.
-async fn client(
-    port: u16,
-    c: usize,
-    (from, end): (Instant, Instant),
-    expected: StatusCode,
-    make: Arc<MakeRequest>,
-) -> Tally {
-    let (mut tally, mut sender, mut n) = (Tally::default(), None, 0);
-    while Instant::now() < end {
-        let s = match sender.as_mut() {
-            Some(s) => s,
-            None => match connect(port).await {
-                Ok(s) => sender.insert(s),
-                Err(e) => {
-                    tally.error(format!("connect: {e:#}"));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let req = make(c, n);
-        n += 1;
-        let started = Instant::now();
-        match exchange(s, req).await {
-            Ok((status, _)) if status == expected => {
-                tally.success(started, Instant::now(), from, end)
-            }
-            Ok((status, body)) => {
-                let body = String::from_utf8_lossy(&body[..body.len().min(300)]);
-                tally.error(format!("{status}: {body}"));
-            }
-            Err(e) => {
-                tally.error(format!("{e:#}"));
-                sender = None;
-            }
-        }
-    }
-    tally
 }
 
 /// The raw ceiling: eddy's rows into eddy's schema, 1000 per transaction, in a loop.
@@ -507,32 +362,11 @@ fn raw_sqlite(seconds: u64) -> Result<Tally> {
     Ok(tally)
 }
 
-/// A click event of exactly [`EVENT_BYTES`] bytes of JSON.
-fn click_json(conn: usize, n: u64) -> String {
-    let mut s = format!(
-        r#"{{"url":"/products/{}","referrer":"https://www.example.com/search?q=item+{}","session":"s{conn:03}-{:08x}","ts":{},"pad":""#,
-        n % 5000,
-        n % 977,
-        n / 50,
-        now_ms()
-    );
-    let pad = EVENT_BYTES.saturating_sub(s.len() + 2);
-    s.extend(std::iter::repeat_n('x', pad));
-    s.push_str("\"}");
-    s
-}
-
 fn batch_json(conn: usize) -> Bytes {
     let events: Vec<String> = (0..BATCH_EVENTS as u64)
         .map(|n| format!(r#"{{"type":"click","data":{}}}"#, click_json(conn, n)))
         .collect();
     format!("[{}]", events.join(",")).into()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 struct Stats {
@@ -579,14 +413,5 @@ impl Stats {
         for s in &self.samples {
             println!("         ! {s}");
         }
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }

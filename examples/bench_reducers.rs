@@ -24,6 +24,10 @@ use anyhow::{Context, Result, bail};
 use eddy_runtime_js::{EventIn, Fold, Language, Limits, Sandbox, prepare};
 use serde_json::{Value, json};
 
+#[path = "bench_common.rs"]
+mod common;
+use common::*;
+
 const TRIVIAL: &str = "(n = 0, e) => n + 1";
 const PAGES: &str = "export default (state = { total: 0, pages: {} }, event) => {\n  state.total++;\n  state.pages[event.data.url] = (state.pages[event.data.url] ?? 0) + 1;\n  return state;\n};";
 
@@ -72,20 +76,6 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?
         .block_on(run(s, bin, trivial_ceiling, pages_ceiling))
-}
-
-fn eddy_binary() -> Result<PathBuf> {
-    let path = match std::env::var_os("EDDY_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/eddy"),
-    };
-    if !path.is_file() {
-        bail!(
-            "no eddy binary at {}: run `cargo build --release` first, or set EDDY_BIN",
-            path.display()
-        );
-    }
-    Ok(path)
 }
 
 fn click(n: usize) -> Value {

@@ -1,0 +1,216 @@
+//! What the benchmark programs share: finding the release `eddy` binary, a closed-loop
+//! HTTP/1.1 load generator on raw hyper connections (`run_load`, `Tally`), the click
+//! event they post, and small statistics. Each program includes it with
+//! `#[path = "bench_common.rs"] mod common;` and uses the part it needs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+/// Measured time starts after this warm-up.
+pub const WARMUP: Duration = Duration::from_secs(1);
+/// The size of one click event's JSON.
+pub const EVENT_BYTES: usize = 200;
+
+pub fn eddy_binary() -> Result<PathBuf> {
+    let path = match std::env::var_os("EDDY_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/eddy"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no eddy binary at {}: run `cargo build --release` first, or set EDDY_BIN",
+            path.display()
+        );
+    }
+    Ok(path.canonicalize().unwrap_or(path))
+}
+
+pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+pub async fn connect(port: u16) -> Result<Sender> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// Sends one request on a keep-alive connection and reads the whole answer.
+pub async fn exchange(
+    sender: &mut Sender,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes)> {
+    sender.ready().await?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
+/// A single event (with its type) or a batch (without).
+pub fn request(port: u16, path: String, ty: Option<&str>, body: Bytes) -> Request<Full<Bytes>> {
+    let req = Request::post(path).header(HOST, format!("127.0.0.1:{port}"));
+    let req = match ty {
+        Some(ty) => req
+            .header(CONTENT_TYPE, "application/json")
+            .header("Event-Type", ty),
+        None => req.header(CONTENT_TYPE, "application/vnd.eddy.events+json"),
+    };
+    req.body(Full::new(body))
+        .expect("a request from valid parts")
+}
+
+/// What clients saw: successes and their latencies inside the measured window,
+/// successes and errors over the whole run.
+#[derive(Default)]
+pub struct Tally {
+    pub ok: u64,
+    pub all_ok: u64,
+    pub latencies_us: Vec<u32>,
+    pub errors: u64,
+    pub samples: Vec<String>,
+}
+
+impl Tally {
+    pub fn error(&mut self, msg: String) {
+        self.errors += 1;
+        if self.samples.len() < 3 && !self.samples.contains(&msg) {
+            self.samples.push(msg);
+        }
+    }
+
+    pub fn success(&mut self, started: Instant, done: Instant, from: Instant, end: Instant) {
+        self.all_ok += 1;
+        if done >= from && done <= end {
+            self.ok += 1;
+            let us = u32::try_from(done.duration_since(started).as_micros());
+            self.latencies_us.push(us.unwrap_or(u32::MAX));
+        }
+    }
+
+    pub fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.all_ok += other.all_ok;
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        for s in other.samples {
+            if self.samples.len() < 5 && !self.samples.contains(&s) {
+                self.samples.push(s);
+            }
+        }
+    }
+}
+
+pub type MakeRequest = dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync;
+
+/// Runs `conns` closed-loop clients for warm-up + `secs`.
+pub async fn run_load<F>(
+    port: u16,
+    conns: usize,
+    secs: u64,
+    ok: StatusCode,
+    make: F,
+) -> Result<Tally>
+where
+    F: Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync + 'static,
+{
+    let make: Arc<MakeRequest> = Arc::new(make);
+    let from = Instant::now() + WARMUP;
+    let window = (from, from + Duration::from_secs(secs));
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| tokio::spawn(client(port, c, window, ok, make.clone())))
+        .collect();
+    let mut total = Tally::default();
+    for t in tasks {
+        total.merge(t.await.context("a client task panicked")?);
+    }
+    Ok(total)
+}
+
+/// One keep-alive connection sending requests one after another until the window ends,
+/// reconnecting after a connection error.
+pub async fn client(
+    port: u16,
+    c: usize,
+    (from, end): (Instant, Instant),
+    expected: StatusCode,
+    make: Arc<MakeRequest>,
+) -> Tally {
+    let (mut tally, mut sender, mut n) = (Tally::default(), None, 0);
+    while Instant::now() < end {
+        let s = match sender.as_mut() {
+            Some(s) => s,
+            None => match connect(port).await {
+                Ok(s) => sender.insert(s),
+                Err(e) => {
+                    tally.error(format!("connect: {e:#}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let req = make(c, n);
+        n += 1;
+        let started = Instant::now();
+        match exchange(s, req).await {
+            Ok((status, _)) if status == expected => {
+                tally.success(started, Instant::now(), from, end)
+            }
+            Ok((status, body)) => {
+                let body = String::from_utf8_lossy(&body[..body.len().min(300)]);
+                tally.error(format!("{status}: {body}"));
+            }
+            Err(e) => {
+                tally.error(format!("{e:#}"));
+                sender = None;
+            }
+        }
+    }
+    tally
+}
+
+/// A click event of exactly [`EVENT_BYTES`] bytes of JSON.
+pub fn click_json(conn: usize, n: u64) -> String {
+    let mut s = format!(
+        r#"{{"url":"/products/{}","referrer":"https://www.example.com/search?q=item+{}","session":"s{conn:03}-{:08x}","ts":{},"pad":""#,
+        n % 5000,
+        n % 977,
+        n / 50,
+        now_ms()
+    );
+    let pad = EVENT_BYTES.saturating_sub(s.len() + 2);
+    s.extend(std::iter::repeat_n('x', pad));
+    s.push_str("\"}");
+    s
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The `q` quantile of sorted microseconds, in milliseconds.
+pub fn percentile_ms(sorted_us: &[u32], q: f64) -> f64 {
+    match sorted_us.len() {
+        0 => f64::NAN,
+        n => f64::from(sorted_us[((n - 1) as f64 * q).round() as usize]) / 1000.0,
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
