@@ -113,6 +113,7 @@ fn bare_loop(code: &str, n: usize) -> Result<f64> {
             index: e.index,
             event: e,
             halt_on_error: false,
+            live: false,
         })
         .collect();
     let started = Instant::now();

@@ -1,16 +1,40 @@
-// The sandbox's driver, evaluated once per context before any reducer. It keeps every
-// reducer function and its per-substream states in JavaScript (so states stay live
-// between events and are serialized only when Rust asks), defines `console`, and
-// answers an object of functions that Rust calls. Nothing here is reachable from
-// reducer code except `console`.
-(() => {
+// The sandbox's driver, evaluated once per context before any reducer. It evaluates to a
+// function that Rust calls with the native `hostRequest` function (so that function is
+// never a global); the call defines `console`, `request` and `dispatch`, keeps every
+// reducer and pipe function and the reducers' per-substream states in JavaScript (so
+// states stay live between events and are serialized only when Rust asks), and answers
+// an object of functions that Rust calls. Nothing here is reachable from reducer code
+// except `console`, `request` and `dispatch`.
+((hostRequest) => {
   const fns = [];
   const states = [];
   const reads = [];
   const slots = Object.create(null);
   const lines = [];
-  // the call running now, so console lines name their reducer, substream and event
+  const dispatched = [];
+  // the call running now, so console lines and dispatches name their reducer, substream
+  // and event; whether it runs live (not a replay), so `request` may reach the host;
+  // where its dispatches start in `dispatched` (-1 between calls); how many it made
   let at = {};
+  let live = false;
+  let mark = -1;
+  let made = 0;
+  const begin = (slot, sid, index, isLive) => {
+    at = { slot, sid, index };
+    live = isLive === true;
+    mark = dispatched.length;
+    made = 0;
+  };
+  const end = () => {
+    at = {};
+    live = false;
+    mark = -1;
+  };
+  // drops the dispatches of a call that failed
+  const discard = () => {
+    if (mark >= 0) dispatched.length = mark;
+    end();
+  };
   const show = (v) => {
     if (typeof v === "string") return v;
     try {
@@ -20,6 +44,16 @@
       return String(v);
     }
   };
+  // names a value in an error message
+  const what = (v) => {
+    if (v === null) return "null";
+    if (v === undefined) return "undefined";
+    if (Array.isArray(v)) return "an array";
+    if (typeof v === "string") return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + "..." : v)}`;
+    if (typeof v === "number" || typeof v === "boolean") return `the ${typeof v} ${String(v)}`;
+    return typeof v === "object" ? "an object" : `a ${typeof v}`;
+  };
+  const thenable = (v) => v !== null && typeof v === "object" && typeof v.then === "function";
   const say = (level) => (...args) => {
     if (lines.length < 1000) lines.push({ level, message: args.map(show).join(" "), ...at });
   };
@@ -30,9 +64,91 @@
     warn: say("warn"),
     error: say("error"),
   });
+  const checkType = (type, label) => {
+    if (typeof type !== "string") throw new TypeError(`${label} must be a string, not ${what(type)}`);
+    if (type.length < 1 || type.length > 100) {
+      throw new TypeError(`${label} must be 1 to 100 characters long, not ${type.length}`);
+    }
+  };
+  globalThis.request = (url, init) => {
+    if (typeof url !== "string") throw new TypeError(`request(url, init): url must be a string, not ${what(url)}`);
+    if (!live) return { voided: true, ok: false, status: 0, headers: {}, body: "", json: () => null };
+    if (init !== undefined && init !== null && typeof init !== "object") {
+      throw new TypeError(`request(url, init): init must be an object, not ${what(init)}`);
+    }
+    const sent = Object.assign({}, init);
+    sent.method = sent.method === undefined ? "GET" : String(sent.method);
+    const headers = {};
+    if (sent.headers !== undefined && sent.headers !== null) {
+      if (typeof sent.headers !== "object") {
+        throw new TypeError(`request(url, init): init.headers must be an object, not ${what(sent.headers)}`);
+      }
+      for (const [k, v] of Object.entries(sent.headers)) headers[k] = String(v);
+    }
+    if (sent.body !== undefined && typeof sent.body !== "string") {
+      sent.body = JSON.stringify(sent.body);
+      if (!Object.keys(headers).some((k) => k.toLowerCase() === "content-type")) {
+        headers["content-type"] = "application/json";
+      }
+    }
+    sent.headers = headers;
+    const response = JSON.parse(hostRequest(url, JSON.stringify(sent)));
+    response.json = function () {
+      return JSON.parse(this.body);
+    };
+    return response;
+  };
+  globalThis.dispatch = (stream, event) => {
+    const where = "dispatch(stream, event)";
+    if (typeof stream !== "string" || stream.length === 0) {
+      throw new TypeError(`${where}: stream must be a stream name such as "orders" or "orders('x')"`);
+    }
+    if (event === null || typeof event !== "object") {
+      throw new TypeError(`${where}: event must be an object {type, data?}, not ${what(event)}`);
+    }
+    checkType(event.type, `${where}: event.type`);
+    if (mark < 0) throw new TypeError(`${where}: events can only be dispatched while handling an event`);
+    if (made >= 1000) throw new TypeError(`${where}: at most 1000 events may be dispatched for one event`);
+    const data = JSON.stringify(event.data === undefined ? null : event.data);
+    if (data === undefined) throw new TypeError(`${where}: event.data cannot be turned into JSON`);
+    dispatched.push({ ...at, n: made, stream, type: event.type, data });
+    made++;
+  };
+  // one output of a pipe function, as {type?, data?, args?}
+  const output = (o, where) => {
+    const out = { type: o.type, data: o.data, args: o.args };
+    if (out.type !== undefined) checkType(out.type, `${where}: type`);
+    if (out.args !== undefined) {
+      if (!Array.isArray(out.args)) throw new TypeError(`${where}: args must be an array, not ${what(out.args)}`);
+      out.args.forEach((a, i) => {
+        const ok = a === null || typeof a === "string" || typeof a === "boolean" || (typeof a === "number" && Number.isFinite(a));
+        if (!ok) throw new TypeError(`${where}: args[${i}] must be a string, a finite number, a boolean or null, not ${what(a)}`);
+      });
+    }
+    return out;
+  };
+  const outputs = (result) => {
+    if (result === null || result === undefined) return [];
+    if (thenable(result)) throw new TypeError("the pipe function returned a Promise: pipe functions must be synchronous");
+    if (Array.isArray(result)) {
+      const out = [];
+      result.forEach((o, i) => {
+        if (o === null) return;
+        if (typeof o !== "object" || Array.isArray(o) || thenable(o)) {
+          const kind = thenable(o) ? "a Promise" : what(o);
+          throw new TypeError(`the pipe function returned ${kind} at position ${i}: each element must be an object {type?, data?, args?} or null`);
+        }
+        out.push(output(o, `the pipe function's output at position ${i}`));
+      });
+      return out;
+    }
+    if (typeof result === "object") return [output(result, "the pipe function's output")];
+    throw new TypeError(`the pipe function must return an object {type?, data?, args?}, an array of them, or null to drop the event, not ${what(result)}`);
+  };
   const none = Object.freeze({});
   return {
     load(slot, name, fn, names) {
+      end();
       if (typeof fn !== "function") {
         throw new TypeError("the reducer is not a function: export a function as default, or send one function expression");
       }
@@ -51,25 +167,44 @@
       reads[slot] = undefined;
       if (slots[name] === slot) delete slots[name];
     },
-    fold(slot, sid, event, index) {
-      at = { slot, sid, index };
-      const own = states[slot];
-      const names = reads[slot];
-      let current = none;
-      if (names.length > 0) {
-        current = {};
-        for (const name of names) {
-          const other = states[slots[name]];
-          current[name] = other === undefined ? undefined : other.get(sid);
+    fold(slot, sid, event, index, isLive) {
+      begin(slot, sid, index, isLive);
+      try {
+        const own = states[slot];
+        const names = reads[slot];
+        let current = none;
+        if (names.length > 0) {
+          current = {};
+          for (const name of names) {
+            const other = states[slots[name]];
+            current[name] = other === undefined ? undefined : other.get(sid);
+          }
         }
+        const next = fns[slot](own.get(sid), event, index, current);
+        if (thenable(next)) {
+          throw new TypeError("the reducer returned a Promise: reducers must be synchronous");
+        }
+        if (next === undefined) own.delete(sid);
+        else own.set(sid, next);
+      } catch (e) {
+        discard();
+        throw e;
       }
-      const next = fns[slot](own.get(sid), event, index, current);
-      if (next !== null && typeof next === "object" && typeof next.then === "function") {
-        throw new TypeError("the reducer returned a Promise: reducers must be synchronous");
-      }
-      if (next === undefined) own.delete(sid);
-      else own.set(sid, next);
+      end();
     },
+    map(slot, sid, event, index, isLive) {
+      begin(slot, sid, index, isLive);
+      let json;
+      try {
+        json = JSON.stringify(outputs(fns[slot](event)));
+      } catch (e) {
+        discard();
+        throw e;
+      }
+      end();
+      return json;
+    },
+    discard,
     get(slot, sid) {
       const v = states[slot].get(sid);
       return v === undefined ? undefined : JSON.stringify(v);
@@ -87,5 +222,8 @@
     console() {
       return lines.splice(0);
     },
+    dispatches() {
+      return dispatched.splice(0);
+    },
   };
-})()
+})

@@ -1,20 +1,30 @@
 //! eddy's JavaScript engine behind a small interface, so that another engine could take
 //! its place: [`prepare`] turns reducer source (JavaScript or TypeScript) into loadable
 //! code, and a [`Sandbox`] holds reducers and their per-substream states, folds events
-//! into them under time and memory limits, and captures `console` output.
+//! into them (and runs pipe mapping functions on events) under time and memory limits,
+//! and captures what the code asks of the outside: `console` output, events to append
+//! to other streams (`dispatch()`), and outbound HTTP (`request()`) through the
+//! embedder's [`Host`], in live calls only.
 //!
 //! # Layout
 //! - `prepare.rs`: parsing with oxc, type stripping, module or expression, `current` reads.
-//! - `sandbox.rs`: the QuickJS runtime (rquickjs), limits, folding, states, console.
-//! - `driver.js`: the JavaScript side of the sandbox.
+//! - `sandbox.rs`: the QuickJS runtime (rquickjs), limits, folding, mapping, states,
+//!   console and dispatches.
+//! - `host.rs`: the [`Host`] behind `request()`, and [`Dispatch`].
+//! - `convert.rs`: the event object and errors, between Rust and JavaScript.
+//! - `driver.js`: the JavaScript side of the sandbox (`console`, `request`, `dispatch`,
+//!   output checks).
 
+mod convert;
+mod host;
 mod prepare;
 mod sandbox;
 
 use std::time::Duration;
 
+pub use host::{Dispatch, Host};
 pub use prepare::{Language, Prepared, Shape, prepare};
-pub use sandbox::{ConsoleLine, EventIn, Fold, JS_STACK_BYTES, Sandbox};
+pub use sandbox::{ConsoleLine, EventIn, Fold, JS_STACK_BYTES, MapCall, Sandbox};
 
 /// Bounds on what reducer code may use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,5 +90,7 @@ pub struct JsError {
     pub stack: Option<String>,
 }
 
+#[cfg(test)]
+mod sandbox_host_tests;
 #[cfg(test)]
 mod sandbox_tests;

@@ -1,26 +1,33 @@
-//! One QuickJS runtime and context holding reducers and their per-substream states.
-//! A sandbox lives on one thread (QuickJS values are not `Send`): the engine creates it
-//! on a worker thread and feeds it through channels.
+//! One QuickJS runtime and context holding reducers (and pipe mapping functions) and
+//! the reducers' per-substream states. A sandbox lives on one thread (QuickJS values
+//! are not `Send`): the engine creates it on a worker thread and feeds it through
+//! channels.
 //!
-//! The context has no module loader and no host functions besides `console`, so
-//! reducer code cannot reach files, the network, timers or the process. Every call is
-//! bounded: an interrupt handler stops code that runs past the per-event time limit,
-//! and the runtime's memory limit stops allocation bombs.
+//! The context has no module loader, and its only host functions are `console`,
+//! `dispatch` (buffered, taken with [`Sandbox::dispatches`]) and `request`, which
+//! reaches the network only through the [`Host`] the embedder sets, and only during
+//! live calls. Reducer code cannot reach files, timers or the process. Every call is
+//! bounded: an interrupt handler stops code that runs past the per-event time limit
+//! (time spent waiting on the host does not count), and the runtime's memory limit
+//! stops allocation bombs.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rquickjs::context::EvalOptions;
-use rquickjs::{Atom, Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
+use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
 
+use crate::convert::{Keys, caught, internal};
+use crate::host::{DISARMED, Dispatch, Host, SharedHost, dispatch_from, request_fn};
 use crate::{JsError, JsErrorKind, Limits, Prepared, Shape};
 
 const DRIVER: &str = include_str!("driver.js");
 /// Stack QuickJS may use. The worker threads that host sandboxes get a larger native
 /// stack than this (see the engine's reducer host).
 pub const JS_STACK_BYTES: usize = 1024 * 1024;
-const DISARMED: u64 = u64::MAX;
 
 /// One event as a reducer sees it: the envelope of API §3 with `data` already turned
 /// into JSON text by the caller (parsed form, CSV rows, base64 for binary).
@@ -49,6 +56,19 @@ pub struct Fold<'a> {
     /// After this reducer's first failure in the batch, its later items are skipped
     /// (`on-error=halt`): nothing past the failed event is folded into its states.
     pub halt_on_error: bool,
+    /// The event is new, not replayed: only then does `request()` reach the [`Host`].
+    pub live: bool,
+}
+
+/// One call of a pipe's mapping function on one event.
+#[derive(Clone, Copy, Debug)]
+pub struct MapCall<'a> {
+    pub slot: u32,
+    pub sid: i64,
+    pub index: i64,
+    pub event: &'a EventIn<'a>,
+    /// The event is new, not replayed: only then does `request()` reach the [`Host`].
+    pub live: bool,
 }
 
 /// A line a reducer wrote with `console.*`.
@@ -63,11 +83,14 @@ pub struct ConsoleLine {
     pub index: Option<i64>,
 }
 
+/// A QuickJS runtime holding loaded functions, their states and buffered output.
 pub struct Sandbox {
     // Field order matters: the context and persistent values drop before the runtime.
     driver: Persistent<Object<'static>>,
     context: Context,
     runtime: Runtime,
+    /// What `request()` calls; shared with the native function the driver holds.
+    host: SharedHost,
     /// Deadline of the running call in nanoseconds since `epoch`; `DISARMED` between
     /// calls. Read by the interrupt handler.
     deadline: Arc<AtomicU64>,
@@ -80,6 +103,7 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// A sandbox with no functions loaded and no [`Host`].
     pub fn new(limits: Limits) -> Result<Self, JsError> {
         let runtime = Runtime::new().map_err(internal)?;
         runtime.set_memory_limit(limits.memory_bytes);
@@ -100,14 +124,18 @@ impl Sandbox {
             })));
         }
         let context = Context::full(&runtime).map_err(internal)?;
+        let host: SharedHost = Rc::new(RefCell::new(None));
         let driver = context.with(|ctx| {
-            let driver: Object = ctx.eval(DRIVER).map_err(|e| caught(&ctx, e))?;
+            let make: Function = ctx.eval(DRIVER).map_err(|e| caught(&ctx, e))?;
+            let request = request_fn(&ctx, host.clone(), deadline.clone()).map_err(internal)?;
+            let driver: Object = make.call((request,)).map_err(|e| caught(&ctx, e))?;
             Ok::<_, JsError>(Persistent::save(&ctx, driver))
         })?;
         Ok(Self {
             driver,
             context,
             runtime,
+            host,
             deadline,
             interrupted,
             epoch,
@@ -116,12 +144,19 @@ impl Sandbox {
         })
     }
 
+    /// The limits the sandbox was made with.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
-    /// Evaluates `code` and installs its function as reducer `slot` named `name`, with
-    /// no states. `reads` are the names of reducers it sees through `current`.
+    /// Lets `request()` in live calls reach `host` (replacing any earlier host).
+    pub fn set_host(&mut self, host: Box<dyn Host>) {
+        *self.host.borrow_mut() = Some(host);
+    }
+
+    /// Evaluates `code` and installs its function as reducer (or pipe mapping function)
+    /// `slot` named `name`, with no states. `reads` are the names of reducers it sees
+    /// through `current`.
     pub fn load(&mut self, slot: u32, name: &str, code: &Prepared) -> Result<(), JsError> {
         self.loads += 1;
         let module_name = format!("{name}.{}.js", self.loads);
@@ -162,7 +197,7 @@ impl Sandbox {
     /// failed call leaves the state as the reducer left it (a reducer that mutates its
     /// state before throwing keeps the mutation) and the next item runs normally,
     /// unless the failed item was marked `halt_on_error`: then the later items of its
-    /// reducer are skipped.
+    /// reducer are skipped. The events a failed call dispatched are dropped.
     pub fn fold(&mut self, work: &[Fold<'_>]) -> Vec<(usize, JsError)> {
         let mut failures = Vec::new();
         let mut any_failed = false;
@@ -189,13 +224,12 @@ impl Sandbox {
                 }
                 self.arm();
                 let outcome = keys.event(&ctx, item.event).and_then(|event| {
-                    fold.call::<_, ()>((item.slot, item.sid as f64, event, item.index as f64))
+                    let index = item.index as f64;
+                    fold.call::<_, ()>((item.slot, item.sid as f64, event, index, item.live))
                 });
                 if let Err(e) = outcome {
                     any_failed = true;
-                    let mut error = caught(&ctx, e);
-                    self.reclassify(&mut error);
-                    failures.push((i, error));
+                    failures.push((i, self.failed(&ctx, e)));
                     if item.halt_on_error {
                         halted.push(item.slot);
                     }
@@ -207,6 +241,38 @@ impl Sandbox {
             self.runtime.run_gc();
         }
         failures
+    }
+
+    /// Calls pipe mapping functions, one result per call in order: the outputs as a
+    /// JSON array of `{type?, data?, args?}` (empty to drop the event), or why the call
+    /// failed. The events a failed call dispatched are dropped.
+    pub fn map(&mut self, calls: &[MapCall<'_>]) -> Vec<Result<String, JsError>> {
+        let mut results = Vec::with_capacity(calls.len());
+        self.context.with(|ctx| {
+            let setup = Keys::new(&ctx)
+                .map_err(|e| caught(&ctx, e))
+                .and_then(|keys| Ok((keys, self.driver_fn(&ctx, "map")?)));
+            let (keys, map) = match setup {
+                Ok(setup) => setup,
+                Err(error) => {
+                    results.extend(calls.iter().map(|_| Err(error.clone())));
+                    return;
+                }
+            };
+            for call in calls {
+                self.arm();
+                let outcome = keys.event(&ctx, call.event).and_then(|event| {
+                    let index = call.index as f64;
+                    map.call::<_, String>((call.slot, call.sid as f64, event, index, call.live))
+                });
+                results.push(outcome.map_err(|e| self.failed(&ctx, e)));
+            }
+        });
+        self.disarm();
+        if results.iter().any(Result::is_err) {
+            self.runtime.run_gc();
+        }
+        results
     }
 
     /// The state reducer `slot` keeps for `sid` as JSON, or `None` while it is undefined.
@@ -267,6 +333,16 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
+    /// Takes the events dispatched by calls since the last call, in order.
+    pub fn dispatches(&mut self) -> Vec<Dispatch> {
+        self.context
+            .with(|ctx| {
+                let taken: Vec<Object> = self.call(&ctx, "dispatches", ())?;
+                Ok::<_, JsError>(taken.iter().map(dispatch_from).collect::<Vec<_>>())
+            })
+            .unwrap_or_default()
+    }
+
     /// Bytes the runtime has allocated.
     pub fn memory_used(&self) -> u64 {
         self.runtime.memory_usage().memory_used_size as u64
@@ -286,6 +362,16 @@ impl Sandbox {
         self.driver_fn(ctx, name)?
             .call(args)
             .map_err(|e| caught(ctx, e))
+    }
+
+    /// Names the error of a failed fold or map call and drops what it dispatched (the
+    /// driver does so itself unless the call was stopped before its `catch` could run).
+    fn failed<'js>(&self, ctx: &Ctx<'js>, e: rquickjs::Error) -> JsError {
+        let mut error = caught(ctx, e);
+        self.reclassify(&mut error);
+        self.arm();
+        let _ = self.call::<()>(ctx, "discard", ());
+        error
     }
 
     fn arm(&self) {
@@ -322,108 +408,6 @@ impl Sandbox {
                 self.limits.memory_bytes
             );
         }
-    }
-}
-
-/// Property names of the event object, made once per batch.
-struct Keys<'js> {
-    stream: Atom<'js>,
-    index: Atom<'js>,
-    id: Atom<'js>,
-    event_type: Atom<'js>,
-    timestamp: Atom<'js>,
-    content_type: Atom<'js>,
-    data: Atom<'js>,
-    encoding: Atom<'js>,
-    args: Atom<'js>,
-}
-
-impl<'js> Keys<'js> {
-    fn new(ctx: &Ctx<'js>) -> rquickjs::Result<Self> {
-        let atom = |name: &str| Atom::from_str(ctx.clone(), name);
-        Ok(Self {
-            stream: atom("stream")?,
-            index: atom("index")?,
-            id: atom("id")?,
-            event_type: atom("type")?,
-            timestamp: atom("timestamp")?,
-            content_type: atom("contentType")?,
-            data: atom("data")?,
-            encoding: atom("encoding")?,
-            args: atom("args")?,
-        })
-    }
-
-    fn event(&self, ctx: &Ctx<'js>, e: &EventIn<'_>) -> rquickjs::Result<Object<'js>> {
-        let o = Object::new(ctx.clone())?;
-        o.set(self.stream.clone(), e.stream)?;
-        o.set(self.index.clone(), e.index as f64)?;
-        o.set(self.id.clone(), e.id)?;
-        o.set(self.event_type.clone(), e.event_type)?;
-        o.set(self.timestamp.clone(), e.timestamp as f64)?;
-        o.set(self.content_type.clone(), e.content_type)?;
-        o.set(self.data.clone(), ctx.json_parse(e.data_json)?)?;
-        if let Some(encoding) = e.encoding {
-            o.set(self.encoding.clone(), encoding)?;
-        }
-        if let Some(args) = e.args_json {
-            o.set(self.args.clone(), ctx.json_parse(args)?)?;
-        }
-        Ok(o)
-    }
-}
-
-/// Turns an rquickjs error into a [`JsError`], taking the pending exception's message
-/// and stack when there is one.
-fn caught(ctx: &Ctx<'_>, error: rquickjs::Error) -> JsError {
-    if !matches!(error, rquickjs::Error::Exception) {
-        return internal(error);
-    }
-    let thrown = ctx.catch();
-    if let Some(object) = thrown.as_object() {
-        let name: Option<String> = object.get("name").ok();
-        let message: Option<String> = object.get("message").ok();
-        let stack: Option<String> = object.get("stack").ok().filter(|s: &String| !s.is_empty());
-        let message = match (name, message) {
-            (Some(name), Some(message)) if !name.is_empty() => format!("{name}: {message}"),
-            (_, Some(message)) => message,
-            _ => ctx
-                .json_stringify(thrown.clone())
-                .ok()
-                .flatten()
-                .and_then(|s| s.to_string().ok())
-                .unwrap_or_else(|| "an object was thrown".into()),
-        };
-        return JsError {
-            kind: JsErrorKind::Thrown,
-            message,
-            stack,
-        };
-    }
-    let message = if thrown.is_null() || thrown.is_undefined() {
-        // QuickJS throws null when it cannot even allocate the error.
-        "out of memory".to_owned()
-    } else if let Some(s) = thrown.as_string() {
-        s.to_string().unwrap_or_default()
-    } else {
-        ctx.json_stringify(thrown)
-            .ok()
-            .flatten()
-            .and_then(|s| s.to_string().ok())
-            .unwrap_or_else(|| "a value was thrown".into())
-    };
-    JsError {
-        kind: JsErrorKind::Thrown,
-        message,
-        stack: None,
-    }
-}
-
-fn internal(error: rquickjs::Error) -> JsError {
-    JsError {
-        kind: JsErrorKind::Internal,
-        message: error.to_string(),
-        stack: None,
     }
 }
 

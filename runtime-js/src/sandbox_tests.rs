@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::{EventIn, Fold, JsErrorKind, Language, Limits, Sandbox, prepare};
 
-fn event(index: i64, data: &str) -> EventIn<'_> {
+pub(crate) fn event(index: i64, data: &str) -> EventIn<'_> {
     EventIn {
         stream: "acme/clicks",
         index,
@@ -18,7 +18,7 @@ fn event(index: i64, data: &str) -> EventIn<'_> {
     }
 }
 
-fn sandbox() -> Sandbox {
+pub(crate) fn sandbox() -> Sandbox {
     Sandbox::new(Limits {
         memory_bytes: 32 * 1024 * 1024,
         event_time: Duration::from_millis(50),
@@ -27,7 +27,7 @@ fn sandbox() -> Sandbox {
     .unwrap()
 }
 
-fn load(s: &mut Sandbox, slot: u32, name: &str, src: &str) {
+pub(crate) fn load(s: &mut Sandbox, slot: u32, name: &str, src: &str) {
     s.load(slot, name, &prepare(src, Language::JavaScript).unwrap())
         .unwrap();
 }
@@ -46,6 +46,7 @@ fn fold_all(
             index: e.index,
             event: e,
             halt_on_error: false,
+            live: false,
         })
         .collect();
     s.fold(&work)
@@ -124,6 +125,7 @@ fn current_shows_the_other_reducers_state_of_the_same_substream() {
                 index: e.index,
                 event: e,
                 halt_on_error: false,
+                live: false,
             },
             Fold {
                 slot: 1,
@@ -131,6 +133,7 @@ fn current_shows_the_other_reducers_state_of_the_same_substream() {
                 index: e.index,
                 event: e,
                 halt_on_error: false,
+                live: false,
             },
         ];
         assert!(s.fold(&work).is_empty());

@@ -454,6 +454,7 @@ impl Worker {
                 index: rows[k].idx,
                 event: &inputs[k],
                 halt_on_error: group.reducers[ri].row.halt_on_error,
+                live: false,
             })
             .collect();
         let failures = group.sandbox.fold(&calls);
