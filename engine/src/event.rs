@@ -212,6 +212,23 @@ impl ExpectedIndex {
     }
 }
 
+/// An event id derived from `parts` (a UUIDv8 holding 122 bits of their SHA-256):
+/// what pipes, dispatches and cron ticks give the events they write, so that writing
+/// the same event again (after a restart, a redeploy or a rebuild) finds it already
+/// stored instead of appending a duplicate.
+pub fn derived_id(parts: &[&[u8]]) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::new_v8(bytes)
+}
+
 /// One event as a client appends it.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -224,6 +241,8 @@ pub struct NewEvent {
     pub timestamp: Option<i64>,
     /// EventStoreDB-style metadata as JSON text.
     pub metadata: Option<String>,
+    /// Where a piped or dispatched event came from: `{"stream","index"}` as JSON text.
+    pub origin: Option<String>,
 }
 
 /// One stored event, as read back.
@@ -238,6 +257,8 @@ pub struct StoredEvent {
     pub content_type: String,
     pub data: Bytes,
     pub metadata: Option<String>,
+    /// `{"stream","index"}` as JSON text, for an event a pipe or a dispatch wrote.
+    pub origin: Option<String>,
     /// The global append position.
     pub position: i64,
 }
@@ -262,7 +283,7 @@ impl StoredEvent {
 
     /// The JSON envelope of §3: `{"stream","index","id","type","timestamp",
     /// "contentType","data"}` (+ `"encoding":"base64"` for binary data, `"metadata"`
-    /// when present).
+    /// and `"origin"` when present).
     pub fn envelope(&self) -> Envelope<'_> {
         let (data, encoding) = render_data(self.kind(), &self.data);
         Envelope {
@@ -276,6 +297,10 @@ impl StoredEvent {
             encoding,
             metadata: self
                 .metadata
+                .as_deref()
+                .and_then(|m| serde_json::from_str::<&RawValue>(m).ok()),
+            origin: self
+                .origin
                 .as_deref()
                 .and_then(|m| serde_json::from_str::<&RawValue>(m).ok()),
         }
@@ -352,6 +377,8 @@ pub struct Envelope<'a> {
     pub encoding: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'a RawValue>,
 }
 
 #[cfg(test)]
@@ -451,6 +478,7 @@ mod tests {
             content_type: "application/json".into(),
             data: Bytes::from_static(b"{\n  \"a\": [1, 2]\n}\n"),
             metadata: None,
+            origin: None,
             position: 1,
         };
         let j = serde_json::to_value(e.envelope()).unwrap();

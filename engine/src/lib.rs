@@ -26,11 +26,14 @@
 //! ([`Engine::subscribe`]): the reducer worker wakes to fold what is new, and the hub
 //! hands the events to SSE subscriptions and webhook tasks.
 
+pub mod builtins;
 pub mod consumers;
+mod dispatch;
 pub mod error;
 pub mod event;
 pub mod metrics;
 pub mod path;
+pub mod pipes;
 pub mod query;
 pub mod reducers;
 pub mod selector;
@@ -67,6 +70,8 @@ pub struct Engine {
     reducers: reducers::Reducers,
     hub: consumers::hub::Hub,
     webhooks: consumers::webhooks::Webhooks,
+    pipes: pipes::Pipes,
+    tickers: builtins::cron::Tickers,
 }
 
 impl Engine {
@@ -84,16 +89,21 @@ impl Engine {
             store.writer.clone(),
             store.durable(),
             store.subscribe(),
-            reducer_limits,
+            reducer_limits.clone(),
         )?;
         let hub = consumers::hub::Hub::start(store.subscribe(), metrics);
+        let pipes = pipes::Pipes::new(reducer_limits)?;
+        let tickers = builtins::cron::Tickers::new(store.writer.clone(), store.pool.clone());
         let engine = Arc::new(Self {
             store,
             reducers,
             hub,
             webhooks,
+            pipes,
+            tickers,
         });
         engine.start_webhooks().await?;
+        engine.start_pipes().await?;
         Ok(engine)
     }
 
@@ -208,7 +218,10 @@ impl Engine {
 
     /// Finishes every accepted write and stops the writer.
     pub async fn shutdown(&self) {
-        // webhooks and reducers save their cursors and checkpoints through the writer
+        // pipes, webhooks and reducers save their cursors and checkpoints through the
+        // writer; cron tickers stop first, so nothing ticks into a closing writer
+        self.tickers.stop_all();
+        self.pipes.stop_all().await;
         self.webhooks.stop_all().await;
         self.reducers.shutdown().await;
         self.store.shutdown().await;

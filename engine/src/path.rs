@@ -520,6 +520,20 @@ impl StreamPath {
         }
     }
 
+    /// The stream that holds the log of the pipe from this stream to `to`
+    /// (`/{acct}/{strm}/logs/pipe/{acct2}/{strm2}`): a plain stream named
+    /// `strm[(args)]/logs/pipe/acct2/strm2[(args)]`, internal like [`StreamPath::logs`].
+    pub fn pipe_logs(&self, to: &StreamPath) -> StreamPath {
+        StreamPath {
+            account: self.account.clone(),
+            stream: StreamName(match &self.args {
+                Some(args) => format!("{}({args})/logs/pipe/{to}", self.stream),
+                None => format!("{}/logs/pipe/{to}", self.stream),
+            }),
+            args: None,
+        }
+    }
+
     /// Returns the percent-encoded path `/acct/strm(args)`, valid as a URL path and
     /// an HTTP header value; [`parse`] reads it back as an equal stream path.
     pub fn url(&self) -> String {

@@ -1,8 +1,8 @@
 //! Stream settings (API §9): the document behind `GET/PUT/PATCH /{acct}/{strm}/settings`.
 //!
-//! Only `factory` exists so far; the access, rate-limit and blocklist fields arrive
-//! with the access-control work, and until then a field this server does not know is
-//! refused rather than silently stored.
+//! `factory` and `requestHosts` exist so far; the access, rate-limit and blocklist
+//! fields arrive with the access-control work, and until then a field this server does
+//! not know is refused rather than silently stored.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -10,7 +10,10 @@ use serde_json::{Map, Value};
 use crate::error::{EngineError, Result};
 
 /// The settings fields this server knows.
-pub const FIELDS: [&str; 1] = ["factory"];
+pub const FIELDS: [&str; 2] = ["factory", "requestHosts"];
+
+/// Most hosts `requestHosts` may list.
+pub const MAX_REQUEST_HOSTS: usize = 100;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -18,6 +21,10 @@ pub struct StreamSettings {
     /// A factory holds substreams `strm(args)`; a plain stream holds events itself.
     #[serde(default)]
     pub factory: bool,
+    /// Hosts (`api.example.com`, or `host:port` for one port only) that reducers of
+    /// the stream may call with `request()`; none by default.
+    #[serde(default)]
+    pub request_hosts: Vec<String>,
 }
 
 impl StreamSettings {
@@ -50,18 +57,53 @@ impl StreamSettings {
             doc.insert(k, v);
         }
         for (k, v) in &doc {
-            let ok = match k.as_str() {
-                "factory" => v.is_boolean(),
-                _ => true,
-            };
-            if !ok {
-                return Err(EngineError::invalid(format!(
-                    "settings field \"{k}\" must be a boolean, not {v}"
-                ))
-                .with("field", k.as_str()));
+            match k.as_str() {
+                "factory" if !v.is_boolean() => {
+                    return Err(EngineError::invalid(format!(
+                        "settings field \"{k}\" must be a boolean, not {v}"
+                    ))
+                    .with("field", k.as_str()));
+                }
+                "requestHosts" => check_hosts(v)?,
+                _ => {}
             }
         }
         serde_json::from_value(Value::Object(doc))
             .map_err(|e| EngineError::invalid(format!("settings are not valid: {e}")))
     }
+}
+
+/// `requestHosts` is an array of host names, each optionally with a port.
+fn check_hosts(v: &Value) -> Result<()> {
+    let bad = |why: String| {
+        Err(EngineError::invalid(why)
+            .with("field", "requestHosts")
+            .with("value", v.clone()))
+    };
+    let Some(hosts) = v.as_array() else {
+        return bad(format!(
+            "settings field \"requestHosts\" must be an array of host names, not {v}"
+        ));
+    };
+    if hosts.len() > MAX_REQUEST_HOSTS {
+        return bad(format!(
+            "settings field \"requestHosts\" lists {} hosts; at most {MAX_REQUEST_HOSTS} are allowed",
+            hosts.len()
+        ));
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        let ok = h.as_str().is_some_and(|h| {
+            !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        });
+        if !ok {
+            return bad(format!(
+                "settings field \"requestHosts\" item {i} ({h}) is not a host name such as \
+                 \"api.example.com\" or \"127.0.0.1:8080\""
+            ));
+        }
+    }
+    Ok(())
 }

@@ -5,11 +5,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use eddy_engine::path::{self, Resource};
+use eddy_engine::builtins::{self, Builtin};
+use eddy_engine::path::{self, Resource, StreamPath};
 
 use crate::consumers::webhooks;
 use crate::error::{ApiError, ApiResult};
-use crate::{AppState, events, reducers, settings, streams};
+use crate::{AppState, events, pipes, reducers, settings, streams};
 
 pub async fn dispatch(
     State(state): State<AppState>,
@@ -33,6 +34,7 @@ async fn route(
 ) -> ApiResult<Response> {
     let resource = path::parse(uri.path())?;
     check_account(&resource)?;
+    let resource = builtin(resource, &method)?;
     let get = method == Method::GET || method == Method::HEAD;
     match resource {
         Resource::Account(account) if get => streams::list(state, account, &uri, &headers).await,
@@ -68,9 +70,16 @@ async fn route(
         },
         Resource::Reducers(p) if get => reducers::status(state, p, &uri).await,
         Resource::Reducers(_) => Err(ApiError::method(&method, "GET")),
-        Resource::Pipe { .. } | Resource::PipeLogs { .. } => {
-            Err(ApiError::not_implemented("pipes"))
+        Resource::Pipe { from, to } => match method {
+            Method::GET | Method::HEAD => pipes::get(state, from, to, &uri).await,
+            Method::PUT => pipes::put(state, from, to, &uri, &headers, body).await,
+            Method::DELETE => pipes::delete(state, from, to, &uri).await,
+            _ => Err(ApiError::method(&method, "GET, PUT, DELETE")),
+        },
+        Resource::PipeLogs { from, to } if get => {
+            pipes::logs(state, from, to, &uri, &headers).await
         }
+        Resource::PipeLogs { .. } => Err(ApiError::method(&method, "GET")),
         // a stream's log is a stream of its own, read with the read API of §3
         Resource::Logs(p) if get => events::read::get(state, p.logs(), &uri, &headers).await,
         Resource::Logs(_) => Err(ApiError::method(&method, "GET")),
@@ -91,8 +100,8 @@ async fn route(
     }
 }
 
-/// Reserved accounts belong to the server: `eddy` holds the builtin streams (not built
-/// yet); the others name server endpoints.
+/// Reserved accounts belong to the server: `eddy` holds the builtin streams (see
+/// [`builtin`]); the others name server endpoints.
 fn check_account(resource: &Resource) -> ApiResult<()> {
     let account = match resource {
         Resource::Account(a) => a,
@@ -117,12 +126,81 @@ fn check_account(resource: &Resource) -> ApiResult<()> {
             "accounts and keys (the /api admin endpoints)",
         ));
     }
-    if account.as_str() == "eddy" {
-        return Err(ApiError::not_implemented(
-            "builtin streams (/eddy/cron('...'), /eddy/events(acct))",
-        ));
+    if account.as_str() == builtins::ACCOUNT {
+        return Ok(());
     }
     Err(ApiError::invalid(format!(
         "account name \"{account}\" is reserved for the server"
     )))
+}
+
+/// The builtin streams of the `eddy` account (API §8) are read, followed and piped
+/// from like any stream, in their canonical form (`/eddy/events('acme')` is
+/// `/eddy/events(acme)`); only the server writes them. Other resources pass unchanged.
+fn builtin(resource: Resource, method: &Method) -> ApiResult<Resource> {
+    let canonical = |p: &StreamPath| -> ApiResult<StreamPath> {
+        Ok(match builtins::builtin(p)? {
+            Builtin::Cron(s) => builtins::cron_stream(s.expr()),
+            Builtin::Events(a) => builtins::account_events(&a),
+        })
+    };
+    let is_builtin = |p: &StreamPath| p.account.as_str() == builtins::ACCOUNT;
+    let read = method == Method::GET || method == Method::HEAD;
+    let written_by_server = |p: &StreamPath| {
+        ApiError::from(
+            eddy_engine::EngineError::new(
+                eddy_engine::ErrorCode::MethodNotAllowed,
+                format!(
+                    "/{p} is a builtin stream: only the server appends to it; read it with \
+                     GET, follow it with Accept: text/event-stream, or pipe from it"
+                ),
+            )
+            .with("allow", "GET"),
+        )
+    };
+    Ok(match resource {
+        Resource::Account(a) if a.as_str() == builtins::ACCOUNT => {
+            return Err(ApiError::from(eddy_engine::EngineError::not_found(
+                "the eddy account holds the builtin streams /eddy/cron('<expression>') and \
+                 /eddy/events(<account>); it has no listing",
+            )));
+        }
+        Resource::Stream(p) if is_builtin(&p) => {
+            let p = canonical(&p)?;
+            if !read {
+                return Err(written_by_server(&p));
+            }
+            Resource::Stream(p)
+        }
+        Resource::Event(p, i) if is_builtin(&p) => {
+            let p = canonical(&p)?;
+            if !read {
+                return Err(written_by_server(&p));
+            }
+            Resource::Event(p, i)
+        }
+        Resource::EventType { stream, .. } if is_builtin(&stream) => {
+            let p = canonical(&stream)?;
+            return Err(written_by_server(&p));
+        }
+        Resource::Pipe { from, to } if is_builtin(&from) => Resource::Pipe {
+            from: canonical(&from)?,
+            to,
+        },
+        Resource::PipeLogs { from, to } if is_builtin(&from) => Resource::PipeLogs {
+            from: canonical(&from)?,
+            to,
+        },
+        other => {
+            if let Some(p) = other.stream_paths().first()
+                && is_builtin(p)
+            {
+                return Err(ApiError::invalid(format!(
+                    "/{p} is a builtin stream: it has no reducers, settings, substream \
+                     listing, logs or webhooks of its own; read it, follow it or pipe from it"
+                )));
+            }
+            other
+        }
+    })
 }

@@ -3,6 +3,7 @@
 //! `main` parses the configuration and calls [`serve`]; the tests call the same
 //! [`serve`] on `127.0.0.1:0`.
 
+mod code;
 pub mod config;
 mod consumers;
 mod dispatch;
@@ -10,6 +11,7 @@ pub mod error;
 mod events;
 mod ops;
 mod params;
+mod pipes;
 mod reducers;
 mod settings;
 mod streams;

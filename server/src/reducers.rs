@@ -9,16 +9,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::path::{ReducerName, StreamPath};
 use eddy_engine::reducers::DeployRequest;
-use eddy_runtime_js::Language;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::params::{self, DEFAULT_LIMIT, MAX_LIMIT, Params};
+use crate::params::{DEFAULT_LIMIT, MAX_LIMIT, Params};
 
-/// Reducer code larger than this is refused.
-const MAX_CODE_BYTES: usize = 1024 * 1024;
 /// How long `min-index` waits unless `wait` says otherwise, and at most.
 const DEFAULT_WAIT_MS: u64 = 5_000;
 const MAX_WAIT_MS: u64 = 60_000;
@@ -55,44 +51,11 @@ pub async fn put(
         }
     };
     q.finish()?;
-    let (_, media) = params::media_type(headers)?;
-    let language = match media.as_str() {
-        // curl's --data-binary sends application/x-www-form-urlencoded unless told
-        // otherwise, and plain text is what editors save: both are taken as JavaScript
-        ""
-        | "application/javascript"
-        | "text/javascript"
-        | "application/x-javascript"
-        | "text/plain"
-        | "application/x-www-form-urlencoded" => Language::JavaScript,
-        "application/typescript" | "text/typescript" | "application/x-typescript" => {
-            Language::TypeScript
-        }
-        other => {
-            return Err(ApiError::from(eddy_engine::EngineError::new(
-                eddy_engine::ErrorCode::UnsupportedMediaType,
-                format!(
-                    "Content-Type {other} is not reducer code: send application/javascript or application/typescript"
-                ),
-            )));
-        }
-    };
-    let bytes = http_body_util::Limited::new(body, MAX_CODE_BYTES)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::invalid(format!(
-                "the reducer code is unreadable or over {MAX_CODE_BYTES} bytes"
-            ))
-        })?
-        .to_bytes();
-    let source = String::from_utf8(bytes.to_vec())
-        .map_err(|_| ApiError::invalid("the reducer code is not valid UTF-8"))?;
-    if source.trim().is_empty() {
+    let Some((source, language)) = crate::code::read(headers, body, "reducer code").await? else {
         return Err(ApiError::invalid(
             "the reducer code is empty: send a module with a default export or one function expression",
         ));
-    }
+    };
     let selector_query = selector.to_query();
     let deployed = state
         .engine

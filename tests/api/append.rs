@@ -467,7 +467,7 @@ async fn forbidden_reserved_and_malformed_names_are_refused() {
     }
     assert_error(
         s.post("/eddy/cron('* * * * *')", "t", json!({})).await,
-        501,
+        405,
         "builtin",
     )
     .await;

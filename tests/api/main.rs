@@ -5,10 +5,13 @@
 mod append;
 mod batch;
 mod browser;
+mod builtins;
 mod cli;
 mod common;
+mod dispatch;
 mod durability;
 mod ingest_stream;
+mod pipes;
 mod read;
 mod reducers;
 mod resources;

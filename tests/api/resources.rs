@@ -61,11 +61,9 @@ async fn settings_declare_factories_before_any_event() {
         .call("PUT", "/a/f/settings", &[], json!({"factory": true}))
         .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"factory": true}));
-    assert_eq!(
-        s.get_json("/a/f/settings", 200).await,
-        json!({"factory": true})
-    );
+    let declared = json!({"factory": true, "requestHosts": []});
+    assert_eq!(r.json::<Value>().await.unwrap(), declared);
+    assert_eq!(s.get_json("/a/f/settings", 200).await, declared);
     assert_error(s.post("/a/f", "t", json!(1)).await, 400, "factory").await;
     s.post_ok("/a/f('k')", "t", json!(1)).await;
     let r = s
@@ -92,7 +90,10 @@ async fn settings_declare_factories_before_any_event() {
     assert_error(r, 400, "substream").await;
     // an empty plain stream may still become a factory
     let r = s.call("PATCH", "/a/p/settings", &[], json!({})).await;
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"factory": false}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"factory": false, "requestHosts": []})
+    );
     let r = s
         .call("PATCH", "/a/p/settings", &[], json!({"factory": true}))
         .await;
@@ -110,11 +111,17 @@ async fn unbuilt_resources_answer_a_clear_json_error() {
         ("POST", "/a/s/reducers", 405, "not allowed"),
         ("PUT", "/a/s:click", 501, "event types"),
         ("GET", "/a/s:click.ts", 501, "event types"),
-        ("PUT", "/a/s/pipe/b/t", 501, "pipes"),
+        ("POST", "/a/s/pipe/b/t", 405, "not allowed"),
         ("POST", "/a/s/logs", 405, "not allowed"),
         ("PUT", "/a/s/webhooks", 405, "not allowed"),
         ("GET", "/a/s/webhooks/x/resume", 405, "not allowed"),
-        ("GET", "/eddy/cron('*%20*%20*%20*%20*')", 501, "builtin"),
+        (
+            "PUT",
+            "/eddy/cron('*%20*%20*%20*%20*').r",
+            400,
+            "builtin stream",
+        ),
+        ("GET", "/eddy", 404, "builtin streams"),
         ("GET", "/a/s/unknown", 400, "unknown"),
         ("POST", "/api/accounts", 501, "/api"),
         ("POST", "/healthz", 405, "not allowed"),
@@ -137,7 +144,8 @@ async fn healthz_metrics_and_http2() {
     assert_eq!(s.get_json("/healthz", 200).await["status"], "ok");
     let m = s.get("/metrics").await.text().await.unwrap();
     for name in [
-        "eddy_events_appended_total 1",
+        // the event and the account event announcing its stream (API §8)
+        "eddy_events_appended_total 2",
         "eddy_append_seconds_bucket",
         "eddy_commit_group_events_bucket",
         "eddy_commit_group_requests_bucket",

@@ -169,6 +169,13 @@ impl Subscription {
         Ok(())
     }
 
+    /// Every event at or below this global position was delivered or passed over: once
+    /// the events of the last [`Subscription::next`] are handled, a cursor to resume
+    /// from with [`Start::Position`].
+    pub fn floor(&self) -> i64 {
+        self.floor
+    }
+
     /// Whether the writer is grouping many events per commit (appends under load), as
     /// seen in the last notice: a consumer may then trade a little latency for fewer,
     /// larger writes.

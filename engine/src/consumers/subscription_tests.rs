@@ -41,6 +41,7 @@ async fn append(engine: &Engine, p: &str, ty: &str, data: &[u8]) {
                 data: Bytes::copy_from_slice(data),
                 timestamp: None,
                 metadata: None,
+                origin: None,
             }],
             expected: ExpectedIndex::Any,
         })
@@ -139,6 +140,7 @@ async fn events_left_out_of_a_large_commit_are_read_from_storage() {
             data: Bytes::from(i.to_le_bytes().to_vec()),
             timestamp: None,
             metadata: None,
+            origin: None,
         })
         .collect();
     engine

@@ -24,6 +24,7 @@ impl Worker {
                 let changed = r.position != r.saved_position
                     || !r.dirty.is_empty()
                     || !r.logs.is_empty()
+                    || !r.dispatches.is_empty()
                     || (r.halted.is_some() && r.halted != r.row.halted);
                 let caught_up = r.row.building && r.position >= head && r.halted.is_none();
                 let due = force
@@ -83,6 +84,7 @@ impl Worker {
                     halted: r.halted.clone(),
                     states,
                     logs: Some((group.stream.logs(), std::mem::take(&mut r.logs))),
+                    dispatches: std::mem::take(&mut r.dispatches),
                     promote_over,
                 };
                 match self

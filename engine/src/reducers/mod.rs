@@ -6,6 +6,7 @@ mod answers;
 mod checkpoint;
 mod data;
 mod events;
+mod request;
 mod worker;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -21,7 +22,9 @@ use crate::path::{AccountName, ReducerName, StreamName, StreamPath};
 use crate::selector::Selector;
 use crate::store::reducer_writes::{ReducerRow, ReducerWrite, ReducerWritten};
 use crate::store::writer::WriterHandle;
+pub(crate) use data::for_reducer;
 use worker::Msg;
+pub(crate) use worker::open_read_connection;
 
 /// A reducer's state for one (sub)stream.
 #[derive(Debug, Clone)]
@@ -80,6 +83,9 @@ pub struct Deployed {
     pub building: bool,
 }
 
+/// The longest a reducer's `request()` may take (the reducer waits for it).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The engine's handle on the reducer worker.
 pub(crate) struct Reducers {
     tx: std::sync::mpsc::Sender<Msg>,
@@ -96,6 +102,10 @@ impl Reducers {
         limits: Limits,
     ) -> Result<Self> {
         let conn = worker::open_read_connection(db)?;
+        let http = (
+            crate::consumers::webhooks::client::client(REQUEST_TIMEOUT, true)?,
+            tokio::runtime::Handle::current(),
+        );
         let (tx, rx) = std::sync::mpsc::channel();
         let (progress_tx, progress) = watch::channel(0);
         // the worker's sandboxes are not Send: it is built on its own thread
@@ -108,6 +118,7 @@ impl Reducers {
             progress: progress_tx,
             groups: Default::default(),
             turn: 0,
+            http,
         };
         let thread = std::thread::Builder::new()
             .name("eddy-reducers".into())
@@ -206,6 +217,7 @@ impl crate::Engine {
             position: 0,
             errors: 0,
             halted: None,
+            live_from: None,
         };
         let stream = StreamPath {
             args: None,
@@ -456,6 +468,7 @@ pub(crate) fn load_rows(
             position: q.get(13)?,
             errors: q.get(14)?,
             halted: q.get(15)?,
+            live_from: None,
         };
         Ok((row, q.get::<_, String>(16)?, q.get::<_, String>(17)?))
     })?;

@@ -11,7 +11,9 @@
 //! reducer resumes from its checkpoint and folds the same events again into the same
 //! states, so each event counts exactly once in every saved state.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
@@ -24,10 +26,12 @@ use tokio::sync::{oneshot, watch};
 use super::data::for_reducer;
 use super::events::read_batch;
 use super::{ReducerStatus, StateAnswer, SubstreamState};
+use crate::dispatch::dispatched_event;
 use crate::error::{EngineError, Result};
 use crate::event::NewEvent;
 use crate::path::{Args, StreamPath};
 use crate::selector::Selector;
+use crate::store::pipe_writes::Routed;
 use crate::store::reducer_writes::ReducerRow;
 use crate::store::writer::WriterHandle;
 
@@ -78,6 +82,8 @@ pub(crate) struct Worker {
     pub(crate) progress: watch::Sender<u64>,
     pub(crate) groups: HashMap<i64, Group>,
     pub(crate) turn: u64,
+    /// The client and runtime `request()` calls go through.
+    pub(crate) http: (reqwest::Client, tokio::runtime::Handle),
 }
 
 /// The reducers of one stream and their sandbox.
@@ -92,6 +98,8 @@ pub(crate) struct Group {
     pub(super) subs: HashMap<i64, SubInfo>,
     /// The plain stream's substream id, once it exists.
     pub(super) plain_sid: Option<i64>,
+    /// The stream's `requestHosts`, shared with the sandbox's `request()` host.
+    pub(super) request_hosts: Rc<RefCell<Vec<String>>>,
 }
 
 pub(super) struct SubInfo {
@@ -114,6 +122,11 @@ pub(super) struct Live {
     /// Substreams changed since the last checkpoint.
     pub(super) dirty: Vec<i64>,
     pub(super) logs: Vec<NewEvent>,
+    /// Events dispatched since the last checkpoint, appended with it.
+    pub(super) dispatches: Vec<Routed>,
+    /// Events at or below this position were stored before this version was loaded:
+    /// folding them is a replay, and `request()` is voided.
+    pub(super) live_from: i64,
     pub(super) new_errors: i64,
     pub(super) halted: Option<String>,
     pub(super) saved_position: i64,
@@ -221,8 +234,15 @@ impl Worker {
     /// Installs a reducer version, with its saved position.
     fn add(&mut self, row: ReducerRow, stream: StreamPath) -> Result<()> {
         if !self.groups.contains_key(&row.stream_id) {
-            let sandbox =
+            let mut sandbox =
                 Sandbox::new(self.limits.clone()).map_err(|e| EngineError::internal(e.message))?;
+            let request_hosts = Rc::new(RefCell::new(Vec::new()));
+            sandbox.set_host(Box::new(super::request::HttpHost {
+                client: self.http.0.clone(),
+                runtime: self.http.1.clone(),
+                hosts: request_hosts.clone(),
+                stream: stream.to_string(),
+            }));
             self.groups.insert(
                 row.stream_id,
                 Group {
@@ -233,6 +253,7 @@ impl Worker {
                     next_slot: 0,
                     subs: HashMap::new(),
                     plain_sid: None,
+                    request_hosts,
                 },
             );
         }
@@ -271,6 +292,9 @@ impl Worker {
         }
         let selector = Selector::parse_query(&row.selector).unwrap_or_default();
         let position = row.position;
+        let live_from = row
+            .live_from
+            .unwrap_or_else(|| self.durable.load(Ordering::Acquire));
         group.reducers.push(Live {
             row,
             slot,
@@ -280,6 +304,8 @@ impl Worker {
             live: HashMap::new(),
             dirty: Vec::new(),
             logs: Vec::new(),
+            dispatches: Vec::new(),
+            live_from,
             new_errors: 0,
             halted,
             saved_position: position,
@@ -365,6 +391,15 @@ impl Worker {
             }
             return Ok(false);
         }
+        // the stream's settings may have changed since the last batch
+        let settings: Option<String> = self
+            .conn
+            .prepare_cached("SELECT settings FROM streams WHERE id = ?1")?
+            .query_row(params![stream_id], |r| r.get(0))
+            .optional()?;
+        *group.request_hosts.borrow_mut() = settings
+            .map(|json| crate::settings::StreamSettings::from_stored(&json, false).request_hosts)
+            .unwrap_or_default();
         for row in &rows {
             if group.factory && !group.subs.contains_key(&row.sid) {
                 let args: String = self
@@ -454,12 +489,38 @@ impl Worker {
                 index: rows[k].idx,
                 event: &inputs[k],
                 halt_on_error: group.reducers[ri].row.halt_on_error,
-                live: false,
+                live: !group.reducers[ri].row.building
+                    && rows[k].pos > group.reducers[ri].live_from,
             })
             .collect();
         let failures = group.sandbox.fold(&calls);
         let mut failed_at: HashMap<usize, JsError> = failures.into_iter().collect();
         let console = group.sandbox.console();
+        for d in group.sandbox.dispatches() {
+            let Some(r) = group.reducers.iter_mut().find(|r| r.slot == d.slot) else {
+                continue;
+            };
+            let source = group
+                .subs
+                .get(&d.sid)
+                .map_or(plain_name.as_str(), |s| s.name.as_str());
+            // the reducer's name, not its version: a rebuild dispatches the same ids
+            let scope = format!("reducer:{}.{}", group.stream, r.row.name);
+            match dispatched_event(&group.stream.account, &scope, source, d.index as u64, &d) {
+                Ok(routed) => r.dispatches.push(routed),
+                Err(e) => {
+                    r.new_errors += 1;
+                    r.logs.push(log_event(
+                        "error",
+                        &r.row.name,
+                        source,
+                        d.index,
+                        &e.message,
+                        None,
+                    ));
+                }
+            }
+        }
         // (reducer, why, the row it stopped at)
         let mut halted_now: Vec<(usize, String, usize)> = Vec::new();
         for (c, &(ri, sid, k)) in work.iter().enumerate() {
@@ -578,6 +639,7 @@ pub(super) fn log_event(
         // stream's timestamps never decrease
         timestamp: None,
         metadata: None,
+        origin: None,
     }
 }
 

@@ -10,6 +10,7 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::account_events::Change;
 use super::notice::{LIVE_DATA_BUDGET, LIVE_EVENTS_MAX, LiveEvent, SharedEvent};
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
@@ -154,6 +155,13 @@ impl Writer {
             settings,
         };
         staged.streams.insert(key.clone(), row.clone());
+        self.account_event(
+            staged,
+            &key.0,
+            &key.1,
+            Change::StreamCreated,
+            serde_json::json!({ "factory": row.factory }),
+        )?;
         Ok(row)
     }
 
@@ -306,6 +314,7 @@ impl Writer {
                 &skey,
                 StreamSettings {
                     factory: path.args.is_some(),
+                    ..StreamSettings::default()
                 },
             )?,
         };
@@ -337,8 +346,8 @@ impl Writer {
         }
         {
             let mut insert = self.conn.prepare_cached(
-                "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, data, metadata) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, data, metadata, origin) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for (e, ts) in events.into_iter().zip(stamped) {
                 let id = e.id.unwrap_or_else(|| self.ids.next_v7());
@@ -354,6 +363,7 @@ impl Writer {
                     e.content_type,
                     e.data.as_ref(),
                     e.metadata,
+                    e.origin,
                 ])?;
                 out.push(AppendedEvent {
                     index: sub.next_index,
@@ -381,6 +391,7 @@ impl Writer {
                                 bytes::Bytes::new()
                             },
                             metadata: e.metadata,
+                            origin: e.origin,
                             position: pos,
                         })),
                         path: path.clone(),
@@ -421,8 +432,18 @@ impl Writer {
             _ => StreamSettings::default(),
         };
         let new = base.merged(req.fields)?;
+        let changed = |w: &mut Self, staged: &mut Staged, new: &StreamSettings| {
+            w.account_event(
+                staged,
+                &skey.0,
+                &skey.1,
+                Change::SettingsChanged,
+                serde_json::json!({ "settings": new }),
+            )
+        };
         let Some(mut row) = current else {
             self.create_stream(staged, &skey, new.clone())?;
+            changed(self, staged, &new)?;
             return Ok(new);
         };
         if new.factory != row.factory {
@@ -448,7 +469,8 @@ impl Writer {
             .execute(params![new.factory, new.to_stored(), row.id])?;
         row.factory = new.factory;
         row.settings = new.clone();
-        staged.streams.insert(skey, row);
+        staged.streams.insert(skey.clone(), row);
+        changed(self, staged, &new)?;
         Ok(new)
     }
 }

@@ -9,7 +9,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// (version, description, SQL), in order; never edit one that has landed.
-const MIGRATIONS: [(i64, &str, &str); 3] = [
+const MIGRATIONS: [(i64, &str, &str); 4] = [
     (
         1,
         "create event log",
@@ -24,6 +24,11 @@ const MIGRATIONS: [(i64, &str, &str); 3] = [
         3,
         "create webhooks",
         include_str!("../../../migrations/0003_create_webhooks.sql"),
+    ),
+    (
+        4,
+        "create pipes",
+        include_str!("../../../migrations/0004_create_pipes.sql"),
     ),
 ];
 

@@ -1,9 +1,11 @@
 //! Storage: one SQLite file in WAL mode. sqlx runs the migrations and serves reads from
 //! a pool; every write goes through the single group-commit writer (`writer`).
 
+mod account_events;
 mod apply;
 pub mod migrations;
 pub(crate) mod notice;
+pub(crate) mod pipe_writes;
 pub mod read;
 pub(crate) mod reducer_writes;
 mod syncer;

@@ -102,7 +102,7 @@ impl Page {
 }
 
 const EVENT_COLUMNS: &str = "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, \
-     e.metadata, s.args, e.sid FROM events e JOIN substreams s ON s.id = e.sid WHERE ";
+     e.metadata, s.args, e.sid, e.origin FROM events e JOIN substreams s ON s.id = e.sid WHERE ";
 
 fn event_from_row(prefix: &str, r: &SqliteRow) -> StoredEvent {
     let args: &str = r.get(8);
@@ -122,6 +122,7 @@ fn event_from_row(prefix: &str, r: &SqliteRow) -> StoredEvent {
         content_type: r.get(5),
         data: bytes::Bytes::from(r.get::<Vec<u8>, _>(6)),
         metadata: r.get(7),
+        origin: r.get("origin"),
     }
 }
 
@@ -271,7 +272,7 @@ pub async fn account_events(
 ) -> Result<Page> {
     let mut qb = QueryBuilder::<Sqlite>::new(
         "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, e.metadata, \
-         s.args, e.sid, t.name FROM events e JOIN substreams s ON s.id = e.sid \
+         s.args, e.sid, t.name, e.origin FROM events e JOIN substreams s ON s.id = e.sid \
          JOIN streams t ON t.id = s.stream_id WHERE t.account = ",
     );
     qb.push_bind(account);

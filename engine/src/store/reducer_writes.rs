@@ -4,7 +4,9 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::account_events::Change;
 use super::apply::{AppendRequest, Staged};
+use super::pipe_writes::{Routed, refusal_log};
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
 use crate::event::{ExpectedIndex, NewEvent};
@@ -31,6 +33,10 @@ pub struct ReducerRow {
     pub position: i64,
     pub errors: i64,
     pub halted: Option<String>,
+    /// Events past this position were appended after the version was deployed (set by
+    /// the writer; `None` for a version loaded at start, whose cut is where the log
+    /// stood then). Folding the events up to it is a replay: `request()` is voided.
+    pub live_from: Option<i64>,
 }
 
 pub(crate) enum ReducerWrite {
@@ -64,6 +70,9 @@ pub(crate) struct Checkpoint {
     pub states: Vec<(i64, i64, Option<String>)>,
     /// Entries for the stream's log, appended in the same transaction.
     pub logs: Option<(StreamPath, Vec<NewEvent>)>,
+    /// Events the reducer dispatched, appended in the same transaction (a destination
+    /// that refuses one gets an entry in the log instead).
+    pub dispatches: Vec<Routed>,
     /// The active version this (building) version replaces now that it caught up.
     pub promote_over: Option<i64>,
 }
@@ -77,6 +86,10 @@ impl Writer {
         match write {
             ReducerWrite::Deploy { stream, row } => self.deploy(stream, *row, staged),
             ReducerWrite::Delete { stream_id, name } => {
+                let (account, stream): (String, String) = self
+                    .conn
+                    .prepare_cached("SELECT account, name FROM streams WHERE id = ?1")?
+                    .query_row(params![stream_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 let ids: Vec<i64> = self
                     .conn
                     .prepare_cached("SELECT id FROM reducers WHERE stream_id = ?1 AND name = ?2")?
@@ -84,6 +97,15 @@ impl Writer {
                     .collect::<rusqlite::Result<_>>()?;
                 for id in &ids {
                     self.drop_reducer(*id)?;
+                }
+                if !ids.is_empty() {
+                    self.account_event(
+                        staged,
+                        &account,
+                        &stream,
+                        Change::ReducerDeleted,
+                        serde_json::json!({ "reducer": name }),
+                    )?;
                 }
                 Ok(ReducerWritten::Deleted(ids))
             }
@@ -106,7 +128,7 @@ impl Writer {
         );
         let stream = match self.stream(staged, &key)? {
             Some(s) => s,
-            None => self.create_stream(staged, &key, StreamSettings { factory: false })?,
+            None => self.create_stream(staged, &key, StreamSettings::default())?,
         };
         row.stream_id = stream.id;
         row.factory = stream.factory;
@@ -118,7 +140,7 @@ impl Writer {
             logs.stream.as_str().to_owned(),
         );
         if self.stream(staged, &logs_key)?.is_none() {
-            self.create_stream(staged, &logs_key, StreamSettings { factory: false })?;
+            self.create_stream(staged, &logs_key, StreamSettings::default())?;
         }
         let existing: Vec<(i64, String)> = self
             .conn
@@ -157,6 +179,18 @@ impl Writer {
                 now_ms(),
             ])?;
         row.id = self.conn.last_insert_rowid();
+        row.live_from = Some(self.next_pos - 1);
+        self.account_event(
+            staged,
+            &key.0,
+            &key.1,
+            Change::ReducerDeployed,
+            serde_json::json!({
+                "reducer": row.name,
+                "codeHash": row.code_hash,
+                "building": row.building,
+            }),
+        )?;
         Ok(ReducerWritten::Deployed(Box::new(row), replaced))
     }
 
@@ -191,7 +225,16 @@ impl Writer {
                 .prepare_cached("UPDATE reducers SET status = 'active' WHERE id = ?1")?
                 .execute(params![c.reducer_id])?;
         }
-        if let Some((stream, events)) = c.logs
+        let mut logs = c.logs;
+        for routed in c.dispatches {
+            let origin = routed.event.origin.clone();
+            if let Err(e) = self.append_routed(routed, staged)?
+                && let Some((_, entries)) = logs.as_mut()
+            {
+                entries.push(refusal_log(&e, origin.as_deref()));
+            }
+        }
+        if let Some((stream, events)) = logs
             && !events.is_empty()
         {
             let request = AppendRequest {

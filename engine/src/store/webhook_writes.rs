@@ -2,8 +2,9 @@
 //! moving their cursors, pausing (with a log entry in the same transaction) and
 //! resuming.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
+use super::account_events::Change;
 use super::apply::{AppendRequest, Staged};
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
@@ -50,29 +51,56 @@ impl Writer {
     /// Applies a webhook write; `Ok(false)` when the webhook does not exist.
     pub(super) fn webhook(&mut self, write: WebhookWrite, staged: &mut Staged) -> Result<bool> {
         let changed = match write {
-            WebhookWrite::Create(row) => self
-                .conn
-                .prepare_cached(
-                    "INSERT INTO webhooks (id, account, stream, args, url, selector, data, \
+            WebhookWrite::Create(row) => {
+                let n = self
+                    .conn
+                    .prepare_cached(
+                        "INSERT INTO webhooks (id, account, stream, args, url, selector, data, \
                      secret, cursor, paused, created_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)",
-                )?
-                .execute(params![
-                    row.id,
-                    row.account,
-                    row.stream,
-                    row.args,
-                    row.url,
-                    row.selector,
-                    row.data,
-                    row.secret,
-                    row.cursor,
-                    now_ms(),
-                ])?,
-            WebhookWrite::Delete(id) => self
-                .conn
-                .prepare_cached("DELETE FROM webhooks WHERE id = ?1")?
-                .execute(params![id])?,
+                    )?
+                    .execute(params![
+                        row.id,
+                        row.account,
+                        row.stream,
+                        row.args,
+                        row.url,
+                        row.selector,
+                        row.data,
+                        row.secret,
+                        row.cursor,
+                        now_ms(),
+                    ])?;
+                self.account_event(
+                    staged,
+                    &row.account,
+                    &row.stream,
+                    Change::WebhookAdded,
+                    serde_json::json!({ "id": row.id, "url": row.url, "selector": row.selector }),
+                )?;
+                n
+            }
+            WebhookWrite::Delete(id) => {
+                let owner: Option<(String, String)> = self
+                    .conn
+                    .prepare_cached("SELECT account, stream FROM webhooks WHERE id = ?1")?
+                    .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let n = self
+                    .conn
+                    .prepare_cached("DELETE FROM webhooks WHERE id = ?1")?
+                    .execute(params![id])?;
+                if let Some((account, stream)) = owner {
+                    self.account_event(
+                        staged,
+                        &account,
+                        &stream,
+                        Change::WebhookRemoved,
+                        serde_json::json!({ "id": id }),
+                    )?;
+                }
+                n
+            }
             WebhookWrite::Cursor { id, cursor } => self
                 .conn
                 .prepare_cached("UPDATE webhooks SET cursor = ?1 WHERE id = ?2 AND cursor < ?1")?

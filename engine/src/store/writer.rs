@@ -24,6 +24,7 @@ use super::apply::{
     AppendRequest, Appended, IdGenerator, SettingsRequest, Staged, StreamKey, StreamRow, SubKey,
     SubRow,
 };
+use super::pipe_writes::{PipeWrite, PipeWritten};
 use super::reducer_writes::{ReducerWrite, ReducerWritten};
 use super::webhook_writes::WebhookWrite;
 use crate::error::{EngineError, ErrorCode, Result};
@@ -44,6 +45,7 @@ pub(crate) enum Command {
     Settings(SettingsRequest, Reply<StreamSettings>),
     Reducer(ReducerWrite, Reply<ReducerWritten>),
     Webhook(WebhookWrite, Reply<bool>),
+    Pipe(PipeWrite, Reply<PipeWritten>),
     /// The syncer finished a flush and is free for the next group.
     Flushed,
     /// Finishes everything queued before it, then stops the writer.
@@ -58,6 +60,7 @@ impl From<Command> for Pending {
             Command::Settings(_, tx) => Pending::Settings(tx, Err(shutting_down())),
             Command::Reducer(_, tx) => Pending::Reducer(tx, Err(shutting_down())),
             Command::Webhook(_, tx) => Pending::Webhook(tx, Err(shutting_down())),
+            Command::Pipe(_, tx) => Pending::Pipe(tx, Err(shutting_down())),
             Command::Flushed | Command::Shutdown(_) => {
                 unreachable!("only request commands have answers")
             }
@@ -103,6 +106,12 @@ impl WriterHandle {
     pub(crate) async fn webhook(&self, write: WebhookWrite) -> Result<bool> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Webhook(write, tx))?;
+        rx.await.map_err(|_| shutting_down())?
+    }
+
+    pub(crate) async fn pipe(&self, write: PipeWrite) -> Result<PipeWritten> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Pipe(write, tx))?;
         rx.await.map_err(|_| shutting_down())?
     }
 
@@ -199,6 +208,7 @@ pub(crate) enum Pending {
     Settings(Reply<StreamSettings>, Result<StreamSettings>),
     Reducer(Reply<ReducerWritten>, Result<ReducerWritten>),
     Webhook(Reply<bool>, Result<bool>),
+    Pipe(Reply<PipeWritten>, Result<PipeWritten>),
 }
 
 impl Pending {
@@ -209,10 +219,12 @@ impl Pending {
             (Pending::Settings(tx, r), None) => drop(tx.send(r)),
             (Pending::Reducer(tx, r), None) => drop(tx.send(r)),
             (Pending::Webhook(tx, r), None) => drop(tx.send(r)),
+            (Pending::Pipe(tx, r), None) => drop(tx.send(r)),
             (Pending::Append(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Settings(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Reducer(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Webhook(tx, _), Some(e)) => drop(tx.send(Err(e))),
+            (Pending::Pipe(tx, _), Some(e)) => drop(tx.send(Err(e))),
         }
     }
 }
@@ -270,7 +282,8 @@ impl Writer {
                     Command::Append(..)
                     | Command::Settings(..)
                     | Command::Reducer(..)
-                    | Command::Webhook(..) => self.apply(cmd, &mut group),
+                    | Command::Webhook(..)
+                    | Command::Pipe(..) => self.apply(cmd, &mut group),
                     Command::Flushed => syncer_idle = true,
                     Command::Shutdown(done) => stop = Some(done),
                 }
@@ -332,6 +345,13 @@ impl Writer {
             Command::Webhook(write, tx) => {
                 let r = self.webhook(write, &mut g.staged);
                 (storage_failure(&r), Pending::Webhook(tx, r))
+            }
+            Command::Pipe(write, tx) => {
+                if let PipeWrite::Batch(b) = &write {
+                    g.bytes += b.outs.iter().map(|o| o.event.data.len()).sum::<usize>();
+                }
+                let r = self.pipe(write, &mut g.staged);
+                (storage_failure(&r), Pending::Pipe(tx, r))
             }
             Command::Flushed | Command::Shutdown(_) => return,
         };

@@ -67,6 +67,11 @@ pub async fn subscribe(
         None if selector.from.is_some() || selector.since.is_some() => Start::Beginning,
         None => Start::Live,
     };
+    // a cron stream ticks while someone follows it
+    let ticking = match &follow {
+        Follow::Stream(p) => state.engine.keep_ticking(p),
+        Follow::Account(_) => None,
+    };
     let sub = state.engine.follow(follow, selector, data, start).await?;
     let heartbeat = Duration::from_millis(state.config.sse_heartbeat_ms.max(1));
     let opening = Bytes::from(format!("retry: {}\n\n", state.config.sse_retry_ms));
@@ -76,6 +81,7 @@ pub async fn subscribe(
         data,
         heartbeat,
         next_beat: Instant::now() + heartbeat,
+        _ticking: ticking,
     };
     let events = futures::stream::unfold(feed, |mut feed| async move {
         let chunk = feed.next().await?;
@@ -104,6 +110,7 @@ struct Feed {
     data: bool,
     heartbeat: Duration,
     next_beat: Instant,
+    _ticking: Option<eddy_engine::builtins::cron::CronGuard>,
 }
 
 impl Feed {

@@ -157,6 +157,7 @@ async fn post_inner(
                 data,
                 timestamp: inputs.timestamp,
                 metadata: None,
+                origin: None,
             };
             let appended = append(state, &path, vec![event], inputs.expected).await?;
             let e = appended.events[0];

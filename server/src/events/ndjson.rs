@@ -52,6 +52,7 @@ impl Ingest<'_> {
             data: Bytes::copy_from_slice(line),
             timestamp: self.timestamp,
             metadata: None,
+            origin: None,
         });
         Ok(())
     }

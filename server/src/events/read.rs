@@ -191,7 +191,10 @@ pub async fn get(
     }
     let limit = limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let mut page = reader.page(limit).await?;
-    if reader.resolved.is_none() && wait.is_none() {
+    // a builtin stream exists before its first event: a cron that never ticked, an
+    // account with no changes yet
+    let builtin = reader.path.account.as_str() == eddy_engine::builtins::ACCOUNT;
+    if reader.resolved.is_none() && wait.is_none() && !builtin {
         return Err(reader.missing());
     }
     if page.events.is_empty()
@@ -253,7 +256,8 @@ async fn ndjson_response(
     // The first page runs before the response starts, so errors are still statuses.
     let mut remaining = limit.unwrap_or(usize::MAX);
     let first = reader.page(remaining.min(MAX_LIMIT)).await?;
-    if reader.resolved.is_none() && !follow && wait.is_none() {
+    let builtin = reader.path.account.as_str() == eddy_engine::builtins::ACCOUNT;
+    if reader.resolved.is_none() && !follow && wait.is_none() && !builtin {
         return Err(reader.missing());
     }
     let (tx, out) = mpsc::channel::<Bytes>(8);

@@ -165,6 +165,7 @@ impl Deliverer {
             data: entry.to_string().into(),
             timestamp: None,
             metadata: None,
+            origin: None,
         };
         let write = WebhookWrite::Pause {
             id: self.row.id.clone(),
@@ -343,6 +344,7 @@ mod tests {
             content_type: "application/json".to_owned(),
             data: Bytes::new(),
             metadata: None,
+            origin: None,
             position,
         }))
     }

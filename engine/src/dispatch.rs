@@ -1,0 +1,76 @@
+//! `dispatch(stream, {type, data})` (API §7): events that reducers and pipe functions
+//! append to other streams of their account. A dispatched event gets an id derived
+//! from who dispatched it, the source event and its number among that call's
+//! dispatches, so a rebuild, a replay or a redeploy that dispatches it again finds it
+//! already stored: each source event dispatches exactly once.
+
+use eddy_runtime_js::Dispatch;
+
+use crate::error::{EngineError, Result};
+use crate::event::{NewEvent, StoredEvent, check_size, derived_id};
+use crate::path::{self, AccountName, Resource};
+use crate::store::pipe_writes::Routed;
+
+/// `{"stream","index"}` of a source event, as recorded on the events made from it.
+pub(crate) fn origin_of(e: &StoredEvent) -> String {
+    origin(&e.stream, e.index)
+}
+
+pub(crate) fn origin(stream: &str, index: u64) -> String {
+    serde_json::json!({ "stream": stream, "index": index }).to_string()
+}
+
+/// The event `d` asks for. `scope` names who dispatched (a reducer, a pipe), and
+/// `source`/`index` the event being folded or mapped. The target is a stream of
+/// `account`: `orders`, `orders('x')` or `/acct/orders('x')` with the same account.
+pub(crate) fn dispatched_event(
+    account: &AccountName,
+    scope: &str,
+    source: &str,
+    index: u64,
+    d: &Dispatch,
+) -> Result<Routed> {
+    let refused = |why: String| {
+        EngineError::invalid(format!("dispatch({:?}) was refused: {why}", d.stream))
+            .with("field", "stream")
+    };
+    let text = if d.stream.starts_with('/') {
+        d.stream.clone()
+    } else {
+        format!("/{account}/{}", d.stream)
+    };
+    let stream = match path::parse(&text) {
+        Ok(Resource::Stream(p)) => p,
+        Ok(_) => return Err(refused("it names no stream".into())),
+        Err(e) => return Err(refused(e.to_string())),
+    };
+    if stream.account != *account {
+        return Err(refused(format!(
+            "code of account {account} may dispatch only to its own streams"
+        )));
+    }
+    if stream.account.is_reserved() {
+        return Err(refused("the account is reserved for the server".into()));
+    }
+    check_size(d.data_json.len())?;
+    Ok(Routed {
+        explicit_args: stream.args.clone(),
+        default_args: None,
+        event: NewEvent {
+            id: Some(derived_id(&[
+                b"dispatch",
+                scope.as_bytes(),
+                source.as_bytes(),
+                &index.to_le_bytes(),
+                &d.n.to_le_bytes(),
+            ])),
+            event_type: d.event_type.clone(),
+            content_type: "application/json".into(),
+            data: d.data_json.clone().into(),
+            timestamp: None,
+            metadata: None,
+            origin: Some(origin(source, index)),
+        },
+        stream,
+    })
+}

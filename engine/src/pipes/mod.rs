@@ -1,0 +1,334 @@
+//! Pipes (API §8): `PUT /{acct}/{strm}/pipe/{acct2}/{strm2}` copies the origin's events
+//! that match a selector into the destination, or maps each through a JavaScript
+//! function to zero, one or many events.
+//!
+//! Each pipe runs as one task (`run`) that follows its origin with a
+//! [`Subscription`](crate::consumers::Subscription) from its cursor and hands each batch
+//! to the writer: the appended events and the new cursor commit in one transaction, so
+//! an event is piped exactly once across crashes. Piped events get ids derived from
+//! their source event and destination, so a pipe that is replaced, or deleted and put
+//! again, finds what it already wrote instead of writing it twice. Mapping functions
+//! run on one thread of their own (`mapper`). A pipe that would close a cycle of pipes
+//! is refused when it is put.
+
+mod mapper;
+mod run;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use eddy_runtime_js::{Language, Prepared, Shape, prepare};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::Engine;
+use crate::builtins::{self, Builtin};
+use crate::error::{EngineError, Result};
+use crate::path::StreamPath;
+use crate::selector::Selector;
+use crate::store::pipe_writes::{PipeRow, PipeWrite, PipeWritten, missing};
+pub(crate) use mapper::Mappers;
+
+/// A pipe to create or replace.
+pub struct PipeRequest {
+    pub from: StreamPath,
+    pub to: StreamPath,
+    pub selector: Selector,
+    /// The mapping function and its language; `None` copies events unchanged.
+    pub code: Option<(String, Language)>,
+}
+
+/// What `GET /{acct}/{strm}/pipe/{acct2}/{strm2}` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipeStatus {
+    pub origin: String,
+    pub destination: String,
+    pub selector: String,
+    /// `copy`, or `map` for a pipe with code.
+    pub mode: &'static str,
+    /// `running`, or `stopped` when the origin cannot be followed (see `lastError`).
+    pub status: &'static str,
+    /// Every event of the origin at or below this global position was piped or passed
+    /// over.
+    pub cursor: i64,
+    /// Events appended to the destination (and by `dispatch()`).
+    pub piped: i64,
+    /// Events that failed to map or that a destination refused (see the pipe's log).
+    pub errors: i64,
+    #[serde(rename = "lastError", skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(rename = "createdAt")]
+    pub created_at: i64,
+}
+
+/// What a running pipe task reports. A std Mutex: never held across `.await`.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    pub cursor: i64,
+    pub piped: i64,
+    pub errors: i64,
+    pub stopped: Option<String>,
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    progress: Arc<Mutex<Progress>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The pipe tasks of the engine, by pipe id.
+pub(crate) struct Pipes {
+    running: Mutex<HashMap<i64, Running>>,
+    pub(crate) mappers: Mappers,
+}
+
+impl Pipes {
+    pub(crate) fn new(limits: eddy_runtime_js::Limits) -> Result<Self> {
+        Ok(Self {
+            running: Mutex::default(),
+            mappers: Mappers::start(limits)?,
+        })
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops one task and waits until its last batch is written.
+    async fn stop(&self, id: i64) {
+        let running = self.running().remove(&id);
+        if let Some(r) = running {
+            let _ = r.stop.send(true);
+            let _ = r.task.await;
+        }
+    }
+
+    /// Stops every task (at shutdown, before the writer stops).
+    pub(crate) async fn stop_all(&self) {
+        let all: Vec<Running> = self.running().drain().map(|(_, r)| r).collect();
+        for r in &all {
+            let _ = r.stop.send(true);
+        }
+        for r in all {
+            let _ = r.task.await;
+        }
+        self.mappers.stop();
+    }
+}
+
+impl Engine {
+    /// Starts the task of every stored pipe.
+    pub(crate) async fn start_pipes(self: &Arc<Self>) -> Result<()> {
+        let conn = crate::reducers::open_read_connection(self.store.path())?;
+        let rows =
+            tokio::task::spawn_blocking(move || crate::store::pipe_writes::load_pipes(&conn))
+                .await
+                .map_err(|e| EngineError::internal(e.to_string()))??;
+        for row in rows {
+            self.start_pipe(row);
+        }
+        Ok(())
+    }
+
+    fn start_pipe(self: &Arc<Self>, row: PipeRow) {
+        let (stop_tx, stop) = watch::channel(false);
+        let progress = Arc::new(Mutex::new(Progress {
+            cursor: row.cursor,
+            piped: row.piped,
+            errors: row.errors,
+            stopped: None,
+        }));
+        let id = row.id;
+        let task = tokio::spawn(
+            run::PipeTask {
+                engine: self.clone(),
+                progress: progress.clone(),
+                stop,
+                row,
+            }
+            .run(),
+        );
+        self.pipes.running().insert(
+            id,
+            Running {
+                stop: stop_tx,
+                progress,
+                task,
+            },
+        );
+    }
+
+    /// Creates the pipe, or replaces the code and selector of the existing one (which
+    /// keeps its cursor). Answers its status and whether it is new.
+    pub async fn put_pipe(self: &Arc<Self>, req: PipeRequest) -> Result<(PipeStatus, bool)> {
+        let from = self.pipe_origin(&req.from)?;
+        let to = req.to;
+        if to.account.as_str() == builtins::ACCOUNT {
+            return Err(EngineError::invalid(format!(
+                "the pipe's destination /{to} is a builtin stream, which only the server writes"
+            ))
+            .with("field", "destination"));
+        }
+        if let Some(resolved) = self.resolve(&from).await?
+            && !req.selector.subs.is_empty()
+            && !(resolved.info.factory && from.args.is_none())
+        {
+            return Err(EngineError::invalid(format!(
+                "selector sub= picks substreams of a factory, and {from} is not a factory URL"
+            ))
+            .with("field", "sub"));
+        }
+        let (source, content_type, prepared) = match req.code {
+            None => (String::new(), String::new(), None),
+            Some((source, language)) => {
+                let text = source.clone();
+                let prepared = tokio::task::spawn_blocking(move || prepare(&text, language))
+                    .await
+                    .map_err(|e| EngineError::internal(e.to_string()))?
+                    .map_err(|e| {
+                        EngineError::invalid(format!("the pipe function has a syntax error: {e}"))
+                            .with("line", e.line)
+                            .with("column", e.column)
+                    })?;
+                self.pipes
+                    .mappers
+                    .check(prepared.clone())
+                    .await?
+                    .map_err(|e| {
+                        EngineError::invalid(format!(
+                            "the pipe function does not load: {}",
+                            e.message
+                        ))
+                    })?;
+                let content_type = match language {
+                    Language::JavaScript => "application/javascript",
+                    Language::TypeScript => "application/typescript",
+                };
+                (source, content_type.to_owned(), Some(prepared))
+            }
+        };
+        let row = PipeRow {
+            id: 0,
+            from,
+            to,
+            selector: req.selector.to_query(),
+            source,
+            content_type,
+            code: prepared.as_ref().map(|p| p.js.clone()).unwrap_or_default(),
+            module: prepared.is_some_and(|p| p.shape == Shape::Module),
+            cursor: 0,
+            piped: 0,
+            errors: 0,
+            created_at: 0,
+        };
+        let written = self
+            .store
+            .writer
+            .pipe(PipeWrite::Put(Box::new(row)))
+            .await?;
+        let PipeWritten::Put(mut row, created) = written else {
+            return Err(EngineError::internal("unexpected answer to a pipe write"));
+        };
+        // the old version's last batch is written before the new one reads the cursor
+        self.pipes.stop(row.id).await;
+        if !created {
+            let (cursor, piped, errors): (i64, i64, i64) =
+                sqlx::query_as("SELECT cursor, piped, errors FROM pipes WHERE id = ?1")
+                    .bind(row.id)
+                    .fetch_one(&self.store.pool)
+                    .await?;
+            (row.cursor, row.piped, row.errors) = (cursor, piped, errors);
+        }
+        let status = status_of(&row, None);
+        self.start_pipe(*row);
+        Ok((status, created))
+    }
+
+    /// The pipe's status.
+    pub async fn pipe(&self, from: &StreamPath, to: &StreamPath) -> Result<PipeStatus> {
+        let from = self.pipe_origin(from)?;
+        let conn = crate::reducers::open_read_connection(self.store.path())?;
+        let rows =
+            tokio::task::spawn_blocking(move || crate::store::pipe_writes::load_pipes(&conn))
+                .await
+                .map_err(|e| EngineError::internal(e.to_string()))??;
+        let row = rows
+            .into_iter()
+            .find(|r| r.from == from && r.to == *to)
+            .ok_or_else(|| missing(&from, to))?;
+        let running = self.pipes.running();
+        let progress = running.get(&row.id).map(|r| &r.progress);
+        Ok(status_of(&row, progress))
+    }
+
+    /// Deletes the pipe and stops its task.
+    pub async fn delete_pipe(&self, from: &StreamPath, to: &StreamPath) -> Result<()> {
+        let from = self.pipe_origin(from)?;
+        let written = self
+            .store
+            .writer
+            .pipe(PipeWrite::Delete {
+                from,
+                to: to.clone(),
+            })
+            .await?;
+        if let PipeWritten::Deleted(id) = written {
+            self.pipes.stop(id).await;
+            self.pipes.mappers.forget(id);
+        }
+        Ok(())
+    }
+
+    /// The origin as stored: a builtin stream in its canonical form (its expression
+    /// checked), any other stream as given.
+    pub fn pipe_origin(&self, from: &StreamPath) -> Result<StreamPath> {
+        if from.account.as_str() != builtins::ACCOUNT {
+            return Ok(from.clone());
+        }
+        Ok(match builtins::builtin(from)? {
+            Builtin::Cron(s) => builtins::cron_stream(s.expr()),
+            Builtin::Events(a) => builtins::account_events(&a),
+        })
+    }
+}
+
+fn status_of(row: &PipeRow, progress: Option<&Arc<Mutex<Progress>>>) -> PipeStatus {
+    let mut status = PipeStatus {
+        origin: row.from.to_string(),
+        destination: row.to.to_string(),
+        selector: row.selector.clone(),
+        mode: if row.code.is_empty() { "copy" } else { "map" },
+        status: "running",
+        cursor: row.cursor,
+        piped: row.piped,
+        errors: row.errors,
+        last_error: None,
+        created_at: row.created_at,
+    };
+    if let Some(p) = progress {
+        let p = p.lock().unwrap_or_else(|e| e.into_inner());
+        status.cursor = status.cursor.max(p.cursor);
+        status.piped = status.piped.max(p.piped);
+        status.errors = status.errors.max(p.errors);
+        if let Some(why) = &p.stopped {
+            status.status = "stopped";
+            status.last_error = Some(why.clone());
+        }
+    }
+    status
+}
+
+/// The prepared code of a stored pipe, `None` for a copy pipe.
+pub(crate) fn prepared(row: &PipeRow) -> Option<Arc<Prepared>> {
+    (!row.code.is_empty()).then(|| {
+        Arc::new(Prepared {
+            js: row.code.clone(),
+            shape: if row.module {
+                Shape::Module
+            } else {
+                Shape::Expression
+            },
+            reads: Vec::new(),
+        })
+    })
+}

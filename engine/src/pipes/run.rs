@@ -1,0 +1,336 @@
+//! One pipe's task: follows the origin from the cursor, turns each batch of events into
+//! events for the destination (copied, or mapped by the pipe's function), and writes
+//! them with the new cursor in one writer transaction; a write that fails for the
+//! server's sake is retried with the same events until it succeeds or the pipe stops.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::Progress;
+use super::mapper::args_of;
+use crate::Engine;
+use crate::builtins::{self, Builtin};
+use crate::consumers::{Follow, Start};
+use crate::dispatch::{dispatched_event, origin_of};
+use crate::error::ErrorCode;
+use crate::event::{NewEvent, StoredEvent, check_size, check_type, derived_id};
+use crate::path::{Arg, Args, StreamPath};
+use crate::selector::Selector;
+use crate::store::SharedEvent;
+use crate::store::pipe_writes::{PipeBatch, PipeRow, PipeWrite, PipeWritten, Routed};
+
+/// How long a pipe waits before writing a batch again after the server failed it.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+pub(super) struct PipeTask {
+    pub engine: Arc<Engine>,
+    pub progress: Arc<Mutex<Progress>>,
+    pub stop: watch::Receiver<bool>,
+    pub row: PipeRow,
+}
+
+/// One output of a pipe function.
+#[derive(Deserialize)]
+struct MapOut {
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    /// `Some(Null)` for an explicit `data: null`; `None` keeps the source data.
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Value>,
+    args: Option<Vec<Value>>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl PipeTask {
+    pub(super) async fn run(mut self) {
+        let row = self.row.clone();
+        // a cron origin ticks while its pipes run
+        let _ticking = match builtins::builtin(&row.from) {
+            Ok(Builtin::Cron(schedule)) if row.from.account.as_str() == builtins::ACCOUNT => {
+                Some(self.engine.tickers.acquire(&schedule))
+            }
+            _ => None,
+        };
+        let selector = match Selector::parse_query(&row.selector) {
+            Ok(s) => s,
+            Err(e) => return self.give_up(format!("the stored selector does not parse: {e}")),
+        };
+        let start = Start::Position(row.cursor);
+        let follow = Follow::Stream(row.from.clone());
+        let mut sub = match self.engine.follow(follow, selector, true, start).await {
+            Ok(s) => s,
+            Err(e) => return self.give_up(e.message),
+        };
+        let code = super::prepared(&row);
+        let log_stream = row.from.pipe_logs(&row.to);
+        loop {
+            let mut stop = self.stop.clone();
+            let events = match sub
+                .next(async move { drop(stop.wait_for(|s| *s).await) })
+                .await
+            {
+                Ok(events) if events.is_empty() => return,
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, pipe = row.id, "cannot read the origin");
+                    if self.pause().await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let cursor = sub.floor();
+            let batch = match &code {
+                None => self.copy(&events, cursor, &log_stream),
+                Some(code) => match self.map(code, &events, cursor, &log_stream).await {
+                    Some(b) => b,
+                    None => return,
+                },
+            };
+            if !self.write(batch).await {
+                return;
+            }
+        }
+    }
+
+    /// Writes a batch, again and again while the server fails it. Answers false when
+    /// the pipe should stop (deleted, or stopping).
+    async fn write(&mut self, batch: PipeBatch) -> bool {
+        let cursor = batch.cursor;
+        loop {
+            let write = PipeWrite::Batch(batch.clone());
+            match self.engine.store.writer.pipe(write).await {
+                Ok(PipeWritten::Batch { piped, errors }) => {
+                    let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+                    p.cursor = p.cursor.max(cursor);
+                    p.piped += piped;
+                    p.errors += errors;
+                    return true;
+                }
+                Ok(_) => return true,
+                Err(e) if e.code == ErrorCode::NotFound => return false,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, pipe = self.row.id, "a pipe batch failed; retrying");
+                    if self.pause().await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits before a retry; answers true when the pipe is stopping instead.
+    async fn pause(&mut self) -> bool {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_AFTER) => *self.stop.borrow(),
+            _ = stop.wait_for(|s| *s) => true,
+        }
+    }
+
+    fn give_up(&self, why: String) {
+        tracing::error!(pipe = self.row.id, error = %why, "the pipe stopped");
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stopped = Some(why);
+    }
+
+    fn batch(&self, cursor: i64, log_stream: &StreamPath) -> PipeBatch {
+        PipeBatch {
+            pipe_id: self.row.id,
+            cursor,
+            outs: Vec::new(),
+            logs: Vec::new(),
+            log_stream: log_stream.clone(),
+            errors: 0,
+        }
+    }
+
+    /// A copy pipe's batch: each event unchanged, with its origin.
+    fn copy(&self, events: &[Arc<SharedEvent>], cursor: i64, logs: &StreamPath) -> PipeBatch {
+        let mut batch = self.batch(cursor, logs);
+        for e in events {
+            batch.outs.push(Routed {
+                stream: self.row.to.clone(),
+                explicit_args: None,
+                default_args: self.default_args(e),
+                event: NewEvent {
+                    id: Some(self.piped_id(e, 0)),
+                    event_type: e.event_type.clone(),
+                    content_type: e.content_type.clone(),
+                    data: e.data.clone(),
+                    timestamp: None,
+                    metadata: e.metadata.clone(),
+                    origin: Some(origin_of(e)),
+                },
+            });
+        }
+        batch
+    }
+
+    /// A mapping pipe's batch. Answers `None` when the pipe thread has stopped.
+    async fn map(
+        &self,
+        code: &Arc<eddy_runtime_js::Prepared>,
+        events: &[Arc<SharedEvent>],
+        cursor: i64,
+        logs: &StreamPath,
+    ) -> Option<PipeBatch> {
+        let answer = self
+            .engine
+            .pipes
+            .mappers
+            .map(self.row.id, code.clone(), events.to_vec())
+            .await
+            .ok()?;
+        let mut batch = self.batch(cursor, logs);
+        for (e, mapped) in events.iter().zip(answer.mapped) {
+            let outs = match mapped {
+                Ok(json) => serde_json::from_str::<Vec<MapOut>>(&json)
+                    .map_err(|err| format!("the pipe function's result is not valid: {err}")),
+                Err(err) => Err(match err.stack {
+                    Some(stack) => format!("{}\n{stack}", err.message),
+                    None => err.message,
+                }),
+            };
+            let outs = match outs {
+                Ok(outs) => outs,
+                Err(message) => {
+                    batch.errors += 1;
+                    batch.logs.push(log_entry("error", e, &message));
+                    continue;
+                }
+            };
+            for (k, out) in outs.into_iter().enumerate() {
+                match self.mapped_event(e, k, out) {
+                    Ok(routed) => batch.outs.push(routed),
+                    Err(message) => {
+                        batch.errors += 1;
+                        batch.logs.push(log_entry("error", e, &message));
+                    }
+                }
+            }
+        }
+        for d in answer.dispatches {
+            let Some(e) = events.get(d.sid as usize) else {
+                continue;
+            };
+            let scope = format!("pipe:{}>{}", self.row.from, self.row.to);
+            match dispatched_event(&self.row.from.account, &scope, &e.stream, e.index, &d) {
+                Ok(routed) => batch.outs.push(routed),
+                Err(err) => {
+                    batch.errors += 1;
+                    batch.logs.push(log_entry("error", e, &err.message));
+                }
+            }
+        }
+        for line in answer.console {
+            if let Some(e) = line.sid.and_then(|k| events.get(k as usize)) {
+                batch.logs.push(log_entry(&line.level, e, &line.message));
+            }
+        }
+        Some(batch)
+    }
+
+    /// The `k`-th output of the pipe function for `e`.
+    fn mapped_event(
+        &self,
+        e: &StoredEvent,
+        k: usize,
+        out: MapOut,
+    ) -> std::result::Result<Routed, String> {
+        let event_type = out.event_type.unwrap_or_else(|| e.event_type.clone());
+        check_type(&event_type).map_err(|err| err.message)?;
+        let (content_type, data) = match out.data {
+            None => (e.content_type.clone(), e.data.clone()),
+            Some(v) => ("application/json".to_owned(), v.to_string().into()),
+        };
+        check_size(data.len()).map_err(|err| err.message)?;
+        let explicit_args = match out.args {
+            None => None,
+            Some(values) => Some(args_from_json(&values)?),
+        };
+        Ok(Routed {
+            stream: self.row.to.clone(),
+            explicit_args,
+            default_args: self.default_args(e),
+            event: NewEvent {
+                id: Some(self.piped_id(e, k)),
+                event_type,
+                content_type,
+                data,
+                timestamp: None,
+                metadata: None,
+                origin: Some(origin_of(e)),
+            },
+        })
+    }
+
+    /// Into a factory, an event goes to the substream of its source's args unless the
+    /// pipe function names others. The args of a builtin stream (a cron expression, an
+    /// account) name no substream of the destination and are not carried over.
+    fn default_args(&self, e: &StoredEvent) -> Option<Args> {
+        if self.row.from.account.as_str() == builtins::ACCOUNT {
+            return None;
+        }
+        args_of(&e.stream)
+    }
+
+    /// The id of the `k`-th event piped from `e`: the same on every run of the pipe.
+    fn piped_id(&self, e: &StoredEvent, k: usize) -> uuid::Uuid {
+        derived_id(&[
+            b"pipe",
+            e.stream.as_bytes(),
+            &e.index.to_le_bytes(),
+            self.row.to.to_string().as_bytes(),
+            &(k as u64).to_le_bytes(),
+        ])
+    }
+}
+
+/// Factory args from a pipe function's `args` array.
+fn args_from_json(values: &[Value]) -> std::result::Result<Args, String> {
+    let args = values
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(Arg::Str(s.clone())),
+            Value::Number(n) => n
+                .as_f64()
+                .map(Arg::Num)
+                .ok_or_else(|| format!("args value {n} is not a finite number")),
+            Value::Bool(b) => Ok(Arg::Bool(*b)),
+            Value::Null => Ok(Arg::Null),
+            other => Err(format!(
+                "args must hold strings, numbers, booleans or null, not {other}"
+            )),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Args::new(args).map_err(|e| format!("args are not valid: {e}"))
+}
+
+/// A pipe log entry about event `e`.
+fn log_entry(level: &str, e: &StoredEvent, message: &str) -> NewEvent {
+    NewEvent {
+        id: None,
+        event_type: level.to_owned(),
+        content_type: "application/json".into(),
+        data: serde_json::json!({
+            "stream": e.stream,
+            "index": e.index,
+            "message": message,
+        })
+        .to_string()
+        .into(),
+        timestamp: None,
+        metadata: None,
+        origin: None,
+    }
+}

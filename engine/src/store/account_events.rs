@@ -1,0 +1,86 @@
+//! Account events (API §8): every change to an account, appended to
+//! `/eddy/events({acct})` inside the transaction that makes the change, so the account
+//! log and the change commit (or fail) together.
+
+use serde_json::Value;
+
+use super::apply::{AppendRequest, Staged};
+use super::writer::Writer;
+use crate::builtins;
+use crate::error::Result;
+use crate::event::{ExpectedIndex, NewEvent};
+use crate::path::AccountName;
+
+/// What changed: the event type of the account event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    StreamCreated,
+    ReducerDeployed,
+    ReducerDeleted,
+    PipeAdded,
+    PipeRemoved,
+    WebhookAdded,
+    WebhookRemoved,
+    SettingsChanged,
+}
+
+impl Change {
+    pub(crate) fn event_type(self) -> &'static str {
+        match self {
+            Change::StreamCreated => "stream-created",
+            Change::ReducerDeployed => "reducer-deployed",
+            Change::ReducerDeleted => "reducer-deleted",
+            Change::PipeAdded => "pipe-added",
+            Change::PipeRemoved => "pipe-removed",
+            Change::WebhookAdded => "webhook-added",
+            Change::WebhookRemoved => "webhook-removed",
+            Change::SettingsChanged => "settings-changed",
+        }
+    }
+}
+
+impl Writer {
+    /// Appends `change` with `data` to the account's events. Changes of the server's own
+    /// streams (the `eddy` account) and of internal streams (logs, whose names hold a
+    /// `/`) are not account events.
+    pub(super) fn account_event(
+        &mut self,
+        staged: &mut Staged,
+        account: &str,
+        stream: &str,
+        change: Change,
+        data: Value,
+    ) -> Result<()> {
+        if stream.contains('/') {
+            return Ok(());
+        }
+        let Ok(account) = AccountName::new(account) else {
+            return Ok(());
+        };
+        if account.is_reserved() {
+            return Ok(());
+        }
+        let mut fields = serde_json::Map::new();
+        fields.insert(
+            "stream".into(),
+            Value::String(format!("{account}/{stream}")),
+        );
+        if let Value::Object(m) = data {
+            fields.extend(m);
+        }
+        let request = AppendRequest {
+            stream: builtins::account_events(&account),
+            events: vec![NewEvent {
+                id: None,
+                event_type: change.event_type().into(),
+                content_type: "application/json".into(),
+                data: Value::Object(fields).to_string().into(),
+                timestamp: None,
+                metadata: None,
+                origin: None,
+            }],
+            expected: ExpectedIndex::Any,
+        };
+        self.append(request, staged).map(|_| ())
+    }
+}

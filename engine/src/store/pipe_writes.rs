@@ -1,0 +1,450 @@
+//! Pipe writes inside the writer's transaction: creating or replacing a pipe (refusing
+//! cycles), deleting one, and a pipe's batch: the events it appends to its destination
+//! and its new cursor in one transaction, which is what makes piping exactly once.
+//! Dispatched events (reducers' and pipes' `dispatch()`) are appended the same way,
+//! routed by [`Routed`].
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::json;
+
+use super::account_events::Change;
+use super::apply::{AppendRequest, Appended, Staged};
+use super::writer::{Writer, now_ms};
+use crate::error::{EngineError, ErrorCode, Result};
+use crate::event::{ExpectedIndex, NewEvent};
+use crate::path::{AccountName, Args, StreamName, StreamPath};
+
+/// A pipe as stored.
+#[derive(Debug, Clone)]
+pub struct PipeRow {
+    pub id: i64,
+    pub from: StreamPath,
+    pub to: StreamPath,
+    /// The selector as a canonical query string.
+    pub selector: String,
+    /// The mapping code as sent, empty for a copy pipe.
+    pub source: String,
+    pub content_type: String,
+    /// The JavaScript that runs.
+    pub code: String,
+    pub module: bool,
+    /// Every event of the origin at or below this global position was piped or passed
+    /// over.
+    pub cursor: i64,
+    pub piped: i64,
+    pub errors: i64,
+    pub created_at: i64,
+}
+
+/// An event for a stream that may be a factory: into a factory it goes to the
+/// substream its explicit args name, or else to the default args (a pipe's source
+/// substream); into a plain stream, explicit args are refused and default args ignored.
+#[derive(Debug, Clone)]
+pub(crate) struct Routed {
+    pub stream: StreamPath,
+    pub explicit_args: Option<Args>,
+    pub default_args: Option<Args>,
+    pub event: NewEvent,
+}
+
+/// What a pipe appended for a batch of its origin's events.
+#[derive(Debug, Clone)]
+pub(crate) struct PipeBatch {
+    pub pipe_id: i64,
+    pub cursor: i64,
+    pub outs: Vec<Routed>,
+    /// Entries for the pipe's log (events that failed to map).
+    pub logs: Vec<NewEvent>,
+    pub log_stream: StreamPath,
+    pub errors: i64,
+}
+
+pub(crate) enum PipeWrite {
+    /// Creates the pipe, or replaces the code and selector of the pipe with the same
+    /// origin and destination (keeping its cursor).
+    Put(Box<PipeRow>),
+    Delete {
+        from: StreamPath,
+        to: StreamPath,
+    },
+    Batch(PipeBatch),
+}
+
+pub(crate) enum PipeWritten {
+    /// The stored row and whether it is new.
+    Put(Box<PipeRow>, bool),
+    /// The id of the deleted pipe.
+    Deleted(i64),
+    /// Events appended and events refused in the batch.
+    Batch { piped: i64, errors: i64 },
+}
+
+fn args_text(p: &StreamPath) -> String {
+    p.args.as_ref().map(|a| a.canonical()).unwrap_or_default()
+}
+
+impl Writer {
+    pub(super) fn pipe(&mut self, write: PipeWrite, staged: &mut Staged) -> Result<PipeWritten> {
+        match write {
+            PipeWrite::Put(row) => self.put_pipe(*row, staged),
+            PipeWrite::Delete { from, to } => {
+                let id: Option<i64> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT id FROM pipes WHERE account = ?1 AND stream = ?2 AND args = ?3 \
+                         AND dest_account = ?4 AND dest_stream = ?5 AND dest_args = ?6",
+                    )?
+                    .query_row(
+                        params![
+                            from.account.as_str(),
+                            from.stream.as_str(),
+                            args_text(&from),
+                            to.account.as_str(),
+                            to.stream.as_str(),
+                            args_text(&to)
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(id) = id else {
+                    return Err(missing(&from, &to));
+                };
+                self.conn
+                    .prepare_cached("DELETE FROM pipes WHERE id = ?1")?
+                    .execute(params![id])?;
+                self.account_event(
+                    staged,
+                    from.account.as_str(),
+                    from.stream.as_str(),
+                    Change::PipeRemoved,
+                    json!({ "origin": from.to_string(), "destination": to.to_string() }),
+                )?;
+                Ok(PipeWritten::Deleted(id))
+            }
+            PipeWrite::Batch(batch) => self.pipe_batch(batch, staged),
+        }
+    }
+
+    fn put_pipe(&mut self, mut row: PipeRow, staged: &mut Staged) -> Result<PipeWritten> {
+        let existing: Option<(i64, i64, i64, i64, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, cursor, piped, errors, created_at FROM pipes WHERE account = ?1 \
+                 AND stream = ?2 AND args = ?3 AND dest_account = ?4 AND dest_stream = ?5 \
+                 AND dest_args = ?6",
+            )?
+            .query_row(
+                params![
+                    row.from.account.as_str(),
+                    row.from.stream.as_str(),
+                    args_text(&row.from),
+                    row.to.account.as_str(),
+                    row.to.stream.as_str(),
+                    args_text(&row.to)
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        if let Some((id, cursor, piped, errors, created_at)) = existing {
+            self.conn
+                .prepare_cached(
+                    "UPDATE pipes SET selector = ?2, source = ?3, content_type = ?4, code = ?5, \
+                     shape = ?6 WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    row.selector,
+                    row.source,
+                    row.content_type,
+                    row.code,
+                    if row.module { "module" } else { "expression" },
+                ])?;
+            (row.id, row.cursor, row.piped, row.errors, row.created_at) =
+                (id, cursor, piped, errors, created_at);
+            self.account_event(
+                staged,
+                row.from.account.as_str(),
+                row.from.stream.as_str(),
+                Change::PipeAdded,
+                json!({
+                    "origin": row.from.to_string(),
+                    "destination": row.to.to_string(),
+                    "replaced": true,
+                }),
+            )?;
+            return Ok(PipeWritten::Put(Box::new(row), false));
+        }
+        self.refuse_cycle(&row.from, &row.to)?;
+        row.created_at = now_ms();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO pipes (account, stream, args, dest_account, dest_stream, dest_args, \
+                 selector, source, content_type, code, shape, cursor, piped, errors, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, 0, ?12)",
+            )?
+            .execute(params![
+                row.from.account.as_str(),
+                row.from.stream.as_str(),
+                args_text(&row.from),
+                row.to.account.as_str(),
+                row.to.stream.as_str(),
+                args_text(&row.to),
+                row.selector,
+                row.source,
+                row.content_type,
+                row.code,
+                if row.module { "module" } else { "expression" },
+                row.created_at,
+            ])?;
+        row.id = self.conn.last_insert_rowid();
+        (row.cursor, row.piped, row.errors) = (0, 0, 0);
+        self.account_event(
+            staged,
+            row.from.account.as_str(),
+            row.from.stream.as_str(),
+            Change::PipeAdded,
+            json!({ "origin": row.from.to_string(), "destination": row.to.to_string() }),
+        )?;
+        Ok(PipeWritten::Put(Box::new(row), true))
+    }
+
+    /// Refuses a new pipe `from → to` when pipes already lead from `to` back to `from`
+    /// (streams compared by account and name: substreams of one factory count as one).
+    /// Checked here, in the single writer, so two requests cannot close a cycle
+    /// together.
+    fn refuse_cycle(&mut self, from: &StreamPath, to: &StreamPath) -> Result<()> {
+        let key = |a: &str, s: &str| format!("{a}/{s}");
+        let origin = key(from.account.as_str(), from.stream.as_str());
+        let start = key(to.account.as_str(), to.stream.as_str());
+        let edges: Vec<(String, String)> = self
+            .conn
+            .prepare_cached("SELECT account, stream, dest_account, dest_stream FROM pipes")?
+            .query_map([], |r| {
+                Ok((
+                    key(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?),
+                    key(&r.get::<_, String>(2)?, &r.get::<_, String>(3)?),
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        // breadth-first from the destination, remembering how each stream was reached
+        let mut came_from: std::collections::HashMap<String, String> = Default::default();
+        let mut queue = std::collections::VecDeque::from([start.clone()]);
+        let mut seen = std::collections::HashSet::from([start.clone()]);
+        while let Some(at) = queue.pop_front() {
+            if at == origin {
+                let mut cycle = vec![at.clone()];
+                let mut cur = at;
+                while let Some(prev) = came_from.get(&cur) {
+                    cycle.push(prev.clone());
+                    cur = prev.clone();
+                }
+                cycle.push(origin.clone());
+                cycle.reverse();
+                return Err(EngineError::conflict(format!(
+                    "the pipe from {from} to {to} would close a cycle: {}; events would \
+                     circle forever, so pipe cycles are refused",
+                    cycle.join(" → ")
+                ))
+                .with("cycle", cycle));
+            }
+            for (a, b) in &edges {
+                if *a == at && seen.insert(b.clone()) {
+                    came_from.insert(b.clone(), at.clone());
+                    queue.push_back(b.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn pipe_batch(&mut self, batch: PipeBatch, staged: &mut Staged) -> Result<PipeWritten> {
+        let exists = self
+            .conn
+            .prepare_cached("SELECT 1 FROM pipes WHERE id = ?1")?
+            .query_row(params![batch.pipe_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !exists {
+            return Err(EngineError::not_found("the pipe was deleted"));
+        }
+        let mut piped = 0;
+        let mut errors = batch.errors;
+        let mut logs = batch.logs;
+        for out in batch.outs {
+            let origin = out.event.origin.clone();
+            match self.append_routed(out, staged)? {
+                Ok(a) if !a.duplicate => piped += a.events.len() as i64,
+                Ok(_) => {}
+                Err(e) => {
+                    errors += 1;
+                    logs.push(refusal_log(&e, origin.as_deref()));
+                }
+            }
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE pipes SET cursor = MAX(cursor, ?2), piped = piped + ?3, \
+                 errors = errors + ?4 WHERE id = ?1",
+            )?
+            .execute(params![batch.pipe_id, batch.cursor, piped, errors])?;
+        if !logs.is_empty() {
+            self.append(
+                AppendRequest {
+                    stream: batch.log_stream,
+                    events: logs,
+                    expected: ExpectedIndex::Any,
+                },
+                staged,
+            )?;
+        }
+        Ok(PipeWritten::Batch { piped, errors })
+    }
+
+    /// Appends a routed event. The outer error is a storage failure (the group rolls
+    /// back); the inner one is a refusal of this event alone (a bad destination, a
+    /// factory without args...), which the caller logs.
+    pub(super) fn append_routed(
+        &mut self,
+        out: Routed,
+        staged: &mut Staged,
+    ) -> Result<std::result::Result<Appended, EngineError>> {
+        let Routed {
+            mut stream,
+            explicit_args,
+            default_args,
+            event,
+        } = out;
+        if stream.args.is_none() {
+            let key = (
+                stream.account.as_str().to_owned(),
+                stream.stream.as_str().to_owned(),
+            );
+            let factory = self.stream(staged, &key)?.map(|s| s.factory);
+            stream.args = match (factory, explicit_args, default_args) {
+                (Some(false), Some(args), _) => {
+                    return Ok(Err(EngineError::invalid(format!(
+                        "{stream} is a plain stream, so the event cannot go to substream ({args})"
+                    ))));
+                }
+                (Some(false), None, _) => None,
+                (_, Some(args), _) => Some(args),
+                (_, None, default) => default,
+            };
+        }
+        match self.append(
+            AppendRequest {
+                stream,
+                events: vec![event],
+                expected: ExpectedIndex::Any,
+            },
+            staged,
+        ) {
+            Ok(a) => Ok(Ok(a)),
+            Err(e) if e.code == ErrorCode::Internal => Err(e),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
+/// The log entry for an event a destination refused.
+pub(crate) fn refusal_log(e: &EngineError, origin: Option<&str>) -> NewEvent {
+    let origin: serde_json::Value = origin
+        .and_then(|o| serde_json::from_str(o).ok())
+        .unwrap_or_default();
+    NewEvent {
+        id: None,
+        event_type: "error".into(),
+        content_type: "application/json".into(),
+        data: json!({
+            "stream": origin.get("stream"),
+            "index": origin.get("index"),
+            "message": format!("the event was not appended: {}", e.message),
+        })
+        .to_string()
+        .into(),
+        timestamp: None,
+        metadata: None,
+        origin: None,
+    }
+}
+
+/// Every stored pipe, for starting their tasks.
+pub(crate) fn load_pipes(conn: &rusqlite::Connection) -> Result<Vec<PipeRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, account, stream, args, dest_account, dest_stream, dest_args, selector, \
+         source, content_type, code, shape, cursor, piped, errors, created_at FROM pipes \
+         ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            [
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+            ],
+            [
+                r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
+                r.get::<_, String>(9)?,
+                r.get::<_, String>(10)?,
+                r.get::<_, String>(11)?,
+            ],
+            [
+                r.get::<_, i64>(12)?,
+                r.get::<_, i64>(13)?,
+                r.get::<_, i64>(14)?,
+                r.get::<_, i64>(15)?,
+            ],
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (id, names, text, [cursor, piped, errors, created_at]) = r?;
+        let path = |a: &str, s: &str, args: &str| -> Option<StreamPath> {
+            Some(StreamPath {
+                account: AccountName::new(a).ok()?,
+                stream: StreamName::new(s).ok()?,
+                args: if args.is_empty() {
+                    None
+                } else {
+                    Some(Args::parse(args).ok()?)
+                },
+            })
+        };
+        let (Some(from), Some(to)) = (
+            path(&names[0], &names[1], &names[2]),
+            path(&names[3], &names[4], &names[5]),
+        ) else {
+            tracing::error!(
+                pipe = id,
+                "a stored pipe names a stream that does not parse"
+            );
+            continue;
+        };
+        let [selector, source, content_type, code, shape] = text;
+        out.push(PipeRow {
+            id,
+            from,
+            to,
+            selector,
+            source,
+            content_type,
+            code,
+            module: shape == "module",
+            cursor,
+            piped,
+            errors,
+            created_at,
+        });
+    }
+    Ok(out)
+}
+
+/// The 404 for a pipe that does not exist.
+pub(crate) fn missing(from: &StreamPath, to: &StreamPath) -> EngineError {
+    EngineError::not_found(format!("there is no pipe from {from} to {to}"))
+}

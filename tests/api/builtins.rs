@@ -1,0 +1,264 @@
+//! The builtin streams (API §8): cron streams and account events.
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::common::{assert_error, spawn_server, spawn_server_with};
+use crate::pipes::wait_for_events;
+
+const EVERY_SECOND: &str = "/eddy/cron('*%20*%20*%20*%20*%20*')";
+
+#[tokio::test]
+async fn an_every_second_cron_piped_into_a_stream_ticks() {
+    let s = spawn_server().await;
+    let r = s
+        .client
+        .put(s.url(&format!("{EVERY_SECOND}/pipe/acme/ticks")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["origin"], "eddy/cron('* * * * * *')");
+    let ticks = wait_for_events(&s.base, "/acme/ticks", 3).await;
+    let mut last = 0;
+    for t in &ticks {
+        assert_eq!(t["type"], "tick");
+        assert_eq!(
+            t["stream"], "acme/ticks",
+            "a cron's args are not carried over"
+        );
+        assert_eq!(t["origin"]["stream"], "eddy/cron('* * * * * *')");
+        let ms = t["data"]["timestamp"].as_i64().unwrap();
+        assert!(ms > last, "tick timestamps increase: {ticks:?}");
+        assert_eq!(ms % 1000, 0, "ticks fall on the second");
+        last = ms;
+    }
+    // the cron stream itself is public to read, and never written by clients
+    let own = wait_for_events(&s.base, EVERY_SECOND, 3).await;
+    assert_eq!(own[0]["stream"], "eddy/cron('* * * * * *')");
+    let r = s.post(EVERY_SECOND, "tick", json!({"timestamp": 1})).await;
+    let e = assert_error(r, 405, "only the server").await;
+    assert_eq!(e["allow"], "GET");
+    let r = s
+        .post(&format!("{EVERY_SECOND}:tick"), "tick", json!({}))
+        .await;
+    assert_error(r, 405, "builtin").await;
+
+    // deleted, the pipe stops the ticking: at most one more tick lands meanwhile
+    let r = s
+        .client
+        .delete(s.url(&format!("{EVERY_SECOND}/pipe/acme/ticks")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let before = wait_for_events(&s.base, EVERY_SECOND, 1).await.len();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let after = wait_for_events(&s.base, EVERY_SECOND, 1).await.len();
+    assert!(after <= before + 1, "ticks went on: {before} → {after}");
+}
+
+#[tokio::test]
+async fn malformed_cron_expressions_name_the_field() {
+    let s = spawn_server().await;
+    for path in [
+        "/eddy/cron('61%20*%20*%20*%20*')",
+        "/eddy/cron('*%20*')",
+        "/eddy/cron('*%20*%20*%20*%20*%20*%20*')",
+        "/eddy/cron('0%200%2031%202%20*')",
+    ] {
+        let e = assert_error(s.get(path).await, 400, "cron expression").await;
+        assert_eq!(e["field"], "expr", "{path}");
+    }
+    let e = assert_error(s.get("/eddy/cron(1)").await, 400, "cron stream").await;
+    assert_eq!(e["field"], "expr");
+    assert_error(s.get("/eddy/nothing").await, 404, "builtin").await;
+    // 5 fields (minutes) and 6 (seconds first) are both expressions; a cron stream
+    // that never ticked reads as empty
+    assert_eq!(
+        s.get_json("/eddy/cron('0%209%20*%20*%201-5')", 200).await,
+        json!([])
+    );
+    assert_eq!(s.get_json("/eddy/events(nobody)", 200).await, json!([]));
+    let r = s
+        .client
+        .put(s.url("/eddy/cron('61%20*%20*%20*%20*')/pipe/a/b"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "cron expression").await;
+}
+
+#[tokio::test]
+async fn a_cron_stream_ticks_for_its_subscribers() {
+    let s = spawn_server().await;
+    let r = s
+        .client
+        .get(s.url("/eddy/cron('*/1%20*%20*%20*%20*%20*')"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut events = r.bytes_stream().eventsource();
+    let mut ticks = Vec::new();
+    while ticks.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("a tick within 5 s")
+            .expect("open")
+            .expect("event");
+        if e.event == "tick" {
+            ticks.push(e.id.parse::<u64>().unwrap());
+        }
+    }
+    assert_eq!(ticks, [0, 1]);
+}
+
+fn allow_private(c: &mut eddy_server::Config) {
+    c.allow_private_webhooks = true;
+}
+
+#[tokio::test]
+async fn account_events_record_every_change() {
+    let s = spawn_server_with(allow_private).await;
+    // followed live while the changes happen
+    let r = s
+        .client
+        .get(s.url("/eddy/events(acme)"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut live = r.bytes_stream().eventsource();
+
+    s.post_ok("/acme/orders", "o", json!({})).await;
+    s.call(
+        "PATCH",
+        "/acme/orders/settings",
+        &[],
+        json!({"requestHosts": ["api.example.com"]}),
+    )
+    .await;
+    let r = s
+        .client
+        .put(s.url("/acme/orders.total"))
+        .body("(n = 0) => n + 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = s
+        .client
+        .delete(s.url("/acme/orders.total"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s
+        .client
+        .put(s.url("/acme/orders/pipe/acme/copy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    wait_for_events(&s.base, "/acme/copy", 1).await;
+    let r = s
+        .client
+        .delete(s.url("/acme/orders/pipe/acme/copy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let hook: Value = s
+        .call(
+            "POST",
+            "/acme/orders/webhooks",
+            &[],
+            json!({"url": "http://127.0.0.1:9/hook"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = hook["id"].as_str().unwrap();
+    let r = s
+        .client
+        .delete(s.url(&format!("/acme/orders/webhooks/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // another account's changes are not acme's
+    s.post_ok("/other/x", "o", json!({})).await;
+
+    let expected = [
+        ("stream-created", "acme/orders"),
+        ("settings-changed", "acme/orders"),
+        ("reducer-deployed", "acme/orders"),
+        ("reducer-deleted", "acme/orders"),
+        ("pipe-added", "acme/orders"),
+        ("stream-created", "acme/copy"),
+        ("pipe-removed", "acme/orders"),
+        ("webhook-added", "acme/orders"),
+        ("webhook-removed", "acme/orders"),
+    ];
+    let events = wait_for_events(&s.base, "/eddy/events(acme)", expected.len()).await;
+    let got: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["data"]["stream"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = expected
+        .iter()
+        .map(|(t, s)| (t.to_string(), s.to_string()))
+        .collect();
+    assert_eq!(got, want, "{events:#?}");
+    let settings = events
+        .iter()
+        .find(|e| e["type"] == "settings-changed")
+        .unwrap();
+    assert_eq!(
+        settings["data"]["settings"]["requestHosts"],
+        json!(["api.example.com"])
+    );
+    let deployed = events
+        .iter()
+        .find(|e| e["type"] == "reducer-deployed")
+        .unwrap();
+    assert_eq!(deployed["data"]["reducer"], "total");
+    assert!(
+        wait_for_events(&s.base, "/eddy/events(other)", 1)
+            .await
+            .len()
+            == 1
+    );
+    // the string form of the account names the same stream
+    assert_eq!(
+        s.get_json("/eddy/events('acme')?limit=1", 200).await[0]["stream"],
+        "eddy/events(acme)"
+    );
+
+    let mut types = Vec::new();
+    while types.len() < expected.len() {
+        let e = tokio::time::timeout(Duration::from_secs(5), live.next())
+            .await
+            .expect("an account event within 5 s")
+            .expect("open")
+            .expect("event");
+        if !e.event.is_empty() && e.event != "message" {
+            types.push(e.event);
+        }
+    }
+    assert_eq!(types[0], "stream-created");
+    assert!(types.contains(&"webhook-removed".to_owned()));
+}

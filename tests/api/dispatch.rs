@@ -1,0 +1,177 @@
+//! `dispatch()` and `request()` from reducers (API §7): dispatched events are appended
+//! exactly once per source event, also across a redeploy's rebuild; requests reach only
+//! the hosts in `requestHosts` and are voided while a reducer replays history.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{TestServer, spawn_server};
+use crate::pipes::wait_for_events;
+
+async fn deploy(s: &TestServer, path: &str, code: &str) -> u16 {
+    let r = s
+        .client
+        .put(s.url(path))
+        .header("Content-Type", "application/javascript")
+        .body(code.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert!(status == 200 || status == 201, "{:?}", r.text().await);
+    status
+}
+
+/// Waits until the stream's reducers are all active (a rebuild has caught up) and the
+/// state has folded `index`; answers the state.
+async fn settled_state(s: &TestServer, stream: &str, name: &str, index: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reducers = s.get_json(&format!("{stream}/reducers"), 200).await;
+        let building = reducers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["status"] == "rebuilding");
+        let r = s
+            .get(&format!("{stream}.{name}?min-index={index}&wait=5000"))
+            .await;
+        assert_eq!(r.status(), 200);
+        let state: Value = r.json().await.unwrap();
+        if !building {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "still rebuilding: {reducers}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_is_exactly_once_across_a_redeploy() {
+    let s = spawn_server().await;
+    let v1 = "(n = 0, e) => {\n\
+                dispatch('audit', { type: 'seen', data: { i: e.data.i } });\n\
+                if (e.data.i % 2 === 0) dispatch(\"totals('even')\", { type: 'even' });\n\
+                return n + 1;\n\
+              }";
+    assert_eq!(deploy(&s, "/acme/orders.count", v1).await, 201);
+    for i in 0..5 {
+        s.post_ok("/acme/orders", "o", json!({ "i": i })).await;
+    }
+    let audit = wait_for_events(&s.base, "/acme/audit", 5).await;
+    assert_eq!(
+        audit[4]["origin"],
+        json!({"stream": "acme/orders", "index": 4})
+    );
+    assert_eq!(audit[4]["data"], json!({"i": 4}));
+    wait_for_events(&s.base, "/acme/totals('even')", 3).await;
+
+    // the new version rebuilds from index 0 and dispatches the same events again
+    let v2 = v1.replace("n + 1", "n + 10");
+    assert_eq!(deploy(&s, "/acme/orders.count", &v2).await, 200);
+    assert_eq!(
+        settled_state(&s, "/acme/orders", "count", 4).await,
+        json!(50)
+    );
+    s.post_ok("/acme/orders", "o", json!({ "i": 5 })).await;
+    let audit = wait_for_events(&s.base, "/acme/audit", 6).await;
+    let indexes: Vec<u64> = audit
+        .iter()
+        .map(|e| e["origin"]["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        indexes,
+        [0, 1, 2, 3, 4, 5],
+        "dispatched once per source event"
+    );
+    assert_eq!(
+        wait_for_events(&s.base, "/acme/totals('even')", 3)
+            .await
+            .len(),
+        3
+    );
+
+    // a dispatch to a stream of another account is refused, in the log
+    let v3 = "(n = 0, e) => { dispatch('/other/x', { type: 't' }); return n; }";
+    deploy(&s, "/acme/more.r", v3).await;
+    s.post_ok("/acme/more", "o", json!({})).await;
+    let logs = wait_for_events(&s.base, "/acme/more/logs", 1).await;
+    let message = logs[0]["data"]["message"].as_str().unwrap();
+    assert!(message.contains("own streams"), "{message}");
+}
+
+/// A local HTTP service that counts its calls and answers JSON.
+async fn service() -> (u16, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/price",
+        axum::routing::post(move |body: String| {
+            let hits = counted.clone();
+            async move {
+                let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+                axum::Json(json!({ "calls": n, "echo": body }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, hits)
+}
+
+const CALLER: &str = "export default (s = { got: [], refused: [] }, e) => {\n\
+  try {\n\
+    const r = request(e.data.url, { method: 'POST', body: { i: e.index } });\n\
+    s.got.push(r.voided ? 'voided' : r.status + ':' + r.json().calls + ':' + r.json().echo);\n\
+  } catch (err) {\n\
+    s.refused.push(err.message);\n\
+  }\n\
+  return s;\n\
+};";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reaches_allowed_hosts_only_and_never_during_a_rebuild() {
+    let s = spawn_server().await;
+    let (port, hits) = service().await;
+    let r = s
+        .call(
+            "PUT",
+            "/acme/quotes/settings",
+            &[],
+            json!({"requestHosts": ["127.0.0.1"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(deploy(&s, "/acme/quotes.prices", CALLER).await, 201);
+    let allowed = format!("http://127.0.0.1:{port}/price");
+    let other = format!("http://localhost:{port}/price");
+    s.post_ok("/acme/quotes", "q", json!({ "url": allowed }))
+        .await;
+    s.post_ok("/acme/quotes", "q", json!({ "url": other }))
+        .await;
+    let state = settled_state(&s, "/acme/quotes", "prices", 1).await;
+    assert_eq!(state["got"], json!(["200:1:{\"i\":0}"]));
+    let refused = state["refused"][0].as_str().unwrap();
+    assert!(refused.contains("requestHosts"), "{refused}");
+    assert!(refused.contains("localhost"), "{refused}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // a redeploy rebuilds from index 0: its requests are voided, none is sent
+    let v2 = format!("{CALLER}\n// v2");
+    assert_eq!(deploy(&s, "/acme/quotes.prices", &v2).await, 200);
+    let state = settled_state(&s, "/acme/quotes", "prices", 1).await;
+    // voided calls are not sent anywhere, so no host is refused either
+    assert_eq!(state["got"], json!(["voided", "voided"]));
+    assert_eq!(state["refused"], json!([]));
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "a rebuild sent a request");
+    // and the rebuilt version calls out for new events
+    s.post_ok("/acme/quotes", "q", json!({ "url": allowed }))
+        .await;
+    let state = settled_state(&s, "/acme/quotes", "prices", 2).await;
+    assert_eq!(state["got"], json!(["voided", "voided", "200:2:{\"i\":2}"]));
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}

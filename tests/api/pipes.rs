@@ -1,0 +1,312 @@
+//! Pipes (API §8): copy and mapping pipes, routing into factories, status, logs,
+//! replacing and deleting, cycles, errors, and exactly once across `kill -9`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::Response;
+use serde_json::{Value, json};
+
+use crate::common::{ChildServer, TestServer, assert_error, client, read_all, spawn_server};
+
+async fn put_pipe(s: &TestServer, path: &str, code: Option<&str>) -> Response {
+    let mut r = s.client.put(s.url(path));
+    if let Some(code) = code {
+        r = r
+            .header("Content-Type", "application/javascript")
+            .body(code.to_owned());
+    }
+    r.send().await.expect("PUT pipe")
+}
+
+/// Reads `path` until it holds at least `n` events (10 s at most).
+pub async fn wait_for_events(base: &str, path: &str, n: usize) -> Vec<Value> {
+    let client = client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = format!("{base}{path}");
+        let r = client.get(&url).send().await.expect("GET");
+        let events: Vec<Value> = if r.status() == 200 {
+            read_all(&client, &url).await
+        } else {
+            Vec::new()
+        };
+        if events.len() >= n {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} has {} events, not {n}: {events:?}",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn origins(events: &[Value]) -> Vec<(String, u64)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["origin"]["stream"].as_str().unwrap().to_owned(),
+                e["origin"]["index"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_copy_pipe_with_a_type_selector() {
+    let s = spawn_server().await;
+    let r = put_pipe(&s, "/acme/clicks/pipe/acme/copies?type=a", None).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        "/acme/clicks/pipe/acme/copies"
+    );
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["mode"], "copy");
+    assert_eq!(status["selector"], "type=a");
+    for (ty, n) in [("a", 1), ("b", 2), ("a", 3)] {
+        s.post_ok("/acme/clicks", ty, json!({"n": n})).await;
+    }
+    let copies = wait_for_events(&s.base, "/acme/copies", 2).await;
+    assert_eq!(copies.len(), 2);
+    assert_eq!(copies[0]["type"], "a");
+    assert_eq!(copies[0]["data"], json!({"n": 1}));
+    assert_eq!(copies[1]["data"], json!({"n": 3}));
+    assert_eq!(
+        origins(&copies),
+        [("acme/clicks".into(), 0), ("acme/clicks".into(), 2)]
+    );
+    let status = s.get_json("/acme/clicks/pipe/acme/copies", 200).await;
+    assert_eq!(status["piped"], 2);
+    assert_eq!(status["status"], "running");
+
+    // putting it again keeps its cursor: nothing is copied twice
+    let r = put_pipe(&s, "/acme/clicks/pipe/acme/copies?type=a", None).await;
+    assert_eq!(r.status(), 200);
+    s.post_ok("/acme/clicks", "a", json!({"n": 4})).await;
+    let copies = wait_for_events(&s.base, "/acme/copies", 3).await;
+    assert_eq!(copies.len(), 3);
+    assert_eq!(copies[2]["origin"]["index"], 3);
+
+    // deleted, and put again: it starts from the beginning, but the ids it derives
+    // from each source event find the copies already there
+    let r = s
+        .client
+        .delete(s.url("/acme/clicks/pipe/acme/copies"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_error(s.get("/acme/clicks/pipe/acme/copies").await, 404, "no pipe").await;
+    let r = put_pipe(&s, "/acme/clicks/pipe/acme/copies?type=a", None).await;
+    assert_eq!(r.status(), 201);
+    s.post_ok("/acme/clicks", "a", json!({"n": 5})).await;
+    let copies = wait_for_events(&s.base, "/acme/copies", 4).await;
+    let indexes: Vec<u64> = origins(&copies).iter().map(|o| o.1).collect();
+    assert_eq!(indexes, [0, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_mapping_pipe_routes_into_a_factory_by_args() {
+    let s = spawn_server().await;
+    let code = "export default (e) => {\n\
+                  if (e.type === 'skip') return null;\n\
+                  if (e.type === 'bad') throw new Error('cannot map ' + e.index);\n\
+                  console.log('mapping', e.index);\n\
+                  return [\n\
+                    { type: 'line', data: { n: e.data.n, from: e.args[0] }, args: [e.data.day] },\n\
+                    { type: 'mirror' },\n\
+                  ];\n\
+                };";
+    let r = put_pipe(&s, "/acme/orders/pipe/acme/byday", Some(code)).await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    s.call("PUT", "/acme/byday/settings", &[], json!({"factory": true}))
+        .await;
+    s.post_ok("/acme/orders('c1')", "o", json!({"n": 1, "day": "mon"}))
+        .await;
+    s.post_ok("/acme/orders('c2')", "skip", json!({})).await;
+    s.post_ok("/acme/orders('c2')", "bad", json!({})).await;
+    s.post_ok("/acme/orders('c2')", "o", json!({"n": 2, "day": "tue"}))
+        .await;
+    let mon = wait_for_events(&s.base, "/acme/byday('mon')", 1).await;
+    assert_eq!(mon[0]["type"], "line");
+    assert_eq!(mon[0]["data"], json!({"n": 1, "from": "c1"}));
+    assert_eq!(
+        mon[0]["origin"],
+        json!({"stream": "acme/orders('c1')", "index": 0})
+    );
+    let tue = wait_for_events(&s.base, "/acme/byday('tue')", 1).await;
+    assert_eq!(tue[0]["data"], json!({"n": 2, "from": "c2"}));
+    // an output without args goes to the source's substream, with the source data
+    let c1 = wait_for_events(&s.base, "/acme/byday('c1')", 1).await;
+    assert_eq!(c1[0]["type"], "mirror");
+    assert_eq!(c1[0]["data"], json!({"n": 1, "day": "mon"}));
+    let c2 = wait_for_events(&s.base, "/acme/byday('c2')", 1).await;
+    assert_eq!(c2.len(), 1, "skip maps to nothing, bad fails: {c2:?}");
+    assert_eq!(c2[0]["origin"]["index"], 2);
+
+    // the failure and the console lines are in the pipe's log
+    let logs = wait_for_events(&s.base, "/acme/orders/logs/pipe/acme/byday", 3).await;
+    let error = logs
+        .iter()
+        .find(|l| l["type"] == "error")
+        .expect("an error");
+    assert_eq!(error["data"]["stream"], "acme/orders('c2')");
+    assert_eq!(error["data"]["index"], 1);
+    assert!(
+        error["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot map 1"),
+        "{error}"
+    );
+    let lines: Vec<&Value> = logs.iter().map(|l| &l["data"]["message"]).collect();
+    assert_eq!(lines[0], "mapping 0");
+    assert_eq!(lines[2], "mapping 2");
+    let status = s.get_json("/acme/orders/pipe/acme/byday", 200).await;
+    assert_eq!(status["mode"], "map");
+    assert_eq!(status["errors"], 1);
+    assert_eq!(status["piped"], 4);
+}
+
+#[tokio::test]
+async fn pipe_cycles_are_refused() {
+    let s = spawn_server().await;
+    assert_eq!(put_pipe(&s, "/a/x/pipe/a/y", None).await.status(), 201);
+    assert_eq!(put_pipe(&s, "/a/y/pipe/b/z", None).await.status(), 201);
+    let e = assert_error(put_pipe(&s, "/b/z/pipe/a/x", None).await, 409, "cycle").await;
+    assert_eq!(e["cycle"], json!(["b/z", "a/x", "a/y", "b/z"]));
+    assert_error(put_pipe(&s, "/a/x/pipe/a/x", None).await, 409, "cycle").await;
+    // substreams of one factory count as the factory
+    assert_error(put_pipe(&s, "/a/y('k')/pipe/a/x", None).await, 409, "cycle").await;
+}
+
+#[tokio::test]
+async fn bad_pipes_are_refused() {
+    let s = spawn_server().await;
+    let e = assert_error(
+        put_pipe(&s, "/a/x/pipe/a/y", Some("export default (e) => {")).await,
+        400,
+        "syntax error",
+    )
+    .await;
+    assert_eq!(e["line"], 1);
+    assert_error(
+        put_pipe(&s, "/a/x/pipe/a/y", Some("42")).await,
+        400,
+        "not a function",
+    )
+    .await;
+    assert_error(
+        put_pipe(&s, "/a/x/pipe/eddy/events(a)", None).await,
+        400,
+        "builtin",
+    )
+    .await;
+    assert_error(put_pipe(&s, "/a/x/pipe/a/y?type=", None).await, 400, "type").await;
+    assert_error(
+        put_pipe(&s, "/a/x/pipe/a/y?limit=3", None).await,
+        400,
+        "limit",
+    )
+    .await;
+    assert_error(s.get("/a/x/pipe/a/y").await, 404, "no pipe").await;
+    let r = s
+        .client
+        .delete(s.url("/a/x/pipe/a/y"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "no pipe").await;
+    let r = s
+        .client
+        .put(s.url("/a/x/pipe/a/y"))
+        .header("Content-Type", "application/json")
+        .body("{\"not\": \"code\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 415, "application/javascript").await;
+    // nothing was created by the refusals
+    assert_error(s.get("/a/x/pipe/a/y").await, 404, "no pipe").await;
+}
+
+/// Writes events to `/p/src` until the server dies; counts the acknowledged ones.
+fn start_writer(base: String, count: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = client();
+        for i in 0.. {
+            let r = client
+                .post(format!("{base}/p/src"))
+                .header("Event-Type", "t")
+                .json(&json!({ "i": i }))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status() == 201 => count.fetch_add(1, Ordering::SeqCst),
+                _ => return,
+            };
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piping_is_exactly_once_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path()).await;
+    let c = client();
+    for dest in ["copy", "mapped"] {
+        let mut r = c.put(format!("{}/p/src/pipe/p/{dest}", server.base));
+        if dest == "mapped" {
+            r = r
+                .header("Content-Type", "application/javascript")
+                .body("(e) => [{ data: { i: e.data.i } }, { type: 'twice' }]");
+        }
+        assert_eq!(r.send().await.unwrap().status(), 201);
+    }
+    let count = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|_| start_writer(server.base.clone(), count.clone()))
+        .collect();
+    while count.load(Ordering::SeqCst) < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.signal("-KILL");
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut server = server;
+    let _ = server.child.wait().await;
+    let restarted = ChildServer::start(dir.path()).await;
+    // every stored source event (acknowledged or not) is piped exactly once
+    let sources = read_all(&c, &format!("{}/p/src", restarted.base)).await;
+    assert!(sources.len() >= 300);
+    for (dest, per_source) in [("copy", 1), ("mapped", 2)] {
+        let path = format!("/p/{dest}");
+        let piped = wait_for_events(&restarted.base, &path, sources.len() * per_source).await;
+        assert_eq!(piped.len(), sources.len() * per_source, "{dest}");
+        let mut seen = HashSet::new();
+        for (e, (stream, index)) in piped.iter().zip(origins(&piped)) {
+            assert_eq!(stream, "p/src");
+            assert!(
+                seen.insert((index, e["type"].as_str().unwrap().to_owned())),
+                "{dest}: source event {index} piped twice"
+            );
+        }
+        let status = client()
+            .get(format!("{}/p/src/pipe/p/{dest}", restarted.base))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        assert_eq!(status["errors"], 0, "{status}");
+    }
+}
