@@ -19,12 +19,18 @@
 //! - [`consumers`]: the live fan-out hub (commit notices to the subscriptions that
 //!   follow their streams), subscriptions with catch-up from storage (SSE), and
 //!   webhooks (signed deliveries with retries, a persisted cursor, the SSRF guard).
+//! - [`pipes`]: pipe tasks that follow an origin and write each batch with its cursor
+//!   in one transaction; pipe functions run on a thread of their own.
+//! - `dispatch`: events that reducers and pipe functions dispatch, with ids derived
+//!   from their source event (exactly once across rebuilds and restarts).
+//! - [`builtins`]: the `eddy` account's streams: cron streams (croner) ticking while
+//!   followed, and account events, which the writer appends with each change.
 //!
 //! The data path reads top-down: the server builds an [`AppendRequest`], [`Engine::append`]
 //! queues it to the writer, the writer commits it with others in one transaction, the
 //! syncer flushes that to disk, answers, and announces the commit with its events
 //! ([`Engine::subscribe`]): the reducer worker wakes to fold what is new, and the hub
-//! hands the events to SSE subscriptions and webhook tasks.
+//! hands the events to SSE subscriptions, webhook tasks and pipe tasks.
 
 pub mod builtins;
 pub mod consumers;

@@ -262,3 +262,48 @@ async fn account_events_record_every_change() {
     assert_eq!(types[0], "stream-created");
     assert!(types.contains(&"webhook-removed".to_owned()));
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cron_does_not_replay_every_missed_tick() {
+    let mut s = spawn_server().await;
+    let r = s
+        .client
+        .put(s.url(&format!("{EVERY_SECOND}/pipe/acme/ticks")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    wait_for_events(&s.base, "/acme/ticks", 1).await;
+    s.stop().await;
+    let stopped_at = now_ms();
+    // down for three seconds: three occurrences are missed
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let restart_began = now_ms();
+    s.restart().await;
+    let before = wait_for_events(&s.base, "/acme/ticks", 1).await.len();
+    let ticks = wait_for_events(&s.base, "/acme/ticks", before + 2).await;
+    let times: Vec<i64> = ticks
+        .iter()
+        .map(|t| t["data"]["timestamp"].as_i64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "ticks are in order, once each: {times:?}"
+    );
+    let caught_up = times
+        .iter()
+        .filter(|&&t| t > stopped_at && t <= restart_began)
+        .count();
+    assert!(caught_up <= 1, "missed ticks were replayed: {times:?}");
+    assert!(
+        times.iter().any(|&t| t > restart_began),
+        "ticking resumed: {times:?}"
+    );
+}
