@@ -247,15 +247,36 @@ impl Engine {
     /// The pipe's status.
     pub async fn pipe(&self, from: &StreamPath, to: &StreamPath) -> Result<PipeStatus> {
         let from = self.pipe_origin(from)?;
-        let conn = crate::reducers::open_read_connection(self.store.path())?;
-        let rows =
-            tokio::task::spawn_blocking(move || crate::store::pipe_writes::load_pipes(&conn))
-                .await
-                .map_err(|e| EngineError::internal(e.to_string()))??;
-        let row = rows
-            .into_iter()
-            .find(|r| r.from == from && r.to == *to)
-            .ok_or_else(|| missing(&from, to))?;
+        let args = |p: &StreamPath| p.args.as_ref().map(|a| a.canonical()).unwrap_or_default();
+        let row: Option<(i64, String, String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, selector, code, cursor, piped, errors, created_at FROM pipes \
+             WHERE account = ?1 AND stream = ?2 AND args = ?3 AND dest_account = ?4 \
+             AND dest_stream = ?5 AND dest_args = ?6",
+        )
+        .bind(from.account.as_str())
+        .bind(from.stream.as_str())
+        .bind(args(&from))
+        .bind(to.account.as_str())
+        .bind(to.stream.as_str())
+        .bind(args(to))
+        .fetch_optional(&self.store.pool)
+        .await?;
+        let (id, selector, code, cursor, piped, errors, created_at) =
+            row.ok_or_else(|| missing(&from, to))?;
+        let row = PipeRow {
+            id,
+            from,
+            to: to.clone(),
+            selector,
+            source: String::new(),
+            content_type: String::new(),
+            code,
+            module: false,
+            cursor,
+            piped,
+            errors,
+            created_at,
+        };
         let running = self.pipes.running();
         let progress = running.get(&row.id).map(|r| &r.progress);
         Ok(status_of(&row, progress))

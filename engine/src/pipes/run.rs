@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::Progress;
 use super::mapper::args_of;
 use crate::Engine;
-use crate::builtins::{self, Builtin};
+use crate::builtins;
 use crate::consumers::{Follow, Start};
 use crate::dispatch::{dispatched_event, origin_of};
 use crate::error::ErrorCode;
@@ -52,12 +52,7 @@ impl PipeTask {
     pub(super) async fn run(mut self) {
         let row = self.row.clone();
         // a cron origin ticks while its pipes run
-        let _ticking = match builtins::builtin(&row.from) {
-            Ok(Builtin::Cron(schedule)) if row.from.account.as_str() == builtins::ACCOUNT => {
-                Some(self.engine.tickers.acquire(&schedule))
-            }
-            _ => None,
-        };
+        let _ticking = self.engine.keep_ticking(&row.from);
         let selector = match Selector::parse_query(&row.selector) {
             Ok(s) => s,
             Err(e) => return self.give_up(format!("the stored selector does not parse: {e}")),
