@@ -8,6 +8,7 @@ mod browser;
 mod builtins;
 mod cli;
 mod common;
+mod digest;
 mod dispatch;
 mod durability;
 mod ingest_stream;

@@ -207,6 +207,10 @@ impl Engine {
                 (source, content_type.to_owned(), Some(prepared))
             }
         };
+        // a cron stream's past ticks (shared by every account) are not piped: a new pipe
+        // from it starts at the live end; any other pipe from the beginning
+        let cron = from.account.as_str() == builtins::ACCOUNT && from.stream.as_str() == "cron";
+        let start = if cron { self.store.last_position() } else { 0 };
         let row = PipeRow {
             id: 0,
             from,
@@ -216,7 +220,7 @@ impl Engine {
             content_type,
             code: prepared.as_ref().map(|p| p.js.clone()).unwrap_or_default(),
             module: prepared.is_some_and(|p| p.shape == Shape::Module),
-            cursor: 0,
+            cursor: start,
             piped: 0,
             errors: 0,
             created_at: 0,

@@ -60,8 +60,8 @@ pub(crate) struct PipeBatch {
 }
 
 pub(crate) enum PipeWrite {
-    /// Creates the pipe, or replaces the code and selector of the pipe with the same
-    /// origin and destination (keeping its cursor).
+    /// Creates the pipe (starting after the row's cursor), or replaces the code and
+    /// selector of the pipe with the same origin and destination (keeping its cursor).
     Put(Box<PipeRow>),
     Delete {
         from: StreamPath,
@@ -180,7 +180,7 @@ impl Writer {
             .prepare_cached(
                 "INSERT INTO pipes (account, stream, args, dest_account, dest_stream, dest_args, \
                  selector, source, content_type, code, shape, cursor, piped, errors, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, 0, ?12)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, 0, 0, ?12)",
             )?
             .execute(params![
                 row.from.account.as_str(),
@@ -195,9 +195,10 @@ impl Writer {
                 row.code,
                 if row.module { "module" } else { "expression" },
                 row.created_at,
+                row.cursor,
             ])?;
         row.id = self.conn.last_insert_rowid();
-        (row.cursor, row.piped, row.errors) = (0, 0, 0);
+        (row.piped, row.errors) = (0, 0);
         self.account_event(
             staged,
             row.from.account.as_str(),
