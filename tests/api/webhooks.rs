@@ -298,14 +298,21 @@ async fn pauses_after_the_retry_budget_and_resumes_where_it_stopped() {
     };
     let reason = status["pausedReason"].as_str().unwrap();
     assert!(reason.contains("500"), "{reason}");
-    let logs = s.get_json("/acme/s/logs", 200).await;
-    assert!(
-        logs.as_array()
+    // the entry commits with the pause, and reads show it once that commit is flushed
+    // (the status may show the pause a moment earlier)
+    loop {
+        let logs = s.get_json("/acme/s/logs", 200).await;
+        let logged = logs
+            .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["type"] == "error" && e["data"]["webhook"] == id.as_str()),
-        "{logs}"
-    );
+            .any(|e| e["type"] == "error" && e["data"]["webhook"] == id.as_str());
+        if logged {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log entry: {logs}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // at least the first attempt failed; how many retries fit in the 300 ms budget
     // depends on how busy the machine is
     let failed = rx.got().len();
