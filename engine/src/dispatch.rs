@@ -21,13 +21,14 @@ pub(crate) fn origin(stream: &str, index: u64) -> String {
 }
 
 /// The event `d` asks for. `scope` names who dispatched (a reducer, a pipe), and
-/// `source`/`index` the event being folded or mapped. The target is a stream of
+/// `source`/`index`/`timestamp` the event being folded or mapped. The target is a stream of
 /// `account`: `orders`, `orders('x')` or `/acct/orders('x')` with the same account.
 pub(crate) fn dispatched_event(
     account: &AccountName,
     scope: &str,
     source: &str,
     index: u64,
+    timestamp: i64,
     d: &Dispatch,
 ) -> Result<Routed> {
     let refused = |why: String| {
@@ -57,13 +58,16 @@ pub(crate) fn dispatched_event(
         explicit_args: stream.args.clone(),
         default_args: None,
         event: NewEvent {
-            id: Some(derived_id(&[
-                b"dispatch",
-                scope.as_bytes(),
-                source.as_bytes(),
-                &index.to_le_bytes(),
-                &d.n.to_le_bytes(),
-            ])),
+            id: Some(derived_id(
+                timestamp,
+                &[
+                    b"dispatch",
+                    scope.as_bytes(),
+                    source.as_bytes(),
+                    &index.to_le_bytes(),
+                    &d.n.to_le_bytes(),
+                ],
+            )),
             event_type: d.event_type.clone(),
             content_type: "application/json".into(),
             data: d.data_json.clone().into(),

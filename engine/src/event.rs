@@ -212,11 +212,14 @@ impl ExpectedIndex {
     }
 }
 
-/// An event id derived from `parts` (a UUIDv8 holding 122 bits of their SHA-256):
-/// what pipes, dispatches and cron ticks give the events they write, so that writing
-/// the same event again (after a restart, a redeploy or a rebuild) finds it already
-/// stored instead of appending a duplicate.
-pub fn derived_id(parts: &[&[u8]]) -> Uuid {
+/// An event id derived from a source's time (`ms`, unix milliseconds) and `parts`: what
+/// pipes, dispatches and cron ticks give the events they write, so that writing the
+/// same event again (after a restart, a redeploy or a rebuild) finds it already stored
+/// instead of appending a duplicate. A UUIDv8 laid out like a UUIDv7: the 48-bit time
+/// first, then 74 bits of the parts' SHA-256. Ids made in time order land at the end of
+/// the id index, as clients' UUIDv7 ids do, instead of at random places in it (which
+/// slows inserts and lookups once the index outgrows the cache).
+pub fn derived_id(ms: i64, parts: &[&[u8]]) -> Uuid {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for p in parts {
@@ -225,7 +228,8 @@ pub fn derived_id(parts: &[&[u8]]) -> Uuid {
     }
     let digest = h.finalize();
     let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
+    bytes[..6].copy_from_slice(&(ms.max(0) as u64).to_be_bytes()[2..]);
+    bytes[6..].copy_from_slice(&digest[..10]);
     Uuid::new_v8(bytes)
 }
 

@@ -98,11 +98,10 @@ impl Schedule {
 /// and the occurrence, so an occurrence is never appended twice.
 fn tick(expr: &str, ms: i64) -> NewEvent {
     NewEvent {
-        id: Some(derived_id(&[
-            b"cron",
-            expr.as_bytes(),
-            ms.to_string().as_bytes(),
-        ])),
+        id: Some(derived_id(
+            ms,
+            &[b"cron", expr.as_bytes(), ms.to_string().as_bytes()],
+        )),
         event_type: "tick".into(),
         content_type: "application/json".into(),
         data: json!({ "timestamp": ms }).to_string().into(),

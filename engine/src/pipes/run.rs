@@ -219,7 +219,14 @@ impl PipeTask {
                 continue;
             };
             let scope = format!("pipe:{}>{}", self.row.from, self.row.to);
-            match dispatched_event(&self.row.from.account, &scope, &e.stream, e.index, &d) {
+            match dispatched_event(
+                &self.row.from.account,
+                &scope,
+                &e.stream,
+                e.index,
+                e.timestamp,
+                &d,
+            ) {
                 Ok(routed) => batch.outs.push(routed),
                 Err(err) => {
                     batch.errors += 1;
@@ -281,13 +288,16 @@ impl PipeTask {
 
     /// The id of the `k`-th event piped from `e`: the same on every run of the pipe.
     fn piped_id(&self, e: &StoredEvent, k: usize) -> uuid::Uuid {
-        derived_id(&[
-            b"pipe",
-            e.stream.as_bytes(),
-            &e.index.to_le_bytes(),
-            self.row.to.to_string().as_bytes(),
-            &(k as u64).to_le_bytes(),
-        ])
+        derived_id(
+            e.timestamp,
+            &[
+                b"pipe",
+                e.stream.as_bytes(),
+                &e.index.to_le_bytes(),
+                self.row.to.to_string().as_bytes(),
+                &(k as u64).to_le_bytes(),
+            ],
+        )
     }
 }
 

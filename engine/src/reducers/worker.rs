@@ -496,7 +496,14 @@ impl Worker {
         let failures = group.sandbox.fold(&calls);
         let mut failed_at: HashMap<usize, JsError> = failures.into_iter().collect();
         let console = group.sandbox.console();
-        for d in group.sandbox.dispatches() {
+        let dispatches = group.sandbox.dispatches();
+        // dispatched ids derive from the source event's time (see `derived_id`)
+        let times: HashMap<(i64, i64), i64> = if dispatches.is_empty() {
+            HashMap::new()
+        } else {
+            rows.iter().map(|r| ((r.sid, r.idx), r.ts)).collect()
+        };
+        for d in dispatches {
             let Some(r) = group.reducers.iter_mut().find(|r| r.slot == d.slot) else {
                 continue;
             };
@@ -506,7 +513,15 @@ impl Worker {
                 .map_or(plain_name.as_str(), |s| s.name.as_str());
             // the reducer's name, not its version: a rebuild dispatches the same ids
             let scope = format!("reducer:{}.{}", group.stream, r.row.name);
-            match dispatched_event(&group.stream.account, &scope, source, d.index as u64, &d) {
+            let ts = times.get(&(d.sid, d.index)).copied().unwrap_or_default();
+            match dispatched_event(
+                &group.stream.account,
+                &scope,
+                source,
+                d.index as u64,
+                ts,
+                &d,
+            ) {
                 Ok(routed) => r.dispatches.push(routed),
                 Err(e) => {
                     r.new_errors += 1;
