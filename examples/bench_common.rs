@@ -177,6 +177,14 @@ pub async fn client(
     tally
 }
 
+/// A body of `events` click events in eddy's batch media type (`[{type, data}, ...]`).
+pub fn batch_json(conn: usize, events: usize) -> Bytes {
+    let events: Vec<String> = (0..events as u64)
+        .map(|n| format!(r#"{{"type":"click","data":{}}}"#, click_json(conn, n)))
+        .collect();
+    format!("[{}]", events.join(",")).into()
+}
+
 /// A click event of exactly [`EVENT_BYTES`] bytes of JSON.
 pub fn click_json(conn: usize, n: u64) -> String {
     let mut s = format!(

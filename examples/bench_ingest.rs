@@ -160,7 +160,9 @@ async fn batch(eddy: &Path, s: &Settings, i: usize) -> Result<Stats> {
     }
     let server = start_eddy(eddy).await?;
     let port = server.port;
-    let bodies: Vec<Bytes> = (0..BATCH_CONNECTIONS).map(batch_json).collect();
+    let bodies: Vec<Bytes> = (0..BATCH_CONNECTIONS)
+        .map(|c| batch_json(c, BATCH_EVENTS))
+        .collect();
     let load = run_load(
         port,
         BATCH_CONNECTIONS,
@@ -360,13 +362,6 @@ fn raw_sqlite(seconds: u64) -> Result<Tally> {
         tally.success(started, Instant::now(), from, end);
     }
     Ok(tally)
-}
-
-fn batch_json(conn: usize) -> Bytes {
-    let events: Vec<String> = (0..BATCH_EVENTS as u64)
-        .map(|n| format!(r#"{{"type":"click","data":{}}}"#, click_json(conn, n)))
-        .collect();
-    format!("[{}]", events.join(",")).into()
 }
 
 struct Stats {

@@ -546,7 +546,7 @@ async fn append_backlog(port: u16, events: usize) -> Result<(u64, f64)> {
         .map(|c| {
             let mine = (c..batches).step_by(BATCH_CONNECTIONS).count();
             tokio::spawn(async move {
-                let body = batch_json(c);
+                let body = batch_json(c, BATCH_EVENTS);
                 let mut sender = connect(port).await?;
                 for _ in 0..mine {
                     let req = request(port, "/bench/backlog".into(), None, body.clone());
@@ -629,13 +629,6 @@ async fn drain_backlog(port: u16, pipe: Pipe, events: u64) -> Result<Drained> {
         }
         tokio::time::sleep(DRAIN_POLL).await;
     }
-}
-
-fn batch_json(conn: usize) -> Bytes {
-    let events: Vec<String> = (0..BATCH_EVENTS as u64)
-        .map(|n| format!(r#"{{"type":"click","data":{}}}"#, click_json(conn, n)))
-        .collect();
-    format!("[{}]", events.join(",")).into()
 }
 
 // ---------------------------------------------------------------------------------------
