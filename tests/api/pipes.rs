@@ -208,6 +208,7 @@ async fn bad_pipes_are_refused() {
         "builtin",
     )
     .await;
+    assert_error(put_pipe(&s, "/a/x/pipe/api/y", None).await, 400, "reserved").await;
     assert_error(put_pipe(&s, "/a/x/pipe/a/y?type=", None).await, 400, "type").await;
     assert_error(
         put_pipe(&s, "/a/x/pipe/a/y?limit=3", None).await,

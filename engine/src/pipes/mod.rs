@@ -169,6 +169,13 @@ impl Engine {
             ))
             .with("field", "destination"));
         }
+        if to.account.is_reserved() {
+            return Err(EngineError::invalid(format!(
+                "the pipe's destination account \"{}\" is reserved for the server",
+                to.account
+            ))
+            .with("field", "destination"));
+        }
         if let Some(resolved) = self.resolve(&from).await?
             && !req.selector.subs.is_empty()
             && !(resolved.info.factory && from.args.is_none())
