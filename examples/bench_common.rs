@@ -1,10 +1,12 @@
-//! What the benchmark programs share: finding the release `eddy` binary, a closed-loop
+//! What the benchmark programs share: finding the release `eddy` binary and starting it
+//! as a child process (`start_eddy`), a closed-loop
 //! HTTP/1.1 load generator on raw hyper connections (`run_load`, `Tally`), the click
 //! event they post, and small statistics. Each program includes it with
 //! `#[path = "bench_common.rs"] mod common;` and uses the part it needs.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +34,86 @@ pub fn eddy_binary() -> Result<PathBuf> {
         );
     }
     Ok(path.canonicalize().unwrap_or(path))
+}
+
+/// A server child process (eddy, or a benchmark's own no-op server); killed and reaped
+/// when dropped, on error paths too.
+pub struct ServerProcess {
+    pub child: Child,
+    pub port: u16,
+    /// eddy's data directory and log, removed after the child is gone
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProcess {
+    /// What eddy logged (warnings and errors) so far.
+    pub fn log(&self) -> String {
+        self.dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.path().join("eddy.log")).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Starts `eddy serve` with `extra` arguments on a free loopback port over a fresh data
+/// directory, logging to `eddy.log` beside it, and waits until `/healthz` answers 200.
+pub async fn start_eddy(bin: &Path, extra: &[&str]) -> Result<ServerProcess> {
+    let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("cannot find a free port")?
+        .port();
+    let log =
+        std::fs::File::create(dir.path().join("eddy.log")).context("cannot create eddy.log")?;
+    let child = Command::new(bin)
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.path().join("data"))
+        .args(extra)
+        .env("EDDY_LOG", "warn")
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let mut server = ServerProcess {
+        child,
+        port,
+        dir: Some(dir),
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = server.child.try_wait()? {
+            bail!(
+                "eddy exited ({status}) before it was healthy; its log:\n{}",
+                server.log()
+            );
+        }
+        if healthz(port).await.is_ok_and(|s| s == StatusCode::OK) {
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "eddy did not answer GET /healthz with 200 within 15 s; its log:\n{}",
+                server.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn healthz(port: u16) -> Result<StatusCode> {
+    let mut sender = connect(port).await?;
+    let req = Request::get("/healthz")
+        .header(HOST, format!("127.0.0.1:{port}"))
+        .body(Full::new(Bytes::new()))?;
+    Ok(exchange(&mut sender, req).await?.0)
 }
 
 pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;

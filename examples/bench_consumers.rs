@@ -32,9 +32,8 @@
 //! bench_consumers`. Flags: `--rounds N` (3, sections 3 and 4), `--quick` (short runs, one
 //! round). The eddy binary is `target/release/eddy`, or `$EDDY_BIN`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -1156,88 +1155,45 @@ async fn webhook(bin: &Path, data: bool, events: usize) -> Result<HookRow> {
 // ---------------------------------------------------------------------------------------
 // the server
 
-/// An eddy child process; killed and reaped when dropped, on error paths too.
+/// An eddy child process with a client for setup requests, metrics and batches.
 struct Eddy {
-    child: Child,
-    port: u16,
+    process: ServerProcess,
     base: String,
-    /// for setup requests, metrics and batches
     api: reqwest::Client,
-    /// the data directory and the log, removed after the child is gone
-    dir: tempfile::TempDir,
 }
 
-impl Drop for Eddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Eddy {
+    type Target = ServerProcess;
+    fn deref(&self) -> &ServerProcess {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Eddy {
+    fn deref_mut(&mut self) -> &mut ServerProcess {
+        &mut self.process
     }
 }
 
 async fn start_eddy(bin: &Path, webhooks: bool) -> Result<Eddy> {
-    let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("cannot find a free port")?
-        .port();
-    let log =
-        std::fs::File::create(dir.path().join("eddy.log")).context("cannot create eddy.log")?;
-    let mut cmd = Command::new(bin);
-    cmd.arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.path().join("data"))
-        .env("EDDY_LOG", "warn")
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log));
-    if webhooks {
-        cmd.arg("--allow-private-webhooks");
-    }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let extra: &[&str] = if webhooks {
+        &["--allow-private-webhooks"]
+    } else {
+        &[]
+    };
+    let process = common::start_eddy(bin, extra).await?;
     let api = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(8)
         .build()?;
-    let mut eddy = Eddy {
-        child,
-        port,
-        base: format!("http://127.0.0.1:{port}"),
+    Ok(Eddy {
+        base: format!("http://127.0.0.1:{}", process.port),
+        process,
         api,
-        dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = eddy.child.try_wait()? {
-            bail!(
-                "eddy exited ({status}) before it was healthy; its log:\n{}",
-                eddy.log()
-            );
-        }
-        let healthy = eddy
-            .api
-            .get(format!("{}/healthz", eddy.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200);
-        if healthy {
-            return Ok(eddy);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "eddy did not answer GET /healthz with 200 within 15 s; its log:\n{}",
-                eddy.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
 }
 
 impl Eddy {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("eddy.log")).unwrap_or_default()
-    }
-
     fn rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();

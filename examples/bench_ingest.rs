@@ -22,16 +22,13 @@
 //! round of 3 s). The eddy binary is `target/release/eddy`, or `$EDDY_BIN`.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::HOST;
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 
 #[path = "bench_common.rs"]
 mod common;
@@ -138,7 +135,7 @@ async fn run(s: Settings, eddy: PathBuf) -> Result<()> {
 /// Single events against the no-op server (0) or eddy (1).
 async fn single(eddy: &Path, s: &Settings, i: usize) -> Result<Stats> {
     let server = if i == 1 {
-        start_eddy(eddy).await?
+        start_eddy(eddy, &[]).await?
     } else {
         start_noop()?
     };
@@ -158,7 +155,7 @@ async fn batch(eddy: &Path, s: &Settings, i: usize) -> Result<Stats> {
         let raw = tokio::task::spawn_blocking(move || raw_sqlite(seconds)).await??;
         return Ok(Stats::new(raw, seconds, BATCH_EVENTS as u64));
     }
-    let server = start_eddy(eddy).await?;
+    let server = start_eddy(eddy, &[]).await?;
     let port = server.port;
     let bodies: Vec<Bytes> = (0..BATCH_CONNECTIONS)
         .map(|c| batch_json(c, BATCH_EVENTS))
@@ -222,29 +219,6 @@ fn noop_server() -> Result<()> {
 }
 
 /// A server child process; killed and reaped when dropped, on error paths too.
-struct ServerProcess {
-    child: Child,
-    port: u16,
-    /// eddy's data directory and log, removed after the child is gone
-    dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ServerProcess {
-    fn log(&self) -> String {
-        self.dir
-            .as_ref()
-            .and_then(|d| std::fs::read_to_string(d.path().join("eddy.log")).ok())
-            .unwrap_or_default()
-    }
-}
-
 fn start_noop() -> Result<ServerProcess> {
     let exe = std::env::current_exe().context("cannot find the benchmark's own executable")?;
     let mut child = Command::new(exe)
@@ -271,56 +245,6 @@ fn start_noop() -> Result<ServerProcess> {
         .parse()
         .with_context(|| format!("the no-op server printed {line:?} instead of its port"))?;
     Ok(server)
-}
-
-async fn start_eddy(bin: &Path) -> Result<ServerProcess> {
-    let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("cannot find a free port")?
-        .port();
-    let log =
-        std::fs::File::create(dir.path().join("eddy.log")).context("cannot create eddy.log")?;
-    let child = Command::new(bin)
-        .arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let mut server = ServerProcess {
-        child,
-        port,
-        dir: Some(dir),
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = server.child.try_wait()? {
-            bail!(
-                "eddy exited ({status}) before it was healthy; its log:\n{}",
-                server.log()
-            );
-        }
-        if healthz(port).await.is_ok_and(|s| s == StatusCode::OK) {
-            return Ok(server);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "eddy did not answer GET /healthz with 200 within 15 s; its log:\n{}",
-                server.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn healthz(port: u16) -> Result<StatusCode> {
-    let mut sender = connect(port).await?;
-    let req = Request::get("/healthz")
-        .header(HOST, format!("127.0.0.1:{port}"))
-        .body(Full::new(Bytes::new()))?;
-    Ok(exchange(&mut sender, req).await?.0)
 }
 
 /// The raw ceiling: eddy's rows into eddy's schema, 1000 per transaction, in a loop.

@@ -26,9 +26,7 @@
 //! `--backlog B` (200000), `--quick` (one round of 3 s, a 20 000-event backlog). The eddy
 //! binary is `target/release/eddy`, or `$EDDY_BIN`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -357,7 +355,7 @@ async fn live_section(bin: &Path, s: &Settings) -> Result<LiveResult> {
 }
 
 async fn live(bin: &Path, s: &Settings, pipe: Pipe) -> Result<LiveRow> {
-    let eddy = start_eddy(bin).await?;
+    let eddy = start_eddy(bin, &[]).await?;
     let port = eddy.port;
     let mut api = Api::new(port);
     let dest = match pipe {
@@ -483,7 +481,7 @@ async fn backlog_section(bin: &Path, s: &Settings) -> Result<BacklogResult> {
     );
     let (mut append, mut copy, mut map) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=s.rounds {
-        let eddy = start_eddy(bin).await?;
+        let eddy = start_eddy(bin, &[]).await?;
         let r = round.to_string();
         let (events, secs) = append_backlog(eddy.port, s.backlog).await?;
         println!(
@@ -724,70 +722,8 @@ impl Api {
 // ---------------------------------------------------------------------------------------
 // the server
 
-/// An eddy child process; killed and reaped when dropped, on error paths too.
-struct Eddy {
-    child: Child,
-    port: u16,
-    /// the data directory and the log, removed after the child is gone
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Eddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Eddy {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("eddy.log")).unwrap_or_default()
-    }
-}
-
-async fn start_eddy(bin: &Path) -> Result<Eddy> {
-    let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .context("cannot find a free port")?
-        .port();
-    let log =
-        std::fs::File::create(dir.path().join("eddy.log")).context("cannot create eddy.log")?;
-    let child = Command::new(bin)
-        .arg("serve")
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.path().join("data"))
-        .env("EDDY_LOG", "warn")
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let mut eddy = Eddy { child, port, dir };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut api = Api::new(port);
-    loop {
-        if let Some(status) = eddy.child.try_wait()? {
-            bail!(
-                "eddy exited ({status}) before it was healthy; its log:\n{}",
-                eddy.log()
-            );
-        }
-        let healthy = api
-            .call(Method::GET, "/healthz", None, Bytes::new())
-            .await
-            .is_ok_and(|(s, _)| s == StatusCode::OK);
-        if healthy {
-            return Ok(eddy);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "eddy did not answer GET /healthz with 200 within 15 s; its log:\n{}",
-                eddy.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// eddy as the benchmark runs it.
+type Eddy = ServerProcess;
 
 /// The distinct lines eddy logged (at `warn` and above).
 fn log_lines(eddy: &Eddy) -> Vec<String> {

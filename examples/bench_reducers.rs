@@ -15,7 +15,6 @@
 //! picks the binary).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -128,58 +127,29 @@ fn bare_loop(code: &str, n: usize) -> Result<f64> {
     Ok(done as f64 / started.elapsed().as_secs_f64())
 }
 
+/// An eddy child process with a client for its API.
 struct Eddy {
-    child: Child,
+    process: ServerProcess,
     base: String,
     client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Eddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn start(bin: &Path) -> Result<Eddy> {
-    let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = Command::new(bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.path())
-        .env("EDDY_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let base = format!("http://127.0.0.1:{port}");
+    let process = start_eddy(bin, &[]).await?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .build()?;
-    for _ in 0..400 {
-        if client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return Ok(Eddy {
-                child,
-                base,
-                client,
-                _dir: dir,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    bail!("eddy did not start")
+    Ok(Eddy {
+        base: format!("http://127.0.0.1:{}", process.port),
+        process,
+        client,
+    })
 }
 
 impl Eddy {
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.child.id()))
             .unwrap_or_default();
         let kib: f64 = status
             .lines()
