@@ -7,6 +7,12 @@ use serde_json::{Map, Value};
 pub enum ErrorCode {
     /// The input is malformed (400).
     Invalid,
+    /// No credentials were given where they are needed (401).
+    Unauthorized,
+    /// The credentials given do not allow this, or a blocklist refuses it (403).
+    Forbidden,
+    /// A rate limit refuses it for now (429, with `retryAfter` seconds).
+    TooManyRequests,
     /// The thing named does not exist (404).
     NotFound,
     /// The write conflicts with the stored state (409).

@@ -9,6 +9,11 @@
 //! - [`query`]: query-string decoding shared by the parsers.
 //! - [`event`]: what an event is: content types, limits, timestamps, ids, the envelope.
 //! - [`settings`]: the stream settings document.
+//! - [`access`]: who may do what (admin token, API keys, public flags, account
+//!   substreams, HMAC tokens) and the stream controls checked before an append (rate
+//!   limits, blocklists, event types), kept in memory.
+//! - [`types`]: event types: JTD schemas compiled, validated against event data
+//!   (with `metadata.pattern` regexes), and rendered as TypeScript.
 //! - [`store`]: SQLite storage: migrations and reads through sqlx; every write through
 //!   the single group-commit writer thread (rusqlite), whose groups a syncer thread
 //!   flushes to disk before any of their requests is answered.
@@ -32,6 +37,7 @@
 //! ([`Engine::subscribe`]): the reducer worker wakes to fold what is new, and the hub
 //! hands the events to SSE subscriptions, webhook tasks and pipe tasks.
 
+pub mod access;
 pub mod builtins;
 pub mod consumers;
 mod dispatch;
@@ -45,6 +51,7 @@ pub mod reducers;
 pub mod selector;
 pub mod settings;
 pub mod store;
+pub mod types;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -73,6 +80,8 @@ pub struct Resolved {
 /// The engine: storage plus the operations the server calls.
 pub struct Engine {
     store: Store,
+    access: access::Access,
+    controls: access::controls::Controls,
     reducers: reducers::Reducers,
     hub: consumers::hub::Hub,
     webhooks: consumers::webhooks::Webhooks,
@@ -87,6 +96,7 @@ impl Engine {
         metrics: Arc<metrics::Metrics>,
         reducer_limits: eddy_runtime_js::Limits,
         webhooks: consumers::webhooks::WebhookSettings,
+        admin_token: Option<&str>,
     ) -> Result<Arc<Self>> {
         let webhooks = consumers::webhooks::Webhooks::new(webhooks, metrics.clone())?;
         let store = Store::open(data_dir, metrics.clone()).await?;
@@ -97,11 +107,19 @@ impl Engine {
             store.subscribe(),
             reducer_limits.clone(),
         )?;
-        let hub = consumers::hub::Hub::start(store.subscribe(), metrics);
+        let hub = consumers::hub::Hub::start(store.subscribe(), metrics.clone());
         let pipes = pipes::Pipes::new(reducer_limits)?;
         let tickers = builtins::cron::Tickers::new(store.writer.clone(), store.pool.clone());
+        let keys = access::Keys::new(admin_token);
+        if keys.admin_enabled() {
+            keys.load(&store.pool).await?;
+        }
+        let access = access::Access::new(keys, metrics);
+        let controls = access::controls::Controls::new(store.pool.clone());
         let engine = Arc::new(Self {
             store,
+            access,
+            controls,
             reducers,
             hub,
             webhooks,
@@ -110,6 +128,16 @@ impl Engine {
         });
         engine.start_webhooks().await?;
         engine.start_pipes().await?;
+        let weak = Arc::downgrade(&engine);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(access::controls::SWEEP_EVERY).await;
+                match weak.upgrade() {
+                    Some(engine) => engine.controls.sweep(),
+                    None => break,
+                }
+            }
+        });
         Ok(engine)
     }
 
@@ -120,7 +148,10 @@ impl Engine {
 
     /// Changes a stream's settings, creating the stream when missing.
     pub async fn put_settings(&self, req: SettingsRequest) -> Result<StreamSettings> {
-        self.store.writer.settings(req).await
+        let (account, stream) = (req.stream.account.clone(), req.stream.stream.clone());
+        let r = self.store.writer.settings(req).await;
+        self.controls.invalidate(account.as_str(), stream.as_str());
+        r
     }
 
     /// Looks a stream up; `Ok(None)` when it does not exist.

@@ -1,6 +1,7 @@
 //! The engine's Prometheus metrics; the server registers them and renders `/metrics`.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -29,6 +30,8 @@ pub struct Metrics {
     pub webhook_lag_seconds: Histogram,
     /// Webhooks paused after their retry budget ran out.
     pub webhooks_paused: Gauge,
+    /// Requests refused by access control, rate limits and blocklists, by rule.
+    pub refusals: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -45,11 +48,20 @@ impl Default for Metrics {
             webhook_failures: Counter::default(),
             webhook_lag_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 12)),
             webhooks_paused: Gauge::default(),
+            refusals: Family::default(),
         }
     }
 }
 
 impl Metrics {
+    /// Counts one refusal by `rule` (`credentials`, `account`, `hmac`, `key`,
+    /// `rateLimit`, `blocklist.referers`, `blocklist.args`, `type`).
+    pub fn refused(&self, rule: &str) {
+        self.refusals
+            .get_or_create(&vec![("rule".to_owned(), rule.to_owned())])
+            .inc();
+    }
+
     /// Registers every metric under the `eddy_` prefix.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -106,6 +118,11 @@ impl Metrics {
             "eddy_webhooks_paused",
             "Webhooks paused after their retry budget ran out",
             self.webhooks_paused.clone(),
+        );
+        registry.register(
+            "eddy_refused_requests",
+            "Requests refused by access control, rate limits, blocklists and event types, by rule",
+            self.refusals.clone(),
         );
     }
 }

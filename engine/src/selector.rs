@@ -175,7 +175,7 @@ fn pattern_matches(pattern: &Args, args: &Args) -> bool {
 }
 
 /// `*` matches any run of characters (also none); everything else is literal.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or("");
     let Some(mut rest) = text.strip_prefix(first) else {

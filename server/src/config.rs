@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN: usize = 16;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address to listen on (HTTP/1.1 and h2c).
@@ -12,6 +15,11 @@ pub struct Config {
     /// Directory of the embedded SQLite database.
     #[arg(long, env = "EDDY_DATA", default_value = "./eddy-data")]
     pub data: PathBuf,
+    /// The admin token: with one, every request needs credentials (API keys, HMAC
+    /// tokens or public stream settings) and accounts exist once created under /api.
+    /// Without one the server is open, on loopback only.
+    #[arg(long, env = "EDDY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Allow an open server (no admin token) on a non-loopback address.
     #[arg(long, env = "EDDY_INSECURE_OPEN")]
     pub insecure_open: bool,
@@ -60,6 +68,7 @@ impl Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data: data.into(),
+            admin_token: None,
             insecure_open: false,
             shutdown_grace_ms: 10_000,
             reducer_state_kb: 100,
@@ -104,7 +113,16 @@ impl Config {
                  least 1 and --reducer-memory-mb at least 4"
             );
         }
-        if !self.listen.ip().is_loopback() && !self.insecure_open {
+        if let Some(t) = &self.admin_token
+            && t.len() < MIN_ADMIN_TOKEN
+        {
+            anyhow::bail!(
+                "the admin token is {} characters long; use at least {MIN_ADMIN_TOKEN} random \
+                 characters (e.g. `openssl rand -hex 32`)",
+                t.len()
+            );
+        }
+        if self.admin_token.is_none() && !self.listen.ip().is_loopback() && !self.insecure_open {
             anyhow::bail!(
                 "refusing to listen on {} without access control: an open eddy server accepts \
                  every request, so it listens on loopback only; pass --insecure-open to \

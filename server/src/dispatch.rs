@@ -10,7 +10,7 @@ use eddy_engine::path::{self, Resource, StreamPath};
 
 use crate::consumers::webhooks;
 use crate::error::{ApiError, ApiResult};
-use crate::{AppState, events, pipes, reducers, settings, streams};
+use crate::{AppState, auth, events, pipes, reducers, settings, streams, types};
 
 pub async fn dispatch(
     State(state): State<AppState>,
@@ -32,15 +32,17 @@ async fn route(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let (creds, uri) = auth::credentials(&headers, &uri)?;
     let resource = path::parse(uri.path())?;
     check_account(&resource)?;
     let resource = builtin(resource, &method)?;
+    auth::check(&state, &creds, &resource, &method).await?;
     let get = method == Method::GET || method == Method::HEAD;
     match resource {
         Resource::Account(account) if get => streams::list(state, account, &uri, &headers).await,
         Resource::Account(_) => Err(ApiError::method(&method, "GET")),
         Resource::Stream(p) if method == Method::POST => {
-            events::append::post(state, p, None, &uri, headers, body).await
+            events::append::post(state, creds, p, None, &uri, headers, body).await
         }
         Resource::Stream(p) if get => events::read::get(state, p, &uri, &headers).await,
         Resource::Stream(_) => Err(ApiError::method(&method, "GET, POST")),
@@ -49,7 +51,7 @@ async fn route(
             event_type,
             format: None,
         } if method == Method::POST => {
-            events::append::post(state, stream, Some(event_type), &uri, headers, body).await
+            events::append::post(state, creds, stream, Some(event_type), &uri, headers, body).await
         }
         Resource::Event(p, index) if get => events::read::one(state, p, index, &uri).await,
         Resource::Event(..) => Err(ApiError::method(&method, "GET")),
@@ -61,7 +63,19 @@ async fn route(
         },
         Resource::Substreams(p) if get => streams::substreams(state, p, &uri).await,
         Resource::Substreams(_) => Err(ApiError::method(&method, "GET")),
-        Resource::EventType { .. } => Err(ApiError::not_implemented("event types (JTD schemas)")),
+        Resource::EventType {
+            stream,
+            event_type,
+            format,
+        } => match (method.clone(), format) {
+            (Method::GET | Method::HEAD, format) => {
+                types::get(state, stream, event_type, format, &uri).await
+            }
+            (Method::PUT, None) => types::put(state, &creds, stream, event_type, &uri, body).await,
+            (Method::DELETE, None) => types::delete(state, stream, event_type, &uri).await,
+            (_, None) => Err(ApiError::method(&method, "GET, PUT, POST, DELETE")),
+            (_, Some(_)) => Err(ApiError::method(&method, "GET")),
+        },
         Resource::Reducer(p, name) => match method {
             Method::GET | Method::HEAD => reducers::get(state, p, name, &uri).await,
             Method::PUT => reducers::put(state, p, name, &uri, &headers, body).await,
@@ -122,9 +136,7 @@ fn check_account(resource: &Resource) -> ApiResult<()> {
         return Ok(());
     }
     if account.as_str() == "api" {
-        return Err(ApiError::not_implemented(
-            "accounts and keys (the /api admin endpoints)",
-        ));
+        return Err(crate::admin::unknown_endpoint());
     }
     if account.as_str() == builtins::ACCOUNT {
         return Ok(());

@@ -44,6 +44,9 @@ impl ApiError {
 fn status(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::Invalid => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -75,6 +78,16 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(allow)
         {
             resp.headers_mut().insert(header::ALLOW, v);
+        }
+        if let Some(secs) = e.details.get("retryAfter").and_then(Value::as_u64) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if e.code == ErrorCode::Unauthorized {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"eddy\""),
+            );
         }
         resp
     }

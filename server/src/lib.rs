@@ -3,6 +3,8 @@
 //! `main` parses the configuration and calls [`serve`]; the tests call the same
 //! [`serve`] on `127.0.0.1:0`.
 
+mod admin;
+mod auth;
 mod code;
 pub mod config;
 mod consumers;
@@ -15,13 +17,14 @@ mod pipes;
 mod reducers;
 mod settings;
 mod streams;
+mod types;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use eddy_engine::Engine;
 use prometheus_client::registry::Registry;
@@ -56,6 +59,7 @@ impl AppState {
             engine_metrics,
             config.reducer_limits(),
             config.webhook_settings(),
+            config.admin_token.as_deref(),
         )
         .await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
@@ -86,6 +90,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
+        .route("/api/accounts", post(admin::create_account))
+        .route(
+            "/api/accounts/{acct}/keys",
+            get(admin::list_keys).post(admin::create_key),
+        )
+        .route(
+            "/api/accounts/{acct}/keys/{id}",
+            axum::routing::delete(admin::delete_key),
+        )
         .fallback(dispatch::dispatch)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)

@@ -2,6 +2,7 @@
 //! process, or as a child process where kills and restarts are tested) over a real
 //! SQLite file in a temp dir, and speaks HTTP to it.
 
+mod access;
 mod append;
 mod batch;
 mod browser;
@@ -12,9 +13,11 @@ mod digest;
 mod dispatch;
 mod durability;
 mod ingest_stream;
+mod limits;
 mod pipes;
 mod read;
 mod reducers;
 mod resources;
 mod sse;
+mod types;
 mod webhooks;

@@ -61,9 +61,17 @@ async fn settings_declare_factories_before_any_event() {
         .call("PUT", "/a/f/settings", &[], json!({"factory": true}))
         .await;
     assert_eq!(r.status(), 200);
-    let declared = json!({"factory": true, "requestHosts": []});
-    assert_eq!(r.json::<Value>().await.unwrap(), declared);
-    assert_eq!(s.get_json("/a/f/settings", 200).await, declared);
+    let mut declared = r.json::<Value>().await.unwrap();
+    // a factory gets a random HMAC secret (API §9), kept across later changes
+    let secret = declared["hmacSecret"].take();
+    assert_eq!(secret.as_str().map(str::len), Some(43), "{secret}");
+    assert_eq!(
+        declared,
+        json!({"factory": true, "public": {"read": false, "write": false}, "rateLimit": null,
+               "blocklist": {"referers": [], "args": []}, "accountSubstreams": "none",
+               "hmacSecret": null, "requestHosts": []})
+    );
+    assert_eq!(s.get_json("/a/f/settings", 200).await["hmacSecret"], secret);
     assert_error(s.post("/a/f", "t", json!(1)).await, 400, "factory").await;
     s.post_ok("/a/f('k')", "t", json!(1)).await;
     let r = s
@@ -90,14 +98,17 @@ async fn settings_declare_factories_before_any_event() {
     assert_error(r, 400, "substream").await;
     // an empty plain stream may still become a factory
     let r = s.call("PATCH", "/a/p/settings", &[], json!({})).await;
-    assert_eq!(
-        r.json::<Value>().await.unwrap(),
-        json!({"factory": false, "requestHosts": []})
+    let plain = r.json::<Value>().await.unwrap();
+    assert_eq!(plain["factory"], false);
+    assert!(
+        plain.get("hmacSecret").is_none(),
+        "a plain stream has no HMAC secret"
     );
     let r = s
         .call("PATCH", "/a/p/settings", &[], json!({"factory": true}))
         .await;
     assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap()["hmacSecret"].is_string());
     s.post_ok("/a/p(1)", "t", json!(1)).await;
     assert_eq!(s.get_json("/a/f('k')/0", 200).await["data"], 1);
 }
@@ -109,8 +120,8 @@ async fn unbuilt_resources_answer_a_clear_json_error() {
     for (method, path, status, needle) in [
         ("GET", "/a/s.total", 404, "total"),
         ("POST", "/a/s/reducers", 405, "not allowed"),
-        ("PUT", "/a/s:click", 501, "event types"),
-        ("GET", "/a/s:click.ts", 501, "event types"),
+        ("PUT", "/a/s:click", 400, "not valid JSON"),
+        ("GET", "/a/s:click.ts", 404, "no event type"),
         ("POST", "/a/s/pipe/b/t", 405, "not allowed"),
         ("POST", "/a/s/logs", 405, "not allowed"),
         ("PUT", "/a/s/webhooks", 405, "not allowed"),
@@ -123,7 +134,8 @@ async fn unbuilt_resources_answer_a_clear_json_error() {
         ),
         ("GET", "/eddy", 404, "builtin streams"),
         ("GET", "/a/s/unknown", 400, "unknown"),
-        ("POST", "/api/accounts", 501, "/api"),
+        ("POST", "/api/accounts", 404, "admin token"),
+        ("GET", "/api/other", 404, "no such admin endpoint"),
         ("POST", "/healthz", 405, "not allowed"),
         ("DELETE", "/metrics", 405, "not allowed"),
     ] {

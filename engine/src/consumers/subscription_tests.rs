@@ -18,6 +18,7 @@ async fn engine(dir: &std::path::Path) -> Arc<Engine> {
         metrics,
         eddy_runtime_js::Limits::default(),
         crate::consumers::webhooks::WebhookSettings::default(),
+        None,
     )
     .await
     .expect("open")

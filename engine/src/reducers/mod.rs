@@ -4,7 +4,7 @@
 
 mod answers;
 mod checkpoint;
-mod data;
+pub(crate) mod data;
 mod events;
 mod request;
 mod worker;

@@ -22,6 +22,10 @@ pub(crate) enum Change {
     WebhookAdded,
     WebhookRemoved,
     SettingsChanged,
+    TypeDefined,
+    TypeDeleted,
+    KeyCreated,
+    KeyDeleted,
 }
 
 impl Change {
@@ -35,6 +39,10 @@ impl Change {
             Change::WebhookAdded => "webhook-added",
             Change::WebhookRemoved => "webhook-removed",
             Change::SettingsChanged => "settings-changed",
+            Change::TypeDefined => "type-defined",
+            Change::TypeDeleted => "type-deleted",
+            Change::KeyCreated => "key-created",
+            Change::KeyDeleted => "key-deleted",
         }
     }
 }
@@ -42,7 +50,8 @@ impl Change {
 impl Writer {
     /// Appends `change` with `data` to the account's events. Changes of the server's own
     /// streams (the `eddy` account) and of internal streams (logs, whose names hold a
-    /// `/`) are not account events.
+    /// `/`) are not account events. An empty `stream` is a change of the account itself
+    /// (its keys).
     pub(super) fn account_event(
         &mut self,
         staged: &mut Staged,
@@ -61,10 +70,12 @@ impl Writer {
             return Ok(());
         }
         let mut fields = serde_json::Map::new();
-        fields.insert(
-            "stream".into(),
-            Value::String(format!("{account}/{stream}")),
-        );
+        if !stream.is_empty() {
+            fields.insert(
+                "stream".into(),
+                Value::String(format!("{account}/{stream}")),
+            );
+        }
         if let Value::Object(m) = data {
             fields.extend(m);
         }

@@ -137,6 +137,7 @@ impl Writer {
         key: &StreamKey,
         settings: StreamSettings,
     ) -> Result<StreamRow> {
+        let settings = settings.with_secret(None);
         self.conn
             .prepare_cached(
                 "INSERT INTO streams (account, name, factory, settings, created_at) \
@@ -431,18 +432,27 @@ impl Writer {
             (Some(s), false) => s.settings.clone(),
             _ => StreamSettings::default(),
         };
-        let new = base.merged(req.fields)?;
+        // a factory keeps its HMAC secret (tokens handed out stay valid) unless the
+        // request sets one, or asks for a new one with null
+        let rotate = req.fields.get("hmacSecret").is_some_and(Value::is_null);
+        let previous_secret = current
+            .as_ref()
+            .filter(|_| !rotate)
+            .and_then(|c| c.settings.hmac_secret.clone());
+        let new = base
+            .merged(req.fields)?
+            .with_secret(previous_secret.as_deref());
         let changed = |w: &mut Self, staged: &mut Staged, new: &StreamSettings| {
             w.account_event(
                 staged,
                 &skey.0,
                 &skey.1,
                 Change::SettingsChanged,
-                serde_json::json!({ "settings": new }),
+                serde_json::json!({ "settings": new.without_secret() }),
             )
         };
         let Some(mut row) = current else {
-            self.create_stream(staged, &skey, new.clone())?;
+            let new = self.create_stream(staged, &skey, new)?.settings;
             changed(self, staged, &new)?;
             return Ok(new);
         };

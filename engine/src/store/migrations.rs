@@ -9,7 +9,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// (version, description, SQL), in order; never edit one that has landed.
-const MIGRATIONS: [(i64, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str); 5] = [
     (
         1,
         "create event log",
@@ -29,6 +29,11 @@ const MIGRATIONS: [(i64, &str, &str); 4] = [
         4,
         "create pipes",
         include_str!("../../../migrations/0004_create_pipes.sql"),
+    ),
+    (
+        5,
+        "create access",
+        include_str!("../../../migrations/0005_create_access.sql"),
     ),
 ];
 

@@ -1,6 +1,8 @@
 //! Storage: one SQLite file in WAL mode. sqlx runs the migrations and serves reads from
 //! a pool; every write goes through the single group-commit writer (`writer`).
 
+pub mod access_reads;
+pub mod access_writes;
 mod account_events;
 mod apply;
 pub mod migrations;

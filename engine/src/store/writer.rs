@@ -20,6 +20,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, params};
 use tokio::sync::{broadcast, oneshot};
 
+use super::access_writes::AccessWrite;
 use super::apply::{
     AppendRequest, Appended, IdGenerator, SettingsRequest, Staged, StreamKey, StreamRow, SubKey,
     SubRow,
@@ -46,6 +47,7 @@ pub(crate) enum Command {
     Reducer(ReducerWrite, Reply<ReducerWritten>),
     Webhook(WebhookWrite, Reply<bool>),
     Pipe(PipeWrite, Reply<PipeWritten>),
+    Access(AccessWrite, Reply<bool>),
     /// The syncer finished a flush and is free for the next group.
     Flushed,
     /// Finishes everything queued before it, then stops the writer.
@@ -61,6 +63,7 @@ impl From<Command> for Pending {
             Command::Reducer(_, tx) => Pending::Reducer(tx, Err(shutting_down())),
             Command::Webhook(_, tx) => Pending::Webhook(tx, Err(shutting_down())),
             Command::Pipe(_, tx) => Pending::Pipe(tx, Err(shutting_down())),
+            Command::Access(_, tx) => Pending::Access(tx, Err(shutting_down())),
             Command::Flushed | Command::Shutdown(_) => {
                 unreachable!("only request commands have answers")
             }
@@ -112,6 +115,13 @@ impl WriterHandle {
     pub(crate) async fn pipe(&self, write: PipeWrite) -> Result<PipeWritten> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Pipe(write, tx))?;
+        rx.await.map_err(|_| shutting_down())?
+    }
+
+    /// Applies an access write (accounts, keys, event types).
+    pub(crate) async fn access(&self, write: AccessWrite) -> Result<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Access(write, tx))?;
         rx.await.map_err(|_| shutting_down())?
     }
 
@@ -209,6 +219,7 @@ pub(crate) enum Pending {
     Reducer(Reply<ReducerWritten>, Result<ReducerWritten>),
     Webhook(Reply<bool>, Result<bool>),
     Pipe(Reply<PipeWritten>, Result<PipeWritten>),
+    Access(Reply<bool>, Result<bool>),
 }
 
 impl Pending {
@@ -220,11 +231,13 @@ impl Pending {
             (Pending::Reducer(tx, r), None) => drop(tx.send(r)),
             (Pending::Webhook(tx, r), None) => drop(tx.send(r)),
             (Pending::Pipe(tx, r), None) => drop(tx.send(r)),
+            (Pending::Access(tx, r), None) => drop(tx.send(r)),
             (Pending::Append(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Settings(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Reducer(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Webhook(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Pipe(tx, _), Some(e)) => drop(tx.send(Err(e))),
+            (Pending::Access(tx, _), Some(e)) => drop(tx.send(Err(e))),
         }
     }
 }
@@ -283,7 +296,8 @@ impl Writer {
                     | Command::Settings(..)
                     | Command::Reducer(..)
                     | Command::Webhook(..)
-                    | Command::Pipe(..) => self.apply(cmd, &mut group),
+                    | Command::Pipe(..)
+                    | Command::Access(..) => self.apply(cmd, &mut group),
                     Command::Flushed => syncer_idle = true,
                     Command::Shutdown(done) => stop = Some(done),
                 }
@@ -352,6 +366,10 @@ impl Writer {
                 }
                 let r = self.pipe(write, &mut g.staged);
                 (storage_failure(&r), Pending::Pipe(tx, r))
+            }
+            Command::Access(write, tx) => {
+                let r = self.access(write, &mut g.staged);
+                (storage_failure(&r), Pending::Access(tx, r))
             }
             Command::Flushed | Command::Shutdown(_) => return,
         };

@@ -49,9 +49,6 @@ pub async fn subscribe(
     let selector = q.selector()?;
     let data = q.flag("data")?;
     let after = q.number("after")?;
-    // EventSource cannot send headers, so credentials may come as ?token= (checked by
-    // access control, API §9)
-    let _token = q.take("token");
     q.finish()?;
     let last_id = match params::header(headers, &["last-event-id"])?.as_deref() {
         None | Some("") => None,

@@ -1,12 +1,15 @@
 //! `POST /{acct}/{strm}[({args})][:{type}]`: one event, an atomic batch, or an NDJSON
 //! stream, by Content-Type (API §2).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use eddy_engine::access::Credentials;
+use eddy_engine::access::controls::StreamControls;
 use eddy_engine::event::{
     self, ContentType, ExpectedIndex, MAX_BATCH_BYTES, MAX_EVENT_DATA, NewEvent,
 };
@@ -108,6 +111,7 @@ impl AppendInputs {
 
 pub async fn post(
     state: AppState,
+    creds: Credentials,
     path: StreamPath,
     path_type: Option<String>,
     uri: &Uri,
@@ -115,7 +119,7 @@ pub async fn post(
     body: Body,
 ) -> ApiResult<Response> {
     let started = Instant::now();
-    let result = post_inner(&state, path, path_type, uri, headers, body).await;
+    let result = post_inner(&state, &creds, path, path_type, uri, headers, body).await;
     state
         .metrics
         .append_seconds
@@ -128,6 +132,7 @@ pub async fn post(
 
 async fn post_inner(
     state: &AppState,
+    creds: &Credentials,
     path: StreamPath,
     path_type: Option<String>,
     uri: &Uri,
@@ -141,11 +146,25 @@ async fn post_inner(
             let es = media == "application/vnd.eventstore.events+json";
             let body = read_body(body, MAX_BATCH_BYTES, "a batch").await?;
             let events = super::batch::parse(&body, es, &inputs)?;
+            let controls = admit(state, creds, &path, &headers, events.len()).await?;
+            for (i, e) in events.iter().enumerate() {
+                validate(state, &controls, e).map_err(|err| {
+                    ApiError(
+                        err.0
+                            .context(format_args!("event {i} of the batch"))
+                            .with("position", i),
+                    )
+                })?;
+            }
             let appended = append(state, &path, events, inputs.expected).await?;
             Ok(batch_response(&path, &appended))
         }
-        "application/x-ndjson" => super::ndjson::ingest(state, path, inputs, body).await,
+        "application/x-ndjson" => {
+            let controls = admit(state, creds, &path, &headers, 1).await?;
+            super::ndjson::ingest(state, path, controls, inputs, body).await
+        }
         _ => {
+            let controls = admit(state, creds, &path, &headers, 1).await?;
             let ct = ContentType::parse(raw_ct.as_deref())?;
             let event_type = inputs.required_type()?;
             let data = read_body(body, MAX_EVENT_DATA, "an event").await?;
@@ -159,6 +178,7 @@ async fn post_inner(
                 metadata: None,
                 origin: None,
             };
+            validate(state, &controls, &event)?;
             let appended = append(state, &path, vec![event], inputs.expected).await?;
             let e = appended.events[0];
             let mut body = json!({"index": e.index, "timestamp": e.timestamp, "id": e.id});
@@ -168,6 +188,29 @@ async fn post_inner(
             Ok(created(&path, e.index, body))
         }
     }
+}
+
+/// The controls before an append of `n` events (API §2): rate limit, blocklists,
+/// write access. Answers the stream's controls for type validation.
+async fn admit(
+    state: &AppState,
+    creds: &Credentials,
+    path: &StreamPath,
+    headers: &HeaderMap,
+    n: usize,
+) -> ApiResult<Arc<StreamControls>> {
+    let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
+    Ok(state.engine.admit_append(creds, path, referer, n).await?)
+}
+
+/// Validates an event against its type's schema, counting a refusal.
+pub(super) fn validate(state: &AppState, controls: &StreamControls, e: &NewEvent) -> ApiResult<()> {
+    controls
+        .validate(&e.event_type, &e.content_type, &e.data)
+        .map_err(|err| {
+            state.engine.count_refusal("type");
+            ApiError(err)
+        })
 }
 
 pub(super) async fn append(

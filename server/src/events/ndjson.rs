@@ -1,19 +1,23 @@
 //! Streaming ingest: `application/x-ndjson`, one JSON event data per line. Lines are
 //! appended as they arrive (each chunk of complete lines is one durable write), so a
 //! producer can pipe a long-running process into one request. Not atomic: a bad line
-//! stops the request with a 400 naming it, and the lines before it stay.
+//! stops the request with a 400 naming it, and the lines before it stay. A stream
+//! with a rate limit paces the lines to it instead of refusing them.
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use eddy_engine::access::controls::StreamControls;
 use eddy_engine::event::{ContentType, ExpectedIndex, MAX_EVENT_DATA, NewEvent};
 use eddy_engine::path::StreamPath;
 use eddy_engine::{EngineError, ErrorCode};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::append::{AppendInputs, append};
+use super::append::{AppendInputs, append, validate};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -28,6 +32,7 @@ struct Written {
 struct Ingest<'a> {
     state: &'a AppState,
     path: StreamPath,
+    controls: Arc<StreamControls>,
     event_type: String,
     timestamp: Option<i64>,
     expected: ExpectedIndex,
@@ -45,7 +50,7 @@ impl Ingest<'_> {
             e.context(format_args!("line {line_no}"))
                 .with("line", line_no)
         })?;
-        self.pending.push(NewEvent {
+        let event = NewEvent {
             id: None,
             event_type: self.event_type.clone(),
             content_type: "application/json".into(),
@@ -53,7 +58,12 @@ impl Ingest<'_> {
             timestamp: self.timestamp,
             metadata: None,
             origin: None,
-        });
+        };
+        validate(self.state, &self.controls, &event).map_err(|e| {
+            e.0.context(format_args!("line {line_no}"))
+                .with("line", line_no)
+        })?;
+        self.pending.push(event);
         Ok(())
     }
 
@@ -61,6 +71,10 @@ impl Ingest<'_> {
     async fn flush(&mut self) -> ApiResult<()> {
         if self.pending.is_empty() {
             return Ok(());
+        }
+        // a rate-limited stream paces the lines rather than failing half-way
+        for _ in 0..self.pending.len() {
+            self.controls.until_ready(&self.path).await;
         }
         let events = std::mem::take(&mut self.pending);
         let expected = std::mem::take(&mut self.expected);
@@ -97,6 +111,7 @@ impl Ingest<'_> {
 pub async fn ingest(
     state: &AppState,
     path: StreamPath,
+    controls: Arc<StreamControls>,
     inputs: AppendInputs,
     body: Body,
 ) -> ApiResult<Response> {
@@ -108,6 +123,7 @@ pub async fn ingest(
     let mut ing = Ingest {
         state,
         path,
+        controls,
         event_type: inputs.required_type()?,
         timestamp: inputs.timestamp,
         expected: inputs.expected,

@@ -34,6 +34,13 @@ struct Reader {
 }
 
 impl Reader {
+    /// Builtin streams and logs (internal streams, whose names hold a `/`) exist before
+    /// their first event: a cron that never ticked, a pipe that never logged.
+    fn reads_empty_when_missing(&self) -> bool {
+        self.path.account.as_str() == eddy_engine::builtins::ACCOUNT
+            || self.path.stream.as_str().contains('/')
+    }
+
     /// The 404 for a stream that does not exist (and that the read will not wait for).
     fn missing(&self) -> ApiError {
         ApiError(eddy_engine::missing_stream(&self.path))
@@ -191,9 +198,8 @@ pub async fn get(
     }
     let limit = limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let mut page = reader.page(limit).await?;
-    // a builtin stream exists before its first event: a cron that never ticked, an
-    // account with no changes yet
-    let builtin = reader.path.account.as_str() == eddy_engine::builtins::ACCOUNT;
+    // builtin streams and logs exist before their first event
+    let builtin = reader.reads_empty_when_missing();
     if reader.resolved.is_none() && wait.is_none() && !builtin {
         return Err(reader.missing());
     }
@@ -256,7 +262,7 @@ async fn ndjson_response(
     // The first page runs before the response starts, so errors are still statuses.
     let mut remaining = limit.unwrap_or(usize::MAX);
     let first = reader.page(remaining.min(MAX_LIMIT)).await?;
-    let builtin = reader.path.account.as_str() == eddy_engine::builtins::ACCOUNT;
+    let builtin = reader.reads_empty_when_missing();
     if reader.resolved.is_none() && !follow && wait.is_none() && !builtin {
         return Err(reader.missing());
     }

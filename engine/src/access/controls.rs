@@ -1,0 +1,343 @@
+//! Stream controls in memory: each stream's settings, rate limiter, blocklists and
+//! event types, loaded on first use and dropped whenever the writer changes them, so
+//! the checks every append makes cost a map lookup, not a query.
+//!
+//! A stream that does not exist yet is not kept (its defaults are answered from a
+//! query each time), so a stream's first append, which creates it with its HMAC
+//! secret, is never hidden behind a cached "missing". A load that raced with a change
+//! is not kept either: every change bumps an epoch, and a load keeps its result only
+//! if the epoch did not move while it read.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use serde_json::Value;
+use sqlx::SqlitePool;
+
+use crate::error::{EngineError, ErrorCode, Result};
+use crate::path::{Arg, StreamPath};
+use crate::selector::glob;
+use crate::settings::{RateLimit, StreamSettings};
+use crate::store::{access_reads, read};
+use crate::types::EventTypeDef;
+
+/// What one stream's appends are checked against.
+pub struct StreamControls {
+    /// Whether the stream exists (else `settings` are the defaults).
+    pub exists: bool,
+    pub settings: StreamSettings,
+    /// One limiter per stream, keyed by substream (canonical args; "" for a plain
+    /// stream), so each substream has the stream's rate.
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    types: HashMap<String, Arc<EventTypeDef>>,
+}
+
+/// A 429 from a rate limit, or a 403 from a blocklist; `rule` names which.
+fn refusal(code: ErrorCode, rule: &str, message: String) -> EngineError {
+    EngineError::new(code, message).with("rule", rule)
+}
+
+impl StreamControls {
+    fn new(
+        exists: bool,
+        settings: StreamSettings,
+        types: HashMap<String, Arc<EventTypeDef>>,
+    ) -> Self {
+        let limiter = settings
+            .rate_limit
+            .map(|r| DefaultKeyedRateLimiter::keyed(quota(r)));
+        Self {
+            exists,
+            settings,
+            limiter,
+            types,
+        }
+    }
+
+    /// Takes `n` appends from the (sub)stream's rate limit: 429 with `retryAfter`
+    /// (whole seconds) when they are not available now.
+    pub fn check_rate(&self, path: &StreamPath, n: usize) -> Result<()> {
+        let (Some(limiter), Some(rate)) = (&self.limiter, self.settings.rate_limit) else {
+            return Ok(());
+        };
+        let key = args_key(path);
+        let n =
+            NonZeroU32::new(u32::try_from(n.max(1)).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match limiter.check_key_n(&key, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                Err(refusal(
+                    ErrorCode::TooManyRequests,
+                    "rateLimit",
+                    format!(
+                        "/{path} is rate limited to {} appends per second (burst {}); retry in \
+                         {} s",
+                        rate.per_second,
+                        rate.burst,
+                        secs.max(1)
+                    ),
+                )
+                .with("retryAfter", secs.max(1)))
+            }
+            Err(_) => Err(refusal(
+                ErrorCode::TooManyRequests,
+                "rateLimit",
+                format!(
+                    "a batch of {n} events is larger than the burst of /{path}'s rate limit ({}): \
+                     send smaller batches",
+                    rate.burst
+                ),
+            )
+            .with("retryAfter", 1)),
+        }
+    }
+
+    /// Waits until one append of the (sub)stream's rate limit is available (NDJSON
+    /// ingest paces itself rather than failing half-way).
+    pub async fn until_ready(&self, path: &StreamPath) {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_key_ready(&args_key(path)).await;
+        }
+    }
+
+    /// Refuses (403) an append whose Referer or substream args are blocklisted.
+    pub fn check_blocklist(&self, path: &StreamPath, referer: Option<&str>) -> Result<()> {
+        let list = &self.settings.blocklist;
+        if let Some(r) = referer
+            && let Some(g) = list.referers.iter().find(|g| glob(g, r))
+        {
+            return Err(refusal(
+                ErrorCode::Forbidden,
+                "blocklist.referers",
+                format!(
+                    "appends from Referer {r} are blocked by /{}/{}'s blocklist ({g})",
+                    path.account, path.stream
+                ),
+            ));
+        }
+        if let Some(args) = &path.args
+            && let Some(b) = list.args.iter().find(|b| args_match(b, args.as_slice()))
+        {
+            return Err(refusal(
+                ErrorCode::Forbidden,
+                "blocklist.args",
+                format!(
+                    "substream /{path} is blocked by /{}/{}'s blocklist ({})",
+                    path.account,
+                    path.stream,
+                    Value::Array(b.clone())
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The schema of an event type, if the stream defines one.
+    pub fn event_type(&self, name: &str) -> Option<&Arc<EventTypeDef>> {
+        self.types.get(name)
+    }
+
+    pub fn has_types(&self) -> bool {
+        !self.types.is_empty()
+    }
+
+    /// Validates an event against its type's schema, if the stream defines one: 400
+    /// with `errors[]` when it does not match. The data is validated as reducers see
+    /// it (JSON as is, form bodies as an object of strings, CSV as rows, text as a
+    /// string).
+    pub fn validate(&self, event_type: &str, content_type: &str, data: &[u8]) -> Result<()> {
+        let Some(def) = self.types.get(event_type) else {
+            return Ok(());
+        };
+        let (json, _) = crate::reducers::data::for_reducer(content_type, data);
+        let value: Value = serde_json::from_str(&json).map_err(|e| {
+            EngineError::invalid(format!(
+                "event data of type \"{event_type}\" is not valid JSON ({e}), so it cannot \
+                 be checked against the type's schema"
+            ))
+        })?;
+        let violations = def.validate(&value);
+        if violations.is_empty() {
+            return Ok(());
+        }
+        Err(crate::types::violation_error(event_type, &violations).with("rule", "type"))
+    }
+}
+
+fn quota(r: RateLimit) -> Quota {
+    let per_second =
+        NonZeroU32::new(r.per_second.clamp(1, u32::MAX as u64) as u32).unwrap_or(NonZeroU32::MIN);
+    let burst =
+        NonZeroU32::new(r.burst.clamp(1, u32::MAX as u64) as u32).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(per_second).allow_burst(burst)
+}
+
+fn args_key(path: &StreamPath) -> String {
+    path.args
+        .as_ref()
+        .map(|a| a.canonical())
+        .unwrap_or_default()
+}
+
+/// Whether a blocklisted argument list matches a substream's: same length, strings
+/// as globs (also against bare account names), other values equal.
+fn args_match(pattern: &[Value], args: &[Arg]) -> bool {
+    pattern.len() == args.len()
+        && pattern.iter().zip(args).all(|(p, a)| match (p, a) {
+            (Value::String(p), Arg::Str(a)) => glob(p, a),
+            (Value::String(p), Arg::Account(a)) => glob(p, a.as_str()),
+            (Value::Number(p), Arg::Num(a)) => p.as_f64() == Some(*a),
+            (Value::Bool(p), Arg::Bool(a)) => p == a,
+            (Value::Null, Arg::Null) => true,
+            _ => false,
+        })
+}
+
+type StreamMap = HashMap<String, HashMap<String, Arc<StreamControls>>>;
+
+/// Every loaded stream's controls.
+pub struct Controls {
+    pool: SqlitePool,
+    /// A std lock: held for a lookup or an insert, never across an await.
+    map: RwLock<StreamMap>,
+    epoch: AtomicU64,
+}
+
+impl Controls {
+    pub(crate) fn new(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            map: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// The controls of `account/stream`.
+    pub async fn get(&self, account: &str, stream: &str) -> Result<Arc<StreamControls>> {
+        if let Ok(map) = self.map.read()
+            && let Some(c) = map.get(account).and_then(|m| m.get(stream))
+        {
+            return Ok(c.clone());
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let info = read::stream(&self.pool, account, stream).await?;
+        let mut types = HashMap::new();
+        for row in access_reads::event_types(&self.pool, account, stream).await? {
+            match serde_json::from_str::<Value>(&row.schema)
+                .map_err(|e| EngineError::internal(e.to_string()))
+                .and_then(|doc| EventTypeDef::compile(&doc))
+            {
+                Ok(def) => {
+                    types.insert(row.name, Arc::new(def));
+                }
+                Err(e) => tracing::error!(
+                    account, stream, event_type = %row.name, error = %e.message,
+                    "a stored event type does not compile; it is not enforced"
+                ),
+            }
+        }
+        let exists = info.is_some();
+        let settings = info.map(|i| i.settings).unwrap_or_default();
+        let controls = Arc::new(StreamControls::new(exists, settings, types));
+        if exists
+            && let Ok(mut map) = self.map.write()
+            && self.epoch.load(Ordering::Acquire) == epoch
+        {
+            map.entry(account.to_owned())
+                .or_default()
+                .insert(stream.to_owned(), controls.clone());
+        }
+        Ok(controls)
+    }
+
+    /// Forgets `account/stream`'s controls after a change (settings, types).
+    pub(crate) fn invalidate(&self, account: &str, stream: &str) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut map) = self.map.write()
+            && let Some(m) = map.get_mut(account)
+        {
+            m.remove(stream);
+        }
+    }
+
+    /// Drops rate-limit state that has fully recovered (keyed stores never shrink by
+    /// themselves); run periodically.
+    pub fn sweep(&self) {
+        let Ok(map) = self.map.read() else { return };
+        for c in map.values().flat_map(|m| m.values()) {
+            if let Some(l) = &c.limiter {
+                l.retain_recent();
+                l.shrink_to_fit();
+            }
+        }
+    }
+}
+
+/// How often [`Controls::sweep`] runs.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::{Resource, parse};
+    use serde_json::json;
+
+    fn stream(p: &str) -> StreamPath {
+        match parse(p).unwrap() {
+            Resource::Stream(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn controls(settings: Value) -> StreamControls {
+        let Value::Object(m) = settings else { panic!() };
+        let s = StreamSettings::default().merged(m).unwrap();
+        StreamControls::new(true, s, HashMap::new())
+    }
+
+    #[test]
+    fn rate_limits_are_per_substream() {
+        let c = controls(json!({"factory": true, "rateLimit": {"perSecond": 1, "burst": 2}}));
+        let a = stream("/acme/s('a')");
+        let b = stream("/acme/s('b')");
+        c.check_rate(&a, 1).unwrap();
+        c.check_rate(&a, 1).unwrap();
+        let e = c.check_rate(&a, 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TooManyRequests);
+        assert_eq!(e.details["retryAfter"], 1);
+        c.check_rate(&b, 2).unwrap();
+        assert!(
+            c.check_rate(&b, 3)
+                .unwrap_err()
+                .message
+                .contains("larger than the burst")
+        );
+    }
+
+    #[test]
+    fn blocklists_match_referers_and_args() {
+        let c = controls(json!({"factory": true, "blocklist": {
+            "referers": ["https://spam.example/*"], "args": [["bot-*", 1], [null]]}}));
+        let ok = stream("/acme/s('human',1)");
+        c.check_blocklist(&ok, Some("https://good.example/"))
+            .unwrap();
+        let e = c
+            .check_blocklist(&ok, Some("https://spam.example/page"))
+            .unwrap_err();
+        assert_eq!(e.details["rule"], "blocklist.referers");
+        let e = c
+            .check_blocklist(&stream("/acme/s('bot-7',1)"), None)
+            .unwrap_err();
+        assert_eq!(e.details["rule"], "blocklist.args");
+        c.check_blocklist(&stream("/acme/s('bot-7',2)"), None)
+            .unwrap();
+        assert!(c.check_blocklist(&stream("/acme/s(null)"), None).is_err());
+    }
+}

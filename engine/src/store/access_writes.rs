@@ -1,0 +1,170 @@
+//! Access writes inside the writer's transaction: accounts, API keys (stored as hashes)
+//! and event types, each with its account event in the same transaction.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::account_events::Change;
+use super::apply::Staged;
+use super::writer::{Writer, now_ms};
+use crate::error::{EngineError, Result};
+
+pub(crate) enum AccessWrite {
+    /// A new account with its first key.
+    CreateAccount {
+        name: String,
+        key: NewKey,
+    },
+    CreateKey {
+        account: String,
+        key: NewKey,
+    },
+    DeleteKey {
+        account: String,
+        id: String,
+    },
+    /// Defines (or redefines) an event type of a stream.
+    PutType(Box<TypeRow>),
+    DeleteType {
+        account: String,
+        stream: String,
+        name: String,
+    },
+}
+
+/// A key as stored: its id and the hex SHA-256 of the key.
+pub(crate) struct NewKey {
+    pub(crate) id: String,
+    pub(crate) hash: String,
+}
+
+/// An event type as stored.
+#[derive(Debug, Clone)]
+pub struct TypeRow {
+    pub account: String,
+    pub stream: String,
+    pub name: String,
+    pub schema: String,
+    pub imported: Option<String>,
+}
+
+impl Writer {
+    /// Applies an access write; `Ok(false)` when the thing to change or delete does
+    /// not exist (for a type put: when it is new).
+    pub(super) fn access(&mut self, write: AccessWrite, staged: &mut Staged) -> Result<bool> {
+        match write {
+            AccessWrite::CreateAccount { name, key } => {
+                let exists = self
+                    .conn
+                    .prepare_cached("SELECT 1 FROM accounts WHERE name = ?1")?
+                    .query_row(params![name], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if exists {
+                    return Err(EngineError::conflict(format!(
+                        "account \"{name}\" already exists"
+                    ))
+                    .with("field", "name"));
+                }
+                self.conn
+                    .prepare_cached("INSERT INTO accounts (name, created_at) VALUES (?1, ?2)")?
+                    .execute(params![name, now_ms()])?;
+                self.insert_key(staged, &name, &key)?;
+                Ok(true)
+            }
+            AccessWrite::CreateKey { account, key } => {
+                self.insert_key(staged, &account, &key)?;
+                Ok(true)
+            }
+            AccessWrite::DeleteKey { account, id } => {
+                let n = self
+                    .conn
+                    .prepare_cached("DELETE FROM api_keys WHERE account = ?1 AND id = ?2")?
+                    .execute(params![account, id])?;
+                if n > 0 {
+                    self.account_event(
+                        staged,
+                        &account,
+                        "",
+                        Change::KeyDeleted,
+                        serde_json::json!({ "id": id }),
+                    )?;
+                }
+                Ok(n > 0)
+            }
+            AccessWrite::PutType(row) => {
+                let n = self
+                    .conn
+                    .prepare_cached(
+                        "UPDATE event_types SET schema = ?4, imported = ?5, updated_at = ?6 \
+                         WHERE account = ?1 AND stream = ?2 AND name = ?3",
+                    )?
+                    .execute(params![
+                        row.account,
+                        row.stream,
+                        row.name,
+                        row.schema,
+                        row.imported,
+                        now_ms()
+                    ])?;
+                if n == 0 {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO event_types (account, stream, name, schema, imported, \
+                             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        )?
+                        .execute(params![
+                            row.account,
+                            row.stream,
+                            row.name,
+                            row.schema,
+                            row.imported,
+                            now_ms()
+                        ])?;
+                }
+                let mut data = serde_json::json!({ "type": row.name });
+                if let Some(from) = &row.imported {
+                    data["imported"] = from.clone().into();
+                }
+                self.account_event(staged, &row.account, &row.stream, Change::TypeDefined, data)?;
+                Ok(n == 0)
+            }
+            AccessWrite::DeleteType {
+                account,
+                stream,
+                name,
+            } => {
+                let n = self
+                    .conn
+                    .prepare_cached(
+                        "DELETE FROM event_types WHERE account = ?1 AND stream = ?2 AND name = ?3",
+                    )?
+                    .execute(params![account, stream, name])?;
+                if n > 0 {
+                    self.account_event(
+                        staged,
+                        &account,
+                        &stream,
+                        Change::TypeDeleted,
+                        serde_json::json!({ "type": name }),
+                    )?;
+                }
+                Ok(n > 0)
+            }
+        }
+    }
+
+    fn insert_key(&mut self, staged: &mut Staged, account: &str, key: &NewKey) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO api_keys (id, account, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![key.id, account, key.hash, now_ms()])?;
+        self.account_event(
+            staged,
+            account,
+            "",
+            Change::KeyCreated,
+            serde_json::json!({ "id": key.id }),
+        )
+    }
+}

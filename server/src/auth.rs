@@ -1,0 +1,152 @@
+//! Access control at the HTTP edge (API §9): credentials read from the request, and
+//! what each resource and method needs, decided by `eddy_engine::access`. Appends are
+//! checked by the append handlers themselves, after the rate limit and blocklists
+//! (API §2's order).
+
+use axum::http::{HeaderMap, Method, Uri, header};
+use eddy_engine::access::{Credentials, Need, Target};
+use eddy_engine::builtins::{self, Builtin};
+use eddy_engine::path::{Resource, StreamPath};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// Reads the credentials of a request, and removes `?token=` from its URI so that
+/// handlers, which refuse unknown parameters, never see it.
+pub fn credentials(headers: &HeaderMap, uri: &Uri) -> ApiResult<(Credentials, Uri)> {
+    let mut creds = Credentials::default();
+    for value in headers.get_all(header::AUTHORIZATION) {
+        let v = value
+            .to_str()
+            .map_err(|_| ApiError::invalid("header Authorization is not visible ASCII text"))?
+            .trim();
+        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+        let rest = rest.trim();
+        if rest.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "header Authorization \"{scheme}\" has no credentials: use \"Bearer <key>\" or \
+                 \"HMAC <token>\""
+            )));
+        }
+        let slot = if scheme.eq_ignore_ascii_case("bearer") {
+            &mut creds.bearer
+        } else if scheme.eq_ignore_ascii_case("hmac") {
+            &mut creds.hmac
+        } else {
+            return Err(ApiError::invalid(format!(
+                "header Authorization uses the scheme \"{scheme}\"; eddy takes \"Bearer <key>\" \
+                 or \"HMAC <token>\""
+            )));
+        };
+        if slot.is_some() {
+            return Err(ApiError::invalid(format!(
+                "header Authorization gives {scheme} credentials twice"
+            )));
+        }
+        *slot = Some(rest.to_owned());
+    }
+    let Some(query) = uri.query() else {
+        return Ok((creds, uri.clone()));
+    };
+    let mut kept = Vec::new();
+    for part in query.split('&') {
+        let key = part.split_once('=').map_or(part, |(k, _)| k);
+        if key == "token" {
+            let value = form_urlencoded::parse(part.as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            if value.is_empty() {
+                return Err(ApiError::invalid("query parameter token is empty"));
+            }
+            creds.token = Some(value);
+        } else {
+            kept.push(part);
+        }
+    }
+    if creds.token.is_none() {
+        return Ok((creds, uri.clone()));
+    }
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let uri = path_and_query
+        .parse()
+        .map_err(|_| ApiError::invalid("the request URI is malformed"))?;
+    Ok((creds, uri))
+}
+
+/// Checks that the request may do `method` to `resource`. Appends (POST of events)
+/// pass here and are checked by their handler.
+pub async fn check(
+    state: &AppState,
+    creds: &Credentials,
+    resource: &Resource,
+    method: &Method,
+) -> ApiResult<()> {
+    if !state.engine.access_enabled() {
+        return Ok(());
+    }
+    let read = method == Method::GET || method == Method::HEAD;
+    let read_or = |other: Need| if read { Need::Read } else { other };
+    let engine = &state.engine;
+    let stream = |p, need| check_stream(engine, creds, p, need);
+    match resource {
+        Resource::Account(a) => {
+            engine
+                .authorize(creds, Target::Account(a), Need::Manage)
+                .await?;
+        }
+        Resource::Stream(_) if method == Method::POST => {}
+        Resource::EventType { format: None, .. } if method == Method::POST => {}
+        Resource::Stream(p) | Resource::Event(p, _) | Resource::Substreams(p) => {
+            stream(p, read_or(Need::Manage)).await?;
+        }
+        Resource::Reducer(p, _) => stream(p, read_or(Need::Manage)).await?,
+        Resource::EventType { stream: p, .. } => stream(p, read_or(Need::Manage)).await?,
+        Resource::Settings(p)
+        | Resource::Reducers(p)
+        | Resource::Logs(p)
+        | Resource::Webhooks(p)
+        | Resource::Webhook(p, _)
+        | Resource::WebhookResume(p, _) => stream(p, Need::Manage).await?,
+        Resource::Pipe { from, to } | Resource::PipeLogs { from, to } => {
+            // a pipe belongs to its origin's account and appends to its destination;
+            // from a cron stream, it belongs to whoever may append to the destination
+            if !matches!(builtins::builtin(from), Ok(Builtin::Cron(_))) {
+                stream(from, Need::Manage).await?;
+            }
+            let creating = matches!(resource, Resource::Pipe { .. }) && *method == Method::PUT;
+            let cron = matches!(builtins::builtin(from), Ok(Builtin::Cron(_)));
+            if creating || cron {
+                stream(to, if creating { Need::Write } else { Need::Manage }).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a stream target: cron streams are public to read; account events belong to
+/// their account; other streams follow their account and settings.
+async fn check_stream(
+    engine: &eddy_engine::Engine,
+    creds: &Credentials,
+    p: &StreamPath,
+    need: Need,
+) -> ApiResult<()> {
+    match builtins::builtin(p) {
+        Ok(Builtin::Cron(_)) if need != Need::Manage => Ok(()),
+        Ok(Builtin::Events(a)) => {
+            engine
+                .authorize(creds, Target::Account(&a), Need::Manage)
+                .await?;
+            Ok(())
+        }
+        _ => {
+            engine.authorize(creds, Target::Stream(p), need).await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! Access control (API §9): a server with an admin token, accounts and keys made
+//! through /api, and a table of endpoints × credentials asserting the exact status of
+//! each; public flags, account substreams, HMAC tokens (also as ?token= for
+//! EventSource), key deletion, keys stored hashed, and refusals counted in /metrics.
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use reqwest::Response;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::common::{TestServer, assert_error, spawn_server_with};
+
+pub const ADMIN: &str = "admin-token-for-the-tests-0123456789";
+
+pub async fn secured() -> TestServer {
+    spawn_server_with(|c| c.admin_token = Some(ADMIN.into())).await
+}
+
+/// Sends a request with an optional `Authorization` value and a JSON body (none for
+/// GET and DELETE).
+pub async fn send(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> Response {
+    let mut r = s.client.request(method.parse().unwrap(), s.url(path));
+    if let Some(a) = auth {
+        r = r.header("authorization", a);
+    }
+    if let Some(b) = body {
+        r = r.header("event-type", "order").json(&b);
+    }
+    r.send().await.unwrap()
+}
+
+/// Creates an account through the admin API; answers its key.
+pub async fn account(s: &TestServer, name: &str) -> String {
+    let r = send(
+        s,
+        "POST",
+        "/api/accounts",
+        Some(&format!("Bearer {ADMIN}")),
+        Some(json!({"name": name})),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["name"], name);
+    v["key"].as_str().unwrap().to_owned()
+}
+
+/// The HMAC token of `path`, computed here as a client would: unpadded base64url of
+/// HMAC-SHA256 keyed with the decoded secret.
+fn hmac_token(secret: &str, path: &str) -> String {
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(secret)
+        .unwrap();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    mac.update(path.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn the_access_matrix() {
+    let s = secured().await;
+    let acme = account(&s, "acme").await;
+    let bob = account(&s, "bob").await;
+    let own = format!("Bearer {acme}");
+    let put = |path: &'static str, body: Value| {
+        let own = own.clone();
+        let s = &s;
+        async move {
+            let r = s
+                .client
+                .put(s.url(path))
+                .header("authorization", own)
+                .header("content-type", "application/json")
+                .body(if body.is_null() {
+                    String::new()
+                } else {
+                    body.to_string()
+                })
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "PUT {path}: {:?}", r.text().await);
+        }
+    };
+    put("/acme/orders/settings", json!({"factory": true})).await;
+    put(
+        "/acme/orders:order",
+        json!({"properties": {"n": {"type": "uint8"}}}),
+    )
+    .await;
+    put("/acme/copy/settings", json!({"factory": true})).await;
+    put("/acme/orders/pipe/acme/copy", json!(null)).await;
+    let r = s
+        .client
+        .put(s.url("/acme/orders.count"))
+        .header("authorization", &own)
+        .header("content-type", "application/javascript")
+        .body("export default (s = 0) => s + 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = send(
+        &s,
+        "POST",
+        "/acme/orders('c1')",
+        Some(&own),
+        Some(json!({"n": 1})),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let settings: Value = send(&s, "GET", "/acme/orders/settings", Some(&own), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = settings["hmacSecret"].as_str().unwrap();
+    let c1 = format!("HMAC {}", hmac_token(secret, "/acme/orders('c1')"));
+    let c2 = format!("HMAC {}", hmac_token(secret, "/acme/orders('c2')"));
+    let bob_auth = format!("Bearer {bob}");
+
+    // endpoint, then the status for: no credentials, bob's key, acme's key, the HMAC
+    // token of orders('c1'), the HMAC token of orders('c2')
+    let order = Some(json!({"n": 2}));
+    let rows: Vec<(&str, &str, Option<Value>, [u16; 5])> = vec![
+        (
+            "POST",
+            "/acme/orders('c1')",
+            order.clone(),
+            [401, 403, 201, 201, 403],
+        ),
+        (
+            "POST",
+            "/acme/orders('c1'):order",
+            order.clone(),
+            [401, 403, 201, 201, 403],
+        ),
+        ("GET", "/acme/orders('c1')", None, [401, 403, 200, 200, 403]),
+        (
+            "GET",
+            "/acme/orders('c1')/0",
+            None,
+            [401, 403, 200, 200, 403],
+        ),
+        (
+            "GET",
+            "/acme/orders('c1')[0]",
+            None,
+            [401, 403, 200, 200, 403],
+        ),
+        (
+            "GET",
+            "/acme/orders('c1').count",
+            None,
+            [401, 403, 200, 200, 403],
+        ),
+        ("GET", "/acme/orders", None, [401, 403, 200, 403, 403]),
+        ("GET", "/acme/orders.count", None, [401, 403, 200, 403, 403]),
+        (
+            "GET",
+            "/acme/orders/substreams",
+            None,
+            [401, 403, 200, 403, 403],
+        ),
+        (
+            "GET",
+            "/acme/orders/settings",
+            None,
+            [401, 403, 200, 403, 403],
+        ),
+        (
+            "PATCH",
+            "/acme/orders/settings",
+            Some(json!({"factory": true})),
+            [401, 403, 200, 403, 403],
+        ),
+        (
+            "GET",
+            "/acme/orders/reducers",
+            None,
+            [401, 403, 200, 403, 403],
+        ),
+        ("GET", "/acme/orders/logs", None, [401, 403, 200, 403, 403]),
+        (
+            "GET",
+            "/acme/orders/webhooks",
+            None,
+            [401, 403, 200, 403, 403],
+        ),
+        ("GET", "/acme/orders:order", None, [401, 403, 200, 403, 403]),
+        (
+            "GET",
+            "/acme/orders:order.ts",
+            None,
+            [401, 403, 200, 403, 403],
+        ),
+        (
+            "PUT",
+            "/acme/orders:order",
+            Some(json!({"properties": {"n": {"type": "uint8"}}})),
+            [401, 403, 200, 403, 403],
+        ),
+        (
+            "GET",
+            "/acme/orders/pipe/acme/copy",
+            None,
+            [401, 403, 200, 403, 403],
+        ),
+        (
+            "PUT",
+            "/acme/orders/pipe/acme/copy",
+            Some(json!(null)),
+            [401, 403, 200, 403, 403],
+        ),
+        (
+            "GET",
+            "/acme/orders/logs/pipe/acme/copy",
+            None,
+            [401, 403, 200, 403, 403],
+        ),
+        ("GET", "/acme", None, [401, 403, 200, 403, 403]),
+        ("GET", "/eddy/events(acme)", None, [401, 403, 200, 403, 403]),
+        (
+            "GET",
+            "/api/accounts/acme/keys",
+            None,
+            [401, 403, 200, 403, 403],
+        ),
+        // a stream that does not exist answers like one that does: nothing leaks
+        ("GET", "/acme/nothing", None, [401, 403, 404, 403, 403]),
+        ("GET", "/ghost/nothing", None, [401, 403, 403, 403, 403]),
+    ];
+    let who = [
+        None,
+        Some(bob_auth.as_str()),
+        Some(own.as_str()),
+        Some(c1.as_str()),
+        Some(c2.as_str()),
+    ];
+    let names = ["none", "bob's key", "acme's key", "HMAC c1", "HMAC c2"];
+    let mut failures = Vec::new();
+    for (method, path, body, expected) in &rows {
+        for (i, auth) in who.iter().enumerate() {
+            let body = match (*method, body) {
+                ("PUT", Some(Value::Null)) => None,
+                (_, b) => b.clone(),
+            };
+            let r = send(&s, method, path, *auth, body).await;
+            let got = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            if got != expected[i] {
+                failures.push(format!(
+                    "{method} {path} with {}: {got} (expected {}): {text}",
+                    names[i], expected[i]
+                ));
+            } else if got >= 400 {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                assert!(v["error"].is_string(), "{text}");
+                if got == 401 || got == 403 {
+                    assert!(v["rule"].is_string(), "{method} {path}: no rule: {text}");
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // the admin may do anything in an existing account; a missing one is a 404 for it
+    let admin = format!("Bearer {ADMIN}");
+    let r = send(&s, "GET", "/acme/orders/settings", Some(&admin), None).await;
+    assert_eq!(r.status(), 200);
+    assert_error(
+        send(&s, "GET", "/ghost/x", Some(&admin), None).await,
+        404,
+        "does not exist",
+    )
+    .await;
+    // only the admin creates accounts
+    let r = send(
+        &s,
+        "POST",
+        "/api/accounts",
+        Some(&own),
+        Some(json!({"name": "eve"})),
+    )
+    .await;
+    assert_error(r, 403, "admin token").await;
+    let r = send(
+        &s,
+        "POST",
+        "/api/accounts",
+        None,
+        Some(json!({"name": "eve"})),
+    )
+    .await;
+    assert_error(r, 401, "admin token").await;
+    let r = send(
+        &s,
+        "POST",
+        "/api/accounts",
+        Some(&admin),
+        Some(json!({"name": "acme"})),
+    )
+    .await;
+    assert_error(r, 409, "already exists").await;
+    let r = send(
+        &s,
+        "POST",
+        "/api/accounts",
+        Some(&admin),
+        Some(json!({"name": "a b"})),
+    )
+    .await;
+    assert_error(r, 400, "name").await;
+    let r = send(
+        &s,
+        "POST",
+        "/api/accounts",
+        Some(&admin),
+        Some(json!({"name": "eddy"})),
+    )
+    .await;
+    assert_error(r, 400, "reserved").await;
+    // an unknown key is refused even where no key is needed to read
+    let r = send(&s, "GET", "/acme/orders", Some("Bearer eddy_nope"), None).await;
+    assert_error(r, 403, "not valid").await;
+    let r = send(&s, "GET", "/acme/orders", Some("Basic abc"), None).await;
+    assert_error(r, 400, "Bearer").await;
+}
+
+#[tokio::test]
+async fn public_streams_and_account_substreams() {
+    let s = secured().await;
+    let acme = format!("Bearer {}", account(&s, "acme").await);
+    let bob = format!("Bearer {}", account(&s, "bob").await);
+    let patch = |path: &'static str, v: Value| {
+        let acme = acme.clone();
+        let s = &s;
+        async move {
+            let r = s
+                .call("PUT", path, &[("authorization", acme.as_str())], v)
+                .await;
+            assert_eq!(r.status(), 200);
+        }
+    };
+    patch("/acme/news/settings", json!({"public": {"read": true}})).await;
+    patch("/acme/board/settings", json!({"public": {"write": true}})).await;
+    patch(
+        "/acme/inbox/settings",
+        json!({"factory": true, "accountSubstreams": "readwrite"}),
+    )
+    .await;
+    patch(
+        "/acme/outbox/settings",
+        json!({"factory": true, "accountSubstreams": "read"}),
+    )
+    .await;
+    let post = |path, auth| send(&s, "POST", path, auth, Some(json!({"n": 1})));
+    let get = |path, auth| send(&s, "GET", path, auth, None);
+    assert_eq!(post("/acme/news", Some(&acme)).await.status(), 201);
+    // public read, not write
+    assert_eq!(get("/acme/news", None).await.status(), 200);
+    assert_eq!(get("/acme/news/0", Some(&bob)).await.status(), 200);
+    assert_eq!(post("/acme/news", None).await.status(), 401);
+    assert_eq!(post("/acme/news", Some(&bob)).await.status(), 403);
+    assert_eq!(get("/acme/news/settings", None).await.status(), 401);
+    // public write, not read
+    assert_eq!(post("/acme/board", None).await.status(), 201);
+    assert_eq!(post("/acme/board", Some(&bob)).await.status(), 201);
+    assert_eq!(get("/acme/board", None).await.status(), 401);
+    assert_eq!(get("/acme/board", Some(&bob)).await.status(), 403);
+    // bob's substreams of acme's inbox, and no one else's
+    assert_eq!(post("/acme/inbox(bob)", Some(&bob)).await.status(), 201);
+    assert_eq!(
+        post("/acme/inbox(acme,bob)", Some(&bob)).await.status(),
+        201
+    );
+    assert_eq!(get("/acme/inbox(bob)", Some(&bob)).await.status(), 200);
+    assert_eq!(post("/acme/inbox(carol)", Some(&bob)).await.status(), 403);
+    assert_eq!(post("/acme/inbox('bob')", Some(&bob)).await.status(), 403);
+    assert_eq!(get("/acme/inbox", Some(&bob)).await.status(), 403);
+    assert_eq!(post("/acme/inbox(bob)", None).await.status(), 401);
+    // read only
+    assert_eq!(post("/acme/outbox(bob)", Some(&acme)).await.status(), 201);
+    assert_eq!(get("/acme/outbox(bob)", Some(&bob)).await.status(), 200);
+    assert_eq!(post("/acme/outbox(bob)", Some(&bob)).await.status(), 403);
+}
+
+#[tokio::test]
+async fn keys_are_shown_once_stored_hashed_and_deletable() {
+    let s = secured().await;
+    let first = account(&s, "acme").await;
+    let own = format!("Bearer {first}");
+    // an account's own key makes more keys
+    let r = send(&s, "POST", "/api/accounts/acme/keys", Some(&own), None).await;
+    assert_eq!(r.status(), 201);
+    let second: Value = r.json().await.unwrap();
+    let (id, key) = (
+        second["id"].as_str().unwrap(),
+        second["key"].as_str().unwrap(),
+    );
+    let ids = s_json(send(&s, "GET", "/api/accounts/acme/keys", Some(&own), None).await).await;
+    assert_eq!(ids.as_array().unwrap().len(), 2);
+    assert!(!ids.to_string().contains(key), "listing shows ids only");
+    let with_second = format!("Bearer {key}");
+    let r = send(
+        &s,
+        "POST",
+        "/acme/s",
+        Some(&with_second),
+        Some(json!({"n": 1})),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let r = send(
+        &s,
+        "DELETE",
+        &format!("/api/accounts/acme/keys/{id}"),
+        Some(&own),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let r = send(
+        &s,
+        "POST",
+        "/acme/s",
+        Some(&with_second),
+        Some(json!({"n": 1})),
+    )
+    .await;
+    assert_error(r, 403, "not valid").await;
+    let r = send(
+        &s,
+        "DELETE",
+        &format!("/api/accounts/acme/keys/{id}"),
+        Some(&own),
+        None,
+    )
+    .await;
+    assert_error(r, 404, "no key").await;
+    // key events in the account's events
+    let events = s_json(send(&s, "GET", "/eddy/events(acme)", Some(&own), None).await).await;
+    let types: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types[..3], ["key-created", "key-created", "stream-created"]);
+    assert!(types.contains(&"key-deleted"), "{types:?}");
+    // the database holds hashes, never a key
+    let mut stored = Vec::new();
+    for f in ["eddy.db", "eddy.db-wal"] {
+        if let Ok(b) = std::fs::read(s.dir.path().join(f)) {
+            stored.extend(b);
+        }
+    }
+    for k in [first.as_str(), key] {
+        let secret = k.rsplit('_').next().unwrap().as_bytes();
+        assert!(
+            !stored.windows(secret.len()).any(|w| w == secret),
+            "a key is stored in clear"
+        );
+    }
+    // keys survive a restart (their hashes are loaded)
+    let mut s = s;
+    s.restart().await;
+    let r = send(&s, "GET", "/acme/s", Some(&own), None).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn event_source_credentials_ride_in_the_query() {
+    let s = secured().await;
+    let own = format!("Bearer {}", account(&s, "acme").await);
+    let r = s
+        .call(
+            "PUT",
+            "/acme/orders/settings",
+            &[("authorization", own.as_str())],
+            json!({"factory": true}),
+        )
+        .await;
+    let secret = r.json::<Value>().await.unwrap()["hmacSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = hmac_token(&secret, "/acme/orders('c1')");
+    let sse = |path: String| {
+        s.client
+            .get(s.url(&path))
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    let r = sse(format!("/acme/orders('c1')?data=true&token={token}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    drop(r);
+    let r = sse(format!("/acme/orders('c2')?token={token}"))
+        .await
+        .unwrap();
+    assert_error(r, 403, "HMAC").await;
+    let r = sse("/acme/orders('c1')".into()).await.unwrap();
+    assert_error(r, 401, "credentials").await;
+    // a key works there too, and a form can post with ?token=
+    let key = own.trim_start_matches("Bearer ");
+    let r = sse(format!("/acme?token={key}")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(r);
+    let r = s
+        .client
+        .post(s.url(&format!(
+            "/acme/orders('c1')?event-type=signup&token={token}"
+        )))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("email=a%40example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let m = s.get("/metrics").await.text().await.unwrap();
+    assert!(
+        m.contains("eddy_refused_requests_total{rule=\"credentials\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("eddy_refused_requests_total{rule=\"hmac\"}"),
+        "{m}"
+    );
+}
+
+async fn s_json(r: Response) -> Value {
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(status.is_success(), "{status}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
