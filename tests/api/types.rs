@@ -259,3 +259,38 @@ export default function (state: State = { clicks: 0, left: 0 }, event: { data: C
         .await;
     assert_eq!(state, json!({"clicks": 3, "left": 2}));
 }
+
+#[tokio::test]
+async fn pipes_into_a_typed_stream_refuse_what_does_not_match() {
+    let s = spawn_server().await;
+    assert_eq!(put_type(&s, "/acme/dest:click", CLICK).await.status(), 201);
+    let good = json!({"url": "https://e/", "x": 1, "tags": []});
+    s.post_ok("/acme/src", "click", good.clone()).await;
+    s.post_ok("/acme/src", "click", json!({"url": "nope"}))
+        .await;
+    s.post_ok("/acme/src", "click", good.clone()).await;
+    let r = s
+        .client
+        .put(s.url("/acme/src/pipe/acme/dest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // the refusal is in the pipe's log, and the two good events are piped
+    let logs = crate::pipes::wait_for_events(&s.base, "/acme/src/logs/pipe/acme/dest", 1).await;
+    assert_eq!(logs[0]["type"], "error");
+    assert_eq!(logs[0]["data"]["index"], 1);
+    assert!(
+        logs[0]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the schema"),
+        "{}",
+        logs[0]
+    );
+    let piped = crate::pipes::wait_for_events(&s.base, "/acme/dest", 2).await;
+    assert_eq!(piped.len(), 2);
+    assert_eq!(piped[1]["origin"]["index"], 2);
+    let status = s.get_json("/acme/src/pipe/acme/dest", 200).await;
+    assert_eq!(status["errors"], 1, "{status}");
+}

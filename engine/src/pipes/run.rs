@@ -89,6 +89,7 @@ impl PipeTask {
                     None => return,
                 },
             };
+            let batch = self.check_types(batch).await;
             if !self.write(batch).await {
                 return;
             }
@@ -147,6 +148,30 @@ impl PipeTask {
             log_stream: log_stream.clone(),
             errors: 0,
         }
+    }
+
+    /// Refuses the outputs that fail their type's schema in the destination (API §6),
+    /// like any other refused output: counted in `errors` and logged.
+    async fn check_types(&self, mut batch: PipeBatch) -> PipeBatch {
+        let controls = match self.engine.controls(&self.row.to).await {
+            Ok(c) if c.has_types() => c,
+            _ => return batch,
+        };
+        let outs = std::mem::take(&mut batch.outs);
+        for out in outs {
+            let e = &out.event;
+            match controls.validate(&e.event_type, &e.content_type, &e.data) {
+                Ok(()) => batch.outs.push(out),
+                Err(err) => {
+                    batch.errors += 1;
+                    batch.logs.push(crate::store::pipe_writes::refusal_log(
+                        &err,
+                        e.origin.as_deref(),
+                    ));
+                }
+            }
+        }
+        batch
     }
 
     /// A copy pipe's batch: each event unchanged, with its origin.
