@@ -304,3 +304,51 @@ pub fn median(mut v: Vec<f64>) -> f64 {
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
+
+/// A measurement: rate, latency percentiles, errors and a few failure samples.
+pub struct Stats {
+    /// successes (× events per success) per second
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+    pub samples: Vec<String>,
+}
+
+impl Stats {
+    pub fn new(mut t: Tally, seconds: u64, per_ok: u64) -> Self {
+        t.latencies_us.sort_unstable();
+        let pct = |q: f64| match t.latencies_us.len() {
+            0 => f64::NAN,
+            n => f64::from(t.latencies_us[((n - 1) as f64 * q).round() as usize]) / 1000.0,
+        };
+        Self {
+            rate: (t.ok * per_ok) as f64 / seconds as f64,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            errors: t.errors,
+            samples: t.samples,
+        }
+    }
+
+    /// Column-wise medians; errors are summed.
+    pub fn median(all: &[Stats]) -> Self {
+        Self {
+            rate: median(all.iter().map(|s| s.rate).collect()),
+            p50_ms: median(all.iter().map(|s| s.p50_ms).collect()),
+            p99_ms: median(all.iter().map(|s| s.p99_ms).collect()),
+            errors: all.iter().map(|s| s.errors).sum(),
+            samples: Vec::new(),
+        }
+    }
+
+    pub fn print(&self, round: &str, name: &str) {
+        println!(
+            "{round:<6} {name:<11} {:>12.0} {:>8.2} {:>8.2} {:>7}",
+            self.rate, self.p50_ms, self.p99_ms, self.errors
+        );
+        for s in &self.samples {
+            println!("         ! {s}");
+        }
+    }
+}
