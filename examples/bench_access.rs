@@ -29,7 +29,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
@@ -46,54 +46,14 @@ const ACCOUNT: &str = "bench";
 const NAMES: [&str; 2] = ["open", "typed+key"];
 const TARGET: f64 = 0.85;
 
-struct Settings {
-    rounds: usize,
-    seconds: u64,
-    connections: usize,
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let settings = parse_args(&args)?;
+    let settings = Settings::parse("bench_access", &args)?;
     let eddy = eddy_binary()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run(settings, eddy))
-}
-
-fn parse_args(args: &[String]) -> Result<Settings> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let mut s = Settings {
-        rounds: if quick { 1 } else { 3 },
-        seconds: if quick { 3 } else { 10 },
-        connections: 64,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || -> Result<u64> {
-            let v = it.next().with_context(|| format!("{arg} needs a value"))?;
-            v.parse()
-                .with_context(|| format!("{arg} {v}: not a whole number"))
-        };
-        match arg.as_str() {
-            "--rounds" => s.rounds = value()? as usize,
-            "--seconds" => s.seconds = value()?,
-            "--connections" => s.connections = value()? as usize,
-            "--quick" => {}
-            "-h" | "--help" => {
-                println!(
-                    "usage: bench_access [--rounds N] [--seconds S] [--connections C] [--quick]"
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}; try --help"),
-        }
-    }
-    if s.rounds == 0 || s.seconds == 0 || s.connections == 0 {
-        bail!("--rounds, --seconds and --connections must be at least 1");
-    }
-    Ok(s)
 }
 
 async fn run(s: Settings, eddy: PathBuf) -> Result<()> {

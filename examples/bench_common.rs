@@ -352,3 +352,47 @@ impl Stats {
         }
     }
 }
+
+/// The load settings of the single-event benchmarks.
+pub struct Settings {
+    pub rounds: usize,
+    pub seconds: u64,
+    pub connections: usize,
+}
+
+impl Settings {
+    /// Reads `[--rounds N] [--seconds S] [--connections C] [--quick]`.
+    pub fn parse(program: &str, args: &[String]) -> Result<Self> {
+        let quick = args.iter().any(|a| a == "--quick");
+        let mut s = Settings {
+            rounds: if quick { 1 } else { 3 },
+            seconds: if quick { 3 } else { 10 },
+            connections: 64,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = || -> Result<u64> {
+                let v = it.next().with_context(|| format!("{arg} needs a value"))?;
+                v.parse()
+                    .with_context(|| format!("{arg} {v}: not a whole number"))
+            };
+            match arg.as_str() {
+                "--rounds" => s.rounds = value()? as usize,
+                "--seconds" => s.seconds = value()?,
+                "--connections" => s.connections = value()? as usize,
+                "--quick" => {}
+                "-h" | "--help" => {
+                    println!(
+                        "usage: {program} [--rounds N] [--seconds S] [--connections C] [--quick]"
+                    );
+                    std::process::exit(0);
+                }
+                other => bail!("unknown argument {other:?}; try --help"),
+            }
+        }
+        if s.rounds == 0 || s.seconds == 0 || s.connections == 0 {
+            bail!("--rounds, --seconds and --connections must be at least 1");
+        }
+        Ok(s)
+    }
+}

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use bytes::Bytes;
 use hyper::StatusCode;
 
@@ -39,18 +39,12 @@ const BATCH_CONNECTIONS: usize = 4;
 const INSERT_SQL: &str = "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, \
                           data, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-struct Settings {
-    rounds: usize,
-    seconds: u64,
-    connections: usize,
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "--noop-server") {
         return noop_server();
     }
-    let settings = parse_args(&args)?;
+    let settings = Settings::parse("bench_ingest", &args)?;
     let eddy = eddy_binary()?;
     runtime()?.block_on(run(settings, eddy))
 }
@@ -59,40 +53,6 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-}
-
-fn parse_args(args: &[String]) -> Result<Settings> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let mut s = Settings {
-        rounds: if quick { 1 } else { 3 },
-        seconds: if quick { 3 } else { 10 },
-        connections: 64,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || -> Result<u64> {
-            let v = it.next().with_context(|| format!("{arg} needs a value"))?;
-            v.parse()
-                .with_context(|| format!("{arg} {v}: not a whole number"))
-        };
-        match arg.as_str() {
-            "--rounds" => s.rounds = value()? as usize,
-            "--seconds" => s.seconds = value()?,
-            "--connections" => s.connections = value()? as usize,
-            "--quick" => {}
-            "-h" | "--help" => {
-                println!(
-                    "usage: bench_ingest [--rounds N] [--seconds S] [--connections C] [--quick]"
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}; try --help"),
-        }
-    }
-    if s.rounds == 0 || s.seconds == 0 || s.connections == 0 {
-        bail!("--rounds, --seconds and --connections must be at least 1");
-    }
-    Ok(s)
 }
 
 async fn run(s: Settings, eddy: PathBuf) -> Result<()> {
