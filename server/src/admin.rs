@@ -54,13 +54,21 @@ fn account(name: &str, field: &str) -> ApiResult<AccountName> {
     })
 }
 
-/// Accounts and keys are owned by their account: the admin, or the account's keys.
-async fn owner(state: &AppState, creds: &Credentials, acct: &AccountName) -> ApiResult<()> {
+/// An account's keys are managed by the admin or by the account's own keys: checks
+/// the request may, and answers the account.
+async fn keys_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    acct: &str,
+) -> ApiResult<AccountName> {
+    let creds = open(state, headers, uri)?;
+    let acct = account(acct, "account")?;
     state
         .engine
-        .authorize(creds, Target::Account(acct), Need::Manage)
+        .authorize(&creds, Target::Account(&acct), Need::Manage)
         .await?;
-    Ok(())
+    Ok(acct)
 }
 
 pub async fn create_account(
@@ -116,9 +124,7 @@ pub async fn create_key(
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let creds = open(&state, &headers, &uri)?;
-    let acct = account(&acct, "account")?;
-    owner(&state, &creds, &acct).await?;
+    let acct = keys_of(&state, &headers, &uri, &acct).await?;
     let (id, key) = state.engine.create_key(&acct).await?;
     Ok((
         StatusCode::CREATED,
@@ -134,9 +140,7 @@ pub async fn list_keys(
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let creds = open(&state, &headers, &uri)?;
-    let acct = account(&acct, "account")?;
-    owner(&state, &creds, &acct).await?;
+    let acct = keys_of(&state, &headers, &uri, &acct).await?;
     let ids = state.engine.key_ids(&acct)?;
     let keys: Vec<Value> = ids.into_iter().map(|id| json!({"id": id})).collect();
     Ok(Json(keys).into_response())
@@ -148,9 +152,7 @@ pub async fn delete_key(
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let creds = open(&state, &headers, &uri)?;
-    let acct = account(&acct, "account")?;
-    owner(&state, &creds, &acct).await?;
+    let acct = keys_of(&state, &headers, &uri, &acct).await?;
     state.engine.delete_key(&acct, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -98,15 +98,11 @@ impl Engine {
             .with("field", "name"));
         }
         let (key, shown) = Keys::generate();
-        let stored = crate::store::access_writes::NewKey {
-            id: key.id.clone(),
-            hash: key.hash.clone(),
-        };
         self.store
             .writer
             .access(AccessWrite::CreateAccount {
                 name: name.as_str().to_owned(),
-                key: stored,
+                key: key.clone(),
             })
             .await?;
         self.access.keys().add_account(name.as_str());
@@ -118,15 +114,11 @@ impl Engine {
     pub async fn create_key(&self, account: &AccountName) -> Result<(String, String)> {
         self.existing_account(account)?;
         let (key, shown) = Keys::generate();
-        let stored = crate::store::access_writes::NewKey {
-            id: key.id.clone(),
-            hash: key.hash.clone(),
-        };
         self.store
             .writer
             .access(AccessWrite::CreateKey {
                 account: account.as_str().to_owned(),
-                key: stored,
+                key: key.clone(),
             })
             .await?;
         self.access.keys().add_key(account.as_str(), &key);

@@ -32,6 +32,7 @@ pub(crate) enum AccessWrite {
 }
 
 /// A key as stored: its id and the hex SHA-256 of the key.
+#[derive(Clone)]
 pub(crate) struct NewKey {
     pub(crate) id: String,
     pub(crate) hash: String,
