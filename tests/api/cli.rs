@@ -1,5 +1,5 @@
 //! The `eddy` command line: an open server refuses a non-loopback address unless told
-//! `--insecure-open`.
+//! `--insecure-open`; one with an admin token may.
 
 use std::process::Stdio;
 
@@ -9,6 +9,7 @@ use crate::common::free_port;
 
 #[tokio::test]
 async fn open_server_refuses_a_public_listen_address() {
+    crate::common::tls_ready();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(["serve", "--listen", "0.0.0.0:0", "--data"])
@@ -49,5 +50,55 @@ async fn open_server_refuses_a_public_listen_address() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert!(up, "eddy --insecure-open did not start");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_with_an_admin_token_may_listen_publicly() {
+    crate::common::tls_ready();
+    let dir = tempfile::tempdir().unwrap();
+    // a short admin token is refused before anything starts
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "short",
+            "--data",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin token"), "{err}");
+
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["serve", "--listen", &format!("0.0.0.0:{port}"), "--data"])
+        .arg(dir.path())
+        .env("EDDY_ADMIN_TOKEN", "a-long-enough-admin-token-0123")
+        .env("EDDY_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(up, "eddy with an admin token did not start on 0.0.0.0");
+    let r = reqwest::get(format!("{base}/acme/s")).await.unwrap();
+    assert_eq!(r.status(), 401, "requests need credentials");
     child.kill().await.unwrap();
 }
