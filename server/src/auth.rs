@@ -101,11 +101,12 @@ pub async fn check(
         }
         Resource::Stream(_) if method == Method::POST => {}
         Resource::EventType { format: None, .. } if method == Method::POST => {}
-        Resource::Stream(p) | Resource::Event(p, _) | Resource::Substreams(p) => {
-            stream(p, read_or(Need::Manage)).await?;
-        }
-        Resource::Reducer(p, _) => stream(p, read_or(Need::Manage)).await?,
-        Resource::EventType { stream: p, .. } => stream(p, read_or(Need::Manage)).await?,
+        // reads of events, states and schemas; their other methods manage
+        Resource::Stream(p)
+        | Resource::Event(p, _)
+        | Resource::Substreams(p)
+        | Resource::Reducer(p, _)
+        | Resource::EventType { stream: p, .. } => stream(p, read_or(Need::Manage)).await?,
         Resource::Settings(p)
         | Resource::Reducers(p)
         | Resource::Logs(p)
@@ -115,13 +116,15 @@ pub async fn check(
         Resource::Pipe { from, to } | Resource::PipeLogs { from, to } => {
             // a pipe belongs to its origin's account and appends to its destination;
             // from a cron stream, it belongs to whoever may append to the destination
-            if !matches!(builtins::builtin(from), Ok(Builtin::Cron(_))) {
+            let cron = matches!(builtins::builtin(from), Ok(Builtin::Cron(_)));
+            if !cron {
                 stream(from, Need::Manage).await?;
             }
             let creating = matches!(resource, Resource::Pipe { .. }) && *method == Method::PUT;
-            let cron = matches!(builtins::builtin(from), Ok(Builtin::Cron(_)));
-            if creating || cron {
-                stream(to, if creating { Need::Write } else { Need::Manage }).await?;
+            if creating {
+                stream(to, Need::Write).await?;
+            } else if cron {
+                stream(to, Need::Manage).await?;
             }
         }
     }

@@ -40,16 +40,10 @@ async fn open_server_refuses_a_public_listen_address() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    let mut up = false;
-    for _ in 0..200 {
-        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert!(up, "eddy --insecure-open did not start");
+    assert!(
+        healthy(&format!("http://127.0.0.1:{port}")).await,
+        "eddy --insecure-open did not start"
+    );
     child.kill().await.unwrap();
 }
 
@@ -86,19 +80,25 @@ async fn a_server_with_an_admin_token_may_listen_publicly() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
+    assert!(
+        healthy(&base).await,
+        "eddy with an admin token did not start on 0.0.0.0"
+    );
+    let r = reqwest::get(format!("{base}/acme/s")).await.unwrap();
+    assert_eq!(r.status(), 401, "requests need credentials");
+    child.kill().await.unwrap();
+}
+
+/// Waits (5 s at most) for a child server's `/healthz` to answer 200.
+async fn healthy(base: &str) -> bool {
     for _ in 0..200 {
         if reqwest::get(format!("{base}/healthz"))
             .await
             .is_ok_and(|r| r.status() == 200)
         {
-            up = true;
-            break;
+            return true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    assert!(up, "eddy with an admin token did not start on 0.0.0.0");
-    let r = reqwest::get(format!("{base}/acme/s")).await.unwrap();
-    assert_eq!(r.status(), 401, "requests need credentials");
-    child.kill().await.unwrap();
+    false
 }

@@ -119,6 +119,17 @@ async fn events_are_validated_against_their_type() {
         .await
         .unwrap();
     assert_error(r, 400, "schema").await;
+    // JSON that does not parse gets the content-type error, as on an untyped stream
+    let r = s
+        .client
+        .post(s.url("/acme/clicks?event-type=click"))
+        .header("content-type", "application/json")
+        .body("{\"url\": ")
+        .send()
+        .await
+        .unwrap();
+    let v = assert_error(r, 400, "not valid JSON").await;
+    assert!(v.get("rule").is_none(), "{v}");
 
     // a batch names the event; NDJSON names the line and keeps the lines before it
     let r = s

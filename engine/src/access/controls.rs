@@ -20,6 +20,7 @@ use serde_json::Value;
 use sqlx::SqlitePool;
 
 use crate::error::{EngineError, ErrorCode, Result};
+use crate::event::{ContentType, DataKind, check_size};
 use crate::path::{Arg, StreamPath};
 use crate::selector::glob;
 use crate::settings::{RateLimit, StreamSettings};
@@ -28,8 +29,7 @@ use crate::types::EventTypeDef;
 
 /// What one stream's appends are checked against.
 pub struct StreamControls {
-    /// Whether the stream exists (else `settings` are the defaults).
-    pub exists: bool,
+    /// The stream's settings; the defaults for a stream that does not exist yet.
     pub settings: StreamSettings,
     /// One limiter per stream, keyed by substream (canonical args; "" for a plain
     /// stream), so each substream has the stream's rate.
@@ -43,16 +43,11 @@ fn refusal(code: ErrorCode, rule: &str, message: String) -> EngineError {
 }
 
 impl StreamControls {
-    fn new(
-        exists: bool,
-        settings: StreamSettings,
-        types: HashMap<String, Arc<EventTypeDef>>,
-    ) -> Self {
+    fn new(settings: StreamSettings, types: HashMap<String, Arc<EventTypeDef>>) -> Self {
         let limiter = settings
             .rate_limit
             .map(|r| DefaultKeyedRateLimiter::keyed(quota(r)));
         Self {
-            exists,
             settings,
             limiter,
             types,
@@ -148,10 +143,29 @@ impl StreamControls {
         !self.types.is_empty()
     }
 
-    /// Validates an event against its type's schema, if the stream defines one: 400
-    /// with `errors[]` when it does not match. The data is validated as reducers see
-    /// it (JSON as is, form bodies as an object of strings, CSV as rows, text as a
-    /// string).
+    /// Checks an event's data for its content type (size, JSON that parses, UTF-8
+    /// text) and, when the stream defines its type, against the type's schema: 400 with
+    /// `errors[]` and `rule: "type"` when it does not match. JSON is parsed once.
+    pub fn check_event(&self, event_type: &str, ct: &ContentType, data: &[u8]) -> Result<()> {
+        let Some(def) = self.types.get(event_type) else {
+            return ct.check_data(data);
+        };
+        if ct.kind != DataKind::Json {
+            ct.check_data(data)?;
+            return self.validate(event_type, &ct.value, data);
+        }
+        check_size(data.len())?;
+        match serde_json::from_slice::<Value>(data) {
+            Ok(value) => conforms(def, event_type, &value),
+            // the content-type check words the parse error
+            Err(_) => ct.check_data(data),
+        }
+    }
+
+    /// Validates data already checked for its content type against its type's
+    /// schema, if the stream defines one (see [`StreamControls::check_event`]). The
+    /// data is validated as reducers see it: JSON as is, form bodies as an object of
+    /// strings, CSV as rows, text as a string.
     pub fn validate(&self, event_type: &str, content_type: &str, data: &[u8]) -> Result<()> {
         let Some(def) = self.types.get(event_type) else {
             return Ok(());
@@ -163,12 +177,17 @@ impl StreamControls {
                  be checked against the type's schema"
             ))
         })?;
-        let violations = def.validate(&value);
-        if violations.is_empty() {
-            return Ok(());
-        }
-        Err(crate::types::violation_error(event_type, &violations).with("rule", "type"))
+        conforms(def, event_type, &value)
     }
+}
+
+/// The 400 for data that fails its type's schema.
+fn conforms(def: &EventTypeDef, event_type: &str, value: &Value) -> Result<()> {
+    let violations = def.validate(value);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    Err(crate::types::violation_error(event_type, &violations).with("rule", "type"))
 }
 
 fn quota(r: RateLimit) -> Quota {
@@ -245,7 +264,7 @@ impl Controls {
         }
         let exists = info.is_some();
         let settings = info.map(|i| i.settings).unwrap_or_default();
-        let controls = Arc::new(StreamControls::new(exists, settings, types));
+        let controls = Arc::new(StreamControls::new(settings, types));
         if exists
             && let Ok(mut map) = self.map.write()
             && self.epoch.load(Ordering::Acquire) == epoch
@@ -299,7 +318,7 @@ mod tests {
     fn controls(settings: Value) -> StreamControls {
         let Value::Object(m) = settings else { panic!() };
         let s = StreamSettings::default().merged(m).unwrap();
-        StreamControls::new(true, s, HashMap::new())
+        StreamControls::new(s, HashMap::new())
     }
 
     #[test]

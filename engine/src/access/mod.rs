@@ -110,17 +110,6 @@ pub enum Grant {
     Stream,
 }
 
-impl Grant {
-    /// Whether the grant covers everything in `account`.
-    pub fn owns(&self, account: &AccountName) -> bool {
-        match self {
-            Grant::Open | Grant::Admin => true,
-            Grant::Account(a) => a == account.as_str(),
-            Grant::Stream => false,
-        }
-    }
-}
-
 /// The access rules: the admin token (hashed) and the keys of every account.
 pub struct Access {
     keys: Keys,

@@ -168,7 +168,7 @@ async fn post_inner(
             let ct = ContentType::parse(raw_ct.as_deref())?;
             let event_type = inputs.required_type()?;
             let data = read_body(body, MAX_EVENT_DATA, "an event").await?;
-            ct.check_data(&data)?;
+            check_event(state, &controls, &event_type, &ct, &data)?;
             let event = NewEvent {
                 id: inputs.id,
                 event_type,
@@ -178,7 +178,6 @@ async fn post_inner(
                 metadata: None,
                 origin: None,
             };
-            validate(state, &controls, &event)?;
             let appended = append(state, &path, vec![event], inputs.expected).await?;
             let e = appended.events[0];
             let mut body = json!({"index": e.index, "timestamp": e.timestamp, "id": e.id});
@@ -203,14 +202,34 @@ async fn admit(
     Ok(state.engine.admit_append(creds, path, referer, n).await?)
 }
 
-/// Validates an event against its type's schema, counting a refusal.
-pub(super) fn validate(state: &AppState, controls: &StreamControls, e: &NewEvent) -> ApiResult<()> {
+/// Checks an event's data for its content type and its type's schema (parsing JSON
+/// once), counting a refusal by the schema.
+pub(super) fn check_event(
+    state: &AppState,
+    controls: &StreamControls,
+    event_type: &str,
+    ct: &ContentType,
+    data: &[u8],
+) -> ApiResult<()> {
+    controls
+        .check_event(event_type, ct, data)
+        .map_err(|err| counted(state, err))
+}
+
+/// Validates a batch event (its data checked by the batch parser) against its type's
+/// schema, counting a refusal.
+fn validate(state: &AppState, controls: &StreamControls, e: &NewEvent) -> ApiResult<()> {
     controls
         .validate(&e.event_type, &e.content_type, &e.data)
-        .map_err(|err| {
-            state.engine.count_refusal("type");
-            ApiError(err)
-        })
+        .map_err(|err| counted(state, err))
+}
+
+/// Counts a refusal by a type's schema (other errors are not refusals).
+fn counted(state: &AppState, err: EngineError) -> ApiError {
+    if err.details.get("rule").and_then(|r| r.as_str()) == Some("type") {
+        state.engine.count_refusal("type");
+    }
+    ApiError(err)
 }
 
 pub(super) async fn append(

@@ -17,7 +17,7 @@ use eddy_engine::{EngineError, ErrorCode};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::append::{AppendInputs, append, validate};
+use super::append::{AppendInputs, append, check_event};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -33,6 +33,8 @@ struct Ingest<'a> {
     state: &'a AppState,
     path: StreamPath,
     controls: Arc<StreamControls>,
+    /// Every line is JSON.
+    content_type: ContentType,
     event_type: String,
     timestamp: Option<i64>,
     expected: ExpectedIndex,
@@ -46,23 +48,26 @@ impl Ingest<'_> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        ContentType::json().check_data(line).map_err(|e| {
-            e.context(format_args!("line {line_no}"))
+        check_event(
+            self.state,
+            &self.controls,
+            &self.event_type,
+            &self.content_type,
+            line,
+        )
+        .map_err(|e| {
+            e.0.context(format_args!("line {line_no}"))
                 .with("line", line_no)
         })?;
         let event = NewEvent {
             id: None,
             event_type: self.event_type.clone(),
-            content_type: "application/json".into(),
+            content_type: self.content_type.value.clone(),
             data: Bytes::copy_from_slice(line),
             timestamp: self.timestamp,
             metadata: None,
             origin: None,
         };
-        validate(self.state, &self.controls, &event).map_err(|e| {
-            e.0.context(format_args!("line {line_no}"))
-                .with("line", line_no)
-        })?;
         self.pending.push(event);
         Ok(())
     }
@@ -124,6 +129,7 @@ pub async fn ingest(
         state,
         path,
         controls,
+        content_type: ContentType::json(),
         event_type: inputs.required_type()?,
         timestamp: inputs.timestamp,
         expected: inputs.expected,
