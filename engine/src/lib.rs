@@ -15,8 +15,8 @@
 //! - [`types`]: event types: JTD schemas compiled, validated against event data
 //!   (with `metadata.pattern` regexes), and rendered as TypeScript.
 //! - [`store`]: SQLite storage: migrations and reads through sqlx; every write through
-//!   the single group-commit writer thread (rusqlite), whose groups a syncer thread
-//!   flushes to disk before any of their requests is answered.
+//!   the single group-commit writer thread (rusqlite), which flushes each group to
+//!   disk before any of its requests is answered.
 //! - [`metrics`]: the Prometheus metrics the engine keeps.
 //! - [`reducers`]: deploying reducers and reading their states; one worker thread runs
 //!   the JavaScript (`eddy-runtime-js`), reads events with its own connection, folds,
@@ -32,8 +32,8 @@
 //!   followed, and account events, which the writer appends with each change.
 //!
 //! The data path reads top-down: the server builds an [`AppendRequest`], [`Engine::append`]
-//! queues it to the writer, the writer commits it with others in one transaction, the
-//! syncer flushes that to disk, answers, and announces the commit with its events
+//! queues it to the writer, the writer commits it with others in one transaction,
+//! flushes that to disk, answers, and announces the commit with its events
 //! ([`Engine::subscribe`]): the reducer worker wakes to fold what is new, and the hub
 //! hands the events to SSE subscriptions, webhook tasks and pipe tasks.
 
@@ -193,7 +193,7 @@ impl Engine {
     }
 
     /// Reads one page of events. Reads see only durable events: a group committed but
-    /// not yet flushed by the syncer stays unseen until its requests are answered.
+    /// not yet flushed to disk stays unseen until its requests are answered.
     pub async fn read(&self, q: &EventQuery<'_>) -> Result<Page> {
         store::read::events(&self.store.pool, q, self.store.last_position()).await
     }

@@ -5,12 +5,12 @@ pub mod access_reads;
 pub mod access_writes;
 mod account_events;
 mod apply;
+mod flush;
 pub mod migrations;
 pub(crate) mod notice;
 pub(crate) mod pipe_writes;
 pub mod read;
 pub(crate) mod reducer_writes;
-mod syncer;
 pub(crate) mod webhook_writes;
 pub mod writer;
 
@@ -120,9 +120,9 @@ impl Store {
 }
 
 impl Drop for Store {
-    /// The syncer holds a sender to the writer's queue, so the writer never sees the
-    /// queue close: a store dropped without [`Store::shutdown`] still stops its
-    /// threads (after committing what was queued).
+    /// The reducer and pipe workers hold senders to the writer's queue, so the writer
+    /// may never see the queue close: a store dropped without [`Store::shutdown`]
+    /// still stops its thread (after committing what was queued).
     fn drop(&mut self) {
         self.writer.stop_soon();
     }

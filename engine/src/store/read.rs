@@ -127,7 +127,7 @@ fn event_from_row(prefix: &str, r: &SqliteRow) -> StoredEvent {
 }
 
 /// Reads one page of events matching the selector, among those at or below the
-/// `durable` position (committed events the syncer has not flushed yet stay unseen).
+/// `durable` position (committed events not yet flushed to disk stay unseen).
 pub async fn events(pool: &SqlitePool, q: &EventQuery<'_>, durable: i64) -> Result<Page> {
     let mut post_filter: Option<HashSet<i64>> = None;
     let mut sql_subs: Option<Vec<i64>> = None;

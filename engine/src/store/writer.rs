@@ -1,13 +1,12 @@
 //! The single writer: one thread that owns the only write connection (rusqlite) and
 //! commits in groups.
 //!
-//! Requests arrive on a channel. The writer applies each one to the open transaction
-//! as it arrives (`apply` holds what one request does: a request that fails validation
-//! is answered with its error and writes nothing, the others are unaffected) and
-//! commits whenever the syncer is free, handing the group to the syncer, which flushes
-//! the WAL and only then answers each request (`syncer`). Under load the syncer is busy
-//! with the previous group, so requests pile into the next one: one commit and one
-//! flush per disk round trip. A storage error rolls the whole open group back and drops
+//! Requests arrive on a channel. The writer applies everything queued to one
+//! transaction (`apply` holds what one request does: a request that fails validation
+//! is answered with its error and writes nothing, the others are unaffected), commits
+//! it, flushes the WAL and only then answers each request (`flush`). Requests that
+//! arrive during a flush queue up and form the next group: one commit and one flush
+//! per disk round trip, however many requests. A storage error rolls the whole open group back and drops
 //! the writer's caches, which reload from the database.
 
 use std::collections::HashMap;
@@ -48,8 +47,6 @@ pub(crate) enum Command {
     Webhook(WebhookWrite, Reply<bool>),
     Pipe(PipeWrite, Reply<PipeWritten>),
     Access(AccessWrite, Reply<bool>),
-    /// The syncer finished a flush and is free for the next group.
-    Flushed,
     /// Finishes everything queued before it, then stops the writer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -64,7 +61,7 @@ impl From<Command> for Pending {
             Command::Webhook(_, tx) => Pending::Webhook(tx, Err(shutting_down())),
             Command::Pipe(_, tx) => Pending::Pipe(tx, Err(shutting_down())),
             Command::Access(_, tx) => Pending::Access(tx, Err(shutting_down())),
-            Command::Flushed | Command::Shutdown(_) => {
+            Command::Shutdown(_) => {
                 unreachable!("only request commands have answers")
             }
         }
@@ -160,9 +157,9 @@ fn shutting_down() -> EngineError {
 pub(crate) fn open_connection(file: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(file)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // NORMAL: a commit writes the WAL without flushing it; the syncer thread flushes
-    // it (fdatasync) before any request of the group is answered, which gives FULL's
-    // guarantee without holding the writer during the flush. See `syncer`.
+    // NORMAL: a commit writes the WAL without flushing it; the writer flushes it
+    // (fdatasync) before any request of the group is answered, which gives FULL's
+    // guarantee with one flush per group. See `flush`.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.set_prepared_statement_cache_capacity(64);
@@ -182,15 +179,12 @@ pub(crate) fn spawn(
             r.get(0)
         })?;
     last_position.store(next_pos - 1, Ordering::Release);
-    // make sure the WAL file exists before the syncer opens it
+    // make sure the WAL file exists before the flusher opens it
     conn.query_row("SELECT COUNT(*) FROM streams", [], |_| Ok(()))?;
     let failed = Arc::new(AtomicBool::new(false));
-    let (sync_tx, sync_rx) = mpsc::channel();
     let (tx, rx) = mpsc::channel();
-    let syncer = super::syncer::spawn(
+    let flusher = super::flush::Flusher::open(
         file,
-        sync_rx,
-        tx.clone(),
         notices,
         last_position,
         failed.clone(),
@@ -202,12 +196,12 @@ pub(crate) fn spawn(
         subs: HashMap::new(),
         next_pos,
         ids: IdGenerator::new(),
-        settled: Some(sync_tx),
+        flusher,
         metrics,
     };
     let thread = std::thread::Builder::new()
         .name("eddy-writer".into())
-        .spawn(move || writer.run(rx, syncer))
+        .spawn(move || writer.run(rx))
         .map_err(|e| EngineError::internal(format!("cannot start the writer thread: {e}")))?;
     Ok((WriterHandle { tx, failed }, thread))
 }
@@ -250,8 +244,8 @@ pub(super) struct Writer {
     pub(super) subs: HashMap<SubKey, SubRow>,
     pub(super) next_pos: i64,
     pub(super) ids: IdGenerator,
-    /// Committed groups go to the syncer, which answers them once durable.
-    settled: Option<mpsc::Sender<super::syncer::Settled>>,
+    /// Makes each committed group durable, then answers it.
+    flusher: super::flush::Flusher,
     metrics: Arc<Metrics>,
 }
 
@@ -278,46 +272,28 @@ impl OpenGroup {
 }
 
 impl Writer {
-    /// Applies each request as it arrives into the open transaction, and commits it
-    /// whenever the syncer is free (or the group is full). Under load the syncer is
-    /// busy flushing the previous group, so requests pile into the next one: one
-    /// commit and one flush per disk round trip, however many requests. An idle writer
-    /// commits a lone request at once.
-    fn run(&mut self, rx: mpsc::Receiver<Command>, syncer: std::thread::JoinHandle<()>) {
+    /// Applies everything queued into one transaction, commits it and flushes it,
+    /// then answers it; requests that arrive meanwhile form the next group. An idle
+    /// writer commits a lone request at once.
+    fn run(&mut self, rx: mpsc::Receiver<Command>) {
         let mut stop: Option<oneshot::Sender<()>> = None;
-        let mut syncer_idle = true;
-        let mut group: Option<OpenGroup> = None;
         while stop.is_none() {
             let Ok(cmd) = rx.recv() else { break };
+            let mut group: Option<OpenGroup> = None;
             let mut next = Some(cmd);
             while let Some(cmd) = next.take() {
                 match cmd {
-                    Command::Append(..)
-                    | Command::Settings(..)
-                    | Command::Reducer(..)
-                    | Command::Webhook(..)
-                    | Command::Pipe(..)
-                    | Command::Access(..) => self.apply(cmd, &mut group),
-                    Command::Flushed => syncer_idle = true,
                     Command::Shutdown(done) => stop = Some(done),
+                    cmd => self.apply(cmd, &mut group),
                 }
                 if stop.is_none() && !group.as_ref().is_some_and(OpenGroup::full) {
                     next = rx.try_recv().ok();
                 }
             }
-            let ready =
-                syncer_idle || stop.is_some() || group.as_ref().is_some_and(OpenGroup::full);
-            if ready && let Some(g) = group.take() {
+            if let Some(g) = group.take() {
                 self.commit(g);
-                syncer_idle = false;
             }
         }
-        if let Some(g) = group.take() {
-            self.commit(g);
-        }
-        // the syncer flushes and answers what is left, then stops
-        self.settled = None;
-        let _ = syncer.join();
         if let Some(done) = stop {
             let _ = done.send(());
         }
@@ -371,7 +347,7 @@ impl Writer {
                 let r = self.access(write, &mut g.staged);
                 (storage_failure(&r), Pending::Access(tx, r))
             }
-            Command::Flushed | Command::Shutdown(_) => return,
+            Command::Shutdown(_) => return,
         };
         g.pending.push(pending);
         if let Some(e) = storage_error
@@ -381,8 +357,7 @@ impl Writer {
         }
     }
 
-    /// Commits the open group and hands it to the syncer, which answers it once the
-    /// WAL is flushed.
+    /// Commits the open group, flushes the WAL and answers the group.
     fn commit(&mut self, g: OpenGroup) {
         let committed = self.update_substreams(&g.staged).and_then(|()| {
             self.conn.execute_batch("COMMIT")?;
@@ -405,7 +380,7 @@ impl Writer {
         self.metrics.group_events.observe(staged.events as f64);
         self.metrics.group_requests.observe(pending.len() as f64);
         let last_position = self.next_pos - 1;
-        let settled = super::syncer::Settled {
+        self.flusher.flush(super::flush::Settled {
             pending,
             notice: (staged.events > 0).then_some(Committed {
                 last_position,
@@ -416,14 +391,7 @@ impl Writer {
             }),
             last_position,
             started,
-        };
-        if let Some(tx) = &self.settled
-            && let Err(mpsc::SendError(s)) = tx.send(settled)
-        {
-            for p in s.pending {
-                p.answer(Some(EngineError::internal("the syncer thread stopped")));
-            }
-        }
+        });
     }
 
     /// Rolls the open group back after a storage error: every request in it fails,
