@@ -33,9 +33,21 @@ use tokio::sync::watch;
 
 pub use config::Config;
 
-/// What every handler shares.
+/// What every handler shares. Axum clones it for every request, so it is one `Arc`
+/// (one reference count to move) rather than a struct of them.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The server's shared parts, behind [`AppState`].
+pub struct Shared {
     pub engine: Arc<Engine>,
     pub config: Arc<Config>,
     pub metrics: Arc<ops::HttpMetrics>,
@@ -63,14 +75,14 @@ impl AppState {
         )
         .await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             engine,
             config: Arc::new(config),
             metrics,
             registry: Arc::new(registry),
             shutdown,
             shutdown_tx: Arc::new(shutdown_tx),
-        })
+        })))
     }
 
     /// Whether the server is shutting down.

@@ -108,6 +108,8 @@ impl Reducers {
         );
         let (tx, rx) = std::sync::mpsc::channel();
         let (progress_tx, progress) = watch::channel(0);
+        let loaded = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let watching = loaded.clone();
         // the worker's sandboxes are not Send: it is built on its own thread
         let start = move || worker::Worker {
             conn,
@@ -117,6 +119,7 @@ impl Reducers {
             max_live: 10_000,
             progress: progress_tx,
             groups: Default::default(),
+            loaded,
             turn: 0,
             http,
         };
@@ -126,14 +129,17 @@ impl Reducers {
             .stack_size(eddy_runtime_js::JS_STACK_BYTES + 8 * 1024 * 1024)
             .spawn(move || start().run(rx))
             .map_err(|e| EngineError::internal(format!("cannot start the reducer thread: {e}")))?;
-        // wake the worker on every commit
+        // wake the worker on every commit while it has reducers (a deploy wakes it
+        // itself): a thread wake-up per commit is a measurable share of ingest
         let wake = tx.clone();
         let mut commits = commits;
         tokio::spawn(async move {
             loop {
                 match commits.recv().await {
                     Ok(_) => {
-                        if wake.send(Msg::Wake).is_err() {
+                        if watching.load(std::sync::atomic::Ordering::Acquire)
+                            && wake.send(Msg::Wake).is_err()
+                        {
                             return;
                         }
                     }

@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,8 @@ pub(crate) struct Worker {
     pub(crate) max_live: usize,
     pub(crate) progress: watch::Sender<u64>,
     pub(crate) groups: HashMap<i64, Group>,
+    /// Whether any reducer is loaded: commits wake this thread only then.
+    pub(crate) loaded: Arc<AtomicBool>,
     pub(crate) turn: u64,
     /// The client and runtime `request()` calls go through.
     pub(crate) http: (reqwest::Client, tokio::runtime::Handle),
@@ -148,6 +150,8 @@ impl Worker {
         if let Err(e) = self.load_all() {
             tracing::error!(error = %e.message, "cannot load the reducers");
         }
+        self.loaded
+            .store(!self.groups.is_empty(), Ordering::Release);
         let mut busy = true;
         loop {
             let next = if busy {
@@ -170,6 +174,8 @@ impl Worker {
                     return;
                 }
                 self.handle(msg);
+                self.loaded
+                    .store(!self.groups.is_empty(), Ordering::Release);
                 busy = true;
                 continue;
             }
