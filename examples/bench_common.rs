@@ -1,7 +1,7 @@
 //! What the benchmark programs share: finding the release `eddy` binary and starting it
-//! as a child process (`start_eddy`), a closed-loop
-//! HTTP/1.1 load generator on raw hyper connections (`run_load`, `Tally`), the click
-//! event they post, and small statistics. Each program includes it with
+//! as a child process (`start_eddy`), a closed-loop HTTP/1.1 load generator built like
+//! `wrk` (`run_load`, `Tally`), hyper connections for everything else (`connect`,
+//! `exchange`), the click event they post, and small statistics. Each program includes it with
 //! `#[path = "bench_common.rs"] mod common;` and uses the part it needs.
 #![allow(dead_code)]
 
@@ -193,7 +193,19 @@ impl Tally {
 
 pub type MakeRequest = dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync;
 
+/// Threads of the load generator, each with its own event loop.
+pub const LOAD_THREADS: usize = 2;
+
 /// Runs `conns` closed-loop clients for warm-up + `secs`.
+///
+/// Built like `wrk`, the load generator the ceilings in LIMITS.md were measured with:
+/// [`LOAD_THREADS`] threads, each with a single-threaded runtime of its own, share the
+/// connections; each connection is one task that writes its request and parses the
+/// response itself. A client on hyper's connection API (a request task and a
+/// connection task per connection on a work-stealing runtime, a channel between them)
+/// costs more CPU per request the longer the server takes to answer (more wake-ups,
+/// fewer ready sockets per poll), which on two shared cores penalised a slower server
+/// beyond its own cost.
 pub async fn run_load<F>(
     port: u16,
     conns: usize,
@@ -207,18 +219,46 @@ where
     let make: Arc<MakeRequest> = Arc::new(make);
     let from = Instant::now() + WARMUP;
     let window = (from, from + Duration::from_secs(secs));
-    let tasks: Vec<_> = (0..conns)
-        .map(|c| tokio::spawn(client(port, c, window, ok, make.clone())))
-        .collect();
-    let mut total = Tally::default();
-    for t in tasks {
-        total.merge(t.await.context("a client task panicked")?);
+    let threads = LOAD_THREADS.min(conns).max(1);
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let make = make.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("load-{t}"))
+            .spawn(move || -> Result<Tally> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let tasks: Vec<_> = (t..conns)
+                        .step_by(threads)
+                        .map(|c| tokio::spawn(client(port, c, window, ok, make.clone())))
+                        .collect();
+                    let mut total = Tally::default();
+                    for task in tasks {
+                        total.merge(task.await.context("a client task panicked")?);
+                    }
+                    Ok(total)
+                })
+            })
+            .context("cannot start a load thread")?;
+        handles.push(thread);
     }
-    Ok(total)
+    tokio::task::spawn_blocking(move || {
+        let mut total = Tally::default();
+        for h in handles {
+            let tally = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+            total.merge(tally);
+        }
+        Ok(total)
+    })
+    .await?
 }
 
 /// One keep-alive connection sending requests one after another until the window ends,
-/// reconnecting after a connection error.
+/// reconnecting after a connection error or a `Connection: close`.
 pub async fn client(
     port: u16,
     c: usize,
@@ -226,12 +266,13 @@ pub async fn client(
     expected: StatusCode,
     make: Arc<MakeRequest>,
 ) -> Tally {
-    let (mut tally, mut sender, mut n) = (Tally::default(), None, 0);
+    let (mut tally, mut conn, mut n) = (Tally::default(), None, 0);
+    let (mut out, mut buf) = (Vec::with_capacity(1024), Vec::with_capacity(8192));
     while Instant::now() < end {
-        let s = match sender.as_mut() {
+        let stream = match conn.as_mut() {
             Some(s) => s,
-            None => match connect(port).await {
-                Ok(s) => sender.insert(s),
+            None => match raw_connect(port).await {
+                Ok(s) => conn.insert(s),
                 Err(e) => {
                     tally.error(format!("connect: {e:#}"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -241,22 +282,110 @@ pub async fn client(
         };
         let req = make(c, n);
         n += 1;
+        out.clear();
+        encode(req, &mut out).await;
         let started = Instant::now();
-        match exchange(s, req).await {
-            Ok((status, _)) if status == expected => {
-                tally.success(started, Instant::now(), from, end)
-            }
-            Ok((status, body)) => {
-                let body = String::from_utf8_lossy(&body[..body.len().min(300)]);
-                tally.error(format!("{status}: {body}"));
+        match round_trip(stream, &out, &mut buf).await {
+            Ok(r) => {
+                if r.status == expected.as_u16() {
+                    tally.success(started, Instant::now(), from, end);
+                } else {
+                    let body = &buf[r.body.clone()];
+                    let body = String::from_utf8_lossy(&body[..body.len().min(300)]);
+                    tally.error(format!("{}: {body}", r.status));
+                }
+                if r.close {
+                    conn = None;
+                }
             }
             Err(e) => {
                 tally.error(format!("{e:#}"));
-                sender = None;
+                conn = None;
             }
         }
     }
     tally
+}
+
+async fn raw_connect(port: u16) -> Result<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Writes `req` as HTTP/1.1 bytes (its headers as given, plus `Content-Length`).
+async fn encode(req: Request<Full<Bytes>>, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(never) => match never {},
+    };
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let _ = write!(out, "{} {target} HTTP/1.1\r\n", parts.method);
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let _ = write!(out, "content-length: {}\r\n\r\n", body.len());
+    out.extend_from_slice(&body);
+}
+
+/// A response read by [`round_trip`]: its status, where its body is in the buffer,
+/// and whether the server closes the connection after it.
+struct RawResponse {
+    status: u16,
+    body: std::ops::Range<usize>,
+    close: bool,
+}
+
+/// Sends one request and reads its whole response into `buf` (a `Content-Length`
+/// body, or none).
+async fn round_trip(
+    stream: &mut tokio::net::TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<RawResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await?;
+    buf.clear();
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity().max(4096));
+        }
+        if stream.read_buf(buf).await? == 0 {
+            bail!("the server closed the connection");
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head) = resp.parse(buf)? else {
+            continue;
+        };
+        let status = resp.code.context("a response without a status")?;
+        let (mut length, mut close) = (0, false);
+        for h in resp.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                length = std::str::from_utf8(h.value)?.trim().parse::<usize>()?;
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                bail!("a chunked response (the load generator reads Content-Length bodies only)");
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                close = h.value.eq_ignore_ascii_case(b"close");
+            }
+        }
+        while buf.len() < head + length {
+            buf.reserve(head + length - buf.len());
+            if stream.read_buf(buf).await? == 0 {
+                bail!("the server closed the connection inside a response body");
+            }
+        }
+        return Ok(RawResponse {
+            status,
+            body: head..head + length,
+            close,
+        });
+    }
 }
 
 /// A body of `events` click events in eddy's batch media type (`[{type, data}, ...]`).
