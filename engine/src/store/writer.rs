@@ -6,8 +6,8 @@
 //! is answered with its error and writes nothing, the others are unaffected), commits
 //! it, flushes the WAL and only then answers each request (`flush`). Requests that
 //! arrive during a flush queue up and form the next group: one commit and one flush
-//! per disk round trip, however many requests. A storage error rolls the whole open group back and drops
-//! the writer's caches, which reload from the database.
+//! per disk round trip, however many requests. A storage error rolls the whole open
+//! group back and drops the writer's caches, which reload from the database.
 
 use std::collections::HashMap;
 use std::path::Path;
