@@ -54,9 +54,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
 const KEEPS_UP_MS: f64 = 1000.0;
 
 struct Settings {
-    rounds: usize,
-    seconds: u64,
-    connections: usize,
+    /// `--rounds`, `--seconds`, `--connections`, `--quick`, as every benchmark reads them.
+    load: common::Settings,
     backlog: usize,
 }
 
@@ -70,41 +69,37 @@ fn main() -> Result<()> {
         .block_on(run(settings, eddy, &args))
 }
 
+/// The shared load flags, plus `--backlog B` (events stored before the backlog pipes
+/// start).
 fn parse_args(args: &[String]) -> Result<Settings> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!(
+            "usage: bench_pipes [--rounds N] [--seconds S] [--connections C] [--backlog B] \
+             [--quick]"
+        );
+        std::process::exit(0);
+    }
     let quick = args.iter().any(|a| a == "--quick");
-    let mut s = Settings {
-        rounds: if quick { 1 } else { 3 },
-        seconds: if quick { 3 } else { 10 },
-        connections: 64,
-        backlog: if quick { 20_000 } else { 200_000 },
-    };
+    let mut backlog = if quick { 20_000 } else { 200_000 };
+    let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = || -> Result<u64> {
-            let v = it.next().with_context(|| format!("{arg} needs a value"))?;
-            v.parse()
-                .with_context(|| format!("{arg} {v}: not a whole number"))
-        };
-        match arg.as_str() {
-            "--rounds" => s.rounds = value()? as usize,
-            "--seconds" => s.seconds = value()?,
-            "--connections" => s.connections = value()? as usize,
-            "--backlog" => s.backlog = value()? as usize,
-            "--quick" => {}
-            "-h" | "--help" => {
-                println!(
-                    "usage: bench_pipes [--rounds N] [--seconds S] [--connections C] \
-                     [--backlog B] [--quick]"
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}; try --help"),
+        if arg == "--backlog" {
+            let v = it.next().context("--backlog needs a value")?;
+            backlog = v
+                .parse()
+                .with_context(|| format!("--backlog {v}: not a whole number"))?;
+        } else {
+            rest.push(arg.clone());
         }
     }
-    if s.rounds == 0 || s.seconds == 0 || s.connections == 0 || s.backlog == 0 {
-        bail!("--rounds, --seconds, --connections and --backlog must be at least 1");
+    if backlog == 0 {
+        bail!("--backlog must be at least 1");
     }
-    Ok(s)
+    Ok(Settings {
+        load: common::Settings::parse("bench_pipes", &rest)?,
+        backlog,
+    })
 }
 
 async fn run(s: Settings, bin: PathBuf, args: &[String]) -> Result<()> {
@@ -125,10 +120,10 @@ async fn run(s: Settings, bin: PathBuf, args: &[String]) -> Result<()> {
     println!(
         "settings: {} round(s); live: {} s (+{} s warm-up), {} connections, {EVENT_BYTES}-byte \
          events; backlog: {} events",
-        s.rounds,
-        s.seconds,
+        s.load.rounds,
+        s.load.seconds,
         WARMUP.as_secs(),
-        s.connections,
+        s.load.connections,
         s.backlog
     );
     println!("map code: {MAP_CODE}");
@@ -136,7 +131,7 @@ async fn run(s: Settings, bin: PathBuf, args: &[String]) -> Result<()> {
     println!(
         "\n1. live: {} connections POSTing single events to /bench/clicks; pipe: none, copy \
          to /bench/copy, map to /bench/mapped",
-        s.connections
+        s.load.connections
     );
     let live = live_section(&bin, &s).await?;
 
@@ -152,7 +147,7 @@ async fn run(s: Settings, bin: PathBuf, args: &[String]) -> Result<()> {
         Some(ms) if ms < KEEPS_UP_MS => "keeps up",
         _ => "does NOT keep up",
     };
-    println!("\nsummary (medians of {} round(s))", s.rounds);
+    println!("\nsummary (medians of {} round(s))", s.load.rounds);
     println!(
         "  single-event ingest, no pipe: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
         none.rate, none.p50_ms, none.p99_ms
@@ -315,7 +310,7 @@ async fn live_section(bin: &Path, s: &Settings) -> Result<LiveResult> {
     let kinds = [Pipe::None, Pipe::Copy, Pipe::Map];
     let mut rows: [Vec<LiveRow>; 3] = Default::default();
     let mut ratios: [Vec<f64>; 2] = Default::default();
-    for round in 1..=s.rounds {
+    for round in 1..=s.load.rounds {
         let order = if round % 2 == 1 { [0, 1, 2] } else { [2, 1, 0] };
         let mut this: [Option<LiveRow>; 3] = Default::default();
         for k in order {
@@ -346,9 +341,9 @@ async fn live_section(bin: &Path, s: &Settings) -> Result<LiveResult> {
          load ended; drain: ms from then until piped = posted (polled every {} ms); \
          piped/s: posted / (load + drain time); p/post: piped/s over posted/s; vs none: \
          req/s over the no-pipe req/s of the round, medians of the per-round ratios)",
-        s.seconds,
+        s.load.seconds,
         LOAD_POLL.as_millis(),
-        s.connections,
+        s.load.connections,
         DRAIN_POLL.as_millis()
     );
     Ok(LiveResult { medians, ratios })
@@ -396,8 +391,8 @@ async fn live(bin: &Path, s: &Settings, pipe: Pipe) -> Result<LiveRow> {
     let load_started = Instant::now();
     let tally = run_load(
         port,
-        s.connections,
-        s.seconds,
+        s.load.connections,
+        s.load.seconds,
         StatusCode::CREATED,
         move |c, n| {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -451,7 +446,7 @@ async fn live(bin: &Path, s: &Settings, pipe: Pipe) -> Result<LiveRow> {
     let mut lat = tally.latencies_us;
     lat.sort_unstable();
     Ok(LiveRow {
-        rate: tally.ok as f64 / s.seconds as f64,
+        rate: tally.ok as f64 / s.load.seconds as f64,
         p50_ms: percentile_ms(&lat, 0.50),
         p99_ms: percentile_ms(&lat, 0.99),
         errors: tally.errors,
@@ -480,7 +475,7 @@ async fn backlog_section(bin: &Path, s: &Settings) -> Result<BacklogResult> {
         "round", "what", "events", "seconds", "events/s", "1st q/s", "last q/s"
     );
     let (mut append, mut copy, mut map) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=s.rounds {
+    for round in 1..=s.load.rounds {
         let eddy = start_eddy(bin, &[]).await?;
         let r = round.to_string();
         let (events, secs) = append_backlog(eddy.port, s.backlog).await?;
