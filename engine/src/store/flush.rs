@@ -60,13 +60,35 @@ impl Wal {
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
-        if std::fs::metadata(&self.path)?.ino() != self.ino {
+        if inode(&self.path)? != self.ino {
             tracing::warn!(wal = %self.path.display(), "the WAL file was replaced; reopening it");
             *self = Self::open(&self.path)?;
             File::open(&self.dir)?.sync_all()?;
         }
         self.file.sync_data()
     }
+}
+
+/// The inode number of the file at `path`, asked for without its times: a `stat`
+/// that returns the times marks them as seen, and the next write then gives the file
+/// a fresh (fine-grained) mtime, which dirties the inode, and each `fdatasync` had to
+/// write it out as a second I/O (measured here: ~105 against ~75 µs per fdatasync
+/// when idle, and an inode write in every group's flush under load).
+#[cfg(target_os = "linux")]
+fn inode(path: &Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statx(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::AtFlags::empty(),
+        rustix::fs::StatxFlags::INO,
+    )?;
+    Ok(st.stx_ino)
+}
+
+/// Elsewhere, a plain `stat` (no `statx` to leave the times out).
+#[cfg(not(target_os = "linux"))]
+fn inode(path: &Path) -> std::io::Result<u64> {
+    Ok(std::fs::metadata(path)?.ino())
 }
 
 /// Flushes the WAL and settles the groups it covers.
