@@ -14,7 +14,10 @@
 //!    subscribers on the same stream (index-only frames, counted, not parsed; every one
 //!    must arrive) and with 100 on another stream of the account (the server holds them,
 //!    the clients get nothing). Each round measures all three, alternating the order;
-//!    it prints every row, the ratios to "none" and the medians.
+//!    it prints every row, the ratios to "none" and the medians. These subscribers are
+//!    plain HTTP/1.1 connections that count frame starts in each read with memchr (see
+//!    `Reader::count`): they stand in for consumers on other machines, so they are kept
+//!    as cheap as a reader can be on the cores they share with the server.
 //! 4. Webhooks: a local axum receiver answering 200 at once and one webhook; 20 000
 //!    events are appended in 1000-event batches as fast as possible and the receiver is
 //!    timed until it sees the last index, with `data=false` (far-behind index-only
@@ -30,7 +33,8 @@
 //!
 //! Run: `cargo build --release && cargo run --release -p eddy-server --example
 //! bench_consumers`. Flags: `--rounds N` (3, sections 3 and 4), `--quick` (short runs, one
-//! round). The eddy binary is `target/release/eddy`, or `$EDDY_BIN`.
+//! round), `--only latency|fanout|ingest|webhooks` (one section). The eddy binary is
+//! `target/release/eddy`, or `$EDDY_BIN`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,6 +73,22 @@ struct Settings {
     fanout_secs: u64,
     ingest_secs: u64,
     hook_events: usize,
+    /// the one section to run (`--only`), or all of them
+    only: Option<Section>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Latency,
+    Fanout,
+    Ingest,
+    Webhooks,
+}
+
+impl Settings {
+    fn runs(&self, section: Section) -> bool {
+        self.only.is_none_or(|o| o == section)
+    }
 }
 
 fn main() -> Result<()> {
@@ -91,6 +111,7 @@ fn parse_args(args: &[String]) -> Result<Settings> {
             fanout_secs: 2,
             ingest_secs: 2,
             hook_events: 5000,
+            only: None,
         }
     } else {
         Settings {
@@ -99,6 +120,7 @@ fn parse_args(args: &[String]) -> Result<Settings> {
             fanout_secs: 5,
             ingest_secs: 5,
             hook_events: 20_000,
+            only: None,
         }
     };
     let mut it = args.iter();
@@ -108,9 +130,24 @@ fn parse_args(args: &[String]) -> Result<Settings> {
                 let v = it.next().context("--rounds needs a value")?;
                 s.rounds = v.parse().with_context(|| format!("--rounds {v}"))?;
             }
+            "--only" => {
+                let v = it.next().context("--only needs a section")?;
+                s.only = Some(match v.as_str() {
+                    "latency" => Section::Latency,
+                    "fanout" => Section::Fanout,
+                    "ingest" => Section::Ingest,
+                    "webhooks" => Section::Webhooks,
+                    other => bail!(
+                        "--only {other:?}: the sections are latency, fanout, ingest and webhooks"
+                    ),
+                });
+            }
             "--quick" => {}
             "-h" | "--help" => {
-                println!("usage: bench_consumers [--rounds N] [--quick]");
+                println!(
+                    "usage: bench_consumers [--rounds N] [--quick] \
+                     [--only latency|fanout|ingest|webhooks]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}; try --help"),
@@ -179,81 +216,109 @@ async fn run(s: Settings, bin: PathBuf, files: u64) -> Result<()> {
         WARMUP.as_secs()
     );
 
-    println!(
-        "\n1-2. SSE delivery latency (POST sent -> subscriber parsed the event, ?data=true), paced \
-         producer with up to {PACED_CONNECTIONS} connections in flight; warm-up not counted"
-    );
-    println!(
-        "{:<10} {:>5} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {:>6}",
-        "section",
-        "subs",
-        "rate/s",
-        "achieved",
-        "pairs",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "missing",
-        "POST p99",
-        "srv",
-        "bench"
-    );
-    let one = latency(&bin, LATENCY_SUBSCRIBERS, LATENCY_RATE, s.latency_secs).await?;
-    one.print("latency");
-    let two = latency(&bin, FANOUT_SUBSCRIBERS, FANOUT_RATE, s.fanout_secs).await?;
-    two.print("fan-out");
-    println!(
-        "(srv, bench: CPU cores used by the server and by this program over the load; \
-         latency run {} s at {LATENCY_RATE}/s, fan-out run {} s at {FANOUT_RATE}/s)",
-        s.latency_secs, s.fanout_secs
-    );
-    println!(
-        "fan-out server RSS: {:.1} MiB before the subscribers attached, {:.1} MiB with {} \
-         attached ({:.1} KiB each), {:.1} MiB after the load",
-        two.rss_before,
-        two.rss_attached,
-        FANOUT_SUBSCRIBERS,
-        (two.rss_attached - two.rss_before) * 1024.0 / FANOUT_SUBSCRIBERS as f64,
-        two.rss_after
-    );
-    for sample in one.samples.iter().chain(&two.samples) {
+    let (mut one, mut two) = (None, None);
+    if s.runs(Section::Latency) || s.runs(Section::Fanout) {
+        println!(
+            "\n1-2. SSE delivery latency (POST sent -> subscriber parsed the event, ?data=true), \
+             paced producer with up to {PACED_CONNECTIONS} connections in flight; warm-up not \
+             counted"
+        );
+        println!(
+            "{:<10} {:>5} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {:>6}",
+            "section",
+            "subs",
+            "rate/s",
+            "achieved",
+            "pairs",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "missing",
+            "POST p99",
+            "srv",
+            "bench"
+        );
+    }
+    if s.runs(Section::Latency) {
+        let row = latency(&bin, LATENCY_SUBSCRIBERS, LATENCY_RATE, s.latency_secs).await?;
+        row.print("latency");
+        one = Some(row);
+    }
+    if s.runs(Section::Fanout) {
+        let row = latency(&bin, FANOUT_SUBSCRIBERS, FANOUT_RATE, s.fanout_secs).await?;
+        row.print("fan-out");
+        println!(
+            "fan-out server RSS: {:.1} MiB before the subscribers attached, {:.1} MiB with {} \
+             attached ({:.1} KiB each), {:.1} MiB after the load",
+            row.rss_before,
+            row.rss_attached,
+            FANOUT_SUBSCRIBERS,
+            (row.rss_attached - row.rss_before) * 1024.0 / FANOUT_SUBSCRIBERS as f64,
+            row.rss_after
+        );
+        two = Some(row);
+    }
+    if one.is_some() || two.is_some() {
+        println!(
+            "(srv, bench: CPU cores used by the server and by this program over the load; \
+             latency run {} s at {LATENCY_RATE}/s, fan-out run {} s at {FANOUT_RATE}/s)",
+            s.latency_secs, s.fanout_secs
+        );
+    }
+    for sample in one.iter().chain(&two).flat_map(|r| &r.samples) {
         println!("  ! {sample}");
     }
 
-    println!(
-        "\n3. ingest: {INGEST_CONNECTIONS} connections POSTing single {EVENT_BYTES}-byte events \
-         for {} s (+{} s warm-up); subscribers: none, {INGEST_SUBSCRIBERS} on the same stream \
-         (index-only, every frame counted), {INGEST_SUBSCRIBERS} on another stream",
-        s.ingest_secs,
-        WARMUP.as_secs()
-    );
-    let (same, other) = ingest_section(&bin, &s).await?;
+    let mut ratios = None;
+    if s.runs(Section::Ingest) {
+        println!(
+            "\n3. ingest: {INGEST_CONNECTIONS} connections POSTing single {EVENT_BYTES}-byte \
+             events for {} s (+{} s warm-up); subscribers: none, {INGEST_SUBSCRIBERS} on the \
+             same stream (index-only, every frame counted), {INGEST_SUBSCRIBERS} on another \
+             stream",
+            s.ingest_secs,
+            WARMUP.as_secs()
+        );
+        ratios = Some(ingest_section(&bin, &s).await?);
+    }
 
-    println!(
-        "\n4. webhooks: {} events in {HOOK_BATCH}-event batches to one webhook; time from the \
-         first batch POST until the receiver saw the last index",
-        s.hook_events
-    );
-    let hooks = webhook_section(&bin, &s).await?;
+    let mut hooks = None;
+    if s.runs(Section::Webhooks) {
+        println!(
+            "\n4. webhooks: {} events in {HOOK_BATCH}-event batches to one webhook; time from \
+             the first batch POST until the receiver saw the last index",
+            s.hook_events
+        );
+        hooks = Some(webhook_section(&bin, &s).await?);
+    }
 
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     println!("\nsummary");
-    println!(
-        "  SSE p99, {LATENCY_SUBSCRIBERS} subscribers at {LATENCY_RATE}/s: {:.2} ms (target < 5 ms: {})",
-        one.p99_ms,
-        met(one.p99_ms < 5.0)
-    );
-    println!(
-        "  SSE p50/p99, {FANOUT_SUBSCRIBERS} subscribers at {FANOUT_RATE}/s: {:.2}/{:.2} ms; server RSS \
-         {:.1} -> {:.1} MiB",
-        two.p50_ms, two.p99_ms, two.rss_before, two.rss_attached
-    );
-    println!(
-        "  ingest with {INGEST_SUBSCRIBERS} subscribers / without: {same:.3} on the same stream (target \
-         >= 0.8: {}), {other:.3} on another stream",
-        met(same >= 0.8)
-    );
-    println!("  webhook deliveries/s (data=true): {hooks:.0}");
+    if let Some(one) = &one {
+        println!(
+            "  SSE p99, {LATENCY_SUBSCRIBERS} subscribers at {LATENCY_RATE}/s: {:.2} ms (target \
+             < 5 ms: {})",
+            one.p99_ms,
+            met(one.p99_ms < 5.0)
+        );
+    }
+    if let Some(two) = &two {
+        println!(
+            "  SSE p50/p99, {FANOUT_SUBSCRIBERS} subscribers at {FANOUT_RATE}/s: {:.2}/{:.2} ms; \
+             server RSS {:.1} -> {:.1} MiB",
+            two.p50_ms, two.p99_ms, two.rss_before, two.rss_attached
+        );
+    }
+    if let Some((same, other)) = ratios {
+        println!(
+            "  ingest with {INGEST_SUBSCRIBERS} subscribers / without: {same:.3} on the same \
+             stream (target >= 0.8: {}), {other:.3} on another stream",
+            met(same >= 0.8)
+        );
+    }
+    if let Some(hooks) = hooks {
+        println!("  webhook deliveries/s (data=true): {hooks:.0}");
+    }
 
     println!(
         "\ntotal run time: {:.0} s; load averages after it: {}",
@@ -592,7 +657,106 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(mut self) -> ReaderOut {
+    async fn run(self) -> ReaderOut {
+        match self.mode {
+            Mode::Count => self.count().await,
+            Mode::Latency { .. } => self.parse().await,
+        }
+    }
+
+    /// A counting subscriber: a plain HTTP/1.1 GET on its own connection, then reads
+    /// of up to 256 KiB, each searched for frame starts with memchr (the latency
+    /// subscribers go through reqwest and parse every frame). Counting needs no
+    /// dechunking: `\nid: ` starts every event frame, after the blank line that ends
+    /// the frame before or after a chunk's size line, and occurs nowhere else. These
+    /// readers stand in for consumers on other machines but share the server's two
+    /// cores, so they are kept as cheap as a reader can be.
+    async fn count(mut self) -> ReaderOut {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut out = ReaderOut {
+            per_subscriber: vec![0],
+            ..ReaderOut::default()
+        };
+        let permit = self.gate.clone().acquire_owned().await;
+        let opened = async {
+            let url = reqwest::Url::parse(&self.url)?;
+            let port = url.port().context("the subscription URL has no port")?;
+            let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            conn.set_nodelay(true)?;
+            let target = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            };
+            conn.write_all(
+                format!(
+                    "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+                     Accept: text/event-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await?;
+            // the response head, and whatever of the body came with it
+            let mut head = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let n = conn.read(&mut buf).await?;
+                if n == 0 {
+                    bail!("the server closed the subscription before answering");
+                }
+                head.extend_from_slice(&buf[..n]);
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut resp = httparse::Response::new(&mut headers);
+                if let httparse::Status::Complete(len) = resp.parse(&head)? {
+                    if resp.code != Some(200) {
+                        bail!("subscribe: {:?}", resp.code);
+                    }
+                    head.drain(..len);
+                    return Ok((conn, head));
+                }
+            }
+        };
+        let (mut conn, rest) = tokio::select! {
+            r = opened => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    out.samples.push(format!("{e:#}"));
+                    return out;
+                }
+            },
+            _ = self.stop.changed() => return out,
+        };
+        drop(permit);
+        self.ready.fetch_add(1, Ordering::AcqRel);
+        let mut tail = Vec::new();
+        let mut events = count_frames(&mut tail, &rest);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = tokio::select! {
+                r = conn.read(&mut buf) => r,
+                _ = self.stop.changed() => break,
+            };
+            match n {
+                Ok(0) => {
+                    out.samples.push("the server ended a subscription".into());
+                    break;
+                }
+                Ok(n) => {
+                    out.reads += 1;
+                    events += count_frames(&mut tail, &buf[..n]);
+                    self.counts[self.i].store(events, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    out.samples.push(format!("subscription read: {e}"));
+                    break;
+                }
+            }
+        }
+        out.per_subscriber[0] = events;
+        out
+    }
+
+    /// A parsing subscriber (reqwest): every frame's id and send time.
+    async fn parse(mut self) -> ReaderOut {
         let mut out = ReaderOut {
             per_subscriber: vec![0],
             ..ReaderOut::default()
@@ -621,7 +785,7 @@ impl Reader {
         drop(permit);
         self.ready.fetch_add(1, Ordering::AcqRel);
         let mut body = resp.bytes_stream();
-        let (mut buf, mut newlines, mut next_id) = (Vec::new(), 0u8, None::<u64>);
+        let (mut buf, mut next_id) = (Vec::new(), None::<u64>);
         let mut events = 0u64;
         loop {
             let chunk = tokio::select! {
@@ -640,56 +804,62 @@ impl Reader {
                 }
             };
             out.reads += 1;
-            match &self.mode {
-                Mode::Count => {
-                    // an event frame is the one starting with `id:` after a blank line
-                    for &b in chunk.iter() {
-                        if b == b'\n' {
-                            newlines = newlines.saturating_add(1);
-                        } else {
-                            if newlines >= 2 && b == b'i' {
-                                events += 1;
-                            }
-                            newlines = 0;
+            if let Mode::Latency { epoch, from_ns } = &self.mode {
+                let now = epoch.elapsed().as_nanos() as u64;
+                let from = from_ns.load(Ordering::Relaxed);
+                buf.extend_from_slice(&chunk);
+                let mut start = 0;
+                while let Some(end) = find(&buf[start..], b"\n\n") {
+                    let frame = &buf[start..start + end];
+                    start += end + 2;
+                    let Some(rest) = frame.strip_prefix(b"id: ") else {
+                        continue; // the opening `retry:` or a heartbeat
+                    };
+                    events += 1;
+                    let id = leading_number(rest);
+                    if next_id.is_some_and(|n| Some(n) != id) {
+                        out.order_errors += 1;
+                    }
+                    next_id = id.map(|i| i + 1);
+                    let sent =
+                        find(frame, b"\"t_ns\":").and_then(|at| leading_number(&frame[at + 7..]));
+                    match sent {
+                        Some(t) if t >= from => {
+                            let us = now.saturating_sub(t) / 1000;
+                            out.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
                         }
+                        Some(_) => {}
+                        None => out.order_errors += 1,
                     }
                 }
-                Mode::Latency { epoch, from_ns } => {
-                    let now = epoch.elapsed().as_nanos() as u64;
-                    let from = from_ns.load(Ordering::Relaxed);
-                    buf.extend_from_slice(&chunk);
-                    let mut start = 0;
-                    while let Some(end) = find(&buf[start..], b"\n\n") {
-                        let frame = &buf[start..start + end];
-                        start += end + 2;
-                        let Some(rest) = frame.strip_prefix(b"id: ") else {
-                            continue; // the opening `retry:` or a heartbeat
-                        };
-                        events += 1;
-                        let id = leading_number(rest);
-                        if next_id.is_some_and(|n| Some(n) != id) {
-                            out.order_errors += 1;
-                        }
-                        next_id = id.map(|i| i + 1);
-                        let sent = find(frame, b"\"t_ns\":")
-                            .and_then(|at| leading_number(&frame[at + 7..]));
-                        match sent {
-                            Some(t) if t >= from => {
-                                let us = now.saturating_sub(t) / 1000;
-                                out.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
-                            }
-                            Some(_) => {}
-                            None => out.order_errors += 1,
-                        }
-                    }
-                    buf.drain(..start);
-                }
+                buf.drain(..start);
             }
             self.counts[self.i].store(events, Ordering::Relaxed);
         }
         out.per_subscriber[0] = events;
         out
     }
+}
+
+/// What starts an event frame: `id:` at the start of a line (see [`Reader::count`]).
+const FRAME_START: &[u8] = b"\nid: ";
+
+/// The event frames starting in `chunk`, found with memchr's SIMD search. `tail` keeps
+/// the last bytes seen, for a frame start split between two reads.
+fn count_frames(tail: &mut Vec<u8>, chunk: &[u8]) -> u64 {
+    let keep = FRAME_START.len() - 1;
+    let mut n = memchr::memmem::find_iter(chunk, FRAME_START).count() as u64;
+    // a start split between the reads (neither part alone is long enough to hold one)
+    tail.extend_from_slice(&chunk[..chunk.len().min(keep)]);
+    n += memchr::memmem::find_iter(tail, FRAME_START).count() as u64;
+    if chunk.len() >= keep {
+        tail.clear();
+        tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+    } else {
+        let cut = tail.len().saturating_sub(keep);
+        tail.drain(..cut);
+    }
+    n
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
