@@ -5,4 +5,4 @@ pub(crate) mod hub;
 pub mod subscription;
 pub mod webhooks;
 
-pub use subscription::{Follow, Start, Subscription};
+pub use subscription::{Delivery, Follow, Start, Subscription};

@@ -50,6 +50,14 @@ pub enum Start {
     Position(i64),
 }
 
+/// What one step of a subscription delivers (see [`Subscription::next_delivery`]).
+pub enum Delivery {
+    /// These events, in order; none only when the wait was stopped.
+    Events(Vec<Arc<SharedEvent>>),
+    /// Every event of this notice, in order.
+    Notice(Arc<Committed>),
+}
+
 /// A subscription; dropping it unsubscribes.
 pub struct Subscription {
     engine: Arc<Engine>,
@@ -189,12 +197,25 @@ impl Subscription {
         &mut self,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<Vec<Arc<SharedEvent>>> {
+        Ok(match self.next_delivery(stop).await? {
+            Delivery::Events(events) => events,
+            Delivery::Notice(n) => n.events.iter().map(|l| l.event.clone()).collect(),
+        })
+    }
+
+    /// As [`Subscription::next`], but a notice whose events are all for this
+    /// subscription comes whole, for the consumer to render once for every subscriber
+    /// of its kind ([`Committed::rendered`]) instead of taking its events one by one.
+    pub async fn next_delivery(
+        &mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Delivery> {
         tokio::pin!(stop);
         loop {
             if self.catching_up {
                 let events = self.catch_up().await?;
                 if !events.is_empty() {
-                    return Ok(events);
+                    return Ok(Delivery::Events(events));
                 }
                 continue;
             }
@@ -210,15 +231,48 @@ impl Subscription {
                 biased;
                 n = self.reg.rx.recv() => n,
                 _ = self.reg.signal.lagged() => continue,
-                _ = &mut stop => return Ok(Vec::new()),
+                _ = &mut stop => return Ok(Delivery::Events(Vec::new())),
             };
             let Some(notice) = notice else {
-                return Ok(Vec::new());
+                return Ok(Delivery::Events(Vec::new()));
             };
+            if self.wants_all(&notice) {
+                self.last_notice_events = notice.events.len();
+                self.floor = self.floor.max(notice.last_position);
+                return Ok(Delivery::Notice(notice));
+            }
             let events = self.take(&notice);
             if !events.is_empty() {
-                return Ok(events);
+                return Ok(Delivery::Events(events));
             }
+        }
+    }
+
+    /// Whether every event of a complete notice is for this subscription, past its
+    /// floor and with the data it needs: what [`Subscription::take`] would take whole.
+    fn wants_all(&self, notice: &Committed) -> bool {
+        notice.complete
+            && notice
+                .events
+                .first()
+                .is_some_and(|l| l.event.position > self.floor)
+            && notice.paths.iter().all(|p| self.place(p))
+            && notice.events.iter().all(|l| {
+                (l.has_data || !self.data)
+                    && self
+                        .selector
+                        .matches(&l.event.event_type, l.event.index, l.event.timestamp)
+            })
+    }
+
+    /// Which of the ways to name events' cursors this subscription uses (see
+    /// [`Subscription::cursor`]): subscriptions of the same kind give a notice's events
+    /// the same cursors. Below 3.
+    pub fn cursor_kind(&self) -> usize {
+        match &self.follow {
+            Follow::Account(_) => 0,
+            Follow::Stream(p) if p.args.is_some() => 1,
+            Follow::Stream(_) => 2,
         }
     }
 
@@ -250,24 +304,26 @@ impl Subscription {
 
     fn matches(&self, live: &LiveEvent) -> bool {
         let e = &live.event;
-        let place = match &self.follow {
+        self.place(&live.path) && self.selector.matches(&e.event_type, e.index, e.timestamp)
+    }
+
+    /// Whether events of `path` are followed (their type, index and time aside).
+    fn place(&self, path: &StreamPath) -> bool {
+        match &self.follow {
             // an account's internal streams (reducer logs, `strm/logs`) are not its own
-            Follow::Account(a) => {
-                live.path.account == *a && !live.path.stream.as_str().contains('/')
-            }
+            Follow::Account(a) => path.account == *a && !path.stream.as_str().contains('/'),
             Follow::Stream(p) => {
-                live.path.account == p.account
-                    && live.path.stream == p.stream
+                path.account == p.account
+                    && path.stream == p.stream
                     && match &p.args {
-                        Some(args) => live.path.args.as_ref() == Some(args),
+                        Some(args) => path.args.as_ref() == Some(args),
                         None => {
-                            self.selector.matches_args(live.path.args.as_ref())
-                                || (self.selector.subs.is_empty() && live.path.args.is_none())
+                            self.selector.matches_args(path.args.as_ref())
+                                || (self.selector.subs.is_empty() && path.args.is_none())
                         }
                     }
             }
-        };
-        place && self.selector.matches(&e.event_type, e.index, e.timestamp)
+        }
     }
 
     /// One page from storage after the floor (or from the start index); leaves

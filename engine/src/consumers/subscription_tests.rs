@@ -157,3 +157,109 @@ async fn events_left_out_of_a_large_commit_are_read_from_storage() {
     assert_eq!(got, want);
     engine.shutdown().await;
 }
+
+/// The next delivery, within 10 s.
+async fn delivery(sub: &mut super::Subscription) -> super::Delivery {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sub.next_delivery(std::future::pending()),
+    )
+    .await
+    .expect("a delivery within 10 s")
+    .expect("next_delivery")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_wholly_for_a_subscriber_comes_whole_and_renders_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    // (the commit that creates a stream also records it in the account's own stream)
+    append(&engine, "/acme/s", "first", b"0").await;
+    let follow = |selector| {
+        engine.follow(
+            Follow::Stream(path("/acme/s")),
+            selector,
+            false,
+            Start::Live,
+        )
+    };
+    let mut all = follow(Selector::default()).await.unwrap();
+    let mut also = follow(Selector::default()).await.unwrap();
+    let mut typed = follow(Selector {
+        types: vec!["b".to_owned()],
+        ..Selector::default()
+    })
+    .await
+    .unwrap();
+    append(&engine, "/acme/s", "a", b"1").await;
+    append(&engine, "/acme/s", "b", b"2").await;
+
+    // every event of each notice is for `all` and `also`: they get the notices, and a
+    // rendering asked for by both is made once
+    let renders = std::sync::atomic::AtomicUsize::new(0);
+    let mut seen = Vec::new();
+    for sub in [&mut all, &mut also] {
+        for want in 1..3u64 {
+            let super::Delivery::Notice(n) = delivery(sub).await else {
+                panic!("a whole notice for an unfiltered subscriber (want {want})");
+            };
+            assert_eq!(n.events.len(), 1);
+            assert_eq!(n.events[0].event.index, want);
+            let kind = sub.cursor_kind() * 2;
+            let bytes = n.rendered(kind, |n| {
+                renders.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Bytes::from(format!("{}", n.events[0].event.index))
+            });
+            assert_eq!(bytes, want.to_string());
+            seen.push(bytes);
+        }
+    }
+    assert_eq!(renders.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(seen, ["1", "2", "1", "2"]);
+
+    // the type selector passes over the notice of "a"; the one of "b" is all for it
+    let super::Delivery::Notice(n) = delivery(&mut typed).await else {
+        panic!("a whole notice when all its events match the selector");
+    };
+    assert_eq!(n.events[0].event.event_type, "b");
+    // a notice with events the selector passes over comes event by event
+    let event = |ty: &str| NewEvent {
+        id: None,
+        event_type: ty.to_owned(),
+        content_type: "application/octet-stream".to_owned(),
+        data: Bytes::from_static(b"x"),
+        timestamp: None,
+        metadata: None,
+        origin: None,
+    };
+    engine
+        .append(AppendRequest {
+            stream: path("/acme/s"),
+            events: vec![event("a"), event("b")],
+            expected: ExpectedIndex::Any,
+        })
+        .await
+        .unwrap();
+    let super::Delivery::Events(events) = delivery(&mut typed).await else {
+        panic!("events, not a notice, when the selector passes over some");
+    };
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.event_type.as_str(), e.index))
+            .collect::<Vec<_>>(),
+        [("b", 4)]
+    );
+    assert_eq!(
+        collect(&mut all, 2).await,
+        [("acme/s".to_owned(), 3), ("acme/s".to_owned(), 4)]
+    );
+
+    // `next` still gives a whole notice's events as events
+    append(&engine, "/acme/s", "c", b"5").await;
+    assert_eq!(
+        collect(&mut also, 3).await.last().unwrap(),
+        &("acme/s".to_owned(), 5)
+    );
+    engine.shutdown().await;
+}

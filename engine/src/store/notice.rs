@@ -32,6 +32,42 @@ pub struct Committed {
     pub complete: bool,
     /// Every (sub)stream that received events, once each.
     pub paths: Vec<Arc<StreamPath>>,
+    /// Consumers' renderings of the whole notice (see [`Committed::rendered`]).
+    pub(crate) renders: [OnceLock<Bytes>; RENDER_KINDS],
+}
+
+/// How many renderings of a notice [`Committed::rendered`] keeps.
+pub const RENDER_KINDS: usize = 8;
+
+impl Committed {
+    pub(crate) fn new(
+        last_position: i64,
+        streams: Vec<i64>,
+        events: Vec<LiveEvent>,
+        complete: bool,
+        paths: Vec<Arc<StreamPath>>,
+    ) -> Self {
+        Self {
+            last_position,
+            streams,
+            events,
+            complete,
+            paths,
+            renders: Default::default(),
+        }
+    }
+
+    /// The rendering `kind` (below [`RENDER_KINDS`]) of the whole notice, made by the
+    /// first consumer that asks and shared by the rest: a hundred subscribers of a
+    /// stream that all receive a notice in full need its bytes made once, not a
+    /// hundred times. A consumer names by `kind` everything its rendering depends on
+    /// besides the notice. Past the kinds there are, it renders without keeping.
+    pub fn rendered(&self, kind: usize, render: impl FnOnce(&Committed) -> Bytes) -> Bytes {
+        match self.renders.get(kind) {
+            Some(slot) => slot.get_or_init(|| render(self)).clone(),
+            None => render(self),
+        }
+    }
 }
 
 /// One committed event, as live consumers see it.

@@ -382,12 +382,14 @@ impl Writer {
         let last_position = self.next_pos - 1;
         self.flusher.flush(super::flush::Settled {
             pending,
-            notice: (staged.events > 0).then_some(Committed {
-                last_position,
-                streams: staged.touched_streams,
-                events: staged.live,
-                complete: staged.live_complete,
-                paths: staged.live_paths,
+            notice: (staged.events > 0).then(|| {
+                Committed::new(
+                    last_position,
+                    staged.touched_streams,
+                    staged.live,
+                    staged.live_complete,
+                    staged.live_paths,
+                )
             }),
             last_position,
             started,
