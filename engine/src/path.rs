@@ -642,12 +642,14 @@ impl Resource {
 /// Parses a request path, still percent-encoded and without its query, into the
 /// resource it names. One trailing slash is tolerated.
 pub fn parse(raw_path: &str) -> Result<Resource, PathError> {
-    let raw = show(raw_path);
     let Some(encoded) = raw_path.strip_prefix('/') else {
-        bail!("path {raw} does not start with \"/\"");
+        bail!("path {} does not start with \"/\"", show(raw_path));
     };
     let Ok(decoded) = percent_decode_str(encoded).decode_utf8() else {
-        bail!("path {raw} is not valid UTF-8 after percent-decoding");
+        bail!(
+            "path {} is not valid UTF-8 after percent-decoding",
+            show(raw_path)
+        );
     };
     if decoded.len() + 1 > MAX_PATH_LEN {
         bail!("path is longer than {MAX_PATH_LEN} bytes after percent-decoding");
@@ -722,12 +724,11 @@ fn unknown(rest: &str, after: &str) -> Result<Resource, PathError> {
 }
 
 fn index(text: &str) -> Result<u64, PathError> {
-    let shown = show(text);
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        bail!("event index {shown} is not a non-negative integer");
+        bail!("event index {} is not a non-negative integer", show(text));
     }
     text.parse()
-        .map_err(|_| path_error!("event index {shown} is larger than {}", u64::MAX))
+        .map_err(|_| path_error!("event index {} is larger than {}", show(text), u64::MAX))
 }
 
 /// Parses `{type}[.json|.ts]` after a stream's `:`.
@@ -739,7 +740,7 @@ fn event_type(stream: StreamPath, text: &str) -> Result<Resource, PathError> {
     } else {
         (text, None)
     };
-    let shown = show(event_type);
+    let shown = || show(event_type);
     if event_type.is_empty() {
         bail!(
             "event type after stream {} is empty",
@@ -747,10 +748,16 @@ fn event_type(stream: StreamPath, text: &str) -> Result<Resource, PathError> {
         );
     }
     if event_type.chars().count() > MAX_EVENT_TYPE_LEN {
-        bail!("event type {shown} is longer than {MAX_EVENT_TYPE_LEN} characters");
+        bail!(
+            "event type {} is longer than {MAX_EVENT_TYPE_LEN} characters",
+            shown()
+        );
     }
     if event_type.chars().any(|c| c.is_control() || c == '/') {
-        bail!("event type {shown} contains a control character or \"/\"");
+        bail!(
+            "event type {} contains a control character or \"/\"",
+            shown()
+        );
     }
     let event_type = event_type.to_owned();
     Ok(Resource::EventType {
@@ -762,6 +769,16 @@ fn event_type(stream: StreamPath, text: &str) -> Result<Resource, PathError> {
 
 /// Parses what follows a stream path: nothing, `[index]`, `.reducer`, `:type` or `/…`.
 fn after_stream(stream: StreamPath, rest: &str) -> Result<Resource, PathError> {
+    // the common forms first, before the names that only errors need are made
+    if rest.is_empty() {
+        return Ok(Resource::Stream(stream));
+    }
+    if let Some(reducer) = rest.strip_prefix('.') {
+        return Ok(Resource::Reducer(stream, ReducerName::new(reducer)?));
+    }
+    if let Some(text) = rest.strip_prefix(':') {
+        return event_type(stream, text);
+    }
     let raw = stream.to_string();
     let name = show(&raw);
     if let Some(inner) = rest.strip_prefix('[') {
@@ -772,15 +789,6 @@ fn after_stream(stream: StreamPath, rest: &str) -> Result<Resource, PathError> {
             );
         };
         return Ok(Resource::Event(stream, index(inner)?));
-    }
-    if let Some(reducer) = rest.strip_prefix('.') {
-        return Ok(Resource::Reducer(stream, ReducerName::new(reducer)?));
-    }
-    if let Some(text) = rest.strip_prefix(':') {
-        return event_type(stream, text);
-    }
-    if rest.is_empty() {
-        return Ok(Resource::Stream(stream));
     }
     let Some(segments) = rest.strip_prefix('/') else {
         bail!("unexpected text {} after stream {name}", show(rest));

@@ -1,6 +1,7 @@
 //! `POST /{acct}/{strm}[({args})][:{type}]`: one event, an atomic batch, or an NDJSON
 //! stream, by Content-Type (API §2).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -179,12 +180,23 @@ async fn post_inner(
                 origin: None,
             };
             let appended = append(state, &path, vec![event], inputs.expected).await?;
+            // the answer of every single-event POST, written out directly: the same
+            // JSON as `json!` gives, without building a map first
             let e = appended.events[0];
-            let mut body = json!({"index": e.index, "timestamp": e.timestamp, "id": e.id});
+            let mut body = format!(
+                r#"{{"index":{},"timestamp":{},"id":"{}""#,
+                e.index, e.timestamp, e.id
+            );
             if appended.duplicate {
-                body["duplicate"] = true.into();
+                body.push_str(r#","duplicate":true"#);
             }
-            Ok(created(&path, e.index, body))
+            body.push('}');
+            let json = [(header::CONTENT_TYPE, "application/json")];
+            Ok(located(
+                &path,
+                e.index,
+                (StatusCode::CREATED, json, body).into_response(),
+            ))
         }
     }
 }
@@ -269,8 +281,19 @@ async fn read_body(body: Body, limit: usize, what: &str) -> ApiResult<Bytes> {
 
 /// 201 with `Location` of the event at `index`.
 pub(super) fn created(path: &StreamPath, index: u64, body: serde_json::Value) -> Response {
-    let mut resp = (StatusCode::CREATED, axum::Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("{}/{index}", path.url())) {
+    located(
+        path,
+        index,
+        (StatusCode::CREATED, axum::Json(body)).into_response(),
+    )
+}
+
+/// `resp` with `Location` of the event at `index`.
+fn located(path: &StreamPath, index: u64, mut resp: Response) -> Response {
+    let mut location = path.url();
+    // (fmt::Write on a String cannot fail)
+    let _ = write!(location, "/{index}");
+    if let Ok(v) = HeaderValue::try_from(location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
