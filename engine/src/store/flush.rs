@@ -76,13 +76,18 @@ impl Wal {
 /// when idle, and an inode write in every group's flush under load).
 #[cfg(target_os = "linux")]
 fn inode(path: &Path) -> std::io::Result<u64> {
-    let st = rustix::fs::statx(
+    use rustix::io::Errno;
+    match rustix::fs::statx(
         rustix::fs::CWD,
         path,
         rustix::fs::AtFlags::empty(),
         rustix::fs::StatxFlags::INO,
-    )?;
-    Ok(st.stx_ino)
+    ) {
+        Ok(st) => Ok(st.stx_ino),
+        // kernels before 4.11, and sandboxes that filter statx out
+        Err(Errno::NOSYS | Errno::PERM) => Ok(std::fs::metadata(path)?.ino()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Elsewhere, a plain `stat` (no `statx` to leave the times out).
