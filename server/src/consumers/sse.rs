@@ -26,9 +26,10 @@ use crate::params::{self, Params};
 
 /// How long a subscriber gathers events before writing while appends are under load
 /// (latency stays per-event while they are not). Each write of a subscriber's chunk
-/// costs a send here and a receive at the other end, whatever its size: 10 ms
-/// windows measured 0.80-0.85x of the no-subscriber ingest rate with 100 subscribers
-/// of the stream, 5 ms windows 0.68-0.79x (bench_consumers, in turns).
+/// costs a send here and a receive at the other end, whatever its size. With 100
+/// subscribers of the stream, bench_consumers measured 0.85x and 0.80x of the
+/// no-subscriber ingest rate with 10 ms windows against 0.68x and 0.79x with 5 ms
+/// (builds in turns); 20 ms did no better.
 const BUSY_WINDOW: Duration = Duration::from_millis(10);
 
 /// While gathering, the subscriber takes its queued notices this often, so its queue
