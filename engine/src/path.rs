@@ -537,7 +537,12 @@ impl StreamPath {
     /// Returns the percent-encoded path `/acct/strm(args)`, valid as a URL path and
     /// an HTTP header value; [`parse`] reads it back as an equal stream path.
     pub fn url(&self) -> String {
-        let mut url = format!("/{}/{}", self.account, self.stream);
+        let (account, stream) = (self.account.as_str(), self.stream.as_str());
+        let mut url = String::with_capacity(account.len() + stream.len() + 24);
+        url.push('/');
+        url.push_str(account);
+        url.push('/');
+        url.push_str(stream);
         if let Some(args) = &self.args {
             url.push('(');
             url.extend(utf8_percent_encode(&args.canonical(), ARG_ESCAPES));

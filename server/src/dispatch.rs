@@ -2,7 +2,7 @@
 //! routed here to its resource module by (resource, method).
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::builtins::{self, Builtin};
@@ -12,14 +12,11 @@ use crate::consumers::webhooks;
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, auth, events, pipes, reducers, settings, streams, types};
 
-pub async fn dispatch(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    match route(state, method, uri, headers, body).await {
+/// Takes the request whole: extracting the method, URI and headers separately would
+/// clone the header map of every request.
+pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    match route(state, parts.method, parts.uri, parts.headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }

@@ -8,6 +8,7 @@ mod auth;
 mod code;
 pub mod config;
 mod consumers;
+mod cors;
 mod dispatch;
 pub mod error;
 mod events;
@@ -23,9 +24,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use axum::{Router, ServiceExt as _};
 use eddy_engine::Engine;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -97,7 +98,7 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API.
+/// The whole HTTP API, without CORS (see [`cors::OriginGate`]).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
@@ -114,39 +115,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(dispatch::dispatch)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)
-        .layer(cors())
-}
-
-/// CORS for browsers: any origin may call the API (access is decided by credentials,
-/// API §9, never by origin), preflights are answered, and the headers clients read are
-/// exposed. Browser EventSource needs only `Access-Control-Allow-Origin`.
-fn cors() -> tower_http::cors::CorsLayer {
-    use axum::http::{HeaderName, Method};
-    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::any())
-        .allow_methods([
-            Method::GET,
-            Method::HEAD,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
-        // mirrored rather than `*`, which would not cover Authorization
-        .allow_headers(AllowHeaders::mirror_request())
-        .expose_headers([
-            HeaderName::from_static("location"),
-            HeaderName::from_static("link"),
-            HeaderName::from_static("retry-after"),
-            HeaderName::from_static("reducer-index"),
-            HeaderName::from_static("event-id"),
-            HeaderName::from_static("event-type"),
-            HeaderName::from_static("event-timestamp"),
-            HeaderName::from_static("event-index"),
-            HeaderName::from_static("event-stream"),
-        ])
-        .max_age(Duration::from_secs(86_400))
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets open requests finish
@@ -161,7 +129,7 @@ pub async fn serve(
     let tx = state.shutdown_tx.clone();
     let engine = state.engine.clone();
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(state);
+    let app = cors::OriginGate::new(router(state));
     // Responses are small and each one completes a request: send them at once rather
     // than letting Nagle's algorithm hold them for an ACK.
     let listener = listener.tap_io(|tcp| {
@@ -169,12 +137,13 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing open requests");
-        let _ = tx.send(true);
-        let _ = signalled_tx.send(());
-    });
+    let server =
+        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing open requests");
+            let _ = tx.send(true);
+            let _ = signalled_tx.send(());
+        });
     let result = tokio::select! {
         r = server.into_future() => r,
         _ = async {

@@ -105,7 +105,12 @@ pub fn header(headers: &HeaderMap, names: &[&str]) -> ApiResult<Option<String>> 
 
 /// The media type of the Content-Type header, lowercased, without parameters.
 pub fn media_type(headers: &HeaderMap) -> ApiResult<(Option<String>, String)> {
-    let raw = header(headers, &["content-type"])?;
+    let raw = match headers.get(axum::http::header::CONTENT_TYPE) {
+        Some(v) => Some(v.to_str().map(|s| s.trim().to_owned()).map_err(|_| {
+            ApiError::invalid("header content-type is not valid visible ASCII text")
+        })?),
+        None => None,
+    };
     let essence = raw
         .as_deref()
         .map(|r| {

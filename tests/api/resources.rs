@@ -1,4 +1,4 @@
-//! Listings, settings, operations endpoints, not-yet-built resources, HTTP/2, and
+//! Listings, settings, operations endpoints, not-yet-built resources, HTTP/2, CORS, and
 //! concurrent appends sharing group commits.
 
 use serde_json::{Value, json};
@@ -254,4 +254,69 @@ async fn state_survives_a_restart() {
     assert_error(r, 409, "before the last timestamp").await;
     assert_error(s.post("/a/f", "t", json!(1)).await, 400, "factory").await;
     assert_eq!(s.get_json("/a/r", 200).await.as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn cors_for_browsers_and_only_allow_origin_for_other_clients() {
+    let s = spawn_server().await;
+    // curl or a backend: no Origin, so no CORS request; the response still allows any
+    // origin, and carries none of the browser-only headers
+    let plain = s
+        .call("POST", "/acme/clicks", &[("Event-Type", "c")], json!(1))
+        .await;
+    assert_eq!(plain.status(), 201);
+    assert_eq!(plain.headers()["access-control-allow-origin"], "*");
+    assert!(
+        plain
+            .headers()
+            .get("access-control-expose-headers")
+            .is_none()
+    );
+    assert!(plain.headers().get("vary").is_none());
+    // a browser's cross-origin POST: the headers it may read are exposed
+    let browser = s
+        .call(
+            "POST",
+            "/acme/clicks",
+            &[("Event-Type", "c"), ("Origin", "https://app.example")],
+            json!(2),
+        )
+        .await;
+    assert_eq!(browser.status(), 201);
+    assert_eq!(browser.headers()["access-control-allow-origin"], "*");
+    let exposed = browser.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    assert!(
+        exposed.contains("location") && exposed.contains("reducer-index"),
+        "{exposed}"
+    );
+    // its preflight is answered, mirroring the requested headers
+    let preflight = s
+        .client
+        .request(reqwest::Method::OPTIONS, s.url("/acme/clicks"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "authorization,event-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        preflight.headers()["access-control-allow-headers"],
+        "authorization,event-type"
+    );
+    let methods = preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(
+        methods.contains("POST") && methods.contains("DELETE"),
+        "{methods}"
+    );
+    // a GET without Origin (an EventSource-like reader behind a proxy) is allowed too
+    let read = s.get("/acme/clicks").await;
+    assert_eq!(read.headers()["access-control-allow-origin"], "*");
+    let events: Value = read.json().await.unwrap();
+    assert_eq!(events.as_array().map(Vec::len), Some(2));
 }

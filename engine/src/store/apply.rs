@@ -55,7 +55,8 @@ pub struct SettingsRequest {
 pub(super) struct StreamRow {
     pub(super) id: i64,
     pub(super) factory: bool,
-    settings: StreamSettings,
+    /// Shared: the row is cloned out of the cache on every append.
+    settings: Arc<StreamSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,12 +68,16 @@ pub(super) struct SubRow {
 }
 
 pub(super) type StreamKey = (String, String);
+/// The writer's caches and a group's staged rows, looked up on every append: hashed
+/// with foldhash rather than SipHash (keys come from the server's own rows and paths
+/// already checked, and the lookups sit on the single writer thread's path).
+pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub(super) type SubKey = (i64, String);
 
 /// What one group changed, applied to the caches only once the commit succeeds.
 pub(super) struct Staged {
-    pub(super) streams: HashMap<StreamKey, StreamRow>,
-    pub(super) subs: HashMap<SubKey, SubRow>,
+    pub(super) streams: FastMap<StreamKey, StreamRow>,
+    pub(super) subs: FastMap<SubKey, SubRow>,
     pub(super) touched_streams: Vec<i64>,
     pub(super) events: u64,
     /// The appended events, announced once the group is durable.
@@ -88,8 +93,8 @@ pub(super) struct Staged {
 impl Default for Staged {
     fn default() -> Self {
         Self {
-            streams: HashMap::new(),
-            subs: HashMap::new(),
+            streams: FastMap::default(),
+            subs: FastMap::default(),
             touched_streams: Vec::new(),
             events: 0,
             live: Vec::new(),
@@ -125,7 +130,7 @@ impl Writer {
         let row = StreamRow {
             id,
             factory,
-            settings,
+            settings: Arc::new(settings),
         };
         self.streams.insert(key.clone(), row.clone());
         Ok(Some(row))
@@ -153,7 +158,7 @@ impl Writer {
         let row = StreamRow {
             id: self.conn.last_insert_rowid(),
             factory: settings.factory,
-            settings,
+            settings: Arc::new(settings),
         };
         staged.streams.insert(key.clone(), row.clone());
         self.account_event(
@@ -429,7 +434,7 @@ impl Writer {
         );
         let current = self.stream(staged, &skey)?;
         let base = match (&current, req.replace) {
-            (Some(s), false) => s.settings.clone(),
+            (Some(s), false) => (*s.settings).clone(),
             _ => StreamSettings::default(),
         };
         // a factory keeps its HMAC secret (tokens handed out stay valid) unless the
@@ -452,7 +457,7 @@ impl Writer {
             )
         };
         let Some(mut row) = current else {
-            let new = self.create_stream(staged, &skey, new)?.settings;
+            let new = (*self.create_stream(staged, &skey, new)?.settings).clone();
             changed(self, staged, &new)?;
             return Ok(new);
         };
@@ -478,7 +483,7 @@ impl Writer {
             .prepare_cached("UPDATE streams SET factory = ?1, settings = ?2 WHERE id = ?3")?
             .execute(params![new.factory, new.to_stored(), row.id])?;
         row.factory = new.factory;
-        row.settings = new.clone();
+        row.settings = Arc::new(new.clone());
         staged.streams.insert(skey.clone(), row);
         changed(self, staged, &new)?;
         Ok(new)

@@ -9,7 +9,6 @@
 //! per disk round trip, however many requests. A storage error rolls the whole open
 //! group back and drops the writer's caches, which reload from the database.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -21,8 +20,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::access_writes::AccessWrite;
 use super::apply::{
-    AppendRequest, Appended, IdGenerator, SettingsRequest, Staged, StreamKey, StreamRow, SubKey,
-    SubRow,
+    AppendRequest, Appended, FastMap, IdGenerator, SettingsRequest, Staged, StreamKey, StreamRow,
+    SubKey, SubRow,
 };
 use super::pipe_writes::{PipeWrite, PipeWritten};
 use super::reducer_writes::{ReducerWrite, ReducerWritten};
@@ -192,8 +191,8 @@ pub(crate) fn spawn(
     )?;
     let mut writer = Writer {
         conn,
-        streams: HashMap::new(),
-        subs: HashMap::new(),
+        streams: FastMap::default(),
+        subs: FastMap::default(),
         next_pos,
         ids: IdGenerator::new(),
         flusher,
@@ -239,9 +238,9 @@ impl Pending {
 pub(super) struct Writer {
     pub(super) conn: Connection,
     /// Streams by (account, name): a cache of the `streams` table.
-    pub(super) streams: HashMap<StreamKey, StreamRow>,
+    pub(super) streams: FastMap<StreamKey, StreamRow>,
     /// Substreams by (stream id, canonical args): a cache of `substreams`.
-    pub(super) subs: HashMap<SubKey, SubRow>,
+    pub(super) subs: FastMap<SubKey, SubRow>,
     pub(super) next_pos: i64,
     pub(super) ids: IdGenerator,
     /// Makes each committed group durable, then answers it.
@@ -304,7 +303,7 @@ impl Writer {
     /// validation errors become its answer; a storage error rolls the whole group back.
     fn apply(&mut self, cmd: Command, group: &mut Option<OpenGroup>) {
         if group.is_none() {
-            if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            if let Err(e) = self.execute_cached("BEGIN IMMEDIATE") {
                 tracing::error!(error = %e, "cannot begin a transaction");
                 Pending::from(cmd).answer(Some(EngineError::internal("storage write failed")));
                 return;
@@ -360,7 +359,7 @@ impl Writer {
     /// Commits the open group, flushes the WAL and answers the group.
     fn commit(&mut self, g: OpenGroup) {
         let committed = self.update_substreams(&g.staged).and_then(|()| {
-            self.conn.execute_batch("COMMIT")?;
+            self.execute_cached("COMMIT")?;
             Ok(())
         });
         if let Err(e) = committed {
@@ -409,6 +408,12 @@ impl Writer {
                 "the write could not be committed",
             )));
         }
+    }
+
+    /// Runs a statement without parameters from the statement cache (`execute_batch`
+    /// would parse the text again for each group).
+    fn execute_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 
     /// Writes the touched substreams' counters, once per group.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eddy_engine::access::Credentials;
@@ -32,35 +32,58 @@ pub(super) struct AppendInputs {
     pub expected: ExpectedIndex,
 }
 
+/// A header by its name as clients write it in docs and errors, and parsed once.
+struct Named(&'static str, HeaderName);
+
+const EVENT_TYPE: [Named; 2] = [
+    Named("Event-Type", HeaderName::from_static("event-type")),
+    Named("ES-EventType", HeaderName::from_static("es-eventtype")),
+];
+const EVENT_TIMESTAMP: [Named; 1] = [Named(
+    "Event-Timestamp",
+    HeaderName::from_static("event-timestamp"),
+)];
+const EVENT_ID: [Named; 2] = [
+    Named("Event-Id", HeaderName::from_static("event-id")),
+    Named("ES-EventId", HeaderName::from_static("es-eventid")),
+];
+const EXPECTED_INDEX: [Named; 2] = [
+    Named("Expected-Index", HeaderName::from_static("expected-index")),
+    Named(
+        "ES-ExpectedVersion",
+        HeaderName::from_static("es-expectedversion"),
+    ),
+];
+
 impl AppendInputs {
     fn read(path_type: Option<String>, uri: &Uri, headers: &HeaderMap) -> ApiResult<Self> {
         let mut q = Params::parse(uri)?;
         let pick = |q: &mut Params,
                     query: &'static str,
-                    names: &[&str]|
-         -> ApiResult<Option<(String, String)>> {
+                    names: &[Named]|
+         -> ApiResult<Option<(&'static str, String)>> {
             // every value sent under the name or its alias must agree; errors name
             // the header the client used
-            let mut h: Option<(String, String)> = None;
-            for name in names {
-                for value in headers.get_all(*name) {
+            let mut h: Option<(&'static str, String)> = None;
+            for Named(name, key) in names {
+                for value in headers.get_all(key) {
                     let value = value.to_str().map_err(|_| {
                         ApiError::invalid(format!("header {name} is not valid visible ASCII text"))
                     })?;
-                    let value = value.trim().to_owned();
+                    let value = value.trim();
                     match &h {
-                        Some((first, v)) if *v != value => {
+                        Some((first, v)) if v != value => {
                             return Err(ApiError::invalid(format!(
                                 "{query} is given twice with different values: header {first}: \
                                  \"{v}\" and header {name}: \"{value}\""
                             )));
                         }
                         Some(_) => {}
-                        None => h = Some(((*name).to_owned(), value)),
+                        None => h = Some((*name, value.to_owned())),
                     }
                 }
             }
-            let p = q.take(query).map(|v| (query.to_owned(), v));
+            let p = q.take(query).map(|v| (query, v));
             match (h, p) {
                 (Some(h), Some(p)) if h.1 != p.1 => Err(ApiError::invalid(format!(
                     "{} is given twice with different values: header {}: \"{}\" and query {}=\"{}\"",
@@ -69,7 +92,7 @@ impl AppendInputs {
                 (h, p) => Ok(h.or(p)),
             }
         };
-        let ty = pick(&mut q, "event-type", &["Event-Type", "ES-EventType"])?;
+        let ty = pick(&mut q, "event-type", &EVENT_TYPE)?;
         let event_type = match (path_type, ty) {
             (Some(p), Some((src, t))) if p != t => {
                 return Err(ApiError::invalid(format!(
@@ -79,20 +102,16 @@ impl AppendInputs {
             (Some(p), _) => Some(p),
             (None, t) => t.map(|t| t.1),
         };
-        let timestamp = pick(&mut q, "timestamp", &["Event-Timestamp"])?
-            .map(|(src, v)| event::parse_timestamp(&src, &v))
+        let timestamp = pick(&mut q, "timestamp", &EVENT_TIMESTAMP)?
+            .map(|(src, v)| event::parse_timestamp(src, &v))
             .transpose()?;
-        let id = pick(&mut q, "event-id", &["Event-Id", "ES-EventId"])?
-            .map(|(src, v)| event::parse_event_id(&src, &v))
+        let id = pick(&mut q, "event-id", &EVENT_ID)?
+            .map(|(src, v)| event::parse_event_id(src, &v))
             .transpose()?;
-        let expected = pick(
-            &mut q,
-            "expected-index",
-            &["Expected-Index", "ES-ExpectedVersion"],
-        )?
-        .map(|(src, v)| ExpectedIndex::parse(&src, &v))
-        .transpose()?
-        .unwrap_or_default();
+        let expected = pick(&mut q, "expected-index", &EXPECTED_INDEX)?
+            .map(|(src, v)| ExpectedIndex::parse(src, &v))
+            .transpose()?
+            .unwrap_or_default();
         q.finish()?;
         Ok(Self {
             event_type,
