@@ -79,15 +79,15 @@ async fn a_subscriber_that_stops_reading_catches_up_from_storage() {
         .await
         .unwrap();
     // one commit each: far more notices than the subscriber's queue holds
-    for i in 0..300u32 {
+    for i in 0..600u32 {
         append(&engine, "/acme/s", "t", &i.to_le_bytes()).await;
     }
-    let got = collect(&mut sub, 300).await;
-    let want: Vec<(String, u64)> = (0..300).map(|i| ("acme/s".to_owned(), i)).collect();
+    let got = collect(&mut sub, 600).await;
+    let want: Vec<(String, u64)> = (0..600).map(|i| ("acme/s".to_owned(), i)).collect();
     assert_eq!(got, want);
     // and it follows live again afterwards
     append(&engine, "/acme/s", "t", b"x").await;
-    assert_eq!(collect(&mut sub, 1).await, [("acme/s".to_owned(), 300)]);
+    assert_eq!(collect(&mut sub, 1).await, [("acme/s".to_owned(), 600)]);
     drop(sub);
     assert_eq!(engine.subscribers(), 0);
     engine.shutdown().await;

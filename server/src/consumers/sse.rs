@@ -26,16 +26,18 @@ use crate::params::{self, Params};
 
 /// How long a subscriber gathers events before writing while appends are under load
 /// (latency stays per-event while they are not). Each write of a subscriber's chunk
-/// costs a send here and a receive at the other end, whatever its size. With 100
-/// subscribers of the stream, bench_consumers measured 0.85x and 0.80x of the
-/// no-subscriber ingest rate with 10 ms windows against 0.68x and 0.79x with 5 ms
-/// (builds in turns); 20 ms did no better.
-const BUSY_WINDOW: Duration = Duration::from_millis(10);
+/// costs a send here and a receive at the other end, whatever its size, and on the
+/// VMs measured that per-write cost outweighs the bytes: with 100 subscribers of the
+/// stream, 40 ms windows took 75-82 µs of server CPU and 120-143 µs of machine CPU
+/// per event appended against 86-98 and 152-184 µs with 10 ms windows (three paired
+/// runs), and 80 ms did no better. (Earlier, on a faster VM: 10 ms 0.85x/0.80x of the
+/// no-subscriber rate against 0.68x/0.79x with 5 ms.)
+const BUSY_WINDOW: Duration = Duration::from_millis(40);
 
 /// While gathering, the subscriber takes its queued notices this often, so its queue
-/// (64 notices, see the engine's hub) never holds more than this long's commits and
+/// (256 notices, see the engine's hub) never holds more than this long's commits and
 /// does not overflow into a catch-up from storage at high commit rates.
-const BUSY_STEP: Duration = Duration::from_millis(5);
+const BUSY_STEP: Duration = Duration::from_millis(20);
 
 /// The most events gathered into one write.
 const MAX_CHUNK_EVENTS: usize = 5_000;
