@@ -23,6 +23,12 @@ use crate::store::{Committed, LiveEvent, SharedEvent};
 /// A notice with this many events comes from appends under load (see [`Subscription::busy`]).
 const BUSY_NOTICE_EVENTS: usize = 8;
 
+/// How many such notices among the last four make the load sustained: one alone is
+/// what a stall (a slow fsync, a descheduled writer) leaves behind at low rates, and
+/// a consumer that then waited for more would add its whole window to those events'
+/// latency; under load an occasional small notice does not end it.
+const BUSY_NOTICES_OF_FOUR: u32 = 2;
+
 /// Events read from storage per catch-up step.
 const CATCH_UP_PAGE: usize = 500;
 
@@ -72,8 +78,9 @@ pub struct Subscription {
     catching_up: bool,
     /// The scope of storage reads, once the stream exists.
     scope: Option<Scope>,
-    /// Events in the last notice taken (all of them, matching or not).
-    last_notice_events: usize,
+    /// Which of the last notices taken had [`BUSY_NOTICE_EVENTS`] events or more (all
+    /// of them counted, matching or not): one bit each, the latest lowest.
+    large_notices: u8,
 }
 
 impl Engine {
@@ -109,7 +116,7 @@ impl Engine {
             floor: 0,
             catching_up: true,
             scope: None,
-            last_notice_events: 0,
+            large_notices: 0,
         };
         sub.resolve().await?;
         match start {
@@ -184,11 +191,11 @@ impl Subscription {
         self.floor
     }
 
-    /// Whether the writer is grouping many events per commit (appends under load), as
-    /// seen in the last notice: a consumer may then trade a little latency for fewer,
-    /// larger writes.
+    /// Whether the writer is grouping many events per commit (appends under sustained
+    /// load), as seen in the last notices: a consumer may then trade a little latency
+    /// for fewer, larger writes.
     pub fn busy(&self) -> bool {
-        self.last_notice_events >= BUSY_NOTICE_EVENTS
+        (self.large_notices & 0b1111).count_ones() >= BUSY_NOTICES_OF_FOUR
     }
 
     /// The next events, in order; waits until there is at least one. Returns an empty
@@ -237,7 +244,7 @@ impl Subscription {
                 return Ok(Delivery::Events(Vec::new()));
             };
             if self.wants_all(&notice) {
-                self.last_notice_events = notice.events.len();
+                self.saw_notice(&notice);
                 self.floor = self.floor.max(notice.last_position);
                 return Ok(Delivery::Notice(notice));
             }
@@ -246,6 +253,12 @@ impl Subscription {
                 return Ok(Delivery::Events(events));
             }
         }
+    }
+
+    /// Counts a notice taken towards [`Subscription::busy`].
+    fn saw_notice(&mut self, notice: &Committed) {
+        let large = notice.events.len() >= BUSY_NOTICE_EVENTS;
+        self.large_notices = (self.large_notices << 1) | u8::from(large);
     }
 
     /// Whether every event of a complete notice is for this subscription, past its
@@ -279,7 +292,7 @@ impl Subscription {
     /// The matching events of a notice, moving the floor past it; on an event whose
     /// data is needed but missing, switches to reading storage instead.
     fn take(&mut self, notice: &Committed) -> Vec<Arc<SharedEvent>> {
-        self.last_notice_events = notice.events.len();
+        self.saw_notice(notice);
         let mut out = Vec::new();
         for live in &notice.events {
             if live.event.position <= self.floor || !self.matches(live) {
