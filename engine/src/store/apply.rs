@@ -68,9 +68,9 @@ pub(super) struct SubRow {
 }
 
 pub(super) type StreamKey = (String, String);
-/// The writer's caches and a group's staged rows, looked up on every append: hashed
-/// with foldhash rather than SipHash (keys come from the server's own rows and paths
-/// already checked, and the lookups sit on the single writer thread's path).
+/// The writer's caches and a group's staged rows, looked up on every append on the
+/// single writer thread: hashed with foldhash (seeded randomly per process) rather
+/// than SipHash, which cost ~150 instructions more per lookup of a stream's names.
 pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 pub(super) type SubKey = (i64, String);
 
