@@ -48,8 +48,9 @@ where
     type Future = Either<Plain<S::Future>, <Cors<S> as Service<Request>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // axum's router is always ready; both paths share it
-        self.plain.poll_ready(cx)
+        // either may take the request (axum's router is always ready)
+        std::task::ready!(self.plain.poll_ready(cx))?;
+        self.cors.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
