@@ -263,3 +263,63 @@ async fn a_notice_wholly_for_a_subscriber_comes_whole_and_renders_once() {
     );
     engine.shutdown().await;
 }
+
+/// A complete notice of `n` events of `acme/s`.
+fn notice(n: usize) -> crate::store::Committed {
+    let at = Arc::new(path("/acme/s"));
+    let events = (0..n)
+        .map(|i| crate::store::LiveEvent {
+            event: Arc::new(crate::store::SharedEvent::new(crate::event::StoredEvent {
+                stream: "acme/s".to_owned(),
+                index: i as u64,
+                id: uuid::Uuid::nil(),
+                event_type: "t".to_owned(),
+                timestamp: 0,
+                content_type: "application/octet-stream".to_owned(),
+                data: Bytes::new(),
+                metadata: None,
+                origin: None,
+                position: i as i64 + 1,
+            })),
+            path: at.clone(),
+            has_data: true,
+        })
+        .collect();
+    crate::store::Committed::new(n as i64, vec![1], events, true, vec![at])
+}
+
+#[tokio::test]
+async fn gathering_waits_for_two_large_notices_among_the_last_four() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let mut sub = engine
+        .follow(
+            Follow::Stream(path("/acme/s")),
+            Selector::default(),
+            false,
+            Start::Live,
+        )
+        .await
+        .unwrap();
+    let (large, small) = (notice(8), notice(7));
+    assert!(!sub.busy());
+    // one large notice alone is what a stall leaves behind at a low rate
+    sub.saw_notice(&large);
+    assert!(!sub.busy());
+    for _ in 0..3 {
+        sub.saw_notice(&small);
+    }
+    // the first large one has aged out of the last four
+    sub.saw_notice(&large);
+    assert!(!sub.busy());
+    sub.saw_notice(&large);
+    assert!(sub.busy());
+    // an occasional small notice under load does not end it
+    sub.saw_notice(&small);
+    sub.saw_notice(&small);
+    assert!(sub.busy());
+    sub.saw_notice(&small);
+    assert!(!sub.busy());
+    drop(sub);
+    engine.shutdown().await;
+}
