@@ -50,6 +50,19 @@ async fn append(engine: &Engine, p: &str, ty: &str, data: &[u8]) {
         .expect("append");
 }
 
+/// An index-only subscription to the stream at `p`, from the live end.
+async fn follow_live(engine: &Arc<Engine>, p: &str) -> super::Subscription {
+    engine
+        .follow(
+            Follow::Stream(path(p)),
+            Selector::default(),
+            false,
+            Start::Live,
+        )
+        .await
+        .expect("follow")
+}
+
 async fn collect(sub: &mut super::Subscription, n: usize) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     while out.len() < n {
@@ -69,15 +82,7 @@ async fn collect(sub: &mut super::Subscription, n: usize) -> Vec<(String, u64)> 
 async fn a_subscriber_that_stops_reading_catches_up_from_storage() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
-    let mut sub = engine
-        .follow(
-            Follow::Stream(path("/acme/s")),
-            Selector::default(),
-            false,
-            Start::Live,
-        )
-        .await
-        .unwrap();
+    let mut sub = follow_live(&engine, "/acme/s").await;
     // one commit each: far more notices than the subscriber's queue holds
     for i in 0..600u32 {
         append(&engine, "/acme/s", "t", &i.to_le_bytes()).await;
@@ -123,15 +128,7 @@ async fn data_left_out_of_a_notice_is_read_from_storage() {
 async fn events_left_out_of_a_large_commit_are_read_from_storage() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
-    let mut sub = engine
-        .follow(
-            Follow::Stream(path("/acme/big")),
-            Selector::default(),
-            false,
-            Start::Live,
-        )
-        .await
-        .unwrap();
+    let mut sub = follow_live(&engine, "/acme/big").await;
     let n = crate::store::notice::LIVE_EVENTS_MAX as u64 * 2 + 7;
     let events = (0..n)
         .map(|i| NewEvent {
@@ -292,15 +289,7 @@ fn notice(n: usize) -> crate::store::Committed {
 async fn gathering_waits_for_two_large_notices_among_the_last_four() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
-    let mut sub = engine
-        .follow(
-            Follow::Stream(path("/acme/s")),
-            Selector::default(),
-            false,
-            Start::Live,
-        )
-        .await
-        .unwrap();
+    let mut sub = follow_live(&engine, "/acme/s").await;
     let (large, small) = (notice(8), notice(7));
     assert!(!sub.busy());
     // one large notice alone is what a stall leaves behind at a low rate
