@@ -6,11 +6,14 @@ use clap::Parser;
 use eddy_server::{AppState, Config};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: request buffers are allocated on the async workers and freed on the
-/// writer thread, a pattern glibc's allocator handles poorly (see the README's
-/// performance notes).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// mimalloc replaces `malloc` itself (its `override` feature), for Rust's allocations
+/// through the default (system) allocator and for SQLite's own: request buffers are
+/// allocated on the async workers and freed on the writer thread, a pattern glibc's
+/// allocator handles poorly. Not `mimalloc::MiMalloc` as the global allocator: it
+/// asks for every allocation with `mi_malloc_aligned`, whose fast path covers only
+/// blocks up to 1 KiB, so larger ones (hyper's buffers, bodies) took the
+/// over-allocating aligned path (see the README's performance notes).
+use mimalloc as _;
 
 #[derive(Parser)]
 #[command(
