@@ -96,6 +96,25 @@ impl Selector {
             && self.until.is_none_or(|u| timestamp <= u)
     }
 
+    /// Whether every event with an index in `indexes` and a timestamp in `timestamps`
+    /// (both inclusive) matches, as [`Selector::matches`] would say of each; `None`
+    /// when that depends on the events' types.
+    pub fn matches_all_within(
+        &self,
+        indexes: (u64, u64),
+        timestamps: (i64, i64),
+    ) -> Option<bool> {
+        if !self.types.is_empty() || !self.exclude_types.is_empty() {
+            return None;
+        }
+        Some(
+            self.from.is_none_or(|f| indexes.0 >= f)
+                && self.to.is_none_or(|t| indexes.1 <= t)
+                && self.since.is_none_or(|s| timestamps.0 >= s)
+                && self.until.is_none_or(|u| timestamps.1 <= u),
+        )
+    }
+
     /// Whether a substream's args match one of the `sub` patterns (or there are none).
     pub fn matches_args(&self, args: Option<&Args>) -> bool {
         if self.subs.is_empty() {
@@ -256,6 +275,27 @@ mod tests {
         assert!(!s.matches("c", 2, 5));
         assert!(!s.matches("a", 10, 5));
         assert!(!s.matches("a", 3, 4));
+    }
+
+    #[test]
+    fn ranges_answer_for_every_event_within_them() {
+        let s = Selector::parse_query("from=2&to=9&since=5&until=20").unwrap();
+        assert_eq!(s.matches_all_within((2, 9), (5, 20)), Some(true));
+        assert_eq!(s.matches_all_within((3, 4), (6, 7)), Some(true));
+        // one end outside is enough for some event not to match
+        assert_eq!(s.matches_all_within((1, 9), (5, 20)), Some(false));
+        assert_eq!(s.matches_all_within((2, 10), (5, 20)), Some(false));
+        assert_eq!(s.matches_all_within((2, 9), (4, 20)), Some(false));
+        assert_eq!(s.matches_all_within((2, 9), (5, 21)), Some(false));
+        assert_eq!(
+            Selector::default().matches_all_within((0, u64::MAX), (i64::MIN, i64::MAX)),
+            Some(true)
+        );
+        // types are not ranges: the events themselves decide
+        for q in ["type=a", "type=!a"] {
+            let s = Selector::parse_query(q).unwrap();
+            assert_eq!(s.matches_all_within((0, 0), (0, 0)), None, "{q}");
+        }
     }
 
     #[test]

@@ -264,18 +264,24 @@ impl Subscription {
     /// Whether every event of a complete notice is for this subscription, past its
     /// floor and with the data it needs: what [`Subscription::take`] would take whole.
     fn wants_all(&self, notice: &Committed) -> bool {
+        let s = &notice.summary;
         notice.complete
             && notice
                 .events
                 .first()
                 .is_some_and(|l| l.event.position > self.floor)
+            && (s.all_data || !self.data)
             && notice.paths.iter().all(|p| self.place(p))
-            && notice.events.iter().all(|l| {
-                (l.has_data || !self.data)
-                    && self
-                        .selector
+            && match self.selector.matches_all_within(
+                (s.min_index, s.max_index),
+                (s.min_timestamp, s.max_timestamp),
+            ) {
+                Some(all) => all,
+                None => notice.events.iter().all(|l| {
+                    self.selector
                         .matches(&l.event.event_type, l.event.index, l.event.timestamp)
-            })
+                }),
+            }
     }
 
     /// Which of the ways to name events' cursors this subscription uses (see

@@ -312,3 +312,42 @@ async fn gathering_waits_for_two_large_notices_among_the_last_four() {
     drop(sub);
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_reaching_past_the_selector_range_comes_event_by_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    append(&engine, "/acme/s", "first", b"0").await;
+    let mut ranged = engine
+        .follow(
+            Follow::Stream(path("/acme/s")),
+            Selector::parse_query("to=2").unwrap(),
+            false,
+            Start::Live,
+        )
+        .await
+        .unwrap();
+    let event = || NewEvent {
+        id: None,
+        event_type: "t".to_owned(),
+        content_type: "application/octet-stream".to_owned(),
+        data: Bytes::from_static(b"x"),
+        timestamp: None,
+        metadata: None,
+        origin: None,
+    };
+    // one commit of indexes 1..=3: the notice's last event is past `to=2`
+    engine
+        .append(AppendRequest {
+            stream: path("/acme/s"),
+            events: vec![event(), event(), event()],
+            expected: ExpectedIndex::Any,
+        })
+        .await
+        .unwrap();
+    let super::Delivery::Events(events) = delivery(&mut ranged).await else {
+        panic!("events, not the whole notice, when some are past the range");
+    };
+    assert_eq!(events.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2]);
+    engine.shutdown().await;
+}

@@ -34,6 +34,40 @@ pub struct Committed {
     pub paths: Vec<Arc<StreamPath>>,
     /// Consumers' renderings of the whole notice (see [`Committed::rendered`]).
     pub(crate) renders: [OnceLock<Bytes>; RENDER_KINDS],
+    /// The ranges of the events' indexes and timestamps, and whether all carry their
+    /// data: each subscriber asks whether it wants a notice whole, and the answer
+    /// should not cost a pass over the events per subscriber.
+    pub(crate) summary: Summary,
+}
+
+/// What [`Committed::summary`] holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Summary {
+    pub min_index: u64,
+    pub max_index: u64,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    pub all_data: bool,
+}
+
+impl Summary {
+    fn of(events: &[LiveEvent]) -> Self {
+        let mut s = Summary {
+            min_index: u64::MAX,
+            max_index: 0,
+            min_timestamp: i64::MAX,
+            max_timestamp: i64::MIN,
+            all_data: true,
+        };
+        for l in events {
+            s.min_index = s.min_index.min(l.event.index);
+            s.max_index = s.max_index.max(l.event.index);
+            s.min_timestamp = s.min_timestamp.min(l.event.timestamp);
+            s.max_timestamp = s.max_timestamp.max(l.event.timestamp);
+            s.all_data &= l.has_data;
+        }
+        s
+    }
 }
 
 /// How many renderings of a notice [`Committed::rendered`] keeps.
@@ -50,6 +84,7 @@ impl Committed {
         Self {
             last_position,
             streams,
+            summary: Summary::of(&events),
             events,
             complete,
             paths,
