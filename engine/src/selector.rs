@@ -99,11 +99,7 @@ impl Selector {
     /// Whether every event with an index in `indexes` and a timestamp in `timestamps`
     /// (both inclusive) matches, as [`Selector::matches`] would say of each; `None`
     /// when that depends on the events' types.
-    pub fn matches_all_within(
-        &self,
-        indexes: (u64, u64),
-        timestamps: (i64, i64),
-    ) -> Option<bool> {
+    pub fn matches_all_within(&self, indexes: (u64, u64), timestamps: (i64, i64)) -> Option<bool> {
         if !self.types.is_empty() || !self.exclude_types.is_empty() {
             return None;
         }
