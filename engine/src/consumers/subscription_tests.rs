@@ -156,6 +156,19 @@ async fn events_left_out_of_a_large_commit_are_read_from_storage() {
 }
 
 /// The next delivery, within 10 s.
+/// A new event of type `ty` with the data `x`, for batches.
+fn event_x(ty: &str) -> NewEvent {
+    NewEvent {
+        id: None,
+        event_type: ty.to_owned(),
+        content_type: "application/octet-stream".to_owned(),
+        data: Bytes::from_static(b"x"),
+        timestamp: None,
+        metadata: None,
+        origin: None,
+    }
+}
+
 async fn delivery(sub: &mut super::Subscription) -> super::Delivery {
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -220,19 +233,10 @@ async fn a_notice_wholly_for_a_subscriber_comes_whole_and_renders_once() {
     };
     assert_eq!(n.events[0].event.event_type, "b");
     // a notice with events the selector passes over comes event by event
-    let event = |ty: &str| NewEvent {
-        id: None,
-        event_type: ty.to_owned(),
-        content_type: "application/octet-stream".to_owned(),
-        data: Bytes::from_static(b"x"),
-        timestamp: None,
-        metadata: None,
-        origin: None,
-    };
     engine
         .append(AppendRequest {
             stream: path("/acme/s"),
-            events: vec![event("a"), event("b")],
+            events: vec![event_x("a"), event_x("b")],
             expected: ExpectedIndex::Any,
         })
         .await
@@ -327,20 +331,11 @@ async fn a_notice_reaching_past_the_selector_range_comes_event_by_event() {
         )
         .await
         .unwrap();
-    let event = || NewEvent {
-        id: None,
-        event_type: "t".to_owned(),
-        content_type: "application/octet-stream".to_owned(),
-        data: Bytes::from_static(b"x"),
-        timestamp: None,
-        metadata: None,
-        origin: None,
-    };
     // one commit of indexes 1..=3: the notice's last event is past `to=2`
     engine
         .append(AppendRequest {
             stream: path("/acme/s"),
-            events: vec![event(), event(), event()],
+            events: vec![event_x("t"), event_x("t"), event_x("t")],
             expected: ExpectedIndex::Any,
         })
         .await
