@@ -1,7 +1,7 @@
 //! Query parameters and headers as handlers read them: each taken by name, malformed
 //! values refused with a 400 naming them, leftovers refused as unknown.
 
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, HeaderValue, Uri};
 use eddy_engine::selector::{SELECTOR_PARAMS, Selector};
 
 use crate::error::{ApiError, ApiResult};
@@ -95,22 +95,27 @@ impl Params {
 pub fn header(headers: &HeaderMap, names: &[&str]) -> ApiResult<Option<String>> {
     for name in names {
         if let Some(v) = headers.get(*name) {
-            return v.to_str().map(|s| Some(s.trim().to_owned())).map_err(|_| {
-                ApiError::invalid(format!("header {name} is not valid visible ASCII text"))
-            });
+            return text(v, name).map(Some);
         }
     }
     Ok(None)
 }
 
+/// A header's value, trimmed; the error names the header as `name`.
+fn text(value: &HeaderValue, name: &str) -> ApiResult<String> {
+    value
+        .to_str()
+        .map(|s| s.trim().to_owned())
+        .map_err(|_| ApiError::invalid(format!("header {name} is not valid visible ASCII text")))
+}
+
 /// The media type of the Content-Type header, lowercased, without parameters.
 pub fn media_type(headers: &HeaderMap) -> ApiResult<(Option<String>, String)> {
-    let raw = match headers.get(axum::http::header::CONTENT_TYPE) {
-        Some(v) => Some(v.to_str().map(|s| s.trim().to_owned()).map_err(|_| {
-            ApiError::invalid("header content-type is not valid visible ASCII text")
-        })?),
-        None => None,
-    };
+    // looked up by its pre-parsed name: a `&str` name is parsed on every lookup
+    let raw = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .map(|v| text(v, "content-type"))
+        .transpose()?;
     let essence = raw
         .as_deref()
         .map(|r| {
