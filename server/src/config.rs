@@ -4,13 +4,32 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Reads `--listen`: a socket address, or a host name and port resolved to its first
+/// address.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs as _;
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{text} resolves to no address")),
+        Err(e) => Err(format!(
+            "{text} is not an address to listen on (IP:port or host:port, e.g. \
+             127.0.0.1:8080 or localhost:8080): {e}"
+        )),
+    }
+}
+
 /// The shortest admin token accepted.
 pub const MIN_ADMIN_TOKEN: usize = 16;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// Address to listen on (HTTP/1.1 and h2c).
-    #[arg(long, env = "EDDY_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on (HTTP/1.1 and h2c): IP:port, or host:port such as
+    /// localhost:8080 (its first address).
+    #[arg(long, env = "EDDY_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Directory of the embedded SQLite database.
     #[arg(long, env = "EDDY_DATA", default_value = "./eddy-data")]

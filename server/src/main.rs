@@ -28,6 +28,8 @@ enum Cli {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        // colours only on a terminal, not in log files and journals
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             EnvFilter::try_from_env("EDDY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )

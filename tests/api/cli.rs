@@ -1,11 +1,12 @@
 //! The `eddy` command line: an open server refuses a non-loopback address unless told
-//! `--insecure-open`; one with an admin token may.
+//! `--insecure-open`; one with an admin token may; a second server on a data directory
+//! in use refuses to start.
 
 use std::process::Stdio;
 
 use tokio::process::Command;
 
-use crate::common::free_port;
+use crate::common::{ChildServer, client, free_port};
 
 #[tokio::test]
 async fn open_server_refuses_a_public_listen_address() {
@@ -86,6 +87,82 @@ async fn a_server_with_an_admin_token_may_listen_publicly() {
     );
     let r = reqwest::get(format!("{base}/acme/s")).await.unwrap();
     assert_eq!(r.status(), 401, "requests need credentials");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    crate::common::tls_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = ChildServer::start(dir.path()).await;
+    let c = client();
+    let r = c
+        .post(format!("{}/acme/s?event-type=a", first.base))
+        .json(&serde_json::json!({"n": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "the second server must not start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another eddy server"), "{err}");
+
+    // the first server goes on as before
+    let r = c
+        .post(format!("{}/acme/s?event-type=a", first.base))
+        .json(&serde_json::json!({"n": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let events: Vec<serde_json::Value> = c
+        .get(format!("{}/acme/s", first.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+
+    // once it is gone (killed: the kernel drops its lock), the directory opens again
+    first.child.kill().await.unwrap();
+    let again = ChildServer::start(dir.path()).await;
+    let events: Vec<serde_json::Value> = c
+        .get(format!("{}/acme/s", again.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+}
+
+#[tokio::test]
+async fn listen_takes_a_host_name() {
+    crate::common::tls_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["serve", "--listen", &format!("localhost:{port}"), "--data"])
+        .arg(dir.path())
+        .env("EDDY_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    assert!(
+        healthy(&format!("http://localhost:{port}")).await,
+        "eddy --listen localhost:{port} did not start"
+    );
     child.kill().await.unwrap();
 }
 

@@ -30,6 +30,10 @@ pub use notice::{Committed, LiveEvent, SharedEvent};
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "eddy.db";
 
+/// The file a running server holds an exclusive lock on, so that a second server on
+/// the same data directory refuses to start instead of writing beside the first.
+pub const LOCK_FILE: &str = "eddy.lock";
+
 /// The open store: the read pool, the writer and the commit announcements.
 pub struct Store {
     pub(crate) pool: SqlitePool,
@@ -38,6 +42,8 @@ pub struct Store {
     notices: broadcast::Sender<Arc<Committed>>,
     last_position: Arc<AtomicI64>,
     path: PathBuf,
+    /// The locked [`LOCK_FILE`]; released at shutdown (or when the process ends).
+    lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl Store {
@@ -50,6 +56,7 @@ impl Store {
                 dir.display()
             ))
         })?;
+        let lock = lock_data_dir(dir)?;
         let path = dir.join(DB_FILE);
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(|e| EngineError::internal(format!("bad database path: {e}")))?
@@ -85,6 +92,7 @@ impl Store {
             notices,
             last_position,
             path,
+            lock: std::sync::Mutex::new(Some(lock)),
         })
     }
 
@@ -116,6 +124,35 @@ impl Store {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         self.pool.close().await;
+        // another server may open the directory from now on (an in-process restart)
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
+    }
+}
+
+/// Takes the data directory's exclusive lock, or explains who holds it. The lock is
+/// an advisory `flock` the kernel drops with the process, so a killed server leaves
+/// nothing to clean up.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| EngineError::internal(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::internal(format!(
+            "the data directory {} is in use by another eddy server (it holds the lock on \
+             {LOCK_FILE}); stop that server or choose another --data directory",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(EngineError::internal(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
     }
 }
 
