@@ -79,6 +79,19 @@ impl ContentType {
                 ));
             }
         };
+        if kind != DataKind::Binary
+            && let Some(charset) = params.and_then(charset)
+            && !["utf-8", "utf8", "us-ascii"].contains(&charset.to_ascii_lowercase().as_str())
+        {
+            return Err(EngineError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!(
+                    "charset \"{charset}\" of Content-Type \"{raw}\" is not supported: eddy \
+                     keeps text and JSON as UTF-8, so send the data as UTF-8 \
+                     (charset=utf-8)"
+                ),
+            ));
+        }
         let value = match params {
             Some(p) if !p.is_empty() => format!("{essence};{p}"),
             _ => essence,
@@ -99,7 +112,17 @@ impl ContentType {
         check_size(data.len())?;
         match self.kind {
             DataKind::Json => {
-                if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(data) {
+                // JSON text is UTF-8 (RFC 8259 §8.1); serde_json does not check the
+                // bytes of strings it only skips over
+                let text = std::str::from_utf8(data).map_err(|e| {
+                    EngineError::invalid(format!(
+                        "event data is not valid JSON (invalid UTF-8 at byte offset {}) but \
+                         Content-Type is {}",
+                        e.valid_up_to(),
+                        self.value
+                    ))
+                })?;
+                if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
                     return Err(EngineError::invalid(format!(
                         "event data is not valid JSON ({e}) but Content-Type is {}",
                         self.value
@@ -120,6 +143,15 @@ impl ContentType {
         }
         Ok(())
     }
+}
+
+/// The `charset` parameter of a media type's parameters, unquoted.
+fn charset(params: &str) -> Option<&str> {
+    params
+        .split(';')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, v)| v.trim().trim_matches('"'))
 }
 
 /// Fails with 413 when an event's data is over [`MAX_EVENT_DATA`].
@@ -155,27 +187,39 @@ pub fn check_type(ty: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses an event timestamp: unix milliseconds or RFC 3339.
+/// The latest timestamp an event may carry: 9999-12-31T23:59:59.999Z, the end of
+/// RFC 3339's range (and well inside what JavaScript numbers hold exactly).
+pub const MAX_TIMESTAMP: i64 = 253_402_300_799_999;
+
+/// Parses an event timestamp: unix milliseconds or RFC 3339, from the unix epoch to
+/// the end of year 9999.
 pub fn parse_timestamp(field: &str, raw: &str) -> Result<i64> {
     let raw = raw.trim();
-    if let Ok(ms) = raw.parse::<i64>() {
-        if ms < 0 {
-            return Err(EngineError::invalid(format!(
-                "{field} \"{raw}\" is negative; give unix milliseconds or RFC 3339"
-            )));
+    let ms = match raw.parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => {
+            // an unencoded `+` of a UTC offset arrives from a query string as a space
+            let parsed = chrono::DateTime::parse_from_rfc3339(raw).or_else(|e| {
+                chrono::DateTime::parse_from_rfc3339(&raw.replace(' ', "+")).map_err(|_| e)
+            });
+            match parsed {
+                Ok(t) => t.timestamp_millis(),
+                Err(_) => {
+                    return Err(EngineError::invalid(format!(
+                        "{field} \"{raw}\" is neither unix milliseconds nor an RFC 3339 \
+                         date-time (e.g. 2026-11-22T08:00:00Z)"
+                    )));
+                }
+            }
         }
-        return Ok(ms);
+    };
+    if !(0..=MAX_TIMESTAMP).contains(&ms) {
+        return Err(EngineError::invalid(format!(
+            "{field} \"{raw}\" is out of range: timestamps go from the unix epoch \
+             (0, 1970-01-01T00:00:00Z) to {MAX_TIMESTAMP} (9999-12-31T23:59:59.999Z)"
+        )));
     }
-    // an unencoded `+` of a UTC offset arrives from a query string as a space
-    let parsed = chrono::DateTime::parse_from_rfc3339(raw)
-        .or_else(|e| chrono::DateTime::parse_from_rfc3339(&raw.replace(' ', "+")).map_err(|_| e));
-    match parsed {
-        Ok(t) if t.timestamp_millis() >= 0 => Ok(t.timestamp_millis()),
-        _ => Err(EngineError::invalid(format!(
-            "{field} \"{raw}\" is neither unix milliseconds nor an RFC 3339 date-time \
-             (e.g. 2026-11-22T08:00:00Z)"
-        ))),
-    }
+    Ok(ms)
 }
 
 /// Parses an event id: a UUID in any of its usual spellings.
@@ -335,12 +379,11 @@ fn render_data(kind: DataKind, data: &[u8]) -> (EnvelopeData<'_>, Option<&'stati
         DataKind::Json => {
             // Pretty-printed bodies are compacted so an envelope is always one line
             // (NDJSON); JSON strings cannot hold raw newlines, so any is whitespace.
+            // (Not through `serde_json::Value`: its recursion limit would refuse
+            // stored JSON nested 128 levels deep.)
             if text.contains(['\n', '\r']) {
-                match serde_json::from_str::<serde_json::Value>(text) {
-                    Ok(v) => match serde_json::value::to_raw_value(&v) {
-                        Ok(raw) => (EnvelopeData::Owned(raw), None),
-                        Err(_) => b64(),
-                    },
+                match RawValue::from_string(minify_json(text)) {
+                    Ok(raw) => (EnvelopeData::Owned(raw), None),
                     Err(_) => b64(),
                 }
             } else {
@@ -353,6 +396,32 @@ fn render_data(kind: DataKind, data: &[u8]) -> (EnvelopeData<'_>, Option<&'stati
         DataKind::Text => (EnvelopeData::Text(text), None),
         DataKind::Binary => b64(),
     }
+}
+
+/// `text` (valid JSON) without the whitespace between its tokens. Written out because
+/// serde_json offers no minifier that keeps the text as it is (number spellings, key
+/// order, duplicate keys) without building a recursive value.
+fn minify_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// What a consumer receives by default (API §5): where the event is, not what it
@@ -419,8 +488,28 @@ mod tests {
                 .message
                 .contains("not valid JSON")
         );
+        // a string holding a byte that is not UTF-8 is not JSON
+        let err = json.check_data(b"{\"a\":\"\xff\"}").unwrap_err();
+        assert!(
+            err.message.contains("invalid UTF-8 at byte offset 6"),
+            "{}",
+            err.message
+        );
         let text = ContentType::parse(Some("text/plain")).unwrap();
         assert!(text.check_data(&[0xff, 0xfe]).is_err());
+        for fine in [
+            "text/plain; charset=UTF-8",
+            "application/json;charset=\"utf-8\"",
+        ] {
+            assert!(ContentType::parse(Some(fine)).is_ok(), "{fine}");
+        }
+        let latin = ContentType::parse(Some("text/plain; charset=ISO-8859-1")).unwrap_err();
+        assert_eq!(latin.code, ErrorCode::UnsupportedMediaType);
+        assert!(
+            latin.message.contains("charset \"ISO-8859-1\""),
+            "{}",
+            latin.message
+        );
         let big = vec![b'a'; MAX_EVENT_DATA + 1];
         assert_eq!(
             ContentType::parse(Some("application/octet-stream"))
@@ -457,6 +546,18 @@ mod tests {
         );
         assert!(parse_timestamp("t", "yesterday").is_err());
         assert!(parse_timestamp("t", "-5").is_err());
+        assert_eq!(
+            parse_timestamp("t", "9999-12-31T23:59:59.999Z").unwrap(),
+            MAX_TIMESTAMP
+        );
+        for out_of_range in [
+            "253402300800000",
+            "9223372036854775807",
+            "1969-12-31T23:59:59Z",
+        ] {
+            let e = parse_timestamp("t", out_of_range).unwrap_err();
+            assert!(e.message.contains("out of range"), "{}", e.message);
+        }
         assert!(parse_event_id("id", "not-a-uuid").is_err());
         assert_eq!(ExpectedIndex::parse("e", "-2").unwrap(), ExpectedIndex::Any);
         assert_eq!(
@@ -488,6 +589,21 @@ mod tests {
         let j = serde_json::to_value(e.envelope()).unwrap();
         assert_eq!(j["data"], serde_json::json!({"a": [1, 2]}));
         assert!(!serde_json::to_string(&e.envelope()).unwrap().contains('\n'));
+        // compacting keeps strings whole and needs no recursion (nesting past 128)
+        e.data = Bytes::from_static(b"{\"k\" :\n \"a \\\" b\\\\\",\"n\": 1.50}");
+        let line = serde_json::to_string(&e.envelope()).unwrap();
+        assert!(
+            line.contains(r#""data":{"k":"a \" b\\","n":1.50}"#),
+            "{line}"
+        );
+        let deep = format!("{}\n{}", "[".repeat(300), "]".repeat(300));
+        e.data = Bytes::from(deep);
+        let line = serde_json::to_string(&e.envelope()).unwrap();
+        assert!(
+            line.contains(&format!("\"data\":{}", "[".repeat(300))),
+            "{line}"
+        );
+        assert!(!line.contains("base64"));
         e.content_type = "text/plain".into();
         e.data = Bytes::from_static(b"hi");
         assert_eq!(serde_json::to_value(e.envelope()).unwrap()["data"], "hi");

@@ -235,9 +235,8 @@ impl Args {
         for (i, arg) in args.iter().enumerate() {
             let ok = match arg {
                 Arg::Num(n) => n.is_finite(),
-                Arg::Account(a) => {
-                    !matches!(bare(a.as_str()), Ok(Arg::Num(_) | Arg::Bool(_) | Arg::Null))
-                }
+                // only a name that reads back as an account name
+                Arg::Account(a) => matches!(bare(a.as_str()), Ok(Arg::Account(_))),
                 _ => true,
             };
             if !ok {
@@ -447,6 +446,14 @@ fn bare(token: &str) -> Result<Arg, &'static str> {
         "true" => Ok(Arg::Bool(true)),
         "false" => Ok(Arg::Bool(false)),
         "null" => Ok(Arg::Null),
+        "NaN" | "Infinity" | "-Infinity" | "undefined" => Err(
+            "is a JavaScript value that is not a finite number nor an account name; \
+             quote it for a string",
+        ),
+        _ if has_leading_zero(token) => Err(
+            "has a leading zero, which JavaScript reads as a legacy octal literal; \
+             write the number without it (or 0o… for octal)",
+        ),
         _ => match number(token) {
             Some(n) if n.is_finite() => Ok(Arg::Num(n)),
             Some(_) => Err("is not a finite number"),
@@ -454,6 +461,12 @@ fn bare(token: &str) -> Result<Arg, &'static str> {
             None => Err("is not a string, number, true, false, null or account name"),
         },
     }
+}
+
+/// Whether a decimal literal starts with a zero followed by a digit (`010`, `-01.5`).
+fn has_leading_zero(token: &str) -> bool {
+    let body = token.strip_prefix(['-', '+']).unwrap_or(token).as_bytes();
+    body.len() > 1 && body[0] == b'0' && body[1].is_ascii_digit()
 }
 
 /// Parses a JavaScript numeric literal with an optional sign: decimal (`.5`, `5.`,

@@ -435,7 +435,10 @@ fn arg_kinds() {
     );
     assert_eq!(args("bob"), [Arg::Account(acct("bob"))]);
     assert_eq!(args("eddy"), [Arg::Account(acct("eddy"))]);
-    assert_eq!(args("Infinity"), [Arg::Account(acct("Infinity"))]);
+    assert!(
+        Args::parse("Infinity").is_err(),
+        "a JavaScript number, not an account"
+    );
     assert_eq!(args("0x"), [Arg::Account(acct("0x"))]);
     assert_eq!(args("0b102"), [Arg::Account(acct("0b102"))]);
     assert_eq!(args("1e"), [Arg::Account(acct("1e"))]);
@@ -459,7 +462,19 @@ fn numbers() {
     assert_eq!(num("5.e1"), 50.0);
     assert_eq!(num("1E3"), 1000.0);
     assert_eq!(num("1e-7"), 1e-7);
-    assert_eq!(num("010"), 10.0);
+    for zero in ["010", "-010", "00", "01.5", "+09"] {
+        assert!(arg_err(zero).contains("has a leading zero"), "{zero}");
+    }
+    assert_eq!(num("0"), 0.0);
+    assert_eq!(num("0.5"), 0.5);
+    assert_eq!(num("-0.5e1"), -5.0);
+    for js_value in ["NaN", "Infinity", "-Infinity", "undefined"] {
+        assert!(
+            arg_err(js_value).contains("quote it for a string"),
+            "{js_value}"
+        );
+    }
+    assert_eq!(args("'NaN'"), [s("NaN")]);
     assert_eq!(num("0x10"), 16.0);
     assert_eq!(num("0XfF"), 255.0);
     assert_eq!(num("-0x10"), -16.0);
@@ -616,6 +631,8 @@ fn args_new() {
     assert!(Args::new(vec![Arg::Account(acct("123"))]).is_err());
     assert!(Args::new(vec![Arg::Account(acct("true"))]).is_err());
     assert!(Args::new(vec![Arg::Account(acct("0x1F"))]).is_err());
+    assert!(Args::new(vec![Arg::Account(acct("Infinity"))]).is_err());
+    assert!(Args::new(vec![Arg::Account(acct("010"))]).is_err());
     let a = Args::new(vec![
         s("0 9 * * 1"),
         Arg::Num(-0.0),

@@ -56,12 +56,33 @@ pub fn refuse_unknown(params: &[(String, String)], known: &[&str]) -> Result<()>
     }
 }
 
+/// Parameters that may be repeated, each adding to the last (`type=a&type=b` is
+/// `type=a,b`); any other given twice is refused rather than one silently winning.
+const REPEATABLE: [&str; 2] = ["type", "sub"];
+
+/// Fails with a 400 naming the first parameter given twice (other than `type` and
+/// `sub`, which add up).
+pub fn refuse_repeated(params: &[(String, String)]) -> Result<()> {
+    for (i, (k, v)) in params.iter().enumerate() {
+        if REPEATABLE.contains(&k.as_str()) {
+            continue;
+        }
+        if let Some((_, first)) = params[..i].iter().find(|(k2, _)| k2 == k) {
+            return Err(EngineError::invalid(format!(
+                "query parameter \"{k}\" is given twice ({k}={first} and {k}={v}); give it once"
+            ))
+            .with("parameter", k.as_str()));
+        }
+    }
+    Ok(())
+}
+
 /// Parses a count, index or position given in a query: a whole number from 0 to
-/// `i64::MAX`, the range storage keeps (larger values would wrap in SQL).
+/// `i64::MAX`, the range storage keeps (larger values would wrap in SQL), in plain
+/// decimal digits (no sign, no spaces).
 pub fn whole_number(value: &str) -> Option<u64> {
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|n| *n <= i64::MAX as u64)
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse::<u64>().ok().filter(|n| *n <= i64::MAX as u64)
 }

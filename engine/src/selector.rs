@@ -57,6 +57,7 @@ impl Selector {
     /// consumers. Any other parameter is an error.
     pub fn parse_query(query: &str) -> Result<Self> {
         let mut params = crate::query::pairs(query)?;
+        crate::query::refuse_repeated(&params)?;
         let sel = Self::take_from(&mut params)?;
         crate::query::refuse_unknown(&params, &SELECTOR_PARAMS)?;
         Ok(sel)

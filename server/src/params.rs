@@ -18,14 +18,17 @@ pub struct Params {
 }
 
 impl Params {
+    /// Decodes the query; a parameter given twice (but `type` and `sub`) is a 400.
     pub fn parse(uri: &Uri) -> ApiResult<Self> {
+        let pairs = eddy_engine::query::pairs(uri.query().unwrap_or(""))?;
+        eddy_engine::query::refuse_repeated(&pairs)?;
         Ok(Self {
-            pairs: eddy_engine::query::pairs(uri.query().unwrap_or(""))?,
+            pairs,
             known: Vec::new(),
         })
     }
 
-    /// Takes a parameter (the last one when repeated).
+    /// Takes a parameter.
     pub fn take(&mut self, key: &'static str) -> Option<String> {
         self.known.push(key);
         let mut found = None;
@@ -68,12 +71,15 @@ impl Params {
     /// Takes `limit`: 1 or more, at most [`MAX_LIMIT`] (larger asks are capped; the
     /// `Link` header pages on).
     pub fn limit(&mut self) -> ApiResult<Option<usize>> {
-        match self.number("limit")? {
-            Some(0) => Err(ApiError::invalid(
-                "query parameter limit=\"0\" must be at least 1",
-            )),
-            n => Ok(n.map(|n| n as usize)),
-        }
+        self.take("limit")
+            .map(|v| match eddy_engine::query::whole_number(&v) {
+                Some(n) if n > 0 => Ok(n.min(usize::MAX as u64) as usize),
+                _ => Err(ApiError::invalid(format!(
+                    "query parameter limit=\"{v}\" must be a whole number of at least 1 \
+                     (a JSON page holds at most {MAX_LIMIT} events)"
+                ))),
+            })
+            .transpose()
     }
 
     /// Takes the selector parameters.
@@ -129,18 +135,128 @@ pub fn media_type(headers: &HeaderMap) -> ApiResult<(Option<String>, String)> {
     Ok((raw, essence))
 }
 
-/// Whether the Accept header asks for `media`.
-pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
-    headers
+/// Refuses a body sent with a `Content-Encoding` (gzip, br, …) with a 415 naming it:
+/// event data is stored as sent, so compressed bytes would be taken for the data.
+pub fn refuse_content_coding(headers: &HeaderMap) -> ApiResult<()> {
+    for v in headers.get_all(axum::http::header::CONTENT_ENCODING) {
+        let coding = text(v, "content-encoding")?;
+        if !coding.eq_ignore_ascii_case("identity") && !coding.is_empty() {
+            return Err(ApiError(eddy_engine::EngineError::new(
+                eddy_engine::ErrorCode::UnsupportedMediaType,
+                format!(
+                    "Content-Encoding \"{coding}\" is not supported: send the body \
+                     uncompressed (eddy stores event data as sent)"
+                ),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a read answers with, as the Accept header chooses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Representation {
+    /// A JSON array (the default).
+    Json,
+    /// Newline-delimited JSON.
+    Ndjson,
+    /// Server-Sent Events: a subscription.
+    EventStream,
+}
+
+/// The offers in the server's order of preference, for ties.
+const OFFERS: [(&str, Representation); 3] = [
+    ("application/json", Representation::Json),
+    ("application/x-ndjson", Representation::Ndjson),
+    ("text/event-stream", Representation::EventStream),
+];
+
+/// Chooses a read's representation from the Accept header (RFC 9110 §12.5.1): each
+/// offer takes the weight of the most specific media range that matches it (`q=0`:
+/// not acceptable), the highest weight wins, then the more specific match (a named
+/// type over `*/*`), then JSON before NDJSON before SSE. Without an Accept header, or
+/// when it accepts none of them, the answer is JSON.
+pub fn representation(headers: &HeaderMap) -> Representation {
+    let ranges: Vec<(&str, &str, f32)> = headers
         .get_all(axum::http::header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|m| {
-            m.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case(media)
-        })
+        .filter_map(media_range)
+        .collect();
+    if ranges.is_empty() {
+        return Representation::Json;
+    }
+    let mut best = (0.0_f32, 0_u8, Representation::Json);
+    for (offer, repr) in OFFERS {
+        let (top, sub) = offer.split_once('/').unwrap_or((offer, ""));
+        let matched = ranges
+            .iter()
+            .filter_map(|&(t, s, q)| {
+                let specificity = match (t, s) {
+                    _ if t.eq_ignore_ascii_case(top) && s.eq_ignore_ascii_case(sub) => 2,
+                    _ if t.eq_ignore_ascii_case(top) && s == "*" => 1,
+                    ("*", "*") => 0,
+                    _ => return None,
+                };
+                Some((specificity, q))
+            })
+            .max_by_key(|&(specificity, _)| specificity);
+        if let Some((specificity, q)) = matched
+            && q > 0.0
+            && (q > best.0 || (q == best.0 && specificity > best.1))
+        {
+            best = (q, specificity, repr);
+        }
+    }
+    best.2
+}
+
+/// One media range of an Accept header: type, subtype and weight (1 unless `q=`
+/// says otherwise; a weight that does not parse counts as 1).
+fn media_range(item: &str) -> Option<(&str, &str, f32)> {
+    let mut parts = item.split(';');
+    let (top, sub) = parts.next()?.trim().split_once('/')?;
+    let q = parts
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+        .map(|(_, v)| v.trim().parse::<f32>().map_or(1.0, |q| q.clamp(0.0, 1.0)))
+        .unwrap_or(1.0);
+    Some((top.trim(), sub.trim(), q))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_accept(accept: &str) -> Representation {
+        let mut h = HeaderMap::new();
+        h.insert(axum::http::header::ACCEPT, accept.parse().unwrap());
+        representation(&h)
+    }
+
+    #[test]
+    fn accept_weights_choose_the_representation() {
+        use Representation::*;
+        assert_eq!(representation(&HeaderMap::new()), Json);
+        for (accept, want) in [
+            ("*/*", Json),
+            ("application/json", Json),
+            ("application/x-ndjson", Ndjson),
+            ("text/event-stream", EventStream),
+            ("TEXT/Event-Stream", EventStream),
+            ("application/json, application/x-ndjson;q=0.5", Json),
+            ("application/x-ndjson;q=0", Json),
+            ("application/x-ndjson;q=0.1, application/json;q=0.9", Json),
+            ("application/json;q=0.2, application/x-ndjson", Ndjson),
+            ("application/json, text/event-stream;q=0.1", Json),
+            ("text/event-stream, */*", EventStream),
+            ("*/*;q=0.5, application/x-ndjson", Ndjson),
+            ("application/*", Json),
+            ("image/png", Json),
+            ("text/*;q=0.3, application/json;q=0.2", EventStream),
+        ] {
+            assert_eq!(with_accept(accept), want, "Accept: {accept}");
+        }
+    }
 }

@@ -223,6 +223,72 @@ async fn bad_bodies_and_headers_are_refused_and_write_nothing() {
 }
 
 #[tokio::test]
+async fn codings_charsets_bad_utf8_and_out_of_range_values_are_refused() {
+    let s = spawn_server().await;
+    let post = |query: &'static str,
+                headers: &'static [(&'static str, &'static str)],
+                body: &'static [u8]| {
+        let mut r = s.client.post(s.url(&format!("/acme/strict{query}")));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(body).send()
+    };
+    let json: &[(&str, &str)] = &[("Content-Type", "application/json"), ("Event-Type", "t")];
+    // JSON text is UTF-8: a string holding another byte is not JSON, in a POST or a line
+    let r = post("", json, b"{\"a\":\"\xff\"}").await.unwrap();
+    assert_error(r, 400, "not valid JSON (invalid UTF-8 at byte offset 6)").await;
+    let ndjson: &[(&str, &str)] = &[
+        ("Content-Type", "application/x-ndjson"),
+        ("Event-Type", "t"),
+    ];
+    let r = post("", ndjson, b"{\"a\":\"\xff\"}\n").await.unwrap();
+    assert_error(r, 400, "invalid UTF-8").await;
+    // compressed bodies and other charsets would be stored as the wrong data
+    let gzip: &[(&str, &str)] = &[
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Encoding", "gzip"),
+        ("Event-Type", "t"),
+    ];
+    let r = post("", gzip, b"\x1f\x8b").await.unwrap();
+    assert_error(r, 415, "Content-Encoding \"gzip\" is not supported").await;
+    let latin1: &[(&str, &str)] = &[
+        ("Content-Type", "text/plain; charset=ISO-8859-1"),
+        ("Event-Type", "t"),
+    ];
+    let r = post("", latin1, b"caf\xe9").await.unwrap();
+    assert_error(r, 415, "charset \"ISO-8859-1\"").await;
+    // timestamps stay between the epoch and the end of year 9999
+    for ts in [
+        "9223372036854775807",
+        "253402300800000",
+        "1969-07-20T20:17:40Z",
+    ] {
+        let r = s
+            .call(
+                "POST",
+                "/acme/strict",
+                &[("Event-Type", "t"), ("Event-Timestamp", ts)],
+                json!({}),
+            )
+            .await;
+        assert_error(r, 400, "is out of range").await;
+    }
+    // a parameter given twice is not silently resolved
+    let r = post("?event-type=a&event-type=b", json, b"{}")
+        .await
+        .unwrap();
+    assert_error(r, 400, "\"event-type\" is given twice").await;
+    // a batch item that is no object says so, without internal type names
+    let batch: &[(&str, &str)] = &[("Content-Type", "application/vnd.eddy.events+json")];
+    let r = post("", batch, b"[1]").await.unwrap();
+    let e = assert_error(r, 400, "event 0 of the batch: is 1, not an event object").await;
+    assert!(!e["error"].as_str().unwrap().contains("struct"), "{e}");
+    // nothing above was stored, so the stream never came into being
+    assert_eq!(s.get("/acme/strict").await.status(), 404);
+}
+
+#[tokio::test]
 async fn event_type_comes_from_header_alias_query_or_path() {
     let s = spawn_server().await;
     s.call("POST", "/a/s", &[("ES-EventType", "es")], json!(1))

@@ -283,3 +283,132 @@ async fn follow_streams_new_events_live_as_ndjson() {
     assert_eq!(data, [json!(0), json!(1), json!(2), json!(3)]);
     assert_eq!(lines[3]["index"], 6);
 }
+
+#[tokio::test]
+async fn follow_ends_once_the_selector_range_is_passed() {
+    let s = spawn_server().await;
+    s.post_ok("/a/short", "t", json!(0)).await;
+    let r = s
+        .client
+        .get(s.url("/a/short?follow=true&to=2&type=t"))
+        .header("Accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("the stored event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(std::str::from_utf8(&first).unwrap().lines().count(), 1);
+    // index 1 is not selected, index 2 is the last that can be; then the response ends
+    s.post_ok("/a/short", "other", json!(1)).await;
+    s.post_ok("/a/short", "t", json!(2)).await;
+    let mut rest = String::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = body.next().await {
+            rest.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "follow=true&to=2 stays open after index 2: {rest}"
+    );
+    let lines: Vec<Value> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{rest}");
+    assert_eq!(lines[0]["index"], 2);
+
+    // a long poll past the range answers at once
+    let started = Instant::now();
+    let page = s.get_json("/a/short?from=3&to=2&wait=5000", 200).await;
+    assert_eq!(page, json!([]));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "waited for nothing"
+    );
+}
+
+#[tokio::test]
+async fn accept_weights_choose_json_ndjson_or_sse_and_responses_vary() {
+    let s = spawn_server().await;
+    s.post_ok("/a/neg", "t", json!(1)).await;
+    for (accept, want) in [
+        (
+            "application/json, application/x-ndjson;q=0.5",
+            "application/json",
+        ),
+        ("application/x-ndjson;q=0", "application/json"),
+        (
+            "application/json;q=0.2, application/x-ndjson",
+            "application/x-ndjson",
+        ),
+        (
+            "application/json, text/event-stream;q=0.1",
+            "application/json",
+        ),
+        ("text/event-stream, */*", "text/event-stream"),
+    ] {
+        let r = s
+            .client
+            .get(s.url("/a/neg"))
+            .header("Accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{accept}");
+        assert_eq!(r.headers()["content-type"], want, "Accept: {accept}");
+        if want != "text/event-stream" {
+            let vary: Vec<_> = r.headers().get_all("vary").iter().collect();
+            assert!(vary.iter().any(|v| *v == "accept"), "{accept}: {vary:?}");
+            assert!(vary.iter().any(|v| *v == "origin"), "{accept}: {vary:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn selector_values_are_strict_and_deep_json_reads_back_as_json() {
+    let s = spawn_server().await;
+    s.post_ok("/a/strict", "t", json!(1)).await;
+    for (query, needle) in [
+        ("from=1&from=2", "\"from\" is given twice"),
+        ("from=%2B1", "selector from=\"+1\""),
+        ("from=%201", "selector from=\" 1\""),
+        (
+            "limit=-1",
+            "limit=\"-1\" must be a whole number of at least 1",
+        ),
+    ] {
+        let r = s.get(&format!("/a/strict?{query}")).await;
+        assert_error(r, 400, needle).await;
+    }
+    // repeated types add up
+    s.post_ok("/a/strict", "u", json!(2)).await;
+    s.post_ok("/a/strict", "v", json!(3)).await;
+    let page = s.get_json("/a/strict?type=t&type=v", 200).await;
+    assert_eq!(page.as_array().unwrap().len(), 2);
+    // pretty-printed JSON nested deeper than serde's recursion limit still reads as JSON
+    let deep = format!("{}\n{}", "[".repeat(200), "]".repeat(200));
+    let r = s
+        .client
+        .post(s.url("/a/deep"))
+        .header("Content-Type", "application/json")
+        .header("Event-Type", "d")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = s.get("/a/deep").await;
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(&format!("\"data\":{}", "[".repeat(200))),
+        "{text}"
+    );
+    assert!(!text.contains("base64"), "{text}");
+}

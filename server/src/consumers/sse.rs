@@ -44,7 +44,7 @@ const MAX_CHUNK_EVENTS: usize = 5_000;
 
 /// Whether the request asks for Server-Sent Events.
 pub fn wanted(headers: &HeaderMap) -> bool {
-    params::accepts(headers, "text/event-stream")
+    params::representation(headers) == params::Representation::EventStream
 }
 
 /// Starts a subscription and answers with its event stream.

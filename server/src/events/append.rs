@@ -159,6 +159,7 @@ async fn post_inner(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    params::refuse_content_coding(&headers)?;
     let inputs = AppendInputs::read(path_type, uri, &headers)?;
     let (raw_ct, media) = params::media_type(&headers)?;
     match media.as_str() {

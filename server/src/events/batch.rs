@@ -73,6 +73,17 @@ pub(super) fn parse(
 
 fn one(raw: &RawValue, eventstore: bool, inputs: &AppendInputs) -> Result<NewEvent, EngineError> {
     let invalid = |e: serde_json::Error| EngineError::invalid(e.to_string());
+    if !raw.get().starts_with('{') {
+        let shown: String = raw.get().chars().take(40).collect();
+        let fields = if eventstore {
+            r#"{"eventId", "eventType", "data", "metadata"}"#
+        } else {
+            r#"{"id"?, "type", "data", "timestamp"?, "contentType"?}"#
+        };
+        return Err(EngineError::invalid(format!(
+            "is {shown}, not an event object {fields}"
+        )));
+    }
     let (id, ty, data, ts, ct, metadata) = if eventstore {
         let e: EventStoreEvent = serde_json::from_str(raw.get()).map_err(invalid)?;
         (

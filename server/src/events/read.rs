@@ -77,6 +77,21 @@ impl Reader {
         Ok(page)
     }
 
+    /// Whether nothing more can match: a (sub)stream that already holds the event at
+    /// the selector's `to` (indexes are gapless, so every later one is past it). A
+    /// factory's `to` bounds each substream's indexes, so new substreams may still
+    /// bring matches.
+    async fn exhausted(&self) -> bool {
+        let substream = matches!(
+            self.resolved.as_ref().and_then(|r| r.scope),
+            Some(Scope::Substream(_))
+        );
+        match self.selector.to {
+            Some(to) if substream => self.state.engine.event(&self.path, to).await.is_ok(),
+            _ => false,
+        }
+    }
+
     /// Whether a commit may have brought this reader something new.
     fn concerns(
         &self,
@@ -177,7 +192,7 @@ pub async fn get(
     let wait = wait_ms(&mut q, headers)?;
     let follow = q.flag("follow")?;
     q.finish()?;
-    let ndjson = params::accepts(headers, "application/x-ndjson");
+    let ndjson = params::representation(headers) == params::Representation::Ndjson;
     if follow && !ndjson {
         return Err(ApiError::invalid(
             "follow=true streams NDJSON: send Accept: application/x-ndjson",
@@ -205,6 +220,7 @@ pub async fn get(
     }
     if page.events.is_empty()
         && let Some(ms) = wait
+        && !reader.exhausted().await
     {
         let deadline = Instant::now() + Duration::from_millis(ms);
         while page.events.is_empty() && reader.wait(&mut rx, Some(deadline)).await {
@@ -214,7 +230,15 @@ pub async fn get(
     let envelopes: Vec<_> = page.events.iter().map(|e| e.envelope()).collect();
     let body = serde_json::to_vec(&envelopes)
         .map_err(|e| ApiError(eddy_engine::EngineError::internal(e.to_string())))?;
-    let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    // the Accept header chose JSON over NDJSON and SSE
+    let mut resp = (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::VARY, "accept"),
+        ],
+        body,
+    )
+        .into_response();
     if page.more
         && let Some(link) = next_link(&reader, uri)
         && let Ok(v) = HeaderValue::from_str(&link)
@@ -290,7 +314,8 @@ async fn ndjson_response(
                 return;
             }
             if !page.more {
-                let keep_waiting = follow || (!sent_any && deadline.is_some());
+                let keep_waiting =
+                    (follow || (!sent_any && deadline.is_some())) && !reader.exhausted().await;
                 if !keep_waiting {
                     return;
                 }
@@ -317,6 +342,7 @@ async fn ndjson_response(
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::VARY, "accept"),
         ],
         body,
     )
