@@ -149,7 +149,7 @@ async fn eventstore_batches_and_duplicate_batches() {
         "0f9fad5b-d9cb-469f-a165-70867728950e",
     ];
     let batch = json!([
-        {"eventId": ids[0], "eventType": "event-type", "data": {"a": "1"}, "metadata": {"m": true}},
+        {"eventId": ids[0], "eventType": "event-type", "data": {"a": "1"}, "metadata": {"m": true, "by": "Zoë"}},
         {"eventId": ids[1], "eventType": "other", "data": {"b": 2}},
     ]);
     let r = post_batch(&s, "/a/es", ES, batch.clone()).await;
@@ -161,7 +161,12 @@ async fn eventstore_batches_and_duplicate_batches() {
     let e = s.get_json("/a/es/0", 200).await;
     assert_eq!(e["type"], "event-type");
     assert_eq!(e["id"], ids[0]);
-    assert_eq!(e["metadata"], json!({"m": true}));
+    assert_eq!(e["metadata"], json!({"m": true, "by": "Zoë"}));
+    // ?raw carries the metadata in a header, as ASCII JSON, and the envelope's stream
+    let raw = s.get("/a/es/0?raw").await;
+    assert_eq!(raw.headers()["event-stream"], "a/es");
+    let m: Value = serde_json::from_slice(raw.headers()["event-metadata"].as_bytes()).unwrap();
+    assert_eq!(m, json!({"m": true, "by": "Zoë"}));
     // the same batch again is a duplicate: nothing new
     let r = post_batch(&s, "/a/es", ES, batch).await;
     assert_eq!(r.status(), 201);

@@ -92,6 +92,9 @@ async fn a_copy_pipe_with_a_type_selector() {
     let copies = wait_for_events(&s.base, "/acme/copies", 3).await;
     assert_eq!(copies.len(), 3);
     assert_eq!(copies[2]["origin"]["index"], 3);
+    let raw = s.get("/acme/copies/2?raw").await;
+    let origin: Value = serde_json::from_slice(raw.headers()["event-origin"].as_bytes()).unwrap();
+    assert_eq!(origin, copies[2]["origin"]);
 
     // deleted, and put again: it starts from the beginning, but the ids it derives
     // from each source event find the copies already there

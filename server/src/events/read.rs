@@ -369,6 +369,31 @@ pub async fn one(state: AppState, path: StreamPath, index: u64, uri: &Uri) -> Ap
     put("event-type", &event.event_type);
     put("event-timestamp", &event.timestamp.to_string());
     put("event-index", &event.index.to_string());
-    put("event-stream", &path.url());
+    // the envelope's "stream" (`acct/strm('a')`), as the envelope writes it
+    put("event-stream", &event.stream);
+    if let Some(m) = &event.metadata {
+        put("event-metadata", &ascii_json(m));
+    }
+    if let Some(o) = &event.origin {
+        put("event-origin", &ascii_json(o));
+    }
     Ok(resp)
+}
+
+/// JSON text with every character past ASCII written as a `\u` escape, so that it
+/// fits a header value (visible ASCII). Raw non-ASCII characters occur only inside
+/// JSON strings, where the escape means the same.
+fn ascii_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
