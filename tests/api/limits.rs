@@ -44,7 +44,16 @@ async fn rate_limits_refuse_then_recover() {
         .send()
         .await
         .unwrap();
-    assert_error(r, 429, "burst").await;
+    assert!(
+        r.headers().get("retry-after").is_none(),
+        "it can never pass"
+    );
+    let v = assert_error(r, 413, "never pass").await;
+    assert_eq!(
+        (v["count"].clone(), v["burst"].clone()),
+        (json!(4), json!(3))
+    );
+    assert_eq!(v["rule"], "rateLimit");
     // after Retry-After, appends pass again
     tokio::time::sleep(Duration::from_secs(retry)).await;
     s.post_ok("/acme/hits('a')", "hit", json!(1)).await;
@@ -225,6 +234,17 @@ async fn blocklists_refuse_referers_and_args() {
             Some("http://www.bad.test/"),
             "blocklist.referers",
         ),
+        // scheme and host are not case-sensitive
+        (
+            "/acme/votes('ann')",
+            Some("HTTPS://SPAM.EXAMPLE/x"),
+            "blocklist.referers",
+        ),
+        (
+            "/acme/votes('ann')",
+            Some("Http://WWW.Bad.Test/Page"),
+            "blocklist.referers",
+        ),
         ("/acme/votes('bot-9')", None, "blocklist.args"),
         ("/acme/votes('poll',13)", None, "blocklist.args"),
     ] {
@@ -240,7 +260,7 @@ async fn blocklists_refuse_referers_and_args() {
     assert_eq!(s.get_json("/acme/votes('bot-9')", 200).await, json!([]));
     let m = s.get("/metrics").await.text().await.unwrap();
     assert!(
-        m.contains("eddy_refused_requests_total{rule=\"blocklist.referers\"} 2"),
+        m.contains("eddy_refused_requests_total{rule=\"blocklist.referers\"} 4"),
         "{m}"
     );
     assert!(
