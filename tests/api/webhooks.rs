@@ -352,6 +352,17 @@ async fn pauses_after_the_retry_budget_and_resumes_where_it_stopped() {
     // depends on how busy the machine is
     let failed = rx.got().len();
     assert!(failed >= 1, "{failed} attempts");
+    // the paused status counts them, also after a restart
+    assert_eq!(status["failures"], failed, "{status}");
+    assert_eq!(s.get_json(&hook, 200).await["failures"], failed);
+    let mut s = s;
+    s.restart().await;
+    let after = s.get_json(&hook, 200).await;
+    assert_eq!(
+        (after["status"].as_str(), after["failures"].as_u64()),
+        (Some("paused"), Some(failed as u64)),
+        "{after}"
+    );
     rx.script.lock().unwrap().failing = false;
     let r = s
         .client
@@ -361,7 +372,12 @@ async fn pauses_after_the_retry_budget_and_resumes_where_it_stopped() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(indexes(&rx.accepted(2).await), [0, 1]);
-    assert_eq!(s.get_json(&hook, 200).await["status"], "active");
+    let active = s.get_json(&hook, 200).await;
+    assert_eq!(
+        (active["status"].as_str(), active["failures"].as_u64()),
+        (Some("active"), Some(0)),
+        "{active}"
+    );
 }
 
 #[tokio::test]

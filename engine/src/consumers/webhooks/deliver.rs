@@ -47,8 +47,8 @@ pub(super) struct Deliverer {
 enum Outcome {
     Delivered,
     Stopped,
-    /// The retry budget ran out; why.
-    Exhausted(String),
+    /// The retry budget ran out: why, after how many failed attempts.
+    Exhausted(String, u32),
 }
 
 impl Deliverer {
@@ -121,8 +121,8 @@ impl Deliverer {
                         self.save(delivered).await;
                         return;
                     }
-                    Outcome::Exhausted(reason) => {
-                        self.pause(delivered, &e, reason).await;
+                    Outcome::Exhausted(reason, failures) => {
+                        self.pause(delivered, &e, reason, failures).await;
                         return;
                     }
                 }
@@ -149,7 +149,7 @@ impl Deliverer {
         }
     }
 
-    async fn pause(&self, cursor: i64, e: &StoredEvent, reason: String) {
+    async fn pause(&self, cursor: i64, e: &StoredEvent, reason: String, failures: u32) {
         tracing::warn!(webhook = %self.row.id, %reason, "webhook paused");
         let entry = serde_json::json!({
             "webhook": self.row.id,
@@ -171,6 +171,7 @@ impl Deliverer {
             id: self.row.id.clone(),
             cursor,
             reason,
+            failures,
             log: Box::new((self.path.logs(), log)),
         };
         match self.engine.store.writer.webhook(write).await {
@@ -230,12 +231,16 @@ impl Deliverer {
                 None => backoff(&self.settings, failures),
             };
             if since.elapsed() + delay > self.settings.retry_budget {
-                return Outcome::Exhausted(format!(
-                    "{failures} attempts to deliver index {} of {} failed over {} s; the last: {error}",
-                    e.index,
-                    e.stream,
-                    since.elapsed().as_secs()
-                ));
+                return Outcome::Exhausted(
+                    format!(
+                        "{failures} attempts to deliver index {} of {} failed over {} s; the \
+                         last: {error}",
+                        e.index,
+                        e.stream,
+                        since.elapsed().as_secs()
+                    ),
+                    failures,
+                );
             }
             tracing::debug!(webhook = %self.row.id, failures, ?delay, %error, "delivery failed; retrying");
             tokio::select! {
