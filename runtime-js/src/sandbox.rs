@@ -99,6 +99,9 @@ pub struct Sandbox {
     interrupted: Arc<AtomicBool>,
     epoch: Instant,
     limits: Limits,
+    /// What its functions are called in messages about limits: "reducer" unless
+    /// [`Sandbox::set_role`] says otherwise.
+    role: &'static str,
     loads: u64,
 }
 
@@ -140,8 +143,15 @@ impl Sandbox {
             interrupted,
             epoch,
             limits,
+            role: "reducer",
             loads: 0,
         })
+    }
+
+    /// Names what the sandbox runs ("reducer", "pipe function") in the messages of
+    /// time-outs and memory exhaustion.
+    pub fn set_role(&mut self, role: &'static str) {
+        self.role = role;
     }
 
     /// The limits the sandbox was made with.
@@ -398,14 +408,15 @@ impl Sandbox {
         if self.interrupted.swap(false, Ordering::Relaxed) {
             error.kind = JsErrorKind::TimeLimit;
             error.message = format!(
-                "the reducer ran longer than the time limit of {} ms for one event and was stopped",
+                "the {} ran longer than the time limit of {} ms for one event and was stopped",
+                self.role,
                 self.limits.event_time.as_millis()
             );
         } else if error.message.contains("out of memory") {
             error.kind = JsErrorKind::MemoryLimit;
             error.message = format!(
-                "the reducer used more than the memory limit of {} bytes and was stopped",
-                self.limits.memory_bytes
+                "the {} used more than the memory limit of {} bytes and was stopped",
+                self.role, self.limits.memory_bytes
             );
         }
     }

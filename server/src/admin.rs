@@ -5,8 +5,9 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use bytes::Bytes;
 use eddy_engine::EngineError;
 use eddy_engine::access::{Credentials, Need, Target};
@@ -17,22 +18,42 @@ use crate::AppState;
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
 
-/// The 404 for a path under `/api` that is not an admin endpoint.
-pub fn unknown_endpoint() -> ApiError {
+/// The 404 for a path under `/api` that is not an admin endpoint (in open mode, the
+/// 404 of every `/api` path: there is no admin API).
+pub fn unknown_endpoint(state: &AppState) -> ApiError {
+    if !state.engine.access_enabled() {
+        return no_admin_api();
+    }
     ApiError(EngineError::not_found(
         "no such admin endpoint: the admin API has POST /api/accounts, GET and POST \
          /api/accounts/{acct}/keys, and DELETE /api/accounts/{acct}/keys/{id}",
     ))
 }
 
+/// Whether a request path is under `/api` (its first segment, percent-decoded).
+pub fn is_api_path(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    percent_encoding::percent_decode_str(first).decode_utf8_lossy() == "api"
+}
+
+/// An admin endpoint's route with its methods: any other method is 405 naming
+/// `allowed`, in the `Allow` header and the message.
+pub fn endpoint(methods: MethodRouter<AppState>, allowed: &'static str) -> MethodRouter<AppState> {
+    methods.fallback(move |method: Method| async move { ApiError::method(&method, allowed) })
+}
+
+fn no_admin_api() -> ApiError {
+    ApiError(EngineError::not_found(
+        "the admin API needs an admin token: this server runs open (every request is \
+         allowed), so it has no accounts or keys; start it with --admin-token or \
+         EDDY_ADMIN_TOKEN",
+    ))
+}
+
 /// Checks the server runs with an admin token, and reads the credentials.
 fn open(state: &AppState, headers: &HeaderMap, uri: &Uri) -> ApiResult<Credentials> {
     if !state.engine.access_enabled() {
-        return Err(ApiError(EngineError::not_found(
-            "the admin API needs an admin token: this server runs open (every request is \
-             allowed), so it has no accounts or keys; start it with --admin-token or \
-             EDDY_ADMIN_TOKEN",
-        )));
+        return Err(no_admin_api());
     }
     let (creds, uri) = auth::credentials(headers, uri)?;
     if uri.query().is_some_and(|q| !q.is_empty()) {
@@ -123,8 +144,10 @@ pub async fn create_key(
     Path(acct): Path<String>,
     headers: HeaderMap,
     uri: Uri,
+    body: Bytes,
 ) -> ApiResult<Response> {
     let acct = keys_of(&state, &headers, &uri, &acct).await?;
+    no_fields(&body)?;
     let (id, key) = state.engine.create_key(&acct).await?;
     Ok((
         StatusCode::CREATED,
@@ -132,6 +155,33 @@ pub async fn create_key(
         Json(json!({"id": id, "key": key})),
     )
         .into_response())
+}
+
+/// A key is made from nothing: the body is empty or `{}`, and any field in it is
+/// refused, as account creation refuses fields it does not know.
+fn no_fields(body: &[u8]) -> ApiResult<()> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let doc: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(format!(
+            "the body of POST /api/accounts/{{acct}}/keys must be empty or {{}}: {e}"
+        ))
+    })?;
+    let Some(m) = doc.as_object() else {
+        return Err(ApiError::invalid(format!(
+            "the body of POST /api/accounts/{{acct}}/keys must be empty or {{}}, not {doc}"
+        )));
+    };
+    match m.keys().next() {
+        None => Ok(()),
+        Some(k) => Err(ApiError(
+            EngineError::invalid(format!(
+                "field \"{k}\" is not known (a key has no fields: send an empty body or {{}})"
+            ))
+            .with("field", k.as_str()),
+        )),
+    }
 }
 
 pub async fn list_keys(

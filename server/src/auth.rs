@@ -1,7 +1,7 @@
 //! Access control at the HTTP edge (API §9): credentials read from the request, and
 //! what each resource and method needs, decided by `eddy_engine::access`. Appends are
-//! checked by the append handlers themselves, after the rate limit and blocklists
-//! (API §2's order).
+//! checked by the append handlers themselves: write access first, then the stream's
+//! blocklists and rate limit, then types (see the README).
 
 use axum::http::{HeaderMap, Method, Uri, header};
 use eddy_engine::access::{Credentials, Need, Target};
@@ -22,21 +22,22 @@ pub fn credentials(headers: &HeaderMap, uri: &Uri) -> ApiResult<(Credentials, Ur
             .trim();
         let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
         let rest = rest.trim();
-        if rest.is_empty() {
-            return Err(ApiError::invalid(format!(
-                "header Authorization \"{scheme}\" has no credentials: use \"Bearer <key>\" or \
-                 \"HMAC <token>\""
-            )));
-        }
-        let slot = if scheme.eq_ignore_ascii_case("bearer") {
+        // credentials eddy cannot use are refused as none given (401, with the
+        // schemes it takes in WWW-Authenticate) when access is checked
+        let slot = if rest.is_empty() {
+            creds.unusable = Some(format!(
+                "header Authorization \"{scheme}\" has no credentials after the scheme"
+            ));
+            continue;
+        } else if scheme.eq_ignore_ascii_case("bearer") {
             &mut creds.bearer
         } else if scheme.eq_ignore_ascii_case("hmac") {
             &mut creds.hmac
         } else {
-            return Err(ApiError::invalid(format!(
-                "header Authorization uses the scheme \"{scheme}\"; eddy takes \"Bearer <key>\" \
-                 or \"HMAC <token>\""
-            )));
+            creds.unusable = Some(format!(
+                "header Authorization uses the scheme \"{scheme}\", which eddy does not take"
+            ));
+            continue;
         };
         if slot.is_some() {
             return Err(ApiError::invalid(format!(

@@ -36,7 +36,8 @@ pub struct Config {
     pub data: PathBuf,
     /// The admin token: with one, every request needs credentials (API keys, HMAC
     /// tokens or public stream settings) and accounts exist once created under /api.
-    /// Without one the server is open, on loopback only.
+    /// Without one the server is open, on loopback only. It must be at least 16
+    /// characters long; make one with `openssl rand -hex 32`.
     #[arg(long, env = "EDDY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Allow an open server (no admin token) on a non-loopback address.

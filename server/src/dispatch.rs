@@ -29,9 +29,13 @@ async fn route(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    // the admin endpoints have routes of their own: any other /api path is a 404
+    if crate::admin::is_api_path(uri.path()) {
+        return Err(crate::admin::unknown_endpoint(&state));
+    }
     let (creds, uri) = auth::credentials(&headers, &uri)?;
     let resource = path::parse(uri.path())?;
-    check_account(&resource)?;
+    check_account(&state, &resource)?;
     let resource = builtin(resource, &method)?;
     auth::check(&state, &creds, &resource, &method).await?;
     let get = method == Method::GET || method == Method::HEAD;
@@ -113,7 +117,7 @@ async fn route(
 
 /// Reserved accounts belong to the server: `eddy` holds the builtin streams (see
 /// [`builtin`]); the others name server endpoints.
-fn check_account(resource: &Resource) -> ApiResult<()> {
+fn check_account(state: &AppState, resource: &Resource) -> ApiResult<()> {
     let account = match resource {
         Resource::Account(a) => a,
         Resource::Stream(p)
@@ -133,7 +137,7 @@ fn check_account(resource: &Resource) -> ApiResult<()> {
         return Ok(());
     }
     if account.as_str() == "api" {
-        return Err(crate::admin::unknown_endpoint());
+        return Err(crate::admin::unknown_endpoint(state));
     }
     if account.as_str() == builtins::ACCOUNT {
         return Ok(());

@@ -86,7 +86,7 @@ impl IntoResponse for ApiError {
         if e.code == ErrorCode::Unauthorized {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"eddy\""),
+                HeaderValue::from_static("Bearer realm=\"eddy\", HMAC realm=\"eddy\""),
             );
         }
         resp

@@ -98,23 +98,32 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API, without CORS (see [`cors::OriginGate`]).
+/// The whole HTTP API, without CORS (see [`cors::OriginGate`]). The admin API's
+/// routes exist only with an admin token: an open server answers every `/api` path
+/// with the same 404 (see [`admin::unknown_endpoint`]).
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
-        .route("/api/accounts", post(admin::create_account))
-        .route(
-            "/api/accounts/{acct}/keys",
-            get(admin::list_keys).post(admin::create_key),
-        )
-        .route(
-            "/api/accounts/{acct}/keys/{id}",
-            axum::routing::delete(admin::delete_key),
-        )
-        .fallback(dispatch::dispatch)
-        .method_not_allowed_fallback(ops::method_not_allowed)
-        .with_state(state)
+    let mut router = Router::new()
+        .route("/healthz", ops::endpoint(get(ops::healthz)))
+        .route("/metrics", ops::endpoint(get(ops::metrics)));
+    if state.engine.access_enabled() {
+        router = router
+            .route(
+                "/api/accounts",
+                admin::endpoint(post(admin::create_account), "POST"),
+            )
+            .route(
+                "/api/accounts/{acct}/keys",
+                admin::endpoint(
+                    get(admin::list_keys).post(admin::create_key),
+                    "GET, HEAD, POST",
+                ),
+            )
+            .route(
+                "/api/accounts/{acct}/keys/{id}",
+                admin::endpoint(axum::routing::delete(admin::delete_key), "DELETE"),
+            );
+    }
+    router.fallback(dispatch::dispatch).with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets open requests finish

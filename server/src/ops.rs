@@ -2,13 +2,15 @@
 //! metrics the handlers keep.
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::response::IntoResponse;
+use axum::routing::MethodRouter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::AppState;
+use crate::error::ApiError;
 
 #[derive(Debug)]
 pub struct HttpMetrics {
@@ -63,7 +65,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// A wrong method on `/healthz` or `/metrics`: a JSON 405 like every other error.
-pub async fn method_not_allowed(method: axum::http::Method) -> crate::error::ApiError {
-    crate::error::ApiError::method(&method, "GET, HEAD")
+/// The route of `/healthz` or `/metrics`: a wrong method is a JSON 405 like every
+/// other error.
+pub fn endpoint(methods: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    methods.fallback(|method: Method| async move { ApiError::method(&method, "GET, HEAD") })
 }

@@ -330,8 +330,74 @@ async fn the_access_matrix() {
     // an unknown key is refused even where no key is needed to read
     let r = send(&s, "GET", "/acme/orders", Some("Bearer eddy_nope"), None).await;
     assert_error(r, 403, "not valid").await;
+    // so is a scheme eddy does not take: no usable credentials were given
     let r = send(&s, "GET", "/acme/orders", Some("Basic abc"), None).await;
-    assert_error(r, 400, "Bearer").await;
+    assert_eq!(r.status(), 401);
+    assert_error(r, 401, "Basic").await;
+}
+
+#[tokio::test]
+async fn unusable_authorization_schemes_are_401_with_a_challenge() {
+    let s = secured().await;
+    let acme = account(&s, "acme").await;
+    let r = s
+        .client
+        .put(s.url("/acme/news/settings"))
+        .header("authorization", format!("Bearer {acme}"))
+        .json(&json!({"public": {"read": true, "write": true}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for (auth, named) in [
+        ("Basic Zm9vOmJhcg==", "\"Basic\""),
+        ("Token abc", "\"Token\""),
+        ("Bearer", "no credentials"),
+    ] {
+        // on a private stream, a missing one, a public one and the admin API alike
+        for (method, path) in [
+            ("GET", "/acme/orders"),
+            ("GET", "/ghost/orders"),
+            ("GET", "/acme/news"),
+            ("POST", "/acme/news"),
+            ("GET", "/api/accounts/acme/keys"),
+        ] {
+            let body = (method == "POST").then(|| json!({"n": 1}));
+            let r = send(&s, method, path, Some(auth), body).await;
+            let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+            assert!(
+                challenge.contains("Bearer") && challenge.contains("HMAC"),
+                "{method} {path} with {auth}: WWW-Authenticate: {challenge}"
+            );
+            let v = assert_error(r, 401, named).await;
+            assert_eq!(v["rule"], "credentials", "{method} {path} with {auth}");
+        }
+    }
+    let r = send(
+        &s,
+        "POST",
+        "/api/accounts",
+        Some("Basic Zm9vOmJhcg=="),
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_error(r, 401, "Basic").await;
+    // nothing was appended to the public stream
+    assert_eq!(s.get_json("/acme/news", 200).await, json!([]));
+}
+
+#[tokio::test]
+async fn a_bad_query_token_is_called_an_unknown_key() {
+    let s = secured().await;
+    let acme = account(&s, "acme").await;
+    let own = format!("Bearer {acme}");
+    let r = send(&s, "POST", "/acme/plain", Some(&own), Some(json!({"n": 1}))).await;
+    assert_eq!(r.status(), 201);
+    let r = send(&s, "GET", "/acme/plain?token=bad", None, None).await;
+    let v = assert_error(r, 403, "not a valid key").await;
+    assert_eq!(v["rule"], "key");
+    let msg = v["error"].as_str().unwrap();
+    assert!(!msg.contains("grants one substream only"), "{msg}");
 }
 
 #[tokio::test]

@@ -307,3 +307,99 @@ async fn a_restarted_cron_does_not_replay_every_missed_tick() {
         "ticking resumed: {times:?}"
     );
 }
+
+/// The pipe changes in an account's events: (type, stream, origin, destination).
+async fn pipe_changes(s: &crate::common::TestServer, acct: &str, n: usize) -> Vec<[String; 4]> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events =
+            crate::common::read_all(&s.client, &s.url(&format!("/eddy/events({acct})"))).await;
+        let got: Vec<[String; 4]> = events
+            .iter()
+            .filter(|e| e["type"].as_str().unwrap().starts_with("pipe-"))
+            .map(|e| {
+                let f = |v: &Value| v.as_str().unwrap().to_owned();
+                [
+                    f(&e["type"]),
+                    f(&e["data"]["stream"]),
+                    f(&e["data"]["origin"]),
+                    f(&e["data"]["destination"]),
+                ]
+            })
+            .collect();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/eddy/events({acct}) has {} pipe changes, not {n}: {got:?}",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn pipe_changes_are_recorded_in_every_account_they_touch() {
+    let s = spawn_server().await;
+    let put_delete = |path: String| {
+        let s = &s;
+        async move {
+            let r = s.client.put(s.url(&path)).send().await.unwrap();
+            assert_eq!(r.status(), 201, "PUT {path}: {:?}", r.text().await);
+            let r = s.client.delete(s.url(&path)).send().await.unwrap();
+            assert_eq!(r.status(), 204, "DELETE {path}");
+        }
+    };
+    let row =
+        |t: &str, stream: &str, from: &str, to: &str| [t, stream, from, to].map(str::to_owned);
+    // from a builtin origin: recorded in the destination's account
+    put_delete(format!("{EVERY_SECOND}/pipe/c/ticks")).await;
+    let cron = "eddy/cron('* * * * * *')";
+    assert_eq!(
+        pipe_changes(&s, "c", 2).await,
+        [
+            row("pipe-added", "c/ticks", cron, "c/ticks"),
+            row("pipe-removed", "c/ticks", cron, "c/ticks"),
+        ]
+    );
+    put_delete("/eddy/events(p)/pipe/p/audit".into()).await;
+    assert_eq!(
+        pipe_changes(&s, "p", 2).await,
+        [
+            row("pipe-added", "p/audit", "eddy/events(p)", "p/audit"),
+            row("pipe-removed", "p/audit", "eddy/events(p)", "p/audit"),
+        ]
+    );
+    // across accounts: in both, each once
+    put_delete("/p/clicks/pipe/q2/dest".into()).await;
+    assert_eq!(
+        pipe_changes(&s, "q2", 2).await,
+        [
+            row("pipe-added", "q2/dest", "p/clicks", "q2/dest"),
+            row("pipe-removed", "q2/dest", "p/clicks", "q2/dest"),
+        ]
+    );
+    let in_p = pipe_changes(&s, "p", 4).await;
+    assert_eq!(
+        in_p[2..],
+        [
+            row("pipe-added", "p/clicks", "p/clicks", "q2/dest"),
+            row("pipe-removed", "p/clicks", "p/clicks", "q2/dest"),
+        ]
+    );
+    // within one account: once
+    put_delete("/a/x/pipe/a/y".into()).await;
+    assert_eq!(
+        pipe_changes(&s, "a", 2).await,
+        [
+            row("pipe-added", "a/x", "a/x", "a/y"),
+            row("pipe-removed", "a/x", "a/x", "a/y"),
+        ]
+    );
+    // nothing more arrives later
+    s.post_ok("/z/flush", "t", json!(1)).await;
+    for (acct, n) in [("c", 2), ("p", 4), ("q2", 2), ("a", 2)] {
+        assert_eq!(pipe_changes(&s, acct, n).await.len(), n, "{acct}");
+    }
+}

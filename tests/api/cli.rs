@@ -166,6 +166,26 @@ async fn listen_takes_a_host_name() {
     child.kill().await.unwrap();
 }
 
+#[tokio::test]
+async fn help_gives_the_admin_token_minimum() {
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["serve", "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    // (words joined again, however clap wraps the lines)
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let at = help.find("--admin-token").expect("--admin-token in --help");
+    assert!(
+        help[at..].contains("at least 16"),
+        "--help does not give the admin token's minimum length: {help}"
+    );
+}
+
 /// Waits (5 s at most) for a child server's `/healthz` to answer 200.
 async fn healthy(base: &str) -> bool {
     for _ in 0..200 {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::access::{account, secured, send};
 use crate::common::{assert_error, spawn_server};
 
 #[tokio::test]
@@ -43,7 +44,16 @@ async fn rate_limits_refuse_then_recover() {
         .send()
         .await
         .unwrap();
-    assert_error(r, 429, "burst").await;
+    assert!(
+        r.headers().get("retry-after").is_none(),
+        "it can never pass"
+    );
+    let v = assert_error(r, 413, "never pass").await;
+    assert_eq!(
+        (v["count"].clone(), v["burst"].clone()),
+        (json!(4), json!(3))
+    );
+    assert_eq!(v["rule"], "rateLimit");
     // after Retry-After, appends pass again
     tokio::time::sleep(Duration::from_secs(retry)).await;
     s.post_ok("/acme/hits('a')", "hit", json!(1)).await;
@@ -97,6 +107,92 @@ async fn rate_limits_refuse_then_recover() {
     );
 }
 
+/// Write access is decided first: a refused append takes nothing from the rate limit,
+/// and its answer is the same for a stream that exists, whatever its settings, and
+/// for one that does not.
+#[tokio::test]
+async fn refused_appends_take_nothing_from_the_limit_and_reveal_nothing() {
+    let s = secured().await;
+    let own = format!("Bearer {}", account(&s, "acme").await);
+    let r = s
+        .call(
+            "PUT",
+            "/acme/rl/settings",
+            &[("authorization", own.as_str())],
+            json!({"rateLimit": {"perSecond": 1, "burst": 2},
+                   "blocklist": {"referers": ["https://spam.example/*"]}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let batch = |path: &str, auth: Option<&str>| {
+        let mut r = s
+            .client
+            .post(s.url(path))
+            .header("content-type", "application/vnd.eddy.events+json")
+            .body(json!([{"type": "t", "data": 1}]).to_string());
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    let ndjson = |path: &str| {
+        s.client
+            .post(s.url(&format!("{path}?event-type=t")))
+            .header("content-type", "application/x-ndjson")
+            .body("1\n2\n")
+            .send()
+    };
+    for path in ["/acme/rl", "/ghost/rl"] {
+        for _ in 0..3 {
+            let r = send(&s, "POST", path, None, Some(json!(1))).await;
+            assert_error(r, 401, "credentials").await;
+        }
+        let r = s
+            .client
+            .post(s.url(path))
+            .header("event-type", "t")
+            .header("referer", "https://spam.example/x")
+            .json(&json!(1))
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 401, "credentials").await;
+        assert_error(batch(path, None).await.unwrap(), 401, "credentials").await;
+        assert_error(ndjson(path).await.unwrap(), 401, "credentials").await;
+    }
+    // the owner still has the whole burst
+    for _ in 0..2 {
+        let r = send(&s, "POST", "/acme/rl", Some(&own), Some(json!(1))).await;
+        assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    }
+    let r = send(&s, "POST", "/acme/rl", Some(&own), Some(json!(1))).await;
+    assert_error(r, 429, "rate limited").await;
+    // with the limit used up, anonymous callers still get the 401 a missing stream
+    // gives, never the 429 that would show the stream exists
+    let r = send(&s, "POST", "/acme/rl", None, Some(json!(1))).await;
+    assert_error(r, 401, "credentials").await;
+    let r = batch("/acme/rl", None).await.unwrap();
+    assert_error(r, 401, "credentials").await;
+    // and the owner's blocklisted Referer is a 403 of the blocklist
+    let r = s
+        .client
+        .post(s.url("/acme/rl"))
+        .header("authorization", &own)
+        .header("event-type", "t")
+        .header("referer", "https://spam.example/x")
+        .json(&json!(1))
+        .send()
+        .await
+        .unwrap();
+    let v = assert_error(r, 403, "blocked").await;
+    assert_eq!(v["rule"], "blocklist.referers");
+    let all = send(&s, "GET", "/acme/rl", Some(&own), None).await;
+    assert_eq!(
+        all.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        2
+    );
+}
+
 #[tokio::test]
 async fn blocklists_refuse_referers_and_args() {
     let s = spawn_server().await;
@@ -138,6 +234,17 @@ async fn blocklists_refuse_referers_and_args() {
             Some("http://www.bad.test/"),
             "blocklist.referers",
         ),
+        // scheme and host are not case-sensitive
+        (
+            "/acme/votes('ann')",
+            Some("HTTPS://SPAM.EXAMPLE/x"),
+            "blocklist.referers",
+        ),
+        (
+            "/acme/votes('ann')",
+            Some("Http://WWW.Bad.Test/Page"),
+            "blocklist.referers",
+        ),
         ("/acme/votes('bot-9')", None, "blocklist.args"),
         ("/acme/votes('poll',13)", None, "blocklist.args"),
     ] {
@@ -153,7 +260,7 @@ async fn blocklists_refuse_referers_and_args() {
     assert_eq!(s.get_json("/acme/votes('bot-9')", 200).await, json!([]));
     let m = s.get("/metrics").await.text().await.unwrap();
     assert!(
-        m.contains("eddy_refused_requests_total{rule=\"blocklist.referers\"} 2"),
+        m.contains("eddy_refused_requests_total{rule=\"blocklist.referers\"} 4"),
         "{m}"
     );
     assert!(

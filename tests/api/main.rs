@@ -3,6 +3,7 @@
 //! SQLite file in a temp dir, and speaks HTTP to it.
 
 mod access;
+mod admin;
 mod append;
 mod batch;
 mod browser;

@@ -168,6 +168,17 @@ async fn a_mapping_pipe_routes_into_a_factory_by_args() {
             .contains("cannot map 1"),
         "{error}"
     );
+    // the stack in a field of its own, as in reducers' entries
+    assert!(
+        !error["data"]["message"].as_str().unwrap().contains('\n'),
+        "{error}"
+    );
+    assert!(
+        error["data"]["stack"]
+            .as_str()
+            .is_some_and(|st| !st.is_empty()),
+        "{error}"
+    );
     let lines: Vec<&Value> = logs.iter().map(|l| &l["data"]["message"]).collect();
     assert_eq!(lines[0], "mapping 0");
     assert_eq!(lines[2], "mapping 2");
@@ -175,6 +186,23 @@ async fn a_mapping_pipe_routes_into_a_factory_by_args() {
     assert_eq!(status["mode"], "map");
     assert_eq!(status["errors"], 1);
     assert_eq!(status["piped"], 4);
+}
+
+#[tokio::test]
+async fn a_pipe_over_its_time_limit_is_named_in_its_log() {
+    let s = spawn_server().await;
+    let code = "export default (e) => { if (e.type === 'slow') { while (true) {} } return null; }";
+    let r = put_pipe(&s, "/acme/src/pipe/acme/dst", Some(code)).await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    s.post_ok("/acme/src", "slow", json!({})).await;
+    let logs = wait_for_events(&s.base, "/acme/src/logs/pipe/acme/dst", 1).await;
+    let message = logs[0]["data"]["message"].as_str().unwrap();
+    assert_eq!(logs[0]["type"], "error");
+    assert!(
+        message.contains("the pipe function ran longer than the time limit"),
+        "{message}"
+    );
+    assert!(!message.contains("reducer"), "{message}");
 }
 
 #[tokio::test]

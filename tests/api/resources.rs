@@ -135,7 +135,9 @@ async fn unbuilt_resources_answer_a_clear_json_error() {
         ("GET", "/eddy", 404, "builtin streams"),
         ("GET", "/a/s/unknown", 400, "unknown"),
         ("POST", "/api/accounts", 404, "admin token"),
-        ("GET", "/api/other", 404, "no such admin endpoint"),
+        ("GET", "/api/other", 404, "admin token"),
+        ("GET", "/api/accounts", 404, "admin token"),
+        ("GET", "/api/accounts/acme", 404, "admin token"),
         ("POST", "/healthz", 405, "not allowed"),
         ("DELETE", "/metrics", 405, "not allowed"),
     ] {

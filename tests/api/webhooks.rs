@@ -23,10 +23,18 @@ struct Delivery {
     at: Instant,
 }
 
+/// A `Retry-After` to answer with.
+#[derive(Debug, Clone, Copy)]
+enum RetryAfter {
+    Seconds(u64),
+    /// An HTTP-date this far ahead of the moment of the answer.
+    DateIn(Duration),
+}
+
 #[derive(Default)]
 struct Script {
-    /// Answers to give, in order: (status, Retry-After seconds); 200 once empty.
-    answers: VecDeque<(u16, Option<u64>)>,
+    /// Answers to give, in order: (status, Retry-After value); 200 once empty.
+    answers: VecDeque<(u16, Option<RetryAfter>)>,
     /// Answer every request with 500.
     failing: bool,
     got: Vec<Delivery>,
@@ -117,9 +125,15 @@ impl Receiver {
             at: Instant::now(),
         });
         let mut resp = StatusCode::from_u16(status).unwrap().into_response();
-        if let Some(s) = retry_after {
-            resp.headers_mut()
-                .insert("retry-after", s.to_string().parse().unwrap());
+        let value = match retry_after {
+            Some(RetryAfter::Seconds(s)) => Some(s.to_string()),
+            Some(RetryAfter::DateIn(d)) => {
+                Some(httpdate::fmt_http_date(std::time::SystemTime::now() + d))
+            }
+            None => None,
+        };
+        if let Some(v) = value {
+            resp.headers_mut().insert("retry-after", v.parse().unwrap());
         }
         resp
     }
@@ -188,7 +202,7 @@ fn indexes(bodies: &[Value]) -> Vec<u64> {
 async fn signed_deliveries_in_order_through_failures_and_retry_after() {
     let s = spawn_server_with(fast_retries).await;
     let rx = Receiver::start().await;
-    rx.script.lock().unwrap().answers = [(500, None), (503, Some(1))].into();
+    rx.script.lock().unwrap().answers = [(500, None), (503, Some(RetryAfter::Seconds(1)))].into();
     let (id, secret) = create(&s, "/acme/s", json!({"url": rx.url, "selector": "type=a"})).await;
     assert!(secret.starts_with("whsec_"), "{secret}");
     rx.set_secret(&secret);
@@ -224,6 +238,27 @@ async fn signed_deliveries_in_order_through_failures_and_retry_after() {
     assert!(
         listed[0].get("secret").is_none(),
         "the secret is shown once"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let s = spawn_server_with(fast_retries).await;
+    let rx = Receiver::start().await;
+    // the date has whole seconds: 2 s ahead is 1 to 2 s after the answer
+    rx.script.lock().unwrap().answers =
+        [(503, Some(RetryAfter::DateIn(Duration::from_secs(2))))].into();
+    let (_, secret) = create(&s, "/acme/s", json!({"url": rx.url})).await;
+    rx.set_secret(&secret);
+    s.post_ok("/acme/s", "a", json!(1)).await;
+    assert_eq!(indexes(&rx.accepted(1).await), [0]);
+    let got = rx.got();
+    assert_eq!((got[0].status, got[1].status), (503, 200));
+    let waited = got[1].at - got[0].at;
+    // the backoff alone would retry after 25-50 ms
+    assert!(
+        waited >= Duration::from_millis(900),
+        "Retry-After as an HTTP-date was not honoured: retried after {waited:?}"
     );
 }
 
@@ -317,6 +352,17 @@ async fn pauses_after_the_retry_budget_and_resumes_where_it_stopped() {
     // depends on how busy the machine is
     let failed = rx.got().len();
     assert!(failed >= 1, "{failed} attempts");
+    // the paused status counts them, also after a restart
+    assert_eq!(status["failures"], failed, "{status}");
+    assert_eq!(s.get_json(&hook, 200).await["failures"], failed);
+    let mut s = s;
+    s.restart().await;
+    let after = s.get_json(&hook, 200).await;
+    assert_eq!(
+        (after["status"].as_str(), after["failures"].as_u64()),
+        (Some("paused"), Some(failed as u64)),
+        "{after}"
+    );
     rx.script.lock().unwrap().failing = false;
     let r = s
         .client
@@ -326,7 +372,12 @@ async fn pauses_after_the_retry_budget_and_resumes_where_it_stopped() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(indexes(&rx.accepted(2).await), [0, 1]);
-    assert_eq!(s.get_json(&hook, 200).await["status"], "active");
+    let active = s.get_json(&hook, 200).await;
+    assert_eq!(
+        (active["status"].as_str(), active["failures"].as_u64()),
+        (Some("active"), Some(0)),
+        "{active}"
+    );
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 //! is not kept either: every change bumps an epoch, and a load keeps its result only
 //! if the epoch did not move while it read.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,9 @@ pub struct StreamControls {
     /// One limiter per stream, keyed by substream (canonical args; "" for a plain
     /// stream), so each substream has the stream's rate.
     limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// The blocklist's Referer globs with scheme and host in lower case, as Referers
+    /// are compared (see [`fold_scheme_host`]); in the order of the settings.
+    referers: Vec<String>,
     types: HashMap<String, Arc<EventTypeDef>>,
 }
 
@@ -47,15 +51,23 @@ impl StreamControls {
         let limiter = settings
             .rate_limit
             .map(|r| DefaultKeyedRateLimiter::keyed(quota(r)));
+        let referers = settings
+            .blocklist
+            .referers
+            .iter()
+            .map(|g| fold_scheme_host(g).into_owned())
+            .collect();
         Self {
             settings,
             limiter,
+            referers,
             types,
         }
     }
 
     /// Takes `n` appends from the (sub)stream's rate limit: 429 with `retryAfter`
-    /// (whole seconds) when they are not available now.
+    /// (whole seconds) when they are not available now, 413 when `n` is more than the
+    /// burst (they never will be).
     pub fn check_rate(&self, path: &StreamPath, n: usize) -> Result<()> {
         let (Some(limiter), Some(rate)) = (&self.limiter, self.settings.rate_limit) else {
             return Ok(());
@@ -81,16 +93,18 @@ impl StreamControls {
                 )
                 .with("retryAfter", secs.max(1)))
             }
+            // more than the burst can never pass: 413, and no Retry-After to wait for
             Err(_) => Err(refusal(
-                ErrorCode::TooManyRequests,
+                ErrorCode::TooLarge,
                 "rateLimit",
                 format!(
-                    "a batch of {n} events is larger than the burst of /{path}'s rate limit ({}): \
-                     send smaller batches",
-                    rate.burst
+                    "a batch of {n} events can never pass /{path}'s rate limit, whose burst is \
+                     {} events: send batches of at most {} events",
+                    rate.burst, rate.burst
                 ),
             )
-            .with("retryAfter", 1)),
+            .with("count", n.get())
+            .with("burst", rate.burst)),
         }
     }
 
@@ -102,12 +116,18 @@ impl StreamControls {
         }
     }
 
-    /// Refuses (403) an append whose Referer or substream args are blocklisted.
+    /// Refuses (403) an append whose Referer or substream args are blocklisted. A
+    /// Referer's scheme and host are compared without regard to case, its path with.
     pub fn check_blocklist(&self, path: &StreamPath, referer: Option<&str>) -> Result<()> {
         let list = &self.settings.blocklist;
+        let folded = referer
+            .filter(|_| !self.referers.is_empty())
+            .map(fold_scheme_host);
         if let Some(r) = referer
-            && let Some(g) = list.referers.iter().find(|g| glob(g, r))
+            && let Some(folded) = &folded
+            && let Some(i) = self.referers.iter().position(|g| glob(g, folded))
         {
+            let g = &list.referers[i];
             return Err(refusal(
                 ErrorCode::Forbidden,
                 "blocklist.referers",
@@ -188,6 +208,24 @@ fn conforms(def: &EventTypeDef, event_type: &str, value: &Value) -> Result<()> {
         return Ok(());
     }
     Err(crate::types::violation_error(event_type, &violations).with("rule", "type"))
+}
+
+/// A URL (or a glob of one) with its scheme and host in lower case: both are
+/// case-insensitive (RFC 3986 §3.1, §3.2.2), so `HTTPS://SPAM.EXAMPLE/x` is
+/// `https://spam.example/x`. The host part runs from after `://` (or from the start
+/// when there is none) to the first `/`, `?` or `#`; the rest keeps its case.
+fn fold_scheme_host(url: &str) -> Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    if url[..end].bytes().any(|b| b.is_ascii_uppercase()) {
+        let mut folded = url[..end].to_ascii_lowercase();
+        folded.push_str(&url[end..]);
+        Cow::Owned(folded)
+    } else {
+        Cow::Borrowed(url)
+    }
 }
 
 fn quota(r: RateLimit) -> Quota {
@@ -332,12 +370,10 @@ mod tests {
         assert_eq!(e.code, ErrorCode::TooManyRequests);
         assert_eq!(e.details["retryAfter"], 1);
         c.check_rate(&b, 2).unwrap();
-        assert!(
-            c.check_rate(&b, 3)
-                .unwrap_err()
-                .message
-                .contains("larger than the burst")
-        );
+        let e = c.check_rate(&b, 3).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TooLarge);
+        assert!(e.message.contains("never pass"), "{}", e.message);
+        assert!(!e.details.contains_key("retryAfter"));
     }
 
     #[test]
@@ -355,6 +391,19 @@ mod tests {
             .check_blocklist(&stream("/acme/s('bot-7',1)"), None)
             .unwrap_err();
         assert_eq!(e.details["rule"], "blocklist.args");
+        // scheme and host in any case; the path as written
+        for r in ["HTTPS://SPAM.EXAMPLE/x", "https://Spam.Example/page?q"] {
+            let e = c.check_blocklist(&ok, Some(r)).unwrap_err();
+            assert_eq!(e.details["rule"], "blocklist.referers", "{r}");
+        }
+        let c2 = controls(json!({"blocklist": {"referers": ["HTTPS://Spam.example/Admin*"]}}));
+        let plain = stream("/acme/s");
+        assert!(
+            c2.check_blocklist(&plain, Some("https://spam.EXAMPLE/Admin/1"))
+                .is_err()
+        );
+        c2.check_blocklist(&plain, Some("https://spam.example/admin/1"))
+            .unwrap();
         c.check_blocklist(&stream("/acme/s('bot-7',2)"), None)
             .unwrap();
         assert!(c.check_blocklist(&stream("/acme/s(null)"), None).is_err());

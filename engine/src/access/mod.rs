@@ -90,6 +90,10 @@ pub struct Credentials {
     pub hmac: Option<String>,
     /// The `?token=` value: any of the above.
     pub token: Option<String>,
+    /// An `Authorization` header eddy cannot use (another scheme, such as `Basic`, or
+    /// no credentials after the scheme): why. Refused with 401 like no credentials,
+    /// since none eddy understands were given.
+    pub unusable: Option<String>,
 }
 
 impl Credentials {
@@ -147,6 +151,7 @@ impl Access {
         if !self.enabled() {
             return Ok(Grant::Open);
         }
+        self.check_usable(creds)?;
         let account = target.account();
         let mut identities = Vec::new();
         let mut hmac_tokens = Vec::new();
@@ -228,10 +233,30 @@ impl Access {
                 ),
             ));
         }
+        let token_only = creds.bearer.is_none()
+            && creds.hmac.is_none()
+            && creds.token.is_some()
+            && identities.is_empty();
         let (rule, why) = match (need, target, identities.first()) {
             (Need::Manage, _, _) => (
                 "account",
                 format!("only account {account}'s keys may {verb} {what}"),
+            ),
+            // a ?token= that is no key is taken for an HMAC token, but may as well be
+            // a mistyped or deleted key: on a plain stream it cannot be anything else
+            (_, Target::Stream(p), _) if token_only && p.args.is_none() => (
+                "key",
+                format!(
+                    "the ?token= value is not a valid key or admin token (unknown or \
+                     deleted); an HMAC token would grant one substream of a factory, not {what}"
+                ),
+            ),
+            (_, Target::Stream(_), _) if token_only => (
+                "hmac",
+                format!(
+                    "the ?token= value is not a valid key (unknown or deleted), and as an \
+                     HMAC token it does not grant {what}: a token signs one substream"
+                ),
             ),
             (_, Target::Stream(p), _) if !hmac_tokens.is_empty() && identities.is_empty() => (
                 "hmac",
@@ -258,6 +283,7 @@ impl Access {
 
     /// Allows only the admin token (the `/api/accounts` endpoint).
     pub fn decide_admin(&self, creds: &Credentials) -> Result<()> {
+        self.check_usable(creds)?;
         let given = [&creds.bearer, &creds.token];
         if given
             .iter()
@@ -278,6 +304,21 @@ impl Access {
             "admin",
             "only the admin token may do this, and the credentials given are not it".into(),
         ))
+    }
+
+    /// 401 for an `Authorization` header eddy cannot use, whatever else was given.
+    fn check_usable(&self, creds: &Credentials) -> Result<()> {
+        match &creds.unusable {
+            None => Ok(()),
+            Some(why) => Err(self.refuse(
+                ErrorCode::Unauthorized,
+                "credentials",
+                format!(
+                    "{why}; eddy takes Authorization: Bearer <key> or, for one substream, \
+                     Authorization: HMAC <token>"
+                ),
+            )),
+        }
     }
 
     fn refuse(&self, code: ErrorCode, rule: &str, message: String) -> EngineError {

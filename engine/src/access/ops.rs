@@ -9,7 +9,7 @@ use super::controls::StreamControls;
 use super::keys::Keys;
 use super::{Credentials, Grant, Need, Target};
 use crate::Engine;
-use crate::error::{EngineError, ErrorCode, Result};
+use crate::error::{EngineError, Result};
 use crate::path::{AccountName, StreamPath};
 use crate::store::access_writes::{AccessWrite, TypeRow};
 use crate::types::EventTypeDef;
@@ -50,38 +50,44 @@ impl Engine {
         self.access.decide_admin(creds)
     }
 
-    /// The checks before an append of `n` events, in API §2's order: the rate limit
-    /// (429), the blocklists (403), write access (401/403). Type validation, the last
-    /// check, is the caller's, with the controls returned.
-    pub async fn admit_append(
+    /// The first check before an append: write access (401/403), decided before
+    /// anything that depends on the stream's settings, so that a refusal says nothing
+    /// about the stream. Answers the stream's controls for the checks that follow
+    /// ([`Engine::limit_append`], then type validation, the caller's).
+    pub async fn authorize_append(
         &self,
         creds: &Credentials,
         path: &StreamPath,
-        referer: Option<&str>,
-        n: usize,
     ) -> Result<Arc<StreamControls>> {
         let controls = self.controls(path).await?;
+        self.access.decide(
+            creds,
+            Target::Stream(path),
+            Need::Write,
+            Some(&controls.settings),
+        )?;
+        Ok(controls)
+    }
+
+    /// The stream controls of an append of `n` events that write access allowed:
+    /// the blocklists (403), then the rate limit (429, or 413 for a batch larger than
+    /// the burst). A blocklisted append takes nothing from the rate limit.
+    pub fn limit_append(
+        &self,
+        controls: &StreamControls,
+        path: &StreamPath,
+        referer: Option<&str>,
+        n: usize,
+    ) -> Result<()> {
         let checked = controls
-            .check_rate(path, n)
-            .and_then(|()| controls.check_blocklist(path, referer))
-            .and_then(|()| {
-                self.access
-                    .decide(
-                        creds,
-                        Target::Stream(path),
-                        Need::Write,
-                        Some(&controls.settings),
-                    )
-                    .map(|_| ())
-            });
+            .check_blocklist(path, referer)
+            .and_then(|()| controls.check_rate(path, n));
         if let Err(e) = &checked
-            && matches!(e.code, ErrorCode::TooManyRequests | ErrorCode::Forbidden)
             && let Some(Value::String(rule)) = e.details.get("rule")
-            && (rule.starts_with("blocklist") || rule == "rateLimit")
         {
             self.access.refused(rule);
         }
-        checked.map(|()| controls)
+        checked
     }
 
     /// Counts a refusal made outside the engine (a type validation failure).

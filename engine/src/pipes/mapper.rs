@@ -127,6 +127,7 @@ fn serve(rx: mpsc::Receiver<Msg>, limits: Limits) {
                 if !loaded {
                     sandboxes.remove(&pipe_id);
                     let fresh = Sandbox::new(limits.clone()).and_then(|mut s| {
+                        s.set_role("pipe function");
                         s.load(0, "pipe", &code)?;
                         Ok(s)
                     });

@@ -214,18 +214,21 @@ impl PipeTask {
         let mut batch = self.batch(cursor, logs);
         for (e, mapped) in events.iter().zip(answer.mapped) {
             let outs = match mapped {
-                Ok(json) => serde_json::from_str::<Vec<MapOut>>(&json)
-                    .map_err(|err| format!("the pipe function's result is not valid: {err}")),
-                Err(err) => Err(match err.stack {
-                    Some(stack) => format!("{}\n{stack}", err.message),
-                    None => err.message,
+                Ok(json) => serde_json::from_str::<Vec<MapOut>>(&json).map_err(|err| {
+                    (
+                        format!("the pipe function's result is not valid: {err}"),
+                        None,
+                    )
                 }),
+                Err(err) => Err((err.message, err.stack)),
             };
             let outs = match outs {
                 Ok(outs) => outs,
-                Err(message) => {
+                Err((message, stack)) => {
                     batch.errors += 1;
-                    batch.logs.push(log_entry("error", e, &message));
+                    batch
+                        .logs
+                        .push(log_entry_with_stack("error", e, &message, stack.as_deref()));
                     continue;
                 }
             };
@@ -348,17 +351,30 @@ fn args_from_json(values: &[Value]) -> std::result::Result<Args, String> {
 
 /// A pipe log entry about event `e`.
 fn log_entry(level: &str, e: &StoredEvent, message: &str) -> NewEvent {
+    log_entry_with_stack(level, e, message, None)
+}
+
+/// A pipe log entry about event `e`, with the JavaScript stack in `stack` (as reducer
+/// entries have it) when the error carried one.
+fn log_entry_with_stack(
+    level: &str,
+    e: &StoredEvent,
+    message: &str,
+    stack: Option<&str>,
+) -> NewEvent {
+    let mut data = serde_json::json!({
+        "stream": e.stream,
+        "index": e.index,
+        "message": message,
+    });
+    if let Some(stack) = stack {
+        data["stack"] = serde_json::Value::String(stack.to_owned());
+    }
     NewEvent {
         id: None,
         event_type: level.to_owned(),
         content_type: "application/json".into(),
-        data: serde_json::json!({
-            "stream": e.stream,
-            "index": e.index,
-            "message": message,
-        })
-        .to_string()
-        .into(),
+        data: data.to_string().into(),
         timestamp: None,
         metadata: None,
         origin: None,

@@ -9,7 +9,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// (version, description, SQL), in order; never edit one that has landed.
-const MIGRATIONS: [(i64, &str, &str); 5] = [
+const MIGRATIONS: [(i64, &str, &str); 6] = [
     (
         1,
         "create event log",
@@ -34,6 +34,11 @@ const MIGRATIONS: [(i64, &str, &str); 5] = [
         5,
         "create access",
         include_str!("../../../migrations/0005_create_access.sql"),
+    ),
+    (
+        6,
+        "add webhook failures",
+        include_str!("../../../migrations/0006_add_webhook_failures.sql"),
     ),
 ];
 

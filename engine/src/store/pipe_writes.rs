@@ -112,10 +112,10 @@ impl Writer {
                 self.conn
                     .prepare_cached("DELETE FROM pipes WHERE id = ?1")?
                     .execute(params![id])?;
-                self.account_event(
+                self.pipe_event(
                     staged,
-                    from.account.as_str(),
-                    from.stream.as_str(),
+                    &from,
+                    &to,
                     Change::PipeRemoved,
                     json!({ "origin": from.to_string(), "destination": to.to_string() }),
                 )?;
@@ -161,10 +161,10 @@ impl Writer {
                 ])?;
             (row.id, row.cursor, row.piped, row.errors, row.created_at) =
                 (id, cursor, piped, errors, created_at);
-            self.account_event(
+            self.pipe_event(
                 staged,
-                row.from.account.as_str(),
-                row.from.stream.as_str(),
+                &row.from,
+                &row.to,
                 Change::PipeAdded,
                 json!({
                     "origin": row.from.to_string(),
@@ -199,14 +199,46 @@ impl Writer {
             ])?;
         row.id = self.conn.last_insert_rowid();
         (row.piped, row.errors) = (0, 0);
-        self.account_event(
+        self.pipe_event(
             staged,
-            row.from.account.as_str(),
-            row.from.stream.as_str(),
+            &row.from,
+            &row.to,
             Change::PipeAdded,
             json!({ "origin": row.from.to_string(), "destination": row.to.to_string() }),
         )?;
         Ok(PipeWritten::Put(Box::new(row), true))
+    }
+
+    /// Records a pipe change in every account the pipe touches, each once: the
+    /// origin's account (with the origin as `stream`) and the destination's (with the
+    /// destination). A builtin origin's account, `eddy`, keeps no account events, so
+    /// a pipe from a cron stream or from `/eddy/events(acct)` is recorded in its
+    /// destination's account alone.
+    fn pipe_event(
+        &mut self,
+        staged: &mut Staged,
+        from: &StreamPath,
+        to: &StreamPath,
+        change: Change,
+        data: serde_json::Value,
+    ) -> Result<()> {
+        self.account_event(
+            staged,
+            from.account.as_str(),
+            from.stream.as_str(),
+            change,
+            data.clone(),
+        )?;
+        if to.account != from.account {
+            self.account_event(
+                staged,
+                to.account.as_str(),
+                to.stream.as_str(),
+                change,
+                data,
+            )?;
+        }
+        Ok(())
     }
 
     /// Refuses a new pipe `from → to` when pipes already lead from `to` back to `from`

@@ -27,6 +27,8 @@ pub struct WebhookRow {
     pub cursor: i64,
     /// Why deliveries stopped; `None` while active.
     pub paused: Option<String>,
+    /// The failed attempts of the delivery that paused the webhook; 0 while active.
+    pub failures: u32,
     pub created_at: i64,
 }
 
@@ -42,6 +44,7 @@ pub(crate) enum WebhookWrite {
         id: String,
         cursor: i64,
         reason: String,
+        failures: u32,
         log: Box<(StreamPath, NewEvent)>,
     },
     Resume(String),
@@ -109,15 +112,17 @@ impl Writer {
                 id,
                 cursor,
                 reason,
+                failures,
                 log,
             } => {
                 let (stream, entry) = *log;
                 let n = self
                     .conn
                     .prepare_cached(
-                        "UPDATE webhooks SET paused = ?1, cursor = MAX(cursor, ?2) WHERE id = ?3",
+                        "UPDATE webhooks SET paused = ?1, cursor = MAX(cursor, ?2), failures = ?4 \
+                         WHERE id = ?3",
                     )?
-                    .execute(params![reason, cursor, id])?;
+                    .execute(params![reason, cursor, id, failures])?;
                 if n > 0 {
                     self.append(
                         AppendRequest {
@@ -132,7 +137,7 @@ impl Writer {
             }
             WebhookWrite::Resume(id) => self
                 .conn
-                .prepare_cached("UPDATE webhooks SET paused = NULL WHERE id = ?1")?
+                .prepare_cached("UPDATE webhooks SET paused = NULL, failures = 0 WHERE id = ?1")?
                 .execute(params![id])?,
         };
         Ok(changed > 0)

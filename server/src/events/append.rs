@@ -2,7 +2,6 @@
 //! stream, by Content-Type (API §2).
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -162,12 +161,15 @@ async fn post_inner(
     params::refuse_content_coding(&headers)?;
     let inputs = AppendInputs::read(path_type, uri, &headers)?;
     let (raw_ct, media) = params::media_type(&headers)?;
+    // write access first: a refused request reads no body and takes nothing from the
+    // rate limit, and its answer does not depend on the stream's settings
+    let controls = state.engine.authorize_append(creds, &path).await?;
     match media.as_str() {
         "application/vnd.eddy.events+json" | "application/vnd.eventstore.events+json" => {
             let es = media == "application/vnd.eventstore.events+json";
             let body = read_body(body, MAX_BATCH_BYTES, "a batch").await?;
             let events = super::batch::parse(&body, es, &inputs)?;
-            let controls = admit(state, creds, &path, &headers, events.len()).await?;
+            limit(state, &controls, &path, &headers, events.len())?;
             for (i, e) in events.iter().enumerate() {
                 validate(state, &controls, e).map_err(|err| {
                     ApiError(
@@ -181,11 +183,11 @@ async fn post_inner(
             Ok(batch_response(&path, &appended))
         }
         "application/x-ndjson" => {
-            let controls = admit(state, creds, &path, &headers, 1).await?;
+            limit(state, &controls, &path, &headers, 1)?;
             super::ndjson::ingest(state, path, controls, inputs, body).await
         }
         _ => {
-            let controls = admit(state, creds, &path, &headers, 1).await?;
+            limit(state, &controls, &path, &headers, 1)?;
             let ct = ContentType::parse(raw_ct.as_deref())?;
             let event_type = inputs.required_type()?;
             let data = read_body(body, MAX_EVENT_DATA, "an event").await?;
@@ -221,17 +223,17 @@ async fn post_inner(
     }
 }
 
-/// The controls before an append of `n` events (API §2): rate limit, blocklists,
-/// write access. Answers the stream's controls for type validation.
-async fn admit(
+/// The stream controls of an authorized append of `n` events: blocklists, then the
+/// rate limit (see `Engine::limit_append`).
+fn limit(
     state: &AppState,
-    creds: &Credentials,
+    controls: &StreamControls,
     path: &StreamPath,
     headers: &HeaderMap,
     n: usize,
-) -> ApiResult<Arc<StreamControls>> {
+) -> ApiResult<()> {
     let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
-    Ok(state.engine.admit_append(creds, path, referer, n).await?)
+    Ok(state.engine.limit_append(controls, path, referer, n)?)
 }
 
 /// Checks an event's data for its content type and its type's schema (parsing JSON

@@ -47,8 +47,8 @@ pub(super) struct Deliverer {
 enum Outcome {
     Delivered,
     Stopped,
-    /// The retry budget ran out; why.
-    Exhausted(String),
+    /// The retry budget ran out: why, after how many failed attempts.
+    Exhausted(String, u32),
 }
 
 impl Deliverer {
@@ -121,8 +121,8 @@ impl Deliverer {
                         self.save(delivered).await;
                         return;
                     }
-                    Outcome::Exhausted(reason) => {
-                        self.pause(delivered, &e, reason).await;
+                    Outcome::Exhausted(reason, failures) => {
+                        self.pause(delivered, &e, reason, failures).await;
                         return;
                     }
                 }
@@ -149,7 +149,7 @@ impl Deliverer {
         }
     }
 
-    async fn pause(&self, cursor: i64, e: &StoredEvent, reason: String) {
+    async fn pause(&self, cursor: i64, e: &StoredEvent, reason: String, failures: u32) {
         tracing::warn!(webhook = %self.row.id, %reason, "webhook paused");
         let entry = serde_json::json!({
             "webhook": self.row.id,
@@ -171,6 +171,7 @@ impl Deliverer {
             id: self.row.id.clone(),
             cursor,
             reason,
+            failures,
             log: Box::new((self.path.logs(), log)),
         };
         match self.engine.store.writer.webhook(write).await {
@@ -230,12 +231,16 @@ impl Deliverer {
                 None => backoff(&self.settings, failures),
             };
             if since.elapsed() + delay > self.settings.retry_budget {
-                return Outcome::Exhausted(format!(
-                    "{failures} attempts to deliver index {} of {} failed over {} s; the last: {error}",
-                    e.index,
-                    e.stream,
-                    since.elapsed().as_secs()
-                ));
+                return Outcome::Exhausted(
+                    format!(
+                        "{failures} attempts to deliver index {} of {} failed over {} s; the \
+                         last: {error}",
+                        e.index,
+                        e.stream,
+                        since.elapsed().as_secs()
+                    ),
+                    failures,
+                );
             }
             tracing::debug!(webhook = %self.row.id, failures, ?delay, %error, "delivery failed; retrying");
             tokio::select! {
@@ -266,8 +271,7 @@ impl Deliverer {
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                    .and_then(|v| retry_after(v, SystemTime::now()));
                 (
                     false,
                     format!("the receiver answered {}", r.status()),
@@ -277,6 +281,18 @@ impl Deliverer {
             Err(e) => (false, describe(&e), None),
         }
     }
+}
+
+/// A `Retry-After` value as the delay from `now` (RFC 9110 §10.2.3): delay-seconds,
+/// or an HTTP-date (a date already past is no delay). Anything else is ignored, and
+/// the backoff applies.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// A reqwest error with its causes (the top level alone says little).
@@ -365,6 +381,31 @@ mod tests {
             let d = backoff(&s, n).as_millis();
             assert!((lo..=hi).contains(&d), "retry {n}: {d} ms");
         }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(" 0 ", now), Some(Duration::ZERO));
+        // 2015-10-21T07:28:00Z, four seconds after `now`, in the three forms
+        for date in [
+            "Wed, 21 Oct 2015 07:28:04 GMT",
+            "Wednesday, 21-Oct-15 07:28:04 GMT",
+            "Wed Oct 21 07:28:04 2015",
+        ] {
+            assert_eq!(
+                retry_after(date, now),
+                Some(Duration::from_secs(4)),
+                "{date}"
+            );
+        }
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl Webhooks {
 }
 
 const COLUMNS: &str = "SELECT id, account, stream, args, url, selector, data, secret, cursor, \
-                       paused, created_at FROM webhooks";
+                       paused, created_at, failures FROM webhooks";
 
 fn row_from(r: &sqlx::sqlite::SqliteRow) -> WebhookRow {
     WebhookRow {
@@ -175,6 +175,7 @@ fn row_from(r: &sqlx::sqlite::SqliteRow) -> WebhookRow {
         cursor: r.get(8),
         paused: r.get(9),
         created_at: r.get(10),
+        failures: u32::try_from(r.get::<i64, _>(11)).unwrap_or(u32::MAX),
     }
 }
 
@@ -246,6 +247,7 @@ impl Engine {
                 self.store.last_position()
             },
             paused: None,
+            failures: 0,
             created_at: 0,
         };
         self.store
@@ -301,7 +303,8 @@ impl Engine {
                 (p.failures, p.last_error.clone(), p.cursor)
             })
             .filter(|_| row.paused.is_none());
-        let (failures, last_error, cursor) = progress.unwrap_or((0, None, row.cursor));
+        // a paused webhook's failures are the stored count of the delivery that paused it
+        let (failures, last_error, cursor) = progress.unwrap_or((row.failures, None, row.cursor));
         let stream = match row.args.as_str() {
             "" => format!("{}/{}", row.account, row.stream),
             args => format!("{}/{}({args})", row.account, row.stream),
@@ -361,6 +364,7 @@ impl Engine {
             }
             self.webhooks.metrics.webhooks_paused.dec();
             row.paused = None;
+            row.failures = 0;
             self.start_webhook(row.clone())?;
         }
         Ok(self.status(&row))
