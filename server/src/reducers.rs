@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use eddy_engine::access::Credentials;
 use eddy_engine::path::{ReducerName, StreamPath};
 use eddy_engine::reducers::DeployRequest;
 use serde_json::{Value, json};
@@ -86,6 +87,7 @@ pub async fn put(
 
 pub async fn get(
     state: AppState,
+    creds: &Credentials,
     path: StreamPath,
     name: ReducerName,
     uri: &Uri,
@@ -94,6 +96,8 @@ pub async fn get(
     if q.flag("source")? {
         q.finish()?;
         let stream = StreamPath { args: None, ..path };
+        // the code is the account's alone, also where states are public to read
+        crate::auth::owner(&state, creds, &stream).await?;
         let (source, content_type) = state.engine.reducer_source(&stream, &name).await?;
         return Ok(([(header::CONTENT_TYPE, content_type)], source).into_response());
     }
