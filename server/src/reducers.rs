@@ -116,21 +116,24 @@ pub async fn get(
                 "min-index applies to one substream's state: name the substream, as in /acct/strm('id').reducer",
             ));
         }
-        let states = state
+        // one more than the page, to tell whether another page follows (as listings do)
+        let mut states = state
             .engine
-            .reducer_states(&path, &name, after, limit)
+            .reducer_states(&path, &name, after, limit + 1)
             .await?;
-        let next = (states.len() == limit).then(|| {
-            let last = states.last().map_or(0, |s| s.sid);
-            format!("{}.{name}?limit={limit}&after={last}", path.url())
-        });
+        let more = states.len() > limit;
+        states.truncate(limit);
+        let next = more
+            .then(|| states.last())
+            .flatten()
+            .map(|s| format!("{}.{name}?limit={limit}&after={}", path.url(), s.sid));
         let items: Vec<Value> = states
             .into_iter()
             .map(|s| {
-                let args = eddy_engine::path::Args::parse(&s.args).ok();
                 json!({
                     "stream": format!("{path}({})", s.args),
-                    "args": args.map_or(Value::Null, |a| a.to_json()),
+                    // the canonical args text, as `/substreams` shows them
+                    "args": s.args,
                     "index": s.index,
                     "state": s.json.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok()),
                 })
