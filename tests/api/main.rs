@@ -16,6 +16,7 @@ mod ingest_stream;
 mod limits;
 mod pipes;
 mod read;
+mod reducer_errors;
 mod reducers;
 mod resources;
 mod sse;

@@ -24,7 +24,7 @@ async fn deploy_at(
         .expect("PUT")
 }
 
-async fn deploy(s: &TestServer, path: &str, code: &str) -> Response {
+pub async fn deploy(s: &TestServer, path: &str, code: &str) -> Response {
     deploy_at(&s.client, &s.base, path, "application/javascript", code).await
 }
 
@@ -324,7 +324,11 @@ async fn a_throw_is_logged_and_skipped_and_halt_stops() {
 }
 
 /// Polls the log until `done` holds: entries land with each checkpoint, every 200 ms.
-async fn wait_for_logs(s: &TestServer, path: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub async fn wait_for_logs(
+    s: &TestServer,
+    path: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let mut logs = Vec::new();
     for _ in 0..100 {
         let r = s.get(&format!("{path}?limit=1000")).await;
