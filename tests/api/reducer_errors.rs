@@ -198,3 +198,50 @@ async fn log_entries_come_in_event_order() {
         ]
     );
 }
+
+#[tokio::test]
+async fn on_a_factory_halting_at_an_oversize_state_unfolds_later_substream_events() {
+    let s = spawn_server().await;
+    let r = s
+        .call("PUT", "/acme/f/settings", &[], json!({"factory": true}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = deploy(&s, "/acme/f.grow?on-error=halt", GROW).await;
+    assert_eq!(r.status(), 201);
+    let keep = deploy(&s, "/acme/f.keep", GROW).await;
+    assert_eq!(keep.status(), 201);
+    // whichever checkpoint finds the big state, nothing after it is folded by the
+    // halting reducer; the skipping one goes on
+    for (sub, data) in [
+        ("a", json!({})),
+        ("b", json!({})),
+        ("a", json!({"big": true})),
+        ("b", json!({})),
+        ("a", json!({})),
+    ] {
+        s.post_ok(&format!("/acme/f('{sub}')"), "x", data).await;
+    }
+    let status = status_when(&s, "/acme/f", "grow", |r| r["status"] == "halted").await;
+    let why = status["halted"].as_str().unwrap();
+    assert!(why.contains("index 1 of acme/f('a')"), "{why}");
+    for sub in ["a", "b"] {
+        let r = s.get(&format!("/acme/f('{sub}').grow")).await;
+        assert_eq!(r.headers()["reducer-index"], "0", "{sub}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap(),
+            json!({"n": 1, "items": []})
+        );
+    }
+    status_when(&s, "/acme/f", "keep", |r| r["errors"] == 1).await;
+    let r = s.get("/acme/f('a').keep?min-index=2").await;
+    assert_eq!(r.headers()["reducer-index"], "2");
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"n": 2, "items": []})
+    );
+    let r = s.get("/acme/f('b').keep?min-index=1").await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"n": 2, "items": []})
+    );
+}
