@@ -112,6 +112,7 @@ fn bare_loop(code: &str, n: usize) -> Result<f64> {
             index: e.index,
             event: e,
             halt_on_error: false,
+            check_size: false,
             live: false,
         })
         .collect();

@@ -8,7 +8,7 @@ use eddy_runtime_js::Dispatch;
 
 use crate::error::{EngineError, Result};
 use crate::event::{NewEvent, StoredEvent, check_size, derived_id};
-use crate::path::{self, AccountName, Resource};
+use crate::path::{self, AccountName, Resource, StreamPath};
 use crate::store::pipe_writes::Routed;
 
 /// `{"stream","index"}` of a source event, as recorded on the events made from it.
@@ -31,28 +31,7 @@ pub(crate) fn dispatched_event(
     timestamp: i64,
     d: &Dispatch,
 ) -> Result<Routed> {
-    let refused = |why: String| {
-        EngineError::invalid(format!("dispatch({:?}) was refused: {why}", d.stream))
-            .with("field", "stream")
-    };
-    let text = if d.stream.starts_with('/') {
-        d.stream.clone()
-    } else {
-        format!("/{account}/{}", d.stream)
-    };
-    let stream = match path::parse(&text) {
-        Ok(Resource::Stream(p)) => p,
-        Ok(_) => return Err(refused("it names no stream".into())),
-        Err(e) => return Err(refused(e.to_string())),
-    };
-    if stream.account != *account {
-        return Err(refused(format!(
-            "code of account {account} may dispatch only to its own streams"
-        )));
-    }
-    if stream.account.is_reserved() {
-        return Err(refused("the account is reserved for the server".into()));
-    }
+    let stream = dispatch_target(account, d)?;
     check_size(d.data_json.len())?;
     Ok(Routed {
         explicit_args: stream.args.clone(),
@@ -77,4 +56,32 @@ pub(crate) fn dispatched_event(
         },
         stream,
     })
+}
+
+/// The stream `d` names, refused unless it is a stream of `account` that code may
+/// append to.
+pub(crate) fn dispatch_target(account: &AccountName, d: &Dispatch) -> Result<StreamPath> {
+    let refused = |why: String| {
+        EngineError::invalid(format!("dispatch({:?}) was refused: {why}", d.stream))
+            .with("field", "stream")
+    };
+    let text = if d.stream.starts_with('/') {
+        d.stream.clone()
+    } else {
+        format!("/{account}/{}", d.stream)
+    };
+    let stream = match path::parse(&text) {
+        Ok(Resource::Stream(p)) => p,
+        Ok(_) => return Err(refused("it names no stream".into())),
+        Err(e) => return Err(refused(e.to_string())),
+    };
+    if stream.account != *account {
+        return Err(refused(format!(
+            "code of account {account} may dispatch only to its own streams"
+        )));
+    }
+    if stream.account.is_reserved() {
+        return Err(refused("the account is reserved for the server".into()));
+    }
+    Ok(stream)
 }

@@ -20,7 +20,9 @@
 //! - [`metrics`]: the Prometheus metrics the engine keeps.
 //! - [`reducers`]: deploying reducers and reading their states; one worker thread runs
 //!   the JavaScript (`eddy-runtime-js`), reads events with its own connection, folds,
-//!   and saves checkpoints through the writer.
+//!   checks dispatched events against their destination's types, saves checkpoints
+//!   through the writer, and folds a substream again when its state grew over the
+//!   size limit (`reducers/oversize.rs`).
 //! - [`consumers`]: the live fan-out hub (commit notices to the subscriptions that
 //!   follow their streams), subscriptions with catch-up from storage (SSE), and
 //!   webhooks (signed deliveries with retries, a persisted cursor, the SSRF guard).
@@ -81,7 +83,7 @@ pub struct Resolved {
 pub struct Engine {
     store: Store,
     access: access::Access,
-    controls: access::controls::Controls,
+    controls: Arc<access::controls::Controls>,
     reducers: reducers::Reducers,
     hub: consumers::hub::Hub,
     webhooks: consumers::webhooks::Webhooks,
@@ -100,12 +102,15 @@ impl Engine {
     ) -> Result<Arc<Self>> {
         let webhooks = consumers::webhooks::Webhooks::new(webhooks, metrics.clone())?;
         let store = Store::open(data_dir, metrics.clone()).await?;
+        // shared with the reducer worker, which checks dispatched events' types
+        let controls = Arc::new(access::controls::Controls::new(store.pool.clone()));
         let reducers = reducers::Reducers::start(
             store.path(),
             store.writer.clone(),
             store.durable(),
             store.subscribe(),
             reducer_limits.clone(),
+            controls.clone(),
         )?;
         let hub = consumers::hub::Hub::start(store.subscribe(), metrics.clone());
         let pipes = pipes::Pipes::new(reducer_limits)?;
@@ -115,7 +120,6 @@ impl Engine {
             keys.load(&store.pool).await?;
         }
         let access = access::Access::new(keys, metrics);
-        let controls = access::controls::Controls::new(store.pool.clone());
         let engine = Arc::new(Self {
             store,
             access,

@@ -145,6 +145,26 @@
     if (typeof result === "object") return [output(result, "the pipe function's output")];
     throw new TypeError(`the pipe function must return an object {type?, data?, args?}, an array of them, or null to drop the event, not ${what(result)}`);
   };
+  // bytes of UTF-8 in `s` when they are over `limit`, else 0; counted from the
+  // non-ASCII characters alone (a regex runs in C, a loop over a large state would
+  // take longer than the time limit)
+  const overBy = (s, limit) => {
+    if (s.length * 3 <= limit) return 0;
+    const wide = s.replace(/[\x00-\x7f]+/g, "");
+    let n = s.length;
+    for (let i = 0; i < wide.length; i++) {
+      const c = wide.charCodeAt(i);
+      if (c < 0x800) n += 1;
+      else if (c >= 0xd800 && c < 0xdc00) {
+        n += 2;
+        i++;
+      } else n += 2;
+    }
+    return n > limit ? n : 0;
+  };
+  // how to take back the last fold: the state it replaced and where its dispatches
+  // start, so that Rust can refuse a call after it returned (an invalid dispatch)
+  let undo = null;
   const none = Object.freeze({});
   return {
     load(slot, name, fn, names) {
@@ -167,8 +187,9 @@
       reads[slot] = undefined;
       if (slots[name] === slot) delete slots[name];
     },
-    fold(slot, sid, event, index, isLive) {
+    fold(slot, sid, event, index, isLive, limit) {
       begin(slot, sid, index, isLive);
+      undo = null;
       try {
         const own = states[slot];
         const names = reads[slot];
@@ -180,17 +201,40 @@
             current[name] = other === undefined ? undefined : other.get(sid);
           }
         }
-        const next = fns[slot](own.get(sid), event, index, current);
+        const had = own.has(sid);
+        const prev = own.get(sid);
+        const next = fns[slot](prev, event, index, current);
         if (thenable(next)) {
           throw new TypeError("the reducer returned a Promise: reducers must be synchronous");
         }
+        if (limit > 0 && next !== undefined) {
+          const bytes = overBy(JSON.stringify(next) ?? "", limit);
+          // a plain object: the message alone, without the driver's stack
+          if (bytes > 0) throw { message: `the state is ${bytes} bytes of JSON, over the limit of ${limit} bytes` };
+        }
+        undo = { own, sid, had, prev, from: mark };
         if (next === undefined) own.delete(sid);
         else own.set(sid, next);
       } catch (e) {
         discard();
         throw e;
       }
+      const n = made;
       end();
+      return n;
+    },
+    // the dispatches of the last fold, which made `n`
+    recent(n) {
+      return dispatched.slice(dispatched.length - n);
+    },
+    // takes the last fold back as if it had thrown: its state is the one it was given
+    // (with whatever the reducer changed in it), its dispatches are dropped
+    revert() {
+      if (undo === null) return;
+      if (undo.had) undo.own.set(undo.sid, undo.prev);
+      else undo.own.delete(undo.sid);
+      dispatched.length = undo.from;
+      undo = null;
     },
     map(slot, sid, event, index, isLive) {
       begin(slot, sid, index, isLive);

@@ -77,6 +77,8 @@ pub enum JsErrorKind {
     TimeLimit,
     /// The sandbox ran out of [`Limits::memory_bytes`].
     MemoryLimit,
+    /// A checked fold ([`Fold::check_size`]) made a state over [`Limits::state_bytes`].
+    StateLimit,
     /// The engine itself failed.
     Internal,
 }

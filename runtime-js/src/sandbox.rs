@@ -58,6 +58,10 @@ pub struct Fold<'a> {
     pub halt_on_error: bool,
     /// The event is new, not replayed: only then does `request()` reach the [`Host`].
     pub live: bool,
+    /// Check the new state against [`Limits::state_bytes`] (serializing it): a state
+    /// over the limit fails the call like a throw. Off on the fast path, where the
+    /// embedder checks states when it saves them.
+    pub check_size: bool,
 }
 
 /// One call of a pipe's mapping function on one event.
@@ -209,6 +213,18 @@ impl Sandbox {
     /// unless the failed item was marked `halt_on_error`: then the later items of its
     /// reducer are skipped. The events a failed call dispatched are dropped.
     pub fn fold(&mut self, work: &[Fold<'_>]) -> Vec<(usize, JsError)> {
+        self.fold_checked(work, &mut |_| Ok(()))
+    }
+
+    /// [`Sandbox::fold`], with `check` called on the dispatches of every call that made
+    /// some, right after it: a message from `check` fails the call as if it had thrown
+    /// (its state stays the one it was given, its dispatches are dropped, and with
+    /// `halt_on_error` its reducer's later items are skipped).
+    pub fn fold_checked(
+        &mut self,
+        work: &[Fold<'_>],
+        check: &mut dyn FnMut(&[Dispatch]) -> Result<(), String>,
+    ) -> Vec<(usize, JsError)> {
         let mut failures = Vec::new();
         let mut any_failed = false;
         self.context.with(|ctx| {
@@ -228,6 +244,7 @@ impl Sandbox {
                 }
             };
             let mut halted: Vec<u32> = Vec::new();
+            let limit = self.limits.state_bytes as f64;
             for (i, item) in work.iter().enumerate() {
                 if halted.contains(&item.slot) {
                     continue;
@@ -235,11 +252,35 @@ impl Sandbox {
                 self.arm();
                 let outcome = keys.event(&ctx, item.event).and_then(|event| {
                     let index = item.index as f64;
-                    fold.call::<_, ()>((item.slot, item.sid as f64, event, index, item.live))
+                    let limit = if item.check_size { limit } else { 0.0 };
+                    fold.call::<_, f64>((
+                        item.slot,
+                        item.sid as f64,
+                        event,
+                        index,
+                        item.live,
+                        limit,
+                    ))
                 });
-                if let Err(e) = outcome {
+                let failure = match outcome {
+                    Err(e) => {
+                        let mut error = self.failed(&ctx, e);
+                        // the driver's own refusal: a plain object, without a stack
+                        if item.check_size
+                            && error.kind == JsErrorKind::Thrown
+                            && error.stack.is_none()
+                            && error.message.starts_with("the state is ")
+                        {
+                            error.kind = JsErrorKind::StateLimit;
+                        }
+                        Some(error)
+                    }
+                    Ok(made) if made > 0.0 => self.refused(&ctx, made, check),
+                    Ok(_) => None,
+                };
+                if let Some(error) = failure {
                     any_failed = true;
-                    failures.push((i, self.failed(&ctx, e)));
+                    failures.push((i, error));
                     if item.halt_on_error {
                         halted.push(item.slot);
                     }
@@ -372,6 +413,28 @@ impl Sandbox {
         self.driver_fn(ctx, name)?
             .call(args)
             .map_err(|e| caught(ctx, e))
+    }
+
+    /// Shows the `made` dispatches of the fold that just returned to `check`; when it
+    /// refuses them, takes the fold back and answers why.
+    fn refused<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        made: f64,
+        check: &mut dyn FnMut(&[Dispatch]) -> Result<(), String>,
+    ) -> Option<JsError> {
+        let recent: Vec<Object> = match self.call(ctx, "recent", (made,)) {
+            Ok(r) => r,
+            Err(e) => return Some(e),
+        };
+        let dispatches: Vec<Dispatch> = recent.iter().map(dispatch_from).collect();
+        let message = check(&dispatches).err()?;
+        let _ = self.call::<()>(ctx, "revert", ());
+        Some(JsError {
+            kind: JsErrorKind::Thrown,
+            message,
+            stack: None,
+        })
     }
 
     /// Names the error of a failed fold or map call and drops what it dispatched (the

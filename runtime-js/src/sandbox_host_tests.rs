@@ -17,6 +17,7 @@ fn fold_live(s: &mut Sandbox, slot: u32, events: &[EventIn<'_>], live: bool) -> 
             index: e.index,
             event: e,
             halt_on_error: false,
+            check_size: false,
             live,
         })
         .collect();

@@ -46,6 +46,7 @@ fn fold_all(
             index: e.index,
             event: e,
             halt_on_error: false,
+            check_size: false,
             live: false,
         })
         .collect();
@@ -125,6 +126,7 @@ fn current_shows_the_other_reducers_state_of_the_same_substream() {
                 index: e.index,
                 event: e,
                 halt_on_error: false,
+                check_size: false,
                 live: false,
             },
             Fold {
@@ -133,6 +135,7 @@ fn current_shows_the_other_reducers_state_of_the_same_substream() {
                 index: e.index,
                 event: e,
                 halt_on_error: false,
+                check_size: false,
                 live: false,
             },
         ];
@@ -300,4 +303,84 @@ fn a_promise_result_is_an_error() {
         failures[0].1.message.contains("synchronous"),
         "{failures:?}"
     );
+}
+
+#[test]
+fn a_checked_fold_refuses_an_oversize_state_like_a_throw() {
+    let mut s = Sandbox::new(Limits {
+        state_bytes: 100,
+        ..Limits::default()
+    })
+    .unwrap();
+    load(
+        &mut s,
+        0,
+        "grow",
+        "(s = { n: 0 }, e) => ({ n: s.n + 1, pad: 'é'.repeat(e.data) })",
+    );
+    // 40 two-byte characters fit in 100 bytes, 60 do not (though 60 UTF-16 units would)
+    let events = [event(0, "40"), event(1, "60"), event(2, "0")];
+    let work: Vec<Fold> = events
+        .iter()
+        .map(|e| Fold {
+            slot: 0,
+            sid: 1,
+            index: e.index,
+            event: e,
+            halt_on_error: false,
+            check_size: true,
+            live: false,
+        })
+        .collect();
+    let failures = s.fold(&work);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, 1);
+    assert!(
+        failures[0]
+            .1
+            .message
+            .starts_with("the state is 136 bytes of JSON, over the limit of 100"),
+        "{}",
+        failures[0].1.message
+    );
+    assert_eq!(failures[0].1.kind, JsErrorKind::StateLimit);
+    // event 1 was skipped: event 2 folded onto the state after event 0
+    assert_eq!(s.state(0, 1).unwrap().unwrap(), r#"{"n":2,"pad":""}"#);
+}
+
+#[test]
+fn a_refused_dispatch_takes_the_call_back() {
+    let mut s = sandbox();
+    load(
+        &mut s,
+        0,
+        "d",
+        "(n = 0, e) => { dispatch('out', { type: 't', data: e.data }); return n + 1; }",
+    );
+    let events = [event(0, "1"), event(1, "2"), event(2, "3")];
+    let work: Vec<Fold> = events
+        .iter()
+        .map(|e| Fold {
+            slot: 0,
+            sid: 1,
+            index: e.index,
+            event: e,
+            halt_on_error: false,
+            check_size: false,
+            live: false,
+        })
+        .collect();
+    let failures = s.fold_checked(&work, &mut |ds| {
+        if ds[0].data_json == "2" {
+            Err("no twos".into())
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, 1);
+    assert_eq!(failures[0].1.message, "no twos");
+    assert_eq!(s.state(0, 1).unwrap().unwrap(), "2");
+    let kept: Vec<String> = s.dispatches().into_iter().map(|d| d.data_json).collect();
+    assert_eq!(kept, ["1", "3"]);
 }

@@ -64,6 +64,7 @@ fn every_example_reducer_ends_in_its_expected_state() {
                 index: e.index,
                 event: e,
                 halt_on_error: false,
+                check_size: false,
                 live: false,
             })
             .collect();

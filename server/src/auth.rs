@@ -132,6 +132,16 @@ pub async fn check(
     Ok(())
 }
 
+/// Checks that the request may manage stream `p` (what its owner alone may do), for
+/// parts of a resource that are not public even where the resource is readable (a
+/// reducer's `?source`).
+pub async fn owner(state: &AppState, creds: &Credentials, p: &StreamPath) -> ApiResult<()> {
+    if !state.engine.access_enabled() {
+        return Ok(());
+    }
+    check_stream(&state.engine, creds, p, Need::Manage).await
+}
+
 /// Checks a stream target: cron streams are public to read; account events belong to
 /// their account; other streams follow their account and settings.
 async fn check_stream(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use eddy_engine::access::Credentials;
 use eddy_engine::path::{ReducerName, StreamPath};
 use eddy_engine::reducers::DeployRequest;
 use serde_json::{Value, json};
@@ -86,6 +87,7 @@ pub async fn put(
 
 pub async fn get(
     state: AppState,
+    creds: &Credentials,
     path: StreamPath,
     name: ReducerName,
     uri: &Uri,
@@ -94,6 +96,8 @@ pub async fn get(
     if q.flag("source")? {
         q.finish()?;
         let stream = StreamPath { args: None, ..path };
+        // the code is the account's alone, also where states are public to read
+        crate::auth::owner(&state, creds, &stream).await?;
         let (source, content_type) = state.engine.reducer_source(&stream, &name).await?;
         return Ok(([(header::CONTENT_TYPE, content_type)], source).into_response());
     }
@@ -112,21 +116,24 @@ pub async fn get(
                 "min-index applies to one substream's state: name the substream, as in /acct/strm('id').reducer",
             ));
         }
-        let states = state
+        // one more than the page, to tell whether another page follows (as listings do)
+        let mut states = state
             .engine
-            .reducer_states(&path, &name, after, limit)
+            .reducer_states(&path, &name, after, limit + 1)
             .await?;
-        let next = (states.len() == limit).then(|| {
-            let last = states.last().map_or(0, |s| s.sid);
-            format!("{}.{name}?limit={limit}&after={last}", path.url())
-        });
+        let more = states.len() > limit;
+        states.truncate(limit);
+        let next = more
+            .then(|| states.last())
+            .flatten()
+            .map(|s| format!("{}.{name}?limit={limit}&after={}", path.url(), s.sid));
         let items: Vec<Value> = states
             .into_iter()
             .map(|s| {
-                let args = eddy_engine::path::Args::parse(&s.args).ok();
                 json!({
                     "stream": format!("{path}({})", s.args),
-                    "args": args.map_or(Value::Null, |a| a.to_json()),
+                    // the canonical args text, as `/substreams` shows them
+                    "args": s.args,
                     "index": s.index,
                     "state": s.json.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok()),
                 })

@@ -615,3 +615,49 @@ async fn s_json(r: Response) -> Value {
     assert!(status.is_success(), "{status}: {text}");
     serde_json::from_str(&text).unwrap()
 }
+
+#[tokio::test]
+async fn reducer_code_stays_the_owners_on_a_public_stream() {
+    let s = secured().await;
+    let acme = format!("Bearer {}", account(&s, "acme").await);
+    let bob = format!("Bearer {}", account(&s, "bob").await);
+    let r = s
+        .call(
+            "PUT",
+            "/acme/news/settings",
+            &[("authorization", acme.as_str())],
+            json!({"public": {"read": true}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = s
+        .client
+        .put(s.url("/acme/news.count"))
+        .header("authorization", &acme)
+        .header("content-type", "application/javascript")
+        .body("(n = 0) => n + 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // the state is public to read, the code is not
+    assert_eq!(
+        send(&s, "GET", "/acme/news.count", None, None)
+            .await
+            .status(),
+        200
+    );
+    let r = send(&s, "GET", "/acme/news.count?source", None, None).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    assert!(!r.text().await.unwrap().contains("n + 1"));
+    let r = send(&s, "GET", "/acme/news.count?source", Some(&bob), None).await;
+    assert_eq!(r.status(), 403);
+    assert!(!r.text().await.unwrap().contains("n + 1"));
+    let r = send(&s, "GET", "/acme/news.count?source", Some(&acme), None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "(n = 0) => n + 1");
+    let admin = format!("Bearer {ADMIN}");
+    let r = send(&s, "GET", "/acme/news.count?source", Some(&admin), None).await;
+    assert_eq!(r.status(), 200);
+}

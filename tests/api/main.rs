@@ -17,6 +17,7 @@ mod ingest_stream;
 mod limits;
 mod pipes;
 mod read;
+mod reducer_errors;
 mod reducers;
 mod resources;
 mod sse;

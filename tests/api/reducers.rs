@@ -24,7 +24,7 @@ async fn deploy_at(
         .expect("PUT")
 }
 
-async fn deploy(s: &TestServer, path: &str, code: &str) -> Response {
+pub async fn deploy(s: &TestServer, path: &str, code: &str) -> Response {
     deploy_at(&s.client, &s.base, path, "application/javascript", code).await
 }
 
@@ -132,9 +132,37 @@ async fn a_factory_keeps_one_state_per_substream() {
     assert!(r.headers()["link"].to_str().unwrap().contains("after="));
     let page: Value = r.json().await.unwrap();
     assert_eq!(page[0]["stream"], "acme/orders('a')");
-    assert_eq!(page[0]["args"], json!(["a"]));
+    // args as /substreams shows them: the canonical text
+    assert_eq!(page[0]["args"], "'a'");
     assert_eq!(page[0]["state"], 6);
     assert_eq!(page[1]["state"], 10);
+    let subs = s.get_json("/acme/orders/substreams", 200).await;
+    assert_eq!(page[1]["args"], subs[1]["args"]);
+    // an exactly full last page has no Link, as event reads and /substreams
+    let r = s.get("/acme/orders.sum?limit=3").await;
+    assert!(r.headers().get("link").is_none(), "{:?}", r.headers());
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page.as_array().unwrap().len(), 3);
+    assert_eq!(page[2]["state"], 100);
+    // a number arg is shown as written, not as a float
+    s.post_ok("/acme/orders(7)", "order", json!({"amount": 5}))
+        .await;
+    assert_eq!(state(&s, "/acme/orders(7).sum", 0).await, json!(5));
+    let r = s.get("/acme/orders.sum?limit=3").await;
+    let link = r.headers()["link"].to_str().unwrap().to_owned();
+    let after = link
+        .split("after=")
+        .nth(1)
+        .and_then(|x| x.split('>').next())
+        .unwrap()
+        .to_owned();
+    let page = s
+        .get_json(&format!("/acme/orders.sum?limit=3&after={after}"), 200)
+        .await;
+    assert_eq!(
+        page,
+        json!([{"stream": "acme/orders(7)", "args": "7", "index": 0, "state": 5}])
+    );
     // a substream with no events has no state yet
     let r = s.get("/acme/orders('zed').sum").await;
     assert_eq!(r.status(), 200);
@@ -296,7 +324,11 @@ async fn a_throw_is_logged_and_skipped_and_halt_stops() {
 }
 
 /// Polls the log until `done` holds: entries land with each checkpoint, every 200 ms.
-async fn wait_for_logs(s: &TestServer, path: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub async fn wait_for_logs(
+    s: &TestServer,
+    path: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let mut logs = Vec::new();
     for _ in 0..100 {
         let r = s.get(&format!("{path}?limit=1000")).await;

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::worker::{CHECKPOINT_EVERY, DIRTY_MAX, Worker, log_event, sandbox_name};
+use super::worker::{CHECKPOINT_EVERY, DIRTY_MAX, TypeChecks, Worker, log_event, sandbox_name};
 use crate::store::reducer_writes::{Checkpoint, ReducerWrite};
 
 impl Worker {
@@ -44,15 +44,16 @@ impl Worker {
                     None
                 };
                 let r = &mut group.reducers[ri];
-                let mut states = Vec::with_capacity(r.dirty.len());
-                for sid in r.dirty.drain(..) {
+                let dirty = std::mem::take(&mut r.dirty);
+                let mut states = Vec::with_capacity(dirty.len());
+                let mut over = Vec::new();
+                for sid in dirty {
                     let idx = r.live.get(&sid).map_or(-1, |l| l.0);
                     let failure = match group.sandbox.state(r.slot, sid) {
-                        Ok(Some(json)) if json.len() > self.limits.state_bytes => format!(
-                            "the state is {} bytes of JSON, over the limit of {} bytes; it was reset to its last saved value",
-                            json.len(),
-                            self.limits.state_bytes
-                        ),
+                        Ok(Some(json)) if json.len() > self.limits.state_bytes => {
+                            over.push(sid);
+                            continue;
+                        }
                         Ok(json) => {
                             states.push((sid, idx, json));
                             continue;
@@ -64,18 +65,32 @@ impl Worker {
                         .subs
                         .get(&sid)
                         .map_or_else(|| group.stream.to_string(), |s| s.name.clone());
-                    r.logs.push(log_event(
-                        "error",
-                        &r.row.name,
-                        &substream,
-                        idx,
-                        &failure,
-                        None,
+                    r.logs.push((
+                        (i64::MAX, 1),
+                        log_event("error", &r.row.name, &substream, idx, &failure, None),
                     ));
                     // forget the live state: it is read back from the last checkpoint
                     group.sandbox.evict(r.slot, sid);
                     r.live.remove(&sid);
                 }
+                if !over.is_empty() {
+                    // only the events that made a state too large are errors: find
+                    // them by folding again from the saved states
+                    let types = TypeChecks::new(&self.controls, &self.http.1, &group.stream);
+                    let mut fix = super::oversize::Refolder {
+                        conn: &self.conn,
+                        types,
+                        limit: self.limits.state_bytes,
+                    };
+                    if let Err(e) = fix.recover(group, ri, &mut states, over) {
+                        tracing::error!(error = %e.message, "cannot refold an oversize state");
+                    }
+                }
+                let r = &mut group.reducers[ri];
+                // in the order of the events they are about (stable: console output
+                // of one event stays in order)
+                r.logs.sort_by_key(|(at, _)| *at);
+                let logs: Vec<_> = r.logs.drain(..).map(|(_, e)| e).collect();
                 let new_errors = std::mem::take(&mut r.new_errors);
                 let checkpoint = Checkpoint {
                     reducer_id: r.row.id,
@@ -83,8 +98,8 @@ impl Worker {
                     new_errors,
                     halted: r.halted.clone(),
                     states,
-                    logs: Some((group.stream.logs(), std::mem::take(&mut r.logs))),
-                    dispatches: std::mem::take(&mut r.dispatches),
+                    logs: Some((group.stream.logs(), logs)),
+                    dispatches: r.dispatches.drain(..).map(|(_, d)| d).collect(),
                     promote_over,
                 };
                 match self

@@ -17,6 +17,39 @@ pub(super) struct Row {
     pub(super) data: Vec<u8>,
 }
 
+fn row(q: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let eid: Vec<u8> = q.get(3)?;
+    Ok(Row {
+        pos: q.get(0)?,
+        sid: q.get(1)?,
+        idx: q.get(2)?,
+        id: uuid::Uuid::from_slice(&eid).unwrap_or_default(),
+        event_type: q.get(4)?,
+        ts: q.get(5)?,
+        content_type: q.get(6)?,
+        data: q.get(7)?,
+    })
+}
+
+/// Up to `limit` events of substream `sid` after index `after_idx`, at positions up
+/// to `until`, in index order.
+pub(super) fn read_substream(
+    conn: &Connection,
+    sid: i64,
+    after_idx: i64,
+    until: i64,
+    limit: i64,
+) -> Result<Vec<Row>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT pos, sid, idx, eid, type, ts, content_type, data FROM events \
+             WHERE sid = ?1 AND idx > ?2 AND pos <= ?3 ORDER BY idx LIMIT ?4",
+        )?
+        .query_map(params![sid, after_idx, until, limit], row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 pub(super) fn read_batch(
     conn: &Connection,
     group: &mut Group,
@@ -24,19 +57,6 @@ pub(super) fn read_batch(
     after_idx: i64,
     head: i64,
 ) -> Result<Vec<Row>> {
-    let map = |q: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
-        let eid: Vec<u8> = q.get(3)?;
-        Ok(Row {
-            pos: q.get(0)?,
-            sid: q.get(1)?,
-            idx: q.get(2)?,
-            id: uuid::Uuid::from_slice(&eid).unwrap_or_default(),
-            event_type: q.get(4)?,
-            ts: q.get(5)?,
-            content_type: q.get(6)?,
-            data: q.get(7)?,
-        })
-    };
     const COLUMNS: &str = "pos, sid, idx, eid, type, ts, content_type, data";
     // a factory in global order through its partial index; a plain stream through
     // (sid, idx), after the index at the reducer's position
@@ -66,7 +86,7 @@ pub(super) fn read_batch(
     let sql = format!("SELECT {COLUMNS} FROM events WHERE {filter} LIMIT ?4");
     let rows = conn
         .prepare_cached(&sql)?
-        .query_map(params![key, after, head, BATCH], map)?
+        .query_map(params![key, after, head, BATCH], row)?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }

@@ -6,6 +6,7 @@ mod answers;
 mod checkpoint;
 pub(crate) mod data;
 mod events;
+mod oversize;
 mod request;
 mod worker;
 
@@ -100,6 +101,7 @@ impl Reducers {
         durable: Arc<std::sync::atomic::AtomicI64>,
         commits: tokio::sync::broadcast::Receiver<Arc<crate::store::Committed>>,
         limits: Limits,
+        controls: Arc<crate::access::controls::Controls>,
     ) -> Result<Self> {
         let conn = worker::open_read_connection(db)?;
         let http = (
@@ -116,6 +118,7 @@ impl Reducers {
             writer,
             durable,
             limits,
+            controls,
             max_live: 10_000,
             progress: progress_tx,
             groups: Default::default(),

@@ -19,14 +19,15 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use eddy_runtime_js::{EventIn, Fold, JsError, Limits, Prepared, Sandbox, Shape};
+use eddy_runtime_js::{Dispatch, EventIn, Fold, JsError, Limits, Prepared, Sandbox, Shape};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 
 use super::data::for_reducer;
 use super::events::read_batch;
 use super::{ReducerStatus, StateAnswer, SubstreamState};
-use crate::dispatch::dispatched_event;
+use crate::access::controls::{Controls, StreamControls};
+use crate::dispatch::{dispatch_target, dispatched_event};
 use crate::error::{EngineError, Result};
 use crate::event::NewEvent;
 use crate::path::{Args, StreamPath};
@@ -78,6 +79,8 @@ pub(crate) struct Worker {
     pub(crate) writer: WriterHandle,
     pub(crate) durable: Arc<AtomicI64>,
     pub(crate) limits: Limits,
+    /// Stream controls, for the types of the streams reducers dispatch to.
+    pub(crate) controls: Arc<Controls>,
     pub(crate) max_live: usize,
     pub(crate) progress: watch::Sender<u64>,
     pub(crate) groups: HashMap<i64, Group>,
@@ -107,9 +110,9 @@ pub(crate) struct Group {
 pub(super) struct SubInfo {
     /// `acct/strm('a')`, as in event envelopes.
     pub(super) name: String,
-    args: Option<Args>,
+    pub(super) args: Option<Args>,
     /// The args as a JSON array, for `event.args`.
-    json: Option<String>,
+    pub(super) json: Option<String>,
 }
 
 pub(super) struct Live {
@@ -123,9 +126,13 @@ pub(super) struct Live {
     pub(super) live: HashMap<i64, (i64, u64)>,
     /// Substreams changed since the last checkpoint.
     pub(super) dirty: Vec<i64>,
-    pub(super) logs: Vec<NewEvent>,
-    /// Events dispatched since the last checkpoint, appended with it.
-    pub(super) dispatches: Vec<Routed>,
+    /// Log entries since the last checkpoint, each with the position of the event it
+    /// is about and its rank there (console output 0, an error 1), so that they are
+    /// saved in event order whichever step found them.
+    pub(super) logs: Vec<((i64, u8), NewEvent)>,
+    /// Events dispatched since the last checkpoint, with the substream whose event
+    /// dispatched them, appended with it.
+    pub(super) dispatches: Vec<(i64, Routed)>,
     /// Events at or below this position were stored before this version was loaded:
     /// folding them is a replay, and `request()` is voided.
     pub(super) live_from: i64,
@@ -497,18 +504,55 @@ impl Worker {
                 halt_on_error: group.reducers[ri].row.halt_on_error,
                 live: !group.reducers[ri].row.building
                     && rows[k].pos > group.reducers[ri].live_from,
+                check_size: false,
             })
             .collect();
-        let failures = group.sandbox.fold(&calls);
+        let mut types = TypeChecks::new(&self.controls, &self.http.1, &group.stream);
+        let failures = group
+            .sandbox
+            .fold_checked(&calls, &mut |ds| types.check(ds));
         let mut failed_at: HashMap<usize, JsError> = failures.into_iter().collect();
         let console = group.sandbox.console();
         let dispatches = group.sandbox.dispatches();
-        // dispatched ids derive from the source event's time (see `derived_id`)
-        let times: HashMap<(i64, i64), i64> = if dispatches.is_empty() {
+        // dispatched ids derive from the source event's time (see `derived_id`); log
+        // entries are ordered by the source event's position
+        let times: HashMap<(i64, i64), (i64, i64)> = if dispatches.is_empty() && console.is_empty()
+        {
             HashMap::new()
         } else {
-            rows.iter().map(|r| ((r.sid, r.idx), r.ts)).collect()
+            rows.iter()
+                .map(|r| ((r.sid, r.idx), (r.ts, r.pos)))
+                .collect()
         };
+        for line in console {
+            let Some(r) = group
+                .reducers
+                .iter_mut()
+                .find(|r| Some(r.slot) == line.slot)
+            else {
+                continue;
+            };
+            let index = line.index.unwrap_or(-1);
+            let substream = line
+                .sid
+                .and_then(|sid| group.subs.get(&sid))
+                .map_or(plain_name.as_str(), |s| s.name.as_str());
+            let pos = line
+                .sid
+                .and_then(|sid| times.get(&(sid, index)))
+                .map_or(-1, |t| t.1);
+            r.logs.push((
+                (pos, 0),
+                log_event(
+                    &line.level,
+                    &r.row.name,
+                    substream,
+                    index,
+                    &line.message,
+                    None,
+                ),
+            ));
+        }
         for d in dispatches {
             let Some(r) = group.reducers.iter_mut().find(|r| r.slot == d.slot) else {
                 continue;
@@ -517,27 +561,14 @@ impl Worker {
                 .subs
                 .get(&d.sid)
                 .map_or(plain_name.as_str(), |s| s.name.as_str());
-            // the reducer's name, not its version: a rebuild dispatches the same ids
-            let scope = format!("reducer:{}.{}", group.stream, r.row.name);
-            let ts = times.get(&(d.sid, d.index)).copied().unwrap_or_default();
-            match dispatched_event(
-                &group.stream.account,
-                &scope,
-                source,
-                d.index as u64,
-                ts,
-                &d,
-            ) {
-                Ok(routed) => r.dispatches.push(routed),
+            let (ts, pos) = times.get(&(d.sid, d.index)).copied().unwrap_or_default();
+            match route(&group.stream, &r.row.name, source, ts, &d) {
+                Ok(routed) => r.dispatches.push((d.sid, routed)),
                 Err(e) => {
                     r.new_errors += 1;
-                    r.logs.push(log_event(
-                        "error",
-                        &r.row.name,
-                        source,
-                        d.index,
-                        &e.message,
-                        None,
+                    r.logs.push((
+                        (pos, 1),
+                        log_event("error", &r.row.name, source, d.index, &e.message, None),
                     ));
                 }
             }
@@ -555,13 +586,16 @@ impl Worker {
                     .subs
                     .get(&sid)
                     .map_or(plain_name.clone(), |s| s.name.clone());
-                r.logs.push(log_event(
-                    "error",
-                    &r.row.name,
-                    &substream,
-                    rows[k].idx,
-                    &error.message,
-                    error.stack.as_deref(),
+                r.logs.push((
+                    (rows[k].pos, 1),
+                    log_event(
+                        "error",
+                        &r.row.name,
+                        &substream,
+                        rows[k].idx,
+                        &error.message,
+                        error.stack.as_deref(),
+                    ),
                 ));
                 if r.row.halt_on_error {
                     let reason = format!(
@@ -577,28 +611,6 @@ impl Worker {
             if !r.dirty.contains(&sid) {
                 r.dirty.push(sid);
             }
-        }
-        for line in console {
-            let Some(r) = group
-                .reducers
-                .iter_mut()
-                .find(|r| Some(r.slot) == line.slot)
-            else {
-                continue;
-            };
-            let index = line.index.unwrap_or(-1);
-            let substream = line
-                .sid
-                .and_then(|sid| group.subs.get(&sid))
-                .map_or(plain_name.as_str(), |s| s.name.as_str());
-            r.logs.push(log_event(
-                &line.level,
-                &r.row.name,
-                substream,
-                index,
-                &line.message,
-                None,
-            ));
         }
         let last = rows.last().expect("not empty");
         for (ri, r) in group.reducers.iter_mut().enumerate() {
@@ -622,7 +634,88 @@ impl Worker {
     }
 }
 
-/// A log entry: an event of the stream's log, its type the level.
+/// The event that `d`, dispatched by reducer `name` of `stream` while folding the
+/// event of `source` stamped `ts`, appends.
+pub(super) fn route(
+    stream: &StreamPath,
+    name: &str,
+    source: &str,
+    ts: i64,
+    d: &Dispatch,
+) -> Result<Routed> {
+    // the reducer's name, not its version: a rebuild dispatches the same ids
+    let scope = format!("reducer:{stream}.{name}");
+    dispatched_event(&stream.account, &scope, source, d.index as u64, ts, d)
+}
+
+/// Checks dispatched events against the event types of the streams they go to (API
+/// §6), as an append over HTTP is checked; controls are looked up once per stream
+/// per batch.
+pub(super) struct TypeChecks<'a> {
+    controls: &'a Controls,
+    runtime: &'a tokio::runtime::Handle,
+    stream: StreamPath,
+    seen: HashMap<String, Option<Arc<StreamControls>>>,
+}
+
+impl<'a> TypeChecks<'a> {
+    pub(super) fn new(
+        controls: &'a Controls,
+        runtime: &'a tokio::runtime::Handle,
+        stream: &StreamPath,
+    ) -> Self {
+        Self {
+            controls,
+            runtime,
+            stream: stream.clone(),
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Refuses the dispatches of one call when one of them does not match its type.
+    /// Dispatches to streams code may not reach pass here: they are refused with
+    /// their own log entry when they are taken.
+    pub(super) fn check(&mut self, dispatches: &[Dispatch]) -> std::result::Result<(), String> {
+        for d in dispatches {
+            let Ok(target) = dispatch_target(&self.stream.account, d) else {
+                continue;
+            };
+            let name = target.stream.as_str();
+            if !self.seen.contains_key(name) {
+                let got = self
+                    .runtime
+                    .block_on(self.controls.get(target.account.as_str(), name));
+                let got = match got {
+                    Ok(c) if c.has_types() => Some(c),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "cannot read a dispatch target's types");
+                        None
+                    }
+                };
+                self.seen.insert(name.to_owned(), got);
+            }
+            let Some(Some(controls)) = self.seen.get(name) else {
+                continue;
+            };
+            if let Err(e) =
+                controls.validate(&d.event_type, "application/json", d.data_json.as_bytes())
+            {
+                let target = StreamPath {
+                    args: None,
+                    ..target
+                };
+                return Err(format!(
+                    "dispatch to {target} of an event of type {:?} was refused, and the event \
+                     is skipped as if it had thrown: {}",
+                    d.event_type, e.message
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The name a reducer version has in its sandbox, which `current` reads by: a
 /// building version stays invisible under a name no reducer can have until it is
 /// promoted.
@@ -634,6 +727,7 @@ pub(super) fn sandbox_name(row: &ReducerRow) -> String {
     }
 }
 
+/// A log entry: an event of the stream's log, its type the level.
 pub(super) fn log_event(
     level: &str,
     reducer: &str,
