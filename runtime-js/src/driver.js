@@ -163,8 +163,9 @@
     return n > limit ? n : 0;
   };
   // how to take back the last fold: the state it replaced and where its dispatches
-  // start, so that Rust can refuse a call after it returned (an invalid dispatch)
-  let undo = null;
+  // start, so that Rust can refuse a call after it returned (an invalid dispatch);
+  // kept in variables rather than an object, which would be one allocation per event
+  let undoOwn = null, undoSid, undoHad, undoPrev, undoFrom;
   const none = Object.freeze({});
   return {
     load(slot, name, fn, names) {
@@ -189,7 +190,7 @@
     },
     fold(slot, sid, event, index, isLive, limit) {
       begin(slot, sid, index, isLive);
-      undo = null;
+      undoOwn = null;
       try {
         const own = states[slot];
         const names = reads[slot];
@@ -212,7 +213,11 @@
           // a plain object: the message alone, without the driver's stack
           if (bytes > 0) throw { message: `the state is ${bytes} bytes of JSON, over the limit of ${limit} bytes` };
         }
-        undo = { own, sid, had, prev, from: mark };
+        undoOwn = own;
+        undoSid = sid;
+        undoHad = had;
+        undoPrev = prev;
+        undoFrom = mark;
         if (next === undefined) own.delete(sid);
         else own.set(sid, next);
       } catch (e) {
@@ -230,11 +235,11 @@
     // takes the last fold back as if it had thrown: its state is the one it was given
     // (with whatever the reducer changed in it), its dispatches are dropped
     revert() {
-      if (undo === null) return;
-      if (undo.had) undo.own.set(undo.sid, undo.prev);
-      else undo.own.delete(undo.sid);
-      dispatched.length = undo.from;
-      undo = null;
+      if (undoOwn === null) return;
+      if (undoHad) undoOwn.set(undoSid, undoPrev);
+      else undoOwn.delete(undoSid);
+      dispatched.length = undoFrom;
+      undoOwn = null;
     },
     map(slot, sid, event, index, isLive) {
       begin(slot, sid, index, isLive);
