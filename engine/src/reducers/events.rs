@@ -17,6 +17,30 @@ pub(super) struct Row {
     pub(super) data: Vec<u8>,
 }
 
+impl Row {
+    /// The event as the sandbox takes it: `id` is this row's id as text and `data`
+    /// its data as [`for_reducer`](super::data::for_reducer) converted it.
+    pub(super) fn event_in<'a>(
+        &'a self,
+        stream: &'a str,
+        id: &'a str,
+        data: &'a (std::borrow::Cow<'a, str>, Option<&'static str>),
+        args_json: Option<&'a str>,
+    ) -> eddy_runtime_js::EventIn<'a> {
+        eddy_runtime_js::EventIn {
+            stream,
+            index: self.idx,
+            id,
+            event_type: &self.event_type,
+            timestamp: self.ts,
+            content_type: &self.content_type,
+            data_json: &data.0,
+            encoding: data.1,
+            args_json,
+        }
+    }
+}
+
 fn row(q: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     let eid: Vec<u8> = q.get(3)?;
     Ok(Row {

@@ -200,17 +200,7 @@ impl Refolder<'_> {
             let inputs: Vec<EventIn> = taken
                 .iter()
                 .enumerate()
-                .map(|(k, row)| EventIn {
-                    stream: &source,
-                    index: row.idx,
-                    id: &ids[k],
-                    event_type: &row.event_type,
-                    timestamp: row.ts,
-                    content_type: &row.content_type,
-                    data_json: &converted[k].0,
-                    encoding: converted[k].1,
-                    args_json: args_json.as_deref(),
-                })
+                .map(|(k, row)| row.event_in(&source, &ids[k], &converted[k], args_json.as_deref()))
                 .collect();
             let calls = |from: usize, to: usize, checked: bool| -> Vec<Fold> {
                 (from..to)

@@ -445,17 +445,7 @@ impl Worker {
                 Some(sub) => (sub.name.as_str(), sub.json.as_deref()),
                 None => (plain_name.as_str(), None),
             };
-            inputs.push(EventIn {
-                stream,
-                index: row.idx,
-                id: &ids[k],
-                event_type: &row.event_type,
-                timestamp: row.ts,
-                content_type: &row.content_type,
-                data_json: &converted[k].0,
-                encoding: converted[k].1,
-                args_json,
-            });
+            inputs.push(row.event_in(stream, &ids[k], &converted[k], args_json));
         }
         // plan the calls: each reducer folds the events past its position that its
         // selector takes (a reducer behind this batch's start waits for its own turn)
