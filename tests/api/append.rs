@@ -235,29 +235,48 @@ async fn codings_charsets_bad_utf8_and_out_of_range_values_are_refused() {
         r.body(body).send()
     };
     let json: &[(&str, &str)] = &[("Content-Type", "application/json"), ("Event-Type", "t")];
-    // JSON text is UTF-8: a string holding another byte is not JSON, in a POST or a line
-    let r = post("", json, b"{\"a\":\"\xff\"}").await.unwrap();
-    assert_error(r, 400, "not valid JSON (invalid UTF-8 at byte offset 6)").await;
-    let ndjson: &[(&str, &str)] = &[
-        ("Content-Type", "application/x-ndjson"),
-        ("Event-Type", "t"),
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let refused: [(Headers, &[u8], u16, &str); 4] = [
+        // JSON text is UTF-8: a string holding another byte is not JSON, in a POST or a line
+        (
+            json,
+            b"{\"a\":\"\xff\"}",
+            400,
+            "not valid JSON (invalid UTF-8 at byte offset 6)",
+        ),
+        (
+            &[
+                ("Content-Type", "application/x-ndjson"),
+                ("Event-Type", "t"),
+            ],
+            b"{\"a\":\"\xff\"}\n",
+            400,
+            "invalid UTF-8",
+        ),
+        // compressed bodies and other charsets would be stored as the wrong data
+        (
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Encoding", "gzip"),
+                ("Event-Type", "t"),
+            ],
+            b"\x1f\x8b",
+            415,
+            "Content-Encoding \"gzip\" is not supported",
+        ),
+        (
+            &[
+                ("Content-Type", "text/plain; charset=ISO-8859-1"),
+                ("Event-Type", "t"),
+            ],
+            b"caf\xe9",
+            415,
+            "charset \"ISO-8859-1\"",
+        ),
     ];
-    let r = post("", ndjson, b"{\"a\":\"\xff\"}\n").await.unwrap();
-    assert_error(r, 400, "invalid UTF-8").await;
-    // compressed bodies and other charsets would be stored as the wrong data
-    let gzip: &[(&str, &str)] = &[
-        ("Content-Type", "application/octet-stream"),
-        ("Content-Encoding", "gzip"),
-        ("Event-Type", "t"),
-    ];
-    let r = post("", gzip, b"\x1f\x8b").await.unwrap();
-    assert_error(r, 415, "Content-Encoding \"gzip\" is not supported").await;
-    let latin1: &[(&str, &str)] = &[
-        ("Content-Type", "text/plain; charset=ISO-8859-1"),
-        ("Event-Type", "t"),
-    ];
-    let r = post("", latin1, b"caf\xe9").await.unwrap();
-    assert_error(r, 415, "charset \"ISO-8859-1\"").await;
+    for (headers, body, status, needle) in refused {
+        assert_error(post("", headers, body).await.unwrap(), status, needle).await;
+    }
     // timestamps stay between the epoch and the end of year 9999
     for ts in [
         "9223372036854775807",
