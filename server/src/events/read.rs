@@ -220,11 +220,16 @@ pub async fn get(
     }
     if page.events.is_empty()
         && let Some(ms) = wait
-        && !reader.exhausted().await
     {
-        let deadline = Instant::now() + Duration::from_millis(ms);
-        while page.events.is_empty() && reader.wait(&mut rx, Some(deadline)).await {
+        if reader.exhausted().await {
+            // nothing can come after the event at `to=`, which is stored: one more
+            // read takes what was stored since the first, and the poll ends
             page = reader.page(limit).await?;
+        } else {
+            let deadline = Instant::now() + Duration::from_millis(ms);
+            while page.events.is_empty() && reader.wait(&mut rx, Some(deadline)).await {
+                page = reader.page(limit).await?;
+            }
         }
     }
     let envelopes: Vec<_> = page.events.iter().map(|e| e.envelope()).collect();
@@ -294,7 +299,7 @@ async fn ndjson_response(
     tokio::spawn(async move {
         let mut page = first;
         let deadline = wait.map(|w| Instant::now() + Duration::from_millis(w));
-        let mut sent_any = false;
+        let (mut sent_any, mut last_page) = (false, false);
         loop {
             if !page.events.is_empty() {
                 let mut buf = Vec::with_capacity(page.events.len() * 256);
@@ -314,15 +319,20 @@ async fn ndjson_response(
                 return;
             }
             if !page.more {
-                let keep_waiting =
-                    (follow || (!sent_any && deadline.is_some())) && !reader.exhausted().await;
-                if !keep_waiting {
+                let keep_waiting = follow || (!sent_any && deadline.is_some());
+                if !keep_waiting || last_page {
                     return;
                 }
-                let until = if follow { None } else { deadline };
-                tokio::select! {
-                    woke = reader.wait(&mut rx, until) => if !woke { return },
-                    _ = tx.closed() => return,
+                if reader.exhausted().await {
+                    // the event at `to=` is stored: one more read takes what was
+                    // stored since the page above, and nothing later can match
+                    last_page = true;
+                } else {
+                    let until = if follow { None } else { deadline };
+                    tokio::select! {
+                        woke = reader.wait(&mut rx, until) => if !woke { return },
+                        _ = tx.closed() => return,
+                    }
                 }
             }
             page = match reader.page(remaining.min(MAX_LIMIT)).await {
