@@ -32,13 +32,9 @@ pub(crate) fn load(s: &mut Sandbox, slot: u32, name: &str, src: &str) {
         .unwrap();
 }
 
-fn fold_all(
-    s: &mut Sandbox,
-    slot: u32,
-    sid: i64,
-    events: &[EventIn<'_>],
-) -> Vec<(usize, crate::JsError)> {
-    let work: Vec<Fold> = events
+/// One call per event for reducer `slot` on substream `sid`, skipping on errors.
+fn calls<'e>(slot: u32, sid: i64, events: &'e [EventIn<'e>], check_size: bool) -> Vec<Fold<'e>> {
+    events
         .iter()
         .map(|e| Fold {
             slot,
@@ -46,11 +42,19 @@ fn fold_all(
             index: e.index,
             event: e,
             halt_on_error: false,
-            check_size: false,
+            check_size,
             live: false,
         })
-        .collect();
-    s.fold(&work)
+        .collect()
+}
+
+fn fold_all(
+    s: &mut Sandbox,
+    slot: u32,
+    sid: i64,
+    events: &[EventIn<'_>],
+) -> Vec<(usize, crate::JsError)> {
+    s.fold(&calls(slot, sid, events, false))
 }
 
 #[test]
@@ -320,18 +324,7 @@ fn a_checked_fold_refuses_an_oversize_state_like_a_throw() {
     );
     // 40 two-byte characters fit in 100 bytes, 60 do not (though 60 UTF-16 units would)
     let events = [event(0, "40"), event(1, "60"), event(2, "0")];
-    let work: Vec<Fold> = events
-        .iter()
-        .map(|e| Fold {
-            slot: 0,
-            sid: 1,
-            index: e.index,
-            event: e,
-            halt_on_error: false,
-            check_size: true,
-            live: false,
-        })
-        .collect();
+    let work = calls(0, 1, &events, true);
     let failures = s.fold(&work);
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].0, 1);
@@ -358,18 +351,7 @@ fn a_refused_dispatch_takes_the_call_back() {
         "(n = 0, e) => { dispatch('out', { type: 't', data: e.data }); return n + 1; }",
     );
     let events = [event(0, "1"), event(1, "2"), event(2, "3")];
-    let work: Vec<Fold> = events
-        .iter()
-        .map(|e| Fold {
-            slot: 0,
-            sid: 1,
-            index: e.index,
-            event: e,
-            halt_on_error: false,
-            check_size: false,
-            live: false,
-        })
-        .collect();
+    let work = calls(0, 1, &events, false);
     let failures = s.fold_checked(&work, &mut |ds| {
         if ds[0].data_json == "2" {
             Err("no twos".into())

@@ -184,36 +184,31 @@ async fn bad_bodies_and_headers_are_refused_and_write_nothing() {
     assert_error(r, 400, "colour").await;
     // header values that are not visible ASCII text are named in the error
     let latin1 = || reqwest::header::HeaderValue::from_bytes(b"caf\xe9").unwrap();
-    let r = s
-        .client
-        .post(s.url("/acme/bad"))
-        .header("Content-Type", latin1())
-        .header("Event-Type", "t")
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_error(
-        r,
-        400,
-        "header content-type is not valid visible ASCII text",
-    )
-    .await;
-    let r = s
-        .client
-        .post(s.url("/acme/bad"))
-        .header("Content-Type", "text/plain")
-        .header("ES-EventType", latin1())
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_error(
-        r,
-        400,
-        "header ES-EventType is not valid visible ASCII text",
-    )
-    .await;
+    for (bad, other, ok) in [
+        ("Content-Type", "Event-Type", "t"),
+        ("ES-EventType", "Content-Type", "text/plain"),
+    ] {
+        let r = s
+            .client
+            .post(s.url("/acme/bad"))
+            .header(bad, latin1())
+            .header(other, ok)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        let named = if bad == "Content-Type" {
+            "content-type"
+        } else {
+            bad
+        };
+        assert_error(
+            r,
+            400,
+            &format!("header {named} is not valid visible ASCII text"),
+        )
+        .await;
+    }
     let events = s.get_json("/acme/bad", 200).await;
     assert_eq!(
         events.as_array().unwrap().len(),

@@ -28,23 +28,14 @@ async fn open_server_refuses_a_public_listen_address() {
     );
 
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args([
-            "serve",
-            "--insecure-open",
-            "--listen",
-            &format!("0.0.0.0:{port}"),
-            "--data",
-        ])
-        .arg(dir.path())
-        .env("EDDY_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    assert!(
-        healthy(&format!("http://127.0.0.1:{port}")).await,
-        "eddy --insecure-open did not start"
-    );
+    let mut child = start_child(
+        &format!("0.0.0.0:{port}"),
+        &["--insecure-open"],
+        &[],
+        dir.path(),
+        &format!("http://127.0.0.1:{port}"),
+    )
+    .await;
     child.kill().await.unwrap();
 }
 
@@ -72,19 +63,15 @@ async fn a_server_with_an_admin_token_may_listen_publicly() {
     assert!(err.contains("admin token"), "{err}");
 
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["serve", "--listen", &format!("0.0.0.0:{port}"), "--data"])
-        .arg(dir.path())
-        .env("EDDY_ADMIN_TOKEN", "a-long-enough-admin-token-0123")
-        .env("EDDY_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    assert!(
-        healthy(&base).await,
-        "eddy with an admin token did not start on 0.0.0.0"
-    );
+    let mut child = start_child(
+        &format!("0.0.0.0:{port}"),
+        &[],
+        &[("EDDY_ADMIN_TOKEN", "a-long-enough-admin-token-0123")],
+        dir.path(),
+        &base,
+    )
+    .await;
     let r = reqwest::get(format!("{base}/acme/s")).await.unwrap();
     assert_eq!(r.status(), 401, "requests need credentials");
     child.kill().await.unwrap();
@@ -152,17 +139,14 @@ async fn listen_takes_a_host_name() {
     crate::common::tls_ready();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["serve", "--listen", &format!("localhost:{port}"), "--data"])
-        .arg(dir.path())
-        .env("EDDY_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    assert!(
-        healthy(&format!("http://localhost:{port}")).await,
-        "eddy --listen localhost:{port} did not start"
-    );
+    let mut child = start_child(
+        &format!("localhost:{port}"),
+        &[],
+        &[],
+        dir.path(),
+        &format!("http://localhost:{port}"),
+    )
+    .await;
     child.kill().await.unwrap();
 }
 
@@ -184,6 +168,33 @@ async fn help_gives_the_admin_token_minimum() {
         help[at..].contains("at least 16"),
         "--help does not give the admin token's minimum length: {help}"
     );
+}
+
+/// Starts `eddy serve --listen <listen> <extra…> --data <dir>` with `env`, and waits
+/// until `<base>/healthz` answers.
+async fn start_child(
+    listen: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    dir: &std::path::Path,
+    base: &str,
+) -> tokio::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    cmd.args(["serve", "--listen", listen])
+        .args(extra)
+        .arg("--data")
+        .arg(dir)
+        .env("EDDY_LOG", "warn")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    assert!(
+        healthy(base).await,
+        "eddy serve --listen {listen} {extra:?} did not start"
+    );
+    child
 }
 
 /// Waits (5 s at most) for a child server's `/healthz` to answer 200.
