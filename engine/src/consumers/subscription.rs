@@ -10,6 +10,7 @@
 //! reads stop at the durable position, so storage always holds what a notice announced.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::Engine;
 use crate::consumers::hub::{Interest, Registration};
@@ -20,14 +21,18 @@ use crate::selector::Selector;
 use crate::store::read::{self, Cursor, EventQuery, Scope};
 use crate::store::{Committed, LiveEvent, SharedEvent};
 
-/// A notice with this many events comes from appends under load (see [`Subscription::busy`]).
-const BUSY_NOTICE_EVENTS: usize = 8;
+/// The span over which a subscription counts the events of the notices it takes
+/// (see [`Subscription::busy`]).
+const BUSY_SPAN: Duration = Duration::from_millis(25);
 
-/// How many such notices among the last four make the load sustained: one alone is
-/// what a stall (a slow fsync, a descheduled writer) leaves behind at low rates, and
-/// a consumer that then waited for more would add its whole window to those events'
-/// latency; under load an occasional small notice does not end it.
-const BUSY_NOTICES_OF_FOUR: u32 = 2;
+/// Events taken in one span (the current or the one before it) that make the load
+/// sustained: a span lasts 25 to 50 ms (it ends with the first notice after 25 ms),
+/// so 500 in one is 10 000 to 20 000 events a second. Counting events over
+/// time, not the size of notices, keeps a stall at a low rate from looking like load:
+/// a slow fsync (tens of ms here) lets a few dozen events pile up into one or two
+/// large notices, and a consumer that then gathered for its window would add the
+/// whole window to those events' latency.
+const BUSY_EVENTS: usize = 500;
 
 /// Events read from storage per catch-up step.
 const CATCH_UP_PAGE: usize = 500;
@@ -78,9 +83,37 @@ pub struct Subscription {
     catching_up: bool,
     /// The scope of storage reads, once the stream exists.
     scope: Option<Scope>,
-    /// Which of the last notices taken had [`BUSY_NOTICE_EVENTS`] events or more (all
-    /// of them counted, matching or not): one bit each, the latest lowest.
-    large_notices: u8,
+    /// The events of the notices taken lately (see [`Subscription::busy`]).
+    pace: Pace,
+}
+
+/// Events counted in fixed spans: the current one and the one before it.
+#[derive(Debug, Default)]
+struct Pace {
+    /// When the current span began; `None` before the first notice.
+    since: Option<Instant>,
+    current: usize,
+    previous: usize,
+}
+
+impl Pace {
+    fn saw(&mut self, events: usize, now: Instant) {
+        let elapsed = self.since.map(|t| now.saturating_duration_since(t));
+        if elapsed.is_none_or(|e| e >= BUSY_SPAN) {
+            // the span before counts only if it ended just now
+            self.previous = match elapsed {
+                Some(e) if e < 2 * BUSY_SPAN => self.current,
+                _ => 0,
+            };
+            self.current = 0;
+            self.since = Some(now);
+        }
+        self.current += events;
+    }
+
+    fn busy(&self) -> bool {
+        self.current.max(self.previous) >= BUSY_EVENTS
+    }
 }
 
 impl Engine {
@@ -116,7 +149,7 @@ impl Engine {
             floor: 0,
             catching_up: true,
             scope: None,
-            large_notices: 0,
+            pace: Pace::default(),
         };
         sub.resolve().await?;
         match start {
@@ -191,11 +224,11 @@ impl Subscription {
         self.floor
     }
 
-    /// Whether the writer is grouping many events per commit (appends under sustained
-    /// load), as seen in the last notices: a consumer may then trade a little latency
-    /// for fewer, larger writes.
+    /// Whether events are coming under sustained load, as of the last notice taken
+    /// ([`BUSY_EVENTS`] in the current or the last [`BUSY_SPAN`]): a consumer may then
+    /// trade a little latency for fewer, larger writes.
     pub fn busy(&self) -> bool {
-        (self.large_notices & 0b1111).count_ones() >= BUSY_NOTICES_OF_FOUR
+        self.pace.busy()
     }
 
     /// The next events, in order; waits until there is at least one. Returns an empty
@@ -257,8 +290,11 @@ impl Subscription {
 
     /// Counts a notice taken towards [`Subscription::busy`].
     fn saw_notice(&mut self, notice: &Committed) {
-        let large = notice.events.len() >= BUSY_NOTICE_EVENTS;
-        self.large_notices = (self.large_notices << 1) | u8::from(large);
+        self.saw_notice_at(notice, Instant::now());
+    }
+
+    fn saw_notice_at(&mut self, notice: &Committed, now: Instant) {
+        self.pace.saw(notice.events.len(), now);
     }
 
     /// Whether every event of a complete notice is for this subscription, past its

@@ -290,28 +290,30 @@ fn notice(n: usize) -> crate::store::Committed {
 }
 
 #[tokio::test]
-async fn gathering_waits_for_two_large_notices_among_the_last_four() {
+async fn gathering_waits_for_a_sustained_rate_not_a_large_notice() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
     let mut sub = follow_live(&engine, "/acme/s").await;
-    let (large, small) = (notice(8), notice(7));
+    let ms = |n: u64| std::time::Duration::from_millis(n);
+    let t0 = std::time::Instant::now();
     assert!(!sub.busy());
-    // one large notice alone is what a stall leaves behind at a low rate
-    sub.saw_notice(&large);
+    // what a 300 ms stall at 1000 events/s leaves behind, in two notices at once
+    sub.saw_notice_at(&notice(150), t0);
+    sub.saw_notice_at(&notice(150), t0 + ms(1));
     assert!(!sub.busy());
-    for _ in 0..3 {
-        sub.saw_notice(&small);
+    // then the producer's pace again: one event a millisecond
+    for i in 2..60 {
+        sub.saw_notice_at(&notice(1), t0 + ms(i));
     }
-    // the first large one has aged out of the last four
-    sub.saw_notice(&large);
     assert!(!sub.busy());
-    sub.saw_notice(&large);
+    // 25 events a millisecond (25 000/s), in commits of 50, for 30 ms
+    let t1 = t0 + ms(200);
+    for i in 0..15 {
+        sub.saw_notice_at(&notice(50), t1 + ms(2 * i));
+    }
     assert!(sub.busy());
-    // an occasional small notice under load does not end it
-    sub.saw_notice(&small);
-    sub.saw_notice(&small);
-    assert!(sub.busy());
-    sub.saw_notice(&small);
+    // a gap in the load longer than two spans ends it at the next notice
+    sub.saw_notice_at(&notice(50), t1 + ms(100));
     assert!(!sub.busy());
     drop(sub);
     engine.shutdown().await;
