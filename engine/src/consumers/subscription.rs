@@ -34,6 +34,10 @@ const BUSY_SPAN: Duration = Duration::from_millis(25);
 /// whole window to those events' latency.
 const BUSY_EVENTS: usize = 500;
 
+/// Notices taken in that span that it also takes: gathering saves writes only when
+/// commits come often, so a lone large batch (one notice) is written at once.
+const BUSY_NOTICES: usize = 8;
+
 /// Events read from storage per catch-up step.
 const CATCH_UP_PAGE: usize = 500;
 
@@ -87,13 +91,25 @@ pub struct Subscription {
     pace: Pace,
 }
 
-/// Events counted in fixed spans: the current one and the one before it.
+/// Events and notices counted in fixed spans: the current one and the one before it.
 #[derive(Debug, Default)]
 struct Pace {
     /// When the current span began; `None` before the first notice.
     since: Option<Instant>,
-    current: usize,
-    previous: usize,
+    current: Span,
+    previous: Span,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Span {
+    events: usize,
+    notices: usize,
+}
+
+impl Span {
+    fn busy(self) -> bool {
+        self.events >= BUSY_EVENTS && self.notices >= BUSY_NOTICES
+    }
 }
 
 impl Pace {
@@ -103,16 +119,17 @@ impl Pace {
             // the span before counts only if it ended just now
             self.previous = match elapsed {
                 Some(e) if e < 2 * BUSY_SPAN => self.current,
-                _ => 0,
+                _ => Span::default(),
             };
-            self.current = 0;
+            self.current = Span::default();
             self.since = Some(now);
         }
-        self.current += events;
+        self.current.events += events;
+        self.current.notices += 1;
     }
 
     fn busy(&self) -> bool {
-        self.current.max(self.previous) >= BUSY_EVENTS
+        self.current.busy() || self.previous.busy()
     }
 }
 
@@ -225,8 +242,9 @@ impl Subscription {
     }
 
     /// Whether events are coming under sustained load, as of the last notice taken
-    /// ([`BUSY_EVENTS`] in the current or the last [`BUSY_SPAN`]): a consumer may then
-    /// trade a little latency for fewer, larger writes.
+    /// ([`BUSY_EVENTS`] in [`BUSY_NOTICES`] or more, in the current or the last
+    /// [`BUSY_SPAN`]): a consumer may then trade a little latency for fewer, larger
+    /// writes.
     pub fn busy(&self) -> bool {
         self.pace.busy()
     }

@@ -306,6 +306,9 @@ async fn gathering_waits_for_a_sustained_rate_not_a_large_notice() {
         sub.saw_notice_at(&notice(1), t0 + ms(i));
     }
     assert!(!sub.busy());
+    // a lone batch of 1000 events, long after: one notice, written at once
+    sub.saw_notice_at(&notice(1000), t0 + ms(120));
+    assert!(!sub.busy());
     // 25 events a millisecond (25 000/s), in commits of 50, for 30 ms
     let t1 = t0 + ms(200);
     for i in 0..15 {
