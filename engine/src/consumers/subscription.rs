@@ -34,8 +34,8 @@ const BUSY_SPAN: Duration = Duration::from_millis(25);
 /// whole window to those events' latency.
 const BUSY_EVENTS: usize = 500;
 
-/// Notices taken in that span that it also takes: gathering saves writes only when
-/// commits come often, so a lone large batch (one notice) is written at once.
+/// Notices that such a span must also hold: gathering saves writes only when commits
+/// come often, so a lone large batch (one notice) is written at once.
 const BUSY_NOTICES: usize = 8;
 
 /// Events read from storage per catch-up step.
@@ -87,7 +87,7 @@ pub struct Subscription {
     catching_up: bool,
     /// The scope of storage reads, once the stream exists.
     scope: Option<Scope>,
-    /// The events of the notices taken lately (see [`Subscription::busy`]).
+    /// The events and notices taken lately (see [`Subscription::busy`]).
     pace: Pace,
 }
 
