@@ -26,13 +26,20 @@ use crate::store::{Committed, LiveEvent, SharedEvent};
 const BUSY_SPAN: Duration = Duration::from_millis(25);
 
 /// Events taken in one span (the current or the one before it) that make the load
-/// sustained: a span lasts 25 to 50 ms (it ends with the first notice after 25 ms),
-/// so 500 in one is 10 000 to 20 000 events a second. Counting events over
-/// time, not the size of notices, keeps a stall at a low rate from looking like load:
-/// a slow fsync (tens of ms here) lets a few dozen events pile up into one or two
-/// large notices, and a consumer that then gathered for its window would add the
-/// whole window to those events' latency.
-const BUSY_EVENTS: usize = 500;
+/// sustained, each notice counting for at most [`NOTICE_EVENTS_COUNTED`]: a span lasts
+/// 25 to 50 ms (it ends with the first notice after 25 ms), so 150 in one is 3 000 to
+/// 6 000 events a second in commits of several events. Capping what one notice counts
+/// keeps a stall at a low rate from looking like load: a slow fsync (tens of ms here)
+/// lets a few dozen events pile up into one or two large notices, and a consumer that
+/// then gathered for its window would add the whole window to those events' latency.
+/// (At 1 000 events a second a span counts 25 to 50, and a stall adds at most a few
+/// capped notices.) A threshold in events alone, uncapped, had to be set above what
+/// such stalls pile up (500), which the ingest rate of a slower machine never reached:
+/// there its subscribers never gathered.
+const BUSY_EVENTS: usize = 150;
+
+/// The most events one notice counts for in a span (see [`BUSY_EVENTS`]).
+const NOTICE_EVENTS_COUNTED: usize = 16;
 
 /// Notices that such a span must also hold: gathering saves writes only when commits
 /// come often, so a lone large batch (one notice) is written at once.
@@ -124,7 +131,7 @@ impl Pace {
             self.current = Span::default();
             self.since = Some(now);
         }
-        self.current.events += events;
+        self.current.events += events.min(NOTICE_EVENTS_COUNTED);
         self.current.notices += 1;
     }
 
@@ -242,8 +249,8 @@ impl Subscription {
     }
 
     /// Whether events are coming under sustained load, as of the last notice taken
-    /// ([`BUSY_EVENTS`] in [`BUSY_NOTICES`] or more, in the current or the last
-    /// [`BUSY_SPAN`]): a consumer may then trade a little latency for fewer, larger
+    /// ([`BUSY_EVENTS`], counted with a cap per notice, in [`BUSY_NOTICES`] or more, in
+    /// the current or the last [`BUSY_SPAN`]): a consumer may then trade a little latency for fewer, larger
     /// writes.
     pub fn busy(&self) -> bool {
         self.pace.busy()

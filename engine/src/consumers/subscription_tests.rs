@@ -318,6 +318,21 @@ async fn gathering_waits_for_a_sustained_rate_not_a_large_notice() {
     // a gap in the load longer than two spans ends it at the next notice
     sub.saw_notice_at(&notice(50), t1 + ms(100));
     assert!(!sub.busy());
+    // a stall at 1000 events/s that ends in several large notices, then the pace
+    let t2 = t0 + ms(400);
+    for i in 0..4 {
+        sub.saw_notice_at(&notice(40), t2 + ms(i));
+    }
+    for i in 4..60 {
+        sub.saw_notice_at(&notice(1), t2 + ms(i));
+    }
+    assert!(!sub.busy());
+    // the load of a slower machine: 7 000 events/s in commits of 12, for 40 ms
+    let t3 = t0 + ms(600);
+    for i in 0..24 {
+        sub.saw_notice_at(&notice(12), t3 + std::time::Duration::from_micros(1700 * i));
+    }
+    assert!(sub.busy());
     drop(sub);
     engine.shutdown().await;
 }
