@@ -250,8 +250,8 @@ impl Subscription {
 
     /// Whether events are coming under sustained load, as of the last notice taken
     /// ([`BUSY_EVENTS`], counted with a cap per notice, in [`BUSY_NOTICES`] or more, in
-    /// the current or the last [`BUSY_SPAN`]): a consumer may then trade a little latency for fewer, larger
-    /// writes.
+    /// the current or the last [`BUSY_SPAN`]): a consumer may then trade a little
+    /// latency for fewer, larger writes.
     pub fn busy(&self) -> bool {
         self.pace.busy()
     }
