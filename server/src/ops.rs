@@ -18,6 +18,8 @@ pub struct HttpMetrics {
     pub append_seconds: Histogram,
     /// Append requests answered with an error.
     pub append_errors: Counter,
+    /// SSE writes that gathered a window of commits (see `consumers::sse`).
+    pub sse_gathered_writes: Counter,
 }
 
 impl Default for HttpMetrics {
@@ -25,6 +27,7 @@ impl Default for HttpMetrics {
         Self {
             append_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             append_errors: Counter::default(),
+            sse_gathered_writes: Counter::default(),
         }
     }
 }
@@ -40,6 +43,12 @@ impl HttpMetrics {
             "eddy_append_errors",
             "Append requests answered with an error",
             self.append_errors.clone(),
+        );
+        registry.register(
+            "eddy_sse_gathered_writes",
+            "Server-Sent Events writes that gathered a window of commits (subscribers of \
+             streams under sustained load)",
+            self.sse_gathered_writes.clone(),
         );
     }
 }

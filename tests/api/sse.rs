@@ -212,6 +212,82 @@ async fn a_stream_that_does_not_exist_yet_is_waited_for() {
     assert_eq!(sub2.next().await.id, "0");
 }
 
+/// `eddy_sse_gathered_writes_total` from `/metrics`.
+async fn gathered_writes(s: &TestServer) -> u64 {
+    let text = s.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("eddy_sse_gathered_writes_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no eddy_sse_gathered_writes_total in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_sustained_load_gathered_writes_still_deliver_every_event_once_in_order() {
+    const WRITERS: u64 = 8;
+    const BATCH: u64 = 20;
+    let s = spawn_server().await;
+    s.post_ok("/acme/load", "tick", json!({})).await;
+    let mut sub = subscribe(&s, "/acme/load", None).await;
+    assert_eq!(gathered_writes(&s).await, 0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (client, url, stop) = (s.client.clone(), s.url("/acme/load"), stop.clone());
+            tokio::spawn(async move {
+                let mut appended = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let batch: Vec<Value> = (0..BATCH)
+                        .map(|n| json!({"type": "tick", "data": {"w": w, "n": appended + n}}))
+                        .collect();
+                    let r = client
+                        .post(&url)
+                        .header("Content-Type", "application/vnd.eddy.events+json")
+                        .body(Value::from(batch).to_string())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201);
+                    appended += BATCH;
+                }
+                appended
+            })
+        })
+        .collect();
+    // commits come often enough, with events enough, for the subscriber to gather
+    let mut seen: Vec<u64> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            e = sub.next() => {
+                assert_eq!(e.id, data(&e)["index"].to_string());
+                seen.push(data(&e)["index"].as_u64().unwrap());
+            }
+            _ = poll.tick() => {
+                if gathered_writes(&s).await > 0 {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no gathered write in 30 s of appends by {WRITERS} writers ({} events seen)",
+                    seen.len()
+                );
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 1;
+    for w in writers {
+        total += w.await.unwrap();
+    }
+    while (seen.len() as u64) < total - 1 {
+        let e = sub.next().await;
+        seen.push(data(&e)["index"].as_u64().unwrap());
+    }
+    assert_eq!(seen, (1..total).collect::<Vec<u64>>());
+    sub.quiet().await;
+}
+
 #[tokio::test]
 async fn heartbeats_and_retry_keep_the_connection_alive() {
     let s = spawn_server_with(|c| c.sse_heartbeat_ms = 100).await;

@@ -146,6 +146,7 @@ impl Feed {
                 }
                 // under load, commits come every millisecond or so: one write per
                 // window instead of one per commit, for every subscriber
+                self.state.metrics.sse_gathered_writes.inc();
                 return Some(self.gather(bytes, events).await);
             }
             if self.state.is_shutting_down() {
