@@ -280,7 +280,7 @@ pub fn derived_id(ms: i64, parts: &[&[u8]]) -> Uuid {
 /// One event as a client appends it.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    /// The client's event id; the writer generates a UUIDv7 when absent.
+    /// The client's event id; the writer generates one (see `store::event_ids`) when absent.
     pub id: Option<Uuid>,
     pub event_type: String,
     pub content_type: String,

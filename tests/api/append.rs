@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{assert_error, spawn_server};
+use crate::common::{TestServer, assert_error, spawn_server};
 
 #[tokio::test]
 async fn single_event_is_created_with_location_and_gapless_indexes() {
@@ -445,6 +445,68 @@ async fn event_ids_make_appends_idempotent() {
     assert!(r.json::<Value>().await.unwrap().get("duplicate").is_none());
     assert_eq!(
         s.get_json("/a/idem", 200).await.as_array().unwrap().len(),
+        2
+    );
+}
+
+/// A retry that sends back the id the server gave the first attempt is a duplicate,
+/// also after a restart (server ids are recognised by the position they encode, not
+/// through the index of client ids), and only in the (sub)stream that holds it.
+#[tokio::test]
+async fn ids_the_server_generated_make_retries_idempotent() {
+    let mut s = spawn_server().await;
+    let mut ids = Vec::new();
+    for path in ["/a/gen", "/a/gen", "/a/f('x')", "/a/f('y')"] {
+        ids.push((path, s.post_ok(path, "t", json!(ids.len())).await));
+    }
+    let retry = async |s: &TestServer, path: &str, id: &Value| {
+        s.call(
+            "POST",
+            path,
+            &[("Event-Type", "t"), ("Event-Id", id.as_str().unwrap())],
+            json!("again"),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()
+    };
+    for round in 0..2 {
+        for (path, first) in &ids {
+            let again = retry(&s, path, &first["id"]).await;
+            assert_eq!(again["duplicate"], true, "round {round}: {path} {first}");
+            assert_eq!(again["index"], first["index"], "{path}");
+            assert_eq!(again["timestamp"], first["timestamp"], "{path}");
+        }
+        s.restart().await;
+    }
+    // the id of an event of another (sub)stream, or of none, is new here
+    let other = retry(&s, "/a/f('x')", &ids[3].1["id"]).await;
+    assert!(other.get("duplicate").is_none(), "{other}");
+    assert_eq!(other["index"], 1);
+    let mut unknown = ids[0].1["id"].as_str().unwrap().to_owned();
+    let last = if unknown.ends_with('0') { "1" } else { "0" };
+    unknown.replace_range(unknown.len() - 1.., last);
+    let unknown = json!(unknown);
+    let r = retry(&s, "/a/gen", &unknown).await;
+    assert!(r.get("duplicate").is_none(), "{r}");
+    // a batch that resends a server-generated id is a duplicate as a whole
+    let batch = json!([{"type": "t", "id": ids[1].1["id"], "data": 1}]);
+    let r: Value = s
+        .client
+        .post(s.url("/a/gen"))
+        .header("Content-Type", "application/vnd.eddy.events+json")
+        .body(batch.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["duplicate"], true, "{r}");
+    assert_eq!(s.get_json("/a/gen", 200).await.as_array().unwrap().len(), 3);
+    assert_eq!(
+        s.get_json("/a/f('x')", 200).await.as_array().unwrap().len(),
         2
     );
 }

@@ -195,6 +195,40 @@ impl Writer {
         Ok(row)
     }
 
+    /// The event of substream `sid` whose id is `id`, if one is stored: a client's
+    /// own id through the index of client ids, or an id the server generated through
+    /// the position it encodes (see `event_ids`).
+    fn stored_id(&mut self, sid: i64, id: Uuid) -> Result<Option<AppendedEvent>> {
+        let found = |r: &rusqlite::Row<'_>| {
+            Ok(AppendedEvent {
+                index: r.get::<_, i64>(0)? as u64,
+                id,
+                timestamp: r.get(1)?,
+                position: r.get(2)?,
+            })
+        };
+        let bytes = id.as_bytes().as_slice();
+        let chosen = self
+            .conn
+            .prepare_cached("SELECT idx, ts, pos FROM events WHERE sid = ?1 AND cid = ?2")?
+            .query_row(params![sid, bytes], found)
+            .optional()?;
+        if chosen.is_some() {
+            return Ok(chosen);
+        }
+        match self.ids.position(&id) {
+            Some(pos) if pos < self.next_pos => Ok(self
+                .conn
+                .prepare_cached(
+                    "SELECT idx, ts, pos FROM events WHERE pos = ?1 AND sid = ?2 AND eid = ?3 \
+                     AND cid IS NULL",
+                )?
+                .query_row(params![pos, sid, bytes], found)
+                .optional()?),
+            _ => Ok(None),
+        }
+    }
+
     pub(super) fn append(&mut self, req: AppendRequest, staged: &mut Staged) -> Result<Appended> {
         let path = &req.stream;
         let skey = (
@@ -229,18 +263,7 @@ impl Writer {
                 .with("position", i));
             }
             let found = match &sub {
-                Some(s) => self
-                    .conn
-                    .prepare_cached("SELECT idx, ts, pos FROM events WHERE sid = ?1 AND eid = ?2")?
-                    .query_row(params![s.id, id.as_bytes().as_slice()], |r| {
-                        Ok(AppendedEvent {
-                            index: r.get::<_, i64>(0)? as u64,
-                            id,
-                            timestamp: r.get(1)?,
-                            position: r.get(2)?,
-                        })
-                    })
-                    .optional()?,
+                Some(s) => self.stored_id(s.id, id)?,
                 None => None,
             };
             dups.push(found);
@@ -352,18 +375,19 @@ impl Writer {
         }
         {
             let mut insert = self.conn.prepare_cached(
-                "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, data, metadata, origin) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO events (pos, factory_id, sid, idx, eid, cid, type, ts, content_type, data, \
+                 metadata, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for (e, ts) in events.into_iter().zip(stamped) {
-                let id = e.id.unwrap_or_else(|| self.ids.next_v7());
                 let pos = self.next_pos;
+                let id = e.id.unwrap_or_else(|| self.ids.generate(pos, now));
                 insert.execute(params![
                     pos,
                     stream.factory.then_some(stream.id),
                     sub.id,
                     sub.next_index as i64,
                     id.as_bytes().as_slice(),
+                    e.id.as_ref().map(|c| c.as_bytes().as_slice()),
                     e.event_type,
                     ts,
                     e.content_type,
@@ -487,39 +511,6 @@ impl Writer {
         staged.streams.insert(skey.clone(), row);
         changed(self, staged, &new)?;
         Ok(new)
-    }
-}
-
-/// Generates UUIDv7 event ids: the current unix milliseconds and 74 bits from a
-/// SplitMix64 sequence seeded randomly per process. `Uuid::now_v7` would ask the kernel
-/// for randomness on every id (a syscall per event on the writer thread); ids need to
-/// be unique, not unpredictable. Written by hand: it is eight lines, where a crate
-/// (`rand`) would be a heavier dependency than the code it saves.
-pub(super) struct IdGenerator {
-    state: u64,
-}
-
-impl IdGenerator {
-    pub(super) fn new() -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(Uuid::new_v4().as_u128());
-        Self { state: h.finish() }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub(super) fn next_v7(&mut self) -> Uuid {
-        let mut random = [0u8; 10];
-        random[..8].copy_from_slice(&self.next_u64().to_le_bytes());
-        random[8..].copy_from_slice(&self.next_u64().to_le_bytes()[..2]);
-        uuid::Builder::from_unix_timestamp_millis(now_ms() as u64, &random).into_uuid()
     }
 }
 

@@ -9,7 +9,7 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// (version, description, SQL), in order; never edit one that has landed.
-const MIGRATIONS: [(i64, &str, &str); 6] = [
+const MIGRATIONS: [(i64, &str, &str); 7] = [
     (
         1,
         "create event log",
@@ -40,6 +40,11 @@ const MIGRATIONS: [(i64, &str, &str); 6] = [
         "add webhook failures",
         include_str!("../../../migrations/0006_add_webhook_failures.sql"),
     ),
+    (
+        7,
+        "index only client event ids",
+        include_str!("../../../migrations/0007_index_only_client_event_ids.sql"),
+    ),
 ];
 
 /// The migrator over every embedded migration.
@@ -66,4 +71,92 @@ pub fn migrator() -> Migrator {
 /// benchmark's raw SQLite loop).
 pub fn schema_sql() -> impl Iterator<Item = &'static str> {
     MIGRATIONS.iter().map(|(_, _, sql)| *sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+    use std::sync::Arc;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::event::{ExpectedIndex, NewEvent};
+    use crate::path::{Resource, parse};
+    use crate::store::{AppendRequest, DB_FILE, Store};
+
+    fn append(id: Option<Uuid>) -> AppendRequest {
+        let Ok(Resource::Stream(stream)) = parse("/a/s") else {
+            panic!("/a/s is a stream path")
+        };
+        AppendRequest {
+            stream,
+            events: vec![NewEvent {
+                id,
+                event_type: "t".into(),
+                content_type: "application/json".into(),
+                data: bytes::Bytes::from_static(b"1"),
+                timestamp: None,
+                metadata: None,
+                origin: None,
+            }],
+            expected: ExpectedIndex::Any,
+        }
+    }
+
+    /// A database written before migration 7 keeps its ids: a retry of an event
+    /// stored then is still recognised, and ids generated after it are too.
+    #[tokio::test]
+    async fn ids_stored_before_the_client_id_index_stay_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SqliteConnectOptions::from_str(&format!(
+            "sqlite://{}",
+            dir.path().join(DB_FILE).display()
+        ))
+        .unwrap()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .unwrap();
+        let mut before = migrator();
+        before.migrations = Cow::Owned(before.migrations[..6].to_vec());
+        before.run(&pool).await.unwrap();
+        let old = Uuid::now_v7();
+        for sql in [
+            "INSERT INTO streams (id, account, name, created_at) VALUES (1, 'a', 's', 0)",
+            "INSERT INTO substreams (id, stream_id, args, event_count, last_index, \
+             last_timestamp, created_at) VALUES (1, 1, '', 1, 0, 5, 0)",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO events (pos, sid, idx, eid, type, ts, content_type, data) \
+             VALUES (1, 1, 0, ?1, 't', 5, 'application/json', X'31')",
+        )
+        .bind(old.as_bytes().as_slice())
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::open(dir.path(), Arc::default()).await.unwrap();
+        let again = store.writer.append(append(Some(old))).await.unwrap();
+        assert!(again.duplicate);
+        assert_eq!((again.events[0].index, again.events[0].position), (0, 1));
+        let new = store.writer.append(append(None)).await.unwrap();
+        assert!(!new.duplicate);
+        assert_eq!(new.events[0].index, 1);
+        let retry = store
+            .writer
+            .append(append(Some(new.events[0].id)))
+            .await
+            .unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.events[0].index, 1);
+        store.shutdown().await;
+    }
 }

@@ -5,6 +5,7 @@ pub mod access_reads;
 pub mod access_writes;
 mod account_events;
 mod apply;
+mod event_ids;
 mod flush;
 pub mod migrations;
 pub(crate) mod notice;

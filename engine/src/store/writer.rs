@@ -20,8 +20,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::access_writes::AccessWrite;
 use super::apply::{
-    AppendRequest, Appended, FastMap, IdGenerator, SettingsRequest, Staged, StreamKey, StreamRow,
-    SubKey, SubRow,
+    AppendRequest, Appended, FastMap, SettingsRequest, Staged, StreamKey, StreamRow, SubKey, SubRow,
 };
 use super::pipe_writes::{PipeWrite, PipeWritten};
 use super::reducer_writes::{ReducerWrite, ReducerWritten};
@@ -180,6 +179,7 @@ pub(crate) fn spawn(
     last_position.store(next_pos - 1, Ordering::Release);
     // make sure the WAL file exists before the flusher opens it
     conn.query_row("SELECT COUNT(*) FROM streams", [], |_| Ok(()))?;
+    let ids = super::event_ids::EventIds::load(&conn)?;
     let failed = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let flusher = super::flush::Flusher::open(
@@ -194,7 +194,7 @@ pub(crate) fn spawn(
         streams: FastMap::default(),
         subs: FastMap::default(),
         next_pos,
-        ids: IdGenerator::new(),
+        ids,
         flusher,
         metrics,
     };
@@ -242,7 +242,7 @@ pub(super) struct Writer {
     /// Substreams by (stream id, canonical args): a cache of `substreams`.
     pub(super) subs: FastMap<SubKey, SubRow>,
     pub(super) next_pos: i64,
-    pub(super) ids: IdGenerator,
+    pub(super) ids: super::event_ids::EventIds,
     /// Makes each committed group durable, then answers it.
     flusher: super::flush::Flusher,
     metrics: Arc<Metrics>,
