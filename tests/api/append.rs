@@ -492,14 +492,8 @@ async fn ids_the_server_generated_make_retries_idempotent() {
     assert!(r.get("duplicate").is_none(), "{r}");
     // a batch that resends a server-generated id is a duplicate as a whole
     let batch = json!([{"type": "t", "id": ids[1].1["id"], "data": 1}]);
-    let r: Value = s
-        .client
-        .post(s.url("/a/gen"))
-        .header("Content-Type", "application/vnd.eddy.events+json")
-        .body(batch.to_string())
-        .send()
+    let r: Value = crate::batch::post_batch(&s, "/a/gen", crate::batch::EDDY, batch)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -4,10 +4,11 @@ use serde_json::{Value, json};
 
 use crate::common::{assert_error, spawn_server};
 
-const EDDY: &str = "application/vnd.eddy.events+json";
+pub(crate) const EDDY: &str = "application/vnd.eddy.events+json";
 const ES: &str = "application/vnd.eventstore.events+json";
 
-async fn post_batch(
+/// POSTs `body` as a batch of media type `ct`.
+pub(crate) async fn post_batch(
     s: &crate::common::TestServer,
     path: &str,
     ct: &str,
