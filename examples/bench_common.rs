@@ -442,6 +442,9 @@ pub struct Stats {
     pub p99_ms: f64,
     pub errors: u64,
     pub samples: Vec<String>,
+    /// the machine's steal time while it was measured, in percent, where the program
+    /// measures it (see [`CpuClock`])
+    pub steal_pct: Option<f64>,
 }
 
 impl Stats {
@@ -457,6 +460,7 @@ impl Stats {
             p99_ms: pct(0.99),
             errors: t.errors,
             samples: t.samples,
+            steal_pct: None,
         }
     }
 
@@ -468,12 +472,20 @@ impl Stats {
             p99_ms: median(all.iter().map(|s| s.p99_ms).collect()),
             errors: all.iter().map(|s| s.errors).sum(),
             samples: Vec::new(),
+            steal_pct: all
+                .iter()
+                .map(|s| s.steal_pct)
+                .collect::<Option<Vec<_>>>()
+                .map(median),
         }
     }
 
     pub fn print(&self, round: &str, name: &str) {
+        let steal = self
+            .steal_pct
+            .map_or(String::new(), |p| format!(" {p:>7.1}"));
         println!(
-            "{round:<6} {name:<11} {:>12.0} {:>8.2} {:>8.2} {:>7}",
+            "{round:<6} {name:<11} {:>12.0} {:>8.2} {:>8.2} {:>7}{steal}",
             self.rate, self.p50_ms, self.p99_ms, self.errors
         );
         for s in &self.samples {
@@ -523,5 +535,45 @@ impl Settings {
             bail!("--rounds, --seconds and --connections must be at least 1");
         }
         Ok(s)
+    }
+}
+
+/// The machine's CPU time so far, from the first line of `/proc/stat` (clock ticks):
+/// what a [`Steal`] measures between two readings.
+#[derive(Clone, Copy)]
+pub struct CpuClock {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuClock {
+    /// Now, or `None` where `/proc/stat` cannot be read (not Linux).
+    pub fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        // cpu  user nice system idle iowait irq softirq steal guest guest_nice
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(Self {
+            total: ticks.iter().sum(),
+            steal: *ticks.get(7)?,
+        })
+    }
+
+    /// The share of the machine's CPU time since `self` that its hypervisor gave to
+    /// other guests (steal time), in percent. A virtual machine whose host is
+    /// oversubscribed shows it here, and then every figure measured meanwhile is low.
+    pub fn steal_percent_since(self) -> f64 {
+        match Self::now() {
+            Some(now) if now.total > self.total => {
+                100.0 * (now.steal - self.steal) as f64 / (now.total - self.total) as f64
+            }
+            _ => f64::NAN,
+        }
     }
 }

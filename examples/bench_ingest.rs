@@ -36,6 +36,8 @@ use common::*;
 
 const BATCH_EVENTS: usize = 1000;
 const BATCH_CONNECTIONS: usize = 4;
+/// Median steal time (percent) from which the results carry a warning.
+const STEAL_WARNING: f64 = 5.0;
 const INSERT_SQL: &str = "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, \
                           data, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
@@ -131,8 +133,8 @@ async fn batch(eddy: &Path, s: &Settings, i: usize) -> Result<Stats> {
 }
 
 fn table_header(what: &str, rate: &str) {
-    let (r, p50, p99, e) = ("round", "p50 ms", "p99 ms", "errors");
-    println!("{r:<6} {what:<11} {rate:>12} {p50:>8} {p99:>8} {e:>7}");
+    let (r, p50, p99, e, st) = ("round", "p50 ms", "p99 ms", "errors", "steal%");
+    println!("{r:<6} {what:<11} {rate:>12} {p50:>8} {p99:>8} {e:>7} {st:>7}");
 }
 
 /// Measures a ceiling (0) and eddy (1) once per round, in alternating order; prints
@@ -146,7 +148,9 @@ async fn compare(
     let (mut all, mut ratios): ([Vec<Stats>; 2], Vec<f64>) = Default::default();
     for round in 1..=rounds {
         for i in if round % 2 == 1 { [0, 1] } else { [1, 0] } {
-            let stats = measure(i).await?;
+            let clock = CpuClock::now();
+            let mut stats = measure(i).await?;
+            stats.steal_pct = clock.map(CpuClock::steal_percent_since);
             stats.print(&round.to_string(), names[i]);
             all[i].push(stats);
         }
@@ -158,6 +162,14 @@ async fn compare(
         Stats::median(&all[i]).print("median", names[i]);
     }
     println!("{:<6} {ratio_name:<11} {:>12.3}", "median", median(ratios));
+    let steal = median(all.iter().flatten().filter_map(|s| s.steal_pct).collect());
+    if steal >= STEAL_WARNING {
+        println!(
+            "note: the hypervisor took {steal:.0}% of this machine's CPU (median steal time): \
+             the host is oversubscribed and every rate above is low; the ratios are too, as \
+             eddy's answers wait on fsync and thread wake-ups that a stolen CPU delays"
+        );
+    }
     Ok(())
 }
 

@@ -144,6 +144,8 @@ mod tests {
         pool.close().await;
 
         let store = Store::open(dir.path(), Arc::default()).await.unwrap();
+        // (the page size of a new database applies to new databases only)
+        assert_eq!(page_size(&store).await, 4096);
         let again = store.writer.append(append(Some(old))).await.unwrap();
         assert!(again.duplicate);
         assert_eq!((again.events[0].index, again.events[0].position), (0, 1));
@@ -157,6 +159,30 @@ mod tests {
             .unwrap();
         assert!(retry.duplicate);
         assert_eq!(retry.events[0].index, 1);
+        store.shutdown().await;
+    }
+
+    async fn page_size(store: &Store) -> i64 {
+        sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    /// A new database gets eddy's page size, and keeps it when it is opened again.
+    #[tokio::test]
+    async fn a_new_database_has_small_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Arc::default()).await.unwrap();
+        assert_eq!(page_size(&store).await, i64::from(crate::store::PAGE_SIZE));
+        store.writer.append(append(None)).await.unwrap();
+        store.shutdown().await;
+        let store = Store::open(dir.path(), Arc::default()).await.unwrap();
+        assert_eq!(page_size(&store).await, 2048);
+        assert_eq!(
+            store.writer.append(append(None)).await.unwrap().events[0].index,
+            1
+        );
         store.shutdown().await;
     }
 }
