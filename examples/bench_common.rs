@@ -538,8 +538,8 @@ impl Settings {
     }
 }
 
-/// The machine's CPU time so far, from the first line of `/proc/stat` (clock ticks):
-/// what a [`Steal`] measures between two readings.
+/// The machine's CPU time so far, from the first line of `/proc/stat` (clock ticks),
+/// for the steal time between two readings.
 #[derive(Clone, Copy)]
 pub struct CpuClock {
     total: u64,
