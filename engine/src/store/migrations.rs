@@ -174,7 +174,7 @@ mod tests {
     async fn a_new_database_has_small_pages() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Arc::default()).await.unwrap();
-        assert_eq!(page_size(&store).await, i64::from(crate::store::PAGE_SIZE));
+        assert_eq!(page_size(&store).await, 2048);
         store.writer.append(append(None)).await.unwrap();
         store.shutdown().await;
         let store = Store::open(dir.path(), Arc::default()).await.unwrap();
