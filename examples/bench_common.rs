@@ -538,6 +538,22 @@ impl Settings {
     }
 }
 
+/// Median steal time (percent) from which a benchmark's results carry a warning.
+pub const STEAL_WARNING: f64 = 5.0;
+
+/// Prints a warning when `steal` (a median steal time in percent, see [`CpuClock`]) is
+/// high enough to make the figures printed before it meaningless.
+pub fn warn_if_stolen(steal: f64) {
+    if steal >= STEAL_WARNING {
+        println!(
+            "note: the hypervisor took {steal:.0}% of this machine's CPU (median steal time): \
+             the host is oversubscribed, so the rates above are low and the latencies high, \
+             and eddy's figures suffer more than a ceiling's, as its answers wait on fsync and \
+             thread wake-ups that a stolen CPU delays"
+        );
+    }
+}
+
 /// The machine's CPU time so far, from the first line of `/proc/stat` (clock ticks),
 /// for the steal time between two readings.
 #[derive(Clone, Copy)]

@@ -224,7 +224,7 @@ async fn run(s: Settings, bin: PathBuf, files: u64) -> Result<()> {
              counted"
         );
         println!(
-            "{:<10} {:>5} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {:>6}",
+            "{:<10} {:>5} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {:>6} {:>6}",
             "section",
             "subs",
             "rate/s",
@@ -236,7 +236,8 @@ async fn run(s: Settings, bin: PathBuf, files: u64) -> Result<()> {
             "missing",
             "POST p99",
             "srv",
-            "bench"
+            "bench",
+            "steal%"
         );
     }
     if s.runs(Section::Latency) {
@@ -261,9 +262,13 @@ async fn run(s: Settings, bin: PathBuf, files: u64) -> Result<()> {
     if one.is_some() || two.is_some() {
         println!(
             "(srv, bench: CPU cores used by the server and by this program over the load; \
+             steal%: the machine's CPU time its hypervisor gave to other guests meanwhile; \
              latency run {} s at {LATENCY_RATE}/s, fan-out run {} s at {FANOUT_RATE}/s)",
             s.latency_secs, s.fanout_secs
         );
+        warn_if_stolen(median(
+            one.iter().chain(&two).map(|r| r.steal_pct).collect(),
+        ));
     }
     for sample in one.iter().chain(&two).flat_map(|r| &r.samples) {
         println!("  ! {sample}");
@@ -343,6 +348,8 @@ struct LatencyRow {
     post_p99_ms: f64,
     server_cores: f64,
     bench_cores: f64,
+    /// the machine's steal time during the load, in percent (see [`CpuClock`])
+    steal_pct: f64,
     rss_before: f64,
     rss_attached: f64,
     rss_after: f64,
@@ -352,7 +359,7 @@ struct LatencyRow {
 impl LatencyRow {
     fn print(&self, section: &str) {
         println!(
-            "{section:<10} {:>5} {:>7} {:>9.1} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>9.2} {:>6.2} {:>6.2}",
+            "{section:<10} {:>5} {:>7} {:>9.1} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>9.2} {:>6.2} {:>6.2} {:>6.1}",
             self.subscribers,
             self.rate,
             self.achieved,
@@ -363,7 +370,8 @@ impl LatencyRow {
             self.missing,
             self.post_p99_ms,
             self.server_cores,
-            self.bench_cores
+            self.bench_cores,
+            self.steal_pct
         );
     }
 }
@@ -386,7 +394,8 @@ async fn latency(bin: &Path, subscribers: usize, rate: u64, secs: u64) -> Result
         bail!("{subscribers} subscribers attached but eddy_subscribers is {gauge}");
     }
 
-    let cpu = CpuClock::start(&eddy);
+    let cpu = ProcessClock::start(&eddy);
+    let machine = CpuClock::now();
     let from = Instant::now() + WARMUP;
     from_ns.store(
         from.duration_since(epoch).as_nanos() as u64,
@@ -395,6 +404,7 @@ async fn latency(bin: &Path, subscribers: usize, rate: u64, secs: u64) -> Result
     let total = rate * (WARMUP.as_secs() + secs);
     let load = paced_load(eddy.port, "/bench/live", rate, total, from, epoch).await?;
     let cpu = cpu.stop(&eddy);
+    let steal_pct = machine.map_or(f64::NAN, CpuClock::steal_percent_since);
     // every subscriber should get every event; give stragglers a moment
     readers.wait_for(load.ok, Duration::from_secs(10)).await;
     let rss_after = eddy.rss_mib();
@@ -426,6 +436,7 @@ async fn latency(bin: &Path, subscribers: usize, rate: u64, secs: u64) -> Result
         post_p99_ms: percentile_ms(&load.post_us, 0.99),
         server_cores: cpu.server_cores,
         bench_cores: cpu.bench_cores,
+        steal_pct,
         rss_before,
         rss_attached,
         rss_after,
@@ -909,6 +920,8 @@ struct IngestRow {
     per_read: Option<f64>,
     /// ms after the load stopped until every subscriber had every event
     catch_up_ms: Option<f64>,
+    /// the machine's steal time during the load, in percent (see [`CpuClock`])
+    steal_pct: f64,
     samples: Vec<String>,
 }
 
@@ -919,7 +932,7 @@ impl IngestRow {
             .map_or("-".to_owned(), |ms| format!("{ms:.0}"));
         let per_read = self.per_read.map_or("-".to_owned(), |n| format!("{n:.1}"));
         println!(
-            "{round:<6} {name:<10} {:>9.0} {:>7.2} {:>7.2} {:>6} {:>5.2} {:>5.2} {:>6.1} {:>6.1} {:>5.0} {:>9.0} {:>7} {:>8}",
+            "{round:<6} {name:<10} {:>9.0} {:>7.2} {:>7.2} {:>6} {:>5.2} {:>5.2} {:>6.1} {:>6.1} {:>5.0} {:>9.0} {:>7} {:>8} {:>6.1}",
             self.rate,
             self.p50_ms,
             self.p99_ms,
@@ -931,7 +944,8 @@ impl IngestRow {
             self.server_sys * 100.0,
             self.commits,
             per_read,
-            catch_up
+            catch_up,
+            self.steal_pct
         );
         for s in &self.samples {
             println!("         ! {s}");
@@ -957,6 +971,7 @@ impl IngestRow {
                 (!v.is_empty()).then(|| median(v))
             },
             catch_up_ms: (!catch.is_empty()).then(|| median(catch)),
+            steal_pct: col(|r| r.steal_pct),
             samples: Vec::new(),
         }
     }
@@ -965,7 +980,7 @@ impl IngestRow {
 /// Runs section 3; answers the median ratios (same stream, other stream) to none.
 async fn ingest_section(bin: &Path, s: &Settings) -> Result<(f64, f64)> {
     println!(
-        "{:<6} {:<10} {:>9} {:>7} {:>7} {:>6} {:>5} {:>5} {:>6} {:>6} {:>5} {:>9} {:>7} {:>8}",
+        "{:<6} {:<10} {:>9} {:>7} {:>7} {:>6} {:>5} {:>5} {:>6} {:>6} {:>5} {:>9} {:>7} {:>8} {:>6}",
         "round",
         "subs",
         "events/s",
@@ -979,7 +994,8 @@ async fn ingest_section(bin: &Path, s: &Settings) -> Result<(f64, f64)> {
         "sys%",
         "commits/s",
         "ev/read",
-        "catch-up"
+        "catch-up",
+        "steal%"
     );
     let kinds = [Subs::None, Subs::Same, Subs::Other];
     let mut rows: [Vec<IngestRow>; 3] = Default::default();
@@ -1014,8 +1030,9 @@ async fn ingest_section(bin: &Path, s: &Settings) -> Result<(f64, f64)> {
          (on loopback its writes also run the receiving side's TCP stack); commits/s: group \
          commits, each a notice to every subscriber of the stream; ev/read: events per chunk a \
          subscriber read; catch-up: ms after the load stopped until every subscriber had every \
-         event)"
+         event; steal%: the machine's CPU time its hypervisor gave to other guests meanwhile)"
     );
+    warn_if_stolen(median(rows.iter().flatten().map(|r| r.steal_pct).collect()));
     Ok(ratios)
 }
 
@@ -1029,7 +1046,8 @@ async fn ingest(bin: &Path, secs: u64, subs: Subs) -> Result<IngestRow> {
         Subs::Other => Some(attach(&eddy, "/bench/other", INGEST_SUBSCRIBERS, Mode::Count).await?),
     };
     let commits = eddy.metric("eddy_commits_total").await?;
-    let cpu = CpuClock::start(&eddy);
+    let cpu = ProcessClock::start(&eddy);
+    let machine = CpuClock::now();
     let port = eddy.port;
     let tally = run_load(
         port,
@@ -1047,6 +1065,7 @@ async fn ingest(bin: &Path, secs: u64, subs: Subs) -> Result<IngestRow> {
     )
     .await?;
     let cpu = cpu.stop(&eddy);
+    let steal_pct = machine.map_or(f64::NAN, CpuClock::steal_percent_since);
     let commits = (eddy.metric("eddy_commits_total").await? - commits) / cpu.wall;
     let all_ok = tally.all_ok;
     let (mut catch_up_ms, mut per_read) = (None, None);
@@ -1087,6 +1106,7 @@ async fn ingest(bin: &Path, secs: u64, subs: Subs) -> Result<IngestRow> {
         commits,
         per_read,
         catch_up_ms,
+        steal_pct,
         samples,
     })
 }
@@ -1248,7 +1268,7 @@ async fn webhook(bin: &Path, data: bool, events: usize) -> Result<HookRow> {
         bail!("create webhook: {} {}", r.status(), r.text().await?);
     }
 
-    let cpu = CpuClock::start(&eddy);
+    let cpu = ProcessClock::start(&eddy);
     let started = Instant::now();
     let mut expected_last = 0;
     for b in 0..events.div_ceil(HOOK_BATCH) {
@@ -1425,14 +1445,14 @@ fn log_warnings(eddy: &Eddy) -> Vec<String> {
 }
 
 /// CPU time of the server and of this process over a stretch of wall time.
-struct CpuClock {
+struct ProcessClock {
     wall: Instant,
     /// (user, system) CPU seconds so far
     server: (f64, f64),
     bench: (f64, f64),
 }
 
-impl CpuClock {
+impl ProcessClock {
     fn start(eddy: &Eddy) -> Self {
         Self {
             wall: Instant::now(),

@@ -36,8 +36,6 @@ use common::*;
 
 const BATCH_EVENTS: usize = 1000;
 const BATCH_CONNECTIONS: usize = 4;
-/// Median steal time (percent) from which the results carry a warning.
-const STEAL_WARNING: f64 = 5.0;
 const INSERT_SQL: &str = "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, content_type, \
                           data, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
@@ -162,14 +160,9 @@ async fn compare(
         Stats::median(&all[i]).print("median", names[i]);
     }
     println!("{:<6} {ratio_name:<11} {:>12.3}", "median", median(ratios));
-    let steal = median(all.iter().flatten().filter_map(|s| s.steal_pct).collect());
-    if steal >= STEAL_WARNING {
-        println!(
-            "note: the hypervisor took {steal:.0}% of this machine's CPU (median steal time): \
-             the host is oversubscribed and every rate above is low; the ratios are too, as \
-             eddy's answers wait on fsync and thread wake-ups that a stolen CPU delays"
-        );
-    }
+    warn_if_stolen(median(
+        all.iter().flatten().filter_map(|s| s.steal_pct).collect(),
+    ));
     Ok(())
 }
 
