@@ -38,11 +38,12 @@ const BUSY_SPAN: Duration = Duration::from_millis(25);
 /// there its subscribers never gathered.
 const BUSY_EVENTS: usize = 150;
 
-/// The most events one notice counts for in a span (see [`BUSY_EVENTS`]).
+/// The most events one commit counts for in a span (see [`BUSY_EVENTS`]).
 const NOTICE_EVENTS_COUNTED: usize = 16;
 
-/// Notices that such a span must also hold: gathering saves writes only when commits
-/// come often, so a lone large batch (one notice) is written at once.
+/// Commits that such a span must also hold: gathering saves writes only when commits
+/// come often, so a lone large batch (one commit) is written at once. A notice the
+/// live fan-out merged counts for each commit in it.
 const BUSY_NOTICES: usize = 8;
 
 /// Events read from storage per catch-up step.
@@ -110,6 +111,7 @@ struct Pace {
 #[derive(Debug, Default, Clone, Copy)]
 struct Span {
     events: usize,
+    /// Commits, not notices: a merged notice counts for each of its commits.
     notices: usize,
 }
 
@@ -120,7 +122,8 @@ impl Span {
 }
 
 impl Pace {
-    fn saw(&mut self, events: usize, now: Instant) {
+    /// Counts a notice of `events` events standing for `commits` commits.
+    fn saw(&mut self, events: usize, commits: usize, now: Instant) {
         let elapsed = self.since.map(|t| now.saturating_duration_since(t));
         if elapsed.is_none_or(|e| e >= BUSY_SPAN) {
             // the span before counts only if it ended just now
@@ -131,8 +134,8 @@ impl Pace {
             self.current = Span::default();
             self.since = Some(now);
         }
-        self.current.events += events.min(NOTICE_EVENTS_COUNTED);
-        self.current.notices += 1;
+        self.current.events += events.min(NOTICE_EVENTS_COUNTED * commits);
+        self.current.notices += commits;
     }
 
     fn busy(&self) -> bool {
@@ -319,7 +322,7 @@ impl Subscription {
     }
 
     fn saw_notice_at(&mut self, notice: &Committed, now: Instant) {
-        self.pace.saw(notice.events.len(), now);
+        self.pace.saw(notice.events.len(), notice.commits, now);
     }
 
     /// Whether every event of a complete notice is for this subscription, past its

@@ -38,6 +38,9 @@ pub struct Committed {
     /// data: each subscriber asks whether it wants a notice whole, and the answer
     /// should not cost a pass over the events per subscriber.
     pub(crate) summary: Summary,
+    /// How many commits the notice stands for: 1, or more once the live fan-out
+    /// merged consecutive notices (see [`Committed::merged`]).
+    pub(crate) commits: usize,
 }
 
 /// What [`Committed::summary`] holds.
@@ -89,7 +92,34 @@ impl Committed {
             complete,
             paths,
             renders: Default::default(),
+            commits: 1,
         }
+    }
+
+    /// One notice for consecutive complete notices of the same (sub)streams, in commit
+    /// order, as if their events had been committed together: what the live fan-out
+    /// hands its subscribers when commits come faster than they need one by one.
+    pub(crate) fn merged(parts: &[Arc<Committed>]) -> Self {
+        let mut streams: Vec<i64> = Vec::new();
+        let mut events = Vec::with_capacity(parts.iter().map(|p| p.events.len()).sum());
+        for p in parts {
+            for s in &p.streams {
+                if !streams.contains(s) {
+                    streams.push(*s);
+                }
+            }
+            events.extend(p.events.iter().cloned());
+        }
+        let last = parts.last().expect("merging at least one notice");
+        let mut merged = Self::new(
+            last.last_position,
+            streams,
+            events,
+            parts.iter().all(|p| p.complete),
+            last.paths.clone(),
+        );
+        merged.commits = parts.iter().map(|p| p.commits).sum();
+        merged
     }
 
     /// The rendering `kind` (below [`RENDER_KINDS`]) of the whole notice, made by the
