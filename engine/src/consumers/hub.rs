@@ -181,6 +181,9 @@ impl Hub {
                 }
             };
             match next {
+                // with nobody subscribed there is nothing to merge for (and nobody to
+                // hand the notice to)
+                Ok(_) if parts.is_empty() && self.subscribers() == 0 => {}
                 Ok(notice) => {
                     let now = Instant::now();
                     rate.saw(now);
@@ -261,6 +264,10 @@ impl Hub {
     }
 
     fn publish(&self, notice: &Arc<Committed>) {
+        let reg = self.lock();
+        if reg.count == 0 {
+            return;
+        }
         // the (few) distinct streams and accounts of the notice
         let mut interests: Vec<Interest> = Vec::with_capacity(notice.paths.len() * 2);
         for p in &notice.paths {
@@ -276,7 +283,6 @@ impl Hub {
                 interests.push(account);
             }
         }
-        let reg = self.lock();
         for interest in &interests {
             for slot in reg.slots.get(interest).into_iter().flatten() {
                 if let Err(mpsc::error::TrySendError::Full(_)) = slot.tx.try_send(notice.clone()) {
