@@ -3,12 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use super::{Hub, Interest};
 use crate::path::{Resource, StreamPath};
-use crate::store::{Committed, LiveEvent, SharedEvent};
+use crate::store::{Committed, LiveEvent};
 
 fn path(p: &str) -> Arc<StreamPath> {
     match crate::path::parse(p).expect("path") {
@@ -20,22 +19,7 @@ fn path(p: &str) -> Arc<StreamPath> {
 /// A notice of `n` events of `at` from global position `from`.
 fn notice(at: &Arc<StreamPath>, from: i64, n: i64, complete: bool) -> Arc<Committed> {
     let events = (from..from + n)
-        .map(|pos| LiveEvent {
-            event: Arc::new(SharedEvent::new(crate::event::StoredEvent {
-                stream: at.to_string(),
-                index: pos as u64,
-                id: uuid::Uuid::nil(),
-                event_type: "t".to_owned(),
-                timestamp: 0,
-                content_type: "application/octet-stream".to_owned(),
-                data: Bytes::new(),
-                metadata: None,
-                origin: None,
-                position: pos,
-            })),
-            path: at.clone(),
-            has_data: true,
-        })
+        .map(|pos| LiveEvent::for_test(at, pos as u64, pos))
         .collect();
     Arc::new(Committed::new(
         from + n - 1,

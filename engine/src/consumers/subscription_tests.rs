@@ -269,22 +269,7 @@ async fn a_notice_wholly_for_a_subscriber_comes_whole_and_renders_once() {
 fn notice(n: usize) -> crate::store::Committed {
     let at = Arc::new(path("/acme/s"));
     let events = (0..n)
-        .map(|i| crate::store::LiveEvent {
-            event: Arc::new(crate::store::SharedEvent::new(crate::event::StoredEvent {
-                stream: "acme/s".to_owned(),
-                index: i as u64,
-                id: uuid::Uuid::nil(),
-                event_type: "t".to_owned(),
-                timestamp: 0,
-                content_type: "application/octet-stream".to_owned(),
-                data: Bytes::new(),
-                metadata: None,
-                origin: None,
-                position: i as i64 + 1,
-            })),
-            path: at.clone(),
-            has_data: true,
-        })
+        .map(|i| crate::store::LiveEvent::for_test(&at, i as u64, i as i64 + 1))
         .collect();
     crate::store::Committed::new(n as i64, vec![1], events, true, vec![at])
 }

@@ -147,6 +147,30 @@ pub struct LiveEvent {
     pub has_data: bool,
 }
 
+#[cfg(test)]
+impl LiveEvent {
+    /// An event of type `t` without data at `index` of `path`, at global `position`:
+    /// what the fan-out's tests put in their notices.
+    pub(crate) fn for_test(path: &Arc<StreamPath>, index: u64, position: i64) -> Self {
+        Self {
+            event: Arc::new(SharedEvent::new(StoredEvent {
+                stream: path.to_string(),
+                index,
+                id: uuid::Uuid::nil(),
+                event_type: "t".to_owned(),
+                timestamp: 0,
+                content_type: "application/octet-stream".to_owned(),
+                data: Bytes::new(),
+                metadata: None,
+                origin: None,
+                position,
+            })),
+            path: path.clone(),
+            has_data: true,
+        }
+    }
+}
+
 /// An event handed to consumers, shared by all of them: its JSON forms are rendered
 /// once, by the first consumer that needs each, not once per subscriber.
 #[derive(Debug)]
