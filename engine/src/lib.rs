@@ -160,10 +160,12 @@ impl Engine {
 
     /// Looks a stream up; `Ok(None)` when it does not exist.
     pub async fn resolve(&self, path: &StreamPath) -> Result<Option<Resolved>> {
-        let Some(info) = store::read::stream(
+        let args = path.args.as_ref().map(|a| a.canonical());
+        let Some((info, sid)) = store::read::stream_and_substream(
             &self.store.pool,
             path.account.as_str(),
             path.stream.as_str(),
+            args.as_deref().unwrap_or(""),
         )
         .await?
         else {
@@ -171,14 +173,7 @@ impl Engine {
         };
         let scope = match (&path.args, info.factory) {
             (None, true) => Some(Scope::Factory(info.id)),
-            (Some(args), true) => {
-                store::read::substream_id(&self.store.pool, info.id, &args.canonical())
-                    .await?
-                    .map(Scope::Substream)
-            }
-            (None, false) => store::read::substream_id(&self.store.pool, info.id, "")
-                .await?
-                .map(Scope::Substream),
+            (Some(_), true) | (None, false) => sid.map(Scope::Substream),
             (Some(_), false) => {
                 return Err(EngineError::invalid(format!(
                     "{}/{} is a plain stream, not a factory, so it takes no arguments ({path})",

@@ -34,15 +34,40 @@ pub async fn stream(pool: &SqlitePool, account: &str, name: &str) -> Result<Opti
     .bind(name)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| {
-        let factory: bool = r.get(1);
-        StreamInfo {
-            id: r.get(0),
-            factory,
-            settings: StreamSettings::from_stored(r.get::<&str, _>(2), factory),
-            created_at: r.get(3),
-        }
-    }))
+    Ok(row.map(|r| stream_from_row(&r)))
+}
+
+/// A stream's row and the id of its substream with canonical `args` (`""`: a plain
+/// stream's one substream), if both exist, in one query: every read resolves its path
+/// first, and each query is a round trip to sqlx's worker thread.
+pub async fn stream_and_substream(
+    pool: &SqlitePool,
+    account: &str,
+    name: &str,
+    args: &str,
+) -> Result<Option<(StreamInfo, Option<i64>)>> {
+    let row = sqlx::query(
+        "SELECT s.id, s.factory, s.settings, s.created_at, ss.id FROM streams s \
+         LEFT JOIN substreams ss ON ss.stream_id = s.id AND ss.args = ? \
+         WHERE s.account = ? AND s.name = ?",
+    )
+    .bind(args)
+    .bind(account)
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| (stream_from_row(&r), r.get(4))))
+}
+
+/// [`StreamInfo`] from the first four columns: id, factory, settings, created_at.
+fn stream_from_row(r: &SqliteRow) -> StreamInfo {
+    let factory: bool = r.get(1);
+    StreamInfo {
+        id: r.get(0),
+        factory,
+        settings: StreamSettings::from_stored(r.get::<&str, _>(2), factory),
+        created_at: r.get(3),
+    }
 }
 
 pub async fn substream_id(pool: &SqlitePool, stream_id: i64, args: &str) -> Result<Option<i64>> {
