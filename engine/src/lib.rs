@@ -71,6 +71,19 @@ pub fn missing_stream(path: &StreamPath) -> EngineError {
     EngineError::not_found(format!("stream {path} does not exist"))
 }
 
+/// What a read of `path` covers, given its stream's row and the id of the substream
+/// its arguments name (`sid`, where it exists); a plain stream given arguments is a 400.
+fn scope_of(path: &StreamPath, info: &StreamInfo, sid: Option<i64>) -> Result<Option<Scope>> {
+    match (&path.args, info.factory) {
+        (None, true) => Ok(Some(Scope::Factory(info.id))),
+        (Some(_), true) | (None, false) => Ok(sid.map(Scope::Substream)),
+        (Some(_), false) => Err(EngineError::invalid(format!(
+            "{}/{} is a plain stream, not a factory, so it takes no arguments ({path})",
+            path.account, path.stream
+        ))),
+    }
+}
+
 /// A stream path resolved against storage.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -171,16 +184,7 @@ impl Engine {
         else {
             return Ok(None);
         };
-        let scope = match (&path.args, info.factory) {
-            (None, true) => Some(Scope::Factory(info.id)),
-            (Some(_), true) | (None, false) => sid.map(Scope::Substream),
-            (Some(_), false) => {
-                return Err(EngineError::invalid(format!(
-                    "{}/{} is a plain stream, not a factory, so it takes no arguments ({path})",
-                    path.account, path.stream
-                )));
-            }
-        };
+        let scope = scope_of(path, &info, sid)?;
         Ok(Some(Resolved { info, scope }))
     }
 
@@ -198,28 +202,29 @@ impl Engine {
     }
 
     /// One event of a (sub)stream by index.
+    /// One event of a (sub)stream by index: the path resolved and the event read in
+    /// one query (see [`Engine::resolve`] for the path's errors).
     pub async fn event(&self, path: &StreamPath, index: u64) -> Result<event::StoredEvent> {
         let missing = || EngineError::not_found(format!("event {index} of {path} does not exist"));
-        let resolved = self.resolve_existing(path).await?;
-        let sid = match resolved.scope {
-            Some(Scope::Substream(sid)) => sid,
-            Some(Scope::Factory(_)) => {
-                return Err(EngineError::invalid(format!(
-                    "{path} is a stream factory: name the substream, as in /{path}('id')/{index}"
-                )));
-            }
-            None => return Err(missing()),
+        let args = path.args.as_ref().map(|a| a.canonical());
+        let names = (
+            path.account.as_str(),
+            path.stream.as_str(),
+            args.as_deref().unwrap_or(""),
+        );
+        let durable = self.store.last_position();
+        let Some((info, sid, event)) =
+            store::read::event_by_path(&self.store.pool, names, index, durable).await?
+        else {
+            return Err(missing_stream(path));
         };
-        let prefix = format!("{}/{}", path.account, path.stream);
-        store::read::event(
-            &self.store.pool,
-            &prefix,
-            sid,
-            index,
-            self.store.last_position(),
-        )
-        .await?
-        .ok_or_else(missing)
+        match scope_of(path, &info, sid)? {
+            Some(Scope::Substream(_)) => event.ok_or_else(missing),
+            Some(Scope::Factory(_)) => Err(EngineError::invalid(format!(
+                "{path} is a stream factory: name the substream, as in /{path}('id')/{index}"
+            ))),
+            None => Err(missing()),
+        }
     }
 
     /// An account's streams, by name after `after`.

@@ -191,13 +191,22 @@ async fn factories_read_in_global_order_with_substream_selectors() {
         s.get_json("/shop/orders('cust-1')/1", 200).await["data"]["n"],
         3
     );
-    assert_eq!(
-        s.get_json("/shop/orders('cust-1')[0]", 200).await["data"]["n"],
-        0
-    );
+    let first = s.get_json("/shop/orders('cust-1')[0]", 200).await;
+    assert_eq!(first["data"]["n"], 0);
+    assert_eq!(first["stream"], "shop/orders('cust-1')");
+    assert_eq!(first["index"], 0);
     assert_error(s.get("/shop/orders/0").await, 400, "factory").await;
     assert_error(s.get("/shop/orders('cust-1')/9").await, 404, "event 9").await;
     assert_error(s.get("/shop/nothing/0").await, 404, "does not exist").await;
+    assert_error(s.get("/shop/orders('nobody')/0").await, 404, "event 0").await;
+    // a plain stream's event, and the same stream given arguments
+    s.post_ok("/shop/plain", "p", json!({"n": 5})).await;
+    let plain = s.get_json("/shop/plain/0", 200).await;
+    assert_eq!(
+        (&plain["stream"], &plain["data"]["n"]),
+        (&json!("shop/plain"), &json!(5))
+    );
+    assert_error(s.get("/shop/plain('x')/0").await, 400, "plain stream").await;
     assert_eq!(s.get_json("/shop/orders('nobody')", 200).await, json!([]));
     assert_error(s.get("/shop/nothing").await, 404, "shop/nothing").await;
 }

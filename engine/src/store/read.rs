@@ -34,7 +34,7 @@ pub async fn stream(pool: &SqlitePool, account: &str, name: &str) -> Result<Opti
     .bind(name)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| stream_from_row(&r)))
+    Ok(row.map(|r| stream_from_row(&r, 0)))
 }
 
 /// A stream's row and the id of its substream with canonical `args` (`""`: a plain
@@ -56,18 +56,55 @@ pub async fn stream_and_substream(
     .bind(name)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| (stream_from_row(&r), r.get(4))))
+    Ok(row.map(|r| (stream_from_row(&r, 0), r.get(4))))
 }
 
-/// [`StreamInfo`] from the first four columns: id, factory, settings, created_at.
-fn stream_from_row(r: &SqliteRow) -> StreamInfo {
-    let factory: bool = r.get(1);
+/// [`StreamInfo`] from four columns from `at`: id, factory, settings, created_at.
+fn stream_from_row(r: &SqliteRow, at: usize) -> StreamInfo {
+    let factory: bool = r.get(at + 1);
     StreamInfo {
-        id: r.get(0),
+        id: r.get(at),
         factory,
-        settings: StreamSettings::from_stored(r.get::<&str, _>(2), factory),
-        created_at: r.get(3),
+        settings: StreamSettings::from_stored(r.get::<&str, _>(at + 2), factory),
+        created_at: r.get(at + 3),
     }
+}
+
+/// What [`event_by_path`] finds: the stream, its substream's id and the event, each
+/// where it exists.
+pub type EventLookup = (StreamInfo, Option<i64>, Option<StoredEvent>);
+
+/// [`stream_and_substream`] and the event in one query: event `index` of the
+/// substream with canonical `args` of stream `account/name`, if at or below the
+/// `durable` position. `None` when the stream does not exist.
+pub async fn event_by_path(
+    pool: &SqlitePool,
+    (account, name, args): (&str, &str, &str),
+    index: u64,
+    durable: i64,
+) -> Result<Option<EventLookup>> {
+    // the event's columns first, where `event_from_row` reads them
+    let row = sqlx::query(
+        "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, e.metadata, \
+         ss.args, e.sid, e.origin, st.id, st.factory, st.settings, st.created_at, ss.id \
+         FROM streams st \
+         LEFT JOIN substreams ss ON ss.stream_id = st.id AND ss.args = ? \
+         LEFT JOIN events e ON e.sid = ss.id AND e.idx = ? AND e.pos <= ? \
+         WHERE st.account = ? AND st.name = ?",
+    )
+    .bind(args)
+    .bind(index as i64)
+    .bind(durable)
+    .bind(account)
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| {
+        let event = r
+            .get::<Option<i64>, _>(0)
+            .map(|_| event_from_row(&format!("{account}/{name}"), &r));
+        (stream_from_row(&r, 11), r.get(15), event)
+    }))
 }
 
 pub async fn substream_id(pool: &SqlitePool, stream_id: i64, args: &str) -> Result<Option<i64>> {
@@ -315,25 +352,6 @@ pub async fn account_events(
         .map(|r| event_from_row(&format!("{account}/{}", r.get::<&str, _>(10)), r))
         .collect();
     Ok(Page { events, more })
-}
-
-/// One event by index, if it is at or below the `durable` position.
-pub async fn event(
-    pool: &SqlitePool,
-    prefix: &str,
-    sid: i64,
-    index: u64,
-    durable: i64,
-) -> Result<Option<StoredEvent>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{EVENT_COLUMNS}e.sid = ? AND e.idx = ? AND e.pos <= ?"
-    )))
-    .bind(sid)
-    .bind(index as i64)
-    .bind(durable)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|r| event_from_row(prefix, &r)))
 }
 
 /// A stream in an account listing.
