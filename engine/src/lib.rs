@@ -201,7 +201,6 @@ impl Engine {
         store::read::events(&self.store.pool, q, self.store.last_position()).await
     }
 
-    /// One event of a (sub)stream by index.
     /// One event of a (sub)stream by index: the path resolved and the event read in
     /// one query (see [`Engine::resolve`] for the path's errors).
     pub async fn event(&self, path: &StreamPath, index: u64) -> Result<event::StoredEvent> {
