@@ -112,6 +112,7 @@ impl Engine {
         reducer_limits: eddy_runtime_js::Limits,
         webhooks: consumers::webhooks::WebhookSettings,
         admin_token: Option<&str>,
+        fanout_merge_rate: u32,
     ) -> Result<Arc<Self>> {
         let webhooks = consumers::webhooks::Webhooks::new(webhooks, metrics.clone())?;
         let store = Store::open(data_dir, metrics.clone()).await?;
@@ -125,7 +126,7 @@ impl Engine {
             reducer_limits.clone(),
             controls.clone(),
         )?;
-        let hub = consumers::hub::Hub::start(store.subscribe(), metrics.clone());
+        let hub = consumers::hub::Hub::start(store.subscribe(), metrics.clone(), fanout_merge_rate);
         let pipes = pipes::Pipes::new(reducer_limits)?;
         let tickers = builtins::cron::Tickers::new(store.writer.clone(), store.pool.clone());
         let keys = access::Keys::new(admin_token);

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     /// Live subscriptions (SSE and NDJSON followers of the fan-out).
     pub subscribers: Gauge,
+    /// Notices the live fan-out made of two or more commits (see `consumers::hub`).
+    pub fanout_merged_notices: Counter,
     /// Webhook delivery attempts, and those that failed (non-2xx, timeout, refused).
     pub webhook_attempts: Counter,
     pub webhook_failures: Counter,
@@ -44,6 +46,7 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             flush_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             subscribers: Gauge::default(),
+            fanout_merged_notices: Counter::default(),
             webhook_attempts: Counter::default(),
             webhook_failures: Counter::default(),
             webhook_lag_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 12)),
@@ -93,6 +96,11 @@ impl Metrics {
             "eddy_flush_seconds",
             "Time one fdatasync of the write-ahead log takes",
             self.flush_seconds.clone(),
+        );
+        registry.register(
+            "eddy_fanout_merged_notices",
+            "Notices the live fan-out handed its subscribers for two or more commits at once",
+            self.fanout_merged_notices.clone(),
         );
         registry.register(
             "eddy_subscribers",

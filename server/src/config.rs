@@ -61,6 +61,10 @@ pub struct Config {
     /// How long EventSource clients wait before reconnecting (the `retry:` field), in ms.
     #[arg(long, env = "EDDY_SSE_RETRY_MS", default_value_t = 2_000)]
     pub sse_retry_ms: u64,
+    /// Group commits a second from which live subscribers get the commits of 2-3 ms
+    /// at once, merged (less work per subscriber, up to 3 ms later); 0: never merge.
+    #[arg(long, env = "EDDY_FANOUT_MERGE_RATE", default_value_t = eddy_engine::consumers::DEFAULT_MERGE_RATE)]
+    pub fanout_merge_rate: u32,
     /// Deliver webhooks to private, loopback and link-local addresses too.
     #[arg(long, env = "EDDY_ALLOW_PRIVATE_WEBHOOKS")]
     pub allow_private_webhooks: bool,
@@ -96,6 +100,7 @@ impl Config {
             reducer_time_ms: 100,
             sse_heartbeat_ms: 15_000,
             sse_retry_ms: 2_000,
+            fanout_merge_rate: eddy_engine::consumers::DEFAULT_MERGE_RATE,
             allow_private_webhooks: false,
             webhook_timeout_ms: 10_000,
             webhook_retry_initial_ms: 1_000,

@@ -73,6 +73,7 @@ impl AppState {
             config.reducer_limits(),
             config.webhook_settings(),
             config.admin_token.as_deref(),
+            config.fanout_merge_rate,
         )
         .await?;
         let (shutdown_tx, shutdown) = watch::channel(false);

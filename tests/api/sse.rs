@@ -212,23 +212,25 @@ async fn a_stream_that_does_not_exist_yet_is_waited_for() {
     assert_eq!(sub2.next().await.id, "0");
 }
 
-/// `eddy_sse_gathered_writes_total` from `/metrics`.
-async fn gathered_writes(s: &TestServer) -> u64 {
+/// The counter `name` from `/metrics`.
+async fn counter(s: &TestServer, name: &str) -> u64 {
     let text = s.get("/metrics").await.text().await.unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("eddy_sse_gathered_writes_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no eddy_sse_gathered_writes_total in:\n{text}"))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_sustained_load_gathered_writes_still_deliver_every_event_once_in_order() {
+/// Appends to `/acme/load` from 8 writers in 20-event batches until the counter
+/// `metric` moves (the server has switched to its behaviour under load), then stops
+/// them, and asserts that a subscriber that followed all along got every event once,
+/// in order.
+async fn under_load_until(s: &TestServer, metric: &str) {
     const WRITERS: u64 = 8;
     const BATCH: u64 = 20;
-    let s = spawn_server().await;
     s.post_ok("/acme/load", "tick", json!({})).await;
-    let mut sub = subscribe(&s, "/acme/load", None).await;
-    assert_eq!(gathered_writes(&s).await, 0);
+    let mut sub = subscribe(s, "/acme/load", None).await;
+    assert_eq!(counter(s, metric).await, 0);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
@@ -253,7 +255,6 @@ async fn under_sustained_load_gathered_writes_still_deliver_every_event_once_in_
             })
         })
         .collect();
-    // commits come often enough, with events enough, for the subscriber to gather
     let mut seen: Vec<u64> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut poll = tokio::time::interval(Duration::from_millis(100));
@@ -264,12 +265,13 @@ async fn under_sustained_load_gathered_writes_still_deliver_every_event_once_in_
                 seen.push(data(&e)["index"].as_u64().unwrap());
             }
             _ = poll.tick() => {
-                if gathered_writes(&s).await > 0 {
+                if counter(s, metric).await > 0 {
                     break;
                 }
                 assert!(
                     tokio::time::Instant::now() < deadline,
-                    "no gathered write in 30 s of appends by {WRITERS} writers ({} events seen)",
+                    "{metric} still 0 after 30 s of appends by {WRITERS} writers ({} events \
+                     seen)",
                     seen.len()
                 );
             }
@@ -286,6 +288,21 @@ async fn under_sustained_load_gathered_writes_still_deliver_every_event_once_in_
     }
     assert_eq!(seen, (1..total).collect::<Vec<u64>>());
     sub.quiet().await;
+}
+
+/// Commits come often enough, with events enough, for the subscriber to gather.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_sustained_load_gathered_writes_still_deliver_every_event_once_in_order() {
+    let s = spawn_server().await;
+    under_load_until(&s, "eddy_sse_gathered_writes_total").await;
+}
+
+/// With the merge rate lowered to what a test machine reaches, the fan-out hands
+/// subscribers merged notices, and they still get every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_notices_still_deliver_every_event_once_in_order() {
+    let s = spawn_server_with(|c| c.fanout_merge_rate = 40).await;
+    under_load_until(&s, "eddy_fanout_merged_notices_total").await;
 }
 
 #[tokio::test]

@@ -32,13 +32,20 @@ const QUEUE: usize = 256;
 /// waits 2 to 3 ms.
 const MERGE_WINDOW: Duration = Duration::from_millis(2);
 
-/// Commits in one [`RATE_SPAN`] from which notices are merged: 1 600 a second, above
-/// the 1 000 single-event commits a second at which SSE latency is measured, which
-/// merging would lengthen by its window.
-const MERGE_FROM: usize = 40;
+/// Commits a second from which notices are merged, by default (`--fanout-merge-rate`):
+/// above the 1 000 single-event commits a second at which SSE latency is measured,
+/// which merging would lengthen by its window.
+pub const DEFAULT_MERGE_RATE: u32 = 1_600;
 
 /// The span over which the fan-out counts commits.
 const RATE_SPAN: Duration = Duration::from_millis(25);
+
+/// Commits in one [`RATE_SPAN`] from which notices are merged, for a rate in commits a
+/// second; `None` (never) for 0.
+pub(crate) fn merge_from(rate: u32) -> Option<usize> {
+    let spans_per_second = (Duration::from_secs(1).as_millis() / RATE_SPAN.as_millis()) as u32;
+    (rate > 0).then(|| rate.div_ceil(spans_per_second) as usize)
+}
 
 /// Commits counted in fixed spans: the current one and the last whole one.
 #[derive(Default)]
@@ -63,9 +70,9 @@ impl Rate {
         self.current += 1;
     }
 
-    /// Whether the last whole span had [`MERGE_FROM`] commits or more.
-    fn high(&self) -> bool {
-        self.previous >= MERGE_FROM
+    /// Whether the last whole span had `from` commits or more.
+    fn high(&self, from: Option<usize>) -> bool {
+        from.is_some_and(|from| self.previous >= from)
     }
 }
 
@@ -147,24 +154,26 @@ impl Drop for Registration {
 }
 
 impl Hub {
-    /// Starts the fan-out task on the commit announcements.
+    /// Starts the fan-out task on the commit announcements, merging them from
+    /// `merge_rate` commits a second (0: never; see [`merge_from`]).
     pub(crate) fn start(
         commits: broadcast::Receiver<Arc<Committed>>,
         metrics: Arc<Metrics>,
+        merge_rate: u32,
     ) -> Self {
         let hub = Hub {
             registry: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
             metrics,
         };
-        tokio::spawn(hub.clone().run(commits));
+        tokio::spawn(hub.clone().run(commits, merge_from(merge_rate)));
         hub
     }
 
     /// The fan-out task: each notice to its subscribers, at once while commits are
     /// few, and merged with the next ones of the same streams for [`MERGE_WINDOW`]
-    /// while they come at [`MERGE_FROM`] a span or more.
-    async fn run(self, mut commits: broadcast::Receiver<Arc<Committed>>) {
+    /// while they come at `from` a span or more.
+    async fn run(self, mut commits: broadcast::Receiver<Arc<Committed>>, from: Option<usize>) {
         let mut parts: Vec<Arc<Committed>> = Vec::new();
         let mut rate = Rate::default();
         let mut deadline = Instant::now();
@@ -193,7 +202,7 @@ impl Hub {
                     if !fits {
                         self.publish_parts(&mut parts);
                     }
-                    if !(rate.high() && notice.complete) {
+                    if !(rate.high(from) && notice.complete) {
                         self.publish_parts(&mut parts);
                         self.publish(&notice);
                         continue;
@@ -224,7 +233,10 @@ impl Hub {
         match parts.len() {
             0 => {}
             1 => self.publish(&parts[0]),
-            _ => self.publish(&Arc::new(Committed::merged(parts))),
+            _ => {
+                self.metrics.fanout_merged_notices.inc();
+                self.publish(&Arc::new(Committed::merged(parts)));
+            }
         }
         parts.clear();
     }

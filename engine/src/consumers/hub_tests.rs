@@ -32,7 +32,11 @@ fn notice(at: &Arc<StreamPath>, from: i64, n: i64, complete: bool) -> Arc<Commit
 
 fn hub() -> (broadcast::Sender<Arc<Committed>>, Hub) {
     let (tx, rx) = broadcast::channel(4096);
-    let hub = Hub::start(rx, Arc::new(crate::metrics::Metrics::default()));
+    let hub = Hub::start(
+        rx,
+        Arc::new(crate::metrics::Metrics::default()),
+        super::DEFAULT_MERGE_RATE,
+    );
     (tx, hub)
 }
 
@@ -128,4 +132,13 @@ async fn at_a_low_rate_notices_are_not_held() {
         assert_eq!(sent.elapsed(), Duration::ZERO, "notice {i} was held");
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
+}
+
+#[test]
+fn the_merge_rate_is_counted_per_span() {
+    // 25 ms spans: 40 a second
+    assert_eq!(super::merge_from(super::DEFAULT_MERGE_RATE), Some(40));
+    assert_eq!(super::merge_from(41), Some(2));
+    assert_eq!(super::merge_from(1), Some(1));
+    assert_eq!(super::merge_from(0), None, "0: never merge");
 }

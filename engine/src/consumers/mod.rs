@@ -5,4 +5,5 @@ pub(crate) mod hub;
 pub mod subscription;
 pub mod webhooks;
 
+pub use hub::DEFAULT_MERGE_RATE;
 pub use subscription::{Delivery, Follow, Start, Subscription};

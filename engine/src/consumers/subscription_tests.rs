@@ -19,6 +19,7 @@ async fn engine(dir: &std::path::Path) -> Arc<Engine> {
         eddy_runtime_js::Limits::default(),
         crate::consumers::webhooks::WebhookSettings::default(),
         None,
+        crate::consumers::hub::DEFAULT_MERGE_RATE,
     )
     .await
     .expect("open")
