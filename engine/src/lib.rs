@@ -109,7 +109,7 @@ impl Engine {
     pub async fn open(
         data_dir: &Path,
         metrics: Arc<metrics::Metrics>,
-        reducer_limits: eddy_runtime_js::Limits,
+        reducers: reducers::PoolSettings,
         webhooks: consumers::webhooks::WebhookSettings,
         admin_token: Option<&str>,
         fanout_merge_rate: u32,
@@ -118,16 +118,18 @@ impl Engine {
         let store = Store::open(data_dir, metrics.clone()).await?;
         // shared with the reducer worker, which checks dispatched events' types
         let controls = Arc::new(access::controls::Controls::new(store.pool.clone()));
+        let pipe_limits = reducers.limits.clone();
         let reducers = reducers::Reducers::start(
             store.path(),
             store.writer.clone(),
             store.durable(),
             store.subscribe(),
-            reducer_limits.clone(),
+            reducers.clone(),
             controls.clone(),
+            metrics.reducer_memory_bytes.clone(),
         )?;
         let hub = consumers::hub::Hub::start(store.subscribe(), metrics.clone(), fanout_merge_rate);
-        let pipes = pipes::Pipes::new(reducer_limits)?;
+        let pipes = pipes::Pipes::new(pipe_limits)?;
         let tickers = builtins::cron::Tickers::new(store.writer.clone(), store.pool.clone());
         let keys = access::Keys::new(admin_token);
         if keys.admin_enabled() {

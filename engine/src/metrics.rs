@@ -34,6 +34,8 @@ pub struct Metrics {
     pub webhooks_paused: Gauge,
     /// Requests refused by access control, rate limits and blocklists, by rule.
     pub refusals: Family<Vec<(String, String)>, Counter>,
+    /// JavaScript memory of the reducer sandboxes, as last measured.
+    pub reducer_memory_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -52,6 +54,7 @@ impl Default for Metrics {
             webhook_lag_seconds: Histogram::new(exponential_buckets(0.0005, 4.0, 12)),
             webhooks_paused: Gauge::default(),
             refusals: Family::default(),
+            reducer_memory_bytes: Gauge::default(),
         }
     }
 }
@@ -131,6 +134,12 @@ impl Metrics {
             "eddy_refused_requests",
             "Requests refused by access control, rate limits, blocklists and event types, by rule",
             self.refusals.clone(),
+        );
+        registry.register(
+            "eddy_reducer_memory_bytes",
+            "JavaScript memory the reducer sandboxes of all streams hold, as last measured \
+             (bounded by --reducer-memory-total-mb)",
+            self.reducer_memory_bytes.clone(),
         );
     }
 }

@@ -103,6 +103,9 @@ pub struct Sandbox {
     interrupted: Arc<AtomicBool>,
     epoch: Instant,
     limits: Limits,
+    /// The memory limit in force: [`Limits::memory_bytes`], or less while the sandbox
+    /// shares a budget with others.
+    memory_limit: usize,
     /// What its functions are called in messages about limits: "reducer" unless
     /// [`Sandbox::set_role`] says otherwise.
     role: &'static str,
@@ -146,6 +149,7 @@ impl Sandbox {
             deadline,
             interrupted,
             epoch,
+            memory_limit: limits.memory_bytes,
             limits,
             role: "reducer",
             loads: 0,
@@ -156,6 +160,13 @@ impl Sandbox {
     /// time-outs and memory exhaustion.
     pub fn set_role(&mut self, role: &'static str) {
         self.role = role;
+    }
+
+    /// Changes the memory the sandbox may hold (its share of a budget shared with
+    /// other sandboxes); allocations past it fail as over the memory limit.
+    pub fn set_memory_limit(&mut self, bytes: usize) {
+        self.runtime.set_memory_limit(bytes);
+        self.memory_limit = bytes;
     }
 
     /// The limits the sandbox was made with.
@@ -225,6 +236,20 @@ impl Sandbox {
         work: &[Fold<'_>],
         check: &mut dyn FnMut(&[Dispatch]) -> Result<(), String>,
     ) -> Vec<(usize, JsError)> {
+        self.fold_until(work, check, None).1
+    }
+
+    /// [`Sandbox::fold_checked`] that stops early once `until` has passed, between two
+    /// events (never between the items of one event, so every reducer has folded the
+    /// same events): answers how many items it ran, and their failures. A busy reducer
+    /// thus holds its thread for about one event's time past `until` at most.
+    pub fn fold_until(
+        &mut self,
+        work: &[Fold<'_>],
+        check: &mut dyn FnMut(&[Dispatch]) -> Result<(), String>,
+        until: Option<Instant>,
+    ) -> (usize, Vec<(usize, JsError)>) {
+        let mut done = work.len();
         let mut failures = Vec::new();
         let mut any_failed = false;
         self.context.with(|ctx| {
@@ -249,7 +274,17 @@ impl Sandbox {
                 if halted.contains(&item.slot) {
                     continue;
                 }
-                self.arm();
+                // one clock read per item, for the deadline and the stop alike
+                let now = Instant::now();
+                if let Some(until) = until
+                    && i > 0
+                    && !std::ptr::eq(item.event, work[i - 1].event)
+                    && now >= until
+                {
+                    done = i;
+                    break;
+                }
+                self.arm_at(now);
                 let outcome = keys.event(&ctx, item.event).and_then(|event| {
                     let index = item.index as f64;
                     let limit = if item.check_size { limit } else { 0.0 };
@@ -291,7 +326,7 @@ impl Sandbox {
         if any_failed {
             self.runtime.run_gc();
         }
-        failures
+        (done, failures)
     }
 
     /// Calls pipe mapping functions, one result per call in order: the outputs as a
@@ -448,8 +483,12 @@ impl Sandbox {
     }
 
     fn arm(&self) {
+        self.arm_at(Instant::now());
+    }
+
+    fn arm_at(&self, now: Instant) {
         self.interrupted.store(false, Ordering::Relaxed);
-        let limit = self.epoch.elapsed() + self.limits.event_time;
+        let limit = now.saturating_duration_since(self.epoch) + self.limits.event_time;
         self.deadline
             .store(limit.as_nanos() as u64, Ordering::Relaxed);
     }
@@ -477,10 +516,18 @@ impl Sandbox {
             );
         } else if error.message.contains("out of memory") {
             error.kind = JsErrorKind::MemoryLimit;
-            error.message = format!(
-                "the {} used more than the memory limit of {} bytes and was stopped",
-                self.role, self.limits.memory_bytes
-            );
+            error.message = if self.memory_limit < self.limits.memory_bytes {
+                format!(
+                    "the {} used more than the {} bytes of JavaScript memory left for it by the \
+                     server-wide limit and was stopped",
+                    self.role, self.memory_limit
+                )
+            } else {
+                format!(
+                    "the {} used more than the memory limit of {} bytes and was stopped",
+                    self.role, self.limits.memory_bytes
+                )
+            };
         }
     }
 }

@@ -52,9 +52,18 @@ pub struct Config {
     /// Memory of the JavaScript sandbox of one stream's reducers, in MiB.
     #[arg(long, env = "EDDY_REDUCER_MEMORY_MB", default_value_t = 64)]
     pub reducer_memory_mb: usize,
-    /// Longest a reducer may run for one event, in milliseconds.
+    /// Longest a reducer may run for one event, in milliseconds (time its `request()`
+    /// calls wait counts too).
     #[arg(long, env = "EDDY_REDUCER_TIME_MS", default_value_t = 100)]
     pub reducer_time_ms: u64,
+    /// JavaScript memory of all streams' reducers together, in MiB: each stream's
+    /// sandbox gets at most what the others leave.
+    #[arg(long, env = "EDDY_REDUCER_MEMORY_TOTAL_MB", default_value_t = 512)]
+    pub reducer_memory_total_mb: usize,
+    /// Threads that run reducers (each stream's reducers on one of them); 0: one per
+    /// core.
+    #[arg(long, env = "EDDY_REDUCER_THREADS", default_value_t = 0)]
+    pub reducer_threads: usize,
     /// Interval of the comments that keep Server-Sent Events connections alive, in ms.
     #[arg(long, env = "EDDY_SSE_HEARTBEAT_MS", default_value_t = 15_000)]
     pub sse_heartbeat_ms: u64,
@@ -98,6 +107,8 @@ impl Config {
             reducer_state_kb: 100,
             reducer_memory_mb: 64,
             reducer_time_ms: 100,
+            reducer_memory_total_mb: 512,
+            reducer_threads: 0,
             sse_heartbeat_ms: 15_000,
             sse_retry_ms: 2_000,
             fanout_merge_rate: eddy_engine::consumers::DEFAULT_MERGE_RATE,
@@ -130,12 +141,29 @@ impl Config {
         }
     }
 
+    /// How the reducer threads run.
+    pub fn reducer_pool(&self) -> eddy_engine::reducers::PoolSettings {
+        let threads = match self.reducer_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        eddy_engine::reducers::PoolSettings {
+            limits: self.reducer_limits(),
+            threads,
+            memory_total: self.reducer_memory_total_mb.saturating_mul(1024 * 1024),
+        }
+    }
+
     /// Refuses configurations that would expose an open server.
     pub fn check(&self) -> anyhow::Result<()> {
-        if self.reducer_state_kb == 0 || self.reducer_memory_mb < 4 || self.reducer_time_ms == 0 {
+        if self.reducer_state_kb == 0
+            || self.reducer_memory_mb < 4
+            || self.reducer_memory_total_mb < 4
+            || self.reducer_time_ms == 0
+        {
             anyhow::bail!(
                 "reducer limits too small: --reducer-state-kb and --reducer-time-ms must be at \
-                 least 1 and --reducer-memory-mb at least 4"
+                 least 1, and --reducer-memory-mb and --reducer-memory-total-mb at least 4"
             );
         }
         if let Some(t) = &self.admin_token

@@ -70,7 +70,7 @@ impl AppState {
         let engine = Engine::open(
             &config.data,
             engine_metrics,
-            config.reducer_limits(),
+            config.reducer_pool(),
             config.webhook_settings(),
             config.admin_token.as_deref(),
             config.fanout_merge_rate,
@@ -138,6 +138,7 @@ pub async fn serve(
     let grace = Duration::from_millis(state.config.shutdown_grace_ms);
     let tx = state.shutdown_tx.clone();
     let engine = state.engine.clone();
+    let stopping = state.engine.clone();
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let app = cors::OriginGate::new(router(state));
     // Responses are small and each one completes a request: send them at once rather
@@ -151,6 +152,8 @@ pub async fn serve(
         axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing open requests");
+            // reducers stop folding in time to save their work within the grace
+            stopping.stop_reducers_by(std::time::Instant::now() + grace.mul_f64(0.8));
             let _ = tx.send(true);
             let _ = signalled_tx.send(());
         });

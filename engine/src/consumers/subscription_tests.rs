@@ -16,7 +16,11 @@ async fn engine(dir: &std::path::Path) -> Arc<Engine> {
     Engine::open(
         dir,
         metrics,
-        eddy_runtime_js::Limits::default(),
+        crate::reducers::PoolSettings {
+            limits: eddy_runtime_js::Limits::default(),
+            threads: 2,
+            memory_total: 256 * 1024 * 1024,
+        },
         crate::consumers::webhooks::WebhookSettings::default(),
         None,
         crate::consumers::hub::DEFAULT_MERGE_RATE,

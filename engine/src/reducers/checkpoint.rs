@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::worker::{CHECKPOINT_EVERY, DIRTY_MAX, TypeChecks, Worker, log_event, sandbox_name};
+use super::worker::{CHECKPOINT_EVERY, DIRTY_MAX, TypeChecks, Worker, sandbox_name};
 use crate::store::reducer_writes::{Checkpoint, ReducerWrite};
 
 impl Worker {
@@ -14,26 +14,40 @@ impl Worker {
         let head = self.durable.load(Ordering::Acquire);
         let ids: Vec<i64> = self.groups.keys().copied().collect();
         for id in ids {
-            let Some(group) = self.groups.get_mut(&id) else {
+            let Some(group) = self.groups.get(&id) else {
                 continue;
             };
-            // (new version id, replaced version id), by id: removals shift positions
-            let mut promoted: Vec<(i64, i64)> = Vec::new();
-            for ri in 0..group.reducers.len() {
-                let r = &group.reducers[ri];
+            let due = |r: &super::worker::Live| {
                 let changed = r.position != r.saved_position
                     || !r.dirty.is_empty()
                     || !r.logs.is_empty()
                     || !r.dispatches.is_empty()
                     || (r.halted.is_some() && r.halted != r.row.halted);
                 let caught_up = r.row.building && r.position >= head && r.halted.is_none();
+                // an oversize state is folded anew at once, not shown meanwhile
                 let due = force
+                    || !r.over.is_empty()
                     || r.saved_at.elapsed() >= CHECKPOINT_EVERY
                     || r.dirty.len() >= DIRTY_MAX
                     || caught_up;
-                if !(changed || caught_up) || !due {
+                (changed || caught_up) && due
+            };
+            if !group.reducers.iter().any(due) {
+                continue;
+            }
+            // a checkpoint saves only states that were published first
+            self.publish(id, false);
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            // (new version id, replaced version id), by id: removals shift positions
+            let mut promoted: Vec<(i64, i64)> = Vec::new();
+            for ri in 0..group.reducers.len() {
+                if !due(&group.reducers[ri]) {
                     continue;
                 }
+                let r = &group.reducers[ri];
+                let caught_up = r.row.building && r.position >= head && r.halted.is_none();
                 let promote_over = if caught_up {
                     group
                         .reducers
@@ -47,31 +61,12 @@ impl Worker {
                 let dirty = std::mem::take(&mut r.dirty);
                 let mut states = Vec::with_capacity(dirty.len());
                 let mut over = Vec::new();
-                for sid in dirty {
-                    let idx = r.live.get(&sid).map_or(-1, |l| l.0);
-                    let failure = match group.sandbox.state(r.slot, sid) {
-                        Ok(Some(json)) if json.len() > self.limits.state_bytes => {
-                            over.push(sid);
-                            continue;
-                        }
-                        Ok(json) => {
-                            states.push((sid, idx, json));
-                            continue;
-                        }
-                        Err(e) => e.message,
-                    };
-                    r.new_errors += 1;
-                    let substream = group
-                        .subs
-                        .get(&sid)
-                        .map_or_else(|| group.stream.to_string(), |s| s.name.clone());
-                    r.logs.push((
-                        (i64::MAX, 1),
-                        log_event("error", &r.row.name, &substream, idx, &failure, None),
-                    ));
-                    // forget the live state: it is read back from the last checkpoint
-                    group.sandbox.evict(r.slot, sid);
-                    r.live.remove(&sid);
+                for &sid in &dirty {
+                    if r.over.contains(&sid) {
+                        over.push(sid);
+                    } else if let Some((idx, json)) = r.pending.get(&sid) {
+                        states.push((sid, *idx, json.clone()));
+                    }
                 }
                 if !over.is_empty() {
                     // only the events that made a state too large are errors: find
@@ -102,6 +97,11 @@ impl Worker {
                     dispatches: r.dispatches.drain(..).map(|(_, d)| d).collect(),
                     promote_over,
                 };
+                let demoted = promote_over.map(|old| {
+                    let states = r.pending.clone();
+                    self.published
+                        .promote(id, old, r.row.id, r.status(group.factory), states)
+                });
                 match self
                     .writer
                     .reducer_blocking(ReducerWrite::Checkpoint(checkpoint))
@@ -111,11 +111,23 @@ impl Worker {
                         r.saved_at = Instant::now();
                         r.row.halted = r.halted.clone();
                         r.row.errors += new_errors;
+                        r.pending.clear();
+                        r.over.clear();
                         if let Some(old) = promote_over {
                             promoted.push((r.row.id, old));
                         }
+                        let mut status = r.status(group.factory);
+                        status.building &= promote_over.is_none();
+                        self.published
+                            .update(id, r.row.id, status, Vec::new(), true);
                     }
                     Err(e) => {
+                        if let Some(old) = demoted {
+                            self.published.demote(id, r.row.id, old);
+                        }
+                        // tried again at the next checkpoint
+                        r.dirty = dirty;
+                        r.new_errors += new_errors;
                         tracing::warn!(error = %e.message, reducer = %r.row.name, "checkpoint failed")
                     }
                 }
@@ -144,6 +156,10 @@ impl Worker {
                     group.sandbox.unload(o.slot, &name);
                 }
                 group.sandbox.rename(slot, &building_name, &name);
+                if let Some(r) = group.reducers.iter().find(|r| r.row.id == new) {
+                    self.published
+                        .update(id, new, r.status(group.factory), Vec::new(), true);
+                }
             }
         }
     }

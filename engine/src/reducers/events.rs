@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::worker::{BATCH, Group};
+use super::worker::Group;
 use crate::error::Result;
 
 pub(super) struct Row {
@@ -80,6 +80,7 @@ pub(super) fn read_batch(
     from_pos: i64,
     after_idx: i64,
     head: i64,
+    limit: i64,
 ) -> Result<Vec<Row>> {
     const COLUMNS: &str = "pos, sid, idx, eid, type, ts, content_type, data";
     // a factory in global order through its partial index; a plain stream through
@@ -110,7 +111,7 @@ pub(super) fn read_batch(
     let sql = format!("SELECT {COLUMNS} FROM events WHERE {filter} LIMIT ?4");
     let rows = conn
         .prepare_cached(&sql)?
-        .query_map(params![key, after, head, BATCH], row)?
+        .query_map(params![key, after, head, limit], row)?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }

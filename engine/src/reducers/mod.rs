@@ -1,29 +1,36 @@
-//! Reducers (API §7): deploying code, reading states, status, and the worker thread
-//! that folds (`worker`). The engine talks to the worker over a channel; state reads
-//! go through it too, since live states are ahead of the saved ones.
+//! Reducers (API §7): deploying code, reading states, status, and the pool of
+//! threads that fold (`pool`, `worker`). The engine talks to the threads over
+//! channels; state and status reads are answered from what the threads publish
+//! (`published`) and from the saved states, never by a thread.
 
-mod answers;
 mod checkpoint;
 pub(crate) mod data;
 mod events;
 mod oversize;
+mod pool;
+mod published;
 mod request;
 mod worker;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eddy_runtime_js::{Language, Limits, prepare};
 use rusqlite::{Connection, params};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
+use crate::Scope;
 use crate::error::{EngineError, Result};
 use crate::path::{AccountName, ReducerName, StreamName, StreamPath};
 use crate::selector::Selector;
+use crate::store::reducer_reads;
 use crate::store::reducer_writes::{ReducerRow, ReducerWrite, ReducerWritten};
 use crate::store::writer::WriterHandle;
 pub(crate) use data::for_reducer;
+use pool::{JsMemory, Lane, Placement, StopAt, stopped};
+use published::{Entry, Published};
 use worker::Msg;
 pub(crate) use worker::open_read_connection;
 
@@ -87,97 +94,181 @@ pub struct Deployed {
 /// The longest a reducer's `request()` may take (the reducer waits for it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The engine's handle on the reducer worker.
+/// How the reducer threads run.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Limits of each stream's sandbox.
+    pub limits: Limits,
+    /// Reducer threads (at least 1).
+    pub threads: usize,
+    /// JavaScript memory of all reducer sandboxes together, in bytes.
+    pub memory_total: usize,
+}
+
+/// The engine's handle on the reducer threads.
 pub(crate) struct Reducers {
-    tx: std::sync::mpsc::Sender<Msg>,
-    progress: watch::Receiver<u64>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    lanes: Vec<Lane>,
+    placement: Arc<Placement>,
+    published: Arc<Published>,
+    stop: Arc<StopAt>,
+    limits: Limits,
 }
 
 impl Reducers {
     pub(crate) fn start(
         db: &std::path::Path,
         writer: WriterHandle,
-        durable: Arc<std::sync::atomic::AtomicI64>,
+        durable: Arc<AtomicI64>,
         commits: tokio::sync::broadcast::Receiver<Arc<crate::store::Committed>>,
-        limits: Limits,
+        settings: PoolSettings,
         controls: Arc<crate::access::controls::Controls>,
+        memory_gauge: prometheus_client::metrics::gauge::Gauge,
     ) -> Result<Self> {
-        let conn = worker::open_read_connection(db)?;
-        let http = (
-            crate::consumers::webhooks::client::client(REQUEST_TIMEOUT, true)?,
-            tokio::runtime::Handle::current(),
-        );
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (progress_tx, progress) = watch::channel(0);
-        let loaded = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let watching = loaded.clone();
-        // the worker's sandboxes are not Send: it is built on its own thread
-        let start = move || worker::Worker {
-            conn,
-            writer,
-            durable,
-            limits,
-            controls,
-            max_live: 10_000,
-            progress: progress_tx,
-            groups: Default::default(),
-            loaded,
-            turn: 0,
-            http,
-        };
-        let thread = std::thread::Builder::new()
-            .name("eddy-reducers".into())
-            // QuickJS may use JS_STACK_BYTES of it, and Rust needs its own share
-            .stack_size(eddy_runtime_js::JS_STACK_BYTES + 8 * 1024 * 1024)
-            .spawn(move || start().run(rx))
-            .map_err(|e| EngineError::internal(format!("cannot start the reducer thread: {e}")))?;
-        // wake the worker on every commit while it has reducers (a deploy wakes it
-        // itself): a thread wake-up per commit is a measurable share of ingest
-        let wake = tx.clone();
-        let mut commits = commits;
-        tokio::spawn(async move {
-            loop {
-                match commits.recv().await {
-                    Ok(_) => {
-                        if watching.load(std::sync::atomic::Ordering::Acquire)
-                            && wake.send(Msg::Wake).is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        let threads = settings.threads.max(1);
+        let client = crate::consumers::webhooks::client::client(REQUEST_TIMEOUT, true)?;
+        let placement = Arc::new(Placement::default());
+        let published = Arc::new(Published::new());
+        let memory = Arc::new(JsMemory::new(settings.memory_total, memory_gauge));
+        let stop = Arc::new(StopAt::new());
+        let mut lanes = Vec::with_capacity(threads);
+        for n in 0..threads {
+            let conn = worker::open_read_connection(db)?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            let worker = (
+                conn,
+                writer.clone(),
+                durable.clone(),
+                settings.limits.clone(),
+                controls.clone(),
+                published.clone(),
+                memory.clone(),
+                stop.clone(),
+                (client.clone(), tokio::runtime::Handle::current()),
+            );
+            // sandboxes are not Send: each thread builds its own
+            let start = move || {
+                let (conn, writer, durable, limits, controls, published, memory, stop, http) =
+                    worker;
+                worker::Worker {
+                    conn,
+                    writer,
+                    durable,
+                    limits,
+                    controls,
+                    max_live: 10_000,
+                    published,
+                    memory,
+                    stop,
+                    groups: Default::default(),
+                    accounts: Vec::new(),
+                    turn: 0,
+                    http,
                 }
-            }
-        });
-        Ok(Self {
-            tx,
-            progress,
-            thread: Mutex::new(Some(thread)),
-        })
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("eddy-reducers-{n}"))
+                // QuickJS may use JS_STACK_BYTES of it, and Rust needs its own share
+                .stack_size(eddy_runtime_js::JS_STACK_BYTES + 8 * 1024 * 1024)
+                .spawn(move || start().run(rx))
+                .map_err(|e| {
+                    EngineError::internal(format!("cannot start a reducer thread: {e}"))
+                })?;
+            lanes.push(Lane {
+                tx,
+                thread: Mutex::new(Some(thread)),
+            });
+        }
+        let reducers = Self {
+            lanes,
+            placement: placement.clone(),
+            published,
+            stop,
+            limits: settings.limits,
+        };
+        let conn = worker::open_read_connection(db)?;
+        for (row, stream) in load_rows(&conn, None)? {
+            reducers.load(Box::new(row), stream, None)?;
+        }
+        route_commits_to(&reducers, commits);
+        Ok(reducers)
     }
 
-    async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(msg(tx)).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())
+    /// Publishes a stored version and hands it to its stream's thread.
+    fn load(&self, row: Box<ReducerRow>, stream: StreamPath, replaced: Option<i64>) -> Result<()> {
+        let stream_id = row.stream_id;
+        let lane = self.placement.place(stream_id, self.lanes.len());
+        if let Some(old) = replaced {
+            self.published.remove(stream_id, &[old]);
+        }
+        self.published.insert(
+            stream_id,
+            Entry {
+                status: ReducerStatus {
+                    name: row.name.clone(),
+                    building: row.building,
+                    code_hash: row.code_hash.clone(),
+                    position: row.position,
+                    index: (!row.factory).then_some(-1),
+                    lag: 0,
+                    errors: row.errors,
+                    halted: row.halted.clone(),
+                    selector: row.selector.clone(),
+                    halt_on_error: row.halt_on_error,
+                    live_states: 0,
+                },
+                id: row.id,
+                factory: row.factory,
+                states: Default::default(),
+            },
+        );
+        self.lanes[lane].send(Msg::Deploy(row, stream, replaced))
+    }
+
+    /// Stops folding by `deadline` (between two events); the threads then save what
+    /// they folded. A shutdown calls it first, so reducers end within its grace.
+    pub(crate) fn stop_by(&self, deadline: Instant) {
+        self.stop.set(deadline);
     }
 
     pub(crate) async fn shutdown(&self) {
-        let _ = self.ask(Msg::Shutdown).await;
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        self.stop.set(Instant::now());
+        for lane in &self.lanes {
+            let _ = lane.send(Msg::Shutdown);
         }
+        for lane in &self.lanes {
+            let thread = lane.thread.lock().ok().and_then(|mut t| t.take());
+            if let Some(thread) = thread {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        }
+    }
+
+    /// Loads code in a scratch sandbox, on a thread of its own so that a deploy does
+    /// not wait for a busy reducer thread, to see that it evaluates to a function.
+    async fn check(&self, code: eddy_runtime_js::Prepared) -> Result<()> {
+        let limits = self.limits.clone();
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("eddy-reducer-check".into())
+            .stack_size(eddy_runtime_js::JS_STACK_BYTES + 8 * 1024 * 1024)
+            .spawn(move || {
+                let result = eddy_runtime_js::Sandbox::new(limits)
+                    .and_then(|mut s| s.load(0, "check", &code));
+                let _ = tx.send(result);
+            })
+            .map_err(|e| EngineError::internal(format!("cannot start a reducer check: {e}")))?;
+        rx.await.map_err(|_| stopped())?.map_err(|e| {
+            EngineError::invalid(format!("the reducer code does not load: {}", e.message))
+        })
     }
 }
 
-fn stopped() -> EngineError {
-    EngineError::new(
-        crate::error::ErrorCode::Unavailable,
-        "the reducer worker has stopped",
-    )
+fn route_commits_to(
+    reducers: &Reducers,
+    commits: tokio::sync::broadcast::Receiver<Arc<crate::store::Committed>>,
+) {
+    let lanes = reducers.lanes.iter().map(|l| l.tx.clone()).collect();
+    pool::route_commits(commits, reducers.placement.clone(), lanes);
 }
 
 impl crate::Engine {
@@ -194,13 +285,7 @@ impl crate::Engine {
                     .with("line", e.line)
                     .with("column", e.column)
             })?;
-        let check = prepared.clone();
-        self.reducers
-            .ask(|tx| Msg::Check(check, tx))
-            .await?
-            .map_err(|e| {
-                EngineError::invalid(format!("the reducer code does not load: {}", e.message))
-            })?;
+        self.reducers.check(prepared.clone()).await?;
         self.refuse_cycles(&req.stream, req.name.as_str(), &prepared.reads)
             .await?;
         let mut hasher = DefaultHasher::new();
@@ -244,10 +329,7 @@ impl crate::Engine {
             return Err(EngineError::internal("unexpected answer to a deploy"));
         };
         let building = row.building;
-        self.reducers
-            .tx
-            .send(Msg::Deploy(row, stream, replaced))
-            .map_err(|_| stopped())?;
+        self.reducers.load(row, stream, replaced)?;
         Ok(Deployed {
             code_hash,
             building,
@@ -302,8 +384,9 @@ impl crate::Engine {
         Ok(())
     }
 
-    /// The state of a reducer for a plain stream or one substream. With `min_index`,
-    /// waits up to `wait` until that index is folded (read-your-writes).
+    /// The state of a reducer for a plain stream or one substream, as last published
+    /// (never waiting for a busy reducer thread). With `min_index`, waits up to `wait`
+    /// until that index is folded (read-your-writes).
     pub async fn reducer_state(
         &self,
         path: &StreamPath,
@@ -311,44 +394,42 @@ impl crate::Engine {
         min_index: Option<u64>,
         wait: Duration,
     ) -> Result<StateAnswer> {
-        let resolved = self.resolve_existing(path).await?;
+        let mut resolved = self.resolve_existing(path).await?;
         let stream_id = resolved.info.id;
         let deadline = Instant::now() + wait;
-        let mut progress = self.reducers.progress.clone();
+        let mut progress = self.reducers.published.watch();
         loop {
             progress.borrow_and_update();
-            let sid = match (&path.args, &resolved.scope) {
-                (None, _) => None,
-                (Some(args), _) => {
-                    crate::store::read::substream_id(&self.store.pool, stream_id, &args.canonical())
-                        .await?
-                }
+            let sid = match resolved.scope {
+                Some(Scope::Substream(sid)) => Some(sid),
+                _ => None,
             };
-            let answer = match (&path.args, sid) {
-                (Some(_), None) => {
-                    // the substream has no events yet; the reducer must still exist
-                    self.reducers
-                        .ask(|tx| Msg::State {
-                            stream_id,
-                            name: name.as_str().into(),
-                            sid: Some(-1),
-                            reply: tx,
-                        })
-                        .await??;
-                    StateAnswer {
-                        json: None,
-                        index: -1,
-                    }
-                }
-                (_, sid) => {
-                    self.reducers
-                        .ask(|tx| Msg::State {
-                            stream_id,
-                            name: name.as_str().into(),
-                            sid,
-                            reply: tx,
-                        })
-                        .await??
+            let found = self
+                .reducers
+                .published
+                .find(stream_id, name.as_str(), sid)
+                .ok_or_else(|| missing_reducer(path, name))?;
+            let answer = match sid {
+                // no events yet (or a factory named without arguments)
+                None => StateAnswer {
+                    json: None,
+                    index: -1,
+                },
+                Some(sid) => {
+                    // the index first: a state read after it is as new or newer
+                    let index = if found.factory {
+                        reducer_reads::substream_index(&self.store.pool, sid, found.position)
+                            .await?
+                    } else {
+                        found.after_idx
+                    };
+                    let json = match found.state {
+                        Some((_, json)) => json.map(|j| j.to_string()),
+                        None => reducer_reads::saved_state(&self.store.pool, found.reducer_id, sid)
+                            .await?
+                            .and_then(|(_, state)| state),
+                    };
+                    StateAnswer { json, index }
                 }
             };
             let Some(min) = min_index else {
@@ -365,6 +446,10 @@ impl crate::Engine {
             {
                 return Ok(answer);
             }
+            if resolved.scope.is_none() {
+                // the substream may have received its first event since
+                resolved = self.resolve_existing(path).await?;
+            }
         }
     }
 
@@ -378,15 +463,39 @@ impl crate::Engine {
     ) -> Result<Vec<SubstreamState>> {
         let resolved = self.resolve_existing(path).await?;
         let stream_id = resolved.info.id;
-        self.reducers
-            .ask(|tx| Msg::States {
-                stream_id,
-                name: name.as_str().into(),
-                after,
-                limit,
-                reply: tx,
+        let found = self
+            .reducers
+            .published
+            .find(stream_id, name.as_str(), None)
+            .ok_or_else(|| missing_reducer(path, name))?;
+        let page = reducer_reads::saved_states_page(
+            &self.store.pool,
+            stream_id,
+            found.reducer_id,
+            found.position,
+            after,
+            limit,
+        )
+        .await?;
+        let sids: Vec<i64> = page.iter().map(|p| p.0).collect();
+        let newer = self
+            .reducers
+            .published
+            .states(stream_id, name.as_str(), &sids)
+            .map(|(_, states)| states)
+            .unwrap_or_default();
+        Ok(page
+            .into_iter()
+            .map(|(sid, args, index, saved)| SubstreamState {
+                sid,
+                args,
+                index,
+                json: match newer.get(&sid) {
+                    Some((_, json)) => json.as_ref().map(|j| j.to_string()),
+                    None => saved,
+                },
             })
-            .await?
+            .collect())
     }
 
     /// The code of the active version as deployed, with its media type.
@@ -407,16 +516,29 @@ impl crate::Engine {
         row.ok_or_else(|| missing_reducer(path, name))
     }
 
-    /// Every reducer version of a stream with its progress.
+    /// Every reducer version of a stream with its progress, as last published.
     pub async fn reducer_status(&self, path: &StreamPath) -> Result<Vec<ReducerStatus>> {
         let resolved = self.resolve_existing(path).await?;
         let stream_id = resolved.info.id;
-        self.reducers
-            .ask(|tx| Msg::Status {
+        let head = self.store.last_position();
+        let mut list = self.reducers.published.statuses(stream_id);
+        for status in &mut list {
+            status.lag = reducer_reads::lag(
+                &self.store.pool,
                 stream_id,
-                reply: tx,
-            })
-            .await
+                resolved.info.factory,
+                status.position,
+                head,
+            )
+            .await?;
+        }
+        Ok(list)
+    }
+
+    /// Stops reducers folding by `deadline`, so that a shutdown ends within its grace;
+    /// what they folded by then is saved, and the rest is folded after a restart.
+    pub fn stop_reducers_by(&self, deadline: Instant) {
+        self.reducers.stop_by(deadline);
     }
 
     /// Deletes a reducer with all its versions and states.
@@ -433,10 +555,10 @@ impl crate::Engine {
             .await?;
         match written {
             ReducerWritten::Deleted(ids) if !ids.is_empty() => {
-                self.reducers
-                    .tx
-                    .send(Msg::Delete { stream_id, ids })
-                    .map_err(|_| stopped())?;
+                self.reducers.published.remove(stream_id, &ids);
+                if let Some(lane) = self.reducers.placement.get(stream_id) {
+                    self.reducers.lanes[lane].send(Msg::Delete { stream_id, ids })?;
+                }
                 Ok(())
             }
             _ => Err(missing_reducer(path, name)),

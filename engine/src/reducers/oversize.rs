@@ -56,7 +56,7 @@ impl Refolder<'_> {
         &mut self,
         group: &mut Group,
         ri: usize,
-        states: &mut Vec<(i64, i64, Option<String>)>,
+        states: &mut Vec<(i64, i64, super::published::StateJson)>,
         over: Vec<i64>,
     ) -> Result<()> {
         let halt = group.reducers[ri].row.halt_on_error;
@@ -106,7 +106,7 @@ impl Refolder<'_> {
                     if let Some(live) = r.live.get_mut(&sid) {
                         live.0 = refolded.last_idx;
                     }
-                    states.push((sid, refolded.last_idx, json));
+                    states.push((sid, refolded.last_idx, json.map(std::sync::Arc::from)));
                 }
                 _ => {
                     // code that folds differently the second time: keep the saved state

@@ -1,11 +1,15 @@
-//! The reducer worker: one thread that owns every sandbox and folds every reducer.
+//! A reducer thread: it owns the sandboxes of the streams placed on it (`pool.rs`)
+//! and folds their reducers.
 //!
 //! JavaScript never runs on the async runtime: the engine talks to this thread over a
 //! channel. Reducers of one stream share a sandbox (one QuickJS runtime, so `current`
 //! reads the other reducers' live states) and fold event by event in dependency order.
-//! The worker reads events itself with its own read-only rusqlite connection (the
-//! fastest read path here, see LIMITS.md), folds them in batches, and saves states,
-//! position and log entries in one writer transaction (a checkpoint) at most every
+//! The thread reads events itself with its own read-only rusqlite connection (the
+//! fastest read path here, see LIMITS.md) and folds in slices of about [`SLICE`]:
+//! every account with work gets one slice per round, so a stream whose reducers use
+//! their whole time limit on every event delays the others by about one event's time.
+//! States are published for readers (`published.rs`) and saved with the position and
+//! log entries in one writer transaction (a checkpoint) at most every
 //! [`CHECKPOINT_EVERY`], when a batch leaves many states dirty, and at shutdown.
 //! Between checkpoints the live states run ahead of the saved ones; after a crash the
 //! reducer resumes from its checkpoint and folds the same events again into the same
@@ -15,17 +19,18 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use eddy_runtime_js::{Dispatch, EventIn, Fold, JsError, Limits, Prepared, Sandbox, Shape};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use tokio::sync::{oneshot, watch};
 
+use super::ReducerStatus;
 use super::data::for_reducer;
 use super::events::read_batch;
-use super::{ReducerStatus, StateAnswer, SubstreamState};
+use super::pool::{JsMemory, StopAt};
+use super::published::{PUBLISH_BACKLOG, PUBLISH_CAUGHT_UP, Published, StateJson};
 use crate::access::controls::{Controls, StreamControls};
 use crate::dispatch::{dispatch_target, dispatched_event};
 use crate::error::{EngineError, Result};
@@ -36,42 +41,29 @@ use crate::store::pipe_writes::Routed;
 use crate::store::reducer_writes::ReducerRow;
 use crate::store::writer::WriterHandle;
 
-/// Events read and folded per step, per stream.
+/// Most events read and folded per slice, per stream.
 pub(super) const BATCH: i64 = 1000;
+/// The folding time one stream gets before the thread turns to the next account.
+pub(crate) const SLICE: Duration = Duration::from_millis(20);
 /// Longest time live states run ahead of their checkpoint.
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// Dirty states that force a checkpoint after a batch.
 pub(super) const DIRTY_MAX: usize = 5_000;
+/// How often a busy sandbox's memory is measured (measuring walks its whole heap).
+const MEASURE_EVERY: Duration = Duration::from_millis(500);
 
 pub(crate) enum Msg {
     /// Events were committed: there may be work.
     Wake,
-    /// Loads code in a scratch sandbox to see that it evaluates to a function.
-    Check(Prepared, oneshot::Sender<std::result::Result<(), JsError>>),
-    /// A version stored by the writer; `replaced` is a building version it superseded.
+    /// A version stored by the writer (or loaded at start); `replaced` is a building
+    /// version it superseded.
     Deploy(Box<ReducerRow>, StreamPath, Option<i64>),
     Delete {
         stream_id: i64,
         ids: Vec<i64>,
     },
-    State {
-        stream_id: i64,
-        name: String,
-        sid: Option<i64>,
-        reply: oneshot::Sender<Result<StateAnswer>>,
-    },
-    States {
-        stream_id: i64,
-        name: String,
-        after: i64,
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<SubstreamState>>>,
-    },
-    Status {
-        stream_id: i64,
-        reply: oneshot::Sender<Vec<ReducerStatus>>,
-    },
-    Shutdown(oneshot::Sender<()>),
+    /// Save everything and end the thread.
+    Shutdown,
 }
 
 pub(crate) struct Worker {
@@ -82,10 +74,12 @@ pub(crate) struct Worker {
     /// Stream controls, for the types of the streams reducers dispatch to.
     pub(crate) controls: Arc<Controls>,
     pub(crate) max_live: usize,
-    pub(crate) progress: watch::Sender<u64>,
+    pub(crate) published: Arc<Published>,
+    pub(crate) memory: Arc<JsMemory>,
+    pub(crate) stop: Arc<StopAt>,
     pub(crate) groups: HashMap<i64, Group>,
-    /// Whether any reducer is loaded: commits wake this thread only then.
-    pub(crate) loaded: Arc<AtomicBool>,
+    /// The streams of each account with reducers here, for fair turns.
+    pub(crate) accounts: Vec<(String, Vec<i64>)>,
     pub(crate) turn: u64,
     /// The client and runtime `request()` calls go through.
     pub(crate) http: (reqwest::Client, tokio::runtime::Handle),
@@ -105,6 +99,16 @@ pub(crate) struct Group {
     pub(super) plain_sid: Option<i64>,
     /// The stream's `requestHosts`, shared with the sandbox's `request()` host.
     pub(super) request_hosts: Rc<RefCell<Vec<String>>>,
+    /// Events to read for the next slice: fewer after a slice ran out of time.
+    pub(super) batch: i64,
+    /// Slices folded, for alternating between rebuilding and live reducers.
+    pub(super) turns: u64,
+    /// The sandbox's memory limit now (its share of the server-wide budget).
+    pub(super) memory_limit: usize,
+    pub(super) measured_at: Option<Instant>,
+    pub(super) published_at: Instant,
+    /// Folded since the last publish.
+    pub(super) unpublished: bool,
 }
 
 pub(super) struct SubInfo {
@@ -126,6 +130,13 @@ pub(super) struct Live {
     pub(super) live: HashMap<i64, (i64, u64)>,
     /// Substreams changed since the last checkpoint.
     pub(super) dirty: Vec<i64>,
+    /// Substreams changed since the last publish.
+    pub(super) fresh: Vec<i64>,
+    /// The states published since the last checkpoint, which it saves.
+    pub(super) pending: HashMap<i64, (i64, StateJson)>,
+    /// Substreams whose state was over the size limit when published: the checkpoint
+    /// folds them again (`oversize.rs`).
+    pub(super) over: Vec<i64>,
     /// Log entries since the last checkpoint, each with the position of the event it
     /// is about and its rank there (console output 0, an error 1), so that they are
     /// saved in event order whichever step found them.
@@ -142,6 +153,35 @@ pub(super) struct Live {
     pub(super) saved_at: Instant,
 }
 
+impl Live {
+    /// What `/reducers` shows of this version (the lag is counted by the reader).
+    pub(super) fn status(&self, factory: bool) -> ReducerStatus {
+        ReducerStatus {
+            name: self.row.name.clone(),
+            building: self.row.building,
+            code_hash: self.row.code_hash.clone(),
+            position: self.position,
+            index: (!factory).then_some(self.after_idx),
+            lag: 0,
+            errors: self.row.errors + self.new_errors,
+            halted: self.halted.clone(),
+            selector: self.row.selector.clone(),
+            halt_on_error: self.row.halt_on_error,
+            live_states: self.live.len(),
+        }
+    }
+
+    /// Marks substream `sid` changed.
+    fn touched(&mut self, sid: i64) {
+        if !self.dirty.contains(&sid) {
+            self.dirty.push(sid);
+        }
+        if !self.fresh.contains(&sid) {
+            self.fresh.push(sid);
+        }
+    }
+}
+
 pub(crate) fn open_read_connection(file: &std::path::Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         file,
@@ -154,13 +194,11 @@ pub(crate) fn open_read_connection(file: &std::path::Path) -> rusqlite::Result<C
 
 impl Worker {
     pub(crate) fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        if let Err(e) = self.load_all() {
-            tracing::error!(error = %e.message, "cannot load the reducers");
-        }
-        self.loaded
-            .store(!self.groups.is_empty(), Ordering::Release);
         let mut busy = true;
         loop {
+            if self.stop.reached() {
+                break;
+            }
             let next = if busy {
                 match rx.try_recv() {
                     Ok(m) => Some(m),
@@ -168,80 +206,55 @@ impl Worker {
                     Err(mpsc::TryRecvError::Disconnected) => break,
                 }
             } else {
-                match rx.recv_timeout(CHECKPOINT_EVERY) {
+                match rx.recv_timeout(self.idle_wait()) {
                     Ok(m) => Some(m),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             };
             if let Some(msg) = next {
-                if let Msg::Shutdown(done) = msg {
-                    self.checkpoint_all(true);
-                    let _ = done.send(());
-                    return;
+                if let Msg::Shutdown = msg {
+                    break;
                 }
                 self.handle(msg);
-                self.loaded
-                    .store(!self.groups.is_empty(), Ordering::Release);
                 busy = true;
                 continue;
             }
             busy = self.step();
+            self.publish_due();
             self.checkpoint_all(false);
         }
         self.checkpoint_all(true);
     }
 
+    /// How long an idle thread may sleep: until a checkpoint or a publish is due.
+    fn idle_wait(&self) -> Duration {
+        let publish = self
+            .groups
+            .values()
+            .filter(|g| g.unpublished)
+            .map(|g| PUBLISH_CAUGHT_UP.saturating_sub(g.published_at.elapsed()))
+            .min();
+        publish
+            .unwrap_or(CHECKPOINT_EVERY)
+            .clamp(Duration::from_millis(1), CHECKPOINT_EVERY)
+    }
+
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Wake => {}
-            Msg::Check(code, reply) => {
-                let result =
-                    Sandbox::new(self.limits.clone()).and_then(|mut s| s.load(0, "check", &code));
-                let _ = reply.send(result);
-            }
+            Msg::Wake | Msg::Shutdown => {}
             Msg::Deploy(row, stream, replaced) => {
                 if let Some(old) = replaced {
                     self.remove(row.stream_id, &[old]);
                 }
+                let stream_id = row.stream_id;
                 if let Err(e) = self.add(*row, stream) {
                     tracing::error!(error = %e.message, "cannot load a deployed reducer");
                 }
+                self.publish(stream_id, false);
             }
             Msg::Delete { stream_id, ids } => self.remove(stream_id, &ids),
-            Msg::State {
-                stream_id,
-                name,
-                sid,
-                reply,
-            } => {
-                let _ = reply.send(self.state(stream_id, &name, sid));
-            }
-            Msg::States {
-                stream_id,
-                name,
-                after,
-                limit,
-                reply,
-            } => {
-                let _ = reply.send(self.states(stream_id, &name, after, limit));
-            }
-            Msg::Status { stream_id, reply } => {
-                let _ = reply.send(self.status(stream_id));
-            }
-            Msg::Shutdown(_) => {}
         }
-    }
-
-    fn load_all(&mut self) -> Result<()> {
-        let rows = super::load_rows(&self.conn, None)?;
-        for (row, stream) in rows {
-            let name = row.name.clone();
-            if let Err(e) = self.add(row, stream) {
-                tracing::error!(error = %e.message, reducer = %name, "cannot load a reducer");
-            }
-        }
-        Ok(())
     }
 
     /// Installs a reducer version, with its saved position.
@@ -256,6 +269,14 @@ impl Worker {
                 hosts: request_hosts.clone(),
                 stream: stream.to_string(),
             }));
+            let account = stream.account.as_str().to_owned();
+            match self
+                .accounts
+                .binary_search_by(|(a, _)| a.as_str().cmp(&account))
+            {
+                Ok(i) => self.accounts[i].1.push(row.stream_id),
+                Err(i) => self.accounts.insert(i, (account, vec![row.stream_id])),
+            }
             self.groups.insert(
                 row.stream_id,
                 Group {
@@ -267,6 +288,12 @@ impl Worker {
                     subs: HashMap::new(),
                     plain_sid: None,
                     request_hosts,
+                    batch: BATCH,
+                    turns: 0,
+                    memory_limit: self.limits.memory_bytes,
+                    measured_at: None,
+                    published_at: Instant::now(),
+                    unpublished: false,
                 },
             );
         }
@@ -316,6 +343,9 @@ impl Worker {
             after_idx,
             live: HashMap::new(),
             dirty: Vec::new(),
+            fresh: Vec::new(),
+            pending: HashMap::new(),
+            over: Vec::new(),
             logs: Vec::new(),
             dispatches: Vec::new(),
             live_from,
@@ -342,30 +372,46 @@ impl Worker {
         });
         if group.reducers.is_empty() {
             self.groups.remove(&stream_id);
+            self.memory.forget(stream_id);
+            for (_, streams) in &mut self.accounts {
+                streams.retain(|&id| id != stream_id);
+            }
+            self.accounts.retain(|(_, streams)| !streams.is_empty());
         }
     }
 
-    /// Folds one batch for every stream with events past its reducers' positions.
-    /// Answers whether any work was done.
+    /// One round: every account with work gets a slice of one of its streams, in
+    /// turn. Answers whether any work was done.
     fn step(&mut self) -> bool {
         let head = self.durable.load(Ordering::Acquire);
         self.turn += 1;
-        let turn = self.turn;
-        let ids: Vec<i64> = self.groups.keys().copied().collect();
+        let accounts = std::mem::take(&mut self.accounts);
         let mut worked = false;
-        for id in ids {
-            match self.fold_group(id, head, turn) {
-                Ok(w) => worked |= w,
-                Err(e) => tracing::error!(error = %e.message, stream_id = id, "folding failed"),
+        'accounts: for (_, streams) in &accounts {
+            let start = (self.turn as usize) % streams.len().max(1);
+            for k in 0..streams.len() {
+                if self.stop.reached() {
+                    break 'accounts;
+                }
+                let id = streams[(start + k) % streams.len()];
+                match self.fold_group(id, head) {
+                    Ok(true) => {
+                        worked = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e.message, stream_id = id, "folding failed")
+                    }
+                }
             }
         }
-        if worked {
-            self.progress.send_modify(|n| *n += 1);
-        }
+        // streams added while folding (none can be: messages wait) keep their place
+        self.accounts = accounts;
         worked
     }
 
-    fn fold_group(&mut self, stream_id: i64, head: i64, turn: u64) -> Result<bool> {
+    fn fold_group(&mut self, stream_id: i64, head: i64) -> Result<bool> {
         let Some(group) = self.groups.get_mut(&stream_id) else {
             return Ok(false);
         };
@@ -375,9 +421,10 @@ impl Worker {
         if behind.is_empty() {
             return Ok(false);
         }
+        group.turns += 1;
         // Alternate between the furthest-behind reducer (a rebuild) and the furthest
         // ahead (the live ones), so a rebuild does not stall the others.
-        let lead = if turn.is_multiple_of(2) {
+        let lead = if group.turns.is_multiple_of(2) {
             behind
                 .iter()
                 .copied()
@@ -393,7 +440,8 @@ impl Worker {
             group.reducers[lead].position,
             group.reducers[lead].after_idx,
         );
-        let rows = read_batch(&self.conn, group, from_pos, after_idx, head)?;
+        let limit = group.batch;
+        let rows = read_batch(&self.conn, group, from_pos, after_idx, head, limit)?;
         if rows.is_empty() {
             // nothing of this stream up to head after `from_pos`: the reducers that
             // had reached it are caught up (one further behind has its own turn)
@@ -403,6 +451,17 @@ impl Worker {
                 }
             }
             return Ok(false);
+        }
+        let started = Instant::now();
+        let until = match self.stop.deadline() {
+            Some(stop) => stop.min(started + SLICE),
+            None => started + SLICE,
+        };
+        // this sandbox's share of the server-wide JavaScript memory
+        let allowed = self.memory.allowance(stream_id, self.limits.memory_bytes);
+        if allowed != group.memory_limit {
+            group.sandbox.set_memory_limit(allowed);
+            group.memory_limit = allowed;
         }
         // the stream's settings may have changed since the last batch
         let settings: Option<String> = self
@@ -465,6 +524,7 @@ impl Worker {
                 }
             }
         }
+        let turn = self.turn;
         for &(ri, sid, _) in &work {
             let r = &mut group.reducers[ri];
             if !r.live.contains_key(&sid) {
@@ -482,7 +542,8 @@ impl Worker {
                 r.live.insert(sid, (idx, turn));
             }
         }
-        // fold event by event, each reducer after those it reads
+        // fold event by event, each reducer after those it reads, until the slice is
+        // used up
         work.sort_by_key(|&(ri, _, k)| (k, ri));
         let calls: Vec<Fold> = work
             .iter()
@@ -498,9 +559,20 @@ impl Worker {
             })
             .collect();
         let mut types = TypeChecks::new(&self.controls, &self.http.1, &group.stream);
-        let failures = group
-            .sandbox
-            .fold_checked(&calls, &mut |ds| types.check(ds));
+        let (done, failures) =
+            group
+                .sandbox
+                .fold_until(&calls, &mut |ds| types.check(ds), Some(until));
+        drop(calls);
+        // the rows before the first call not made were folded whole
+        let folded_rows = work.get(done).map_or(rows.len(), |&(_, _, k)| k);
+        work.truncate(done);
+        let rows = &rows[..folded_rows];
+        group.batch = if folded_rows == inputs.len() {
+            (group.batch * 2).min(BATCH)
+        } else {
+            (folded_rows as i64 * 2).max(8)
+        };
         let mut failed_at: HashMap<usize, JsError> = failures.into_iter().collect();
         let console = group.sandbox.console();
         let dispatches = group.sandbox.dispatches();
@@ -598,29 +670,126 @@ impl Worker {
             }
             let entry = r.live.entry(sid).or_insert((-1, turn));
             *entry = (rows[k].idx, turn);
-            if !r.dirty.contains(&sid) {
-                r.dirty.push(sid);
+            r.touched(sid);
+        }
+        if let Some(last) = rows.last() {
+            for (ri, r) in group.reducers.iter_mut().enumerate() {
+                if let Some((_, reason, k)) = halted_now.iter().find(|(h, ..)| *h == ri) {
+                    // folded up to the event before the one that stopped it
+                    r.halted = Some(reason.clone());
+                    r.position = rows[*k].pos - 1;
+                    r.after_idx = rows[*k].idx - 1;
+                    continue;
+                }
+                if r.halted.is_none()
+                    && r.position < last.pos
+                    && r.position >= from_pos
+                    && behind.contains(&ri)
+                {
+                    r.position = last.pos;
+                    r.after_idx = last.idx;
+                }
             }
         }
-        let last = rows.last().expect("not empty");
-        for (ri, r) in group.reducers.iter_mut().enumerate() {
-            if let Some((_, reason, k)) = halted_now.iter().find(|(h, ..)| *h == ri) {
-                // folded up to the event before the one that stopped it
-                r.halted = Some(reason.clone());
-                r.position = rows[*k].pos - 1;
-                r.after_idx = rows[*k].idx - 1;
-                continue;
-            }
-            if r.halted.is_none()
-                && r.position < last.pos
-                && r.position >= from_pos
-                && behind.contains(&ri)
-            {
-                r.position = last.pos;
-                r.after_idx = last.idx;
-            }
+        if group
+            .measured_at
+            .is_none_or(|at| at.elapsed() >= MEASURE_EVERY)
+        {
+            self.memory
+                .record(stream_id, group.sandbox.memory_used() as usize);
+            group.measured_at = Some(Instant::now());
         }
+        group.unpublished = true;
+        tracing::trace!(
+            stream_id,
+            rows = folded_rows,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "folded a slice"
+        );
         Ok(true)
+    }
+
+    /// Publishes the streams whose new states are due: at once when their reducers
+    /// have caught up (and the last publish is not too recent), during a backlog every
+    /// [`PUBLISH_BACKLOG`].
+    fn publish_due(&mut self) {
+        let head = self.durable.load(Ordering::Acquire);
+        let due: Vec<i64> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| {
+                let fresh = g.unpublished;
+                let caught_up = g
+                    .reducers
+                    .iter()
+                    .all(|r| r.halted.is_some() || r.position >= head);
+                let since = g.published_at.elapsed();
+                fresh && ((caught_up && since >= PUBLISH_CAUGHT_UP) || since >= PUBLISH_BACKLOG)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.publish(id, false);
+        }
+    }
+
+    /// Publishes a stream's reducers: their status, and the states changed since the
+    /// last publish (kept for the next checkpoint). With `saved`, a checkpoint has
+    /// just stored every pending state and readers find them saved.
+    pub(super) fn publish(&mut self, stream_id: i64, saved: bool) {
+        let Some(group) = self.groups.get_mut(&stream_id) else {
+            return;
+        };
+        let limit = self.limits.state_bytes;
+        for ri in 0..group.reducers.len() {
+            let mut changed = Vec::new();
+            let fresh = std::mem::take(&mut group.reducers[ri].fresh);
+            for sid in fresh {
+                let r = &mut group.reducers[ri];
+                if r.over.contains(&sid) {
+                    // not shown again until the checkpoint has folded it anew
+                    continue;
+                }
+                let idx = r.live.get(&sid).map_or(-1, |l| l.0);
+                let failure = match group.sandbox.state(r.slot, sid) {
+                    Ok(Some(json)) if json.len() > limit => {
+                        // not shown: the checkpoint finds the event that made it so
+                        if !r.over.contains(&sid) {
+                            r.over.push(sid);
+                        }
+                        continue;
+                    }
+                    Ok(json) => {
+                        let json: StateJson = json.map(Arc::from);
+                        r.pending.insert(sid, (idx, json.clone()));
+                        changed.push((sid, idx, json));
+                        continue;
+                    }
+                    Err(e) => e.message,
+                };
+                r.new_errors += 1;
+                let substream = group
+                    .subs
+                    .get(&sid)
+                    .map_or_else(|| group.stream.to_string(), |s| s.name.clone());
+                r.logs.push((
+                    (i64::MAX, 1),
+                    log_event("error", &r.row.name, &substream, idx, &failure, None),
+                ));
+                // forget the live state: it is read back from the last checkpoint
+                group.sandbox.evict(r.slot, sid);
+                r.live.remove(&sid);
+                r.dirty.retain(|s| *s != sid);
+                r.pending.remove(&sid);
+                r.over.retain(|s| *s != sid);
+            }
+            let r = &group.reducers[ri];
+            self.published
+                .update(stream_id, r.row.id, r.status(group.factory), changed, saved);
+        }
+        group.published_at = Instant::now();
+        group.unpublished = false;
+        self.published.bump();
     }
 }
 

@@ -11,6 +11,7 @@ pub mod migrations;
 pub(crate) mod notice;
 pub(crate) mod pipe_writes;
 pub mod read;
+pub(crate) mod reducer_reads;
 pub(crate) mod reducer_writes;
 pub(crate) mod webhook_writes;
 pub mod writer;

@@ -67,7 +67,7 @@ pub(crate) struct Checkpoint {
     pub new_errors: i64,
     pub halted: Option<String>,
     /// (substream id, last index folded, state JSON or `None` for undefined).
-    pub states: Vec<(i64, i64, Option<String>)>,
+    pub states: Vec<(i64, i64, Option<std::sync::Arc<str>>)>,
     /// Entries for the stream's log, appended in the same transaction.
     pub logs: Option<(StreamPath, Vec<NewEvent>)>,
     /// Events the reducer dispatched, appended in the same transaction (a destination
