@@ -193,10 +193,16 @@ pub fn free_port() -> u16 {
 
 impl ChildServer {
     pub async fn start(data: &Path) -> Self {
+        Self::start_with(data, &[]).await
+    }
+
+    /// A server started with `args` after the listen address and data directory.
+    pub async fn start_with(data: &Path, args: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(PathBuf::from(data))
+            .args(args)
             .env("EDDY_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

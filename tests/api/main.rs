@@ -14,6 +14,7 @@ mod digest;
 mod dispatch;
 mod durability;
 mod ingest_stream;
+mod isolation;
 mod limits;
 mod pipes;
 mod read;
