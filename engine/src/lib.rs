@@ -18,11 +18,12 @@
 //!   the single group-commit writer thread (rusqlite), which flushes each group to
 //!   disk before any of its requests is answered.
 //! - [`metrics`]: the Prometheus metrics the engine keeps.
-//! - [`reducers`]: deploying reducers and reading their states; one worker thread runs
-//!   the JavaScript (`eddy-runtime-js`), reads events with its own connection, folds,
-//!   checks dispatched events against their destination's types, saves checkpoints
-//!   through the writer, and folds a substream again when its state grew over the
-//!   size limit (`reducers/oversize.rs`).
+//! - [`reducers`]: deploying reducers and reading their states; a pool of threads runs
+//!   the JavaScript (`eddy-runtime-js`), each stream's reducers on one of them, in fair
+//!   time slices between accounts. A thread reads events with its own connection,
+//!   folds, checks dispatched events against their destination's types, publishes
+//!   states for readers, saves checkpoints through the writer, and folds a substream
+//!   again when its state grew over the size limit (`reducers/oversize.rs`).
 //! - [`consumers`]: the live fan-out hub (commit notices to the subscriptions that
 //!   follow their streams), subscriptions with catch-up from storage (SSE), and
 //!   webhooks (signed deliveries with retries, a persisted cursor, the SSRF guard).
@@ -36,8 +37,8 @@
 //! The data path reads top-down: the server builds an [`AppendRequest`], [`Engine::append`]
 //! queues it to the writer, the writer commits it with others in one transaction,
 //! flushes that to disk, answers, and announces the commit with its events
-//! ([`Engine::subscribe`]): the reducer worker wakes to fold what is new, and the hub
-//! hands the events to SSE subscriptions, webhook tasks and pipe tasks.
+//! ([`Engine::subscribe`]): the reducer threads of those streams wake to fold what is
+//! new, and the hub hands the events to SSE subscriptions, webhook tasks and pipe tasks.
 
 pub mod access;
 pub mod builtins;

@@ -125,7 +125,7 @@ async fn the_javascript_memory_of_all_streams_is_bounded_together() {
         }
     }
     assert!(
-        shared >= 2,
+        shared >= 1,
         "streams refused by the shared budget: {shared}"
     );
 }
