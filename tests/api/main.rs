@@ -22,4 +22,5 @@ mod reducers;
 mod resources;
 mod sse;
 mod types;
+mod walkthrough;
 mod webhooks;
