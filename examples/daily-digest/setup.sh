@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up the daily digest on a running eddy (see README.md):
+# Sets up the daily digest on a running eddy (see this directory's README.md):
 #   1. deploys digest.js as the reducer acme/activity.digest
 #   2. pipes the cron stream /eddy/cron('$CRON') into acme/activity
 #

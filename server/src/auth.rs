@@ -1,7 +1,8 @@
 //! Access control at the HTTP edge (API §9): credentials read from the request, and
 //! what each resource and method needs, decided by `eddy_engine::access`. Appends are
 //! checked by the append handlers themselves: write access first, then the stream's
-//! blocklists and rate limit, then types (see the README).
+//! blocklists and rate limit, then types
+//! (docs/internals/decisions/0010-append-check-order.md).
 
 use axum::http::{HeaderMap, Method, Uri, header};
 use eddy_engine::access::{Credentials, Need, Target};

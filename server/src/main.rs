@@ -9,10 +9,7 @@ use tracing_subscriber::EnvFilter;
 /// mimalloc replaces `malloc` itself (its `override` feature), for Rust's allocations
 /// through the default (system) allocator and for SQLite's own: request buffers are
 /// allocated on the async workers and freed on the writer thread, a pattern glibc's
-/// allocator handles poorly. Not `mimalloc::MiMalloc` as the global allocator: it
-/// asks for every allocation with `mi_malloc_aligned`, whose fast path covers only
-/// blocks up to 1 KiB, so larger ones (hyper's buffers, bodies) took the
-/// over-allocating aligned path (see the README's performance notes).
+/// allocator handles poorly (docs/internals/decisions/0003-mimalloc-as-malloc.md).
 use mimalloc as _;
 
 #[derive(Parser)]

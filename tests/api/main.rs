@@ -23,4 +23,5 @@ mod reducers;
 mod resources;
 mod sse;
 mod types;
+mod walkthrough;
 mod webhooks;

@@ -363,7 +363,7 @@ async fn runaway_reducers_are_contained_while_another_keeps_folding() {
     s.post_ok("/acme/r", "x", json!({"spin": true})).await;
     s.post_ok("/acme/r", "x", json!({"bomb": true})).await;
     s.post_ok("/acme/r", "x", json!({})).await;
-    // the state size is checked when states are saved (see README), so the huge
+    // the state size is checked when states are saved (docs/reference/http.md §7), so the huge
     // state comes last, where a save finds it
     s.post_ok("/acme/r", "x", json!({"huge": true})).await;
     assert_eq!(state(&s, "/acme/r.good", 3).await, json!(4));

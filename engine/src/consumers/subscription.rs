@@ -33,9 +33,7 @@ const BUSY_SPAN: Duration = Duration::from_millis(25);
 /// lets a few dozen events pile up into one or two large notices, and a consumer that
 /// then gathered for its window would add the whole window to those events' latency.
 /// (At 1 000 events a second a span counts 25 to 50, and a stall adds at most a few
-/// capped notices.) A threshold in events alone, uncapped, had to be set above what
-/// such stalls pile up (500), which the ingest rate of a slower machine never reached:
-/// there its subscribers never gathered.
+/// capped notices; docs/internals/decisions/0007-sse-gathering-and-fanout-merging.md.)
 const BUSY_EVENTS: usize = 150;
 
 /// The most events one commit counts for in a span (see [`BUSY_EVENTS`]).

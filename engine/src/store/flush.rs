@@ -10,10 +10,8 @@
 //!
 //! The flush runs on the writer thread itself. Requests that arrive during it queue
 //! up and form the next group, so there is still one commit and one flush per disk
-//! round trip. An earlier design flushed on a second thread so that the next group's
-//! inserts overlapped the flush; the two hand-offs per group between the threads cost
-//! more than the overlap gained here (paired runs of `bench_ingest`: 0.333/0.344x of
-//! the no-op ceiling with the syncer thread, 0.375/0.368x without).
+//! round trip; a second flushing thread costs more in hand-offs than its overlap gains
+//! (docs/internals/decisions/0002-the-writer-flushes-its-own-groups.md).
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -70,10 +68,9 @@ impl Wal {
 }
 
 /// The inode number of the file at `path`, asked for without its times: a `stat`
-/// that returns the times marks them as seen, and the next write then gives the file
-/// a fresh (fine-grained) mtime, which dirties the inode, and each `fdatasync` had to
-/// write it out as a second I/O (measured here: ~105 against ~75 µs per fdatasync
-/// when idle, and an inode write in every group's flush under load).
+/// that returns the times makes the next write stamp a fresh mtime, which dirties the
+/// inode, and each `fdatasync` then writes it out as a second I/O
+/// (docs/internals/decisions/0009-wal-inode-check-with-statx.md).
 #[cfg(target_os = "linux")]
 fn inode(path: &Path) -> std::io::Result<u64> {
     use rustix::io::Errno;

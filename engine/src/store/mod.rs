@@ -32,15 +32,9 @@ pub use notice::{Committed, LiveEvent, SharedEvent};
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "eddy.db";
 
-/// The page size of a new database (an existing one keeps its own). Every commit
-/// writes each page it touched whole into the WAL, and a group of single-event appends
-/// touches a few mostly unchanged pages (the last leaves of the events table and its
-/// index, the substreams row, the header): with 2 KiB pages the WAL and checkpoints
-/// write about a fifth fewer bytes per event. Measured with `bench_ingest` (8 paired
-/// runs, one VM): 1.75 against 2.1-2.2 KiB written per event, and median single-event
-/// ingest 33 500 against 30 800 req/s (0.465x against 0.426x of the no-op ceiling),
-/// while 1000-event batches lose about a tenth (0.85x against 0.95x of raw SQLite).
-/// 1 KiB pages gave no more on single events and lost a fifth on batches.
+/// The page size of a new database (an existing one keeps its own): a commit writes
+/// each page it touched whole into the WAL, so smaller pages write about a fifth fewer
+/// bytes per single-event append (docs/internals/decisions/0004-2-kib-pages.md).
 pub(crate) const PAGE_SIZE: u32 = 2048;
 
 /// The file a running server holds an exclusive lock on, so that a second server on

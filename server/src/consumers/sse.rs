@@ -25,13 +25,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::params::{self, Params};
 
 /// How long a subscriber gathers events before writing while appends are under load
-/// (latency stays per-event while they are not). Each write of a subscriber's chunk
-/// costs a send here and a receive at the other end, whatever its size, and on the
-/// VMs measured that per-write cost outweighs the bytes: with 100 subscribers of the
-/// stream, 40 ms windows took 75-82 µs of server CPU and 120-143 µs of machine CPU
-/// per event appended against 86-98 and 152-184 µs with 10 ms windows (three paired
-/// runs), and 80 ms did no better. (Earlier, on a faster VM: 10 ms 0.85x/0.80x of the
-/// no-subscriber rate against 0.68x/0.79x with 5 ms.)
+/// (latency stays per-event while they are not): each write costs a send here and a
+/// receive at the other end whatever its size, and 40 ms measured cheapest
+/// (docs/internals/decisions/0007-sse-gathering-and-fanout-merging.md).
 const BUSY_WINDOW: Duration = Duration::from_millis(40);
 
 /// While gathering, the subscriber takes its queued notices this often, so its queue
