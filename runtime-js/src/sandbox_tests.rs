@@ -366,3 +366,62 @@ fn a_refused_dispatch_takes_the_call_back() {
     let kept: Vec<String> = s.dispatches().into_iter().map(|d| d.data_json).collect();
     assert_eq!(kept, ["1", "3"]);
 }
+
+#[test]
+fn fold_until_stops_between_events_once_the_time_is_up() {
+    let mut s = sandbox();
+    load(&mut s, 0, "a", "(n = 0, e) => n + 1");
+    load(
+        &mut s,
+        1,
+        "b",
+        "(n = 0, e) => { const t = Date.now(); return n + 1; }",
+    );
+    let events: Vec<EventIn> = (0..5).map(|i| event(i, "{}")).collect();
+    // two reducers per event: items of one event are never split
+    let work: Vec<Fold> = events
+        .iter()
+        .flat_map(|e| {
+            [0u32, 1].map(|slot| Fold {
+                slot,
+                sid: 1,
+                index: e.index,
+                event: e,
+                halt_on_error: false,
+                check_size: false,
+                live: false,
+            })
+        })
+        .collect();
+    let (done, failures) = s.fold_until(&work, &mut |_| Ok(()), Some(Instant::now()));
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(done, 2, "the first event, for both reducers");
+    assert_eq!(s.state(0, 1).unwrap().as_deref(), Some("1"));
+    assert_eq!(s.state(1, 1).unwrap().as_deref(), Some("1"));
+    // the rest, with time to spare
+    let later = Instant::now() + Duration::from_secs(60);
+    let (done, _) = s.fold_until(&work[2..], &mut |_| Ok(()), Some(later));
+    assert_eq!(done, 8);
+    assert_eq!(s.state(0, 1).unwrap().as_deref(), Some("5"));
+}
+
+#[test]
+fn a_lowered_memory_limit_says_it_is_the_shared_budget() {
+    let mut s = sandbox();
+    load(
+        &mut s,
+        0,
+        "hog",
+        "(n = 0, e) => { const a = []; for (let i = 0; i < 100000; i++) a.push([i]); return n + a.length; }",
+    );
+    s.set_memory_limit(2 * 1024 * 1024);
+    let events = [event(0, "{}")];
+    let failures = fold_all(&mut s, 0, 1, &events);
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].1.kind, JsErrorKind::MemoryLimit);
+    assert!(
+        failures[0].1.message.contains("server-wide limit"),
+        "{}",
+        failures[0].1.message
+    );
+}
