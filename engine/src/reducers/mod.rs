@@ -84,7 +84,8 @@ pub struct Deployed {
     pub building: bool,
 }
 
-/// The longest a reducer's `request()` may take (the reducer waits for it).
+/// The longest a reducer's `request()` may take (the reducer waits for it); each call
+/// gets at most what is left of its event's time limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The engine's handle on the reducer worker.
@@ -102,10 +103,15 @@ impl Reducers {
         commits: tokio::sync::broadcast::Receiver<Arc<crate::store::Committed>>,
         limits: Limits,
         controls: Arc<crate::access::controls::Controls>,
+        allow_private: bool,
     ) -> Result<Self> {
         let conn = worker::open_read_connection(db)?;
+        let agent = concat!("eddy-request/", env!("CARGO_PKG_VERSION"));
         let http = (
-            crate::consumers::webhooks::client::client(REQUEST_TIMEOUT, true)?,
+            request::RequestClient {
+                http: crate::outbound::client(REQUEST_TIMEOUT, allow_private, agent)?,
+                allow_private,
+            },
             tokio::runtime::Handle::current(),
         );
         let (tx, rx) = std::sync::mpsc::channel();

@@ -88,7 +88,7 @@ pub(crate) struct Worker {
     pub(crate) loaded: Arc<AtomicBool>,
     pub(crate) turn: u64,
     /// The client and runtime `request()` calls go through.
-    pub(crate) http: (reqwest::Client, tokio::runtime::Handle),
+    pub(crate) http: (super::request::RequestClient, tokio::runtime::Handle),
 }
 
 /// The reducers of one stream and their sandbox.
