@@ -238,9 +238,11 @@
       if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o)) continue;
       seen.add(o);
       roots.push(Object.getPrototypeOf(o));
-      for (const key of Reflect.ownKeys(o)) {
-        const d = Object.getOwnPropertyDescriptor(o, key);
-        roots.push(d.value, d.get, d.set);
+      const all = Object.getOwnPropertyDescriptors(o);
+      for (const key of Reflect.ownKeys(all)) {
+        const d = all[key];
+        if (typeof d.value === "object" || typeof d.value === "function") roots.push(d.value);
+        else if (d.get !== undefined || d.set !== undefined) roots.push(d.get, d.set);
       }
     }
     for (const o of seen) Object.freeze(o);
