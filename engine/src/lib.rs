@@ -26,7 +26,9 @@
 //!   again when its state grew over the size limit (`reducers/oversize.rs`).
 //! - [`consumers`]: the live fan-out hub (commit notices to the subscriptions that
 //!   follow their streams), subscriptions with catch-up from storage (SSE), and
-//!   webhooks (signed deliveries with retries, a persisted cursor, the SSRF guard).
+//!   webhooks (signed deliveries with retries, a persisted cursor).
+//! - [`outbound`]: the guard every outbound call goes through (webhooks, `request()`):
+//!   no private, loopback or link-local targets unless allowed, no redirects.
 //! - [`pipes`]: pipe tasks that follow an origin and write each batch with its cursor
 //!   in one transaction; pipe functions run on a thread of their own.
 //! - `dispatch`: events that reducers and pipe functions dispatch, with ids derived
@@ -47,6 +49,7 @@ mod dispatch;
 pub mod error;
 pub mod event;
 pub mod metrics;
+pub mod outbound;
 pub mod path;
 pub mod pipes;
 pub mod query;
@@ -115,6 +118,7 @@ impl Engine {
         admin_token: Option<&str>,
         fanout_merge_rate: u32,
     ) -> Result<Arc<Self>> {
+        let allow_private = webhooks.allow_private;
         let webhooks = consumers::webhooks::Webhooks::new(webhooks, metrics.clone())?;
         let store = Store::open(data_dir, metrics.clone()).await?;
         // shared with the reducer worker, which checks dispatched events' types
@@ -128,6 +132,7 @@ impl Engine {
             reducers.clone(),
             controls.clone(),
             metrics.reducer_memory_bytes.clone(),
+            allow_private,
         )?;
         let hub = consumers::hub::Hub::start(store.subscribe(), metrics.clone(), fanout_merge_rate);
         let pipes = pipes::Pipes::new(pipe_limits)?;

@@ -1,10 +1,12 @@
 // The sandbox's driver, evaluated once per context before any reducer. It evaluates to a
 // function that Rust calls with the native `hostRequest` function (so that function is
-// never a global); the call defines `console`, `request` and `dispatch`, keeps every
-// reducer and pipe function and the reducers' per-substream states in JavaScript (so
-// states stay live between events and are serialized only when Rust asks), and answers
-// an object of functions that Rust calls. Nothing here is reachable from reducer code
-// except `console`, `request` and `dispatch`.
+// never a global); the call defines `console`, `request` and `dispatch`, makes `Date`,
+// `performance` and `Math.random` answer from the event being handled, freezes every
+// built-in and global (so no reducer can change what another reducer or this driver
+// sees), keeps every reducer and pipe function and the reducers' per-substream states
+// in JavaScript (so states stay live between events and are serialized only when Rust
+// asks), and answers an object of functions that Rust calls. Nothing here is reachable
+// from reducer code except `console`, `request` and `dispatch`.
 ((hostRequest) => {
   const fns = [];
   const states = [];
@@ -19,16 +21,28 @@
   let live = false;
   let mark = -1;
   let made = 0;
-  const begin = (slot, sid, index, isLive) => {
+  // the clock and the random seed of the call running now: the event's timestamp and
+  // id, so that folding the same events again gives the same states (0 and "" while
+  // code loads)
+  let clock = 0;
+  let seedId = "";
+  let seeded = false;
+  const begin = (slot, sid, index, isLive, event) => {
     at = { slot, sid, index };
     live = isLive === true;
     mark = dispatched.length;
     made = 0;
+    clock = typeof event.timestamp === "number" ? event.timestamp : 0;
+    seedId = typeof event.id === "string" ? event.id : "";
+    seeded = false;
   };
   const end = () => {
     at = {};
     live = false;
     mark = -1;
+    clock = 0;
+    seedId = "";
+    seeded = false;
   };
   // drops the dispatches of a call that failed
   const discard = () => {
@@ -57,6 +71,59 @@
   const say = (level) => (...args) => {
     if (lines.length < 1000) lines.push({ level, message: args.map(show).join(" "), ...at });
   };
+  // Math.random: sfc32, seeded on first use in a call by cyrb128 of the event id
+  let ra = 0, rb = 0, rc = 0, rd = 0;
+  const imul = Math.imul;
+  const seed = () => {
+    let h1 = 1779033703, h2 = 3144134277, h3 = 1013904242, h4 = 2773480762;
+    for (let i = 0; i < seedId.length; i++) {
+      const k = seedId.charCodeAt(i);
+      h1 = h2 ^ imul(h1 ^ k, 597399067);
+      h2 = h3 ^ imul(h2 ^ k, 2869860233);
+      h3 = h4 ^ imul(h3 ^ k, 951274213);
+      h4 = h1 ^ imul(h4 ^ k, 2716044179);
+    }
+    h1 = imul(h3 ^ (h1 >>> 18), 597399067);
+    h2 = imul(h4 ^ (h2 >>> 22), 2869860233);
+    h3 = imul(h1 ^ (h3 >>> 17), 951274213);
+    h4 = imul(h2 ^ (h4 >>> 19), 2716044179);
+    ra = (h1 ^ h2 ^ h3 ^ h4) >>> 0;
+    rb = (h2 ^ h1) >>> 0;
+    rc = (h3 ^ h1) >>> 0;
+    rd = (h4 ^ h1) >>> 0;
+    seeded = true;
+    for (let i = 0; i < 12; i++) next();
+  };
+  const next = () => {
+    const t = (((ra + rb) | 0) + rd) | 0;
+    rd = (rd + 1) | 0;
+    ra = rb ^ (rb >>> 9);
+    rb = (rc + (rc << 3)) | 0;
+    rc = (rc << 21) | (rc >>> 11);
+    rc = (rc + t) | 0;
+    return (t >>> 0) / 4294967296;
+  };
+  Math.random = function random() {
+    if (!seeded) seed();
+    return next();
+  };
+  // Date: the event's timestamp stands for "now"; dates from arguments are unchanged
+  const RealDate = Date;
+  const EventDate = function Date(...args) {
+    if (new.target === undefined) return new RealDate(clock).toString();
+    return Reflect.construct(RealDate, args.length === 0 ? [clock] : args, new.target);
+  };
+  Object.defineProperty(EventDate, "length", { value: RealDate.length });
+  EventDate.prototype = RealDate.prototype;
+  Object.defineProperty(RealDate.prototype, "constructor", { value: EventDate });
+  EventDate.now = function now() {
+    return clock;
+  };
+  EventDate.parse = RealDate.parse;
+  EventDate.UTC = RealDate.UTC;
+  globalThis.Date = EventDate;
+  // no clock that moves within a call: elapsed times are 0
+  globalThis.performance = { now: () => 0, timeOrigin: 0 };
   globalThis.console = Object.freeze({
     log: say("log"),
     info: say("info"),
@@ -114,6 +181,72 @@
     dispatched.push({ ...at, n: made, stream, type: event.type, data });
     made++;
   };
+  // Assigning a name that an object inherits from a frozen prototype would fail (the
+  // "override mistake"): for names code commonly sets on its own objects (`toString`,
+  // `constructor`, an error's `name` and `message`, a key such as "valueOf" taken from
+  // event data), the prototype gets an accessor whose setter defines an own property on
+  // the object assigned to, and refuses only an assignment to the prototype itself.
+  const overridable = (proto, names) => {
+    for (const name of names) {
+      const d = Object.getOwnPropertyDescriptor(proto, name);
+      if (d === undefined || !("value" in d)) continue;
+      const value = d.value;
+      Object.defineProperty(proto, name, {
+        get() {
+          return value;
+        },
+        set(v) {
+          if (this === proto) {
+            throw new TypeError(`cannot assign to ${String(name)} of a built-in prototype: built-ins are frozen`);
+          }
+          if (this === null || (typeof this !== "object" && typeof this !== "function")) return;
+          Object.defineProperty(this, name, { value: v, writable: true, enumerable: true, configurable: true });
+        },
+        enumerable: d.enumerable,
+        configurable: false,
+      });
+    }
+  };
+  // Freezes every object reachable from the global object and from intrinsics that no
+  // global names (iterator and generator prototypes), and the global object itself.
+  const harden = () => {
+    const errors = [Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError];
+    if (typeof AggregateError === "function") errors.push(AggregateError);
+    for (const E of errors) overridable(E.prototype, ["constructor", "name", "message", "toString"]);
+    overridable(Object.prototype, Reflect.ownKeys(Object.prototype));
+    overridable(Function.prototype, ["constructor", "toString"]);
+    overridable(Array.prototype, ["constructor", "toString"]);
+    const roots = [
+      globalThis,
+      Object.getPrototypeOf(function* () {}),
+      Object.getPrototypeOf(async function () {}),
+      Object.getPrototypeOf(async function* () {}),
+      Object.getPrototypeOf([][Symbol.iterator]()),
+      Object.getPrototypeOf(new Map()[Symbol.iterator]()),
+      Object.getPrototypeOf(new Set()[Symbol.iterator]()),
+      Object.getPrototypeOf(""[Symbol.iterator]()),
+      Object.getPrototypeOf(/a/[Symbol.matchAll]("")),
+    ];
+    const values = [][Symbol.iterator]();
+    if (typeof values.map === "function") roots.push(Object.getPrototypeOf(values.map((x) => x)));
+    if (typeof Iterator === "function" && typeof Iterator.from === "function") {
+      roots.push(Object.getPrototypeOf(Iterator.from({ next: () => ({ done: true }) })));
+    }
+    const seen = new Set();
+    while (roots.length > 0) {
+      const o = roots.pop();
+      if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o)) continue;
+      seen.add(o);
+      roots.push(Object.getPrototypeOf(o));
+      const all = Object.getOwnPropertyDescriptors(o);
+      for (const key of Reflect.ownKeys(all)) {
+        const d = all[key];
+        if (typeof d.value === "object" || typeof d.value === "function") roots.push(d.value);
+        else if (d.get !== undefined || d.set !== undefined) roots.push(d.get, d.set);
+      }
+    }
+    for (const o of seen) Object.freeze(o);
+  };
   // one output of a pipe function, as {type?, data?, args?}
   const output = (o, where) => {
     const out = { type: o.type, data: o.data, args: o.args };
@@ -167,6 +300,7 @@
   // kept in variables rather than an object, which would be one allocation per event
   let undoOwn = null, undoSid, undoHad, undoPrev, undoFrom;
   const none = Object.freeze({});
+  harden();
   return {
     load(slot, name, fn, names) {
       end();
@@ -189,7 +323,7 @@
       if (slots[name] === slot) delete slots[name];
     },
     fold(slot, sid, event, index, isLive, limit) {
-      begin(slot, sid, index, isLive);
+      begin(slot, sid, index, isLive, event);
       undoOwn = null;
       try {
         const own = states[slot];
@@ -242,7 +376,7 @@
       undoOwn = null;
     },
     map(slot, sid, event, index, isLive) {
-      begin(slot, sid, index, isLive);
+      begin(slot, sid, index, isLive, event);
       let json;
       try {
         json = JSON.stringify(outputs(fns[slot](event)));

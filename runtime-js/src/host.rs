@@ -2,11 +2,11 @@
 //! embedder-provided [`Host`] (`request()`), and events to append to other streams
 //! (`dispatch()`), which the sandbox buffers for the embedder to take.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rquickjs::{Ctx, Exception, Function, Object};
 
@@ -19,8 +19,9 @@ pub trait Host {
     /// `method`, `headers` (object of strings) and `body` (a string) as the driver
     /// normalised them. Answers JSON text of the response
     /// `{"status": n, "ok": bool, "headers": {..}, "body": "text"}`, or a message the
-    /// call throws as an `Error`.
-    fn request(&self, url: &str, init_json: &str) -> Result<String, String>;
+    /// call throws as an `Error`. The call must give up after `timeout`, what is left of
+    /// the event's time limit: the sandbox fails the event once it has run out.
+    fn request(&self, url: &str, init_json: &str, timeout: Duration) -> Result<String, String>;
 }
 
 /// The host of a sandbox, shared with the native function behind `request()`.
@@ -44,13 +45,17 @@ pub struct Dispatch {
     pub data_json: String,
 }
 
-/// The native side of `request()`: calls the host and moves the armed deadline forward
-/// by the time the host took, so waiting on the network does not count toward the
-/// per-event time limit.
+/// The native side of `request()`: calls the host with what is left of the armed
+/// call's time limit, so waiting on the network counts toward the per-event limit and
+/// never holds the thread longer. When the limit runs out before or during the call,
+/// it sets `overran`: the sandbox then fails the call as a time-out even if the code
+/// caught the error thrown here.
 pub(crate) fn request_fn<'js>(
     ctx: &Ctx<'js>,
     host: SharedHost,
     deadline: Arc<AtomicU64>,
+    epoch: Instant,
+    overran: Rc<Cell<bool>>,
 ) -> rquickjs::Result<Function<'js>> {
     Function::new(
         ctx.clone(),
@@ -62,12 +67,23 @@ pub(crate) fn request_fn<'js>(
                     "request() is not available in this sandbox",
                 ));
             };
-            let started = Instant::now();
-            let answer = host.request(&url, &init_json);
-            let spent = started.elapsed().as_nanos() as u64;
-            let _ = deadline.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
-                (limit != DISARMED).then(|| limit.saturating_add(spent).min(DISARMED - 1))
-            });
+            let limit = deadline.load(Ordering::Relaxed);
+            let left = limit.saturating_sub(epoch.elapsed().as_nanos() as u64);
+            if left == 0 {
+                overran.set(true);
+                return Err(Exception::throw_message(
+                    &ctx,
+                    &format!("request({url:?}) was not sent: the event's time limit has run out"),
+                ));
+            }
+            let answer = host.request(&url, &init_json, Duration::from_nanos(left));
+            if epoch.elapsed().as_nanos() as u64 >= limit {
+                overran.set(true);
+                return Err(Exception::throw_message(
+                    &ctx,
+                    &format!("request({url:?}) was stopped: the event's time limit ran out"),
+                ));
+            }
             answer.map_err(|message| Exception::throw_message(&ctx, &message))
         },
     )

@@ -13,7 +13,7 @@
 //! - `host.rs`: the [`Host`] behind `request()`, and [`Dispatch`].
 //! - `convert.rs`: the event object and errors, between Rust and JavaScript.
 //! - `driver.js`: the JavaScript side of the sandbox (`console`, `request`, `dispatch`,
-//!   output checks).
+//!   the event's clock and random numbers, frozen built-ins, output checks).
 
 mod convert;
 mod host;
@@ -92,6 +92,8 @@ pub struct JsError {
     pub stack: Option<String>,
 }
 
+#[cfg(test)]
+mod sandbox_frozen_tests;
 #[cfg(test)]
 mod sandbox_host_tests;
 #[cfg(test)]

@@ -7,11 +7,13 @@
 //! `dispatch` (buffered, taken with [`Sandbox::dispatches`]) and `request`, which
 //! reaches the network only through the [`Host`] the embedder sets, and only during
 //! live calls. Reducer code cannot reach files, timers or the process. Every call is
-//! bounded: an interrupt handler stops code that runs past the per-event time limit
-//! (time spent waiting on the host does not count), and the runtime's memory limit
-//! stops allocation bombs.
+//! bounded: an interrupt handler stops code that runs past the per-event time limit,
+//! `request()` waits at most what is left of that limit, and the runtime's memory limit
+//! stops allocation bombs. Within a call, `Date` and `Math.random` answer from the
+//! event (its timestamp and id), and every built-in is frozen before any code loads
+//! (see `driver.js`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -101,6 +103,8 @@ pub struct Sandbox {
     /// Set by the interrupt handler when it stops a call, to tell a time-out from other
     /// errors.
     interrupted: Arc<AtomicBool>,
+    /// Set by `request()` when the call's time limit ran out while it waited.
+    overran: Rc<Cell<bool>>,
     epoch: Instant,
     limits: Limits,
     /// The memory limit in force: [`Limits::memory_bytes`], or less while the sandbox
@@ -135,9 +139,11 @@ impl Sandbox {
         }
         let context = Context::full(&runtime).map_err(internal)?;
         let host: SharedHost = Rc::new(RefCell::new(None));
+        let overran = Rc::new(Cell::new(false));
         let driver = context.with(|ctx| {
             let make: Function = ctx.eval(DRIVER).map_err(|e| caught(&ctx, e))?;
-            let request = request_fn(&ctx, host.clone(), deadline.clone()).map_err(internal)?;
+            let request = request_fn(&ctx, host.clone(), deadline.clone(), epoch, overran.clone())
+                .map_err(internal)?;
             let driver: Object = make.call((request,)).map_err(|e| caught(&ctx, e))?;
             Ok::<_, JsError>(Persistent::save(&ctx, driver))
         })?;
@@ -148,6 +154,7 @@ impl Sandbox {
             host,
             deadline,
             interrupted,
+            overran,
             epoch,
             memory_limit: limits.memory_bytes,
             limits,
@@ -310,6 +317,10 @@ impl Sandbox {
                         }
                         Some(error)
                     }
+                    Ok(_) if self.overran.get() => {
+                        let _ = self.call::<()>(&ctx, "revert", ());
+                        Some(self.request_overran())
+                    }
                     Ok(made) if made > 0.0 => self.refused(&ctx, made, check),
                     Ok(_) => None,
                 };
@@ -351,7 +362,11 @@ impl Sandbox {
                     let index = call.index as f64;
                     map.call::<_, String>((call.slot, call.sid as f64, event, index, call.live))
                 });
-                results.push(outcome.map_err(|e| self.failed(&ctx, e)));
+                results.push(match outcome {
+                    Ok(_) if self.overran.get() => Err(self.request_overran()),
+                    Ok(json) => Ok(json),
+                    Err(e) => Err(self.failed(&ctx, e)),
+                });
             }
         });
         self.disarm();
@@ -488,6 +503,7 @@ impl Sandbox {
 
     fn arm_at(&self, now: Instant) {
         self.interrupted.store(false, Ordering::Relaxed);
+        self.overran.set(false);
         let limit = now.saturating_duration_since(self.epoch) + self.limits.event_time;
         self.deadline
             .store(limit.as_nanos() as u64, Ordering::Relaxed);
@@ -505,9 +521,29 @@ impl Sandbox {
         })
     }
 
+    /// The time-out of a call whose `request()` waited until its time limit ran out
+    /// (the code may have caught the error `request()` threw: the call fails anyway).
+    fn request_overran(&self) -> JsError {
+        self.overran.set(false);
+        self.interrupted.store(false, Ordering::Relaxed);
+        JsError {
+            kind: JsErrorKind::TimeLimit,
+            message: format!(
+                "the {} waited in request() until the time limit of {} ms for one event ran \
+                 out and was stopped",
+                self.role,
+                self.limits.event_time.as_millis()
+            ),
+            stack: None,
+        }
+    }
+
     /// Names time-outs and memory exhaustion, which QuickJS reports as plain errors.
     fn reclassify(&self, error: &mut JsError) {
-        if self.interrupted.swap(false, Ordering::Relaxed) {
+        if self.overran.get() {
+            self.interrupted.store(false, Ordering::Relaxed);
+            *error = self.request_overran();
+        } else if self.interrupted.swap(false, Ordering::Relaxed) {
             error.kind = JsErrorKind::TimeLimit;
             error.message = format!(
                 "the {} ran longer than the time limit of {} ms for one event and was stopped",

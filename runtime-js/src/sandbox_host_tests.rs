@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::sandbox_tests::{event, load, sandbox};
 use crate::{EventIn, Fold, Host, JsErrorKind, Limits, MapCall, Sandbox};
@@ -38,20 +38,27 @@ fn map_one(s: &mut Sandbox, slot: u32, e: &EventIn<'_>) -> Result<String, crate:
     s.map(&[call]).pop().unwrap()
 }
 
-/// Answers `answer` and counts calls, keeping the last url and init.
+/// Answers `answer` after `sleep` (or gives up at the timeout it is given, as a real
+/// host does), and counts calls, keeping each url, init and timeout.
 struct TestHost {
     calls: Rc<Cell<u32>>,
     seen: Rc<RefCell<Vec<(String, String)>>>,
+    timeouts: Rc<RefCell<Vec<Duration>>>,
     answer: Result<String, String>,
     sleep: Duration,
 }
 
 impl Host for TestHost {
-    fn request(&self, url: &str, init_json: &str) -> Result<String, String> {
+    fn request(&self, url: &str, init_json: &str, timeout: Duration) -> Result<String, String> {
         self.calls.set(self.calls.get() + 1);
         self.seen
             .borrow_mut()
             .push((url.to_owned(), init_json.to_owned()));
+        self.timeouts.borrow_mut().push(timeout);
+        if self.sleep > timeout {
+            std::thread::sleep(timeout);
+            return Err("timed out".to_owned());
+        }
         std::thread::sleep(self.sleep);
         self.answer.clone()
     }
@@ -61,12 +68,14 @@ fn with_host(s: &mut Sandbox, answer: Result<&str, &str>, sleep: Duration) -> Te
     let host = TestHost {
         calls: Rc::default(),
         seen: Rc::default(),
+        timeouts: Rc::default(),
         answer: answer.map(str::to_owned).map_err(str::to_owned),
         sleep,
     };
     s.set_host(Box::new(TestHost {
         calls: host.calls.clone(),
         seen: host.seen.clone(),
+        timeouts: host.timeouts.clone(),
         answer: host.answer.clone(),
         sleep,
     }));
@@ -223,23 +232,98 @@ fn a_host_error_can_be_caught() {
 }
 
 #[test]
-fn waiting_on_the_host_does_not_count_toward_the_time_limit() {
+fn waiting_on_the_host_counts_toward_the_time_limit() {
     let mut s = Sandbox::new(Limits {
         event_time: Duration::from_millis(100),
         ..Limits::default()
     })
     .unwrap();
-    let host = with_host(&mut s, Ok(RESPONSE), Duration::from_millis(300));
+    let host = with_host(&mut s, Ok(RESPONSE), Duration::from_millis(30));
     load(
         &mut s,
         0,
-        "slow",
-        "(s, e) => { const r = request('https://example.com/'); let x = 0; for (let i = 0; i < 100000; i++) x += i; return r.status; }",
+        "quick",
+        "(s, e) => request('https://example.com/').status",
+    );
+    assert!(fold_live(&mut s, 0, &[event(0, "{}")], true).is_empty());
+    assert_eq!(s.state(0, 1).unwrap().unwrap(), "200");
+    let given = host.timeouts.borrow()[0];
+    assert!(
+        given <= Duration::from_millis(100) && given > Duration::from_millis(50),
+        "the host was given {given:?}, not what was left of 100 ms"
+    );
+}
+
+#[test]
+fn a_request_that_outlasts_the_time_limit_fails_its_event_only() {
+    let mut s = Sandbox::new(Limits {
+        event_time: Duration::from_millis(100),
+        ..Limits::default()
+    })
+    .unwrap();
+    let host = with_host(&mut s, Ok(RESPONSE), Duration::from_secs(5));
+    // the code catches the host's error: the event fails all the same
+    load(
+        &mut s,
+        0,
+        "patient",
+        "(n = 0, e) => { if (e.data.call) { try { request('https://example.com/'); } catch (_) {} dispatch('out', {type: 'x'}); } return n + 1; }",
+    );
+    let started = Instant::now();
+    let events = [
+        event(0, r#"{"call":true}"#),
+        event(1, "{}"),
+        event(2, r#"{"call":true}"#),
+    ];
+    let work: Vec<Fold> = events
+        .iter()
+        .map(|e| Fold {
+            slot: 0,
+            sid: 1,
+            index: e.index,
+            event: e,
+            halt_on_error: false,
+            check_size: false,
+            live: true,
+        })
+        .collect();
+    let failures = s.fold(&work);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(600), "took {took:?}");
+    assert_eq!(host.calls.get(), 2);
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    for ((i, error), expected) in failures.iter().zip([0, 2]) {
+        assert_eq!(*i, expected);
+        assert_eq!(error.kind, JsErrorKind::TimeLimit, "{error}");
+        assert_eq!(
+            error.message,
+            "the reducer waited in request() until the time limit of 100 ms for one event ran \
+             out and was stopped"
+        );
+    }
+    // only the event without a request was folded, and the failed calls dispatched nothing
+    assert_eq!(s.state(0, 1).unwrap().unwrap(), "1");
+    assert!(s.dispatches().is_empty());
+}
+
+#[test]
+fn a_request_after_the_time_limit_is_not_sent() {
+    let mut s = Sandbox::new(Limits {
+        event_time: Duration::from_millis(50),
+        ..Limits::default()
+    })
+    .unwrap();
+    let host = with_host(&mut s, Ok(RESPONSE), Duration::ZERO);
+    load(
+        &mut s,
+        0,
+        "late",
+        "(s, e) => { let x = 0; try { while (true) { x++; if (x % 1000 === 0) request('https://example.com/'); } } catch (_) {} return x; }",
     );
     let failures = fold_live(&mut s, 0, &[event(0, "{}")], true);
-    assert!(failures.is_empty(), "{failures:?}");
-    assert_eq!(host.calls.get(), 1);
-    assert_eq!(s.state(0, 1).unwrap().unwrap(), "200");
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].contains("time limit of 50 ms"), "{failures:?}");
+    assert!(host.timeouts.borrow().iter().all(|t| !t.is_zero()));
 }
 
 #[test]

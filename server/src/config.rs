@@ -74,8 +74,12 @@ pub struct Config {
     /// at once, merged (less work per subscriber, up to 3 ms later); 0: never merge.
     #[arg(long, env = "EDDY_FANOUT_MERGE_RATE", default_value_t = eddy_engine::consumers::DEFAULT_MERGE_RATE)]
     pub fanout_merge_rate: u32,
-    /// Deliver webhooks to private, loopback and link-local addresses too.
-    #[arg(long, env = "EDDY_ALLOW_PRIVATE_WEBHOOKS")]
+    /// Let outbound calls (webhook deliveries, reducers' `request()`) reach private,
+    /// loopback and link-local addresses too.
+    #[arg(long, env = "EDDY_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
+    /// The former name of --allow-private-targets, still accepted (flag and variable).
+    #[arg(long, env = "EDDY_ALLOW_PRIVATE_WEBHOOKS", hide = true)]
     pub allow_private_webhooks: bool,
     /// Longest wait for a webhook receiver's answer, in milliseconds.
     #[arg(long, env = "EDDY_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
@@ -112,6 +116,7 @@ impl Config {
             sse_heartbeat_ms: 15_000,
             sse_retry_ms: 2_000,
             fanout_merge_rate: eddy_engine::consumers::DEFAULT_MERGE_RATE,
+            allow_private_targets: false,
             allow_private_webhooks: false,
             webhook_timeout_ms: 10_000,
             webhook_retry_initial_ms: 1_000,
@@ -124,7 +129,7 @@ impl Config {
     pub fn webhook_settings(&self) -> eddy_engine::consumers::webhooks::WebhookSettings {
         use std::time::Duration;
         eddy_engine::consumers::webhooks::WebhookSettings {
-            allow_private: self.allow_private_webhooks,
+            allow_private: self.allow_private_targets || self.allow_private_webhooks,
             timeout: Duration::from_millis(self.webhook_timeout_ms.max(1)),
             retry_initial: Duration::from_millis(self.webhook_retry_initial_ms.max(1)),
             retry_max: Duration::from_millis(self.webhook_retry_max_ms.max(1)),

@@ -210,3 +210,36 @@ async fn healthy(base: &str) -> bool {
     }
     false
 }
+
+#[tokio::test]
+async fn private_targets_are_allowed_by_the_flag_its_old_name_or_either_variable() {
+    crate::common::tls_ready();
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], u16);
+    let cases: [Case; 5] = [
+        (&[], &[], 400),
+        (&["--allow-private-targets"], &[], 201),
+        (&["--allow-private-webhooks"], &[], 201),
+        (&[], &[("EDDY_ALLOW_PRIVATE_TARGETS", "true")], 201),
+        (&[], &[("EDDY_ALLOW_PRIVATE_WEBHOOKS", "true")], 201),
+    ];
+    for (flags, env, status) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut child =
+            start_child(&format!("127.0.0.1:{port}"), flags, env, dir.path(), &base).await;
+        let r = client()
+            .post(format!("{base}/acme/s/webhooks"))
+            .json(&serde_json::json!({"url": "http://127.0.0.1:9/hook"}))
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(code, status, "{flags:?} {env:?}: {body}");
+        if status == 400 {
+            assert!(body.contains("--allow-private-targets"), "{body}");
+        }
+        child.kill().await.unwrap();
+    }
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, spawn_server};
+use crate::common::{TestServer, spawn_server, spawn_server_with};
 use crate::pipes::wait_for_events;
 
 async fn deploy(s: &TestServer, path: &str, code: &str) -> u16 {
@@ -135,7 +135,7 @@ const CALLER: &str = "export default (s = { got: [], refused: [] }, e) => {\n\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_reaches_allowed_hosts_only_and_never_during_a_rebuild() {
-    let s = spawn_server().await;
+    let s = spawn_server_with(crate::request::allow_private_targets).await;
     let (port, hits) = service().await;
     let r = s
         .call(

@@ -388,7 +388,7 @@ async fn bad_webhooks_are_refused_and_private_targets_need_the_flag() {
     for (body, needle) in [
         (
             json!({"url": "http://127.0.0.1:9/x"}),
-            "--allow-private-webhooks",
+            "--allow-private-targets",
         ),
         (json!({"url": "http://localhost:9/x"}), "url"),
         (json!({"url": "http://[::1]:9/x"}), "url"),

@@ -91,7 +91,8 @@ pub struct Deployed {
     pub building: bool,
 }
 
-/// The longest a reducer's `request()` may take (the reducer waits for it).
+/// The longest a reducer's `request()` may take (the reducer waits for it); each call
+/// gets at most what is left of its event's time limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the reducer threads run.
@@ -123,9 +124,14 @@ impl Reducers {
         settings: PoolSettings,
         controls: Arc<crate::access::controls::Controls>,
         memory_gauge: prometheus_client::metrics::gauge::Gauge,
+        allow_private: bool,
     ) -> Result<Self> {
         let threads = settings.threads.max(1);
-        let client = crate::consumers::webhooks::client::client(REQUEST_TIMEOUT, true)?;
+        let agent = concat!("eddy-request/", env!("CARGO_PKG_VERSION"));
+        let client = request::RequestClient {
+            http: crate::outbound::client(REQUEST_TIMEOUT, allow_private, agent)?,
+            allow_private,
+        };
         let placement = Arc::new(Placement::default());
         let published = Arc::new(Published::new());
         let memory = Arc::new(JsMemory::new(settings.memory_total, memory_gauge));

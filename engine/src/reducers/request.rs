@@ -1,6 +1,8 @@
 //! `request(url, init)` for reducers (API §7): an outbound HTTP call, allowed only to
-//! the hosts in the stream's `requestHosts` setting, made from the reducer thread
-//! while the reducer waits for the answer.
+//! the hosts in the stream's `requestHosts` setting and through the outbound guard
+//! ([`crate::outbound`]: no private targets unless the server allows them, no
+//! redirects), made from the reducer thread while the reducer waits for the answer, at
+//! most what is left of the event's time limit.
 //!
 //! The sandbox voids the call (answers `{voided: true}` without sending anything)
 //! unless the event arrived while the reducer was live: events folded from history
@@ -10,16 +12,28 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 use eddy_runtime_js::Host;
 use serde::Deserialize;
 
+use crate::outbound;
+
 /// Most bytes of a response body handed to the reducer.
 const MAX_BODY: usize = 1024 * 1024;
 
+/// The client behind `request()`, shared by every stream's host.
+#[derive(Clone)]
+pub(crate) struct RequestClient {
+    /// Built by [`outbound::client`] with the same `allow_private`.
+    pub http: reqwest::Client,
+    /// Lets calls reach private, loopback and link-local targets.
+    pub allow_private: bool,
+}
+
 /// The `request()` host of one stream's sandbox.
 pub(super) struct HttpHost {
-    pub client: reqwest::Client,
+    pub client: RequestClient,
     pub runtime: tokio::runtime::Handle,
     /// The stream's `requestHosts`, refreshed by the worker before each batch.
     pub hosts: Rc<RefCell<Vec<String>>>,
@@ -35,7 +49,7 @@ struct Init {
 }
 
 impl Host for HttpHost {
-    fn request(&self, url: &str, init_json: &str) -> Result<String, String> {
+    fn request(&self, url: &str, init_json: &str, timeout: Duration) -> Result<String, String> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| format!("request({url:?}): the URL is not valid: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -62,23 +76,25 @@ impl Host for HttpHost {
             ));
         }
         drop(hosts);
+        let parsed = outbound::check_url(url, self.client.allow_private, "request() url")
+            .map_err(|e| format!("request({url:?}) was refused: {e}"))?;
         let init: Init = serde_json::from_str(init_json)
             .map_err(|e| format!("request({url:?}): init is not valid: {e}"))?;
         let method = init.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| format!("request({url:?}): method {method} is not valid"))?;
-        let mut req = self.client.request(method, parsed);
+        let mut req = self.client.http.request(method, parsed).timeout(timeout);
         for (k, v) in &init.headers {
             req = req.header(k, v);
         }
         if let Some(body) = init.body {
             req = req.body(body);
         }
-        self.runtime.block_on(async move {
+        let call = async move {
             let mut res = req
                 .send()
                 .await
-                .map_err(|e| format!("request({url:?}) failed: {e}"))?;
+                .map_err(|e| format!("request({url:?}) failed: {}", outbound::error_chain(&e)))?;
             let status = res.status();
             let headers: BTreeMap<String, String> = res
                 .headers()
@@ -86,11 +102,12 @@ impl Host for HttpHost {
                 .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
                 .collect();
             let mut body = Vec::new();
-            while let Some(chunk) = res
-                .chunk()
-                .await
-                .map_err(|e| format!("request({url:?}) failed reading the body: {e}"))?
-            {
+            while let Some(chunk) = res.chunk().await.map_err(|e| {
+                format!(
+                    "request({url:?}) failed reading the body: {}",
+                    outbound::error_chain(&e)
+                )
+            })? {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_BODY {
                     return Err(format!(
@@ -105,6 +122,9 @@ impl Host for HttpHost {
                 "body": String::from_utf8_lossy(&body),
             })
             .to_string())
-        })
+        };
+        self.runtime
+            .block_on(async move { tokio::time::timeout(timeout, call).await })
+            .unwrap_or_else(|_| Err(format!("request({url:?}) timed out after {timeout:?}")))
     }
 }

@@ -82,7 +82,7 @@ pub(crate) struct Worker {
     pub(crate) accounts: Vec<(String, Vec<i64>)>,
     pub(crate) turn: u64,
     /// The client and runtime `request()` calls go through.
-    pub(crate) http: (reqwest::Client, tokio::runtime::Handle),
+    pub(crate) http: (super::request::RequestClient, tokio::runtime::Handle),
 }
 
 /// The reducers of one stream and their sandbox.

@@ -1,45 +1,42 @@
-//! The HTTP client of webhook deliveries: rustls over ring, no redirects, no proxy,
-//! bounded timeouts, and the SSRF-guarded DNS resolver on every connection.
+//! Where webhook deliveries go: the URL check when a webhook is created and the
+//! delivery client, both the outbound guard's ([`crate::outbound`]) with the webhooks'
+//! own rules (no credentials in the URL) and user agent.
 //!
-//! Redirects are not followed because a receiver could otherwise bounce a delivery to
-//! an address the guard refuses; a 3xx answer counts as a failed delivery. One client
-//! is meant to be built at startup and shared: building loads the system's CA roots.
+//! Redirects are not followed, so a 3xx answer counts as a failed delivery.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::ssrf::GuardedResolver;
+use reqwest::Url;
+
 use crate::error::{EngineError, Result};
+use crate::outbound;
 
-/// The longest a delivery waits for its TCP and TLS connection.
-const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long an idle keep-alive connection stays in the pool.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Builds the delivery client: each request may take `timeout` in all (connecting at
-/// most 5 s of it), redirects are returned rather than followed, proxies from the
-/// environment are ignored, and, unless `allow_private`, host names resolving only to
-/// non-public addresses are refused (see [`GuardedResolver`]).
-///
-/// It installs rustls's ring provider as the process default first when no provider
-/// is installed, since reqwest is built without one of its own.
+/// Builds the delivery client: each request may take `timeout` in all; see
+/// [`outbound::client`].
 pub fn client(timeout: Duration, allow_private: bool) -> Result<reqwest::Client> {
-    // Err means a provider is already installed, which reqwest then uses: fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .tls_backend_rustls()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
-        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
-        .user_agent(concat!("eddy-webhooks/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .no_proxy()
-        .build()
-        .map_err(|e| {
-            tracing::error!(error = %e, "building the webhook HTTP client failed");
-            EngineError::internal(format!("could not build the webhook HTTP client: {e}"))
-        })
+    outbound::client(
+        timeout,
+        allow_private,
+        concat!("eddy-webhooks/", env!("CARGO_PKG_VERSION")),
+    )
+}
+
+/// Checks a webhook URL and parses it: the outbound guard's [`outbound::check_url`],
+/// and no user name or password (deliveries authenticate with their signature).
+pub fn check_url(url: &str, allow_private: bool) -> Result<Url> {
+    let parsed =
+        outbound::check_url(url, allow_private, "webhook url").map_err(EngineError::invalid)?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let mut shown = parsed.clone();
+        // http(s) URLs always have a host, so clearing the credentials cannot fail
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        return Err(EngineError::invalid(format!(
+            "webhook url \"{shown}\" (credentials hidden) contains a user name or password; \
+             remove them and authenticate with the webhook signature instead"
+        )));
+    }
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -130,6 +127,22 @@ mod tests {
         // no connection is waiting to be accepted
         let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         assert!(accepted.is_err(), "the listener saw a connection");
+    }
+
+    #[test]
+    fn webhook_urls_carry_no_credentials() {
+        let refused = |url: &str, allow_private: bool| {
+            let err = check_url(url, allow_private).unwrap_err();
+            assert_eq!(err.code, crate::error::ErrorCode::Invalid);
+            assert!(err.message.starts_with("webhook url "), "{}", err.message);
+            err.message
+        };
+        let m = refused("https://user:hunter2@example.com/", false);
+        assert!(m.contains("user name or password"), "{m}");
+        assert!(!m.contains("hunter2") && !m.contains("user@"), "{m}");
+        assert!(refused("https://user@example.com/", true).contains("user name"));
+        assert!(refused("http://127.0.0.1:9/", false).contains("--allow-private-targets"));
+        assert!(check_url("https://example.com/hook", false).is_ok());
     }
 
     #[tokio::test]

@@ -12,7 +12,6 @@
 pub mod client;
 mod deliver;
 pub mod signing;
-pub mod ssrf;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,7 +32,8 @@ use signing::Secret;
 /// How deliveries are made and retried.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
-    /// Deliver to private, loopback and link-local addresses too.
+    /// Lets every outbound call (deliveries, and reducers' `request()`, which the engine
+    /// configures from this too) reach private, loopback and link-local addresses.
     pub allow_private: bool,
     /// Longest wait for a receiver's answer.
     pub timeout: Duration,
@@ -211,7 +211,7 @@ impl Engine {
                 "field \"url\" is missing: give the http(s) URL deliveries are posted to",
             ));
         }
-        let url = ssrf::check_url(new.url.trim(), self.webhooks.settings.allow_private)?;
+        let url = client::check_url(new.url.trim(), self.webhooks.settings.allow_private)?;
         let selector = Selector::parse_query(&new.selector)?;
         if !selector.subs.is_empty() {
             let factory = match self.resolve(path).await? {
