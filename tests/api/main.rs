@@ -3,6 +3,7 @@
 //! SQLite file in a temp dir, and speaks HTTP to it.
 
 mod access;
+mod account_names;
 mod admin;
 mod append;
 mod batch;
@@ -14,6 +15,7 @@ mod digest;
 mod dispatch;
 mod durability;
 mod ingest_stream;
+mod json_limits;
 mod limits;
 mod pipes;
 mod read;

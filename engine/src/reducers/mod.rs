@@ -4,7 +4,10 @@
 
 mod answers;
 mod checkpoint;
-pub(crate) mod data;
+/// Event data as reducers see it (see `crate::content`).
+pub(crate) mod data {
+    pub(crate) use crate::content::for_reducer;
+}
 mod events;
 mod oversize;
 mod request;
