@@ -367,6 +367,31 @@ mod tests {
     }
 
     #[test]
+    fn events_are_checked_for_size_content_and_limits() {
+        use crate::event::MAX_EVENT_DATA;
+        let c = controls(json!({}));
+        let json = "application/json";
+        c.check("t", json, b"{\"a\":1}").unwrap();
+        let e = c.check("t", json, b"{\"a\":").unwrap_err();
+        assert!(e.message.contains("not valid JSON"), "{}", e.message);
+        // a string holding a byte that is not UTF-8 is not JSON
+        let e = c.check("t", json, b"{\"a\":\"\xff\"}").unwrap_err();
+        assert!(
+            e.message.contains("invalid UTF-8 at byte offset 6"),
+            "{}",
+            e.message
+        );
+        let e = c.check("t", "text/plain", &[0xff, 0xfe]).unwrap_err();
+        assert!(e.message.contains("not valid UTF-8 text"), "{}", e.message);
+        let big = vec![b'a'; MAX_EVENT_DATA + 1];
+        let e = c.check("t", "application/octet-stream", &big).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TooLarge);
+        c.check("t", "text/plain", &big[..MAX_EVENT_DATA]).unwrap();
+        let e = c.check("t", "application/ld+json", b"[1e400]").unwrap_err();
+        assert!(e.message.contains("1e400 at /0"), "{}", e.message);
+    }
+
+    #[test]
     fn rate_limits_are_per_substream() {
         let c = controls(json!({"factory": true, "rateLimit": {"perSecond": 1, "burst": 2}}));
         let a = stream("/acme/s('a')");
