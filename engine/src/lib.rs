@@ -8,6 +8,9 @@
 //!   `sub`), applied as SQL on reads and as a predicate on live paths.
 //! - [`query`]: query-string decoding shared by the parsers.
 //! - [`event`]: what an event is: content types, limits, timestamps, ids, the envelope.
+//! - [`json`]: JSON event data parsed once within the limits (nesting depth, numbers
+//!   that fit a double), refusals naming the place.
+//! - `content`: event data as JSON values, as reducers and event types see it.
 //! - [`settings`]: the stream settings document.
 //! - [`access`]: who may do what (admin token, API keys, public flags, account
 //!   substreams, HMAC tokens) and the stream controls checked before an append (rate
@@ -45,9 +48,11 @@
 pub mod access;
 pub mod builtins;
 pub mod consumers;
+mod content;
 mod dispatch;
 pub mod error;
 pub mod event;
+pub mod json;
 pub mod metrics;
 pub mod outbound;
 pub mod path;
@@ -117,12 +122,13 @@ impl Engine {
         webhooks: consumers::webhooks::WebhookSettings,
         admin_token: Option<&str>,
         fanout_merge_rate: u32,
+        json: json::JsonLimits,
     ) -> Result<Arc<Self>> {
         let allow_private = webhooks.allow_private;
         let webhooks = consumers::webhooks::Webhooks::new(webhooks, metrics.clone())?;
-        let store = Store::open(data_dir, metrics.clone()).await?;
+        let store = Store::open(data_dir, metrics.clone(), json).await?;
         // shared with the reducer worker, which checks dispatched events' types
-        let controls = Arc::new(access::controls::Controls::new(store.pool.clone()));
+        let controls = Arc::new(access::controls::Controls::new(store.pool.clone(), json));
         let pipe_limits = reducers.limits.clone();
         let reducers = reducers::Reducers::start(
             store.path(),

@@ -96,7 +96,7 @@ fn check_name(what: &str, s: &str) -> Result<(), PathError> {
 
 /// Declares a validated name type with `new`, `as_str` and `Display`.
 macro_rules! name_type {
-    ($(#[$attr:meta])* $name:ident, $what:literal, $($forbidden:expr)?) => {
+    ($(#[$attr:meta])* $name:ident, $what:literal, $($forbidden:expr)? $(; $rule:path)?) => {
         $(#[$attr])*
         pub struct $name(String);
 
@@ -107,6 +107,7 @@ macro_rules! name_type {
                 $(if $forbidden.contains(&name) {
                     bail!("{} {} is reserved", $what, show(name));
                 })?
+                $($rule(name)?;)?
                 Ok(Self(name.to_owned()))
             }
 
@@ -125,9 +126,10 @@ macro_rules! name_type {
 }
 
 name_type!(
-    /// An account name: 1 to 64 characters from `A-Z a-z 0-9 _ -`.
+    /// An account name: 1 to 64 characters from `A-Z a-z 0-9 _ -` that a factory
+    /// argument reads back as the account (not `123`, `1e5`, `null`...).
     #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-    AccountName, "account name",
+    AccountName, "account name", ; check_account_arg
 );
 
 name_type!(
@@ -142,6 +144,29 @@ name_type!(
     #[derive(Debug, Clone, PartialEq, Eq, Hash)]
     ReducerName, "reducer name",
 );
+
+/// Refuses an account name that a bare factory argument would read as something else:
+/// `strm(123)` is the number 123 and `strm(null)` is null in every factory, so such an
+/// account could never name its account substreams, `/eddy/events({acct})` among them.
+fn check_account_arg(name: &str) -> Result<(), PathError> {
+    if matches!(bare(name), Ok(Arg::Account(_))) {
+        return Ok(());
+    }
+    if ["true", "false", "null", "undefined"].contains(&name) {
+        bail!(
+            "account name {} is a keyword in factory arguments (strm({name}) is not the \
+             account), so it could not name its account substreams; choose a name that is \
+             not true, false, null or undefined",
+            show(name)
+        );
+    }
+    bail!(
+        "account name {} reads as a number in factory arguments (strm({name}) is not the \
+         account), so it could not name its account substreams; give the name a letter or \
+         underscore that keeps it from reading as a number (e.g. \"a{name}\")",
+        show(name)
+    )
+}
 
 impl AccountName {
     /// Tells whether the name is one the server keeps for itself (`eddy`, `api`, `ui`,

@@ -628,11 +628,30 @@ fn args_new() {
     assert!(Args::new(vec![Arg::Null; 17]).is_err());
     assert!(Args::new(vec![Arg::Num(f64::NAN)]).is_err());
     assert!(Args::new(vec![Arg::Num(f64::INFINITY)]).is_err());
-    assert!(Args::new(vec![Arg::Account(acct("123"))]).is_err());
-    assert!(Args::new(vec![Arg::Account(acct("true"))]).is_err());
-    assert!(Args::new(vec![Arg::Account(acct("0x1F"))]).is_err());
-    assert!(Args::new(vec![Arg::Account(acct("Infinity"))]).is_err());
-    assert!(Args::new(vec![Arg::Account(acct("010"))]).is_err());
+    // names that an argument would not read back as the account are no account names
+    for name in ["123", "-5", "1e5", "0x1F", "010", "Infinity", "NaN"] {
+        let e = AccountName::new(name).unwrap_err().message;
+        assert!(e.contains("reads as a number"), "{name}: {e}");
+    }
+    for name in ["true", "false", "null", "undefined"] {
+        let e = AccountName::new(name).unwrap_err().message;
+        assert!(e.contains("is a keyword"), "{name}: {e}");
+    }
+    assert_eq!(
+        err("/123/s"),
+        "account name \"123\" reads as a number in factory arguments (strm(123) is not the \
+         account), so it could not name its account substreams; give the name a letter or \
+         underscore that keeps it from reading as a number (e.g. \"a123\")"
+    );
+    for fine in ["a123", "123a", "_1", "1-2", "nulls", "e5"] {
+        let a = acct(fine);
+        assert_eq!(
+            Args::new(vec![Arg::Account(a.clone())])
+                .unwrap()
+                .canonical(),
+            fine
+        );
+    }
     let a = Args::new(vec![
         s("0 9 * * 1"),
         Arg::Num(-0.0),

@@ -22,6 +22,15 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
+/// Reads `--json-max-depth`: 1 to [`eddy_engine::json::MAX_MAX_DEPTH`].
+fn parse_depth(text: &str) -> Result<usize, String> {
+    let depth = text
+        .parse::<usize>()
+        .map_err(|e| format!("{text} is not a whole number: {e}"))?;
+    eddy_engine::json::JsonLimits::new(depth).map_err(|e| e.message)?;
+    Ok(depth)
+}
+
 /// The shortest admin token accepted.
 pub const MIN_ADMIN_TOKEN: usize = 16;
 
@@ -97,6 +106,10 @@ pub struct Config {
         default_value_t = 86_400_000
     )]
     pub webhook_retry_budget_ms: u64,
+    /// Deepest nesting of arrays and objects in JSON event data (1 to 127); deeper data
+    /// is refused with 400 on every ingest path, piped and dispatched events included.
+    #[arg(long, env = "EDDY_JSON_MAX_DEPTH", default_value_t = eddy_engine::json::DEFAULT_MAX_DEPTH, value_parser = parse_depth)]
+    pub json_max_depth: usize,
 }
 
 impl Config {
@@ -122,6 +135,7 @@ impl Config {
             webhook_retry_initial_ms: 1_000,
             webhook_retry_max_ms: 3_600_000,
             webhook_retry_budget_ms: 86_400_000,
+            json_max_depth: eddy_engine::json::DEFAULT_MAX_DEPTH,
         }
     }
 
@@ -157,6 +171,12 @@ impl Config {
             threads,
             memory_total: self.reducer_memory_total_mb.saturating_mul(1024 * 1024),
         }
+    }
+
+    /// The limits JSON event data is parsed within.
+    pub fn json_limits(&self) -> anyhow::Result<eddy_engine::json::JsonLimits> {
+        eddy_engine::json::JsonLimits::new(self.json_max_depth)
+            .map_err(|e| anyhow::anyhow!("--json-max-depth: {}", e.message))
     }
 
     /// Refuses configurations that would expose an open server.

@@ -154,7 +154,7 @@ fn builtin(resource: Resource, method: &Method) -> ApiResult<Resource> {
     let canonical = |p: &StreamPath| -> ApiResult<StreamPath> {
         Ok(match builtins::builtin(p)? {
             Builtin::Cron(s) => builtins::cron_stream(s.expr()),
-            Builtin::Events(a) => builtins::account_events(&a),
+            Builtin::Events(a) => builtins::account_events(&a)?,
         })
     };
     let is_builtin = |p: &StreamPath| p.account.as_str() == builtins::ACCOUNT;

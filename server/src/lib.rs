@@ -74,6 +74,7 @@ impl AppState {
             config.webhook_settings(),
             config.admin_token.as_deref(),
             config.fanout_merge_rate,
+            config.json_limits()?,
         )
         .await?;
         let (shutdown_tx, shutdown) = watch::channel(false);

@@ -3,6 +3,7 @@
 //! SQLite file in a temp dir, and speaks HTTP to it.
 
 mod access;
+mod account_names;
 mod admin;
 mod append;
 mod batch;
@@ -15,6 +16,7 @@ mod dispatch;
 mod durability;
 mod ingest_stream;
 mod isolation;
+mod json_limits;
 mod limits;
 mod pipes;
 mod read;

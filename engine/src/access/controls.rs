@@ -21,7 +21,8 @@ use serde_json::Value;
 use sqlx::SqlitePool;
 
 use crate::error::{EngineError, ErrorCode, Result};
-use crate::event::{ContentType, DataKind, check_size};
+use crate::event::{DataKind, check_size};
+use crate::json::JsonLimits;
 use crate::path::{Arg, StreamPath};
 use crate::selector::glob;
 use crate::settings::{RateLimit, StreamSettings};
@@ -39,6 +40,8 @@ pub struct StreamControls {
     /// are compared (see [`fold_scheme_host`]); in the order of the settings.
     referers: Vec<String>,
     types: HashMap<String, Arc<EventTypeDef>>,
+    /// The limits JSON data is parsed within.
+    json: JsonLimits,
 }
 
 /// A 429 from a rate limit, or a 403 from a blocklist; `rule` names which.
@@ -47,7 +50,11 @@ fn refusal(code: ErrorCode, rule: &str, message: String) -> EngineError {
 }
 
 impl StreamControls {
-    fn new(settings: StreamSettings, types: HashMap<String, Arc<EventTypeDef>>) -> Self {
+    fn new(
+        settings: StreamSettings,
+        types: HashMap<String, Arc<EventTypeDef>>,
+        json: JsonLimits,
+    ) -> Self {
         let limiter = settings
             .rate_limit
             .map(|r| DefaultKeyedRateLimiter::keyed(quota(r)));
@@ -62,6 +69,7 @@ impl StreamControls {
             limiter,
             referers,
             types,
+            json,
         }
     }
 
@@ -163,41 +171,38 @@ impl StreamControls {
         !self.types.is_empty()
     }
 
-    /// Checks an event's data for its content type (size, JSON that parses, UTF-8
-    /// text) and, when the stream defines its type, against the type's schema: 400 with
-    /// `errors[]` and `rule: "type"` when it does not match. JSON is parsed once.
-    pub fn check_event(&self, event_type: &str, ct: &ContentType, data: &[u8]) -> Result<()> {
-        let Some(def) = self.types.get(event_type) else {
-            return ct.check_data(data);
-        };
-        if ct.kind != DataKind::Json {
-            ct.check_data(data)?;
-            return self.validate(event_type, &ct.value, data);
-        }
+    /// Checks one event's data: its size (413), its content (JSON parsed once within
+    /// the JSON limits, UTF-8 text) and, when the stream defines its type, the type's
+    /// schema, against the data as reducers see it (JSON as is, form bodies as an
+    /// object of strings, CSV as rows, text as a string): 400 with `errors[]` and
+    /// `rule: "type"` when it does not match.
+    pub fn check(&self, event_type: &str, content_type: &str, data: &[u8]) -> Result<()> {
         check_size(data.len())?;
-        match serde_json::from_slice::<Value>(data) {
-            Ok(value) => conforms(def, event_type, &value),
-            // the content-type check words the parse error
-            Err(_) => ct.check_data(data),
+        let def = self.types.get(event_type);
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        let value = match DataKind::of(essence).unwrap_or(DataKind::Binary) {
+            DataKind::Json => self.json.parse(data, content_type, def.is_some())?,
+            DataKind::Text => {
+                if let Err(e) = std::str::from_utf8(data) {
+                    return Err(EngineError::invalid(format!(
+                        "event data is not valid UTF-8 text (invalid byte at offset {}) but \
+                         Content-Type is {content_type}",
+                        e.valid_up_to()
+                    )));
+                }
+                def.map(|_| crate::content::value(content_type, data))
+            }
+            DataKind::Binary => def.map(|_| crate::content::value(content_type, data)),
+        };
+        match (def, value) {
+            (Some(def), Some(value)) => conforms(def, event_type, &value),
+            _ => Ok(()),
         }
     }
 
-    /// Validates data already checked for its content type against its type's
-    /// schema, if the stream defines one (see [`StreamControls::check_event`]). The
-    /// data is validated as reducers see it: JSON as is, form bodies as an object of
-    /// strings, CSV as rows, text as a string.
+    /// [`StreamControls::check`] under the name the reducer worker calls it by.
     pub fn validate(&self, event_type: &str, content_type: &str, data: &[u8]) -> Result<()> {
-        let Some(def) = self.types.get(event_type) else {
-            return Ok(());
-        };
-        let (json, _) = crate::reducers::data::for_reducer(content_type, data);
-        let value: Value = serde_json::from_str(&json).map_err(|e| {
-            EngineError::invalid(format!(
-                "event data of type \"{event_type}\" is not valid JSON ({e}), so it cannot \
-                 be checked against the type's schema"
-            ))
-        })?;
-        conforms(def, event_type, &value)
+        self.check(event_type, content_type, data)
     }
 }
 
@@ -262,15 +267,17 @@ type StreamMap = HashMap<String, HashMap<String, Arc<StreamControls>>>;
 /// Every loaded stream's controls.
 pub struct Controls {
     pool: SqlitePool,
+    json: JsonLimits,
     /// A std lock: held for a lookup or an insert, never across an await.
     map: RwLock<StreamMap>,
     epoch: AtomicU64,
 }
 
 impl Controls {
-    pub(crate) fn new(pool: SqlitePool) -> Self {
+    pub(crate) fn new(pool: SqlitePool, json: JsonLimits) -> Self {
         Self {
             pool,
+            json,
             map: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
         }
@@ -302,7 +309,7 @@ impl Controls {
         }
         let exists = info.is_some();
         let settings = info.map(|i| i.settings).unwrap_or_default();
-        let controls = Arc::new(StreamControls::new(settings, types));
+        let controls = Arc::new(StreamControls::new(settings, types, self.json));
         if exists
             && let Ok(mut map) = self.map.write()
             && self.epoch.load(Ordering::Acquire) == epoch
@@ -356,7 +363,32 @@ mod tests {
     fn controls(settings: Value) -> StreamControls {
         let Value::Object(m) = settings else { panic!() };
         let s = StreamSettings::default().merged(m).unwrap();
-        StreamControls::new(s, HashMap::new())
+        StreamControls::new(s, HashMap::new(), JsonLimits::default())
+    }
+
+    #[test]
+    fn events_are_checked_for_size_content_and_limits() {
+        use crate::event::MAX_EVENT_DATA;
+        let c = controls(json!({}));
+        let json = "application/json";
+        c.check("t", json, b"{\"a\":1}").unwrap();
+        let e = c.check("t", json, b"{\"a\":").unwrap_err();
+        assert!(e.message.contains("not valid JSON"), "{}", e.message);
+        // a string holding a byte that is not UTF-8 is not JSON
+        let e = c.check("t", json, b"{\"a\":\"\xff\"}").unwrap_err();
+        assert!(
+            e.message.contains("invalid UTF-8 at byte offset 6"),
+            "{}",
+            e.message
+        );
+        let e = c.check("t", "text/plain", &[0xff, 0xfe]).unwrap_err();
+        assert!(e.message.contains("not valid UTF-8 text"), "{}", e.message);
+        let big = vec![b'a'; MAX_EVENT_DATA + 1];
+        let e = c.check("t", "application/octet-stream", &big).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TooLarge);
+        c.check("t", "text/plain", &big[..MAX_EVENT_DATA]).unwrap();
+        let e = c.check("t", "application/ld+json", b"[1e400]").unwrap_err();
+        assert!(e.message.contains("1e400 at /0"), "{}", e.message);
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //! Anything else is 401 when no credentials were given and 403 when the ones given do
 //! not allow it, whether or not the stream exists: a refusal never reveals what exists.
 //! Stream controls (rate limits, blocklists, types) live in [`controls`]; keys in
-//! [`keys`].
+//! [`keys`]; the append policy that applies them to every ingest path in [`admit`].
 
+pub mod admit;
 pub mod controls;
 pub mod keys;
 mod ops;

@@ -50,51 +50,6 @@ impl Engine {
         self.access.decide_admin(creds)
     }
 
-    /// The first check before an append: write access (401/403), decided before
-    /// anything that depends on the stream's settings, so that a refusal says nothing
-    /// about the stream. Answers the stream's controls for the checks that follow
-    /// ([`Engine::limit_append`], then type validation, the caller's).
-    pub async fn authorize_append(
-        &self,
-        creds: &Credentials,
-        path: &StreamPath,
-    ) -> Result<Arc<StreamControls>> {
-        let controls = self.controls(path).await?;
-        self.access.decide(
-            creds,
-            Target::Stream(path),
-            Need::Write,
-            Some(&controls.settings),
-        )?;
-        Ok(controls)
-    }
-
-    /// The stream controls of an append of `n` events that write access allowed:
-    /// the blocklists (403), then the rate limit (429, or 413 for a batch larger than
-    /// the burst). A blocklisted append takes nothing from the rate limit.
-    pub fn limit_append(
-        &self,
-        controls: &StreamControls,
-        path: &StreamPath,
-        referer: Option<&str>,
-        n: usize,
-    ) -> Result<()> {
-        let checked = controls
-            .check_blocklist(path, referer)
-            .and_then(|()| controls.check_rate(path, n));
-        if let Err(e) = &checked
-            && let Some(Value::String(rule)) = e.details.get("rule")
-        {
-            self.access.refused(rule);
-        }
-        checked
-    }
-
-    /// Counts a refusal made outside the engine (a type validation failure).
-    pub fn count_refusal(&self, rule: &str) {
-        self.access.refused(rule);
-    }
-
     /// Creates an account with its first key; answers the key (shown once).
     pub async fn create_account(&self, name: &AccountName) -> Result<String> {
         if name.is_reserved() {

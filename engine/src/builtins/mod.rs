@@ -30,13 +30,18 @@ fn account() -> AccountName {
     AccountName::new(ACCOUNT).expect("the builtin account name is valid")
 }
 
-/// `eddy/events({acct})`: where the changes to `acct` are logged.
-pub fn account_events(acct: &AccountName) -> StreamPath {
-    StreamPath {
+/// `eddy/events({acct})`: where the changes to `acct` are logged. Every account name
+/// reads back as an account argument, so this fails only on a broken invariant (and
+/// then never names the plain stream `eddy/events`).
+pub fn account_events(acct: &AccountName) -> Result<StreamPath> {
+    let args = Args::new(vec![Arg::Account(acct.clone())]).map_err(|e| {
+        EngineError::internal(format!("account {acct} has no account event stream: {e}"))
+    })?;
+    Ok(StreamPath {
         account: account(),
         stream: name("events"),
-        args: Args::new(vec![Arg::Account(acct.clone())]).ok(),
-    }
+        args: Some(args),
+    })
 }
 
 /// `eddy/cron('{expr}')`.

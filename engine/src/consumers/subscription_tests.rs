@@ -24,6 +24,7 @@ async fn engine(dir: &std::path::Path) -> Arc<Engine> {
         crate::consumers::webhooks::WebhookSettings::default(),
         None,
         crate::consumers::hub::DEFAULT_MERGE_RATE,
+        crate::json::JsonLimits::default(),
     )
     .await
     .expect("open")

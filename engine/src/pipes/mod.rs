@@ -319,7 +319,7 @@ impl Engine {
         }
         Ok(match builtins::builtin(from)? {
             Builtin::Cron(s) => builtins::cron_stream(s.expr()),
-            Builtin::Events(a) => builtins::account_events(&a),
+            Builtin::Events(a) => builtins::account_events(&a)?,
         })
     }
 }

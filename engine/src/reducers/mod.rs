@@ -4,7 +4,10 @@
 //! (`published`) and from the saved states, never by a thread.
 
 mod checkpoint;
-pub(crate) mod data;
+/// Event data as reducers see it (see `crate::content`).
+pub(crate) mod data {
+    pub(crate) use crate::content::for_reducer;
+}
 mod events;
 mod oversize;
 mod pool;

@@ -80,7 +80,7 @@ impl Writer {
             fields.extend(m);
         }
         let request = AppendRequest {
-            stream: builtins::account_events(&account),
+            stream: builtins::account_events(&account)?,
             events: vec![NewEvent {
                 id: None,
                 event_type: change.event_type().into(),

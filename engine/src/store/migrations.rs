@@ -143,7 +143,9 @@ mod tests {
         .unwrap();
         pool.close().await;
 
-        let store = Store::open(dir.path(), Arc::default()).await.unwrap();
+        let store = Store::open(dir.path(), Arc::default(), Default::default())
+            .await
+            .unwrap();
         // (the page size of a new database applies to new databases only)
         assert_eq!(page_size(&store).await, 4096);
         let again = store.writer.append(append(Some(old))).await.unwrap();
@@ -173,11 +175,15 @@ mod tests {
     #[tokio::test]
     async fn a_new_database_has_small_pages() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), Arc::default()).await.unwrap();
+        let store = Store::open(dir.path(), Arc::default(), Default::default())
+            .await
+            .unwrap();
         assert_eq!(page_size(&store).await, 2048);
         store.writer.append(append(None)).await.unwrap();
         store.shutdown().await;
-        let store = Store::open(dir.path(), Arc::default()).await.unwrap();
+        let store = Store::open(dir.path(), Arc::default(), Default::default())
+            .await
+            .unwrap();
         assert_eq!(page_size(&store).await, 2048);
         assert_eq!(
             store.writer.append(append(None)).await.unwrap().events[0].index,

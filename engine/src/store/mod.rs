@@ -13,6 +13,7 @@ pub(crate) mod pipe_writes;
 pub mod read;
 pub(crate) mod reducer_reads;
 pub(crate) mod reducer_writes;
+mod repair;
 pub(crate) mod webhook_writes;
 pub mod writer;
 
@@ -25,6 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use tokio::sync::broadcast;
 
 use crate::error::{EngineError, Result};
+use crate::json::JsonLimits;
 use crate::metrics::Metrics;
 pub use apply::{AppendRequest, Appended, AppendedEvent, SettingsRequest};
 pub use notice::{Committed, LiveEvent, SharedEvent};
@@ -54,9 +56,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating when missing) the store in `dir`, runs the migrations and starts
-    /// the writer.
-    pub async fn open(dir: &Path, metrics: Arc<Metrics>) -> Result<Self> {
+    /// Opens (creating when missing) the store in `dir`, runs the migrations and the
+    /// repairs (`repair`) and starts the writer.
+    pub async fn open(dir: &Path, metrics: Arc<Metrics>, json: JsonLimits) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
             EngineError::internal(format!(
                 "cannot create data directory {}: {e}",
@@ -80,6 +82,7 @@ impl Store {
                 .run(&migrator)
                 .await
                 .map_err(|e| EngineError::internal(format!("migrations failed: {e}")))?;
+            repair::run(&migrator).await?;
             migrator.close().await;
         }
         let pool = SqlitePoolOptions::new()
@@ -92,7 +95,7 @@ impl Store {
         let (notices, _) = broadcast::channel(256);
         let last_position = Arc::new(AtomicI64::new(0));
         let (writer, thread) =
-            writer::spawn(&path, notices.clone(), last_position.clone(), metrics)?;
+            writer::spawn(&path, notices.clone(), last_position.clone(), metrics, json)?;
         Ok(Self {
             pool,
             writer,

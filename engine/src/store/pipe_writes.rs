@@ -11,7 +11,7 @@ use super::account_events::Change;
 use super::apply::{AppendRequest, Appended, Staged};
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, ErrorCode, Result};
-use crate::event::{ExpectedIndex, NewEvent};
+use crate::event::{DataKind, ExpectedIndex, NewEvent};
 use crate::path::{AccountName, Args, StreamName, StreamPath};
 
 /// A pipe as stored.
@@ -364,6 +364,10 @@ impl Writer {
                 (_, None, default) => default,
             };
         }
+        if let Err(e) = self.check_json(&event) {
+            return Ok(Err(e));
+        }
+        let changes = self.conn.total_changes();
         match self.append(
             AppendRequest {
                 stream,
@@ -374,8 +378,25 @@ impl Writer {
         ) {
             Ok(a) => Ok(Ok(a)),
             Err(e) if e.code == ErrorCode::Internal => Err(e),
+            // refused after it had written: the group rolls back rather than keep half
+            Err(e) if self.conn.total_changes() != changes => Err(EngineError::internal(format!(
+                "a routed event was refused after it had written: {}",
+                e.message
+            ))),
             Err(e) => Ok(Err(e)),
         }
+    }
+}
+
+impl Writer {
+    /// Refuses routed JSON data beyond the JSON limits (the destination's event type,
+    /// if any, was checked before it came here, within the same limits).
+    fn check_json(&self, event: &NewEvent) -> Result<()> {
+        let essence = event.content_type.split(';').next().unwrap_or("").trim();
+        if DataKind::of(essence) == Some(DataKind::Json) {
+            self.json.parse(&event.data, &event.content_type, false)?;
+        }
+        Ok(())
     }
 }
 

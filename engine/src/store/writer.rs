@@ -26,6 +26,7 @@ use super::pipe_writes::{PipeWrite, PipeWritten};
 use super::reducer_writes::{ReducerWrite, ReducerWritten};
 use super::webhook_writes::WebhookWrite;
 use crate::error::{EngineError, ErrorCode, Result};
+use crate::json::JsonLimits;
 use crate::metrics::Metrics;
 use crate::settings::StreamSettings;
 
@@ -170,6 +171,7 @@ pub(crate) fn spawn(
     notices: broadcast::Sender<Arc<Committed>>,
     last_position: Arc<AtomicI64>,
     metrics: Arc<Metrics>,
+    json: JsonLimits,
 ) -> Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let conn = open_connection(file)?;
     let next_pos: i64 =
@@ -197,6 +199,7 @@ pub(crate) fn spawn(
         ids,
         flusher,
         metrics,
+        json,
     };
     let thread = std::thread::Builder::new()
         .name("eddy-writer".into())
@@ -246,6 +249,9 @@ pub(super) struct Writer {
     /// Makes each committed group durable, then answers it.
     flusher: super::flush::Flusher,
     metrics: Arc<Metrics>,
+    /// The limits of the JSON data of piped and dispatched events, checked here as
+    /// the one place every routed event passes.
+    pub(super) json: JsonLimits,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -317,34 +323,35 @@ impl Writer {
             });
         }
         let Some(g) = group.as_mut() else { return };
+        let changes = self.conn.total_changes();
         let (storage_error, pending) = match cmd {
             Command::Append(req, tx) => {
                 g.bytes += req.events.iter().map(|e| e.data.len()).sum::<usize>();
                 let r = self.append(req, &mut g.staged);
-                (storage_failure(&r), Pending::Append(tx, r))
+                (self.doomed(&r, changes), Pending::Append(tx, r))
             }
             Command::Settings(req, tx) => {
                 let r = self.settings(req, &mut g.staged);
-                (storage_failure(&r), Pending::Settings(tx, r))
+                (self.doomed(&r, changes), Pending::Settings(tx, r))
             }
             Command::Reducer(write, tx) => {
                 let r = self.reducer(write, &mut g.staged);
-                (storage_failure(&r), Pending::Reducer(tx, r))
+                (self.doomed(&r, changes), Pending::Reducer(tx, r))
             }
             Command::Webhook(write, tx) => {
                 let r = self.webhook(write, &mut g.staged);
-                (storage_failure(&r), Pending::Webhook(tx, r))
+                (self.doomed(&r, changes), Pending::Webhook(tx, r))
             }
             Command::Pipe(write, tx) => {
                 if let PipeWrite::Batch(b) = &write {
                     g.bytes += b.outs.iter().map(|o| o.event.data.len()).sum::<usize>();
                 }
                 let r = self.pipe(write, &mut g.staged);
-                (storage_failure(&r), Pending::Pipe(tx, r))
+                (self.doomed(&r, changes), Pending::Pipe(tx, r))
             }
             Command::Access(write, tx) => {
                 let r = self.access(write, &mut g.staged);
-                (storage_failure(&r), Pending::Access(tx, r))
+                (self.doomed(&r, changes), Pending::Access(tx, r))
             }
             Command::Shutdown(_) => return,
         };
@@ -354,6 +361,27 @@ impl Writer {
         {
             self.roll_back(g, &e);
         }
+    }
+
+    /// The error that dooms the open group after a request: a storage error, or a
+    /// refusal that came after the request had written (the group rolls back rather
+    /// than commit half a change).
+    fn doomed<T>(&self, r: &Result<T>, changes_before: u64) -> Option<EngineError> {
+        let refused = r.as_ref().err()?;
+        if let Some(e) = storage_failure(r) {
+            return Some(e);
+        }
+        if self.conn.total_changes() == changes_before {
+            return None;
+        }
+        tracing::error!(
+            error = %refused.message,
+            "a request was refused after it had written; its group rolls back"
+        );
+        Some(EngineError::internal(format!(
+            "a request was refused after it had written: {}",
+            refused.message
+        )))
     }
 
     /// Commits the open group, flushes the WAL and answers the group.

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eddy_engine::access::Credentials;
-use eddy_engine::access::controls::StreamControls;
+use eddy_engine::access::admit::Intake;
 use eddy_engine::event::{
     self, ContentType, ExpectedIndex, MAX_BATCH_BYTES, MAX_EVENT_DATA, NewEvent,
 };
@@ -161,47 +161,53 @@ async fn post_inner(
     params::refuse_content_coding(&headers)?;
     let inputs = AppendInputs::read(path_type, uri, &headers)?;
     let (raw_ct, media) = params::media_type(&headers)?;
-    // write access first: a refused request reads no body and takes nothing from the
-    // rate limit, and its answer does not depend on the stream's settings
-    let controls = state.engine.authorize_append(creds, &path).await?;
+    let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
+    // the engine's append policy decides write access before the body is read
     match media.as_str() {
         "application/vnd.eddy.events+json" | "application/vnd.eventstore.events+json" => {
             let es = media == "application/vnd.eventstore.events+json";
-            let body = read_body(body, MAX_BATCH_BYTES, "a batch").await?;
-            let events = super::batch::parse(&body, es, &inputs)?;
-            limit(state, &controls, &path, &headers, events.len())?;
-            for (i, e) in events.iter().enumerate() {
-                validate(state, &controls, e).map_err(|err| {
-                    ApiError(
-                        err.0
-                            .context(format_args!("event {i} of the batch"))
-                            .with("position", i),
-                    )
-                })?;
-            }
-            let appended = append(state, &path, events, inputs.expected).await?;
+            let read = async {
+                let body = read_body(body, MAX_BATCH_BYTES, "a batch")
+                    .await
+                    .map_err(|e| e.0)?;
+                super::batch::parse(&body, es, &inputs).map_err(|e| e.0)
+            };
+            let admitted = state
+                .engine
+                .admit_append(creds, &path, referer, Intake::Batch(read))
+                .await?;
+            let appended = append(state, &path, admitted.events, inputs.expected).await?;
             Ok(batch_response(&path, &appended))
         }
         "application/x-ndjson" => {
-            limit(state, &controls, &path, &headers, 1)?;
-            super::ndjson::ingest(state, path, controls, inputs, body).await
+            let admitted = state
+                .engine
+                .admit_append(creds, &path, referer, Intake::<NoRead>::Stream)
+                .await?;
+            super::ndjson::ingest(state, path, admitted.policy, inputs, body).await
         }
         _ => {
-            limit(state, &controls, &path, &headers, 1)?;
-            let ct = ContentType::parse(raw_ct.as_deref())?;
-            let event_type = inputs.required_type()?;
-            let data = read_body(body, MAX_EVENT_DATA, "an event").await?;
-            check_event(state, &controls, &event_type, &ct, &data)?;
-            let event = NewEvent {
-                id: inputs.id,
-                event_type,
-                content_type: ct.value,
-                data,
-                timestamp: inputs.timestamp,
-                metadata: None,
-                origin: None,
+            let read = async {
+                let ct = ContentType::parse(raw_ct.as_deref())?;
+                let event_type = inputs.required_type().map_err(|e| e.0)?;
+                let data = read_body(body, MAX_EVENT_DATA, "an event")
+                    .await
+                    .map_err(|e| e.0)?;
+                Ok(vec![NewEvent {
+                    id: inputs.id,
+                    event_type,
+                    content_type: ct.value,
+                    data,
+                    timestamp: inputs.timestamp,
+                    metadata: None,
+                    origin: None,
+                }])
             };
-            let appended = append(state, &path, vec![event], inputs.expected).await?;
+            let admitted = state
+                .engine
+                .admit_append(creds, &path, referer, Intake::One(read))
+                .await?;
+            let appended = append(state, &path, admitted.events, inputs.expected).await?;
             // the answer of every single-event POST, written out directly: the same
             // JSON as `json!` gives, without building a map first
             let e = appended.events[0];
@@ -223,48 +229,8 @@ async fn post_inner(
     }
 }
 
-/// The stream controls of an authorized append of `n` events: blocklists, then the
-/// rate limit (see `Engine::limit_append`).
-fn limit(
-    state: &AppState,
-    controls: &StreamControls,
-    path: &StreamPath,
-    headers: &HeaderMap,
-    n: usize,
-) -> ApiResult<()> {
-    let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
-    Ok(state.engine.limit_append(controls, path, referer, n)?)
-}
-
-/// Checks an event's data for its content type and its type's schema (parsing JSON
-/// once), counting a refusal by the schema.
-pub(super) fn check_event(
-    state: &AppState,
-    controls: &StreamControls,
-    event_type: &str,
-    ct: &ContentType,
-    data: &[u8],
-) -> ApiResult<()> {
-    controls
-        .check_event(event_type, ct, data)
-        .map_err(|err| counted(state, err))
-}
-
-/// Validates a batch event (its data checked by the batch parser) against its type's
-/// schema, counting a refusal.
-fn validate(state: &AppState, controls: &StreamControls, e: &NewEvent) -> ApiResult<()> {
-    controls
-        .validate(&e.event_type, &e.content_type, &e.data)
-        .map_err(|err| counted(state, err))
-}
-
-/// Counts a refusal by a type's schema (other errors are not refusals).
-fn counted(state: &AppState, err: EngineError) -> ApiError {
-    if err.details.get("rule").and_then(|r| r.as_str()) == Some("type") {
-        state.engine.count_refusal("type");
-    }
-    ApiError(err)
-}
+/// The reader type of an intake that reads nothing up front (NDJSON).
+type NoRead = std::future::Ready<Result<Vec<NewEvent>, EngineError>>;
 
 pub(super) async fn append(
     state: &AppState,

@@ -112,6 +112,8 @@ fn one(raw: &RawValue, eventstore: bool, inputs: &AppendInputs) -> Result<NewEve
         Some(c) => ContentType::parse(Some(&c)).map_err(|e| EngineError::invalid(e.message))?,
         None => ContentType::json(),
     };
+    // the data itself (size, JSON within the limits, UTF-8 text, type) is checked by the
+    // engine's append policy, once
     let bytes = match ct.kind {
         DataKind::Json => Bytes::copy_from_slice(data.get().as_bytes()),
         kind => {
@@ -139,7 +141,6 @@ fn one(raw: &RawValue, eventstore: bool, inputs: &AppendInputs) -> Result<NewEve
             }
         }
     };
-    ct.check_data(&bytes)?;
     let id = id.map(|v| event::parse_event_id("id", &v)).transpose()?;
     let timestamp = match ts {
         Some(raw) => {

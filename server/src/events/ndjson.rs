@@ -4,20 +4,18 @@
 //! stops the request with a 400 naming it, and the lines before it stay. A stream
 //! with a rate limit paces the lines to it instead of refusing them.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use eddy_engine::access::controls::StreamControls;
+use eddy_engine::access::admit::AppendPolicy;
 use eddy_engine::event::{ContentType, ExpectedIndex, MAX_EVENT_DATA, NewEvent};
 use eddy_engine::path::StreamPath;
 use eddy_engine::{EngineError, ErrorCode};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::append::{AppendInputs, append, check_event};
+use super::append::{AppendInputs, append};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -32,7 +30,7 @@ struct Written {
 struct Ingest<'a> {
     state: &'a AppState,
     path: StreamPath,
-    controls: Arc<StreamControls>,
+    policy: AppendPolicy<'a>,
     /// Every line is JSON.
     content_type: ContentType,
     event_type: String,
@@ -48,17 +46,6 @@ impl Ingest<'_> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        check_event(
-            self.state,
-            &self.controls,
-            &self.event_type,
-            &self.content_type,
-            line,
-        )
-        .map_err(|e| {
-            e.0.context(format_args!("line {line_no}"))
-                .with("line", line_no)
-        })?;
         let event = NewEvent {
             id: None,
             event_type: self.event_type.clone(),
@@ -68,6 +55,10 @@ impl Ingest<'_> {
             metadata: None,
             origin: None,
         };
+        self.policy.check(&event).map_err(|e| {
+            e.context(format_args!("line {line_no}"))
+                .with("line", line_no)
+        })?;
         self.pending.push(event);
         Ok(())
     }
@@ -79,7 +70,7 @@ impl Ingest<'_> {
         }
         // a rate-limited stream paces the lines rather than failing half-way
         for _ in 0..self.pending.len() {
-            self.controls.until_ready(&self.path).await;
+            self.policy.until_ready(&self.path).await;
         }
         let events = std::mem::take(&mut self.pending);
         let expected = std::mem::take(&mut self.expected);
@@ -113,10 +104,10 @@ impl Ingest<'_> {
     }
 }
 
-pub async fn ingest(
-    state: &AppState,
+pub async fn ingest<'a>(
+    state: &'a AppState,
     path: StreamPath,
-    controls: Arc<StreamControls>,
+    policy: AppendPolicy<'a>,
     inputs: AppendInputs,
     body: Body,
 ) -> ApiResult<Response> {
@@ -128,7 +119,7 @@ pub async fn ingest(
     let mut ing = Ingest {
         state,
         path,
-        controls,
+        policy,
         content_type: ContentType::json(),
         event_type: inputs.required_type()?,
         timestamp: inputs.timestamp,

@@ -1,6 +1,7 @@
-//! Event data as reducers see it (API §7): JSON parsed, form bodies as an object of
-//! strings, CSV as an array of rows (or of records with `header=present`), other text
-//! as a string, and anything else as base64 with `encoding: "base64"`.
+//! Event data as JSON (API §7), as reducers, pipe functions and event types see it:
+//! JSON as it is, form bodies as an object of strings, CSV as an array of rows (or of
+//! records with `header=present`), other text as a string, and anything else as
+//! base64 with `encoding: "base64"`.
 
 use std::borrow::Cow;
 
@@ -9,42 +10,49 @@ use serde_json::{Map, Value};
 
 use crate::event::DataKind;
 
+/// The media type of a content type, without its parameters.
+fn essence(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
 /// The data as JSON text for the sandbox, and its `encoding` when it is base64.
 pub(crate) fn for_reducer<'a>(
     content_type: &str,
     data: &'a [u8],
 ) -> (Cow<'a, str>, Option<&'static str>) {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    let text = || String::from_utf8_lossy(data);
-    match DataKind::of(essence).unwrap_or(DataKind::Binary) {
+    match DataKind::of(essence(content_type)).unwrap_or(DataKind::Binary) {
         DataKind::Json => match std::str::from_utf8(data) {
             Ok(json) => (Cow::Borrowed(json), None),
             Err(_) => (Cow::Borrowed("null"), None),
         },
-        DataKind::Text if essence == "application/x-www-form-urlencoded" => {
-            let object: Map<String, Value> = form_urlencoded::parse(data)
-                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-                .collect();
-            (Cow::Owned(Value::Object(object).to_string()), None)
+        kind => {
+            let encoding = (kind == DataKind::Binary).then_some("base64");
+            (Cow::Owned(value(content_type, data).to_string()), encoding)
         }
+    }
+}
+
+/// The data of a content type other than JSON as the value reducers see (JSON data is
+/// parsed by `json::JsonLimits::parse` instead).
+pub(crate) fn value(content_type: &str, data: &[u8]) -> Value {
+    let essence = essence(content_type);
+    match DataKind::of(essence).unwrap_or(DataKind::Binary) {
+        DataKind::Text if essence == "application/x-www-form-urlencoded" => Value::Object(
+            form_urlencoded::parse(data)
+                .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                .collect(),
+        ),
         DataKind::Text if essence == "text/csv" => {
             let header = content_type
                 .split(';')
                 .skip(1)
                 .any(|p| p.trim().eq_ignore_ascii_case("header=present"));
-            (Cow::Owned(csv_rows(data, header).to_string()), None)
+            csv_rows(data, header)
         }
-        DataKind::Text => (
-            Cow::Owned(Value::String(text().into_owned()).to_string()),
-            None,
-        ),
-        DataKind::Binary => {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(data);
-            (
-                Cow::Owned(Value::String(encoded).to_string()),
-                Some("base64"),
-            )
+        DataKind::Text | DataKind::Json => {
+            Value::String(String::from_utf8_lossy(data).into_owned())
         }
+        DataKind::Binary => Value::String(base64::engine::general_purpose::STANDARD.encode(data)),
     }
 }
 
