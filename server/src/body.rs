@@ -38,18 +38,16 @@ pub async fn read(state: &AppState, body: Body, limit: usize, what: &str) -> Api
     }
     let collect = http_body_util::Limited::new(body, limit).collect();
     let collected = match state.config.body_read_timeout() {
-        Some(t) => tokio::time::timeout(t, collect)
-            .await
-            .map_err(|_| {
-                timed_out(
-                    t,
-                    format!(
-                        "the body of {what} did not arrive within {} ms \
+        Some(t) => tokio::time::timeout(t, collect).await.map_err(|_| {
+            timed_out(
+                t,
+                format!(
+                    "the body of {what} did not arrive within {} ms \
                          (--body-read-timeout-ms)",
-                        t.as_millis()
-                    ),
-                )
-            })?,
+                    t.as_millis()
+                ),
+            )
+        })?,
         None => collect.await,
     };
     match collected {

@@ -390,9 +390,9 @@ async fn connection<S>(
     let mut conn = pin!(builder.serve_connection(io, service));
     let start = slot.epoch;
     let at = |ms: u64| tokio::time::Instant::from_std(start + Duration::from_millis(ms - 1));
-    let mut watchdog = pin!(tokio::time::sleep_until(at(
-        slot.next_check(&limits).unwrap_or_else(|| slot.now())
-    )));
+    let mut watchdog = pin!(tokio::time::sleep_until(at(slot
+        .next_check(&limits)
+        .unwrap_or_else(|| slot.now()))));
     let mut draining = *shutdown.borrow();
     if draining {
         conn.as_mut().graceful_shutdown();

@@ -27,8 +27,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post};
 use axum::Router;
+use axum::routing::{get, post};
 use eddy_engine::Engine;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;

@@ -20,7 +20,10 @@ pub fn prefers_text_format(headers: &HeaderMap) -> bool {
         .filter_map(crate::params::media_range)
     {
         let (t, s, q) = range;
-        match (t.to_ascii_lowercase().as_str(), s.to_ascii_lowercase().as_str()) {
+        match (
+            t.to_ascii_lowercase().as_str(),
+            s.to_ascii_lowercase().as_str(),
+        ) {
             ("application", "openmetrics-text") => best(&mut om, q),
             ("text", "plain") => best(&mut text, q),
             ("text", "*") => best(&mut text_any, q),
@@ -85,9 +88,9 @@ pub fn from_openmetrics(om: &str) -> String {
             None => line,
         };
         let series = sample.split(['{', ' ']).next().unwrap_or("");
-        let created_of = series.strip_suffix("_created").and_then(|base| {
-            types.iter().find(|(n, _)| *n == base).map(|(_, t)| *t)
-        });
+        let created_of = series
+            .strip_suffix("_created")
+            .and_then(|base| types.iter().find(|(n, _)| *n == base).map(|(_, t)| *t));
         if matches!(created_of, Some("counter" | "histogram" | "summary")) {
             continue;
         }

@@ -277,7 +277,10 @@ mod tests {
             ("text/event-stream;q=1.000", EventStream),
             ("text/event-stream;q=1.", EventStream),
             ("text/event-stream;q=0.", Json),
-            ("application/x-ndjson;q=abc, text/event-stream;q=0.1", EventStream),
+            (
+                "application/x-ndjson;q=abc, text/event-stream;q=0.1",
+                EventStream,
+            ),
         ] {
             assert_eq!(with_accept(accept), want, "Accept: {accept}");
         }

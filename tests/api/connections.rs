@@ -141,7 +141,10 @@ async fn idle_connections_past_the_limit_make_room_for_new_ones() {
         }
     }
     // 200 idle and one /healthz against a limit of 50: the oldest were closed
-    assert!(closed >= 150, "only {closed} of 200 idle connections closed");
+    assert!(
+        closed >= 150,
+        "only {closed} of 200 idle connections closed"
+    );
     // the newest idle connection is still served
     let tcp = idle.last_mut().expect("one");
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -206,7 +209,9 @@ async fn slow_bodies_are_answered_408() {
     });
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
-    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(Duration::from_secs(4), rd.read(&mut buf)).await {
+    while let Ok(Ok(n @ 1..)) =
+        tokio::time::timeout(Duration::from_secs(4), rd.read(&mut buf)).await
+    {
         got.extend_from_slice(&buf[..n]);
         if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}") {
             break;

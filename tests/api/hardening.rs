@@ -74,12 +74,42 @@ async fn every_body_over_its_limit_is_one_json_413() {
     // (method, path, content type, body size, what the limit is for)
     let cases = [
         ("POST", "/acme/s", "application/json", 200_000, "an event"),
-        ("PUT", "/acme/s/settings", "application/json", 70_000, "settings"),
-        ("PATCH", "/acme/s/settings", "application/json", 70_000, "settings"),
+        (
+            "PUT",
+            "/acme/s/settings",
+            "application/json",
+            70_000,
+            "settings",
+        ),
+        (
+            "PATCH",
+            "/acme/s/settings",
+            "application/json",
+            70_000,
+            "settings",
+        ),
         ("PUT", "/acme/s:t", "application/json", 70_000, "a schema"),
-        ("PUT", "/acme/s.r", "application/javascript", 1_100_000, "reducer code"),
-        ("POST", "/acme/s/webhooks", "application/json", 20_000, "a webhook"),
-        ("PUT", "/acme/s/pipe/acme/t", "application/javascript", 1_100_000, "pipe function"),
+        (
+            "PUT",
+            "/acme/s.r",
+            "application/javascript",
+            1_100_000,
+            "reducer code",
+        ),
+        (
+            "POST",
+            "/acme/s/webhooks",
+            "application/json",
+            20_000,
+            "a webhook",
+        ),
+        (
+            "PUT",
+            "/acme/s/pipe/acme/t",
+            "application/javascript",
+            1_100_000,
+            "pipe function",
+        ),
     ];
     for (method, path, ct, size, what) in cases {
         let r = s
@@ -128,11 +158,8 @@ async fn raw(s: &crate::common::TestServer, request: &[u8]) -> String {
         .unwrap();
     tcp.write_all(request).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tcp.read_to_end(&mut out),
-    )
-    .await;
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -304,9 +331,7 @@ async fn metrics_answer_openmetrics_or_the_text_format_by_accept() {
     // OpenMetrics: without Accept, and to scrapers preferring it
     for accept in [
         None,
-        Some(
-            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
-        ),
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
     ] {
         let r = get(accept).await.unwrap();
         let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
@@ -348,7 +373,10 @@ async fn metrics_answer_openmetrics_or_the_text_format_by_accept() {
     for sample in &e.samples {
         let own = e.families.contains_key(sample)
             || matches!(family_of(&e, sample), Some((_, "histogram" | "summary")));
-        assert!(own, "sample {sample} has no family of its own name in:\n{text}");
+        assert!(
+            own,
+            "sample {sample} has no family of its own name in:\n{text}"
+        );
     }
     assert!(text.contains("\neddy_events_appended_total "), "{text}");
     assert!(
