@@ -84,21 +84,27 @@ impl Slot {
     }
 
     /// When the watchdog must next look, or `None` when the connection is over its
-    /// bounds now.
+    /// bounds now. It looks at least every quarter of the shorter timeout, since a
+    /// head may begin or a request end between two looks: a bound is enforced within
+    /// a quarter of it.
     fn next_check(&self, limits: &Limits) -> Option<u64> {
         let now = self.now();
-        let far = now + 3_600_000;
+        let period = [limits.header_read, limits.idle]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(3_600_000, |d| (d.as_millis() as u64 / 4).max(10));
         if self.active.load(Relaxed) > 0 {
-            // busy: bodies have timeouts of their own; look again later
-            return Some(now + limits.header_read.map_or(far, |d| d.as_millis() as u64));
+            // busy: bodies have timeouts of their own
+            return Some(now + period);
         }
         let head = self.head_started.load(Relaxed);
         let deadline = match (head, limits.header_read, limits.idle) {
             (h, Some(d), _) if h > 0 => h + d.as_millis() as u64,
             (0, _, Some(d)) => self.idle_since.load(Relaxed) + d.as_millis() as u64,
-            _ => far,
+            _ => u64::MAX,
         };
-        (deadline > now).then_some(deadline)
+        (deadline > now).then(|| deadline.min(now + period))
     }
 }
 

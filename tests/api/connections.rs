@@ -251,3 +251,36 @@ async fn slow_bodies_are_answered_408() {
     let events = crate::common::read_all(&s.client, &s.url("/acme/lines")).await;
     assert_eq!(events.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_head_on_a_kept_alive_connection_is_cut_off_too() {
+    let s = spawn_server_with(|c| {
+        c.header_read_timeout_ms = 400;
+        c.idle_timeout_ms = 10_000;
+    })
+    .await;
+    let mut tcp = TcpStream::connect(addr(&s)).await.expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = tcp.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // the next head trickles in: it has the header timeout, not the idle one
+    let started = Instant::now();
+    let (mut rd, mut wr) = tcp.into_split();
+    let trickle = tokio::spawn(async move {
+        for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa" {
+            if wr.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let r = tokio::time::timeout(Duration::from_secs(5), rd.read(&mut buf)).await;
+    let after = started.elapsed();
+    trickle.abort();
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "closed: {r:?}");
+    assert!(after < Duration::from_millis(1_500), "cut after {after:?}");
+}
