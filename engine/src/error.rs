@@ -23,6 +23,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The method is not allowed on this resource (405).
     MethodNotAllowed,
+    /// The client took too long to send the request (408).
+    Timeout,
     /// The feature is not built yet (501).
     NotImplemented,
     /// The server is shutting down (503).

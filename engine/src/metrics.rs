@@ -21,7 +21,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Seconds one fdatasync of the WAL takes.
     pub flush_seconds: Histogram,
-    /// Live subscriptions (SSE and NDJSON followers of the fan-out).
+    /// Live subscriptions to the fan-out: SSE and NDJSON followers, webhooks and pipes.
     pub subscribers: Gauge,
     /// Notices the live fan-out made of two or more commits (see `consumers::hub`).
     pub fanout_merged_notices: Counter,
@@ -107,7 +107,8 @@ impl Metrics {
         );
         registry.register(
             "eddy_subscribers",
-            "Live subscriptions (Server-Sent Events) attached to the fan-out",
+            "Live subscriptions to the fan-out of new events: Server-Sent Events and NDJSON \
+             followers, and one for each delivering webhook and each running pipe",
             self.subscribers.clone(),
         );
         registry.register(

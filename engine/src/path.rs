@@ -770,6 +770,17 @@ fn index(text: &str) -> Result<u64, PathError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         bail!("event index {} is not a non-negative integer", show(text));
     }
+    // one index, one spelling: `01` is refused as path arguments refuse `01`
+    if text.len() > 1 && text.starts_with('0') {
+        let plain = match text.trim_start_matches('0') {
+            "" => "0",
+            digits => digits,
+        };
+        bail!(
+            "event index {} has a leading zero; write it as {plain}",
+            show(text)
+        );
+    }
     text.parse()
         .map_err(|_| path_error!("event index {} is larger than {}", show(text), u64::MAX))
 }

@@ -108,7 +108,14 @@ fn events() {
     assert_eq!(ok("/a/s/42"), Resource::Event(base.clone(), 42));
     assert_eq!(ok("/a/s[42]"), Resource::Event(base.clone(), 42));
     assert_eq!(ok("/a/s[0]/"), Resource::Event(base.clone(), 0));
-    assert_eq!(ok("/a/s/007"), Resource::Event(base.clone(), 7));
+    assert_eq!(
+        err("/a/s/007"),
+        "event index \"007\" has a leading zero; write it as 7"
+    );
+    assert_eq!(
+        err("/a/s[00]"),
+        "event index \"00\" has a leading zero; write it as 0"
+    );
     assert_eq!(
         ok("/a/s/18446744073709551615"),
         Resource::Event(base, u64::MAX)

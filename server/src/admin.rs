@@ -4,11 +4,12 @@
 //! server runs open and has no admin API.
 
 use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
-use bytes::Bytes;
 use eddy_engine::EngineError;
 use eddy_engine::access::{Credentials, Need, Target};
 use eddy_engine::path::AccountName;
@@ -40,6 +41,20 @@ pub fn is_api_path(path: &str) -> bool {
 /// `allowed`, in the `Allow` header and the message.
 pub fn endpoint(methods: MethodRouter<AppState>, allowed: &'static str) -> MethodRouter<AppState> {
     methods.fallback(move |method: Method| async move { ApiError::method(&method, allowed) })
+}
+
+/// Admin request bodies are tiny JSON documents; anything larger is refused.
+const MAX_ADMIN_BODY: usize = 16 * 1024;
+
+/// The path segments of an admin route, or a JSON 400 when they are not valid
+/// percent-encoded UTF-8.
+fn path_arg<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
+    p.map(|Path(v)| v).map_err(|e| {
+        ApiError::invalid(format!(
+            "the path is not valid: {} (path segments are percent-encoded UTF-8)",
+            e.body_text()
+        ))
+    })
 }
 
 fn no_admin_api() -> ApiError {
@@ -96,10 +111,11 @@ pub async fn create_account(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let creds = open(&state, &headers, &uri)?;
     state.engine.authorize_admin(&creds)?;
+    let body = crate::body::read(&state, body, MAX_ADMIN_BODY, "an admin request").await?;
     let doc: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(format!(
             "the body must be JSON such as {{\"name\": \"acme\"}}: {e}"
@@ -141,12 +157,13 @@ pub async fn create_account(
 
 pub async fn create_key(
     State(state): State<AppState>,
-    Path(acct): Path<String>,
+    acct: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     uri: Uri,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
-    let acct = keys_of(&state, &headers, &uri, &acct).await?;
+    let acct = keys_of(&state, &headers, &uri, &path_arg(acct)?).await?;
+    let body = crate::body::read(&state, body, MAX_ADMIN_BODY, "an admin request").await?;
     no_fields(&body)?;
     let (id, key) = state.engine.create_key(&acct).await?;
     Ok((
@@ -186,11 +203,11 @@ fn no_fields(body: &[u8]) -> ApiResult<()> {
 
 pub async fn list_keys(
     State(state): State<AppState>,
-    Path(acct): Path<String>,
+    acct: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Response> {
-    let acct = keys_of(&state, &headers, &uri, &acct).await?;
+    let acct = keys_of(&state, &headers, &uri, &path_arg(acct)?).await?;
     let ids = state.engine.key_ids(&acct)?;
     let keys: Vec<Value> = ids.into_iter().map(|id| json!({"id": id})).collect();
     Ok(Json(keys).into_response())
@@ -198,10 +215,11 @@ pub async fn list_keys(
 
 pub async fn delete_key(
     State(state): State<AppState>,
-    Path((acct, id)): Path<(String, String)>,
+    args: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Response> {
+    let (acct, id) = path_arg(args)?;
     let acct = keys_of(&state, &headers, &uri, &acct).await?;
     state.engine.delete_key(&acct, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -4,8 +4,8 @@
 use axum::body::Body;
 use axum::http::HeaderMap;
 use eddy_runtime_js::Language;
-use http_body_util::BodyExt;
 
+use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::params;
 
@@ -15,19 +15,12 @@ const MAX_CODE_BYTES: usize = 1024 * 1024;
 /// Reads the code and its language; `None` for an empty (or all-blank) body. `what`
 /// names the code in errors ("reducer code", "the pipe function").
 pub async fn read(
+    state: &AppState,
     headers: &HeaderMap,
     body: Body,
     what: &str,
 ) -> ApiResult<Option<(String, Language)>> {
-    let bytes = http_body_util::Limited::new(body, MAX_CODE_BYTES)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::invalid(format!(
-                "the {what} is unreadable or over {MAX_CODE_BYTES} bytes"
-            ))
-        })?
-        .to_bytes();
+    let bytes = crate::body::read(state, body, MAX_CODE_BYTES, &format!("the {what}")).await?;
     let source = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::invalid(format!("the {what} is not valid UTF-8")))?;
     if source.trim().is_empty() {

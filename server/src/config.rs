@@ -31,6 +31,9 @@ fn parse_depth(text: &str) -> Result<usize, String> {
     Ok(depth)
 }
 
+/// The smallest header limit: hyper's smallest read buffer.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
 /// The shortest admin token accepted.
 pub const MIN_ADMIN_TOKEN: usize = 16;
 
@@ -83,6 +86,28 @@ pub struct Config {
     /// at once, merged (less work per subscriber, up to 3 ms later); 0: never merge.
     #[arg(long, env = "EDDY_FANOUT_MERGE_RATE", default_value_t = eddy_engine::consumers::DEFAULT_MERGE_RATE)]
     pub fanout_merge_rate: u32,
+    /// How long a client may take to send a request's line and headers, from the
+    /// first byte (from the connection's start for its first request), in ms; 0: no
+    /// limit. A client that is too slow is disconnected.
+    #[arg(long, env = "EDDY_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may stay open with no request in flight, in ms; 0: no
+    /// limit.
+    #[arg(long, env = "EDDY_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Largest request line and headers together, in bytes (at least 8192); larger
+    /// ones are answered 431 (HTTP/2: the header list).
+    #[arg(long, env = "EDDY_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+    /// How long a client may take to send a whole request body, in ms (an NDJSON
+    /// stream: the longest pause between two chunks); 0: no limit. Answered 408.
+    #[arg(long, env = "EDDY_BODY_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+    /// Most connections open at once. A new connection past it closes the connection
+    /// idle the longest (or, when none is idle, busy the longest), so the server keeps
+    /// answering new clients and health checks.
+    #[arg(long, env = "EDDY_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
     /// Let outbound calls (webhook deliveries, reducers' `request()`) reach private,
     /// loopback and link-local addresses too.
     #[arg(long, env = "EDDY_ALLOW_PRIVATE_TARGETS")]
@@ -130,6 +155,11 @@ impl Config {
             sse_retry_ms: 2_000,
             fanout_merge_rate: eddy_engine::consumers::DEFAULT_MERGE_RATE,
             allow_private_targets: false,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_header_bytes: 32 * 1024,
+            body_read_timeout_ms: 30_000,
+            max_connections: 1024,
             allow_private_webhooks: false,
             webhook_timeout_ms: 10_000,
             webhook_retry_initial_ms: 1_000,
@@ -149,6 +179,13 @@ impl Config {
             retry_max: Duration::from_millis(self.webhook_retry_max_ms.max(1)),
             retry_budget: Duration::from_millis(self.webhook_retry_budget_ms),
         }
+    }
+
+    /// How long a whole body may take to arrive (between chunks, for NDJSON); `None`:
+    /// no limit.
+    pub fn body_read_timeout(&self) -> Option<std::time::Duration> {
+        (self.body_read_timeout_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.body_read_timeout_ms))
     }
 
     /// The limits reducers run under.
@@ -189,6 +226,12 @@ impl Config {
             anyhow::bail!(
                 "reducer limits too small: --reducer-state-kb and --reducer-time-ms must be at \
                  least 1, and --reducer-memory-mb and --reducer-memory-total-mb at least 4"
+            );
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES || self.max_connections == 0 {
+            anyhow::bail!(
+                "connection limits too small: --max-header-bytes must be at least \
+                 {MIN_HEADER_BYTES} and --max-connections at least 1"
             );
         }
         if let Some(t) = &self.admin_token

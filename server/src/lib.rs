@@ -5,13 +5,16 @@
 
 mod admin;
 mod auth;
+mod body;
 mod code;
 pub mod config;
+mod connections;
 mod consumers;
 mod cors;
 mod dispatch;
 pub mod error;
 mod events;
+mod metrics_text;
 mod ops;
 mod params;
 mod pipes;
@@ -24,9 +27,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
-use axum::{Router, ServiceExt as _};
 use eddy_engine::Engine;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -130,45 +132,32 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves until `shutdown` resolves, then stops accepting, lets open requests finish
 /// (live ones are told to end; all are cut after the grace period), and makes every
-/// accepted write durable before returning.
+/// accepted write durable before returning. Connections are bounded as
+/// [`connections`] describes.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+    let limits = connections::Limits::of(&state.config);
     let tx = state.shutdown_tx.clone();
+    let stopping = state.shutdown.clone();
     let engine = state.engine.clone();
-    let stopping = state.engine.clone();
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let app = cors::OriginGate::new(router(state));
-    // Responses are small and each one completes a request: send them at once rather
-    // than letting Nagle's algorithm hold them for an ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server =
-        axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
-            shutdown.await;
+    let serving = connections::serve(listener, app, limits, stopping, grace);
+    let mut serving = std::pin::pin!(serving);
+    tokio::select! {
+        _ = shutdown => {
             tracing::info!("shutting down: finishing open requests");
             // reducers stop folding in time to save their work within the grace
-            stopping.stop_reducers_by(std::time::Instant::now() + grace.mul_f64(0.8));
+            engine.stop_reducers_by(std::time::Instant::now() + grace.mul_f64(0.8));
             let _ = tx.send(true);
-            let _ = signalled_tx.send(());
-        });
-    let result = tokio::select! {
-        r = server.into_future() => r,
-        _ = async {
-            let _ = signalled_rx.await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("grace period over; closing the remaining connections");
-            Ok(())
+            serving.await;
         }
-    };
+        _ = serving.as_mut() => {}
+    }
     engine.shutdown().await;
     tracing::info!("stopped");
-    result
+    Ok(())
 }

@@ -1,8 +1,8 @@
-//! Operations endpoints: `/healthz` and `/metrics` (Prometheus text), and the HTTP
-//! metrics the handlers keep.
+//! Operations endpoints: `/healthz` and `/metrics` (OpenMetrics, or Prometheus text
+//! 0.0.4 by Accept), and the HTTP metrics the handlers keep.
 
 use axum::extract::State;
-use axum::http::{Method, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::response::IntoResponse;
 use axum::routing::MethodRouter;
 use prometheus_client::metrics::counter::Counter;
@@ -60,18 +60,27 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// `/metrics`: OpenMetrics 1.0.0, or the Prometheus text format 0.0.4 to a scraper
+/// whose Accept prefers `text/plain`.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &state.registry) {
         tracing::error!(error = %e, "cannot encode metrics");
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
+    if crate::metrics_text::prefers_text_format(&headers) {
+        (
+            [(header::CONTENT_TYPE, crate::metrics_text::CONTENT_TYPE)],
+            crate::metrics_text::from_openmetrics(&out),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+    }
 }
 
 /// The route of `/healthz` or `/metrics`: a wrong method is a JSON 405 like every

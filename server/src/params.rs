@@ -213,16 +213,30 @@ pub fn representation(headers: &HeaderMap) -> Representation {
 }
 
 /// One media range of an Accept header: type, subtype and weight (1 unless `q=`
-/// says otherwise; a weight that does not parse counts as 1).
-fn media_range(item: &str) -> Option<(&str, &str, f32)> {
+/// says otherwise). A range whose weight is malformed is ignored, as if the client
+/// had not sent it (RFC 9110 §12.4.2 weights are 0 to 1 with at most three decimals).
+pub(crate) fn media_range(item: &str) -> Option<(&str, &str, f32)> {
     let mut parts = item.split(';');
     let (top, sub) = parts.next()?.trim().split_once('/')?;
-    let q = parts
+    let q = match parts
         .filter_map(|p| p.trim().split_once('='))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-        .map(|(_, v)| v.trim().parse::<f32>().map_or(1.0, |q| q.clamp(0.0, 1.0)))
-        .unwrap_or(1.0);
+    {
+        Some((_, v)) => weight(v.trim())?,
+        None => 1.0,
+    };
     Some((top.trim(), sub.trim(), q))
+}
+
+/// An RFC 9110 weight: `0`, `1`, or either with up to three decimals (`1` only with
+/// zeros).
+fn weight(text: &str) -> Option<f32> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let valid = matches!(int, "0" | "1")
+        && frac.len() <= 3
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && (int == "0" || frac.bytes().all(|b| b == b'0'));
+    valid.then(|| text.parse().ok()).flatten()
 }
 
 #[cfg(test)]
@@ -255,6 +269,18 @@ mod tests {
             ("application/*", Json),
             ("image/png", Json),
             ("text/*;q=0.3, application/json;q=0.2", EventStream),
+            // a malformed weight drops its range
+            ("text/event-stream;q=abc", Json),
+            ("text/event-stream;q=2", Json),
+            ("text/event-stream;q=0.5555", Json),
+            ("text/event-stream;q=1.5", Json),
+            ("text/event-stream;q=1.000", EventStream),
+            ("text/event-stream;q=1.", EventStream),
+            ("text/event-stream;q=0.", Json),
+            (
+                "application/x-ndjson;q=abc, text/event-stream;q=0.1",
+                EventStream,
+            ),
         ] {
             assert_eq!(with_accept(accept), want, "Accept: {accept}");
         }

@@ -24,7 +24,7 @@ pub async fn put(
     let mut q = Params::parse(uri)?;
     let selector = q.selector()?;
     q.finish()?;
-    let code = crate::code::read(headers, body, "pipe function").await?;
+    let code = crate::code::read(&state, headers, body, "pipe function").await?;
     let location = format!("{}/pipe{}", from.url(), to.url());
     let (status, created) = state
         .engine

@@ -52,7 +52,8 @@ pub async fn put(
         }
     };
     q.finish()?;
-    let Some((source, language)) = crate::code::read(headers, body, "reducer code").await? else {
+    let Some((source, language)) = crate::code::read(&state, headers, body, "reducer code").await?
+    else {
         return Err(ApiError::invalid(
             "the reducer code is empty: send a module with a default export or one function expression",
         ));

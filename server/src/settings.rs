@@ -7,7 +7,6 @@ use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use eddy_engine::SettingsRequest;
 use eddy_engine::path::StreamPath;
-use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -43,15 +42,7 @@ pub async fn put(
 ) -> ApiResult<Response> {
     stream_only(&path)?;
     Params::parse(uri)?.finish()?;
-    let bytes = http_body_util::Limited::new(body, MAX_SETTINGS_BYTES)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::invalid(format!(
-                "the settings body is unreadable or over {MAX_SETTINGS_BYTES} bytes"
-            ))
-        })?
-        .to_bytes();
+    let bytes = crate::body::read(&state, body, MAX_SETTINGS_BYTES, "settings").await?;
     let fields: Map<String, Value> = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(m)) => m,
         Ok(other) => {

@@ -7,7 +7,6 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::access::{Credentials, Need, Target};
 use eddy_engine::path::{self, Resource, StreamPath, TypeFormat};
-use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::AppState;
@@ -44,15 +43,7 @@ pub async fn put(
 ) -> ApiResult<Response> {
     stream_only(&path, &event_type)?;
     Params::parse(uri)?.finish()?;
-    let bytes = http_body_util::Limited::new(body, MAX_SCHEMA_BYTES)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::invalid(format!(
-                "the schema is unreadable or over {MAX_SCHEMA_BYTES} bytes"
-            ))
-        })?
-        .to_bytes();
+    let bytes = crate::body::read(&state, body, MAX_SCHEMA_BYTES, "a schema").await?;
     let doc: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError(
             eddy_engine::EngineError::invalid(format!(

@@ -125,7 +125,8 @@ impl StreamControls {
     }
 
     /// Refuses (403) an append whose Referer or substream args are blocklisted. A
-    /// Referer's scheme and host are compared without regard to case, its path with.
+    /// Referer's scheme and host are compared without regard to case, its path with
+    /// (see [`referer_matches`]).
     pub fn check_blocklist(&self, path: &StreamPath, referer: Option<&str>) -> Result<()> {
         let list = &self.settings.blocklist;
         let folded = referer
@@ -133,7 +134,10 @@ impl StreamControls {
             .map(fold_scheme_host);
         if let Some(r) = referer
             && let Some(folded) = &folded
-            && let Some(i) = self.referers.iter().position(|g| glob(g, folded))
+            && let Some(i) = self
+                .referers
+                .iter()
+                .position(|g| referer_matches(g, folded))
         {
             let g = &list.referers[i];
             return Err(refusal(
@@ -213,6 +217,36 @@ fn conforms(def: &EventTypeDef, event_type: &str, value: &Value) -> Result<()> {
         return Ok(());
     }
     Err(crate::types::violation_error(event_type, &violations).with("rule", "type"))
+}
+
+/// Whether a (folded) blocklist entry matches a (folded) Referer. An entry with a
+/// scheme (`https://spam.example/*`) is a glob of the whole URL; one without
+/// (`spam.example`, `*.spam.example`) is a glob of the Referer's host, without
+/// userinfo or port, and `*.` also matches the domain itself.
+fn referer_matches(entry: &str, referer: &str) -> bool {
+    if entry.contains("://") {
+        return glob(entry, referer);
+    }
+    let Some(host) = referer_host(referer) else {
+        return false;
+    };
+    match entry.strip_prefix("*.") {
+        Some(domain) if host == domain => true,
+        _ => glob(entry, host),
+    }
+}
+
+/// The host of a URL: after `://`, without userinfo, port or a final dot.
+fn referer_host(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.find(']') {
+        Some(i) if host_port.starts_with('[') => &host_port[..=i],
+        _ => host_port.split(':').next().unwrap_or(host_port),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (!host.is_empty()).then_some(host)
 }
 
 /// A URL (or a glob of one) with its scheme and host in lower case: both are
@@ -439,5 +473,31 @@ mod tests {
         c.check_blocklist(&stream("/acme/s('bot-7',2)"), None)
             .unwrap();
         assert!(c.check_blocklist(&stream("/acme/s(null)"), None).is_err());
+    }
+
+    #[test]
+    fn blocklist_entries_without_a_scheme_match_the_host() {
+        let c = controls(json!({"blocklist": {
+            "referers": ["*.Spam.example", "bad.example", "https://x.example/ads*"]}}));
+        let s = stream("/acme/s");
+        for r in [
+            "https://spam.example/",
+            "http://a.b.SPAM.example:8080/p",
+            "https://user@bad.example/x",
+            "https://bad.example./",
+            "https://x.example/ads/1",
+        ] {
+            assert!(c.check_blocklist(&s, Some(r)).is_err(), "{r}");
+        }
+        for r in [
+            "https://notspam.example/",
+            "https://a.bad.example/",
+            "https://good.example/bad.example",
+            "https://good.example/?r=spam.example",
+            "https://x.example/other",
+            "bad.example",
+        ] {
+            c.check_blocklist(&s, Some(r)).unwrap();
+        }
     }
 }

@@ -7,7 +7,6 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::consumers::webhooks::NewWebhook;
 use eddy_engine::path::StreamPath;
-use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::AppState;
@@ -25,15 +24,7 @@ pub async fn create(
     body: Body,
 ) -> ApiResult<Response> {
     Params::parse(uri)?.finish()?;
-    let bytes = http_body_util::Limited::new(body, MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::invalid(format!(
-                "the webhook body is unreadable or over {MAX_BODY_BYTES} bytes"
-            ))
-        })?
-        .to_bytes();
+    let bytes = crate::body::read(&state, body, MAX_BODY_BYTES, "a webhook").await?;
     let fields = match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(m)) => m,
         Ok(other) => {

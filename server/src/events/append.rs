@@ -7,7 +7,6 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use eddy_engine::access::Credentials;
 use eddy_engine::access::admit::Intake;
 use eddy_engine::event::{
@@ -15,7 +14,6 @@ use eddy_engine::event::{
 };
 use eddy_engine::path::StreamPath;
 use eddy_engine::{AppendRequest, Appended, EngineError};
-use http_body_util::BodyExt;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -167,7 +165,7 @@ async fn post_inner(
         "application/vnd.eddy.events+json" | "application/vnd.eventstore.events+json" => {
             let es = media == "application/vnd.eventstore.events+json";
             let read = async {
-                let body = read_body(body, MAX_BATCH_BYTES, "a batch")
+                let body = crate::body::read(state, body, MAX_BATCH_BYTES, "a batch")
                     .await
                     .map_err(|e| e.0)?;
                 super::batch::parse(&body, es, &inputs).map_err(|e| e.0)
@@ -190,7 +188,7 @@ async fn post_inner(
             let read = async {
                 let ct = ContentType::parse(raw_ct.as_deref())?;
                 let event_type = inputs.required_type().map_err(|e| e.0)?;
-                let data = read_body(body, MAX_EVENT_DATA, "an event")
+                let data = crate::body::read(state, body, MAX_EVENT_DATA, "an event")
                     .await
                     .map_err(|e| e.0)?;
                 Ok(vec![NewEvent {
@@ -246,25 +244,6 @@ pub(super) async fn append(
             expected,
         })
         .await?)
-}
-
-/// Reads a whole body, refusing it with 413 past `limit` bytes.
-async fn read_body(body: Body, limit: usize, what: &str) -> ApiResult<Bytes> {
-    let too_large = || {
-        ApiError(
-            EngineError::too_large(format!(
-                "the body is larger than {limit} bytes, the limit for {what}"
-            ))
-            .with("limit", limit),
-        )
-    };
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::invalid(format!(
-            "the request body could not be read: {e}"
-        ))),
-    }
 }
 
 /// 201 with `Location` of the event at `index`.

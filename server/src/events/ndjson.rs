@@ -131,9 +131,27 @@ pub async fn ingest<'a>(
     let mut buf: Vec<u8> = Vec::new();
     let mut line_no = 0u64;
     let mut ended = false;
+    // the body read timeout bounds each pause between chunks, not the whole stream
+    let idle = state.config.body_read_timeout();
     while !ended {
+        let next = async {
+            match idle {
+                Some(t) => tokio::time::timeout(t, stream.next()).await.map_err(|_| t),
+                None => Ok(stream.next().await),
+            }
+        };
         let chunk = tokio::select! {
-            c = stream.next() => c,
+            c = next => match c {
+                Ok(c) => c,
+                Err(t) => {
+                    let stalled = format!(
+                        "the NDJSON body sent nothing for {} ms (--body-read-timeout-ms); \
+                         the lines received before are stored",
+                        t.as_millis()
+                    );
+                    return Err(ing.stop(crate::body::timed_out(t, stalled)).await);
+                }
+            },
             _ = state.shutting_down() => {
                 return Err(ing.stop(EngineError::new(
                     ErrorCode::Unavailable,
