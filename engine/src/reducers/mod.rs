@@ -196,14 +196,21 @@ impl Reducers {
         };
         let conn = worker::open_read_connection(db)?;
         for (row, stream) in load_rows(&conn, None)? {
-            reducers.load(Box::new(row), stream, None)?;
+            let after_idx = worker::after_index(&conn, row.stream_id, row.position)?;
+            reducers.load(Box::new(row), stream, None, after_idx)?;
         }
         route_commits_to(&reducers, commits);
         Ok(reducers)
     }
 
     /// Publishes a stored version and hands it to its stream's thread.
-    fn load(&self, row: Box<ReducerRow>, stream: StreamPath, replaced: Option<i64>) -> Result<()> {
+    fn load(
+        &self,
+        row: Box<ReducerRow>,
+        stream: StreamPath,
+        replaced: Option<i64>,
+        after_idx: i64,
+    ) -> Result<()> {
         let stream_id = row.stream_id;
         let lane = self.placement.place(stream_id, self.lanes.len());
         if let Some(old) = replaced {
@@ -217,7 +224,7 @@ impl Reducers {
                     building: row.building,
                     code_hash: row.code_hash.clone(),
                     position: row.position,
-                    index: (!row.factory).then_some(-1),
+                    index: (!row.factory).then_some(after_idx),
                     lag: 0,
                     errors: row.errors,
                     halted: row.halted.clone(),
@@ -338,7 +345,8 @@ impl crate::Engine {
             return Err(EngineError::internal("unexpected answer to a deploy"));
         };
         let building = row.building;
-        self.reducers.load(row, stream, replaced)?;
+        // a new version starts from the first event
+        self.reducers.load(row, stream, replaced, -1)?;
         Ok(Deployed {
             code_hash,
             building,

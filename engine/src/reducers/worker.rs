@@ -184,6 +184,23 @@ impl Live {
     }
 }
 
+/// On a plain stream, the index of the last event at or before global position
+/// `position` (-1 before the first): what a reducer at `position` has folded. The
+/// position may be past the stream's last event (it moves to the head when the stream
+/// has nothing newer).
+pub(crate) fn after_index(conn: &Connection, stream_id: i64, position: i64) -> Result<i64> {
+    if position == 0 {
+        return Ok(-1);
+    }
+    Ok(conn
+        .prepare_cached(
+            "SELECT MAX(e.idx) FROM events e JOIN substreams s ON s.id = e.sid \
+             WHERE s.stream_id = ?1 AND s.args = '' AND e.pos <= ?2",
+        )?
+        .query_row(params![stream_id, position], |r| r.get::<_, Option<i64>>(0))?
+        .unwrap_or(-1))
+}
+
 pub(crate) fn open_read_connection(file: &std::path::Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         file,
@@ -300,22 +317,7 @@ impl Worker {
                 },
             );
         }
-        let after_idx = if row.position == 0 {
-            -1
-        } else {
-            // the position may be past the stream's last event (it moves to the head
-            // when the stream has nothing newer), so look for the last event at or
-            // before it
-            self.conn
-                .prepare_cached(
-                    "SELECT MAX(e.idx) FROM events e JOIN substreams s ON s.id = e.sid \
-                     WHERE s.stream_id = ?1 AND s.args = '' AND e.pos <= ?2",
-                )?
-                .query_row(params![row.stream_id, row.position], |r| {
-                    r.get::<_, Option<i64>>(0)
-                })?
-                .unwrap_or(-1)
-        };
+        let after_idx = after_index(&self.conn, row.stream_id, row.position)?;
         let group = self.groups.get_mut(&row.stream_id).expect("inserted above");
         group.factory = row.factory;
         let slot = group.next_slot;
@@ -694,9 +696,13 @@ impl Worker {
                 }
             }
         }
-        // measuring walks the whole heap: after every slice while that is cheap, and
-        // so that it never takes more than a tenth of the time otherwise
-        let every = (group.measure_cost * 10).min(MEASURE_EVERY);
+        // measuring walks the whole heap: after every slice while that takes less than
+        // a millisecond, and otherwise at most a tenth of the time
+        let every = if group.measure_cost < Duration::from_millis(1) {
+            Duration::ZERO
+        } else {
+            (group.measure_cost * 10).min(MEASURE_EVERY)
+        };
         if group.measured_at.is_none_or(|at| at.elapsed() >= every) {
             let at = Instant::now();
             self.memory
