@@ -388,7 +388,6 @@ impl Worker {
     /// One round: every account with work gets a slice of one of its streams, in
     /// turn. Answers whether any work was done.
     fn step(&mut self) -> bool {
-        let head = self.durable.load(Ordering::Acquire);
         self.turn += 1;
         let accounts = std::mem::take(&mut self.accounts);
         let mut worked = false;
@@ -399,6 +398,8 @@ impl Worker {
                     break 'accounts;
                 }
                 let id = streams[(start + k) % streams.len()];
+                // read for each stream: what was committed during the slice before counts
+                let head = self.durable.load(Ordering::Acquire);
                 match self.fold_group(id, head) {
                     Ok(true) => {
                         worked = true;
