@@ -131,10 +131,7 @@ impl Engine {
         let controls = Arc::new(access::controls::Controls::new(store.pool.clone(), json));
         let pipe_limits = reducers.limits.clone();
         let reducers = reducers::Reducers::start(
-            store.path(),
-            store.writer.clone(),
-            store.durable(),
-            store.subscribe(),
+            &store,
             reducers.clone(),
             controls.clone(),
             metrics.reducer_memory_bytes.clone(),

@@ -16,7 +16,6 @@ mod request;
 mod worker;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,6 @@ use crate::path::{AccountName, ReducerName, StreamName, StreamPath};
 use crate::selector::Selector;
 use crate::store::reducer_reads;
 use crate::store::reducer_writes::{ReducerRow, ReducerWrite, ReducerWritten};
-use crate::store::writer::WriterHandle;
 pub(crate) use data::for_reducer;
 use pool::{JsMemory, Lane, Placement, StopAt, stopped};
 use published::{Entry, Published};
@@ -119,16 +117,16 @@ pub(crate) struct Reducers {
 }
 
 impl Reducers {
+    /// Starts the threads on `store` (they read with connections of their own, write
+    /// through its writer and wake on its commits) and loads every stored reducer.
     pub(crate) fn start(
-        db: &std::path::Path,
-        writer: WriterHandle,
-        durable: Arc<AtomicI64>,
-        commits: tokio::sync::broadcast::Receiver<Arc<crate::store::Committed>>,
+        store: &crate::store::Store,
         settings: PoolSettings,
         controls: Arc<crate::access::controls::Controls>,
         memory_gauge: prometheus_client::metrics::gauge::Gauge,
         allow_private: bool,
     ) -> Result<Self> {
+        let (db, writer, durable) = (store.path(), store.writer.clone(), store.durable());
         let threads = settings.threads.max(1);
         let agent = concat!("eddy-request/", env!("CARGO_PKG_VERSION"));
         let client = request::RequestClient {
@@ -199,7 +197,7 @@ impl Reducers {
             let after_idx = worker::after_index(&conn, row.stream_id, row.position)?;
             reducers.load(Box::new(row), stream, None, after_idx)?;
         }
-        route_commits_to(&reducers, commits);
+        route_commits_to(&reducers, store.subscribe());
         Ok(reducers)
     }
 
@@ -499,7 +497,6 @@ impl crate::Engine {
             .reducers
             .published
             .states(stream_id, name.as_str(), &sids)
-            .map(|(_, states)| states)
             .unwrap_or_default();
         Ok(page
             .into_iter()

@@ -22,6 +22,9 @@ pub(super) const PUBLISH_BACKLOG: Duration = Duration::from_millis(100);
 /// checkpoint that saves it and the readers.
 pub(crate) type StateJson = Option<Arc<str>>;
 
+/// States by substream id, each with the last index folded into it.
+pub(crate) type States = HashMap<i64, (i64, StateJson)>;
+
 /// One reducer version as last published.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -30,7 +33,7 @@ pub(crate) struct Entry {
     pub factory: bool,
     /// States changed since the last checkpoint: (substream id, last index folded,
     /// state). Others are read from the saved states.
-    pub states: HashMap<i64, (i64, StateJson)>,
+    pub states: States,
 }
 
 /// Where a state read finds the state it answers.
@@ -133,7 +136,7 @@ impl Published {
         old: i64,
         new: i64,
         mut status: ReducerStatus,
-        states: HashMap<i64, (i64, StateJson)>,
+        states: States,
     ) -> Option<Entry> {
         let mut streams = self.write();
         let list = streams.get_mut(&stream_id)?;
@@ -187,31 +190,17 @@ impl Published {
     }
 
     /// The published states of the active version of reducer `name` for `sids`.
-    pub(crate) fn states(
-        &self,
-        stream_id: i64,
-        name: &str,
-        sids: &[i64],
-    ) -> Option<(Found, HashMap<i64, (i64, StateJson)>)> {
+    pub(crate) fn states(&self, stream_id: i64, name: &str, sids: &[i64]) -> Option<States> {
         let streams = self.read();
         let entry = streams
             .get(&stream_id)?
             .iter()
             .find(|e| e.status.name == name && !e.status.building)?;
-        let states = sids
-            .iter()
-            .filter_map(|sid| Some((*sid, entry.states.get(sid)?.clone())))
-            .collect();
-        Some((
-            Found {
-                reducer_id: entry.id,
-                factory: entry.factory,
-                position: entry.status.position,
-                after_idx: entry.status.index.unwrap_or(-1),
-                state: None,
-            },
-            states,
-        ))
+        Some(
+            sids.iter()
+                .filter_map(|sid| Some((*sid, entry.states.get(sid)?.clone())))
+                .collect(),
+        )
     }
 
     /// Every published version of a stream's reducers, in deploy order.
