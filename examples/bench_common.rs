@@ -593,3 +593,42 @@ impl CpuClock {
         }
     }
 }
+
+/// Deploys JavaScript code at `path` (a reducer or a pipe) over `base`.
+pub async fn deploy_js(client: &reqwest::Client, base: &str, path: &str, code: &str) -> Result<()> {
+    let r = client
+        .put(format!("{base}{path}"))
+        .header("Content-Type", "application/javascript")
+        .body(code.to_owned())
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("deploy {path}: {} {}", r.status(), r.text().await?);
+    }
+    Ok(())
+}
+
+/// Waits until `reducer` (its state URL) has folded `index`; answers its state.
+pub async fn wait_folded(
+    client: &reqwest::Client,
+    base: &str,
+    reducer: &str,
+    index: usize,
+) -> Result<serde_json::Value> {
+    loop {
+        let r = client
+            .get(format!("{base}{reducer}?min-index={index}&wait=60000"))
+            .send()
+            .await?;
+        let at: i64 = r
+            .headers()
+            .get("reducer-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1);
+        let body: serde_json::Value = r.json().await?;
+        if at >= index as i64 {
+            return Ok(body);
+        }
+    }
+}

@@ -84,17 +84,7 @@ async fn start(bin: &Path, extra: &[&str]) -> Result<Eddy> {
 
 impl Eddy {
     async fn deploy(&self, path: &str, code: &str) -> Result<()> {
-        let r = self
-            .client
-            .put(format!("{}{path}", self.base))
-            .header("Content-Type", "application/javascript")
-            .body(code.to_owned())
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!("deploy {path}: {} {}", r.status(), r.text().await?);
-        }
-        Ok(())
+        deploy_js(&self.client, &self.base, path, code).await
     }
 
     async fn post_batch(&self, path: &str, events: &[Value]) -> Result<()> {
@@ -113,25 +103,9 @@ impl Eddy {
 
     /// Waits until `reducer` has folded `index`.
     async fn folded(&self, reducer: &str, index: usize) -> Result<()> {
-        loop {
-            let r = self
-                .client
-                .get(format!(
-                    "{}{reducer}?min-index={index}&wait=60000",
-                    self.base
-                ))
-                .send()
-                .await?;
-            let at: i64 = r
-                .headers()
-                .get("reducer-index")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(-1);
-            if at >= index as i64 {
-                return Ok(());
-            }
-        }
+        wait_folded(&self.client, &self.base, reducer, index)
+            .await
+            .map(drop)
     }
 }
 

@@ -162,41 +162,12 @@ impl Eddy {
     }
 
     async fn deploy(&self, path: &str, code: &str) -> Result<()> {
-        let r = self
-            .client
-            .put(format!("{}{path}", self.base))
-            .header("Content-Type", "application/javascript")
-            .body(code.to_owned())
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!("deploy {path}: {} {}", r.status(), r.text().await?);
-        }
-        Ok(())
+        deploy_js(&self.client, &self.base, path, code).await
     }
 
     /// Waits until `reducer` has folded `index`; answers its state.
     async fn folded(&self, reducer: &str, index: usize) -> Result<Value> {
-        loop {
-            let r = self
-                .client
-                .get(format!(
-                    "{}{reducer}?min-index={index}&wait=60000",
-                    self.base
-                ))
-                .send()
-                .await?;
-            let at: i64 = r
-                .headers()
-                .get("reducer-index")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(-1);
-            let body: Value = r.json().await?;
-            if at >= index as i64 {
-                return Ok(body);
-            }
-        }
+        wait_folded(&self.client, &self.base, reducer, index).await
     }
 
     async fn lag(&self, stream: &str) -> Result<i64> {
