@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{ChildServer, client, spawn_server_with};
+use crate::common::{ChildServer, TestServer, client, spawn_server_with};
 use crate::reducers::deploy;
 
 /// A reducer that uses its whole time limit on every event.
@@ -28,22 +28,23 @@ async fn batch(base: &str, path: &str, n: usize) {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 }
 
-#[tokio::test]
-async fn a_reducer_spending_its_time_limit_on_every_event_does_not_stall_another_account() {
-    // one thread for both accounts: only fair slices keep B going
-    let s = spawn_server_with(|c| {
-        c.reducer_threads = 1;
-        c.reducer_time_ms = 100;
-    })
-    .await;
-    assert_eq!(deploy(&s, "/a/slow.spin", SPIN).await.status(), 201);
+/// One thread for both accounts, so that only fair slices keep B going; outbound calls
+/// may reach the loopback listener of the blocked case.
+fn shared_thread(c: &mut eddy_server::Config) {
+    c.reducer_threads = 1;
+    c.reducer_time_ms = 100;
+    c.allow_private_targets = true;
+}
+
+/// With A's reducer `a_code` deployed on /a/slow and 40 events to fold, B's events are
+/// folded and its state and A's status are read quickly.
+async fn b_stays_fast_while_a_is_busy(s: &TestServer, a_code: &str) {
+    assert_eq!(deploy(s, "/a/slow.busy", a_code).await.status(), 201);
     assert_eq!(
-        deploy(&s, "/b/fast.n", "(n = 0, e) => n + 1")
-            .await
-            .status(),
+        deploy(s, "/b/fast.n", "(n = 0, e) => n + 1").await.status(),
         201
     );
-    // four seconds of work for A's reducer
+    // four seconds of work for A's reducer (its events are live: request() is sent)
     batch(&s.base, "/a/slow", 40).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     let mut folds = Vec::new();
@@ -58,7 +59,7 @@ async fn a_reducer_spending_its_time_limit_on_every_event_does_not_stall_another
         let at = Instant::now();
         assert_eq!(s.get("/b/fast.n").await.status(), 200);
         assert_eq!(s.get("/a/slow/reducers").await.status(), 200);
-        assert_eq!(s.get("/a/slow.spin").await.status(), 200);
+        assert_eq!(s.get("/a/slow.busy").await.status(), 200);
         reads.push(at.elapsed());
     }
     // A is still busy: B was not served by waiting for A's backlog
@@ -74,6 +75,40 @@ async fn a_reducer_spending_its_time_limit_on_every_event_does_not_stall_another
         *worst_read < Duration::from_millis(500),
         "reads took {reads:?} while A was busy"
     );
+}
+
+#[tokio::test]
+async fn a_reducer_spending_its_time_limit_on_every_event_does_not_stall_another_account() {
+    let s = spawn_server_with(shared_thread).await;
+    b_stays_fast_while_a_is_busy(&s, SPIN).await;
+}
+
+#[tokio::test]
+async fn a_reducer_whose_requests_never_get_an_answer_does_not_stall_another_account() {
+    let s = spawn_server_with(shared_thread).await;
+    // accepts connections and never answers
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let r = s
+        .call(
+            "PUT",
+            "/a/slow/settings",
+            &[],
+            json!({ "requestHosts": ["127.0.0.1"] }),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let code = format!(
+        "(n = 0, e) => {{ try {{ request('http://127.0.0.1:{port}/never'); }} catch (_) {{}} return n + 1; }}"
+    );
+    b_stays_fast_while_a_is_busy(&s, &code).await;
+    held.abort();
 }
 
 #[tokio::test]
