@@ -5,7 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::worker::{CHECKPOINT_EVERY, DIRTY_MAX, TypeChecks, Worker, sandbox_name};
+use super::fold::TypeChecks;
+use super::worker::{CHECKPOINT_EVERY, DIRTY_MAX, Worker, sandbox_name};
 use crate::store::reducer_writes::{Checkpoint, ReducerWrite};
 
 impl Worker {

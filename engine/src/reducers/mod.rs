@@ -1,7 +1,7 @@
 //! Reducers (API §7): deploying code, reading states, status, and the pool of
-//! threads that fold (`pool`, `worker`). The engine talks to the threads over
-//! channels; state and status reads are answered from what the threads publish
-//! (`published`) and from the saved states, never by a thread.
+//! threads that fold (`pool`, `worker`, one slice in `fold`). The engine talks to the
+//! threads over channels; state and status reads are answered from what the threads
+//! publish (`published`) and from the saved states, never by a thread.
 
 mod checkpoint;
 /// Event data as reducers see it (see `crate::content`).
@@ -9,6 +9,7 @@ pub(crate) mod data {
     pub(crate) use crate::content::for_reducer;
 }
 mod events;
+mod fold;
 mod oversize;
 mod pool;
 mod published;

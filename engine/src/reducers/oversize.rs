@@ -15,7 +15,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::data::for_reducer;
 use super::events::{Row, read_substream};
-use super::worker::{BATCH, Group, TypeChecks, log_event, route};
+use super::fold::{TypeChecks, route};
+use super::worker::{BATCH, Group, log_event};
 use crate::error::{EngineError, Result};
 use crate::store::pipe_writes::Routed;
 
