@@ -13,6 +13,7 @@ mod fold;
 mod oversize;
 mod pool;
 mod published;
+mod reads;
 mod request;
 mod worker;
 
@@ -24,11 +25,9 @@ use eddy_runtime_js::{Language, Limits, prepare};
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
-use crate::Scope;
 use crate::error::{EngineError, Result};
 use crate::path::{AccountName, ReducerName, StreamName, StreamPath};
 use crate::selector::Selector;
-use crate::store::reducer_reads;
 use crate::store::reducer_writes::{ReducerRow, ReducerWrite, ReducerWritten};
 pub(crate) use data::for_reducer;
 use pool::{JsMemory, Lane, Placement, StopAt, stopped};
@@ -400,119 +399,6 @@ impl crate::Engine {
         Ok(())
     }
 
-    /// The state of a reducer for a plain stream or one substream, as last published
-    /// (never waiting for a busy reducer thread). With `min_index`, waits up to `wait`
-    /// until that index is folded (read-your-writes).
-    pub async fn reducer_state(
-        &self,
-        path: &StreamPath,
-        name: &ReducerName,
-        min_index: Option<u64>,
-        wait: Duration,
-    ) -> Result<StateAnswer> {
-        let mut resolved = self.resolve_existing(path).await?;
-        let stream_id = resolved.info.id;
-        let deadline = Instant::now() + wait;
-        let mut progress = self.reducers.published.watch();
-        loop {
-            progress.borrow_and_update();
-            let sid = match resolved.scope {
-                Some(Scope::Substream(sid)) => Some(sid),
-                _ => None,
-            };
-            let found = self
-                .reducers
-                .published
-                .find(stream_id, name.as_str(), sid)
-                .ok_or_else(|| missing_reducer(path, name))?;
-            let answer = match sid {
-                // no events yet (or a factory named without arguments)
-                None => StateAnswer {
-                    json: None,
-                    index: -1,
-                },
-                Some(sid) => {
-                    // the index first: a state read after it is as new or newer
-                    let index = if found.factory {
-                        reducer_reads::substream_index(&self.store.pool, sid, found.position)
-                            .await?
-                    } else {
-                        found.after_idx
-                    };
-                    let json = match found.state {
-                        Some((_, json)) => json.map(|j| j.to_string()),
-                        None => reducer_reads::saved_state(&self.store.pool, found.reducer_id, sid)
-                            .await?
-                            .and_then(|(_, state)| state),
-                    };
-                    StateAnswer { json, index }
-                }
-            };
-            let Some(min) = min_index else {
-                return Ok(answer);
-            };
-            if answer.index >= min as i64 {
-                return Ok(answer);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero()
-                || tokio::time::timeout(left, progress.changed())
-                    .await
-                    .is_err()
-            {
-                return Ok(answer);
-            }
-            if resolved.scope.is_none() {
-                // the substream may have received its first event since
-                resolved = self.resolve_existing(path).await?;
-            }
-        }
-    }
-
-    /// A factory reducer's states, one per substream, in substream creation order.
-    pub async fn reducer_states(
-        &self,
-        path: &StreamPath,
-        name: &ReducerName,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<SubstreamState>> {
-        let resolved = self.resolve_existing(path).await?;
-        let stream_id = resolved.info.id;
-        let found = self
-            .reducers
-            .published
-            .find(stream_id, name.as_str(), None)
-            .ok_or_else(|| missing_reducer(path, name))?;
-        let page = reducer_reads::saved_states_page(
-            &self.store.pool,
-            stream_id,
-            found.reducer_id,
-            found.position,
-            after,
-            limit,
-        )
-        .await?;
-        let sids: Vec<i64> = page.iter().map(|p| p.0).collect();
-        let newer = self
-            .reducers
-            .published
-            .states(stream_id, name.as_str(), &sids)
-            .unwrap_or_default();
-        Ok(page
-            .into_iter()
-            .map(|(sid, args, index, saved)| SubstreamState {
-                sid,
-                args,
-                index,
-                json: match newer.get(&sid) {
-                    Some((_, json)) => json.as_ref().map(|j| j.to_string()),
-                    None => saved,
-                },
-            })
-            .collect())
-    }
-
     /// The code of the active version as deployed, with its media type.
     pub async fn reducer_source(
         &self,
@@ -529,25 +415,6 @@ impl crate::Engine {
         .fetch_optional(&self.store.pool)
         .await?;
         row.ok_or_else(|| missing_reducer(path, name))
-    }
-
-    /// Every reducer version of a stream with its progress, as last published.
-    pub async fn reducer_status(&self, path: &StreamPath) -> Result<Vec<ReducerStatus>> {
-        let resolved = self.resolve_existing(path).await?;
-        let stream_id = resolved.info.id;
-        let head = self.store.last_position();
-        let mut list = self.reducers.published.statuses(stream_id);
-        for status in &mut list {
-            status.lag = reducer_reads::lag(
-                &self.store.pool,
-                stream_id,
-                resolved.info.factory,
-                status.position,
-                head,
-            )
-            .await?;
-        }
-        Ok(list)
     }
 
     /// Stops reducers folding by `deadline`, so that a shutdown ends within its grace;
