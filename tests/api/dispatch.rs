@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::{TestServer, spawn_server, spawn_server_with};
 use crate::pipes::wait_for_events;
+use crate::sandbox::settled;
 
 async fn deploy(s: &TestServer, path: &str, code: &str) -> u16 {
     let r = s
@@ -23,30 +23,6 @@ async fn deploy(s: &TestServer, path: &str, code: &str) -> u16 {
     let status = r.status().as_u16();
     assert!(status == 200 || status == 201, "{:?}", r.text().await);
     status
-}
-
-/// Waits until the stream's reducers are all active (a rebuild has caught up) and the
-/// state has folded `index`; answers the state.
-async fn settled_state(s: &TestServer, stream: &str, name: &str, index: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let reducers = s.get_json(&format!("{stream}/reducers"), 200).await;
-        let building = reducers
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["status"] == "rebuilding");
-        let r = s
-            .get(&format!("{stream}.{name}?min-index={index}&wait=5000"))
-            .await;
-        assert_eq!(r.status(), 200);
-        let state: Value = r.json().await.unwrap();
-        if !building {
-            return state;
-        }
-        assert!(Instant::now() < deadline, "still rebuilding: {reducers}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,10 +48,7 @@ async fn dispatch_is_exactly_once_across_a_redeploy() {
     // the new version rebuilds from index 0 and dispatches the same events again
     let v2 = v1.replace("n + 1", "n + 10");
     assert_eq!(deploy(&s, "/acme/orders.count", &v2).await, 200);
-    assert_eq!(
-        settled_state(&s, "/acme/orders", "count", 4).await,
-        json!(50)
-    );
+    assert_eq!(settled(&s, "/acme/orders", "count", 4).await, json!(50));
     s.post_ok("/acme/orders", "o", json!({ "i": 5 })).await;
     let audit = wait_for_events(&s.base, "/acme/audit", 6).await;
     let indexes: Vec<u64> = audit
@@ -153,7 +126,7 @@ async fn request_reaches_allowed_hosts_only_and_never_during_a_rebuild() {
         .await;
     s.post_ok("/acme/quotes", "q", json!({ "url": other }))
         .await;
-    let state = settled_state(&s, "/acme/quotes", "prices", 1).await;
+    let state = settled(&s, "/acme/quotes", "prices", 1).await;
     assert_eq!(state["got"], json!(["200:1:{\"i\":0}"]));
     let refused = state["refused"][0].as_str().unwrap();
     assert!(refused.contains("requestHosts"), "{refused}");
@@ -163,7 +136,7 @@ async fn request_reaches_allowed_hosts_only_and_never_during_a_rebuild() {
     // a redeploy rebuilds from index 0: its requests are voided, none is sent
     let v2 = format!("{CALLER}\n// v2");
     assert_eq!(deploy(&s, "/acme/quotes.prices", &v2).await, 200);
-    let state = settled_state(&s, "/acme/quotes", "prices", 1).await;
+    let state = settled(&s, "/acme/quotes", "prices", 1).await;
     // voided calls are not sent anywhere, so no host is refused either
     assert_eq!(state["got"], json!(["voided", "voided"]));
     assert_eq!(state["refused"], json!([]));
@@ -171,7 +144,7 @@ async fn request_reaches_allowed_hosts_only_and_never_during_a_rebuild() {
     // and the rebuilt version calls out for new events
     s.post_ok("/acme/quotes", "q", json!({ "url": allowed }))
         .await;
-    let state = settled_state(&s, "/acme/quotes", "prices", 2).await;
+    let state = settled(&s, "/acme/quotes", "prices", 2).await;
     assert_eq!(state["got"], json!(["voided", "voided", "200:2:{\"i\":2}"]));
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
