@@ -248,3 +248,19 @@ pub async fn read_all(client: &Client, url: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).expect("NDJSON line"))
         .collect()
 }
+
+/// A loopback listener that accepts connections and never answers: its port, and the
+/// task holding the connections (abort it to close them).
+pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    (port, held)
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{ChildServer, TestServer, client, spawn_server_with};
+use crate::common::{ChildServer, TestServer, client, silent_listener, spawn_server_with};
 use crate::reducers::deploy;
 
 /// A reducer that uses its whole time limit on every event.
@@ -86,15 +86,7 @@ async fn a_reducer_spending_its_time_limit_on_every_event_does_not_stall_another
 #[tokio::test]
 async fn a_reducer_whose_requests_never_get_an_answer_does_not_stall_another_account() {
     let s = spawn_server_with(shared_thread).await;
-    // accepts connections and never answers
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((conn, _)) = silent.accept().await {
-            open.push(conn);
-        }
-    });
+    let (port, held) = silent_listener().await;
     let r = s
         .call(
             "PUT",

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, spawn_server, spawn_server_with};
+use crate::common::{TestServer, silent_listener, spawn_server, spawn_server_with};
 use crate::reducers::{deploy, wait_for_logs};
 use crate::sandbox::settled;
 
@@ -103,15 +103,7 @@ async fn a_request_that_never_answers_fails_its_event_within_the_time_limit() {
         c.reducer_time_ms = 300;
     }
     let s = spawn_server_with(config).await;
-    // accepts connections and never answers
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((conn, _)) = silent.accept().await {
-            open.push(conn);
-        }
-    });
+    let (port, held) = silent_listener().await;
     allow_hosts(&s, "/acme/w", json!(["127.0.0.1"])).await;
     let code = "(n = 0, e) => { if (e.data.url) { try { request(e.data.url); } catch (_) {} } return n + 1; }";
     assert_eq!(deploy(&s, "/acme/w.r", code).await.status(), 201);
