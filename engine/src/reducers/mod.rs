@@ -114,6 +114,9 @@ pub(crate) struct Reducers {
     published: Arc<Published>,
     stop: Arc<StopAt>,
     limits: Limits,
+    /// Deploy checks running at once: each is a thread running user code for up to a
+    /// time limit, so a flood of deploys queues here rather than spawning threads.
+    checks: tokio::sync::Semaphore,
 }
 
 impl Reducers {
@@ -191,6 +194,7 @@ impl Reducers {
             published,
             stop,
             limits: settings.limits,
+            checks: tokio::sync::Semaphore::new(2),
         };
         let conn = worker::open_read_connection(db)?;
         for (row, stream) in load_rows(&conn, None)? {
@@ -260,6 +264,7 @@ impl Reducers {
     /// Loads code in a scratch sandbox, on a thread of its own so that a deploy does
     /// not wait for a busy reducer thread, to see that it evaluates to a function.
     async fn check(&self, code: eddy_runtime_js::Prepared) -> Result<()> {
+        let _turn = self.checks.acquire().await.map_err(|_| stopped())?;
         let limits = self.limits.clone();
         let (tx, rx) = oneshot::channel();
         std::thread::Builder::new()
