@@ -304,16 +304,18 @@ impl Worker {
             }
         }
         // measuring walks the whole heap: after every slice while that takes less than
-        // a millisecond, and otherwise at most a tenth of the time
-        let every = if group.measure_cost < Duration::from_millis(1) {
+        // a millisecond or the sandbox holds half its allowance or more (where the
+        // shared budget depends on it), and otherwise at most a tenth of the time
+        let near_limit = group.measured_bytes * 2 >= group.memory_limit;
+        let every = if near_limit || group.measure_cost < Duration::from_millis(1) {
             Duration::ZERO
         } else {
             (group.measure_cost * 10).min(MEASURE_EVERY)
         };
         if group.measured_at.is_none_or(|at| at.elapsed() >= every) {
             let at = Instant::now();
-            self.memory
-                .record(stream_id, group.sandbox.memory_used() as usize);
+            group.measured_bytes = group.sandbox.memory_used() as usize;
+            self.memory.record(stream_id, group.measured_bytes);
             group.measure_cost = at.elapsed();
             group.measured_at = Some(Instant::now());
         }

@@ -104,6 +104,8 @@ pub(crate) struct Group {
     pub(super) measured_at: Option<Instant>,
     /// How long the last measurement took.
     pub(super) measure_cost: Duration,
+    /// What the last measurement found.
+    pub(super) measured_bytes: usize,
     pub(super) published_at: Instant,
     /// Folded since the last publish.
     pub(super) unpublished: bool,
@@ -308,6 +310,7 @@ impl Worker {
                     memory_limit: self.limits.memory_bytes,
                     measured_at: None,
                     measure_cost: Duration::ZERO,
+                    measured_bytes: 0,
                     published_at: Instant::now(),
                     unpublished: false,
                 },
