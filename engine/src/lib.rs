@@ -128,7 +128,7 @@ impl Engine {
         let webhooks = consumers::webhooks::Webhooks::new(webhooks, metrics.clone())?;
         let store = Store::open(data_dir, metrics.clone(), json).await?;
         // shared with the reducer worker, which checks dispatched events' types
-        let controls = Arc::new(access::controls::Controls::new(store.pool.clone(), json));
+        let controls = Arc::new(access::controls::Controls::new(store.reads.clone(), json));
         let pipe_limits = reducers.limits.clone();
         let reducers = reducers::Reducers::start(
             &store,
@@ -139,10 +139,10 @@ impl Engine {
         )?;
         let hub = consumers::hub::Hub::start(store.subscribe(), metrics.clone(), fanout_merge_rate);
         let pipes = pipes::Pipes::new(pipe_limits)?;
-        let tickers = builtins::cron::Tickers::new(store.writer.clone(), store.pool.clone());
+        let tickers = builtins::cron::Tickers::new(store.writer.clone(), store.reads.clone());
         let keys = access::Keys::new(admin_token);
         if keys.admin_enabled() {
-            keys.load(&store.pool).await?;
+            keys.load(&store.reads).await?;
         }
         let access = access::Access::new(keys, metrics);
         let engine = Arc::new(Self {
@@ -187,7 +187,7 @@ impl Engine {
     pub async fn resolve(&self, path: &StreamPath) -> Result<Option<Resolved>> {
         let args = path.args.as_ref().map(|a| a.canonical());
         let Some((info, sid)) = store::read::stream_and_substream(
-            &self.store.pool,
+            &self.store.reads,
             path.account.as_str(),
             path.stream.as_str(),
             args.as_deref().unwrap_or(""),
@@ -210,7 +210,7 @@ impl Engine {
     /// Reads one page of events. Reads see only durable events: a group committed but
     /// not yet flushed to disk stays unseen until its requests are answered.
     pub async fn read(&self, q: &EventQuery<'_>) -> Result<Page> {
-        store::read::events(&self.store.pool, q, self.store.last_position()).await
+        store::read::events(&self.store.reads, q, self.store.last_position()).await
     }
 
     /// One event of a (sub)stream by index: the path resolved and the event read in
@@ -225,7 +225,7 @@ impl Engine {
         );
         let durable = self.store.last_position();
         let Some((info, sid, event)) =
-            store::read::event_by_path(&self.store.pool, names, index, durable).await?
+            store::read::event_by_path(&self.store.reads, names, index, durable).await?
         else {
             return Err(missing_stream(path));
         };
@@ -245,7 +245,7 @@ impl Engine {
         after: &str,
         limit: usize,
     ) -> Result<Vec<store::read::StreamEntry>> {
-        store::read::list_streams(&self.store.pool, account, after, limit).await
+        store::read::list_streams(&self.store.reads, account, after, limit).await
     }
 
     /// A factory's substreams in creation order, after substream id `after`.
@@ -255,7 +255,7 @@ impl Engine {
         after: i64,
         limit: usize,
     ) -> Result<Vec<store::read::SubstreamEntry>> {
-        store::read::list_substreams(&self.store.pool, stream_id, after, limit).await
+        store::read::list_substreams(&self.store.reads, stream_id, after, limit).await
     }
 
     /// Commit announcements; subscribe before reading so nothing falls in between.

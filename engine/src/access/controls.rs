@@ -18,7 +18,6 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use serde_json::Value;
-use sqlx::SqlitePool;
 
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::{DataKind, check_size};
@@ -26,7 +25,7 @@ use crate::json::JsonLimits;
 use crate::path::{Arg, StreamPath};
 use crate::selector::glob;
 use crate::settings::{RateLimit, StreamSettings};
-use crate::store::{access_reads, read};
+use crate::store::{Reads, access_reads, read};
 use crate::types::EventTypeDef;
 
 /// What one stream's appends are checked against.
@@ -300,7 +299,7 @@ type StreamMap = HashMap<String, HashMap<String, Arc<StreamControls>>>;
 
 /// Every loaded stream's controls.
 pub struct Controls {
-    pool: SqlitePool,
+    reads: Reads,
     json: JsonLimits,
     /// A std lock: held for a lookup or an insert, never across an await.
     map: RwLock<StreamMap>,
@@ -308,9 +307,9 @@ pub struct Controls {
 }
 
 impl Controls {
-    pub(crate) fn new(pool: SqlitePool, json: JsonLimits) -> Self {
+    pub(crate) fn new(reads: Reads, json: JsonLimits) -> Self {
         Self {
-            pool,
+            reads,
             json,
             map: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
@@ -325,9 +324,9 @@ impl Controls {
             return Ok(c.clone());
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let info = read::stream(&self.pool, account, stream).await?;
+        let info = read::stream(&self.reads, account, stream).await?;
         let mut types = HashMap::new();
-        for row in access_reads::event_types(&self.pool, account, stream).await? {
+        for row in access_reads::event_types(&self.reads, account, stream).await? {
             match serde_json::from_str::<Value>(&row.schema)
                 .map_err(|e| EngineError::internal(e.to_string()))
                 .and_then(|doc| EventTypeDef::compile(&doc))

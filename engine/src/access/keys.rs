@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::RwLock;
 
+use crate::store::{Reads, access_reads};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use sqlx::SqlitePool;
 use subtle::ConstantTimeEq;
 
 use crate::error::Result;
@@ -84,16 +84,10 @@ impl Keys {
     }
 
     /// Loads every account and key hash.
-    pub async fn load(&self, pool: &SqlitePool) -> Result<()> {
-        let accounts: Vec<(String,)> = sqlx::query_as("SELECT name FROM accounts")
-            .fetch_all(pool)
-            .await?;
-        let keys: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT id, account, hash FROM api_keys")
-                .fetch_all(pool)
-                .await?;
+    pub(crate) async fn load(&self, reads: &Reads) -> Result<()> {
+        let (accounts, keys) = access_reads::accounts_and_keys(reads).await?;
         let mut reg = Registry {
-            accounts: accounts.into_iter().map(|(a,)| a).collect(),
+            accounts: accounts.into_iter().collect(),
             keys: HashMap::new(),
         };
         for (id, account, hash) in keys {

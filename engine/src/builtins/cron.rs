@@ -23,8 +23,8 @@ use serde_json::json;
 
 use crate::error::{EngineError, Result};
 use crate::event::{ExpectedIndex, NewEvent, derived_id};
-use crate::store::AppendRequest;
 use crate::store::writer::WriterHandle;
+use crate::store::{AppendRequest, Reads, read};
 
 /// A parsed cron expression.
 #[derive(Debug, Clone)]
@@ -116,7 +116,7 @@ fn tick(expr: &str, ms: i64) -> NewEvent {
 pub(crate) struct Tickers {
     inner: Arc<Mutex<HashMap<String, Ticker>>>,
     writer: WriterHandle,
-    pool: sqlx::SqlitePool,
+    reads: Reads,
 }
 
 struct Ticker {
@@ -146,11 +146,11 @@ impl Drop for CronGuard {
 }
 
 impl Tickers {
-    pub(crate) fn new(writer: WriterHandle, pool: sqlx::SqlitePool) -> Self {
+    pub(crate) fn new(writer: WriterHandle, reads: Reads) -> Self {
         Self {
             inner: Arc::default(),
             writer,
-            pool,
+            reads,
         }
     }
 
@@ -164,7 +164,7 @@ impl Tickers {
                 let task = tokio::spawn(run(
                     schedule.clone(),
                     self.writer.clone(),
-                    self.pool.clone(),
+                    self.reads.clone(),
                 ));
                 map.insert(expr.clone(), Ticker { users: 1, task });
             }
@@ -185,22 +185,14 @@ impl Tickers {
 }
 
 /// The occurrence of the last tick appended for `expr`, if any.
-async fn last_tick(pool: &sqlx::SqlitePool, expr: &str) -> Result<Option<i64>> {
+async fn last_tick(reads: &Reads, expr: &str) -> Result<Option<i64>> {
     let path = super::cron_stream(expr);
     let args = path
         .args
         .as_ref()
         .map(|a| a.canonical())
         .unwrap_or_default();
-    let data: Option<Vec<u8>> = sqlx::query_scalar(
-        "SELECT e.data FROM events e JOIN substreams s ON s.id = e.sid \
-         JOIN streams t ON t.id = s.stream_id \
-         WHERE t.account = 'eddy' AND t.name = 'cron' AND s.args = ?1 \
-         ORDER BY e.idx DESC LIMIT 1",
-    )
-    .bind(args)
-    .fetch_optional(pool)
-    .await?;
+    let data = read::last_data(reads, path.account.as_str(), path.stream.as_str(), &args).await?;
     Ok(data.and_then(|d| {
         serde_json::from_slice::<serde_json::Value>(&d)
             .ok()?
@@ -209,7 +201,7 @@ async fn last_tick(pool: &sqlx::SqlitePool, expr: &str) -> Result<Option<i64>> {
     }))
 }
 
-async fn run(schedule: Schedule, writer: WriterHandle, pool: sqlx::SqlitePool) {
+async fn run(schedule: Schedule, writer: WriterHandle, reads: Reads) {
     let expr = schedule.expr().to_owned();
     let path = super::cron_stream(&expr);
     let append = |ms: i64| {
@@ -220,7 +212,7 @@ async fn run(schedule: Schedule, writer: WriterHandle, pool: sqlx::SqlitePool) {
         })
     };
     let now = chrono::Utc::now().timestamp_millis();
-    let mut last = match last_tick(&pool, &expr).await {
+    let mut last = match last_tick(&reads, &expr).await {
         Ok(last) => last,
         Err(e) => {
             tracing::error!(error = %e.message, cron = %expr, "cannot read the last tick");

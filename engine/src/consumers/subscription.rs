@@ -416,7 +416,7 @@ impl Subscription {
         let page = match &self.follow {
             Follow::Account(a) => {
                 read::account_events(
-                    &self.engine.store.pool,
+                    &self.engine.store.reads,
                     a.as_str(),
                     &self.selector,
                     self.floor,
@@ -435,7 +435,7 @@ impl Subscription {
                 let cursor = Cursor::After(self.floor);
                 let prefix = format!("{}/{}", path.account, path.stream);
                 read::events(
-                    &self.engine.store.pool,
+                    &self.engine.store.reads,
                     &EventQuery {
                         scope,
                         prefix: &prefix,

@@ -26,6 +26,7 @@ use crate::builtins::{self, Builtin};
 use crate::error::{EngineError, Result};
 use crate::path::StreamPath;
 use crate::selector::Selector;
+use crate::store::pipe_reads;
 use crate::store::pipe_writes::{PipeRow, PipeWrite, PipeWritten, missing};
 pub(crate) use mapper::Mappers;
 
@@ -119,11 +120,10 @@ impl Pipes {
 impl Engine {
     /// Starts the task of every stored pipe.
     pub(crate) async fn start_pipes(self: &Arc<Self>) -> Result<()> {
-        let conn = crate::reducers::open_read_connection(self.store.path())?;
-        let rows =
-            tokio::task::spawn_blocking(move || crate::store::pipe_writes::load_pipes(&conn))
-                .await
-                .map_err(|e| EngineError::internal(e.to_string()))??;
+        let source = crate::store::fold_source::FoldSource::open(&self.store)?;
+        let rows = tokio::task::spawn_blocking(move || source.pipes())
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))??;
         for row in rows {
             self.start_pipe(row);
         }
@@ -243,12 +243,8 @@ impl Engine {
         // the old version's last batch is written before the new one reads the cursor
         self.pipes.stop(row.id).await;
         if !created {
-            let (cursor, piped, errors): (i64, i64, i64) =
-                sqlx::query_as("SELECT cursor, piped, errors FROM pipes WHERE id = ?1")
-                    .bind(row.id)
-                    .fetch_one(&self.store.pool)
-                    .await?;
-            (row.cursor, row.piped, row.errors) = (cursor, piped, errors);
+            (row.cursor, row.piped, row.errors) =
+                pipe_reads::progress(&self.store.reads, row.id).await?;
         }
         let status = status_of(&row, None);
         self.start_pipe(*row);
@@ -258,35 +254,22 @@ impl Engine {
     /// The pipe's status.
     pub async fn pipe(&self, from: &StreamPath, to: &StreamPath) -> Result<PipeStatus> {
         let from = self.pipe_origin(from)?;
-        let args = |p: &StreamPath| p.args.as_ref().map(|a| a.canonical()).unwrap_or_default();
-        let row: Option<(i64, String, String, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT id, selector, code, cursor, piped, errors, created_at FROM pipes \
-             WHERE account = ?1 AND stream = ?2 AND args = ?3 AND dest_account = ?4 \
-             AND dest_stream = ?5 AND dest_args = ?6",
-        )
-        .bind(from.account.as_str())
-        .bind(from.stream.as_str())
-        .bind(args(&from))
-        .bind(to.account.as_str())
-        .bind(to.stream.as_str())
-        .bind(args(to))
-        .fetch_optional(&self.store.pool)
-        .await?;
-        let (id, selector, code, cursor, piped, errors, created_at) =
-            row.ok_or_else(|| missing(&from, to))?;
+        let found = pipe_reads::between(&self.store.reads, &from, to)
+            .await?
+            .ok_or_else(|| missing(&from, to))?;
         let row = PipeRow {
-            id,
+            id: found.id,
             from,
             to: to.clone(),
-            selector,
+            selector: found.selector,
             source: String::new(),
             content_type: String::new(),
-            code,
+            code: found.code,
             module: false,
-            cursor,
-            piped,
-            errors,
-            created_at,
+            cursor: found.cursor,
+            piped: found.piped,
+            errors: found.errors,
+            created_at: found.created_at,
         };
         let running = self.pipes.running();
         let progress = running.get(&row.id).map(|r| &r.progress);

@@ -74,7 +74,7 @@ impl Worker {
                     // them by folding again from the saved states
                     let types = TypeChecks::new(&self.controls, &self.http.1, &group.stream);
                     let mut fix = super::oversize::Refolder {
-                        conn: &self.conn,
+                        source: &self.source,
                         types,
                         limit: self.limits.state_bytes,
                     };

@@ -7,16 +7,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eddy_runtime_js::{Dispatch, EventIn, Fold, JsError};
-use rusqlite::{OptionalExtension, params};
+use eddy_runtime_js::{ConsoleLine, Dispatch, EventIn, Fold, JsError, Sandbox};
 
 use super::data::for_reducer;
-use super::events::read_batch;
-use super::worker::{BATCH, SLICE, SubInfo, Worker, log_event};
+use super::events::{Row, read_batch};
+use super::pool::JsMemory;
+use super::worker::{BATCH, Group, Live, SLICE, SubInfo, Worker, log_event};
 use crate::access::controls::{Controls, StreamControls};
 use crate::dispatch::{dispatch_target, dispatched_event};
 use crate::error::Result;
 use crate::path::{Args, StreamPath};
+use crate::store::fold_source::FoldSource;
 use crate::store::pipe_writes::Routed;
 
 /// Longest time between two measurements of a busy sandbox's memory.
@@ -27,33 +28,15 @@ impl Worker {
         let Some(group) = self.groups.get_mut(&stream_id) else {
             return Ok(false);
         };
-        let behind: Vec<usize> = (0..group.reducers.len())
-            .filter(|&i| group.reducers[i].halted.is_none() && group.reducers[i].position < head)
-            .collect();
-        if behind.is_empty() {
+        let Some((behind, lead)) = lead(group, head) else {
             return Ok(false);
-        }
-        group.turns += 1;
-        // Alternate between the furthest-behind reducer (a rebuild) and the furthest
-        // ahead (the live ones), so a rebuild does not stall the others.
-        let lead = if group.turns.is_multiple_of(2) {
-            behind
-                .iter()
-                .copied()
-                .min_by_key(|&i| group.reducers[i].position)
-        } else {
-            behind
-                .iter()
-                .copied()
-                .max_by_key(|&i| group.reducers[i].position)
-        }
-        .expect("not empty");
+        };
         let (from_pos, after_idx) = (
             group.reducers[lead].position,
             group.reducers[lead].after_idx,
         );
         let limit = group.batch;
-        let rows = read_batch(&self.conn, group, from_pos, after_idx, head, limit)?;
+        let rows = read_batch(&self.source, group, from_pos, after_idx, head, limit)?;
         if rows.is_empty() {
             // nothing of this stream up to head after `from_pos`: the reducers that
             // had reached it are caught up (one further behind has its own turn)
@@ -75,36 +58,8 @@ impl Worker {
             group.sandbox.set_memory_limit(allowed);
             group.memory_limit = allowed;
         }
-        // the stream's settings may have changed since the last batch
-        let settings: Option<String> = self
-            .conn
-            .prepare_cached("SELECT settings FROM streams WHERE id = ?1")?
-            .query_row(params![stream_id], |r| r.get(0))
-            .optional()?;
-        *group.request_hosts.borrow_mut() = settings
-            .map(|json| crate::settings::StreamSettings::from_stored(&json, false).request_hosts)
-            .unwrap_or_default();
-        for row in &rows {
-            if group.factory && !group.subs.contains_key(&row.sid) {
-                let args: String = self
-                    .conn
-                    .prepare_cached("SELECT args FROM substreams WHERE id = ?1")?
-                    .query_row(params![row.sid], |r| r.get(0))?;
-                let parsed = Args::parse(&args).ok();
-                let json = parsed.as_ref().map(|a| a.to_json().to_string());
-                let name = format!("{}({})", group.stream, args);
-                group.subs.insert(
-                    row.sid,
-                    SubInfo {
-                        name,
-                        args: parsed,
-                        json,
-                    },
-                );
-            }
-        }
+        refresh(&self.source, group, stream_id, &rows)?;
         let plain_name = group.stream.to_string();
-        let mut work: Vec<(usize, i64, usize)> = Vec::new(); // (reducer, sid, row)
         let mut inputs: Vec<EventIn> = Vec::with_capacity(rows.len());
         let converted: Vec<_> = rows
             .iter()
@@ -118,42 +73,15 @@ impl Worker {
             };
             inputs.push(row.event_in(stream, &ids[k], &converted[k], args_json));
         }
-        // plan the calls: each reducer folds the events past its position that its
-        // selector takes (a reducer behind this batch's start waits for its own turn)
-        for (ri, r) in group.reducers.iter().enumerate() {
-            if r.halted.is_some() || r.position < from_pos {
-                continue;
-            }
-            for (k, row) in rows.iter().enumerate() {
-                if row.pos <= r.position {
-                    continue;
-                }
-                let args = group.subs.get(&row.sid).and_then(|s| s.args.as_ref());
-                if (!group.factory || r.selector.matches_args(args))
-                    && r.selector.matches(&row.event_type, row.idx as u64, row.ts)
-                {
-                    work.push((ri, row.sid, k));
-                }
-            }
-        }
+        let mut work = plan(group, &rows, from_pos);
         let turn = self.turn;
-        for &(ri, sid, _) in &work {
-            let r = &mut group.reducers[ri];
-            if !r.live.contains_key(&sid) {
-                let saved: Option<(i64, Option<String>)> = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT idx, state FROM reducer_states WHERE reducer_id = ?1 AND sid = ?2",
-                    )?
-                    .query_row(params![r.row.id, sid], |q| Ok((q.get(0)?, q.get(1)?)))
-                    .optional()?;
-                let (idx, state) = saved.unwrap_or((-1, None));
-                if let Err(e) = group.sandbox.set_state(r.slot, sid, state.as_deref()) {
-                    tracing::error!(error = %e.message, "cannot restore a saved state");
-                }
-                r.live.insert(sid, (idx, turn));
-            }
-        }
+        restore(
+            &self.source,
+            &mut group.reducers,
+            &mut group.sandbox,
+            &work,
+            turn,
+        )?;
         // fold event by event, each reducer after those it reads, until the slice is
         // used up
         work.sort_by_key(|&(ri, _, k)| (k, ri));
@@ -185,140 +113,13 @@ impl Worker {
         } else {
             (folded_rows as i64 * 2).max(8)
         };
-        let mut failed_at: HashMap<usize, JsError> = failures.into_iter().collect();
+        let failed_at: HashMap<usize, JsError> = failures.into_iter().collect();
         let console = group.sandbox.console();
         let dispatches = group.sandbox.dispatches();
-        // dispatched ids derive from the source event's time (see `derived_id`); log
-        // entries are ordered by the source event's position
-        let times: HashMap<(i64, i64), (i64, i64)> = if dispatches.is_empty() && console.is_empty()
-        {
-            HashMap::new()
-        } else {
-            rows.iter()
-                .map(|r| ((r.sid, r.idx), (r.ts, r.pos)))
-                .collect()
-        };
-        for line in console {
-            let Some(r) = group
-                .reducers
-                .iter_mut()
-                .find(|r| Some(r.slot) == line.slot)
-            else {
-                continue;
-            };
-            let index = line.index.unwrap_or(-1);
-            let substream = line
-                .sid
-                .and_then(|sid| group.subs.get(&sid))
-                .map_or(plain_name.as_str(), |s| s.name.as_str());
-            let pos = line
-                .sid
-                .and_then(|sid| times.get(&(sid, index)))
-                .map_or(-1, |t| t.1);
-            r.logs.push((
-                (pos, 0),
-                log_event(
-                    &line.level,
-                    &r.row.name,
-                    substream,
-                    index,
-                    &line.message,
-                    None,
-                ),
-            ));
-        }
-        for d in dispatches {
-            let Some(r) = group.reducers.iter_mut().find(|r| r.slot == d.slot) else {
-                continue;
-            };
-            let source = group
-                .subs
-                .get(&d.sid)
-                .map_or(plain_name.as_str(), |s| s.name.as_str());
-            let (ts, pos) = times.get(&(d.sid, d.index)).copied().unwrap_or_default();
-            match route(&group.stream, &r.row.name, source, ts, &d) {
-                Ok(routed) => r.dispatches.push((d.sid, routed)),
-                Err(e) => {
-                    r.new_errors += 1;
-                    r.logs.push((
-                        (pos, 1),
-                        log_event("error", &r.row.name, source, d.index, &e.message, None),
-                    ));
-                }
-            }
-        }
-        // (reducer, why, the row it stopped at)
-        let mut halted_now: Vec<(usize, String, usize)> = Vec::new();
-        for (c, &(ri, sid, k)) in work.iter().enumerate() {
-            let r = &mut group.reducers[ri];
-            if r.halted.is_some() || halted_now.iter().any(|(h, ..)| *h == ri) {
-                continue;
-            }
-            if let Some(error) = failed_at.remove(&c) {
-                r.new_errors += 1;
-                let substream = group
-                    .subs
-                    .get(&sid)
-                    .map_or(plain_name.clone(), |s| s.name.clone());
-                r.logs.push((
-                    (rows[k].pos, 1),
-                    log_event(
-                        "error",
-                        &r.row.name,
-                        &substream,
-                        rows[k].idx,
-                        &error.message,
-                        error.stack.as_deref(),
-                    ),
-                ));
-                if r.row.halt_on_error {
-                    let reason = format!(
-                        "halted at index {} of {substream}: {}",
-                        rows[k].idx, error.message
-                    );
-                    halted_now.push((ri, reason, k));
-                    continue;
-                }
-            }
-            let entry = r.live.entry(sid).or_insert((-1, turn));
-            *entry = (rows[k].idx, turn);
-            r.touched(sid);
-        }
-        if let Some(last) = rows.last() {
-            for (ri, r) in group.reducers.iter_mut().enumerate() {
-                if let Some((_, reason, k)) = halted_now.iter().find(|(h, ..)| *h == ri) {
-                    // folded up to the event before the one that stopped it
-                    r.halted = Some(reason.clone());
-                    r.position = rows[*k].pos - 1;
-                    r.after_idx = rows[*k].idx - 1;
-                    continue;
-                }
-                if r.halted.is_none()
-                    && r.position < last.pos
-                    && r.position >= from_pos
-                    && behind.contains(&ri)
-                {
-                    r.position = last.pos;
-                    r.after_idx = last.idx;
-                }
-            }
-        }
-        // measuring walks the whole heap: after every slice while that takes less than
-        // a millisecond or the sandbox holds half its allowance or more (where the
-        // shared budget depends on it), and otherwise at most a tenth of the time
-        let near_limit = group.measured_bytes * 2 >= group.memory_limit;
-        let every = if near_limit || group.measure_cost < Duration::from_millis(1) {
-            Duration::ZERO
-        } else {
-            (group.measure_cost * 10).min(MEASURE_EVERY)
-        };
-        if group.measured_at.is_none_or(|at| at.elapsed() >= every) {
-            let at = Instant::now();
-            group.measured_bytes = group.sandbox.memory_used() as usize;
-            self.memory.record(stream_id, group.measured_bytes);
-            group.measure_cost = at.elapsed();
-            group.measured_at = Some(Instant::now());
-        }
+        record_output(group, rows, console, dispatches, &plain_name);
+        let halted_now = record_results(group, &work, failed_at, rows, turn, &plain_name);
+        advance(group, rows, &halted_now, from_pos, &behind);
+        measure(group, &self.memory, stream_id);
         group.unpublished = true;
         tracing::trace!(
             stream_id,
@@ -327,6 +128,274 @@ impl Worker {
             "folded a slice"
         );
         Ok(true)
+    }
+}
+
+/// The reducers of `group` behind `head` and the one whose position this slice reads
+/// from, or `None` when all are caught up (or halted).
+fn lead(group: &mut Group, head: i64) -> Option<(Vec<usize>, usize)> {
+    let behind: Vec<usize> = (0..group.reducers.len())
+        .filter(|&i| group.reducers[i].halted.is_none() && group.reducers[i].position < head)
+        .collect();
+    if behind.is_empty() {
+        return None;
+    }
+    group.turns += 1;
+    // Alternate between the furthest-behind reducer (a rebuild) and the furthest
+    // ahead (the live ones), so a rebuild does not stall the others.
+    let lead = if group.turns.is_multiple_of(2) {
+        behind
+            .iter()
+            .copied()
+            .min_by_key(|&i| group.reducers[i].position)
+    } else {
+        behind
+            .iter()
+            .copied()
+            .max_by_key(|&i| group.reducers[i].position)
+    }
+    .expect("not empty");
+    Some((behind, lead))
+}
+
+/// The calls of a slice, as (reducer, substream, row): each reducer folds the events
+/// of `rows` past its position that its selector takes (a reducer behind `from_pos`,
+/// where the rows start, waits for its own turn).
+fn plan(group: &Group, rows: &[Row], from_pos: i64) -> Vec<(usize, i64, usize)> {
+    let mut work = Vec::new();
+    for (ri, r) in group.reducers.iter().enumerate() {
+        if r.halted.is_some() || r.position < from_pos {
+            continue;
+        }
+        for (k, row) in rows.iter().enumerate() {
+            if row.pos <= r.position {
+                continue;
+            }
+            let args = group.subs.get(&row.sid).and_then(|s| s.args.as_ref());
+            if (!group.factory || r.selector.matches_args(args))
+                && r.selector.matches(&row.event_type, row.idx as u64, row.ts)
+            {
+                work.push((ri, row.sid, k));
+            }
+        }
+    }
+    work
+}
+
+/// Reads what may have changed since the last slice: the stream's `requestHosts`, and
+/// the names and args of factory substreams first seen in `rows`.
+fn refresh(source: &FoldSource, group: &mut Group, stream_id: i64, rows: &[Row]) -> Result<()> {
+    let settings = source.stream_settings(stream_id)?;
+    *group.request_hosts.borrow_mut() = settings
+        .map(|json| crate::settings::StreamSettings::from_stored(&json, false).request_hosts)
+        .unwrap_or_default();
+    for row in rows {
+        if group.factory && !group.subs.contains_key(&row.sid) {
+            let args = source.substream_args(row.sid)?;
+            let parsed = Args::parse(&args).ok();
+            let json = parsed.as_ref().map(|a| a.to_json().to_string());
+            let name = format!("{}({})", group.stream, args);
+            group.subs.insert(
+                row.sid,
+                SubInfo {
+                    name,
+                    args: parsed,
+                    json,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Restores the saved state of each substream a reducer of `work` folds and does not
+/// hold live yet.
+fn restore(
+    source: &FoldSource,
+    reducers: &mut [Live],
+    sandbox: &mut Sandbox,
+    work: &[(usize, i64, usize)],
+    turn: u64,
+) -> Result<()> {
+    for &(ri, sid, _) in work {
+        let r = &mut reducers[ri];
+        if !r.live.contains_key(&sid) {
+            let saved = source.saved_state(r.row.id, sid)?;
+            let (idx, state) = saved.unwrap_or((-1, None));
+            if let Err(e) = sandbox.set_state(r.slot, sid, state.as_deref()) {
+                tracing::error!(error = %e.message, "cannot restore a saved state");
+            }
+            r.live.insert(sid, (idx, turn));
+        }
+    }
+    Ok(())
+}
+
+/// Logs the console output and routes the dispatches of what was folded.
+fn record_output(
+    group: &mut Group,
+    rows: &[Row],
+    console: Vec<ConsoleLine>,
+    dispatches: Vec<Dispatch>,
+    plain_name: &str,
+) {
+    // dispatched ids derive from the source event's time (see `derived_id`); log
+    // entries are ordered by the source event's position
+    let times: HashMap<(i64, i64), (i64, i64)> = if dispatches.is_empty() && console.is_empty() {
+        HashMap::new()
+    } else {
+        rows.iter()
+            .map(|r| ((r.sid, r.idx), (r.ts, r.pos)))
+            .collect()
+    };
+    for line in console {
+        let Some(r) = group
+            .reducers
+            .iter_mut()
+            .find(|r| Some(r.slot) == line.slot)
+        else {
+            continue;
+        };
+        let index = line.index.unwrap_or(-1);
+        let substream = line
+            .sid
+            .and_then(|sid| group.subs.get(&sid))
+            .map_or(plain_name, |s| s.name.as_str());
+        let pos = line
+            .sid
+            .and_then(|sid| times.get(&(sid, index)))
+            .map_or(-1, |t| t.1);
+        r.logs.push((
+            (pos, 0),
+            log_event(
+                &line.level,
+                &r.row.name,
+                substream,
+                index,
+                &line.message,
+                None,
+            ),
+        ));
+    }
+    for d in dispatches {
+        let Some(r) = group.reducers.iter_mut().find(|r| r.slot == d.slot) else {
+            continue;
+        };
+        let source = group
+            .subs
+            .get(&d.sid)
+            .map_or(plain_name, |s| s.name.as_str());
+        let (ts, pos) = times.get(&(d.sid, d.index)).copied().unwrap_or_default();
+        match route(&group.stream, &r.row.name, source, ts, &d) {
+            Ok(routed) => r.dispatches.push((d.sid, routed)),
+            Err(e) => {
+                r.new_errors += 1;
+                r.logs.push((
+                    (pos, 1),
+                    log_event("error", &r.row.name, source, d.index, &e.message, None),
+                ));
+            }
+        }
+    }
+}
+
+/// Counts and logs the errors of the calls made, marks the substreams folded and
+/// answers the reducers that halt (with why, and the row they stopped at).
+fn record_results(
+    group: &mut Group,
+    work: &[(usize, i64, usize)],
+    mut failed_at: HashMap<usize, JsError>,
+    rows: &[Row],
+    turn: u64,
+    plain_name: &str,
+) -> Vec<(usize, String, usize)> {
+    // (reducer, why, the row it stopped at)
+    let mut halted_now: Vec<(usize, String, usize)> = Vec::new();
+    for (c, &(ri, sid, k)) in work.iter().enumerate() {
+        let r = &mut group.reducers[ri];
+        if r.halted.is_some() || halted_now.iter().any(|(h, ..)| *h == ri) {
+            continue;
+        }
+        if let Some(error) = failed_at.remove(&c) {
+            r.new_errors += 1;
+            let substream = group
+                .subs
+                .get(&sid)
+                .map_or(plain_name.to_owned(), |s| s.name.clone());
+            r.logs.push((
+                (rows[k].pos, 1),
+                log_event(
+                    "error",
+                    &r.row.name,
+                    &substream,
+                    rows[k].idx,
+                    &error.message,
+                    error.stack.as_deref(),
+                ),
+            ));
+            if r.row.halt_on_error {
+                let reason = format!(
+                    "halted at index {} of {substream}: {}",
+                    rows[k].idx, error.message
+                );
+                halted_now.push((ri, reason, k));
+                continue;
+            }
+        }
+        let entry = r.live.entry(sid).or_insert((-1, turn));
+        *entry = (rows[k].idx, turn);
+        r.touched(sid);
+    }
+    halted_now
+}
+
+/// Moves the reducers that folded `rows` past them, and those that halt to the event
+/// before the one they halted at.
+fn advance(
+    group: &mut Group,
+    rows: &[Row],
+    halted_now: &[(usize, String, usize)],
+    from_pos: i64,
+    behind: &[usize],
+) {
+    if let Some(last) = rows.last() {
+        for (ri, r) in group.reducers.iter_mut().enumerate() {
+            if let Some((_, reason, k)) = halted_now.iter().find(|(h, ..)| *h == ri) {
+                // folded up to the event before the one that stopped it
+                r.halted = Some(reason.clone());
+                r.position = rows[*k].pos - 1;
+                r.after_idx = rows[*k].idx - 1;
+                continue;
+            }
+            if r.halted.is_none()
+                && r.position < last.pos
+                && r.position >= from_pos
+                && behind.contains(&ri)
+            {
+                r.position = last.pos;
+                r.after_idx = last.idx;
+            }
+        }
+    }
+}
+
+/// Measures the sandbox's memory when it is due.
+fn measure(group: &mut Group, memory: &JsMemory, stream_id: i64) {
+    // measuring walks the whole heap: after every slice while that takes less than
+    // a millisecond or the sandbox holds half its allowance or more (where the
+    // shared budget depends on it), and otherwise at most a tenth of the time
+    let near_limit = group.measured_bytes * 2 >= group.memory_limit;
+    let every = if near_limit || group.measure_cost < Duration::from_millis(1) {
+        Duration::ZERO
+    } else {
+        (group.measure_cost * 10).min(MEASURE_EVERY)
+    };
+    if group.measured_at.is_none_or(|at| at.elapsed() >= every) {
+        let at = Instant::now();
+        group.measured_bytes = group.sandbox.memory_used() as usize;
+        memory.record(stream_id, group.measured_bytes);
+        group.measure_cost = at.elapsed();
+        group.measured_at = Some(Instant::now());
     }
 }
 

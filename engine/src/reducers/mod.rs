@@ -22,18 +22,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use eddy_runtime_js::{Language, Limits, prepare};
-use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use crate::error::{EngineError, Result};
 use crate::path::{AccountName, ReducerName, StreamName, StreamPath};
 use crate::selector::Selector;
+use crate::store::fold_source::FoldSource;
+use crate::store::reducer_reads;
 use crate::store::reducer_writes::{ReducerRow, ReducerWrite, ReducerWritten};
 pub(crate) use data::for_reducer;
 use pool::{JsMemory, Lane, Placement, StopAt, stopped};
 use published::{Entry, Published};
 use worker::Msg;
-pub(crate) use worker::open_read_connection;
 
 /// A reducer's state for one (sub)stream.
 #[derive(Debug, Clone)]
@@ -129,7 +129,7 @@ impl Reducers {
         memory_gauge: prometheus_client::metrics::gauge::Gauge,
         allow_private: bool,
     ) -> Result<Self> {
-        let (db, writer, durable) = (store.path(), store.writer.clone(), store.durable());
+        let (writer, durable) = (store.writer.clone(), store.durable());
         let threads = settings.threads.max(1);
         let agent = concat!("eddy-request/", env!("CARGO_PKG_VERSION"));
         let client = request::RequestClient {
@@ -142,10 +142,10 @@ impl Reducers {
         let stop = Arc::new(StopAt::new());
         let mut lanes = Vec::with_capacity(threads);
         for n in 0..threads {
-            let conn = worker::open_read_connection(db)?;
+            let source = FoldSource::open(store)?;
             let (tx, rx) = std::sync::mpsc::channel();
             let worker = (
-                conn,
+                source,
                 writer.clone(),
                 durable.clone(),
                 settings.limits.clone(),
@@ -157,10 +157,10 @@ impl Reducers {
             );
             // sandboxes are not Send: each thread builds its own
             let start = move || {
-                let (conn, writer, durable, limits, controls, published, memory, stop, http) =
+                let (source, writer, durable, limits, controls, published, memory, stop, http) =
                     worker;
                 worker::Worker {
-                    conn,
+                    source,
                     writer,
                     durable,
                     limits,
@@ -196,9 +196,9 @@ impl Reducers {
             limits: settings.limits,
             checks: tokio::sync::Semaphore::new(2),
         };
-        let conn = worker::open_read_connection(db)?;
-        for (row, stream) in load_rows(&conn, None)? {
-            let after_idx = worker::after_index(&conn, row.stream_id, row.position)?;
+        let source = FoldSource::open(store)?;
+        for (row, stream) in load_rows(&source, None)? {
+            let after_idx = source.after_index(row.stream_id, row.position)?;
             reducers.load(Box::new(row), stream, None, after_idx)?;
         }
         route_commits_to(&reducers, store.subscribe());
@@ -357,13 +357,11 @@ impl crate::Engine {
     }
 
     async fn refuse_cycles(&self, stream: &StreamPath, name: &str, reads: &[String]) -> Result<()> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT r.name, r.reads FROM reducers r JOIN streams s ON s.id = r.stream_id \
-             WHERE s.account = ?1 AND s.name = ?2 ORDER BY r.id",
+        let rows = reducer_reads::reads_of_stream(
+            &self.store.reads,
+            stream.account.as_str(),
+            stream.stream.as_str(),
         )
-        .bind(stream.account.as_str())
-        .bind(stream.stream.as_str())
-        .fetch_all(&self.store.pool)
         .await?;
         let mut graph: std::collections::HashMap<String, Vec<String>> = rows
             .into_iter()
@@ -410,14 +408,12 @@ impl crate::Engine {
         path: &StreamPath,
         name: &ReducerName,
     ) -> Result<(String, String)> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT r.source, r.content_type FROM reducers r JOIN streams s ON s.id = r.stream_id \
-             WHERE s.account = ?1 AND s.name = ?2 AND r.name = ?3 ORDER BY r.id DESC LIMIT 1",
+        let row = reducer_reads::source(
+            &self.store.reads,
+            path.account.as_str(),
+            path.stream.as_str(),
+            name.as_str(),
         )
-        .bind(path.account.as_str())
-        .bind(path.stream.as_str())
-        .bind(name.as_str())
-        .fetch_optional(&self.store.pool)
         .await?;
         row.ok_or_else(|| missing_reducer(path, name))
     }
@@ -459,40 +455,11 @@ fn missing_reducer(path: &StreamPath, name: &ReducerName) -> EngineError {
 
 /// Every stored reducer version with its stream's path, for the worker at start.
 pub(crate) fn load_rows(
-    conn: &Connection,
+    source: &FoldSource,
     stream_id: Option<i64>,
 ) -> Result<Vec<(ReducerRow, StreamPath)>> {
-    let mut stmt = conn.prepare(
-        "SELECT r.id, r.stream_id, s.factory, r.name, r.status, r.source, r.content_type, r.code, r.shape, \
-         r.reads, r.selector, r.on_error, r.code_hash, r.position, r.errors, r.halted, s.account, s.name \
-         FROM reducers r JOIN streams s ON s.id = r.stream_id WHERE ?1 IS NULL OR r.stream_id = ?1 ORDER BY r.id",
-    )?;
-    let rows = stmt.query_map(params![stream_id], |q| {
-        let reads: String = q.get(9)?;
-        let row = ReducerRow {
-            id: q.get(0)?,
-            stream_id: q.get(1)?,
-            factory: q.get(2)?,
-            name: q.get(3)?,
-            building: q.get::<_, String>(4)? == "building",
-            source: q.get(5)?,
-            content_type: q.get(6)?,
-            code: q.get(7)?,
-            module: q.get::<_, String>(8)? == "module",
-            reads: serde_json::from_str(&reads).unwrap_or_default(),
-            selector: q.get(10)?,
-            halt_on_error: q.get::<_, String>(11)? == "halt",
-            code_hash: q.get(12)?,
-            position: q.get(13)?,
-            errors: q.get(14)?,
-            halted: q.get(15)?,
-            live_from: None,
-        };
-        Ok((row, q.get::<_, String>(16)?, q.get::<_, String>(17)?))
-    })?;
     let mut out = Vec::new();
-    for r in rows {
-        let (row, account, stream) = r?;
+    for (row, account, stream) in source.reducers(stream_id)? {
         let (Ok(account), Ok(stream)) = (AccountName::new(&account), StreamName::new(&stream))
         else {
             continue;

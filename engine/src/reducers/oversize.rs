@@ -11,13 +11,13 @@
 use std::collections::HashMap;
 
 use eddy_runtime_js::{EventIn, Fold, JsErrorKind};
-use rusqlite::{Connection, OptionalExtension, params};
 
 use super::data::for_reducer;
-use super::events::{Row, read_substream};
+use super::events::Row;
 use super::fold::{TypeChecks, route};
 use super::worker::{BATCH, Group, log_event};
 use crate::error::{EngineError, Result};
+use crate::store::fold_source::{BatchOf, FoldSource};
 use crate::store::pipe_writes::Routed;
 
 /// Events folded between two measurements while looking for the one that made a
@@ -27,7 +27,7 @@ const CHUNK: usize = 64;
 
 /// What an oversize state is recovered with.
 pub(super) struct Refolder<'a> {
-    pub(super) conn: &'a Connection,
+    pub(super) source: &'a FoldSource,
     pub(super) types: TypeChecks<'a>,
     pub(super) limit: usize,
 }
@@ -159,13 +159,7 @@ impl Refolder<'_> {
         let r = &group.reducers[ri];
         let (slot, reducer_id, reducer) = (r.slot, r.row.id, r.row.name.clone());
         let selector = r.selector.clone();
-        let saved: Option<(i64, Option<String>)> = self
-            .conn
-            .prepare_cached(
-                "SELECT idx, state FROM reducer_states WHERE reducer_id = ?1 AND sid = ?2",
-            )?
-            .query_row(params![reducer_id, sid], |q| Ok((q.get(0)?, q.get(1)?)))
-            .optional()?;
+        let saved = self.source.saved_state(reducer_id, sid)?;
         let (saved_idx, mut good) = saved.unwrap_or((-1, None));
         group
             .sandbox
@@ -182,7 +176,14 @@ impl Refolder<'_> {
         };
         let mut after = saved_idx;
         loop {
-            let rows = read_substream(self.conn, sid, after, until, BATCH)?;
+            let rows = self.source.batch(
+                BatchOf::Plain {
+                    sid,
+                    after_idx: after,
+                },
+                until,
+                BATCH,
+            )?;
             let Some(last) = rows.last() else { break };
             after = last.idx;
             let taken: Vec<&Row> = rows

@@ -45,16 +45,18 @@ impl crate::Engine {
                 Some(sid) => {
                     // the index first: a state read after it is as new or newer
                     let index = if found.factory {
-                        reducer_reads::substream_index(&self.store.pool, sid, found.position)
+                        reducer_reads::substream_index(&self.store.reads, sid, found.position)
                             .await?
                     } else {
                         found.after_idx
                     };
                     let json = match found.state {
                         Some((_, json)) => json.map(|j| j.to_string()),
-                        None => reducer_reads::saved_state(&self.store.pool, found.reducer_id, sid)
-                            .await?
-                            .and_then(|(_, state)| state),
+                        None => {
+                            reducer_reads::saved_state(&self.store.reads, found.reducer_id, sid)
+                                .await?
+                                .and_then(|(_, state)| state)
+                        }
                     };
                     StateAnswer { json, index }
                 }
@@ -96,7 +98,7 @@ impl crate::Engine {
             .find(stream_id, name.as_str(), None)
             .ok_or_else(|| missing_reducer(path, name))?;
         let page = reducer_reads::saved_states_page(
-            &self.store.pool,
+            &self.store.reads,
             stream_id,
             found.reducer_id,
             found.position,
@@ -132,7 +134,7 @@ impl crate::Engine {
         let mut list = self.reducers.published.statuses(stream_id);
         for status in &mut list {
             status.lag = reducer_reads::lag(
-                &self.store.pool,
+                &self.store.reads,
                 stream_id,
                 resolved.info.factory,
                 status.position,

@@ -25,7 +25,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use eddy_runtime_js::{Limits, Prepared, Sandbox, Shape};
-use rusqlite::{Connection, OpenFlags, params};
 
 use super::ReducerStatus;
 use super::pool::{JsMemory, StopAt};
@@ -35,6 +34,7 @@ use crate::error::{EngineError, Result};
 use crate::event::NewEvent;
 use crate::path::{Args, StreamPath};
 use crate::selector::Selector;
+use crate::store::fold_source::FoldSource;
 use crate::store::pipe_writes::Routed;
 use crate::store::reducer_writes::ReducerRow;
 use crate::store::writer::WriterHandle;
@@ -63,7 +63,7 @@ pub(crate) enum Msg {
 }
 
 pub(crate) struct Worker {
-    pub(crate) conn: Connection,
+    pub(crate) source: FoldSource,
     pub(crate) writer: WriterHandle,
     pub(crate) durable: Arc<AtomicI64>,
     pub(crate) limits: Limits,
@@ -182,33 +182,6 @@ impl Live {
     }
 }
 
-/// On a plain stream, the index of the last event at or before global position
-/// `position` (-1 before the first): what a reducer at `position` has folded. The
-/// position may be past the stream's last event (it moves to the head when the stream
-/// has nothing newer).
-pub(crate) fn after_index(conn: &Connection, stream_id: i64, position: i64) -> Result<i64> {
-    if position == 0 {
-        return Ok(-1);
-    }
-    Ok(conn
-        .prepare_cached(
-            "SELECT MAX(e.idx) FROM events e JOIN substreams s ON s.id = e.sid \
-             WHERE s.stream_id = ?1 AND s.args = '' AND e.pos <= ?2",
-        )?
-        .query_row(params![stream_id, position], |r| r.get::<_, Option<i64>>(0))?
-        .unwrap_or(-1))
-}
-
-pub(crate) fn open_read_connection(file: &std::path::Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        file,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
-    conn.set_prepared_statement_cache_capacity(32);
-    Ok(conn)
-}
-
 impl Worker {
     pub(crate) fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut busy = true;
@@ -316,7 +289,7 @@ impl Worker {
                 },
             );
         }
-        let after_idx = after_index(&self.conn, row.stream_id, row.position)?;
+        let after_idx = self.source.after_index(row.stream_id, row.position)?;
         let group = self.groups.get_mut(&row.stream_id).expect("inserted above");
         group.factory = row.factory;
         let slot = group.next_slot;

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::account_events::Change;
 use super::notice::{LIVE_DATA_BUDGET, LIVE_EVENTS_MAX, LiveEvent, SharedEvent};
+use super::rules;
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
 use crate::event::{ExpectedIndex, NewEvent, StoredEvent};
@@ -102,6 +103,52 @@ impl Default for Staged {
             live_complete: true,
             live_paths: Vec::new(),
         }
+    }
+}
+
+impl Staged {
+    /// Adds an appended event to the group's commit notice, sharing the request's
+    /// buffers (the data is not copied), within [`LIVE_EVENTS_MAX`] events and
+    /// [`LIVE_DATA_BUDGET`] bytes of data.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn announce(
+        &mut self,
+        path: &Arc<StreamPath>,
+        name: &str,
+        e: NewEvent,
+        index: u64,
+        id: Uuid,
+        timestamp: i64,
+        position: i64,
+    ) {
+        if self.live.len() >= LIVE_EVENTS_MAX {
+            self.live_complete = false;
+            return;
+        }
+        let has_data = self.live_bytes + e.data.len() <= LIVE_DATA_BUDGET;
+        if has_data {
+            self.live_bytes += e.data.len();
+        }
+        self.live.push(LiveEvent {
+            event: Arc::new(SharedEvent::new(StoredEvent {
+                stream: name.to_owned(),
+                index,
+                id,
+                event_type: e.event_type,
+                timestamp,
+                content_type: e.content_type,
+                data: if has_data {
+                    e.data
+                } else {
+                    bytes::Bytes::new()
+                },
+                metadata: e.metadata,
+                origin: e.origin,
+                position,
+            })),
+            path: path.clone(),
+            has_data,
+        });
     }
 }
 
@@ -237,7 +284,7 @@ impl Writer {
         );
         let stream = self.stream(staged, &skey)?;
         if let Some(s) = &stream {
-            check_factory_shape(path, s.factory)?;
+            rules::check_factory_shape(path, s.factory)?;
         }
         let args = path
             .args
@@ -250,90 +297,22 @@ impl Writer {
         };
 
         // Idempotency first: a retried request answers with what it wrote before.
+        rules::distinct_ids(&req.events)?;
         let mut dups: Vec<Option<AppendedEvent>> = Vec::with_capacity(req.events.len());
-        for (i, e) in req.events.iter().enumerate() {
-            let Some(id) = e.id else {
-                dups.push(None);
-                continue;
-            };
-            if let Some(j) = req.events[..i].iter().position(|p| p.id == Some(id)) {
-                return Err(EngineError::invalid(format!(
-                    "events {j} and {i} of the batch have the same id {id}"
-                ))
-                .with("position", i));
-            }
-            let found = match &sub {
-                Some(s) => self.stored_id(s.id, id)?,
-                None => None,
-            };
-            dups.push(found);
-        }
-        let n_dups = dups.iter().filter(|d| d.is_some()).count();
-        if n_dups == req.events.len() && n_dups > 0 {
-            return Ok(Appended {
-                events: dups.into_iter().flatten().collect(),
-                duplicate: true,
+        for e in &req.events {
+            dups.push(match (e.id, &sub) {
+                (Some(id), Some(s)) => self.stored_id(s.id, id)?,
+                _ => None,
             });
         }
-        if n_dups > 0 {
-            let (i, d) = dups
-                .iter()
-                .enumerate()
-                .find_map(|(i, d)| d.map(|d| (i, d)))
-                .expect("n_dups > 0");
-            return Err(EngineError::conflict(format!(
-                "event {i} of the batch has id {} which is already stored at index {} of {path}, \
-                 but other events of the batch are new; nothing was written",
-                d.id, d.index
-            ))
-            .with("position", i)
-            .with("index", d.index));
+        if let Some(answer) = rules::duplicates(path, dups)? {
+            return Ok(answer);
         }
-
         let next_index = sub.as_ref().map_or(0, |s| s.next_index);
-        let last_index = next_index as i64 - 1;
-        let ok = match req.expected {
-            ExpectedIndex::Any => true,
-            ExpectedIndex::NoEvents => next_index == 0,
-            ExpectedIndex::Last(n) => next_index == n + 1,
-        };
-        if !ok {
-            let wanted = match req.expected {
-                ExpectedIndex::NoEvents => "no events".to_owned(),
-                ExpectedIndex::Last(n) => format!("last index {n}"),
-                ExpectedIndex::Any => unreachable!(),
-            };
-            return Err(EngineError::conflict(format!(
-                "Expected-Index wanted {wanted} but the last index of {path} is {last_index}; \
-                 nothing was written"
-            ))
-            .with("lastIndex", last_index));
-        }
-
-        let mut last_ts = sub.as_ref().map_or(0, |s| s.last_timestamp);
+        rules::check_expected(path, req.expected, next_index)?;
+        let last_ts = sub.as_ref().map_or(0, |s| s.last_timestamp);
         let now = now_ms();
-        let mut stamped = Vec::with_capacity(req.events.len());
-        for (i, e) in req.events.iter().enumerate() {
-            let ts = match e.timestamp {
-                Some(t) if t < last_ts => {
-                    let at = if req.events.len() > 1 {
-                        format!("event {i} of the batch: ")
-                    } else {
-                        String::new()
-                    };
-                    return Err(EngineError::conflict(format!(
-                        "{at}timestamp {t} is before the last timestamp {last_ts} of {path}; \
-                         timestamps never decrease within a stream"
-                    ))
-                    .with("lastTimestamp", last_ts)
-                    .with("position", i));
-                }
-                Some(t) => t,
-                None => now.max(last_ts),
-            };
-            last_ts = ts;
-            stamped.push(ts);
-        }
+        let stamped = rules::timestamps(path, &req.events, last_ts, now)?;
 
         // Valid: create what is missing and write.
         let stream = match stream {
@@ -401,35 +380,7 @@ impl Writer {
                     timestamp: ts,
                     position: pos,
                 });
-                // the notice shares the request's buffers: the data is not copied
-                if staged.live.len() < LIVE_EVENTS_MAX {
-                    let has_data = staged.live_bytes + e.data.len() <= LIVE_DATA_BUDGET;
-                    if has_data {
-                        staged.live_bytes += e.data.len();
-                    }
-                    staged.live.push(LiveEvent {
-                        event: Arc::new(SharedEvent::new(StoredEvent {
-                            stream: name.clone(),
-                            index: sub.next_index,
-                            id,
-                            event_type: e.event_type,
-                            timestamp: ts,
-                            content_type: e.content_type,
-                            data: if has_data {
-                                e.data
-                            } else {
-                                bytes::Bytes::new()
-                            },
-                            metadata: e.metadata,
-                            origin: e.origin,
-                            position: pos,
-                        })),
-                        path: path.clone(),
-                        has_data,
-                    });
-                } else {
-                    staged.live_complete = false;
-                }
+                staged.announce(&path, &name, e, sub.next_index, id, ts, pos);
                 self.next_pos += 1;
                 sub.next_index += 1;
                 sub.last_timestamp = ts;
@@ -511,21 +462,5 @@ impl Writer {
         staged.streams.insert(skey.clone(), row);
         changed(self, staged, &new)?;
         Ok(new)
-    }
-}
-
-/// Refuses an append whose shape does not fit the stream: args on a plain stream, or
-/// none on a factory.
-pub(crate) fn check_factory_shape(path: &StreamPath, factory: bool) -> Result<()> {
-    match (factory, path.args.is_some()) {
-        (true, false) => Err(EngineError::invalid(format!(
-            "{path} is a stream factory: append to one of its substreams, such as \
-             /{path}('id')"
-        ))),
-        (false, true) => Err(EngineError::invalid(format!(
-            "{}/{} is a plain stream, not a factory, so it takes no arguments ({path})",
-            path.account, path.stream
-        ))),
-        _ => Ok(()),
     }
 }

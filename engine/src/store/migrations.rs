@@ -166,7 +166,7 @@ mod tests {
 
     async fn page_size(store: &Store) -> i64 {
         sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(&store.pool)
+            .fetch_one(&store.reads.pool)
             .await
             .unwrap()
     }

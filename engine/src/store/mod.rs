@@ -7,13 +7,17 @@ mod account_events;
 mod apply;
 mod event_ids;
 mod flush;
+pub(crate) mod fold_source;
 pub mod migrations;
 pub(crate) mod notice;
+pub(crate) mod pipe_reads;
 pub(crate) mod pipe_writes;
 pub mod read;
 pub(crate) mod reducer_reads;
 pub(crate) mod reducer_writes;
 mod repair;
+pub(crate) mod rules;
+pub(crate) mod webhook_reads;
 pub(crate) mod webhook_writes;
 pub mod writer;
 
@@ -43,9 +47,17 @@ pub(crate) const PAGE_SIZE: u32 = 2048;
 /// the same data directory refuses to start instead of writing beside the first.
 pub const LOCK_FILE: &str = "eddy.lock";
 
-/// The open store: the read pool, the writer and the commit announcements.
+/// The read side of the store, cheap to clone: every read in `read`, `access_reads`,
+/// `reducer_reads` and the other `*_reads` modules takes one. Nothing outside
+/// `store` sees the connections behind it.
+#[derive(Clone)]
+pub struct Reads {
+    pool: SqlitePool,
+}
+
+/// The open store: the reads, the writer and the commit announcements.
 pub struct Store {
-    pub(crate) pool: SqlitePool,
+    pub(crate) reads: Reads,
     pub(crate) writer: writer::WriterHandle,
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     notices: broadcast::Sender<Arc<Committed>>,
@@ -97,7 +109,7 @@ impl Store {
         let (writer, thread) =
             writer::spawn(&path, notices.clone(), last_position.clone(), metrics, json)?;
         Ok(Self {
-            pool,
+            reads: Reads { pool },
             writer,
             writer_thread: std::sync::Mutex::new(Some(thread)),
             notices,
@@ -134,7 +146,7 @@ impl Store {
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        self.pool.close().await;
+        self.reads.pool.close().await;
         // another server may open the directory from now on (an in-process restart)
         if let Ok(mut lock) = self.lock.lock() {
             lock.take();

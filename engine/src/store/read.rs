@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqliteRow;
+
+use super::Reads;
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
@@ -26,13 +28,13 @@ pub struct StreamInfo {
     pub created_at: i64,
 }
 
-pub async fn stream(pool: &SqlitePool, account: &str, name: &str) -> Result<Option<StreamInfo>> {
+pub async fn stream(reads: &Reads, account: &str, name: &str) -> Result<Option<StreamInfo>> {
     let row = sqlx::query(
         "SELECT id, factory, settings, created_at FROM streams WHERE account = ? AND name = ?",
     )
     .bind(account)
     .bind(name)
-    .fetch_optional(pool)
+    .fetch_optional(&reads.pool)
     .await?;
     Ok(row.map(|r| stream_from_row(&r, 0)))
 }
@@ -41,7 +43,7 @@ pub async fn stream(pool: &SqlitePool, account: &str, name: &str) -> Result<Opti
 /// stream's one substream), if both exist, in one query: every read resolves its path
 /// first, and each query is a round trip to sqlx's worker thread.
 pub async fn stream_and_substream(
-    pool: &SqlitePool,
+    reads: &Reads,
     account: &str,
     name: &str,
     args: &str,
@@ -54,7 +56,7 @@ pub async fn stream_and_substream(
     .bind(args)
     .bind(account)
     .bind(name)
-    .fetch_optional(pool)
+    .fetch_optional(&reads.pool)
     .await?;
     Ok(row.map(|r| (stream_from_row(&r, 0), r.get(4))))
 }
@@ -78,7 +80,7 @@ pub type EventLookup = (StreamInfo, Option<i64>, Option<StoredEvent>);
 /// substream with canonical `args` of stream `account/name`, if at or below the
 /// `durable` position. `None` when the stream does not exist.
 pub async fn event_by_path(
-    pool: &SqlitePool,
+    reads: &Reads,
     (account, name, args): (&str, &str, &str),
     index: u64,
     durable: i64,
@@ -97,7 +99,7 @@ pub async fn event_by_path(
     .bind(durable)
     .bind(account)
     .bind(name)
-    .fetch_optional(pool)
+    .fetch_optional(&reads.pool)
     .await?;
     Ok(row.map(|r| {
         let event = r
@@ -107,12 +109,12 @@ pub async fn event_by_path(
     }))
 }
 
-pub async fn substream_id(pool: &SqlitePool, stream_id: i64, args: &str) -> Result<Option<i64>> {
+pub async fn substream_id(reads: &Reads, stream_id: i64, args: &str) -> Result<Option<i64>> {
     Ok(
         sqlx::query_scalar("SELECT id FROM substreams WHERE stream_id = ? AND args = ?")
             .bind(stream_id)
             .bind(args)
-            .fetch_optional(pool)
+            .fetch_optional(&reads.pool)
             .await?,
     )
 }
@@ -190,11 +192,11 @@ fn event_from_row(prefix: &str, r: &SqliteRow) -> StoredEvent {
 
 /// Reads one page of events matching the selector, among those at or below the
 /// `durable` position (committed events not yet flushed to disk stay unseen).
-pub async fn events(pool: &SqlitePool, q: &EventQuery<'_>, durable: i64) -> Result<Page> {
+pub async fn events(reads: &Reads, q: &EventQuery<'_>, durable: i64) -> Result<Page> {
     let mut post_filter: Option<HashSet<i64>> = None;
     let mut sql_subs: Option<Vec<i64>> = None;
     if let (Scope::Factory(stream_id), false) = (q.scope, q.selector.subs.is_empty()) {
-        let sids = matching_substreams(pool, stream_id, q.selector).await?;
+        let sids = matching_substreams(reads, stream_id, q.selector).await?;
         if sids.is_empty() {
             return Ok(Page::default());
         }
@@ -236,7 +238,7 @@ pub async fn events(pool: &SqlitePool, q: &EventQuery<'_>, durable: i64) -> Resu
             Scope::Factory(_) => qb.push(" ORDER BY e.pos"),
         };
         qb.push(" LIMIT ").push_bind(fetch as i64);
-        let rows = qb.build().fetch_all(pool).await?;
+        let rows = qb.build().fetch_all(&reads.pool).await?;
         let exhausted = rows.len() < fetch;
         for r in &rows {
             let e = event_from_row(q.prefix, r);
@@ -292,15 +294,11 @@ fn push_conditions(qb: &mut QueryBuilder<Sqlite>, sel: &Selector) {
 }
 
 /// The ids of a factory's substreams that match the selector's `sub` patterns.
-async fn matching_substreams(
-    pool: &SqlitePool,
-    stream_id: i64,
-    sel: &Selector,
-) -> Result<Vec<i64>> {
+async fn matching_substreams(reads: &Reads, stream_id: i64, sel: &Selector) -> Result<Vec<i64>> {
     if let Some(exact) = sel.exact_subs() {
         let mut out = Vec::new();
         for args in exact {
-            if let Some(id) = substream_id(pool, stream_id, &args.canonical()).await? {
+            if let Some(id) = substream_id(reads, stream_id, &args.canonical()).await? {
                 out.push(id);
             }
         }
@@ -308,7 +306,7 @@ async fn matching_substreams(
     }
     let rows = sqlx::query("SELECT id, args FROM substreams WHERE stream_id = ?")
         .bind(stream_id)
-        .fetch_all(pool)
+        .fetch_all(&reads.pool)
         .await?;
     Ok(rows
         .iter()
@@ -325,7 +323,7 @@ async fn matching_substreams(
 /// aside) after global position `after`, in append order, at or below `durable`.
 /// The selector's `sub` patterns do not apply here (the caller refuses them).
 pub async fn account_events(
-    pool: &SqlitePool,
+    reads: &Reads,
     account: &str,
     selector: &Selector,
     after: i64,
@@ -344,7 +342,7 @@ pub async fn account_events(
     push_conditions(&mut qb, selector);
     qb.push(" ORDER BY e.pos LIMIT ")
         .push_bind(limit as i64 + 1);
-    let rows = qb.build().fetch_all(pool).await?;
+    let rows = qb.build().fetch_all(&reads.pool).await?;
     let more = rows.len() > limit;
     let events = rows
         .iter()
@@ -366,7 +364,7 @@ pub struct StreamEntry {
 
 /// An account's streams by name, after `after`.
 pub async fn list_streams(
-    pool: &SqlitePool,
+    reads: &Reads,
     account: &str,
     after: &str,
     limit: usize,
@@ -380,7 +378,7 @@ pub async fn list_streams(
     .bind(account)
     .bind(after)
     .bind(limit as i64)
-    .fetch_all(pool)
+    .fetch_all(&reads.pool)
     .await?;
     Ok(rows
         .iter()
@@ -405,7 +403,7 @@ pub struct SubstreamEntry {
 
 /// A factory's substreams in creation order, after substream id `after`.
 pub async fn list_substreams(
-    pool: &SqlitePool,
+    reads: &Reads,
     stream_id: i64,
     after: i64,
     limit: usize,
@@ -417,7 +415,7 @@ pub async fn list_substreams(
     .bind(stream_id)
     .bind(after)
     .bind(limit as i64)
-    .fetch_all(pool)
+    .fetch_all(&reads.pool)
     .await?;
     Ok(rows
         .iter()
@@ -429,4 +427,25 @@ pub async fn list_substreams(
             last_timestamp: r.get(4),
         })
         .collect())
+}
+
+/// The data of the last event of the substream `args` of `account`/`stream`, if it has
+/// one.
+pub(crate) async fn last_data(
+    reads: &Reads,
+    account: &str,
+    stream: &str,
+    args: &str,
+) -> Result<Option<Vec<u8>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT e.data FROM events e JOIN substreams s ON s.id = e.sid \
+         JOIN streams t ON t.id = s.stream_id \
+         WHERE t.account = ?1 AND t.name = ?2 AND s.args = ?3 \
+         ORDER BY e.idx DESC LIMIT 1",
+    )
+    .bind(account)
+    .bind(stream)
+    .bind(args)
+    .fetch_optional(&reads.pool)
+    .await?)
 }

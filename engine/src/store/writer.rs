@@ -77,21 +77,15 @@ pub(crate) struct WriterHandle {
 
 impl WriterHandle {
     pub(crate) async fn append(&self, req: AppendRequest) -> Result<Appended> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Append(req, tx))?;
-        rx.await.map_err(|_| shutting_down())?
+        self.request(|tx| Command::Append(req, tx)).await
     }
 
     pub(crate) async fn settings(&self, req: SettingsRequest) -> Result<StreamSettings> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Settings(req, tx))?;
-        rx.await.map_err(|_| shutting_down())?
+        self.request(|tx| Command::Settings(req, tx)).await
     }
 
     pub(crate) async fn reducer(&self, write: ReducerWrite) -> Result<ReducerWritten> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Reducer(write, tx))?;
-        rx.await.map_err(|_| shutting_down())?
+        self.request(|tx| Command::Reducer(write, tx)).await
     }
 
     /// Like [`WriterHandle::reducer`], for the reducer worker threads, which block.
@@ -103,21 +97,23 @@ impl WriterHandle {
 
     /// Applies a webhook write; `Ok(false)` when the webhook does not exist.
     pub(crate) async fn webhook(&self, write: WebhookWrite) -> Result<bool> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Webhook(write, tx))?;
-        rx.await.map_err(|_| shutting_down())?
+        self.request(|tx| Command::Webhook(write, tx)).await
     }
 
     pub(crate) async fn pipe(&self, write: PipeWrite) -> Result<PipeWritten> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Pipe(write, tx))?;
-        rx.await.map_err(|_| shutting_down())?
+        self.request(|tx| Command::Pipe(write, tx)).await
     }
 
     /// Applies an access write (accounts, keys, event types).
     pub(crate) async fn access(&self, write: AccessWrite) -> Result<bool> {
+        self.request(|tx| Command::Access(write, tx)).await
+    }
+
+    /// Queues the command `make` builds around its answer slot and waits for the
+    /// answer.
+    async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Access(write, tx))?;
+        self.send(make(tx))?;
         rx.await.map_err(|_| shutting_down())?
     }
 

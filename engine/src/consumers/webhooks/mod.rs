@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::Row;
 use tokio::sync::watch;
 
 use crate::Engine;
@@ -26,6 +25,7 @@ use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
 use crate::path::{AccountName, Args, StreamName, StreamPath};
 use crate::selector::Selector;
+use crate::store::webhook_reads;
 use crate::store::webhook_writes::{WebhookRow, WebhookWrite, missing};
 use signing::Secret;
 
@@ -159,26 +159,6 @@ impl Webhooks {
     }
 }
 
-const COLUMNS: &str = "SELECT id, account, stream, args, url, selector, data, secret, cursor, \
-                       paused, created_at, failures FROM webhooks";
-
-fn row_from(r: &sqlx::sqlite::SqliteRow) -> WebhookRow {
-    WebhookRow {
-        id: r.get(0),
-        account: r.get(1),
-        stream: r.get(2),
-        args: r.get(3),
-        url: r.get(4),
-        selector: r.get(5),
-        data: r.get(6),
-        secret: r.get(7),
-        cursor: r.get(8),
-        paused: r.get(9),
-        created_at: r.get(10),
-        failures: u32::try_from(r.get::<i64, _>(11)).unwrap_or(u32::MAX),
-    }
-}
-
 /// The stream path a stored webhook follows.
 fn row_path(row: &WebhookRow) -> Result<StreamPath> {
     let bad = |e: crate::path::PathError| {
@@ -264,15 +244,14 @@ impl Engine {
 
     /// The webhooks of a stream (or substream), oldest first.
     pub async fn webhooks(&self, path: &StreamPath) -> Result<Vec<WebhookStatus>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{COLUMNS} WHERE account = ? AND stream = ? AND args = ? ORDER BY created_at, id"
-        )))
-        .bind(path.account.as_str())
-        .bind(path.stream.as_str())
-        .bind(path_args(path))
-        .fetch_all(&self.store.pool)
+        let rows = webhook_reads::of_stream(
+            &self.store.reads,
+            path.account.as_str(),
+            path.stream.as_str(),
+            &path_args(path),
+        )
         .await?;
-        Ok(rows.iter().map(|r| self.status(&row_from(r))).collect())
+        Ok(rows.iter().map(|r| self.status(r)).collect())
     }
 
     /// One webhook of a stream; 404 when the stream has no such webhook.
@@ -281,17 +260,15 @@ impl Engine {
     }
 
     async fn webhook_row(&self, path: &StreamPath, id: &str) -> Result<WebhookRow> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{COLUMNS} WHERE id = ? AND account = ? AND stream = ? AND args = ?"
-        )))
-        .bind(id)
-        .bind(path.account.as_str())
-        .bind(path.stream.as_str())
-        .bind(path_args(path))
-        .fetch_optional(&self.store.pool)
+        let row = webhook_reads::one(
+            &self.store.reads,
+            id,
+            path.account.as_str(),
+            path.stream.as_str(),
+            &path_args(path),
+        )
         .await?;
-        row.map(|r| row_from(&r))
-            .ok_or_else(|| EngineError::not_found(format!("webhook {id} of {path} does not exist")))
+        row.ok_or_else(|| EngineError::not_found(format!("webhook {id} of {path} does not exist")))
     }
 
     fn status(&self, row: &WebhookRow) -> WebhookStatus {
@@ -372,11 +349,7 @@ impl Engine {
 
     /// Starts the tasks of every active webhook (at open).
     pub(crate) async fn start_webhooks(self: &Arc<Self>) -> Result<()> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(COLUMNS.to_owned()))
-            .fetch_all(&self.store.pool)
-            .await?;
-        for r in &rows {
-            let row = row_from(r);
+        for row in webhook_reads::all(&self.store.reads).await? {
             if let Err(e) = row_path(&row) {
                 // an account whose name is no longer accepted (see store::repair)
                 tracing::warn!(webhook = %row.id, error = %e.message, "a stored webhook is not started");
