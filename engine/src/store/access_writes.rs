@@ -1,9 +1,9 @@
 //! Access writes inside the writer's transaction: accounts, API keys (stored as hashes)
 //! and event types, each with its account event in the same transaction.
 
-use rusqlite::{OptionalExtension, params};
 
 use super::account_events::Change;
+use super::db::vals;
 use super::apply::Staged;
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
@@ -55,10 +55,8 @@ impl Writer {
         match write {
             AccessWrite::CreateAccount { name, key } => {
                 let exists = self
-                    .conn
-                    .prepare_cached("SELECT 1 FROM accounts WHERE name = ?1")?
-                    .query_row(params![name], |_| Ok(()))
-                    .optional()?
+                    .db
+                    .row("SELECT 1 FROM accounts WHERE name = ?1", vals![name], |_| Ok(()))?
                     .is_some();
                 if exists {
                     return Err(EngineError::conflict(format!(
@@ -66,9 +64,7 @@ impl Writer {
                     ))
                     .with("field", "name"));
                 }
-                self.conn
-                    .prepare_cached("INSERT INTO accounts (name, created_at) VALUES (?1, ?2)")?
-                    .execute(params![name, now_ms()])?;
+                self.db.exec("INSERT INTO accounts (name, created_at) VALUES (?1, ?2)", vals![name, now_ms()])?;
                 self.insert_key(staged, &name, &key)?;
                 Ok(true)
             }
@@ -77,10 +73,7 @@ impl Writer {
                 Ok(true)
             }
             AccessWrite::DeleteKey { account, id } => {
-                let n = self
-                    .conn
-                    .prepare_cached("DELETE FROM api_keys WHERE account = ?1 AND id = ?2")?
-                    .execute(params![account, id])?;
+                let n = self.db.exec("DELETE FROM api_keys WHERE account = ?1 AND id = ?2", vals![account, id])?;
                 if n > 0 {
                     self.account_event(
                         staged,
@@ -93,13 +86,8 @@ impl Writer {
                 Ok(n > 0)
             }
             AccessWrite::PutType(row) => {
-                let n = self
-                    .conn
-                    .prepare_cached(
-                        "UPDATE event_types SET schema = ?4, imported = ?5, updated_at = ?6 \
-                         WHERE account = ?1 AND stream = ?2 AND name = ?3",
-                    )?
-                    .execute(params![
+                let n = self.db.exec("UPDATE event_types SET schema = ?4, imported = ?5, updated_at = ?6 \
+                         WHERE account = ?1 AND stream = ?2 AND name = ?3", vals![
                         row.account,
                         row.stream,
                         row.name,
@@ -108,12 +96,8 @@ impl Writer {
                         now_ms()
                     ])?;
                 if n == 0 {
-                    self.conn
-                        .prepare_cached(
-                            "INSERT INTO event_types (account, stream, name, schema, imported, \
-                             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        )?
-                        .execute(params![
+                    self.db.exec("INSERT INTO event_types (account, stream, name, schema, imported, \
+                             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", vals![
                             row.account,
                             row.stream,
                             row.name,
@@ -134,12 +118,7 @@ impl Writer {
                 stream,
                 name,
             } => {
-                let n = self
-                    .conn
-                    .prepare_cached(
-                        "DELETE FROM event_types WHERE account = ?1 AND stream = ?2 AND name = ?3",
-                    )?
-                    .execute(params![account, stream, name])?;
+                let n = self.db.exec("DELETE FROM event_types WHERE account = ?1 AND stream = ?2 AND name = ?3", vals![account, stream, name])?;
                 if n > 0 {
                     self.account_event(
                         staged,
@@ -155,11 +134,7 @@ impl Writer {
     }
 
     fn insert_key(&mut self, staged: &mut Staged, account: &str, key: &NewKey) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO api_keys (id, account, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![key.id, account, key.hash, now_ms()])?;
+        self.db.exec("INSERT INTO api_keys (id, account, hash, created_at) VALUES (?1, ?2, ?3, ?4)", vals![key.id, account, key.hash, now_ms()])?;
         self.account_event(
             staged,
             account,

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{RowRef, vals};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -157,19 +157,11 @@ impl Writer {
         if let Some(s) = staged.streams.get(key).or_else(|| self.streams.get(key)) {
             return Ok(Some(s.clone()));
         }
-        let row = self
-            .conn
-            .prepare_cached(
-                "SELECT id, factory, settings FROM streams WHERE account = ?1 AND name = ?2",
-            )?
-            .query_row(params![key.0, key.1], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, bool>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .optional()?;
+        let row = self.db.row(
+            "SELECT id, factory, settings FROM streams WHERE account = ?1 AND name = ?2",
+            vals![&key.0, &key.1],
+            |r| Ok((r.int(0)?, r.flag(1)?, r.text(2)?)),
+        )?;
         let Some((id, factory, settings)) = row else {
             return Ok(None);
         };
@@ -190,20 +182,19 @@ impl Writer {
         settings: StreamSettings,
     ) -> Result<StreamRow> {
         let settings = settings.with_secret(None);
-        self.conn
-            .prepare_cached(
-                "INSERT INTO streams (account, name, factory, settings, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                key.0,
-                key.1,
+        let id = self.db.insert_id(
+            "INSERT INTO streams (account, name, factory, settings, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            vals![
+                &key.0,
+                &key.1,
                 settings.factory,
-                settings.to_stored(),
+                &settings.to_stored(),
                 now_ms()
-            ])?;
+            ],
+        )?;
         let row = StreamRow {
-            id: self.conn.last_insert_rowid(),
+            id,
             factory: settings.factory,
             settings: Arc::new(settings),
         };
@@ -222,20 +213,18 @@ impl Writer {
         if let Some(s) = staged.subs.get(key).or_else(|| self.subs.get(key)) {
             return Ok(Some(s.clone()));
         }
-        let row = self
-            .conn
-            .prepare_cached(
-                "SELECT id, event_count, last_timestamp FROM substreams \
-                 WHERE stream_id = ?1 AND args = ?2",
-            )?
-            .query_row(params![key.0, key.1], |r| {
+        let row = self.db.row(
+            "SELECT id, event_count, last_timestamp FROM substreams \
+             WHERE stream_id = ?1 AND args = ?2",
+            vals![key.0, &key.1],
+            |r| {
                 Ok(SubRow {
-                    id: r.get(0)?,
-                    next_index: r.get::<_, i64>(1)? as u64,
-                    last_timestamp: r.get(2)?,
+                    id: r.int(0)?,
+                    next_index: r.int(1)? as u64,
+                    last_timestamp: r.int(2)?,
                 })
-            })
-            .optional()?;
+            },
+        )?;
         if let Some(row) = &row {
             self.subs.insert(key.clone(), row.clone());
         }
@@ -246,32 +235,30 @@ impl Writer {
     /// own id through the index of client ids, or an id the server generated through
     /// the position it encodes (see `event_ids`).
     fn stored_id(&mut self, sid: i64, id: Uuid) -> Result<Option<AppendedEvent>> {
-        let found = |r: &rusqlite::Row<'_>| {
+        let found = |r: &RowRef<'_, '_>| {
             Ok(AppendedEvent {
-                index: r.get::<_, i64>(0)? as u64,
+                index: r.int(0)? as u64,
                 id,
-                timestamp: r.get(1)?,
-                position: r.get(2)?,
+                timestamp: r.int(1)?,
+                position: r.int(2)?,
             })
         };
         let bytes = id.as_bytes().as_slice();
-        let chosen = self
-            .conn
-            .prepare_cached("SELECT idx, ts, pos FROM events WHERE sid = ?1 AND cid = ?2")?
-            .query_row(params![sid, bytes], found)
-            .optional()?;
+        let chosen = self.db.row(
+            "SELECT idx, ts, pos FROM events WHERE sid = ?1 AND cid = ?2",
+            vals![sid, bytes],
+            found,
+        )?;
         if chosen.is_some() {
             return Ok(chosen);
         }
         match self.ids.position(&id) {
-            Some(pos) if pos < self.next_pos => Ok(self
-                .conn
-                .prepare_cached(
-                    "SELECT idx, ts, pos FROM events WHERE pos = ?1 AND sid = ?2 AND eid = ?3 \
-                     AND cid IS NULL",
-                )?
-                .query_row(params![pos, sid, bytes], found)
-                .optional()?),
+            Some(pos) if pos < self.next_pos => self.db.row(
+                "SELECT idx, ts, pos FROM events WHERE pos = ?1 AND sid = ?2 AND eid = ?3 \
+                 AND cid IS NULL",
+                vals![pos, sid, bytes],
+                found,
+            ),
             _ => Ok(None),
         }
     }
@@ -329,13 +316,12 @@ impl Writer {
         let mut sub = match sub {
             Some(s) => s,
             None => {
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO substreams (stream_id, args, created_at) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![stream.id, args, now])?;
+                let id = self.db.insert_id(
+                    "INSERT INTO substreams (stream_id, args, created_at) VALUES (?1, ?2, ?3)",
+                    vals![stream.id, &args, now],
+                )?;
                 SubRow {
-                    id: self.conn.last_insert_rowid(),
+                    id,
                     next_index: 0,
                     last_timestamp: 0,
                 }
@@ -352,27 +338,27 @@ impl Writer {
         if !staged.live_paths.iter().any(|p| **p == *path) {
             staged.live_paths.push(path.clone());
         }
-        {
-            let mut insert = self.conn.prepare_cached(
-                "INSERT INTO events (pos, factory_id, sid, idx, eid, cid, type, ts, content_type, data, \
-                 metadata, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?;
+        let Self { db, ids, next_pos, .. } = self;
+        db.batch(
+            "INSERT INTO events (pos, factory_id, sid, idx, eid, cid, type, ts, content_type, data, \
+             metadata, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            |insert| {
             for (e, ts) in events.into_iter().zip(stamped) {
-                let pos = self.next_pos;
-                let id = e.id.unwrap_or_else(|| self.ids.generate(pos, now));
-                insert.execute(params![
+                let pos = *next_pos;
+                let id = e.id.unwrap_or_else(|| ids.generate(pos, now));
+                insert.exec(vals![
                     pos,
                     stream.factory.then_some(stream.id),
                     sub.id,
                     sub.next_index as i64,
                     id.as_bytes().as_slice(),
                     e.id.as_ref().map(|c| c.as_bytes().as_slice()),
-                    e.event_type,
+                    &e.event_type,
                     ts,
-                    e.content_type,
+                    &e.content_type,
                     e.data.as_ref(),
-                    e.metadata,
-                    e.origin,
+                    &e.metadata,
+                    &e.origin,
                 ])?;
                 out.push(AppendedEvent {
                     index: sub.next_index,
@@ -381,11 +367,12 @@ impl Writer {
                     position: pos,
                 });
                 staged.announce(&path, &name, e, sub.next_index, id, ts, pos);
-                self.next_pos += 1;
+                *next_pos += 1;
                 sub.next_index += 1;
                 sub.last_timestamp = ts;
             }
-        }
+            Ok(())
+        })?;
         staged.events += out.len() as u64;
         if !staged.touched_streams.contains(&stream.id) {
             staged.touched_streams.push(stream.id);
@@ -438,13 +425,13 @@ impl Writer {
         };
         if new.factory != row.factory {
             let has_events = self
-                .conn
-                .prepare_cached(
+                .db
+                .row(
                     "SELECT 1 FROM substreams s JOIN events e ON e.sid = s.id \
                      WHERE s.stream_id = ?1 LIMIT 1",
+                    vals![row.id],
+                    |_| Ok(()),
                 )?
-                .query_row(params![row.id], |_| Ok(()))
-                .optional()?
                 .is_some();
             if has_events {
                 return Err(EngineError::conflict(format!(
@@ -454,9 +441,10 @@ impl Writer {
                 .with("field", "factory"));
             }
         }
-        self.conn
-            .prepare_cached("UPDATE streams SET factory = ?1, settings = ?2 WHERE id = ?3")?
-            .execute(params![new.factory, new.to_stored(), row.id])?;
+        self.db.exec(
+            "UPDATE streams SET factory = ?1, settings = ?2 WHERE id = ?3",
+            vals![new.factory, &new.to_stored(), row.id],
+        )?;
         row.factory = new.factory;
         row.settings = Arc::new(new.clone());
         staged.streams.insert(skey.clone(), row);

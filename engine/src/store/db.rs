@@ -22,6 +22,8 @@ use crate::error::{EngineError, Result};
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Val<'a> {
     Int(i64),
+    /// A flag: an integer 0/1 on SQLite, a BOOLEAN on PostgreSQL.
+    Bool(bool),
     Text(&'a str),
     Blob(&'a [u8]),
     NullInt,
@@ -29,69 +31,83 @@ pub(crate) enum Val<'a> {
     NullBlob,
 }
 
-impl From<i64> for Val<'_> {
-    fn from(v: i64) -> Self {
-        Val::Int(v)
+/// A value that can be a statement parameter (see [`vals!`]).
+pub(crate) trait ToVal {
+    /// The NULL of this value's column type.
+    const NULL: Val<'static>;
+    fn val(&self) -> Val<'_>;
+}
+
+impl ToVal for i64 {
+    const NULL: Val<'static> = Val::NullInt;
+    fn val(&self) -> Val<'_> {
+        Val::Int(*self)
     }
 }
 
-impl From<u32> for Val<'_> {
-    fn from(v: u32) -> Self {
-        Val::Int(i64::from(v))
+impl ToVal for u32 {
+    const NULL: Val<'static> = Val::NullInt;
+    fn val(&self) -> Val<'_> {
+        Val::Int(i64::from(*self))
     }
 }
 
-impl From<bool> for Val<'_> {
-    fn from(v: bool) -> Self {
-        Val::Int(i64::from(v))
+impl ToVal for bool {
+    const NULL: Val<'static> = Val::NullInt;
+    fn val(&self) -> Val<'_> {
+        Val::Bool(*self)
     }
 }
 
-impl<'a> From<&'a str> for Val<'a> {
-    fn from(v: &'a str) -> Self {
-        Val::Text(v)
+impl ToVal for str {
+    const NULL: Val<'static> = Val::NullText;
+    fn val(&self) -> Val<'_> {
+        Val::Text(self)
     }
 }
 
-impl<'a> From<&'a String> for Val<'a> {
-    fn from(v: &'a String) -> Self {
-        Val::Text(v)
+impl ToVal for String {
+    const NULL: Val<'static> = Val::NullText;
+    fn val(&self) -> Val<'_> {
+        Val::Text(self)
     }
 }
 
-impl<'a> From<&'a [u8]> for Val<'a> {
-    fn from(v: &'a [u8]) -> Self {
-        Val::Blob(v)
+impl ToVal for [u8] {
+    const NULL: Val<'static> = Val::NullBlob;
+    fn val(&self) -> Val<'_> {
+        Val::Blob(self)
     }
 }
 
-impl<'a> From<&'a Vec<u8>> for Val<'a> {
-    fn from(v: &'a Vec<u8>) -> Self {
-        Val::Blob(v)
+impl ToVal for Vec<u8> {
+    const NULL: Val<'static> = Val::NullBlob;
+    fn val(&self) -> Val<'_> {
+        Val::Blob(self)
     }
 }
 
-impl From<Option<i64>> for Val<'_> {
-    fn from(v: Option<i64>) -> Self {
-        v.map_or(Val::NullInt, Val::Int)
+impl ToVal for std::sync::Arc<str> {
+    const NULL: Val<'static> = Val::NullText;
+    fn val(&self) -> Val<'_> {
+        Val::Text(self)
     }
 }
 
-impl<'a> From<Option<&'a str>> for Val<'a> {
-    fn from(v: Option<&'a str>) -> Self {
-        v.map_or(Val::NullText, Val::Text)
+impl<T: ToVal + ?Sized> ToVal for &T {
+    const NULL: Val<'static> = T::NULL;
+    fn val(&self) -> Val<'_> {
+        (**self).val()
     }
 }
 
-impl<'a> From<&'a Option<String>> for Val<'a> {
-    fn from(v: &'a Option<String>) -> Self {
-        v.as_deref().map_or(Val::NullText, Val::Text)
-    }
-}
-
-impl<'a> From<Option<&'a [u8]>> for Val<'a> {
-    fn from(v: Option<&'a [u8]>) -> Self {
-        v.map_or(Val::NullBlob, Val::Blob)
+impl<T: ToVal> ToVal for Option<T> {
+    const NULL: Val<'static> = T::NULL;
+    fn val(&self) -> Val<'_> {
+        match self {
+            Some(v) => v.val(),
+            None => T::NULL,
+        }
     }
 }
 
@@ -99,6 +115,7 @@ impl rusqlite::ToSql for Val<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match *self {
             Val::Int(i) => ToSqlOutput::Owned(Value::Integer(i)),
+            Val::Bool(b) => ToSqlOutput::Owned(Value::Integer(i64::from(b))),
             Val::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
             Val::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
             Val::NullInt | Val::NullText | Val::NullBlob => ToSqlOutput::Owned(Value::Null),
@@ -106,10 +123,11 @@ impl rusqlite::ToSql for Val<'_> {
     }
 }
 
-/// The parameters of a statement: `vals![a, b]` is `&[Val::from(a), Val::from(b)]`.
+/// The parameters of a statement, each borrowed: `vals![a, b]` is
+/// `&[a.val(), b.val()]`.
 macro_rules! vals {
     ($($v:expr),* $(,)?) => {
-        &[$($crate::store::db::Val::from($v)),*]
+        &[$($crate::store::db::ToVal::val(&$v)),*]
     };
 }
 pub(crate) use vals;
@@ -128,26 +146,15 @@ impl RowRef<'_, '_> {
         })
     }
 
-    pub(crate) fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+    /// A flag (an integer 0/1 on SQLite, a BOOLEAN on PostgreSQL).
+    pub(crate) fn flag(&self, i: usize) -> Result<bool> {
         Ok(match self {
             RowRef::Sqlite(r) => r.get(i)?,
             RowRef::Postgres(r) => r.try_get(i)?,
         })
-    }
-
-    /// A 0/1 flag (both backends store flags as integers).
-    pub(crate) fn flag(&self, i: usize) -> Result<bool> {
-        Ok(self.int(i)? != 0)
     }
 
     pub(crate) fn text(&self, i: usize) -> Result<String> {
-        Ok(match self {
-            RowRef::Sqlite(r) => r.get(i)?,
-            RowRef::Postgres(r) => r.try_get(i)?,
-        })
-    }
-
-    pub(crate) fn opt_text(&self, i: usize) -> Result<Option<String>> {
         Ok(match self {
             RowRef::Sqlite(r) => r.get(i)?,
             RowRef::Postgres(r) => r.try_get(i)?,
@@ -206,6 +213,7 @@ impl Pg {
         for v in vals {
             q = match *v {
                 Val::Int(i) => q.bind(i),
+                Val::Bool(b) => q.bind(b),
                 Val::Text(s) => q.bind(s.to_owned()),
                 Val::Blob(b) => q.bind(b.to_vec()),
                 Val::NullInt => q.bind(None::<i64>),
@@ -309,6 +317,33 @@ impl Db {
         }
     }
 
+    /// Runs an INSERT and answers the id of the row it made.
+    pub(crate) fn insert_id(&self, sql: &str, vals: &[Val<'_>]) -> Result<i64> {
+        match self {
+            Db::Sqlite(conn) => {
+                conn.prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(vals))?;
+                Ok(conn.last_insert_rowid())
+            }
+            Db::Postgres(_) => self
+                .row(&format!("{sql} RETURNING id"), vals, |r| r.int(0))?
+                .ok_or_else(|| EngineError::internal("an insert answered no id")),
+        }
+    }
+
+    /// Runs `body` with one statement, prepared once on SQLite, to execute many times.
+    pub(crate) fn batch<T>(
+        &self,
+        sql: &str,
+        body: impl FnOnce(&mut Batch<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut batch = match self {
+            Db::Sqlite(conn) => Batch::Sqlite(conn.prepare_cached(sql)?),
+            Db::Postgres(pg) => Batch::Postgres(pg, pg.text(sql)),
+        };
+        body(&mut batch)
+    }
+
     /// Rows changed on this connection so far: a request that changed none may be
     /// refused without dooming its group.
     pub(crate) fn total_changes(&self) -> u64 {
@@ -331,12 +366,25 @@ impl Db {
             }
         }
     }
+}
 
-    /// The SQLite connection, for what only SQLite has (the WAL checks at start).
-    pub(crate) fn sqlite(&self) -> Option<&Connection> {
+/// A statement executed many times (see [`Db::batch`]).
+pub(crate) enum Batch<'c> {
+    Sqlite(rusqlite::CachedStatement<'c>),
+    Postgres(&'c Pg, std::sync::Arc<str>),
+}
+
+impl Batch<'_> {
+    pub(crate) fn exec(&mut self, vals: &[Val<'_>]) -> Result<u64> {
         match self {
-            Db::Sqlite(conn) => Some(conn),
-            Db::Postgres(_) => None,
+            Batch::Sqlite(stmt) => Ok(stmt.execute(rusqlite::params_from_iter(vals))? as u64),
+            Batch::Postgres(pg, sql) => {
+                let q = Pg::query(sql.clone(), vals);
+                let mut conn = pg.conn.borrow_mut();
+                let done = pg.rt.block_on(q.execute(&mut *conn))?;
+                pg.changes.set(pg.changes.get() + done.rows_affected());
+                Ok(done.rows_affected())
+            }
         }
     }
 }

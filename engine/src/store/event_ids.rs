@@ -17,7 +17,7 @@
 
 use std::hash::Hasher;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, vals};
 use siphasher::sip::SipHasher13;
 use uuid::Uuid;
 
@@ -42,14 +42,12 @@ pub(super) struct EventIds {
 
 impl EventIds {
     /// Loads the database's key, creating it on first start.
-    pub(super) fn load(conn: &Connection) -> Result<Self> {
-        let stored: Option<Vec<u8>> = conn
-            .query_row(
-                "SELECT value FROM instance WHERE name = ?1",
-                params![KEY_NAME],
-                |r| r.get(0),
-            )
-            .optional()?;
+    pub(super) fn load(db: &Db) -> Result<Self> {
+        let stored = db.row(
+            "SELECT value FROM instance WHERE name = ?1",
+            vals![KEY_NAME],
+            |r| r.blob(0),
+        )?;
         let key: [u8; 16] = match stored {
             Some(v) => v.as_slice().try_into().map_err(|_| {
                 EngineError::internal(format!(
@@ -62,9 +60,9 @@ impl EventIds {
                 getrandom::fill(&mut key).map_err(|e| {
                     EngineError::internal(format!("no randomness for the event id key: {e}"))
                 })?;
-                conn.execute(
+                db.exec(
                     "INSERT INTO instance (name, value) VALUES (?1, ?2)",
-                    params![KEY_NAME, key.as_slice()],
+                    vals![KEY_NAME, key.as_slice()],
                 )?;
                 key
             }

@@ -4,6 +4,7 @@
 pub mod access_reads;
 pub mod access_writes;
 mod account_events;
+pub(crate) mod db;
 mod apply;
 mod event_ids;
 mod flush;

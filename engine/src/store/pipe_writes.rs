@@ -4,10 +4,10 @@
 //! Dispatched events (reducers' and pipes' `dispatch()`) are appended the same way,
 //! routed by [`Routed`].
 
-use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
 use super::account_events::Change;
+use super::db::vals;
 use super::apply::{AppendRequest, Appended, Staged};
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, ErrorCode, Result};
@@ -88,30 +88,23 @@ impl Writer {
         match write {
             PipeWrite::Put(row) => self.put_pipe(*row, staged),
             PipeWrite::Delete { from, to } => {
-                let id: Option<i64> = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT id FROM pipes WHERE account = ?1 AND stream = ?2 AND args = ?3 \
-                         AND dest_account = ?4 AND dest_stream = ?5 AND dest_args = ?6",
-                    )?
-                    .query_row(
-                        params![
-                            from.account.as_str(),
-                            from.stream.as_str(),
-                            args_text(&from),
-                            to.account.as_str(),
-                            to.stream.as_str(),
-                            args_text(&to)
-                        ],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let id = self.db.row(
+                    "SELECT id FROM pipes WHERE account = ?1 AND stream = ?2 AND args = ?3 \
+                     AND dest_account = ?4 AND dest_stream = ?5 AND dest_args = ?6",
+                    vals![
+                        from.account.as_str(),
+                        from.stream.as_str(),
+                        args_text(&from),
+                        to.account.as_str(),
+                        to.stream.as_str(),
+                        args_text(&to)
+                    ],
+                    |r| r.int(0),
+                )?;
                 let Some(id) = id else {
                     return Err(missing(&from, &to));
                 };
-                self.conn
-                    .prepare_cached("DELETE FROM pipes WHERE id = ?1")?
-                    .execute(params![id])?;
+                self.db.exec("DELETE FROM pipes WHERE id = ?1", vals![id])?;
                 self.pipe_event(
                     staged,
                     &from,
@@ -126,32 +119,23 @@ impl Writer {
     }
 
     fn put_pipe(&mut self, mut row: PipeRow, staged: &mut Staged) -> Result<PipeWritten> {
-        let existing: Option<(i64, i64, i64, i64, i64)> = self
-            .conn
-            .prepare_cached(
-                "SELECT id, cursor, piped, errors, created_at FROM pipes WHERE account = ?1 \
-                 AND stream = ?2 AND args = ?3 AND dest_account = ?4 AND dest_stream = ?5 \
-                 AND dest_args = ?6",
-            )?
-            .query_row(
-                params![
-                    row.from.account.as_str(),
-                    row.from.stream.as_str(),
-                    args_text(&row.from),
-                    row.to.account.as_str(),
-                    row.to.stream.as_str(),
-                    args_text(&row.to)
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()?;
+        let existing = self.db.row(
+            "SELECT id, cursor, piped, errors, created_at FROM pipes WHERE account = ?1 \
+             AND stream = ?2 AND args = ?3 AND dest_account = ?4 AND dest_stream = ?5 \
+             AND dest_args = ?6",
+            vals![
+                row.from.account.as_str(),
+                row.from.stream.as_str(),
+                args_text(&row.from),
+                row.to.account.as_str(),
+                row.to.stream.as_str(),
+                args_text(&row.to)
+            ],
+            |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?, r.int(3)?, r.int(4)?)),
+        )?;
         if let Some((id, cursor, piped, errors, created_at)) = existing {
-            self.conn
-                .prepare_cached(
-                    "UPDATE pipes SET selector = ?2, source = ?3, content_type = ?4, code = ?5, \
-                     shape = ?6 WHERE id = ?1",
-                )?
-                .execute(params![
+            self.db.exec("UPDATE pipes SET selector = ?2, source = ?3, content_type = ?4, code = ?5, \
+                     shape = ?6 WHERE id = ?1", vals![
                     id,
                     row.selector,
                     row.source,
@@ -176,13 +160,9 @@ impl Writer {
         }
         self.refuse_cycle(&row.from, &row.to)?;
         row.created_at = now_ms();
-        self.conn
-            .prepare_cached(
-                "INSERT INTO pipes (account, stream, args, dest_account, dest_stream, dest_args, \
+        row.id = self.db.insert_id("INSERT INTO pipes (account, stream, args, dest_account, dest_stream, dest_args, \
                  selector, source, content_type, code, shape, cursor, piped, errors, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, 0, 0, ?12)",
-            )?
-            .execute(params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, 0, 0, ?12)", vals![
                 row.from.account.as_str(),
                 row.from.stream.as_str(),
                 args_text(&row.from),
@@ -197,7 +177,6 @@ impl Writer {
                 row.created_at,
                 row.cursor,
             ])?;
-        row.id = self.conn.last_insert_rowid();
         (row.piped, row.errors) = (0, 0);
         self.pipe_event(
             staged,
@@ -249,16 +228,16 @@ impl Writer {
         let key = |a: &str, s: &str| format!("{a}/{s}");
         let origin = key(from.account.as_str(), from.stream.as_str());
         let start = key(to.account.as_str(), to.stream.as_str());
-        let edges: Vec<(String, String)> = self
-            .conn
-            .prepare_cached("SELECT account, stream, dest_account, dest_stream FROM pipes")?
-            .query_map([], |r| {
+        let edges = self.db.rows(
+            "SELECT account, stream, dest_account, dest_stream FROM pipes",
+            vals![],
+            |r| {
                 Ok((
-                    key(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?),
-                    key(&r.get::<_, String>(2)?, &r.get::<_, String>(3)?),
+                    key(&r.text(0)?, &r.text(1)?),
+                    key(&r.text(2)?, &r.text(3)?),
                 ))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+            },
+        )?;
         // breadth-first from the destination, remembering how each stream was reached
         let mut came_from: std::collections::HashMap<String, String> = Default::default();
         let mut queue = std::collections::VecDeque::from([start.clone()]);
@@ -292,10 +271,8 @@ impl Writer {
 
     fn pipe_batch(&mut self, batch: PipeBatch, staged: &mut Staged) -> Result<PipeWritten> {
         let exists = self
-            .conn
-            .prepare_cached("SELECT 1 FROM pipes WHERE id = ?1")?
-            .query_row(params![batch.pipe_id], |_| Ok(()))
-            .optional()?
+            .db
+            .row("SELECT 1 FROM pipes WHERE id = ?1", vals![batch.pipe_id], |_| Ok(()))?
             .is_some();
         if !exists {
             return Err(EngineError::not_found("the pipe was deleted"));
@@ -314,12 +291,14 @@ impl Writer {
                 }
             }
         }
-        self.conn
-            .prepare_cached(
-                "UPDATE pipes SET cursor = MAX(cursor, ?2), piped = piped + ?3, \
-                 errors = errors + ?4 WHERE id = ?1",
-            )?
-            .execute(params![batch.pipe_id, batch.cursor, piped, errors])?;
+        let greatest = if self.db.is_postgres() {
+            "UPDATE pipes SET cursor = GREATEST(cursor, ?2), piped = piped + ?3, \
+             errors = errors + ?4 WHERE id = ?1"
+        } else {
+            "UPDATE pipes SET cursor = MAX(cursor, ?2), piped = piped + ?3, \
+             errors = errors + ?4 WHERE id = ?1"
+        };
+        self.db.exec(greatest, vals![batch.pipe_id, batch.cursor, piped, errors])?;
         if !logs.is_empty() {
             self.append(
                 AppendRequest {
@@ -367,7 +346,7 @@ impl Writer {
         if let Err(e) = self.check_json(&event) {
             return Ok(Err(e));
         }
-        let changes = self.conn.total_changes();
+        let changes = self.db.total_changes();
         match self.append(
             AppendRequest {
                 stream,
@@ -379,7 +358,7 @@ impl Writer {
             Ok(a) => Ok(Ok(a)),
             Err(e) if e.code == ErrorCode::Internal => Err(e),
             // refused after it had written: the group rolls back rather than keep half
-            Err(e) if self.conn.total_changes() != changes => Err(EngineError::internal(format!(
+            Err(e) if self.db.total_changes() != changes => Err(EngineError::internal(format!(
                 "a routed event was refused after it had written: {}",
                 e.message
             ))),

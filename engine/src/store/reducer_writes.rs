@@ -2,9 +2,9 @@
 //! reducer, and checkpoints, which save states, the folded position and log entries
 //! together (what makes folding exactly once), and promote a rebuilt version.
 
-use rusqlite::{OptionalExtension, params};
 
 use super::account_events::Change;
+use super::db::vals;
 use super::apply::{AppendRequest, Staged};
 use super::pipe_writes::{Routed, refusal_log};
 use super::writer::{Writer, now_ms};
@@ -86,15 +86,19 @@ impl Writer {
         match write {
             ReducerWrite::Deploy { stream, row } => self.deploy(stream, *row, staged),
             ReducerWrite::Delete { stream_id, name } => {
-                let (account, stream): (String, String) = self
-                    .conn
-                    .prepare_cached("SELECT account, name FROM streams WHERE id = ?1")?
-                    .query_row(params![stream_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                let ids: Vec<i64> = self
-                    .conn
-                    .prepare_cached("SELECT id FROM reducers WHERE stream_id = ?1 AND name = ?2")?
-                    .query_map(params![stream_id, name], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
+                let (account, stream) = self
+                    .db
+                    .row(
+                        "SELECT account, name FROM streams WHERE id = ?1",
+                        vals![stream_id],
+                        |r| Ok((r.text(0)?, r.text(1)?)),
+                    )?
+                    .ok_or_else(|| EngineError::not_found("the reducer's stream does not exist"))?;
+                let ids = self.db.rows(
+                    "SELECT id FROM reducers WHERE stream_id = ?1 AND name = ?2",
+                    vals![stream_id, name],
+                    |r| r.int(0),
+                )?;
                 for id in &ids {
                     self.drop_reducer(*id)?;
                 }
@@ -142,11 +146,11 @@ impl Writer {
         if self.stream(staged, &logs_key)?.is_none() {
             self.create_stream(staged, &logs_key, StreamSettings::default())?;
         }
-        let existing: Vec<(i64, String)> = self
-            .conn
-            .prepare_cached("SELECT id, status FROM reducers WHERE stream_id = ?1 AND name = ?2")?
-            .query_map(params![stream.id, row.name], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+        let existing = self.db.rows(
+            "SELECT id, status FROM reducers WHERE stream_id = ?1 AND name = ?2",
+            vals![stream.id, row.name],
+            |r| Ok((r.int(0)?, r.text(1)?)),
+        )?;
         let mut replaced = None;
         for (id, status) in &existing {
             if status == "building" {
@@ -158,13 +162,9 @@ impl Writer {
         row.position = 0;
         row.errors = 0;
         row.halted = None;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO reducers (stream_id, name, status, source, content_type, code, shape, \
+        row.id = self.db.insert_id("INSERT INTO reducers (stream_id, name, status, source, content_type, code, shape, \
                  reads, selector, on_error, code_hash, position, errors, halted, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, NULL, ?12)",
-            )?
-            .execute(params![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, NULL, ?12)", vals![
                 row.stream_id,
                 row.name,
                 if row.building { "building" } else { "active" },
@@ -178,7 +178,6 @@ impl Writer {
                 row.code_hash,
                 now_ms(),
             ])?;
-        row.id = self.conn.last_insert_rowid();
         row.live_from = Some(self.next_pos - 1);
         self.account_event(
             staged,
@@ -196,34 +195,31 @@ impl Writer {
 
     fn checkpoint(&mut self, c: Checkpoint, staged: &mut Staged) -> Result<()> {
         let exists = self
-            .conn
-            .prepare_cached("SELECT 1 FROM reducers WHERE id = ?1")?
-            .query_row(params![c.reducer_id], |_| Ok(()))
-            .optional()?
+            .db
+            .row(
+                "SELECT 1 FROM reducers WHERE id = ?1",
+                vals![c.reducer_id],
+                |_| Ok(()),
+            )?
             .is_some();
         if !exists {
             return Err(EngineError::not_found("the reducer was deleted"));
         }
-        {
-            let mut save = self.conn.prepare_cached(
-                "INSERT INTO reducer_states (reducer_id, sid, idx, state) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (reducer_id, sid) DO UPDATE SET idx = excluded.idx, state = excluded.state",
-            )?;
-            for (sid, idx, state) in &c.states {
-                save.execute(params![c.reducer_id, sid, idx, state])?;
-            }
-        }
-        self.conn
-            .prepare_cached(
-                "UPDATE reducers SET position = ?2, errors = errors + ?3, halted = COALESCE(?4, halted) \
-                 WHERE id = ?1",
-            )?
-            .execute(params![c.reducer_id, c.position, c.new_errors, c.halted])?;
+        self.db.batch(
+            "INSERT INTO reducer_states (reducer_id, sid, idx, state) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (reducer_id, sid) DO UPDATE SET idx = excluded.idx, state = excluded.state",
+            |save| {
+                for (sid, idx, state) in &c.states {
+                    save.exec(vals![c.reducer_id, sid, idx, state])?;
+                }
+                Ok(())
+            },
+        )?;
+        self.db.exec("UPDATE reducers SET position = ?2, errors = errors + ?3, halted = COALESCE(?4, halted) \
+                 WHERE id = ?1", vals![c.reducer_id, c.position, c.new_errors, c.halted])?;
         if let Some(old) = c.promote_over {
             self.drop_reducer(old)?;
-            self.conn
-                .prepare_cached("UPDATE reducers SET status = 'active' WHERE id = ?1")?
-                .execute(params![c.reducer_id])?;
+            self.db.exec("UPDATE reducers SET status = 'active' WHERE id = ?1", vals![c.reducer_id])?;
         }
         let mut logs = c.logs;
         for routed in c.dispatches {
@@ -248,12 +244,8 @@ impl Writer {
     }
 
     fn drop_reducer(&mut self, id: i64) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM reducer_states WHERE reducer_id = ?1")?
-            .execute(params![id])?;
-        self.conn
-            .prepare_cached("DELETE FROM reducers WHERE id = ?1")?
-            .execute(params![id])?;
+        self.db.exec("DELETE FROM reducer_states WHERE reducer_id = ?1", vals![id])?;
+        self.db.exec("DELETE FROM reducers WHERE id = ?1", vals![id])?;
         Ok(())
     }
 }

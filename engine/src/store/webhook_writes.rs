@@ -2,9 +2,9 @@
 //! moving their cursors, pausing (with a log entry in the same transaction) and
 //! resuming.
 
-use rusqlite::{OptionalExtension, params};
 
 use super::account_events::Change;
+use super::db::vals;
 use super::apply::{AppendRequest, Staged};
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
@@ -55,14 +55,9 @@ impl Writer {
     pub(super) fn webhook(&mut self, write: WebhookWrite, staged: &mut Staged) -> Result<bool> {
         let changed = match write {
             WebhookWrite::Create(row) => {
-                let n = self
-                    .conn
-                    .prepare_cached(
-                        "INSERT INTO webhooks (id, account, stream, args, url, selector, data, \
+                let n = self.db.exec("INSERT INTO webhooks (id, account, stream, args, url, selector, data, \
                      secret, cursor, paused, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)",
-                    )?
-                    .execute(params![
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)", vals![
                         row.id,
                         row.account,
                         row.stream,
@@ -84,15 +79,12 @@ impl Writer {
                 n
             }
             WebhookWrite::Delete(id) => {
-                let owner: Option<(String, String)> = self
-                    .conn
-                    .prepare_cached("SELECT account, stream FROM webhooks WHERE id = ?1")?
-                    .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                let n = self
-                    .conn
-                    .prepare_cached("DELETE FROM webhooks WHERE id = ?1")?
-                    .execute(params![id])?;
+                let owner = self.db.row(
+                    "SELECT account, stream FROM webhooks WHERE id = ?1",
+                    vals![id],
+                    |r| Ok((r.text(0)?, r.text(1)?)),
+                )?;
+                let n = self.db.exec("DELETE FROM webhooks WHERE id = ?1", vals![id])?;
                 if let Some((account, stream)) = owner {
                     self.account_event(
                         staged,
@@ -104,10 +96,7 @@ impl Writer {
                 }
                 n
             }
-            WebhookWrite::Cursor { id, cursor } => self
-                .conn
-                .prepare_cached("UPDATE webhooks SET cursor = ?1 WHERE id = ?2 AND cursor < ?1")?
-                .execute(params![cursor, id])?,
+            WebhookWrite::Cursor { id, cursor } => self.db.exec("UPDATE webhooks SET cursor = ?1 WHERE id = ?2 AND cursor < ?1", vals![cursor, id])?,
             WebhookWrite::Pause {
                 id,
                 cursor,
@@ -116,13 +105,8 @@ impl Writer {
                 log,
             } => {
                 let (stream, entry) = *log;
-                let n = self
-                    .conn
-                    .prepare_cached(
-                        "UPDATE webhooks SET paused = ?1, cursor = MAX(cursor, ?2), failures = ?4 \
-                         WHERE id = ?3",
-                    )?
-                    .execute(params![reason, cursor, id, failures])?;
+                let n = self.db.exec("UPDATE webhooks SET paused = ?1, cursor = MAX(cursor, ?2), failures = ?4 \
+                         WHERE id = ?3", vals![reason, cursor, id, failures])?;
                 if n > 0 {
                     self.append(
                         AppendRequest {
@@ -135,10 +119,7 @@ impl Writer {
                 }
                 n
             }
-            WebhookWrite::Resume(id) => self
-                .conn
-                .prepare_cached("UPDATE webhooks SET paused = NULL, failures = 0 WHERE id = ?1")?
-                .execute(params![id])?,
+            WebhookWrite::Resume(id) => self.db.exec("UPDATE webhooks SET paused = NULL, failures = 0 WHERE id = ?1", vals![id])?,
         };
         Ok(changed > 0)
     }

@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use tokio::sync::{broadcast, oneshot};
 
 use super::access_writes::AccessWrite;
+use super::db::{Db, vals};
 use super::apply::{
     AppendRequest, Appended, FastMap, SettingsRequest, Staged, StreamKey, StreamRow, SubKey, SubRow,
 };
@@ -177,7 +178,8 @@ pub(crate) fn spawn(
     last_position.store(next_pos - 1, Ordering::Release);
     // make sure the WAL file exists before the flusher opens it
     conn.query_row("SELECT COUNT(*) FROM streams", [], |_| Ok(()))?;
-    let ids = super::event_ids::EventIds::load(&conn)?;
+    let db = Db::Sqlite(conn);
+    let ids = super::event_ids::EventIds::load(&db)?;
     let failed = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let flusher = super::flush::Flusher::open(
@@ -188,7 +190,7 @@ pub(crate) fn spawn(
         metrics.clone(),
     )?;
     let mut writer = Writer {
-        conn,
+        db,
         streams: FastMap::default(),
         subs: FastMap::default(),
         next_pos,
@@ -235,7 +237,7 @@ impl Pending {
 }
 
 pub(super) struct Writer {
-    pub(super) conn: Connection,
+    pub(super) db: Db,
     /// Streams by (account, name): a cache of the `streams` table.
     pub(super) streams: FastMap<StreamKey, StreamRow>,
     /// Substreams by (stream id, canonical args): a cache of `substreams`.
@@ -305,7 +307,12 @@ impl Writer {
     /// validation errors become its answer; a storage error rolls the whole group back.
     fn apply(&mut self, cmd: Command, group: &mut Option<OpenGroup>) {
         if group.is_none() {
-            if let Err(e) = self.execute_cached("BEGIN IMMEDIATE") {
+            let begin = if self.db.is_postgres() {
+                "BEGIN"
+            } else {
+                "BEGIN IMMEDIATE"
+            };
+            if let Err(e) = self.db.control(begin) {
                 tracing::error!(error = %e, "cannot begin a transaction");
                 Pending::from(cmd).answer(Some(EngineError::internal("storage write failed")));
                 return;
@@ -319,7 +326,7 @@ impl Writer {
             });
         }
         let Some(g) = group.as_mut() else { return };
-        let changes = self.conn.total_changes();
+        let changes = self.db.total_changes();
         let (storage_error, pending) = match cmd {
             Command::Append(req, tx) => {
                 g.bytes += req.events.iter().map(|e| e.data.len()).sum::<usize>();
@@ -367,7 +374,7 @@ impl Writer {
         if let Some(e) = storage_failure(r) {
             return Some(e);
         }
-        if self.conn.total_changes() == changes_before {
+        if self.db.total_changes() == changes_before {
             return None;
         }
         tracing::error!(
@@ -383,8 +390,7 @@ impl Writer {
     /// Commits the open group, flushes the WAL and answers the group.
     fn commit(&mut self, g: OpenGroup) {
         let committed = self.update_substreams(&g.staged).and_then(|()| {
-            self.execute_cached("COMMIT")?;
-            Ok(())
+            self.db.control("COMMIT")
         });
         if let Err(e) = committed {
             self.roll_back(g, &e);
@@ -423,7 +429,7 @@ impl Writer {
     /// and the caches reload from the database.
     fn roll_back(&mut self, g: OpenGroup, cause: &EngineError) {
         tracing::error!(error = %cause.message, "group rolled back after a storage error");
-        let _ = self.conn.execute_batch("ROLLBACK");
+        let _ = self.db.control("ROLLBACK");
         self.next_pos = g.first_pos;
         self.streams.clear();
         self.subs.clear();
@@ -434,27 +440,23 @@ impl Writer {
         }
     }
 
-    /// Runs a statement without parameters from the statement cache (`execute_batch`
-    /// would parse the text again for each group).
-    fn execute_cached(&self, sql: &str) -> rusqlite::Result<()> {
-        self.conn.prepare_cached(sql)?.execute([]).map(drop)
-    }
-
     /// Writes the touched substreams' counters, once per group.
     fn update_substreams(&mut self, staged: &Staged) -> Result<()> {
-        let mut update = self.conn.prepare_cached(
+        self.db.batch(
             "UPDATE substreams SET event_count = ?1, last_index = ?2, last_timestamp = ?3 \
              WHERE id = ?4",
-        )?;
-        for sub in staged.subs.values() {
-            update.execute(params![
-                sub.next_index as i64,
-                sub.next_index as i64 - 1,
-                sub.last_timestamp,
-                sub.id
-            ])?;
-        }
-        Ok(())
+            |update| {
+                for sub in staged.subs.values() {
+                    update.exec(vals![
+                        sub.next_index as i64,
+                        sub.next_index as i64 - 1,
+                        sub.last_timestamp,
+                        sub.id
+                    ])?;
+                }
+                Ok(())
+            },
+        )
     }
 }
 
