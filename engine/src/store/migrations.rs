@@ -13,37 +13,37 @@ const MIGRATIONS: [(i64, &str, &str); 7] = [
     (
         1,
         "create event log",
-        include_str!("../../../migrations/0001_create_event_log.sql"),
+        include_str!("../../../migrations/sqlite/0001_create_event_log.sql"),
     ),
     (
         2,
         "create reducers",
-        include_str!("../../../migrations/0002_create_reducers.sql"),
+        include_str!("../../../migrations/sqlite/0002_create_reducers.sql"),
     ),
     (
         3,
         "create webhooks",
-        include_str!("../../../migrations/0003_create_webhooks.sql"),
+        include_str!("../../../migrations/sqlite/0003_create_webhooks.sql"),
     ),
     (
         4,
         "create pipes",
-        include_str!("../../../migrations/0004_create_pipes.sql"),
+        include_str!("../../../migrations/sqlite/0004_create_pipes.sql"),
     ),
     (
         5,
         "create access",
-        include_str!("../../../migrations/0005_create_access.sql"),
+        include_str!("../../../migrations/sqlite/0005_create_access.sql"),
     ),
     (
         6,
         "add webhook failures",
-        include_str!("../../../migrations/0006_add_webhook_failures.sql"),
+        include_str!("../../../migrations/sqlite/0006_add_webhook_failures.sql"),
     ),
     (
         7,
         "index only client event ids",
-        include_str!("../../../migrations/0007_index_only_client_event_ids.sql"),
+        include_str!("../../../migrations/sqlite/0007_index_only_client_event_ids.sql"),
     ),
 ];
 
