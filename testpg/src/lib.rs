@@ -19,9 +19,12 @@
 //! the directory holding `initdb`, `pg_ctl` and `postgres` when the search below
 //! finds none or the wrong version.
 //!
-//! Written by hand: the crates that do this (`postgresql_embedded`, `pg-embed`)
-//! download PostgreSQL builds from the network at test time, and none of the others
-//! found is maintained; eddy's tests use the machine's own PostgreSQL instead.
+//! Written by hand, on std alone: `postgresql_embedded` and `pg-embed` download
+//! PostgreSQL builds from the network; `pgtemp`, the closest to this, runs the
+//! installed binaries but looks for them on PATH only (Debian keeps them in
+//! `/usr/lib/postgresql/<version>/bin`), needs `sudo` as root, starts the server with
+//! fsync off, waits for it with sleeps and retries, and brings tokio with every
+//! feature. None offers a shared cluster, killed connections or a crash-like stop.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -46,9 +49,10 @@ const PG_CTL_TIMEOUT_SECS: &str = "60";
 /// Ports tried when the free one found is taken before the server binds it.
 const PORT_ATTEMPTS: usize = 5;
 
-/// The shared cluster of this test process, started on first use: `None` when the
-/// tests skip PostgreSQL (see [`skip_or_panic`]). Panics when the binaries are there
-/// but the cluster does not start, or when they are missing and required.
+/// The shared cluster of this test process, started on first use: `None` (after
+/// [`SKIPPED_LINE`] on stderr) when the tests skip PostgreSQL. Panics when the binaries
+/// are there but the cluster does not start, or when they are missing and
+/// [required](postgres_required).
 pub fn shared_cluster() -> Option<&'static PgCluster> {
     static SHARED: OnceLock<Result<Option<PgCluster>, String>> = OnceLock::new();
     match SHARED.get_or_init(PgCluster::start) {
@@ -200,7 +204,7 @@ impl PgCluster {
         self.create_database(&format!("{label}_{n}"))
     }
 
-    /// Terminates every other backend connected to database `db` (as a lost connection
+    /// Terminates every other client connection to database `db` (as a lost connection
     /// would end them) and returns how many it signalled.
     pub fn kill_connections(&self, db: &str) -> Result<u64, String> {
         check_identifier(db)?;
@@ -208,7 +212,8 @@ impl PgCluster {
             "postgres",
             &format!(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+                 WHERE datname = '{db}' AND backend_type = 'client backend' \
+                 AND pid <> pg_backend_pid()"
             ),
         )?;
         out.trim()

@@ -75,7 +75,8 @@ fn kill_connections_ends_other_sessions() {
     let connected = wait_until(Duration::from_secs(30), || {
         pg.query(
             "postgres",
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'victim'",
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = 'victim' AND backend_type = 'client backend'",
         )
         .is_ok_and(|n| n.trim() == "1")
     });
