@@ -1,4 +1,6 @@
-//! The migrations in `migrations/`, embedded in the binary.
+//! The migrations in `migrations/`, embedded in the binary: `migrations/sqlite/` for the
+//! embedded database and `migrations/postgres/` for PostgreSQL. Each backend has its own
+//! list and numbering; sqlx records what ran in each database's `_sqlx_migrations`.
 //!
 //! They are listed by hand rather than with `sqlx::migrate!`, whose `macros` feature
 //! would compile sqlx and the bundled SQLite a second time for the build host.
@@ -9,47 +11,66 @@ use sqlx::SqlStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// (version, description, SQL), in order; never edit one that has landed.
+type MigrationList = [(i64, &'static str, &'static str)];
+
+/// SQLite's migrations, in order.
 const MIGRATIONS: [(i64, &str, &str); 7] = [
     (
         1,
         "create event log",
-        include_str!("../../../migrations/0001_create_event_log.sql"),
+        include_str!("../../../migrations/sqlite/0001_create_event_log.sql"),
     ),
     (
         2,
         "create reducers",
-        include_str!("../../../migrations/0002_create_reducers.sql"),
+        include_str!("../../../migrations/sqlite/0002_create_reducers.sql"),
     ),
     (
         3,
         "create webhooks",
-        include_str!("../../../migrations/0003_create_webhooks.sql"),
+        include_str!("../../../migrations/sqlite/0003_create_webhooks.sql"),
     ),
     (
         4,
         "create pipes",
-        include_str!("../../../migrations/0004_create_pipes.sql"),
+        include_str!("../../../migrations/sqlite/0004_create_pipes.sql"),
     ),
     (
         5,
         "create access",
-        include_str!("../../../migrations/0005_create_access.sql"),
+        include_str!("../../../migrations/sqlite/0005_create_access.sql"),
     ),
     (
         6,
         "add webhook failures",
-        include_str!("../../../migrations/0006_add_webhook_failures.sql"),
+        include_str!("../../../migrations/sqlite/0006_add_webhook_failures.sql"),
     ),
     (
         7,
         "index only client event ids",
-        include_str!("../../../migrations/0007_index_only_client_event_ids.sql"),
+        include_str!("../../../migrations/sqlite/0007_index_only_client_event_ids.sql"),
     ),
 ];
 
-/// The migrator over every embedded migration.
+/// PostgreSQL's migrations, in order: one schema equal to SQLite's after its seven.
+const POSTGRES_MIGRATIONS: [(i64, &str, &str); 1] = [(
+    1,
+    "create schema",
+    include_str!("../../../migrations/postgres/0001_create_schema.sql"),
+)];
+
+/// The migrator over every embedded SQLite migration.
 pub fn migrator() -> Migrator {
-    let migrations: Vec<Migration> = MIGRATIONS
+    migrator_over(&MIGRATIONS)
+}
+
+/// The migrator over every embedded PostgreSQL migration.
+pub fn postgres_migrator() -> Migrator {
+    migrator_over(&POSTGRES_MIGRATIONS)
+}
+
+fn migrator_over(list: &'static MigrationList) -> Migrator {
+    let migrations: Vec<Migration> = list
         .iter()
         .map(|(version, desc, sql)| {
             Migration::new(
@@ -67,7 +88,7 @@ pub fn migrator() -> Migrator {
     }
 }
 
-/// The SQL of every migration, for tools that build the schema themselves (the
+/// The SQL of every SQLite migration, for tools that build the schema themselves (the
 /// benchmark's raw SQLite loop).
 pub fn schema_sql() -> impl Iterator<Item = &'static str> {
     MIGRATIONS.iter().map(|(_, _, sql)| *sql)
