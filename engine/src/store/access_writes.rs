@@ -1,10 +1,9 @@
 //! Access writes inside the writer's transaction: accounts, API keys (stored as hashes)
 //! and event types, each with its account event in the same transaction.
 
-
 use super::account_events::Change;
-use super::db::vals;
 use super::apply::Staged;
+use super::db::vals;
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
 
@@ -56,7 +55,11 @@ impl Writer {
             AccessWrite::CreateAccount { name, key } => {
                 let exists = self
                     .db
-                    .row("SELECT 1 FROM accounts WHERE name = ?1", vals![name], |_| Ok(()))?
+                    .row(
+                        "SELECT 1 FROM accounts WHERE name = ?1",
+                        vals![name],
+                        |_| Ok(()),
+                    )?
                     .is_some();
                 if exists {
                     return Err(EngineError::conflict(format!(
@@ -64,7 +67,10 @@ impl Writer {
                     ))
                     .with("field", "name"));
                 }
-                self.db.exec("INSERT INTO accounts (name, created_at) VALUES (?1, ?2)", vals![name, now_ms()])?;
+                self.db.exec(
+                    "INSERT INTO accounts (name, created_at) VALUES (?1, ?2)",
+                    vals![name, now_ms()],
+                )?;
                 self.insert_key(staged, &name, &key)?;
                 Ok(true)
             }
@@ -73,7 +79,10 @@ impl Writer {
                 Ok(true)
             }
             AccessWrite::DeleteKey { account, id } => {
-                let n = self.db.exec("DELETE FROM api_keys WHERE account = ?1 AND id = ?2", vals![account, id])?;
+                let n = self.db.exec(
+                    "DELETE FROM api_keys WHERE account = ?1 AND id = ?2",
+                    vals![account, id],
+                )?;
                 if n > 0 {
                     self.account_event(
                         staged,
@@ -86,25 +95,31 @@ impl Writer {
                 Ok(n > 0)
             }
             AccessWrite::PutType(row) => {
-                let n = self.db.exec("UPDATE event_types SET schema = ?4, imported = ?5, updated_at = ?6 \
-                         WHERE account = ?1 AND stream = ?2 AND name = ?3", vals![
+                let n = self.db.exec(
+                    "UPDATE event_types SET schema = ?4, imported = ?5, updated_at = ?6 \
+                         WHERE account = ?1 AND stream = ?2 AND name = ?3",
+                    vals![
                         row.account,
                         row.stream,
                         row.name,
                         row.schema,
                         row.imported,
                         now_ms()
-                    ])?;
+                    ],
+                )?;
                 if n == 0 {
-                    self.db.exec("INSERT INTO event_types (account, stream, name, schema, imported, \
-                             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", vals![
+                    self.db.exec(
+                        "INSERT INTO event_types (account, stream, name, schema, imported, \
+                             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        vals![
                             row.account,
                             row.stream,
                             row.name,
                             row.schema,
                             row.imported,
                             now_ms()
-                        ])?;
+                        ],
+                    )?;
                 }
                 let mut data = serde_json::json!({ "type": row.name });
                 if let Some(from) = &row.imported {
@@ -118,7 +133,10 @@ impl Writer {
                 stream,
                 name,
             } => {
-                let n = self.db.exec("DELETE FROM event_types WHERE account = ?1 AND stream = ?2 AND name = ?3", vals![account, stream, name])?;
+                let n = self.db.exec(
+                    "DELETE FROM event_types WHERE account = ?1 AND stream = ?2 AND name = ?3",
+                    vals![account, stream, name],
+                )?;
                 if n > 0 {
                     self.account_event(
                         staged,
@@ -134,7 +152,10 @@ impl Writer {
     }
 
     fn insert_key(&mut self, staged: &mut Staged, account: &str, key: &NewKey) -> Result<()> {
-        self.db.exec("INSERT INTO api_keys (id, account, hash, created_at) VALUES (?1, ?2, ?3, ?4)", vals![key.id, account, key.hash, now_ms()])?;
+        self.db.exec(
+            "INSERT INTO api_keys (id, account, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            vals![key.id, account, key.hash, now_ms()],
+        )?;
         self.account_event(
             staged,
             account,

@@ -338,7 +338,9 @@ impl Writer {
         if !staged.live_paths.iter().any(|p| **p == *path) {
             staged.live_paths.push(path.clone());
         }
-        let Self { db, ids, next_pos, .. } = self;
+        let Self {
+            db, ids, next_pos, ..
+        } = self;
         db.batch(
             "INSERT INTO events (pos, factory_id, sid, idx, eid, cid, type, ts, content_type, data, \
              metadata, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",

@@ -250,7 +250,10 @@ impl Db {
     /// Runs a statement; answers the rows it changed.
     pub(crate) fn exec(&self, sql: &str, vals: &[Val<'_>]) -> Result<u64> {
         match self {
-            Db::Sqlite(conn) => Ok(conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(vals))? as u64),
+            Db::Sqlite(conn) => Ok(conn
+                .prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(vals))?
+                as u64),
             Db::Postgres(pg) => {
                 let q = Pg::query(pg.text(sql), vals);
                 let mut conn = pg.conn.borrow_mut();
@@ -325,9 +328,13 @@ impl Db {
                     .execute(rusqlite::params_from_iter(vals))?;
                 Ok(conn.last_insert_rowid())
             }
-            Db::Postgres(_) => self
-                .row(&format!("{sql} RETURNING id"), vals, |r| r.int(0))?
-                .ok_or_else(|| EngineError::internal("an insert answered no id")),
+            Db::Postgres(pg) => {
+                let id = self
+                    .row(&format!("{sql} RETURNING id"), vals, |r| r.int(0))?
+                    .ok_or_else(|| EngineError::internal("an insert answered no id"))?;
+                pg.changes.set(pg.changes.get() + 1);
+                Ok(id)
+            }
         }
     }
 
@@ -360,7 +367,9 @@ impl Db {
             Db::Postgres(pg) => {
                 let mut conn = pg.conn.borrow_mut();
                 pg.rt
-                    .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut *conn))
+                    .block_on(
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut *conn),
+                    )
                     .map(drop)
                     .map_err(EngineError::from)
             }

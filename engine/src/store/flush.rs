@@ -95,7 +95,9 @@ fn inode(path: &Path) -> std::io::Result<u64> {
 
 /// Flushes the WAL and settles the groups it covers.
 pub(crate) struct Flusher {
-    wal: Wal,
+    /// SQLite's WAL; `None` where COMMIT is durable itself (PostgreSQL with
+    /// `synchronous_commit` on).
+    wal: Option<Wal>,
     notices: broadcast::Sender<Arc<Committed>>,
     last_position: Arc<AtomicI64>,
     failed: Arc<AtomicBool>,
@@ -115,7 +117,7 @@ impl Flusher {
         let wal = Wal::open(Path::new(&wal_path))
             .map_err(|e| EngineError::internal(format!("cannot open the WAL file: {e}")))?;
         Ok(Self {
-            wal,
+            wal: Some(wal),
             notices,
             last_position,
             failed,
@@ -123,10 +125,26 @@ impl Flusher {
         })
     }
 
-    /// One fdatasync for the group, then its answers.
+    /// A flusher for a backend whose COMMIT is durable: it only settles groups.
+    pub(crate) fn committed(
+        notices: broadcast::Sender<Arc<Committed>>,
+        last_position: Arc<AtomicI64>,
+        failed: Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            wal: None,
+            notices,
+            last_position,
+            failed,
+            metrics,
+        }
+    }
+
+    /// One fdatasync for the group (none where COMMIT was durable), then its answers.
     pub(crate) fn flush(&mut self, group: Settled) {
         let flush = Instant::now();
-        let synced = self.wal.sync();
+        let synced = self.wal.as_mut().map_or(Ok(()), Wal::sync);
         self.metrics
             .flush_seconds
             .observe(flush.elapsed().as_secs_f64());

@@ -4,8 +4,10 @@
 pub mod access_reads;
 pub mod access_writes;
 mod account_events;
-pub(crate) mod db;
 mod apply;
+pub(crate) mod db;
+#[cfg(test)]
+mod db_tests;
 mod event_ids;
 mod flush;
 pub(crate) mod fold_source;
@@ -18,9 +20,13 @@ pub(crate) mod reducer_reads;
 pub(crate) mod reducer_writes;
 mod repair;
 pub(crate) mod rules;
+#[cfg(test)]
+mod test_backends;
 pub(crate) mod webhook_reads;
 pub(crate) mod webhook_writes;
 pub mod writer;
+#[cfg(test)]
+mod writer_tests;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -7,8 +7,8 @@
 use serde_json::json;
 
 use super::account_events::Change;
-use super::db::vals;
 use super::apply::{AppendRequest, Appended, Staged};
+use super::db::vals;
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::{DataKind, ExpectedIndex, NewEvent};
@@ -134,15 +134,18 @@ impl Writer {
             |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?, r.int(3)?, r.int(4)?)),
         )?;
         if let Some((id, cursor, piped, errors, created_at)) = existing {
-            self.db.exec("UPDATE pipes SET selector = ?2, source = ?3, content_type = ?4, code = ?5, \
-                     shape = ?6 WHERE id = ?1", vals![
+            self.db.exec(
+                "UPDATE pipes SET selector = ?2, source = ?3, content_type = ?4, code = ?5, \
+                     shape = ?6 WHERE id = ?1",
+                vals![
                     id,
                     row.selector,
                     row.source,
                     row.content_type,
                     row.code,
                     if row.module { "module" } else { "expression" },
-                ])?;
+                ],
+            )?;
             (row.id, row.cursor, row.piped, row.errors, row.created_at) =
                 (id, cursor, piped, errors, created_at);
             self.pipe_event(
@@ -160,9 +163,11 @@ impl Writer {
         }
         self.refuse_cycle(&row.from, &row.to)?;
         row.created_at = now_ms();
-        row.id = self.db.insert_id("INSERT INTO pipes (account, stream, args, dest_account, dest_stream, dest_args, \
+        row.id = self.db.insert_id(
+            "INSERT INTO pipes (account, stream, args, dest_account, dest_stream, dest_args, \
                  selector, source, content_type, code, shape, cursor, piped, errors, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, 0, 0, ?12)", vals![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, 0, 0, ?12)",
+            vals![
                 row.from.account.as_str(),
                 row.from.stream.as_str(),
                 args_text(&row.from),
@@ -176,7 +181,8 @@ impl Writer {
                 if row.module { "module" } else { "expression" },
                 row.created_at,
                 row.cursor,
-            ])?;
+            ],
+        )?;
         (row.piped, row.errors) = (0, 0);
         self.pipe_event(
             staged,
@@ -231,12 +237,7 @@ impl Writer {
         let edges = self.db.rows(
             "SELECT account, stream, dest_account, dest_stream FROM pipes",
             vals![],
-            |r| {
-                Ok((
-                    key(&r.text(0)?, &r.text(1)?),
-                    key(&r.text(2)?, &r.text(3)?),
-                ))
-            },
+            |r| Ok((key(&r.text(0)?, &r.text(1)?), key(&r.text(2)?, &r.text(3)?))),
         )?;
         // breadth-first from the destination, remembering how each stream was reached
         let mut came_from: std::collections::HashMap<String, String> = Default::default();
@@ -272,7 +273,11 @@ impl Writer {
     fn pipe_batch(&mut self, batch: PipeBatch, staged: &mut Staged) -> Result<PipeWritten> {
         let exists = self
             .db
-            .row("SELECT 1 FROM pipes WHERE id = ?1", vals![batch.pipe_id], |_| Ok(()))?
+            .row(
+                "SELECT 1 FROM pipes WHERE id = ?1",
+                vals![batch.pipe_id],
+                |_| Ok(()),
+            )?
             .is_some();
         if !exists {
             return Err(EngineError::not_found("the pipe was deleted"));
@@ -298,7 +303,8 @@ impl Writer {
             "UPDATE pipes SET cursor = MAX(cursor, ?2), piped = piped + ?3, \
              errors = errors + ?4 WHERE id = ?1"
         };
-        self.db.exec(greatest, vals![batch.pipe_id, batch.cursor, piped, errors])?;
+        self.db
+            .exec(greatest, vals![batch.pipe_id, batch.cursor, piped, errors])?;
         if !logs.is_empty() {
             self.append(
                 AppendRequest {

@@ -2,10 +2,9 @@
 //! reducer, and checkpoints, which save states, the folded position and log entries
 //! together (what makes folding exactly once), and promote a rebuilt version.
 
-
 use super::account_events::Change;
-use super::db::vals;
 use super::apply::{AppendRequest, Staged};
+use super::db::vals;
 use super::pipe_writes::{Routed, refusal_log};
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
@@ -162,9 +161,11 @@ impl Writer {
         row.position = 0;
         row.errors = 0;
         row.halted = None;
-        row.id = self.db.insert_id("INSERT INTO reducers (stream_id, name, status, source, content_type, code, shape, \
+        row.id = self.db.insert_id(
+            "INSERT INTO reducers (stream_id, name, status, source, content_type, code, shape, \
                  reads, selector, on_error, code_hash, position, errors, halted, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, NULL, ?12)", vals![
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, NULL, ?12)",
+            vals![
                 row.stream_id,
                 row.name,
                 if row.building { "building" } else { "active" },
@@ -177,7 +178,8 @@ impl Writer {
                 if row.halt_on_error { "halt" } else { "skip" },
                 row.code_hash,
                 now_ms(),
-            ])?;
+            ],
+        )?;
         row.live_from = Some(self.next_pos - 1);
         self.account_event(
             staged,
@@ -219,7 +221,10 @@ impl Writer {
                  WHERE id = ?1", vals![c.reducer_id, c.position, c.new_errors, c.halted])?;
         if let Some(old) = c.promote_over {
             self.drop_reducer(old)?;
-            self.db.exec("UPDATE reducers SET status = 'active' WHERE id = ?1", vals![c.reducer_id])?;
+            self.db.exec(
+                "UPDATE reducers SET status = 'active' WHERE id = ?1",
+                vals![c.reducer_id],
+            )?;
         }
         let mut logs = c.logs;
         for routed in c.dispatches {
@@ -244,8 +249,12 @@ impl Writer {
     }
 
     fn drop_reducer(&mut self, id: i64) -> Result<()> {
-        self.db.exec("DELETE FROM reducer_states WHERE reducer_id = ?1", vals![id])?;
-        self.db.exec("DELETE FROM reducers WHERE id = ?1", vals![id])?;
+        self.db.exec(
+            "DELETE FROM reducer_states WHERE reducer_id = ?1",
+            vals![id],
+        )?;
+        self.db
+            .exec("DELETE FROM reducers WHERE id = ?1", vals![id])?;
         Ok(())
     }
 }

@@ -2,10 +2,9 @@
 //! moving their cursors, pausing (with a log entry in the same transaction) and
 //! resuming.
 
-
 use super::account_events::Change;
-use super::db::vals;
 use super::apply::{AppendRequest, Staged};
+use super::db::vals;
 use super::writer::{Writer, now_ms};
 use crate::error::{EngineError, Result};
 use crate::event::{ExpectedIndex, NewEvent};
@@ -55,9 +54,11 @@ impl Writer {
     pub(super) fn webhook(&mut self, write: WebhookWrite, staged: &mut Staged) -> Result<bool> {
         let changed = match write {
             WebhookWrite::Create(row) => {
-                let n = self.db.exec("INSERT INTO webhooks (id, account, stream, args, url, selector, data, \
+                let n = self.db.exec(
+                    "INSERT INTO webhooks (id, account, stream, args, url, selector, data, \
                      secret, cursor, paused, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)", vals![
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)",
+                    vals![
                         row.id,
                         row.account,
                         row.stream,
@@ -68,7 +69,8 @@ impl Writer {
                         row.secret,
                         row.cursor,
                         now_ms(),
-                    ])?;
+                    ],
+                )?;
                 self.account_event(
                     staged,
                     &row.account,
@@ -84,7 +86,9 @@ impl Writer {
                     vals![id],
                     |r| Ok((r.text(0)?, r.text(1)?)),
                 )?;
-                let n = self.db.exec("DELETE FROM webhooks WHERE id = ?1", vals![id])?;
+                let n = self
+                    .db
+                    .exec("DELETE FROM webhooks WHERE id = ?1", vals![id])?;
                 if let Some((account, stream)) = owner {
                     self.account_event(
                         staged,
@@ -96,7 +100,10 @@ impl Writer {
                 }
                 n
             }
-            WebhookWrite::Cursor { id, cursor } => self.db.exec("UPDATE webhooks SET cursor = ?1 WHERE id = ?2 AND cursor < ?1", vals![cursor, id])?,
+            WebhookWrite::Cursor { id, cursor } => self.db.exec(
+                "UPDATE webhooks SET cursor = ?1 WHERE id = ?2 AND cursor < ?1",
+                vals![cursor, id],
+            )?,
             WebhookWrite::Pause {
                 id,
                 cursor,
@@ -105,8 +112,11 @@ impl Writer {
                 log,
             } => {
                 let (stream, entry) = *log;
-                let n = self.db.exec("UPDATE webhooks SET paused = ?1, cursor = MAX(cursor, ?2), failures = ?4 \
-                         WHERE id = ?3", vals![reason, cursor, id, failures])?;
+                let n = self.db.exec(
+                    "UPDATE webhooks SET paused = ?1, cursor = MAX(cursor, ?2), failures = ?4 \
+                         WHERE id = ?3",
+                    vals![reason, cursor, id, failures],
+                )?;
                 if n > 0 {
                     self.append(
                         AppendRequest {
@@ -119,7 +129,10 @@ impl Writer {
                 }
                 n
             }
-            WebhookWrite::Resume(id) => self.db.exec("UPDATE webhooks SET paused = NULL, failures = 0 WHERE id = ?1", vals![id])?,
+            WebhookWrite::Resume(id) => self.db.exec(
+                "UPDATE webhooks SET paused = NULL, failures = 0 WHERE id = ?1",
+                vals![id],
+            )?,
         };
         Ok(changed > 0)
     }

@@ -19,10 +19,10 @@ use rusqlite::Connection;
 use tokio::sync::{broadcast, oneshot};
 
 use super::access_writes::AccessWrite;
-use super::db::{Db, vals};
 use super::apply::{
     AppendRequest, Appended, FastMap, SettingsRequest, Staged, StreamKey, StreamRow, SubKey, SubRow,
 };
+use super::db::{Db, vals};
 use super::pipe_writes::{PipeWrite, PipeWritten};
 use super::reducer_writes::{ReducerWrite, ReducerWritten};
 use super::webhook_writes::WebhookWrite;
@@ -178,10 +178,7 @@ pub(crate) fn spawn(
     last_position.store(next_pos - 1, Ordering::Release);
     // make sure the WAL file exists before the flusher opens it
     conn.query_row("SELECT COUNT(*) FROM streams", [], |_| Ok(()))?;
-    let db = Db::Sqlite(conn);
-    let ids = super::event_ids::EventIds::load(&db)?;
     let failed = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
     let flusher = super::flush::Flusher::open(
         file,
         notices,
@@ -189,16 +186,88 @@ pub(crate) fn spawn(
         failed.clone(),
         metrics.clone(),
     )?;
-    let mut writer = Writer {
-        db,
-        streams: FastMap::default(),
-        subs: FastMap::default(),
+    start(
+        Db::Sqlite(conn),
         next_pos,
-        ids,
         flusher,
+        failed,
+        mpsc::channel(),
         metrics,
         json,
+    )
+}
+
+/// Starts the writer thread over a PostgreSQL database at `url` (migrated). COMMIT is
+/// durable there (`synchronous_commit` on), so a group is answered once committed.
+/// The writer hands out positions from its own counter, as on SQLite: one writer per
+/// database.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the PostgreSQL store that starts it comes next (issue 28)"
+    )
+)]
+pub(crate) async fn spawn_postgres(
+    url: &str,
+    notices: broadcast::Sender<Arc<Committed>>,
+    last_position: Arc<AtomicI64>,
+    metrics: Arc<Metrics>,
+    json: JsonLimits,
+) -> Result<(WriterHandle, std::thread::JoinHandle<()>)> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::raw_sql("SET synchronous_commit = on")
+        .execute(&mut conn)
+        .await?;
+    let next_pos: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(pos), 0) + 1 FROM events")
+        .fetch_one(&mut conn)
+        .await?;
+    last_position.store(next_pos - 1, Ordering::Release);
+    let db = Db::Postgres(super::db::Pg::new(conn, tokio::runtime::Handle::current()));
+    let failed = Arc::new(AtomicBool::new(false));
+    let flusher =
+        super::flush::Flusher::committed(notices, last_position, failed.clone(), metrics.clone());
+    // the key of server-generated ids is read (or made) on the writer's thread, which
+    // may block on the runtime
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (tx, rx) = mpsc::channel();
+    let handle = WriterHandle {
+        tx,
+        failed: failed.clone(),
     };
+    let thread = std::thread::Builder::new()
+        .name("eddy-writer".into())
+        .spawn(move || {
+            let ids = match super::event_ids::EventIds::load(&db) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            Writer::new(db, next_pos, ids, flusher, metrics, json).run(rx);
+        })
+        .map_err(|e| EngineError::internal(format!("cannot start the writer thread: {e}")))?;
+    ready_rx
+        .await
+        .map_err(|_| EngineError::internal("the writer thread ended at start"))??;
+    Ok((handle, thread))
+}
+
+/// Starts the writer thread over an open SQLite connection.
+fn start(
+    db: Db,
+    next_pos: i64,
+    flusher: super::flush::Flusher,
+    failed: Arc<AtomicBool>,
+    (tx, rx): (mpsc::Sender<Command>, mpsc::Receiver<Command>),
+    metrics: Arc<Metrics>,
+    json: JsonLimits,
+) -> Result<(WriterHandle, std::thread::JoinHandle<()>)> {
+    let ids = super::event_ids::EventIds::load(&db)?;
+    let mut writer = Writer::new(db, next_pos, ids, flusher, metrics, json);
     let thread = std::thread::Builder::new()
         .name("eddy-writer".into())
         .spawn(move || writer.run(rx))
@@ -250,6 +319,28 @@ pub(super) struct Writer {
     /// The limits of the JSON data of piped and dispatched events, checked here as
     /// the one place every routed event passes.
     pub(super) json: JsonLimits,
+}
+
+impl Writer {
+    fn new(
+        db: Db,
+        next_pos: i64,
+        ids: super::event_ids::EventIds,
+        flusher: super::flush::Flusher,
+        metrics: Arc<Metrics>,
+        json: JsonLimits,
+    ) -> Self {
+        Self {
+            db,
+            streams: FastMap::default(),
+            subs: FastMap::default(),
+            next_pos,
+            ids,
+            flusher,
+            metrics,
+            json,
+        }
+    }
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -389,9 +480,9 @@ impl Writer {
 
     /// Commits the open group, flushes the WAL and answers the group.
     fn commit(&mut self, g: OpenGroup) {
-        let committed = self.update_substreams(&g.staged).and_then(|()| {
-            self.db.control("COMMIT")
-        });
+        let committed = self
+            .update_substreams(&g.staged)
+            .and_then(|()| self.db.control("COMMIT"));
         if let Err(e) = committed {
             self.roll_back(g, &e);
             return;
