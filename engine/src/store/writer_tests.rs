@@ -102,22 +102,16 @@ async fn appends_follow_the_rules((w, thread): Started) {
 
     // a retried id answers what was written, without writing again
     let id = uuid::Uuid::new_v4();
-    let first = append(
-        &w,
-        "acme/log",
-        vec![event(Some(id), None)],
-        ExpectedIndex::Any,
-    )
-    .await
-    .unwrap();
-    let again = append(
-        &w,
-        "acme/log",
-        vec![event(Some(id), None)],
-        ExpectedIndex::Any,
-    )
-    .await
-    .unwrap();
+    let send = || {
+        append(
+            &w,
+            "acme/log",
+            vec![event(Some(id), None)],
+            ExpectedIndex::Any,
+        )
+    };
+    let first = send().await.unwrap();
+    let again = send().await.unwrap();
     assert!(!first.duplicate && again.duplicate);
     assert_eq!(first.events[0].index, 40);
     assert_eq!(again.events[0].position, first.events[0].position);
