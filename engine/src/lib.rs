@@ -64,7 +64,6 @@ pub mod settings;
 pub mod store;
 pub mod types;
 
-use std::path::Path;
 use std::sync::Arc;
 
 pub use error::{EngineError, ErrorCode, Result};
@@ -114,9 +113,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens the engine on a data directory and starts its reducers and webhooks.
+    /// Opens the engine on its storage and starts its reducers and webhooks.
     pub async fn open(
-        data_dir: &Path,
+        storage: &store::Storage,
         metrics: Arc<metrics::Metrics>,
         reducers: reducers::PoolSettings,
         webhooks: consumers::webhooks::WebhookSettings,
@@ -126,7 +125,7 @@ impl Engine {
     ) -> Result<Arc<Self>> {
         let allow_private = webhooks.allow_private;
         let webhooks = consumers::webhooks::Webhooks::new(webhooks, metrics.clone())?;
-        let store = Store::open(data_dir, metrics.clone(), json).await?;
+        let store = Store::open_storage(storage, metrics.clone(), json).await?;
         // shared with the reducer worker, which checks dispatched events' types
         let controls = Arc::new(access::controls::Controls::new(store.reads.clone(), json));
         let pipe_limits = reducers.limits.clone();
@@ -136,7 +135,8 @@ impl Engine {
             controls.clone(),
             metrics.reducer_memory_bytes.clone(),
             allow_private,
-        )?;
+        )
+        .await?;
         let hub = consumers::hub::Hub::start(store.subscribe(), metrics.clone(), fanout_merge_rate);
         let pipes = pipes::Pipes::new(pipe_limits)?;
         let tickers = builtins::cron::Tickers::new(store.writer.clone(), store.reads.clone());

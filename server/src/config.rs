@@ -46,6 +46,11 @@ pub struct Config {
     /// Directory of the embedded SQLite database.
     #[arg(long, env = "EDDY_DATA", default_value = "./eddy-data")]
     pub data: PathBuf,
+    /// Keep everything in this PostgreSQL database instead of the embedded one, e.g.
+    /// postgres://eddy@localhost/eddy (--data is then unused). The schema is created
+    /// or migrated at start.
+    #[arg(long, env = "EDDY_DATABASE_URL", value_parser = parse_database_url)]
+    pub database: Option<String>,
     /// The admin token: with one, every request needs credentials (API keys, HMAC
     /// tokens or public stream settings) and accounts exist once created under /api.
     /// Without one the server is open, on loopback only. It must be at least 16
@@ -143,6 +148,7 @@ impl Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data: data.into(),
+            database: None,
             admin_token: None,
             insecure_open: false,
             shutdown_grace_ms: 10_000,
@@ -166,6 +172,15 @@ impl Config {
             webhook_retry_max_ms: 3_600_000,
             webhook_retry_budget_ms: 86_400_000,
             json_max_depth: eddy_engine::json::DEFAULT_MAX_DEPTH,
+        }
+    }
+
+    /// Where the server keeps everything: the PostgreSQL database when one is given,
+    /// else the embedded one in the data directory.
+    pub fn storage(&self) -> eddy_engine::store::Storage {
+        match &self.database {
+            Some(url) => eddy_engine::store::Storage::Postgres(url.clone()),
+            None => eddy_engine::store::Storage::Embedded(self.data.clone()),
         }
     }
 
@@ -252,5 +267,18 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+/// A `--database` URL: PostgreSQL's, the only database eddy takes besides its
+/// embedded one.
+fn parse_database_url(url: &str) -> Result<String, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url.to_owned())
+    } else {
+        Err(format!(
+            "\"{url}\" is not a PostgreSQL URL; give postgres://user@host/database, or leave \
+             --database out to use the embedded database in --data"
+        ))
     }
 }

@@ -62,7 +62,7 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Opens the engine on the configured data directory.
+    /// Opens the engine on the configured storage.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         let engine_metrics = Arc::new(eddy_engine::metrics::Metrics::default());
         let metrics = Arc::new(ops::HttpMetrics::default());
@@ -70,7 +70,7 @@ impl AppState {
         engine_metrics.register(&mut registry);
         metrics.register(&mut registry);
         let engine = Engine::open(
-            &config.data,
+            &config.storage(),
             engine_metrics,
             config.reducer_pool(),
             config.webhook_settings(),

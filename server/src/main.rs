@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
             let state = AppState::open(config.clone()).await.with_context(|| {
                 format!("cannot open the data directory {}", config.data.display())
             })?;
-            tracing::info!(%addr, data = %config.data.display(), "eddy listening");
+            tracing::info!(%addr, storage = %config.storage(), "eddy listening");
             eddy_server::serve(listener, state, shutdown_signal()).await?;
             Ok(())
         })

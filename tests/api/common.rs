@@ -22,6 +22,31 @@ pub fn client() -> Client {
     Client::new()
 }
 
+/// Whether the suite runs on PostgreSQL (`EDDY_TEST_BACKEND=postgres`) rather than on
+/// the embedded database.
+pub fn on_postgres() -> bool {
+    std::env::var("EDDY_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// On PostgreSQL, the database standing for data directory `data`: made fresh (in the
+/// test program's throwaway cluster) the first time, the same one after a restart.
+pub fn postgres_for(data: &Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let Some(cluster) = eddy_testpg::shared_cluster() else {
+        panic!("EDDY_TEST_BACKEND=postgres, but no PostgreSQL server binaries were found");
+    };
+    let file = data.join("postgres-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Some(url);
+    }
+    std::fs::create_dir_all(data).expect("data dir");
+    let url = cluster.fresh_database("api").expect("database");
+    std::fs::write(&file, &url).expect("remember the database");
+    Some(url)
+}
+
 /// A server running inside the test process.
 pub struct TestServer {
     pub base: String,
@@ -59,6 +84,7 @@ async fn start_in_process(
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
     let mut config = Config::for_data_dir(data);
+    config.database = postgres_for(data);
     configure(&mut config);
     let state = AppState::open(config).await.expect("open state");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -199,9 +225,13 @@ impl ChildServer {
     /// A server started with `args` after the listen address and data directory.
     pub async fn start_with(data: &Path, args: &[&str]) -> Self {
         let port = free_port();
+        let database = postgres_for(data)
+            .map(|url| vec!["--database".to_owned(), url])
+            .unwrap_or_default();
         let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(PathBuf::from(data))
+            .args(database)
             .args(args)
             .env("EDDY_LOG", "warn")
             .stdout(Stdio::null())

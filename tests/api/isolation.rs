@@ -138,19 +138,27 @@ async fn the_javascript_memory_of_all_streams_is_bounded_together() {
         used <= 48.0 * 1048576.0,
         "{used} bytes over the 48 MiB server-wide limit"
     );
-    // the streams that found the budget spent say so in their logs
-    let mut shared = 0;
-    for k in 0..4 {
-        let logs = s.get_json(&format!("/m{k}/s/logs"), 200).await;
-        if logs.as_array().unwrap().iter().any(|l| {
-            l["data"]["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("server-wide limit")
-        }) {
-            shared += 1;
+    // the streams that found the budget spent say so in their logs, which their next
+    // checkpoint writes (awaited: the states above are published before it)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let shared = loop {
+        let mut shared = 0;
+        for k in 0..4 {
+            let logs = s.get_json(&format!("/m{k}/s/logs"), 200).await;
+            if logs.as_array().unwrap().iter().any(|l| {
+                l["data"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("server-wide limit")
+            }) {
+                shared += 1;
+            }
         }
-    }
+        if shared >= 1 || std::time::Instant::now() > deadline {
+            break shared;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         shared >= 1,
         "streams refused by the shared budget: {shared}"

@@ -14,7 +14,7 @@ use crate::{AppendRequest, Engine};
 async fn engine(dir: &std::path::Path) -> Arc<Engine> {
     let metrics = Arc::new(crate::metrics::Metrics::default());
     Engine::open(
-        dir,
+        &crate::store::Storage::Embedded(dir.to_owned()),
         metrics,
         crate::reducers::PoolSettings {
             limits: eddy_runtime_js::Limits::default(),

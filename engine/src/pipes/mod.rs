@@ -120,7 +120,7 @@ impl Pipes {
 impl Engine {
     /// Starts the task of every stored pipe.
     pub(crate) async fn start_pipes(self: &Arc<Self>) -> Result<()> {
-        let source = crate::store::fold_source::FoldSource::open(&self.store)?;
+        let source = crate::store::fold_source::FoldSource::open(&self.store).await?;
         let rows = tokio::task::spawn_blocking(move || source.pipes())
             .await
             .map_err(|e| EngineError::internal(e.to_string()))??;

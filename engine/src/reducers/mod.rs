@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 use crate::error::{EngineError, Result};
 use crate::path::{AccountName, ReducerName, StreamName, StreamPath};
 use crate::selector::Selector;
+use crate::store::Reads;
 use crate::store::fold_source::FoldSource;
 use crate::store::reducer_reads;
 use crate::store::reducer_writes::{ReducerRow, ReducerWrite, ReducerWritten};
@@ -122,7 +123,7 @@ pub(crate) struct Reducers {
 impl Reducers {
     /// Starts the threads on `store` (they read with connections of their own, write
     /// through its writer and wake on its commits) and loads every stored reducer.
-    pub(crate) fn start(
+    pub(crate) async fn start(
         store: &crate::store::Store,
         settings: PoolSettings,
         controls: Arc<crate::access::controls::Controls>,
@@ -142,7 +143,7 @@ impl Reducers {
         let stop = Arc::new(StopAt::new());
         let mut lanes = Vec::with_capacity(threads);
         for n in 0..threads {
-            let source = FoldSource::open(store)?;
+            let source = FoldSource::open(store).await?;
             let (tx, rx) = std::sync::mpsc::channel();
             let worker = (
                 source,
@@ -196,9 +197,9 @@ impl Reducers {
             limits: settings.limits,
             checks: tokio::sync::Semaphore::new(2),
         };
-        let source = FoldSource::open(store)?;
-        for (row, stream) in load_rows(&source, None)? {
-            let after_idx = source.after_index(row.stream_id, row.position)?;
+        for (row, stream) in load_rows(&store.reads).await? {
+            let after_idx =
+                reducer_reads::after_index(&store.reads, row.stream_id, row.position).await?;
             reducers.load(Box::new(row), stream, None, after_idx)?;
         }
         route_commits_to(&reducers, store.subscribe());
@@ -454,12 +455,9 @@ fn missing_reducer(path: &StreamPath, name: &ReducerName) -> EngineError {
 }
 
 /// Every stored reducer version with its stream's path, for the worker at start.
-pub(crate) fn load_rows(
-    source: &FoldSource,
-    stream_id: Option<i64>,
-) -> Result<Vec<(ReducerRow, StreamPath)>> {
+async fn load_rows(reads: &Reads) -> Result<Vec<(ReducerRow, StreamPath)>> {
     let mut out = Vec::new();
-    for (row, account, stream) in source.reducers(stream_id)? {
+    for (row, account, stream) in reducer_reads::versions(reads).await? {
         let (Ok(account), Ok(stream)) = (AccountName::new(&account), StreamName::new(&stream))
         else {
             continue;

@@ -1,41 +1,44 @@
-//! Reads for access control: the event types of a stream.
+//! Reads for access control: the event types of a stream, the accounts and the keys.
 
 use super::Reads;
-
 use super::access_writes::TypeRow;
+use super::query::args;
 use crate::error::Result;
 
 /// Every event type defined on `account/stream`.
 pub async fn event_types(reads: &Reads, account: &str, stream: &str) -> Result<Vec<TypeRow>> {
-    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT name, schema, imported FROM event_types WHERE account = ? AND stream = ? \
-         ORDER BY name",
-    )
-    .bind(account)
-    .bind(stream)
-    .fetch_all(&reads.pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, schema, imported)| TypeRow {
-            account: account.to_owned(),
-            stream: stream.to_owned(),
-            name,
-            schema,
-            imported,
+    let rows = reads
+        .all(
+            "SELECT name, schema, imported FROM event_types WHERE account = $1 AND stream = $2 \
+             ORDER BY name",
+            args![account, stream],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TypeRow {
+                account: account.to_owned(),
+                stream: stream.to_owned(),
+                name: r.text(0)?,
+                schema: r.text(1)?,
+                imported: r.opt_text(2)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Every account name, and every key as (id, account, hash).
 pub(crate) async fn accounts_and_keys(
     reads: &Reads,
 ) -> Result<(Vec<String>, Vec<(String, String, String)>)> {
-    let accounts: Vec<(String,)> = sqlx::query_as("SELECT name FROM accounts")
-        .fetch_all(&reads.pool)
+    let accounts = reads.all("SELECT name FROM accounts", args![]).await?;
+    let keys = reads
+        .all("SELECT id, account, hash FROM api_keys", args![])
         .await?;
-    let keys = sqlx::query_as("SELECT id, account, hash FROM api_keys")
-        .fetch_all(&reads.pool)
-        .await?;
-    Ok((accounts.into_iter().map(|(a,)| a).collect(), keys))
+    Ok((
+        accounts.iter().map(|r| r.text(0)).collect::<Result<_>>()?,
+        keys.iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)))
+            .collect::<Result<_>>()?,
+    ))
 }

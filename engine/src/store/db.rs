@@ -3,8 +3,9 @@
 //! this layer knows which database is behind it.
 //!
 //! SQL is written with `?N` placeholders in the dialect both backends accept (SQLite
-//! takes `RETURNING`, `ON CONFLICT ... excluded` and `COALESCE` as PostgreSQL does);
-//! the few statements that differ are chosen with [`Db::is_postgres`]. Values go in
+//! takes `ON CONFLICT ... excluded`, `COALESCE` and `CASE` as PostgreSQL does, where
+//! two-argument `MAX` would be SQLite's alone); the one statement that differs
+//! (`BEGIN IMMEDIATE`) is chosen with [`Db::is_postgres`]. Values go in
 //! as [`Val`] and come out through [`RowRef`], typed per column, so a NULL sent to
 //! PostgreSQL carries its column's type.
 
@@ -140,6 +141,20 @@ pub(crate) enum RowRef<'a, 'r> {
 
 impl RowRef<'_, '_> {
     pub(crate) fn int(&self, i: usize) -> Result<i64> {
+        Ok(match self {
+            RowRef::Sqlite(r) => r.get(i)?,
+            RowRef::Postgres(r) => r.try_get(i)?,
+        })
+    }
+
+    pub(crate) fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        Ok(match self {
+            RowRef::Sqlite(r) => r.get(i)?,
+            RowRef::Postgres(r) => r.try_get(i)?,
+        })
+    }
+
+    pub(crate) fn opt_text(&self, i: usize) -> Result<Option<String>> {
         Ok(match self {
             RowRef::Sqlite(r) => r.get(i)?,
             RowRef::Postgres(r) => r.try_get(i)?,

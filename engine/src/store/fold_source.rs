@@ -1,13 +1,14 @@
 //! What the reducer threads read: each thread owns one [`FoldSource`] and reads the
-//! events it folds, the saved states it resumes from and the stored reducer versions
-//! through it, synchronously (JavaScript never runs on the async runtime). On SQLite
-//! that is a read-only rusqlite connection with cached statements, the fastest read
-//! path here (LIMITS.md).
+//! events it folds and the saved states it resumes from through it, synchronously
+//! (JavaScript never runs on the async runtime). On SQLite that is a read-only
+//! rusqlite connection with cached statements, the fastest read path here
+//! (LIMITS.md); on PostgreSQL a connection of its own, driven through `db`.
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags};
+use sqlx::Connection as _;
 
-use super::Store;
-use super::reducer_writes::ReducerRow;
+use super::db::{Db, Pg, RowRef, vals};
+use super::{DB_FILE, Storage, Store};
 use crate::error::Result;
 
 /// One stored event as a reducer folds it.
@@ -22,17 +23,16 @@ pub(crate) struct FoldRow {
     pub(crate) data: Vec<u8>,
 }
 
-fn fold_row(q: &rusqlite::Row<'_>) -> rusqlite::Result<FoldRow> {
-    let eid: Vec<u8> = q.get(3)?;
+fn fold_row(q: &RowRef<'_, '_>) -> Result<FoldRow> {
     Ok(FoldRow {
-        pos: q.get(0)?,
-        sid: q.get(1)?,
-        idx: q.get(2)?,
-        id: uuid::Uuid::from_slice(&eid).unwrap_or_default(),
-        event_type: q.get(4)?,
-        ts: q.get(5)?,
-        content_type: q.get(6)?,
-        data: q.get(7)?,
+        pos: q.int(0)?,
+        sid: q.int(1)?,
+        idx: q.int(2)?,
+        id: uuid::Uuid::from_slice(&q.blob(3)?).unwrap_or_default(),
+        event_type: q.text(4)?,
+        ts: q.int(5)?,
+        content_type: q.text(6)?,
+        data: q.blob(7)?,
     })
 }
 
@@ -44,21 +44,35 @@ pub(crate) enum BatchOf {
     Plain { sid: i64, after_idx: i64 },
 }
 
+/// On a plain stream, the index of the last event at or before a global position;
+/// shared with the async read at start (`reducer_reads::after_index`).
+pub(super) const AFTER_INDEX: &str = "SELECT MAX(e.idx) FROM events e \
+     JOIN substreams s ON s.id = e.sid WHERE s.stream_id = $1 AND s.args = '' AND e.pos <= $2";
+
 /// A reducer thread's reads (see the module docs).
 pub(crate) struct FoldSource {
-    conn: Connection,
+    db: Db,
 }
 
 impl FoldSource {
     /// A new source over `store`'s database.
-    pub(crate) fn open(store: &Store) -> Result<Self> {
-        let conn = Connection::open_with_flags(
-            store.path(),
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.pragma_update(None, "busy_timeout", 5000)?;
-        conn.set_prepared_statement_cache_capacity(32);
-        Ok(Self { conn })
+    pub(crate) async fn open(store: &Store) -> Result<Self> {
+        let db = match store.storage() {
+            Storage::Embedded(dir) => {
+                let conn = Connection::open_with_flags(
+                    dir.join(DB_FILE),
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.pragma_update(None, "busy_timeout", 5000)?;
+                conn.set_prepared_statement_cache_capacity(32);
+                Db::Sqlite(conn)
+            }
+            Storage::Postgres(url) => {
+                let conn = sqlx::PgConnection::connect(url).await?;
+                Db::Postgres(Pg::new(conn, tokio::runtime::Handle::current()))
+            }
+        };
+        Ok(Self { db })
     }
 
     /// Up to `limit` events of `of`, at positions up to `until`.
@@ -82,38 +96,37 @@ impl FoldSource {
                 after_idx,
             ),
         };
-        let rows = self
-            .conn
-            .prepare_cached(sql)?
-            .query_map(params![key, after, until, limit], fold_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        self.db.rows(sql, vals![key, after, until, limit], fold_row)
     }
 
     /// The id of plain stream `stream_id`'s one substream, once it has one.
     pub(crate) fn plain_substream(&self, stream_id: i64) -> Result<Option<i64>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT id FROM substreams WHERE stream_id = ?1 AND args = ''")?
-            .query_row(params![stream_id], |q| q.get(0))
-            .optional()?)
+        self.db.row(
+            "SELECT id FROM substreams WHERE stream_id = ?1 AND args = ''",
+            vals![stream_id],
+            |q| q.int(0),
+        )
     }
 
-    /// The canonical args of substream `sid`.
+    /// The canonical args of substream `sid` (empty when it is gone).
     pub(crate) fn substream_args(&self, sid: i64) -> Result<String> {
         Ok(self
-            .conn
-            .prepare_cached("SELECT args FROM substreams WHERE id = ?1")?
-            .query_row(params![sid], |r| r.get(0))?)
+            .db
+            .row(
+                "SELECT args FROM substreams WHERE id = ?1",
+                vals![sid],
+                |r| r.text(0),
+            )?
+            .unwrap_or_default())
     }
 
     /// The stored settings (JSON) of stream `stream_id`, if it exists.
     pub(crate) fn stream_settings(&self, stream_id: i64) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT settings FROM streams WHERE id = ?1")?
-            .query_row(params![stream_id], |r| r.get(0))
-            .optional()?)
+        self.db.row(
+            "SELECT settings FROM streams WHERE id = ?1",
+            vals![stream_id],
+            |r| r.text(0),
+        )
     }
 
     /// The saved state of reducer version `reducer_id` for substream `sid`: the last
@@ -123,13 +136,11 @@ impl FoldSource {
         reducer_id: i64,
         sid: i64,
     ) -> Result<Option<(i64, Option<String>)>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT idx, state FROM reducer_states WHERE reducer_id = ?1 AND sid = ?2",
-            )?
-            .query_row(params![reducer_id, sid], |q| Ok((q.get(0)?, q.get(1)?)))
-            .optional()?)
+        self.db.row(
+            "SELECT idx, state FROM reducer_states WHERE reducer_id = ?1 AND sid = ?2",
+            vals![reducer_id, sid],
+            |q| Ok((q.int(0)?, q.opt_text(1)?)),
+        )
     }
 
     /// On a plain stream, the index of the last event at or before global position
@@ -141,56 +152,14 @@ impl FoldSource {
             return Ok(-1);
         }
         Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT MAX(e.idx) FROM events e JOIN substreams s ON s.id = e.sid \
-                 WHERE s.stream_id = ?1 AND s.args = '' AND e.pos <= ?2",
-            )?
-            .query_row(params![stream_id, position], |r| r.get::<_, Option<i64>>(0))?
+            .db
+            .row(AFTER_INDEX, vals![stream_id, position], |r| r.opt_int(0))?
+            .flatten()
             .unwrap_or(-1))
-    }
-
-    /// Every stored reducer version (of stream `stream_id` only, when given) with its
-    /// stream's account and name, oldest first.
-    pub(crate) fn reducers(
-        &self,
-        stream_id: Option<i64>,
-    ) -> Result<Vec<(ReducerRow, String, String)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT r.id, r.stream_id, s.factory, r.name, r.status, r.source, r.content_type, \
-             r.code, r.shape, r.reads, r.selector, r.on_error, r.code_hash, r.position, \
-             r.errors, r.halted, s.account, s.name \
-             FROM reducers r JOIN streams s ON s.id = r.stream_id \
-             WHERE ?1 IS NULL OR r.stream_id = ?1 ORDER BY r.id",
-        )?;
-        let rows = stmt.query_map(params![stream_id], |q| {
-            let reads: String = q.get(9)?;
-            let row = ReducerRow {
-                id: q.get(0)?,
-                stream_id: q.get(1)?,
-                factory: q.get(2)?,
-                name: q.get(3)?,
-                building: q.get::<_, String>(4)? == "building",
-                source: q.get(5)?,
-                content_type: q.get(6)?,
-                code: q.get(7)?,
-                module: q.get::<_, String>(8)? == "module",
-                reads: serde_json::from_str(&reads).unwrap_or_default(),
-                selector: q.get(10)?,
-                halt_on_error: q.get::<_, String>(11)? == "halt",
-                code_hash: q.get(12)?,
-                position: q.get(13)?,
-                errors: q.get(14)?,
-                halted: q.get(15)?,
-                live_from: None,
-            };
-            Ok((row, q.get::<_, String>(16)?, q.get::<_, String>(17)?))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Every stored pipe, for starting their tasks.
     pub(crate) fn pipes(&self) -> Result<Vec<super::pipe_writes::PipeRow>> {
-        super::pipe_writes::load_pipes(&self.conn)
+        super::pipe_writes::load_pipes(&self.db)
     }
 }

@@ -187,7 +187,7 @@ mod tests {
 
     async fn page_size(store: &Store) -> i64 {
         sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(&store.reads.pool)
+            .fetch_one(&store.reads.sqlite_pool())
             .await
             .unwrap()
     }

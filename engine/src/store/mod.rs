@@ -15,6 +15,7 @@ pub mod migrations;
 pub(crate) mod notice;
 pub(crate) mod pipe_reads;
 pub(crate) mod pipe_writes;
+pub(crate) mod query;
 pub mod read;
 pub(crate) mod reducer_reads;
 pub(crate) mod reducer_writes;
@@ -33,6 +34,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio::sync::broadcast;
 
@@ -59,7 +61,55 @@ pub const LOCK_FILE: &str = "eddy.lock";
 /// `store` sees the connections behind it.
 #[derive(Clone)]
 pub struct Reads {
-    pool: SqlitePool,
+    pool: Pool,
+}
+
+#[cfg(test)]
+impl Reads {
+    /// The SQLite pool, for tests that look at the embedded database itself.
+    pub(crate) fn sqlite_pool(&self) -> SqlitePool {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.clone(),
+            Pool::Postgres(_) => panic!("not an embedded database"),
+        }
+    }
+}
+
+/// The connections reads go through.
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Where a server keeps everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// The embedded SQLite database in this data directory.
+    Embedded(PathBuf),
+    /// A PostgreSQL database, by URL.
+    Postgres(String),
+}
+
+impl std::fmt::Display for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Embedded(dir) => write!(f, "{}", dir.join(DB_FILE).display()),
+            Storage::Postgres(url) => write!(f, "{}", redacted(url)),
+        }
+    }
+}
+
+/// `url` without its password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// The open store: the reads, the writer and the commit announcements.
@@ -69,9 +119,10 @@ pub struct Store {
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     notices: broadcast::Sender<Arc<Committed>>,
     last_position: Arc<AtomicI64>,
-    path: PathBuf,
-    /// The locked [`LOCK_FILE`]; released at shutdown (or when the process ends).
-    lock: std::sync::Mutex<Option<std::fs::File>>,
+    storage: Storage,
+    /// What keeps a second server off the same storage; released at shutdown (or
+    /// when the process ends).
+    lock: std::sync::Mutex<Option<Guard>>,
 }
 
 impl Store {
@@ -101,7 +152,10 @@ impl Store {
                 .run(&migrator)
                 .await
                 .map_err(|e| EngineError::internal(format!("migrations failed: {e}")))?;
-            repair::run(&migrator).await?;
+            repair::run(&Reads {
+                pool: Pool::Sqlite(migrator.clone()),
+            })
+            .await?;
             migrator.close().await;
         }
         let pool = SqlitePoolOptions::new()
@@ -116,14 +170,74 @@ impl Store {
         let (writer, thread) =
             writer::spawn(&path, notices.clone(), last_position.clone(), metrics, json)?;
         Ok(Self {
-            reads: Reads { pool },
+            reads: Reads {
+                pool: Pool::Sqlite(pool),
+            },
             writer,
             writer_thread: std::sync::Mutex::new(Some(thread)),
             notices,
             last_position,
-            path,
-            lock: std::sync::Mutex::new(Some(lock)),
+            storage: Storage::Embedded(dir.to_owned()),
+            lock: std::sync::Mutex::new(Some(Guard::File(lock))),
         })
+    }
+
+    /// Opens the store in `storage`.
+    pub async fn open_storage(
+        storage: &Storage,
+        metrics: Arc<Metrics>,
+        json: JsonLimits,
+    ) -> Result<Self> {
+        match storage {
+            Storage::Embedded(dir) => Self::open(dir, metrics, json).await,
+            Storage::Postgres(url) => Self::open_postgres(url, metrics, json).await,
+        }
+    }
+
+    /// Opens the store in the PostgreSQL database at `url`: runs its migrations and the
+    /// repairs, and starts the writer. One server per database (several nodes are the
+    /// next issue's work).
+    pub async fn open_postgres(url: &str, metrics: Arc<Metrics>, json: JsonLimits) -> Result<Self> {
+        let unreachable = |e: sqlx::Error| {
+            EngineError::internal(format!(
+                "cannot connect to the PostgreSQL database {}: {e}",
+                redacted(url)
+            ))
+        };
+        let guard = lock_database(url).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(unreachable)?;
+        migrations::postgres_migrator()
+            .run(&pool)
+            .await
+            .map_err(|e| EngineError::internal(format!("migrations failed: {e}")))?;
+        let reads = Reads {
+            pool: Pool::Postgres(pool),
+        };
+        repair::run(&reads).await?;
+        let (notices, _) = broadcast::channel(256);
+        let last_position = Arc::new(AtomicI64::new(0));
+        let (writer, thread) =
+            writer::spawn_postgres(url, notices.clone(), last_position.clone(), metrics, json)
+                .await?;
+        Ok(Self {
+            reads,
+            writer,
+            writer_thread: std::sync::Mutex::new(Some(thread)),
+            notices,
+            last_position,
+            storage: Storage::Postgres(url.to_owned()),
+            lock: std::sync::Mutex::new(Some(Guard::Postgres(guard))),
+        })
+    }
+
+    /// Where the store keeps everything.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Subscribes to commit announcements; subscribe before reading to miss nothing.
@@ -141,11 +255,6 @@ impl Store {
         self.last_position.load(Ordering::Acquire)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Finishes every write accepted so far, stops the writer and closes the pool.
     pub async fn shutdown(&self) {
         self.writer.shutdown().await;
@@ -153,12 +262,56 @@ impl Store {
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        self.reads.pool.close().await;
+        match &self.reads.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
         // another server may open the directory from now on (an in-process restart)
         if let Ok(mut lock) = self.lock.lock() {
             lock.take();
         }
     }
+}
+
+/// A held exclusive lock: the data directory's file lock, or the PostgreSQL session
+/// that holds eddy's advisory lock on the database.
+enum Guard {
+    File(
+        #[expect(dead_code, reason = "held, not read: the lock lives as long as it")] std::fs::File,
+    ),
+    Postgres(
+        #[expect(dead_code, reason = "held, not read: the lock lives as long as it")]
+        sqlx::PgConnection,
+    ),
+}
+
+/// The advisory lock key of a database's one eddy server ("eddy" in ASCII).
+const DATABASE_LOCK: i64 = 0x6564_6479;
+
+/// Takes eddy's advisory lock on the PostgreSQL database at `url`, on a session of its
+/// own that holds it while the server runs (PostgreSQL drops it with the session, so
+/// a killed server leaves nothing to clean up), or explains who holds it. One server
+/// per database: several nodes (`--lease-ms`, API §11) are not built yet.
+async fn lock_database(url: &str) -> Result<sqlx::PgConnection> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await.map_err(|e| {
+        EngineError::internal(format!(
+            "cannot connect to the PostgreSQL database {}: {e}",
+            redacted(url)
+        ))
+    })?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(DATABASE_LOCK)
+        .fetch_one(&mut conn)
+        .await?;
+    if !locked {
+        return Err(EngineError::internal(format!(
+            "the PostgreSQL database {} is in use by another eddy server (it holds eddy's \
+             advisory lock); stop that server or choose another database",
+            redacted(url)
+        )));
+    }
+    Ok(conn)
 }
 
 /// Takes the data directory's exclusive lock, or explains who holds it. The lock is

@@ -1,17 +1,19 @@
 //! Reads of stored pipes: a pipe's progress and a pipe found by its two ends.
 
 use super::Reads;
+use super::query::args;
 use crate::error::Result;
 use crate::path::StreamPath;
 
 /// A pipe's counters: (cursor, events piped, errors).
 pub(crate) async fn progress(reads: &Reads, id: i64) -> Result<(i64, i64, i64)> {
-    Ok(
-        sqlx::query_as("SELECT cursor, piped, errors FROM pipes WHERE id = ?1")
-            .bind(id)
-            .fetch_one(&reads.pool)
-            .await?,
-    )
+    let r = reads
+        .one(
+            "SELECT cursor, piped, errors FROM pipes WHERE id = $1",
+            args![id],
+        )
+        .await?;
+    Ok((r.int(0)?, r.int(1)?, r.int(2)?))
 }
 
 /// The stored columns of the pipe from `from` to `to` that its status shows.
@@ -31,29 +33,32 @@ pub(crate) async fn between(
     from: &StreamPath,
     to: &StreamPath,
 ) -> Result<Option<PipeSummary>> {
-    let args = |p: &StreamPath| p.args.as_ref().map(|a| a.canonical()).unwrap_or_default();
-    let row: Option<(i64, String, String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT id, selector, code, cursor, piped, errors, created_at FROM pipes \
-         WHERE account = ?1 AND stream = ?2 AND args = ?3 AND dest_account = ?4 \
-         AND dest_stream = ?5 AND dest_args = ?6",
-    )
-    .bind(from.account.as_str())
-    .bind(from.stream.as_str())
-    .bind(args(from))
-    .bind(to.account.as_str())
-    .bind(to.stream.as_str())
-    .bind(args(to))
-    .fetch_optional(&reads.pool)
-    .await?;
-    Ok(row.map(
-        |(id, selector, code, cursor, piped, errors, created_at)| PipeSummary {
-            id,
-            selector,
-            code,
-            cursor,
-            piped,
-            errors,
-            created_at,
-        },
-    ))
+    let canonical = |p: &StreamPath| p.args.as_ref().map(|a| a.canonical()).unwrap_or_default();
+    let row = reads
+        .optional(
+            "SELECT id, selector, code, cursor, piped, errors, created_at FROM pipes \
+             WHERE account = $1 AND stream = $2 AND args = $3 AND dest_account = $4 \
+             AND dest_stream = $5 AND dest_args = $6",
+            args![
+                from.account.as_str(),
+                from.stream.as_str(),
+                canonical(from),
+                to.account.as_str(),
+                to.stream.as_str(),
+                canonical(to)
+            ],
+        )
+        .await?;
+    row.map(|r| {
+        Ok(PipeSummary {
+            id: r.int(0)?,
+            selector: r.text(1)?,
+            code: r.text(2)?,
+            cursor: r.int(3)?,
+            piped: r.int(4)?,
+            errors: r.int(5)?,
+            created_at: r.int(6)?,
+        })
+    })
+    .transpose()
 }

@@ -296,15 +296,11 @@ impl Writer {
                 }
             }
         }
-        let greatest = if self.db.is_postgres() {
-            "UPDATE pipes SET cursor = GREATEST(cursor, ?2), piped = piped + ?3, \
-             errors = errors + ?4 WHERE id = ?1"
-        } else {
-            "UPDATE pipes SET cursor = MAX(cursor, ?2), piped = piped + ?3, \
-             errors = errors + ?4 WHERE id = ?1"
-        };
-        self.db
-            .exec(greatest, vals![batch.pipe_id, batch.cursor, piped, errors])?;
+        self.db.exec(
+            "UPDATE pipes SET cursor = CASE WHEN cursor > ?2 THEN cursor ELSE ?2 END, \
+             piped = piped + ?3, errors = errors + ?4 WHERE id = ?1",
+            vals![batch.pipe_id, batch.cursor, piped, errors],
+        )?;
         if !logs.is_empty() {
             self.append(
                 AppendRequest {
@@ -408,41 +404,30 @@ pub(crate) fn refusal_log(e: &EngineError, origin: Option<&str>) -> NewEvent {
 }
 
 /// Every stored pipe, for starting their tasks.
-pub(crate) fn load_pipes(conn: &rusqlite::Connection) -> Result<Vec<PipeRow>> {
-    let mut stmt = conn.prepare(
+pub(crate) fn load_pipes(db: &super::db::Db) -> Result<Vec<PipeRow>> {
+    let rows = db.rows(
         "SELECT id, account, stream, args, dest_account, dest_stream, dest_args, selector, \
          source, content_type, code, shape, cursor, piped, errors, created_at FROM pipes \
          ORDER BY id",
+        vals![],
+        |r| {
+            Ok((
+                r.int(0)?,
+                [
+                    r.text(1)?,
+                    r.text(2)?,
+                    r.text(3)?,
+                    r.text(4)?,
+                    r.text(5)?,
+                    r.text(6)?,
+                ],
+                [r.text(7)?, r.text(8)?, r.text(9)?, r.text(10)?, r.text(11)?],
+                [r.int(12)?, r.int(13)?, r.int(14)?, r.int(15)?],
+            ))
+        },
     )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            [
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-            ],
-            [
-                r.get::<_, String>(7)?,
-                r.get::<_, String>(8)?,
-                r.get::<_, String>(9)?,
-                r.get::<_, String>(10)?,
-                r.get::<_, String>(11)?,
-            ],
-            [
-                r.get::<_, i64>(12)?,
-                r.get::<_, i64>(13)?,
-                r.get::<_, i64>(14)?,
-                r.get::<_, i64>(15)?,
-            ],
-        ))
-    })?;
     let mut out = Vec::new();
-    for r in rows {
-        let (id, names, text, [cursor, piped, errors, created_at]) = r?;
+    for (id, names, text, [cursor, piped, errors, created_at]) in rows {
         let path = |a: &str, s: &str, args: &str| -> Option<StreamPath> {
             Some(StreamPath {
                 account: AccountName::new(a).ok()?,

@@ -3,11 +3,10 @@
 
 use std::collections::HashSet;
 
-use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
 
 use super::Reads;
-use sqlx::{QueryBuilder, Row, Sqlite};
-use uuid::Uuid;
+use super::query::{ReadRow, Sql, args};
 
 use crate::error::Result;
 use crate::event::StoredEvent;
@@ -29,14 +28,14 @@ pub struct StreamInfo {
 }
 
 pub async fn stream(reads: &Reads, account: &str, name: &str) -> Result<Option<StreamInfo>> {
-    let row = sqlx::query(
-        "SELECT id, factory, settings, created_at FROM streams WHERE account = ? AND name = ?",
-    )
-    .bind(account)
-    .bind(name)
-    .fetch_optional(&reads.pool)
-    .await?;
-    Ok(row.map(|r| stream_from_row(&r, 0)))
+    let row = reads
+        .optional(
+            "SELECT id, factory, settings, created_at FROM streams \
+             WHERE account = $1 AND name = $2",
+            args![account, name],
+        )
+        .await?;
+    row.map(|r| stream_from_row(&r, 0)).transpose()
 }
 
 /// A stream's row and the id of its substream with canonical `args` (`""`: a plain
@@ -48,28 +47,27 @@ pub async fn stream_and_substream(
     name: &str,
     args: &str,
 ) -> Result<Option<(StreamInfo, Option<i64>)>> {
-    let row = sqlx::query(
-        "SELECT s.id, s.factory, s.settings, s.created_at, ss.id FROM streams s \
-         LEFT JOIN substreams ss ON ss.stream_id = s.id AND ss.args = ? \
-         WHERE s.account = ? AND s.name = ?",
-    )
-    .bind(args)
-    .bind(account)
-    .bind(name)
-    .fetch_optional(&reads.pool)
-    .await?;
-    Ok(row.map(|r| (stream_from_row(&r, 0), r.get(4))))
+    let row = reads
+        .optional(
+            "SELECT s.id, s.factory, s.settings, s.created_at, ss.id FROM streams s \
+             LEFT JOIN substreams ss ON ss.stream_id = s.id AND ss.args = $1 \
+             WHERE s.account = $2 AND s.name = $3",
+            args![args, account, name],
+        )
+        .await?;
+    row.map(|r| Ok((stream_from_row(&r, 0)?, r.opt_int(4)?)))
+        .transpose()
 }
 
 /// [`StreamInfo`] from four columns from `at`: id, factory, settings, created_at.
-fn stream_from_row(r: &SqliteRow, at: usize) -> StreamInfo {
-    let factory: bool = r.get(at + 1);
-    StreamInfo {
-        id: r.get(at),
+fn stream_from_row(r: &ReadRow, at: usize) -> Result<StreamInfo> {
+    let factory = r.flag(at + 1)?;
+    Ok(StreamInfo {
+        id: r.int(at)?,
         factory,
-        settings: StreamSettings::from_stored(r.get::<&str, _>(at + 2), factory),
-        created_at: r.get(at + 3),
-    }
+        settings: StreamSettings::from_stored(&r.text(at + 2)?, factory),
+        created_at: r.int(at + 3)?,
+    })
 }
 
 /// What [`event_by_path`] finds: the stream, its substream's id and the event, each
@@ -86,37 +84,33 @@ pub async fn event_by_path(
     durable: i64,
 ) -> Result<Option<EventLookup>> {
     // the event's columns first, where `event_from_row` reads them
-    let row = sqlx::query(
-        "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, e.metadata, \
-         ss.args, e.sid, e.origin, st.id, st.factory, st.settings, st.created_at, ss.id \
-         FROM streams st \
-         LEFT JOIN substreams ss ON ss.stream_id = st.id AND ss.args = ? \
-         LEFT JOIN events e ON e.sid = ss.id AND e.idx = ? AND e.pos <= ? \
-         WHERE st.account = ? AND st.name = ?",
-    )
-    .bind(args)
-    .bind(index as i64)
-    .bind(durable)
-    .bind(account)
-    .bind(name)
-    .fetch_optional(&reads.pool)
-    .await?;
-    Ok(row.map(|r| {
-        let event = r
-            .get::<Option<i64>, _>(0)
-            .map(|_| event_from_row(&format!("{account}/{name}"), &r));
-        (stream_from_row(&r, 11), r.get(15), event)
-    }))
+    let row = reads
+        .optional(
+            "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, e.metadata, \
+             ss.args, e.sid, e.origin, st.id, st.factory, st.settings, st.created_at, ss.id \
+             FROM streams st \
+             LEFT JOIN substreams ss ON ss.stream_id = st.id AND ss.args = $1 \
+             LEFT JOIN events e ON e.sid = ss.id AND e.idx = $2 AND e.pos <= $3 \
+             WHERE st.account = $4 AND st.name = $5",
+            args![args, index as i64, durable, account, name],
+        )
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    let event = match r.opt_int(0)? {
+        Some(_) => Some(event_from_row(&format!("{account}/{name}"), &r)?),
+        None => None,
+    };
+    Ok(Some((stream_from_row(&r, 11)?, r.opt_int(15)?, event)))
 }
 
 pub async fn substream_id(reads: &Reads, stream_id: i64, args: &str) -> Result<Option<i64>> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM substreams WHERE stream_id = ? AND args = ?")
-            .bind(stream_id)
-            .bind(args)
-            .fetch_optional(&reads.pool)
-            .await?,
-    )
+    let row = reads
+        .optional(
+            "SELECT id FROM substreams WHERE stream_id = $1 AND args = $2",
+            args![stream_id, args],
+        )
+        .await?;
+    row.map(|r| r.int(0)).transpose()
 }
 
 /// What a read covers.
@@ -168,26 +162,26 @@ impl Page {
 const EVENT_COLUMNS: &str = "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, \
      e.metadata, s.args, e.sid, e.origin FROM events e JOIN substreams s ON s.id = e.sid WHERE ";
 
-fn event_from_row(prefix: &str, r: &SqliteRow) -> StoredEvent {
-    let args: &str = r.get(8);
+/// The event in the columns [`EVENT_COLUMNS`] lists (`origin` at 10).
+fn event_from_row(prefix: &str, r: &ReadRow) -> Result<StoredEvent> {
+    let args = r.text(8)?;
     let stream = if args.is_empty() {
         prefix.to_owned()
     } else {
         format!("{prefix}({args})")
     };
-    let eid: &[u8] = r.get(2);
-    StoredEvent {
+    Ok(StoredEvent {
         stream,
-        position: r.get(0),
-        index: r.get::<i64, _>(1) as u64,
-        id: Uuid::from_slice(eid).unwrap_or_default(),
-        event_type: r.get(3),
-        timestamp: r.get(4),
-        content_type: r.get(5),
-        data: bytes::Bytes::from(r.get::<Vec<u8>, _>(6)),
-        metadata: r.get(7),
-        origin: r.get("origin"),
-    }
+        position: r.int(0)?,
+        index: r.int(1)? as u64,
+        id: Uuid::from_slice(&r.blob(2)?).unwrap_or_default(),
+        event_type: r.text(3)?,
+        timestamp: r.int(4)?,
+        content_type: r.text(5)?,
+        data: bytes::Bytes::from(r.blob(6)?),
+        metadata: r.opt_text(7)?,
+        origin: r.opt_text(10)?,
+    })
 }
 
 /// Reads one page of events matching the selector, among those at or below the
@@ -214,40 +208,36 @@ pub async fn events(reads: &Reads, q: &EventQuery<'_>, durable: i64) -> Result<P
         } else {
             q.limit + 1
         };
-        let mut qb = QueryBuilder::<Sqlite>::new(EVENT_COLUMNS);
+        let mut qb = Sql::new(EVENT_COLUMNS);
         match q.scope {
-            Scope::Substream(sid) => qb.push("e.sid = ").push_bind(sid),
-            Scope::Factory(id) => qb.push("e.factory_id = ").push_bind(id),
+            Scope::Substream(sid) => qb.push("e.sid = ").bind(sid),
+            Scope::Factory(id) => qb.push("e.factory_id = ").bind(id),
         };
         match cursor {
-            Cursor::Index(i) => qb.push(" AND e.idx >= ").push_bind(i as i64),
-            Cursor::After(p) => qb.push(" AND e.pos > ").push_bind(p),
+            Cursor::Index(i) => qb.push(" AND e.idx >= ").bind(i as i64),
+            Cursor::After(p) => qb.push(" AND e.pos > ").bind(p),
         };
-        qb.push(" AND e.pos <= ").push_bind(durable);
+        qb.push(" AND e.pos <= ").bind(durable);
         push_conditions(&mut qb, q.selector);
         if let Some(sids) = &sql_subs {
-            qb.push(" AND e.sid IN (");
-            let mut list = qb.separated(", ");
-            for sid in sids {
-                list.push_bind(*sid);
-            }
-            qb.push(")");
+            qb.push(" AND e.sid IN ");
+            qb.bind_list(sids.iter().copied());
         }
         match q.scope {
             Scope::Substream(_) => qb.push(" ORDER BY e.idx"),
             Scope::Factory(_) => qb.push(" ORDER BY e.pos"),
         };
-        qb.push(" LIMIT ").push_bind(fetch as i64);
-        let rows = qb.build().fetch_all(&reads.pool).await?;
+        qb.push(" LIMIT ").bind(fetch as i64);
+        let rows = reads.all_of(qb).await?;
         let exhausted = rows.len() < fetch;
         for r in &rows {
-            let e = event_from_row(q.prefix, r);
+            let e = event_from_row(q.prefix, r)?;
             cursor = match q.scope {
                 Scope::Substream(_) => Cursor::Index(e.index + 1),
                 Scope::Factory(_) => Cursor::After(e.position),
             };
             if let Some(set) = &post_filter
-                && !set.contains(&r.get::<i64, _>(9))
+                && !set.contains(&r.int(9)?)
             {
                 continue;
             }
@@ -264,32 +254,28 @@ pub async fn events(reads: &Reads, q: &EventQuery<'_>, durable: i64) -> Result<P
 }
 
 /// Appends the selector's type, index and time conditions.
-fn push_conditions(qb: &mut QueryBuilder<Sqlite>, sel: &Selector) {
+fn push_conditions(qb: &mut Sql, sel: &Selector) {
     for (list, op) in [
-        (&sel.types, " AND e.type IN ("),
-        (&sel.exclude_types, " AND e.type NOT IN ("),
+        (&sel.types, " AND e.type IN "),
+        (&sel.exclude_types, " AND e.type NOT IN "),
     ] {
         if list.is_empty() {
             continue;
         }
         qb.push(op);
-        let mut sep = qb.separated(", ");
-        for t in list {
-            sep.push_bind(t.clone());
-        }
-        qb.push(")");
+        qb.bind_list(list.iter());
     }
     if let Some(v) = sel.from {
-        qb.push(" AND e.idx >= ").push_bind(v as i64);
+        qb.push(" AND e.idx >= ").bind(v as i64);
     }
     if let Some(v) = sel.to {
-        qb.push(" AND e.idx <= ").push_bind(v as i64);
+        qb.push(" AND e.idx <= ").bind(v as i64);
     }
     if let Some(v) = sel.since {
-        qb.push(" AND e.ts >= ").push_bind(v);
+        qb.push(" AND e.ts >= ").bind(v);
     }
     if let Some(v) = sel.until {
-        qb.push(" AND e.ts <= ").push_bind(v);
+        qb.push(" AND e.ts <= ").bind(v);
     }
 }
 
@@ -304,19 +290,22 @@ async fn matching_substreams(reads: &Reads, stream_id: i64, sel: &Selector) -> R
         }
         return Ok(out);
     }
-    let rows = sqlx::query("SELECT id, args FROM substreams WHERE stream_id = ?")
-        .bind(stream_id)
-        .fetch_all(&reads.pool)
+    let rows = reads
+        .all(
+            "SELECT id, args FROM substreams WHERE stream_id = $1",
+            args![stream_id],
+        )
         .await?;
-    Ok(rows
-        .iter()
-        .filter(|r| {
-            Args::parse(r.get::<&str, _>(1))
-                .ok()
-                .is_some_and(|a| sel.matches_args(Some(&a)))
-        })
-        .map(|r| r.get(0))
-        .collect())
+    let mut out = Vec::new();
+    for r in &rows {
+        if Args::parse(&r.text(1)?)
+            .ok()
+            .is_some_and(|a| sel.matches_args(Some(&a)))
+        {
+            out.push(r.int(0)?);
+        }
+    }
+    Ok(out)
 }
 
 /// One page of the events of every stream of an account (its internal log streams
@@ -330,25 +319,23 @@ pub async fn account_events(
     limit: usize,
     durable: i64,
 ) -> Result<Page> {
-    let mut qb = QueryBuilder::<Sqlite>::new(
+    let mut qb = Sql::new(
         "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, e.metadata, \
-         s.args, e.sid, t.name, e.origin FROM events e JOIN substreams s ON s.id = e.sid \
+         s.args, e.sid, e.origin, t.name FROM events e JOIN substreams s ON s.id = e.sid \
          JOIN streams t ON t.id = s.stream_id WHERE t.account = ",
     );
-    qb.push_bind(account);
+    qb.bind(account);
     qb.push(" AND t.name NOT LIKE '%/%' AND e.pos > ")
-        .push_bind(after);
-    qb.push(" AND e.pos <= ").push_bind(durable);
+        .bind(after);
+    qb.push(" AND e.pos <= ").bind(durable);
     push_conditions(&mut qb, selector);
-    qb.push(" ORDER BY e.pos LIMIT ")
-        .push_bind(limit as i64 + 1);
-    let rows = qb.build().fetch_all(&reads.pool).await?;
+    qb.push(" ORDER BY e.pos LIMIT ").bind(limit as i64 + 1);
+    let rows = reads.all_of(qb).await?;
     let more = rows.len() > limit;
-    let events = rows
-        .iter()
-        .take(limit)
-        .map(|r| event_from_row(&format!("{account}/{}", r.get::<&str, _>(10)), r))
-        .collect();
+    let mut events = Vec::with_capacity(rows.len().min(limit));
+    for r in rows.iter().take(limit) {
+        events.push(event_from_row(&format!("{account}/{}", r.text(11)?), r)?);
+    }
     Ok(Page { events, more })
 }
 
@@ -369,26 +356,26 @@ pub async fn list_streams(
     after: &str,
     limit: usize,
 ) -> Result<Vec<StreamEntry>> {
-    let rows = sqlx::query(
-        "SELECT s.name, s.factory, COALESCE(SUM(ss.event_count), 0), s.created_at \
-         FROM streams s LEFT JOIN substreams ss ON ss.stream_id = s.id \
-         WHERE s.account = ? AND s.name > ? AND s.name NOT LIKE '%/%' GROUP BY s.id, s.name, s.factory, s.created_at \
-         ORDER BY s.name LIMIT ?",
-    )
-    .bind(account)
-    .bind(after)
-    .bind(limit as i64)
-    .fetch_all(&reads.pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| StreamEntry {
-            name: r.get(0),
-            factory: r.get(1),
-            events: r.get(2),
-            created_at: r.get(3),
+    // the sum is cast back: PostgreSQL sums BIGINTs as NUMERIC
+    let rows = reads
+        .all(
+            "SELECT s.name, s.factory, CAST(COALESCE(SUM(ss.event_count), 0) AS BIGINT), \
+             s.created_at FROM streams s LEFT JOIN substreams ss ON ss.stream_id = s.id \
+             WHERE s.account = $1 AND s.name > $2 AND s.name NOT LIKE '%/%' \
+             GROUP BY s.id, s.name, s.factory, s.created_at ORDER BY s.name LIMIT $3",
+            args![account, after, limit as i64],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(StreamEntry {
+                name: r.text(0)?,
+                factory: r.flag(1)?,
+                events: r.int(2)?,
+                created_at: r.int(3)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// A substream in a factory's listing.
@@ -408,25 +395,24 @@ pub async fn list_substreams(
     after: i64,
     limit: usize,
 ) -> Result<Vec<SubstreamEntry>> {
-    let rows = sqlx::query(
-        "SELECT id, args, event_count, last_index, last_timestamp FROM substreams \
-         WHERE stream_id = ? AND id > ? ORDER BY id LIMIT ?",
-    )
-    .bind(stream_id)
-    .bind(after)
-    .bind(limit as i64)
-    .fetch_all(&reads.pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| SubstreamEntry {
-            id: r.get(0),
-            args: r.get(1),
-            events: r.get(2),
-            last_index: r.get(3),
-            last_timestamp: r.get(4),
+    let rows = reads
+        .all(
+            "SELECT id, args, event_count, last_index, last_timestamp FROM substreams \
+             WHERE stream_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            args![stream_id, after, limit as i64],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SubstreamEntry {
+                id: r.int(0)?,
+                args: r.text(1)?,
+                events: r.int(2)?,
+                last_index: r.int(3)?,
+                last_timestamp: r.int(4)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The data of the last event of the substream `args` of `account`/`stream`, if it has
@@ -437,15 +423,14 @@ pub(crate) async fn last_data(
     stream: &str,
     args: &str,
 ) -> Result<Option<Vec<u8>>> {
-    Ok(sqlx::query_scalar(
-        "SELECT e.data FROM events e JOIN substreams s ON s.id = e.sid \
-         JOIN streams t ON t.id = s.stream_id \
-         WHERE t.account = ?1 AND t.name = ?2 AND s.args = ?3 \
-         ORDER BY e.idx DESC LIMIT 1",
-    )
-    .bind(account)
-    .bind(stream)
-    .bind(args)
-    .fetch_optional(&reads.pool)
-    .await?)
+    let row = reads
+        .optional(
+            "SELECT e.data FROM events e JOIN substreams s ON s.id = e.sid \
+             JOIN streams t ON t.id = s.stream_id \
+             WHERE t.account = $1 AND t.name = $2 AND s.args = $3 \
+             ORDER BY e.idx DESC LIMIT 1",
+            args![account, stream, args],
+        )
+        .await?;
+    row.map(|r| r.blob(0)).transpose()
 }

@@ -2,7 +2,8 @@
 //! that the reducer threads' published progress does not answer alone.
 
 use super::Reads;
-use sqlx::Row;
+use super::query::args;
+use super::reducer_writes::ReducerRow;
 
 use crate::error::Result;
 
@@ -13,25 +14,25 @@ pub(crate) async fn saved_state(
     reducer_id: i64,
     sid: i64,
 ) -> Result<Option<(i64, Option<String>)>> {
-    let row = sqlx::query("SELECT idx, state FROM reducer_states WHERE reducer_id = ? AND sid = ?")
-        .bind(reducer_id)
-        .bind(sid)
-        .fetch_optional(&reads.pool)
+    let row = reads
+        .optional(
+            "SELECT idx, state FROM reducer_states WHERE reducer_id = $1 AND sid = $2",
+            args![reducer_id, sid],
+        )
         .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    row.map(|r| Ok((r.int(0)?, r.opt_text(1)?))).transpose()
 }
 
 /// The last index of substream `sid` at or before global position `position` (-1
 /// when it has none there): a factory reducer's `Reducer-Index` for that substream.
 pub(crate) async fn substream_index(reads: &Reads, sid: i64, position: i64) -> Result<i64> {
-    let idx: Option<i64> = sqlx::query_scalar(
-        "SELECT idx FROM events WHERE sid = ? AND pos <= ? ORDER BY idx DESC LIMIT 1",
-    )
-    .bind(sid)
-    .bind(position)
-    .fetch_optional(&reads.pool)
-    .await?;
-    Ok(idx.unwrap_or(-1))
+    let row = reads
+        .optional(
+            "SELECT idx FROM events WHERE sid = $1 AND pos <= $2 ORDER BY idx DESC LIMIT 1",
+            args![sid, position],
+        )
+        .await?;
+    Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(-1))
 }
 
 /// One page of a factory reducer's saved states: (substream id, canonical args,
@@ -44,31 +45,27 @@ pub(crate) async fn saved_states_page(
     after: i64,
     limit: usize,
 ) -> Result<Vec<(i64, String, i64, Option<String>)>> {
-    let rows = sqlx::query(
-        "SELECT s.id, s.args, \
-           (SELECT e.idx FROM events e WHERE e.sid = s.id AND e.pos <= ? ORDER BY e.idx DESC LIMIT 1), \
-           rs.state \
-         FROM substreams s LEFT JOIN reducer_states rs ON rs.reducer_id = ? AND rs.sid = s.id \
-         WHERE s.stream_id = ? AND s.id > ? ORDER BY s.id LIMIT ?",
-    )
-    .bind(position)
-    .bind(reducer_id)
-    .bind(stream_id)
-    .bind(after)
-    .bind(limit as i64)
-    .fetch_all(&reads.pool)
-    .await?;
-    Ok(rows
-        .into_iter()
+    let rows = reads
+        .all(
+            "SELECT s.id, s.args, \
+               (SELECT e.idx FROM events e WHERE e.sid = s.id AND e.pos <= $1 \
+                ORDER BY e.idx DESC LIMIT 1), \
+               rs.state \
+             FROM substreams s LEFT JOIN reducer_states rs ON rs.reducer_id = $2 AND rs.sid = s.id \
+             WHERE s.stream_id = $3 AND s.id > $4 ORDER BY s.id LIMIT $5",
+            args![position, reducer_id, stream_id, after, limit as i64],
+        )
+        .await?;
+    rows.iter()
         .map(|r| {
-            (
-                r.get(0),
-                r.get(1),
-                r.get::<Option<i64>, _>(2).unwrap_or(-1),
-                r.get(3),
-            )
+            Ok((
+                r.int(0)?,
+                r.text(1)?,
+                r.opt_int(2)?.unwrap_or(-1),
+                r.opt_text(3)?,
+            ))
         })
-        .collect())
+        .collect()
 }
 
 /// Events of a stream (every substream of a factory) after `position` up to `head`:
@@ -81,17 +78,15 @@ pub(crate) async fn lag(
     head: i64,
 ) -> Result<i64> {
     let sql = if factory {
-        "SELECT COUNT(*) FROM events WHERE factory_id = ? AND pos > ? AND pos <= ?"
+        "SELECT COUNT(*) FROM events WHERE factory_id = $1 AND pos > $2 AND pos <= $3"
     } else {
-        "SELECT COUNT(*) FROM events WHERE sid = (SELECT id FROM substreams WHERE stream_id = ? \
-         AND args = '') AND pos > ? AND pos <= ?"
+        "SELECT COUNT(*) FROM events WHERE sid = (SELECT id FROM substreams WHERE stream_id = $1 \
+         AND args = '') AND pos > $2 AND pos <= $3"
     };
-    Ok(sqlx::query_scalar(sql)
-        .bind(stream_id)
-        .bind(position)
-        .bind(head)
-        .fetch_one(&reads.pool)
-        .await?)
+    reads
+        .one(sql, args![stream_id, position, head])
+        .await?
+        .int(0)
 }
 
 /// The name and `reads` list (JSON) of every reducer version of `account/stream`, oldest
@@ -101,14 +96,14 @@ pub(crate) async fn reads_of_stream(
     account: &str,
     stream: &str,
 ) -> Result<Vec<(String, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT r.name, r.reads FROM reducers r JOIN streams s ON s.id = r.stream_id \
-         WHERE s.account = ?1 AND s.name = ?2 ORDER BY r.id",
-    )
-    .bind(account)
-    .bind(stream)
-    .fetch_all(&reads.pool)
-    .await?)
+    let rows = reads
+        .all(
+            "SELECT r.name, r.reads FROM reducers r JOIN streams s ON s.id = r.stream_id \
+             WHERE s.account = $1 AND s.name = $2 ORDER BY r.id",
+            args![account, stream],
+        )
+        .await?;
+    rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect()
 }
 
 /// The code and media type of the newest version of reducer `name` of `account/stream`.
@@ -118,13 +113,61 @@ pub(crate) async fn source(
     stream: &str,
     name: &str,
 ) -> Result<Option<(String, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT r.source, r.content_type FROM reducers r JOIN streams s ON s.id = r.stream_id \
-         WHERE s.account = ?1 AND s.name = ?2 AND r.name = ?3 ORDER BY r.id DESC LIMIT 1",
-    )
-    .bind(account)
-    .bind(stream)
-    .bind(name)
-    .fetch_optional(&reads.pool)
-    .await?)
+    let row = reads
+        .optional(
+            "SELECT r.source, r.content_type FROM reducers r JOIN streams s ON s.id = r.stream_id \
+             WHERE s.account = $1 AND s.name = $2 AND r.name = $3 ORDER BY r.id DESC LIMIT 1",
+            args![account, stream, name],
+        )
+        .await?;
+    row.map(|r| Ok((r.text(0)?, r.text(1)?))).transpose()
+}
+
+/// On a plain stream, the index of the last event at or before global position
+/// `position` (-1 before the first), as `FoldSource::after_index` answers it.
+pub(crate) async fn after_index(reads: &Reads, stream_id: i64, position: i64) -> Result<i64> {
+    if position == 0 {
+        return Ok(-1);
+    }
+    let row = reads
+        .one(super::fold_source::AFTER_INDEX, args![stream_id, position])
+        .await?;
+    Ok(row.opt_int(0)?.unwrap_or(-1))
+}
+
+/// Every stored reducer version with its stream's account and name, oldest first.
+pub(crate) async fn versions(reads: &Reads) -> Result<Vec<(ReducerRow, String, String)>> {
+    let rows = reads
+        .all(
+            "SELECT r.id, r.stream_id, s.factory, r.name, r.status, r.source, r.content_type, \
+             r.code, r.shape, r.reads, r.selector, r.on_error, r.code_hash, r.position, \
+             r.errors, r.halted, s.account, s.name \
+             FROM reducers r JOIN streams s ON s.id = r.stream_id ORDER BY r.id",
+            args![],
+        )
+        .await?;
+    rows.iter()
+        .map(|q| {
+            let row = ReducerRow {
+                id: q.int(0)?,
+                stream_id: q.int(1)?,
+                factory: q.flag(2)?,
+                name: q.text(3)?,
+                building: q.text(4)? == "building",
+                source: q.text(5)?,
+                content_type: q.text(6)?,
+                code: q.text(7)?,
+                module: q.text(8)? == "module",
+                reads: serde_json::from_str(&q.text(9)?).unwrap_or_default(),
+                selector: q.text(10)?,
+                halt_on_error: q.text(11)? == "halt",
+                code_hash: q.text(12)?,
+                position: q.int(13)?,
+                errors: q.int(14)?,
+                halted: q.opt_text(15)?,
+                live_from: None,
+            };
+            Ok((row, q.text(16)?, q.text(17)?))
+        })
+        .collect()
 }

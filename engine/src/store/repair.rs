@@ -1,16 +1,16 @@
 //! Repairs made at every start to states an earlier version could leave behind; each
 //! is a no-op on a database that does not need it.
 
-use sqlx::SqlitePool;
-
+use super::Reads;
+use super::query::args;
 use crate::builtins;
 use crate::error::Result;
 use crate::path::AccountName;
 
 /// Runs every repair.
-pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
-    account_events(pool).await?;
-    refused_accounts(pool).await
+pub(super) async fn run(reads: &Reads) -> Result<()> {
+    account_events(reads).await?;
+    refused_accounts(reads).await
 }
 
 /// An account whose name read as a number (`/123/s`) once had its account events
@@ -18,15 +18,14 @@ pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
 /// every new stream, was refused. That plain stream is renamed to an internal name
 /// (kept for inspection, invisible to reads), so `eddy/events` is made again as the
 /// factory it is on the next account event.
-async fn account_events(pool: &SqlitePool) -> Result<()> {
-    let renamed = sqlx::query(
-        "UPDATE streams SET name = 'events/unusable-' || id \
-         WHERE account = ?1 AND name = 'events' AND factory = 0",
-    )
-    .bind(builtins::ACCOUNT)
-    .execute(pool)
-    .await?
-    .rows_affected();
+async fn account_events(reads: &Reads) -> Result<()> {
+    let renamed = reads
+        .execute(
+            "UPDATE streams SET name = 'events/unusable-' || id \
+             WHERE account = $1 AND name = 'events' AND factory = FALSE",
+            args![builtins::ACCOUNT],
+        )
+        .await?;
     if renamed > 0 {
         tracing::warn!(
             "repaired the account events: a plain stream eddy/events (written for an account \
@@ -39,13 +38,15 @@ async fn account_events(pool: &SqlitePool) -> Result<()> {
 
 /// Names the stored accounts whose names are no longer accepted (they read as a number
 /// or keyword in factory arguments): their data stays, unreachable over HTTP.
-async fn refused_accounts(pool: &SqlitePool) -> Result<()> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT account FROM streams UNION SELECT name FROM accounts ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await?;
-    for name in names {
+async fn refused_accounts(reads: &Reads) -> Result<()> {
+    let rows = reads
+        .all(
+            "SELECT account FROM streams UNION SELECT name FROM accounts ORDER BY 1",
+            args![],
+        )
+        .await?;
+    for row in rows {
+        let name = row.text(0)?;
         if let Err(e) = AccountName::new(&name) {
             tracing::warn!(
                 account = %name,

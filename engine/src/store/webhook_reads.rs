@@ -1,29 +1,28 @@
 //! Reads of stored webhooks: a stream's webhooks, one webhook, and all of them at start.
 
-use sqlx::Row;
-
 use super::Reads;
+use super::query::{ReadRow, args};
 use super::webhook_writes::WebhookRow;
 use crate::error::Result;
 
 const COLUMNS: &str = "SELECT id, account, stream, args, url, selector, data, secret, cursor, \
                        paused, created_at, failures FROM webhooks";
 
-fn row_from(r: &sqlx::sqlite::SqliteRow) -> WebhookRow {
-    WebhookRow {
-        id: r.get(0),
-        account: r.get(1),
-        stream: r.get(2),
-        args: r.get(3),
-        url: r.get(4),
-        selector: r.get(5),
-        data: r.get(6),
-        secret: r.get(7),
-        cursor: r.get(8),
-        paused: r.get(9),
-        created_at: r.get(10),
-        failures: u32::try_from(r.get::<i64, _>(11)).unwrap_or(u32::MAX),
-    }
+fn row_from(r: &ReadRow) -> Result<WebhookRow> {
+    Ok(WebhookRow {
+        id: r.text(0)?,
+        account: r.text(1)?,
+        stream: r.text(2)?,
+        args: r.text(3)?,
+        url: r.text(4)?,
+        selector: r.text(5)?,
+        data: r.flag(6)?,
+        secret: r.text(7)?,
+        cursor: r.int(8)?,
+        paused: r.opt_text(9)?,
+        created_at: r.int(10)?,
+        failures: u32::try_from(r.int(11)?).unwrap_or(u32::MAX),
+    })
 }
 
 /// The webhooks of the (sub)stream named by `account`, `stream` and canonical `args`,
@@ -34,15 +33,16 @@ pub(crate) async fn of_stream(
     stream: &str,
     args: &str,
 ) -> Result<Vec<WebhookRow>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{COLUMNS} WHERE account = ? AND stream = ? AND args = ? ORDER BY created_at, id"
-    )))
-    .bind(account)
-    .bind(stream)
-    .bind(args)
-    .fetch_all(&reads.pool)
-    .await?;
-    Ok(rows.iter().map(row_from).collect())
+    let rows = reads
+        .all(
+            &format!(
+                "{COLUMNS} WHERE account = $1 AND stream = $2 AND args = $3 \
+                 ORDER BY created_at, id"
+            ),
+            args![account, stream, args],
+        )
+        .await?;
+    rows.iter().map(row_from).collect()
 }
 
 /// Webhook `id` of that (sub)stream, if it has one.
@@ -53,22 +53,17 @@ pub(crate) async fn one(
     stream: &str,
     args: &str,
 ) -> Result<Option<WebhookRow>> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{COLUMNS} WHERE id = ? AND account = ? AND stream = ? AND args = ?"
-    )))
-    .bind(id)
-    .bind(account)
-    .bind(stream)
-    .bind(args)
-    .fetch_optional(&reads.pool)
-    .await?;
-    Ok(row.as_ref().map(row_from))
+    let row = reads
+        .optional(
+            &format!("{COLUMNS} WHERE id = $1 AND account = $2 AND stream = $3 AND args = $4"),
+            args![id, account, stream, args],
+        )
+        .await?;
+    row.as_ref().map(row_from).transpose()
 }
 
 /// Every stored webhook.
 pub(crate) async fn all(reads: &Reads) -> Result<Vec<WebhookRow>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(COLUMNS.to_owned()))
-        .fetch_all(&reads.pool)
-        .await?;
-    Ok(rows.iter().map(row_from).collect())
+    let rows = reads.all(COLUMNS, args![]).await?;
+    rows.iter().map(row_from).collect()
 }

@@ -113,7 +113,7 @@ impl Writer {
             } => {
                 let (stream, entry) = *log;
                 let n = self.db.exec(
-                    "UPDATE webhooks SET paused = ?1, cursor = MAX(cursor, ?2), failures = ?4 \
+                    "UPDATE webhooks SET paused = ?1, cursor = CASE WHEN cursor > ?2 THEN cursor ELSE ?2 END, failures = ?4 \
                          WHERE id = ?3",
                     vals![reason, cursor, id, failures],
                 )?;

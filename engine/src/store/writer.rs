@@ -201,13 +201,6 @@ pub(crate) fn spawn(
 /// durable there (`synchronous_commit` on), so a group is answered once committed.
 /// The writer hands out positions from its own counter, as on SQLite: one writer per
 /// database.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the PostgreSQL store that starts it comes next (issue 28)"
-    )
-)]
 pub(crate) async fn spawn_postgres(
     url: &str,
     notices: broadcast::Sender<Arc<Committed>>,
