@@ -5,6 +5,8 @@ pub mod access_reads;
 pub mod access_writes;
 mod account_events;
 mod apply;
+pub mod copy;
+mod copy_rows;
 pub(crate) mod db;
 #[cfg(test)]
 mod db_tests;
