@@ -7,6 +7,8 @@ mod account_events;
 mod apply;
 pub mod copy;
 mod copy_rows;
+#[cfg(test)]
+mod copy_tests;
 pub(crate) mod db;
 #[cfg(test)]
 mod db_tests;
