@@ -12,6 +12,7 @@
 //! largest copied id, sets `event_positions` to the last copied position and drops the
 //! progress table: from then on the target counts as not empty and is refused.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -168,7 +169,7 @@ pub async fn copy_to_postgres(
             .map_err(|e| CopyError::Schema(format!("applying eddy's schema failed: {e}")))?;
     }
     let plans = plan_tables(&mut source, &mut pg).await?;
-    let counts = source.run(|conn| source_counts(conn)).await?;
+    let counts = source.run(source_counts).await?;
     let mut progress = if resumed {
         load_progress(&mut pg, &counts).await?
     } else {
@@ -274,17 +275,24 @@ fn check_source_version(conn: &Connection) -> Result<(), CopyError> {
     Ok(())
 }
 
-/// A table's size in the embedded database: its row count and largest rowid. Also
-/// what tells a resumed copy that the source is the one the copy began with.
+/// A table in the embedded database: its row count and largest rowid, and a digest
+/// of its rows. What tells a resumed copy that the source is the one it began with
+/// (a server that ran on it in between may have moved a cursor and added no row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Count {
     rows: u64,
     max_rowid: i64,
+    digest: i64,
 }
+
+/// The table whose rows never change once written, and so need no digest: appends
+/// show in its count.
+const APPEND_ONLY: &str = "events";
 
 fn source_counts(conn: &Connection) -> Result<BTreeMap<&'static str, Count>, CopyError> {
     let mut counts = BTreeMap::new();
     for table in TABLES {
+        let read = |e| CopyError::Source(format!("counting table {table}: {e}"));
         let (rows, max_rowid): (i64, i64) = conn
             .query_row(
                 &format!(
@@ -294,16 +302,50 @@ fn source_counts(conn: &Connection) -> Result<BTreeMap<&'static str, Count>, Cop
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .map_err(|e| CopyError::Source(format!("counting table {table}: {e}")))?;
+            .map_err(read)?;
+        let digest = if table == APPEND_ONLY {
+            0
+        } else {
+            digest(conn, table).map_err(read)?
+        };
         counts.insert(
             table,
             Count {
                 rows: rows as u64,
                 max_rowid,
+                digest,
             },
         );
     }
     Ok(counts)
+}
+
+/// The first 64 bits of a SHA-256 over every value of `table`, in rowid order.
+fn digest(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
+    use rusqlite::types::ValueRef;
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    let mut stmt = conn.prepare(&format!("SELECT * FROM {} ORDER BY rowid", quoted(table)))?;
+    let width = stmt.column_count();
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        for i in 0..width {
+            let (tag, bytes): (u8, Cow<'_, [u8]>) = match row.get_ref(i)? {
+                ValueRef::Null => (0, Cow::Borrowed(&[])),
+                ValueRef::Integer(n) => (1, Cow::Owned(n.to_be_bytes().to_vec())),
+                ValueRef::Real(f) => (2, Cow::Owned(f.to_be_bytes().to_vec())),
+                ValueRef::Text(t) => (3, Cow::Borrowed(t)),
+                ValueRef::Blob(b) => (4, Cow::Borrowed(b)),
+            };
+            hash.update([tag]);
+            hash.update((bytes.len() as u64).to_be_bytes());
+            hash.update(&bytes);
+        }
+    }
+    let out = hash.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&out[..8]);
+    Ok(i64::from_be_bytes(first))
 }
 
 async fn relation_exists(pg: &mut PgConnection, name: &str) -> Result<bool, CopyError> {
@@ -462,12 +504,13 @@ async fn start_progress(
     let doing = "creating the progress table";
     let mut tx = pg.begin().await.map_err(target(doing))?;
     sqlx::query(AssertSqlSafe(format!(
-        // the source's row count and largest rowid, to check it is unchanged on resume;
-        // the rowid up to which (and the rows that) this table is copied
+        // the source's row count, largest rowid and digest, to check it is unchanged
+        // on resume; the rowid up to which (and the rows that) this table is copied
         "CREATE TABLE {PROGRESS} (\
              table_name       TEXT    PRIMARY KEY, \
              source_rows      BIGINT  NOT NULL, \
              source_max_rowid BIGINT  NOT NULL, \
+             source_digest    BIGINT  NOT NULL, \
              copied_through   BIGINT  NOT NULL, \
              copied_rows      BIGINT  NOT NULL, \
              done             BOOLEAN NOT NULL)"
@@ -478,11 +521,12 @@ async fn start_progress(
     let mut progress = BTreeMap::new();
     for (table, count) in counts {
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {PROGRESS} VALUES ($1, $2, $3, 0, 0, FALSE)"
+            "INSERT INTO {PROGRESS} VALUES ($1, $2, $3, $4, 0, 0, FALSE)"
         )))
         .bind(*table)
         .bind(count.rows as i64)
         .bind(count.max_rowid)
+        .bind(count.digest)
         .execute(&mut *tx)
         .await
         .map_err(target(doing))?;
@@ -507,39 +551,53 @@ async fn load_progress(
     counts: &BTreeMap<&'static str, Count>,
 ) -> Result<BTreeMap<&'static str, ProgressRow>, CopyError> {
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT table_name, source_rows, source_max_rowid, copied_through, copied_rows, done \
-         FROM {PROGRESS}"
+        "SELECT table_name, source_rows, source_max_rowid, source_digest, copied_through, \
+         copied_rows, done FROM {PROGRESS}"
     )))
     .fetch_all(&mut *pg)
     .await
     .map_err(target("reading the progress table"))?;
+    let mut recorded = BTreeMap::new();
     let mut progress = BTreeMap::new();
     for row in rows {
         let name: String = row.get(0);
-        let Some((table, count)) = counts.iter().find(|(t, _)| **t == name) else {
+        let Some(table) = TABLES.iter().find(|t| **t == name) else {
             return Err(CopyError::Schema(format!(
                 "the progress table names a table {name} that eddy does not copy"
             )));
         };
-        let recorded = Count {
+        let count = Count {
             rows: row.get::<i64, _>(1) as u64,
             max_rowid: row.get(2),
+            digest: row.get(3),
         };
-        if recorded != *count {
-            return Err(CopyError::SourceChanged(format!(
-                "table {table} had {} rows and now has {}",
-                recorded.rows, count.rows
-            )));
-        }
+        recorded.insert(*table, count);
         progress.insert(
             *table,
             ProgressRow {
                 total: count.rows,
-                copied_through: row.get(3),
-                copied: row.get::<i64, _>(4) as u64,
-                done: row.get(5),
+                copied_through: row.get(4),
+                copied: row.get::<i64, _>(5) as u64,
+                done: row.get(6),
             },
         );
+    }
+    // rows added first: the likeliest change, and the clearest to name
+    for (table, now) in counts {
+        let then = recorded.get(table).ok_or_else(|| {
+            CopyError::Schema(format!("the progress table has no line for {table}"))
+        })?;
+        if then.rows != now.rows {
+            return Err(CopyError::SourceChanged(format!(
+                "table {table} had {} rows and now has {}",
+                then.rows, now.rows
+            )));
+        }
+    }
+    if let Some((table, _)) = counts.iter().find(|(t, now)| recorded[*t] != **now) {
+        return Err(CopyError::SourceChanged(format!(
+            "the rows of table {table} changed"
+        )));
     }
     Ok(progress)
 }

@@ -130,6 +130,21 @@ async fn a_dropped_copy_resumes_and_a_changed_source_is_refused() {
     let err = copy(dir.path(), &url).await.unwrap_err();
     assert!(matches!(err, CopyError::SourceChanged(_)), "{err}");
     assert!(err.to_string().contains("table events had"), "{err}");
+
+    // nor is one whose rows changed with no row added (a server ran and, say, changed
+    // settings or moved a cursor)
+    let url = cluster.fresh_database("copy_edited").unwrap();
+    interrupted_copy(dir.path(), &url).await;
+    rusqlite::Connection::open(dir.path().join(DB_FILE))
+        .unwrap()
+        .execute(
+            "UPDATE streams SET settings = '{\"public\":{\"read\":true}}' WHERE name = 's'",
+            [],
+        )
+        .unwrap();
+    let err = copy(dir.path(), &url).await.unwrap_err();
+    assert!(matches!(err, CopyError::SourceChanged(_)), "{err}");
+    assert!(err.to_string().contains("table streams changed"), "{err}");
 }
 
 #[tokio::test]
