@@ -140,22 +140,19 @@ fn line(p: &TableProgress) -> String {
     } else {
         String::new()
     };
+    // (a rate over a few milliseconds says nothing)
+    let rate = if p.elapsed >= Duration::from_millis(100) {
+        format!(", {:.0} rows/s", p.rate())
+    } else {
+        String::new()
+    };
     if p.done {
-        // (a rate over a few milliseconds says nothing)
-        let rate = if p.elapsed >= Duration::from_millis(100) {
-            format!(" ({:.0} rows/s)", p.rate())
-        } else {
-            String::new()
-        };
         format!("{}: {} rows copied{resumed}{rate}", p.table, p.total)
     } else {
         let percent = p.copied as f64 * 100.0 / p.total.max(1) as f64;
         format!(
-            "{}: {} of {} rows ({percent:.0}%){resumed}, {:.0} rows/s",
-            p.table,
-            p.copied,
-            p.total,
-            p.rate()
+            "{}: {} of {} rows ({percent:.0}%){resumed}{rate}",
+            p.table, p.copied, p.total
         )
     }
 }
