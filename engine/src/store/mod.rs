@@ -7,6 +7,8 @@ mod account_events;
 mod apply;
 pub mod copy;
 mod copy_rows;
+mod copy_source;
+mod copy_target;
 #[cfg(test)]
 mod copy_tests;
 pub(crate) mod db;
