@@ -1,5 +1,8 @@
 //! The `eddy` binary: parses the command line, sets up tracing, opens the data
-//! directory, binds and serves until SIGTERM or Ctrl-C.
+//! directory, binds and serves until SIGTERM or Ctrl-C; or, as `eddy migrate`, copies
+//! a data directory into PostgreSQL (`migrate`).
+
+mod migrate;
 
 use anyhow::Context;
 use clap::Parser;
@@ -21,17 +24,27 @@ use mimalloc as _;
 enum Cli {
     /// Runs the server.
     Serve(Config),
+    Migrate(migrate::MigrateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // the copy's own lines are its progress: only warnings besides them
+    let default_filter = match cli {
+        Cli::Serve(_) => "info",
+        Cli::Migrate(_) => "warn",
+    };
     tracing_subscriber::fmt()
         // colours only on a terminal, not in log files and journals
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
-            EnvFilter::try_from_env("EDDY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("EDDY_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .init();
-    let Cli::Serve(config) = Cli::parse();
+    let config = match cli {
+        Cli::Serve(config) => config,
+        Cli::Migrate(args) => return migrate_command(args),
+    };
     config.check()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -48,6 +61,19 @@ fn main() -> anyhow::Result<()> {
             eddy_server::serve(listener, state, shutdown_signal()).await?;
             Ok(())
         })
+}
+
+/// `eddy migrate`: exit code 1 and one sentence on stderr when the copy fails.
+fn migrate_command(args: migrate::MigrateArgs) -> anyhow::Result<()> {
+    let copied = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(migrate::run(args));
+    if let Err(e) = copied {
+        eprintln!("eddy migrate: {e}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -20,6 +20,7 @@ mod ingest_stream;
 mod isolation;
 mod json_limits;
 mod limits;
+mod migrate;
 mod pipes;
 mod read;
 mod reducer_errors;

@@ -5,6 +5,12 @@ pub mod access_reads;
 pub mod access_writes;
 mod account_events;
 mod apply;
+pub mod copy;
+mod copy_rows;
+mod copy_source;
+mod copy_target;
+#[cfg(test)]
+mod copy_tests;
 pub(crate) mod db;
 #[cfg(test)]
 mod db_tests;
