@@ -93,8 +93,33 @@ impl From<crate::path::PathError> for EngineError {
 
 impl From<sqlx::Error> for EngineError {
     fn from(e: sqlx::Error) -> Self {
+        if connection_lost(&e) {
+            tracing::warn!(error = %e, "the database connection failed");
+            return Self::new(
+                ErrorCode::Unavailable,
+                "the database is unreachable; nothing was changed by this request, retry it",
+            );
+        }
         tracing::error!(error = %e, "storage read failed");
         Self::internal("storage read failed")
+    }
+}
+
+/// Whether `e` says the database could not be reached or dropped the connection
+/// (I/O, pool, protocol errors; PostgreSQL's connection exceptions, class 08, and
+/// its shutdowns, 57P01-57P03), rather than refusing a statement.
+pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
     }
 }
 

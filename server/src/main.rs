@@ -23,7 +23,7 @@ use mimalloc as _;
 )]
 enum Cli {
     /// Runs the server.
-    Serve(Config),
+    Serve(Box<Config>),
     Migrate(migrate::MigrateArgs),
 }
 
@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = match cli {
-        Cli::Serve(config) => config,
+        Cli::Serve(config) => *config,
         Cli::Migrate(args) => return migrate_command(args),
     };
     config.check()?;
@@ -54,9 +54,9 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let addr = listener.local_addr()?;
-            let state = AppState::open(config.clone()).await.with_context(|| {
-                format!("cannot open the data directory {}", config.data.display())
-            })?;
+            let state = AppState::open(config.clone())
+                .await
+                .with_context(|| format!("cannot open the storage {}", config.storage()))?;
             tracing::info!(%addr, storage = %config.storage(), "eddy listening");
             eddy_server::serve(listener, state, shutdown_signal()).await?;
             Ok(())

@@ -528,6 +528,15 @@ async fn keys_are_shown_once_stored_hashed_and_deletable() {
             stored.extend(b);
         }
     }
+    if crate::common::on_postgres() {
+        let keys = crate::common::query_text(
+            s.dir.path(),
+            "SELECT COALESCE(string_agg(id || account || hash, ','), '') FROM api_keys",
+        )
+        .await;
+        assert!(!keys.is_empty(), "the keys are stored");
+        stored.extend(keys.into_bytes());
+    }
     for k in [first.as_str(), key] {
         let secret = k.rsplit('_').next().unwrap().as_bytes();
         assert!(

@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use crate::access::{ADMIN, secured, send};
-use crate::common::{assert_error, spawn_server};
+use crate::common::{assert_error, query_text, run_sql, spawn_server};
 use crate::pipes::wait_for_events;
 
 #[tokio::test]
@@ -78,13 +78,25 @@ const BROKEN: &str = "
         (2, NULL, 201, 0, randomblob(16), NULL, 't', 1, 'application/json', '1');
 ";
 
+/// [`BROKEN`] in PostgreSQL's types.
+const BROKEN_POSTGRES: &str = "
+    INSERT INTO streams (id, account, name, factory, settings, created_at) VALUES
+        (101, '123', 's', FALSE, '{}', 1), (102, 'eddy', 'events', FALSE, '{}', 1),
+        (103, 'acme', 's', FALSE, '{}', 1);
+    INSERT INTO substreams (id, stream_id, args, event_count, last_index, created_at) VALUES
+        (201, 101, '', 1, 0, 1), (202, 102, '', 1, 0, 1);
+    INSERT INTO events (pos, factory_id, sid, idx, eid, cid, type, ts, content_type, data)
+    VALUES
+        (1, NULL, 202, 0, decode(md5(random()::text), 'hex'), NULL, 'stream-created', 1, 'application/json',
+         '{\"stream\":\"123/s\",\"factory\":false}'),
+        (2, NULL, 201, 0, decode(md5(random()::text), 'hex'), NULL, 't', 1, 'application/json', '1');
+";
+
 #[tokio::test]
 async fn a_database_broken_by_an_all_digit_account_is_repaired_at_start() {
     let mut s = spawn_server().await;
     s.stop().await;
-    let db = rusqlite::Connection::open(s.dir.path().join("eddy.db")).unwrap();
-    db.execute_batch(BROKEN).unwrap();
-    drop(db);
+    run_sql(s.dir.path(), BROKEN, BROKEN_POSTGRES).await;
     s.restart().await;
     // the half-made stream and new ones are appended to, with their account events
     s.post_ok("/acme/s", "t", json!(1)).await;
@@ -99,12 +111,8 @@ async fn a_database_broken_by_an_all_digit_account_is_repaired_at_start() {
         1
     );
     // the plain stream was kept under an internal name, and stays repaired
-    let db = rusqlite::Connection::open(s.dir.path().join("eddy.db")).unwrap();
-    let kept: String = db
-        .query_row("SELECT name FROM streams WHERE id = 102", [], |r| r.get(0))
-        .unwrap();
+    let kept = query_text(s.dir.path(), "SELECT name FROM streams WHERE id = 102").await;
     assert_eq!(kept, "events/unusable-102");
-    drop(db);
     s.restart().await;
     s.post_ok("/acme/v", "t", json!(1)).await;
     wait_for_events(&s.base, "/eddy/events(acme)", 2).await;

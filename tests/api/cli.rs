@@ -92,8 +92,8 @@ async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     assert_eq!(r.status(), 201);
 
     let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(crate::common::storage_args(dir.path()))
         .stdout(Stdio::null())
         .output()
         .await

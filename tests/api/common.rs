@@ -1,6 +1,6 @@
 //! The test harness: servers in process and as child processes, and HTTP helpers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -45,6 +45,53 @@ pub fn postgres_for(data: &Path) -> Option<String> {
     let url = cluster.fresh_database("api").expect("database");
     std::fs::write(&file, &url).expect("remember the database");
     Some(url)
+}
+
+/// The `serve` arguments that put a server's storage where the suite keeps it: the
+/// data directory `data`, and on PostgreSQL its database.
+pub fn storage_args(data: &Path) -> Vec<std::ffi::OsString> {
+    let mut args = vec!["--data".into(), data.as_os_str().to_owned()];
+    if let Some(url) = postgres_for(data) {
+        args.extend(["--database".into(), url.into()]);
+    }
+    args
+}
+
+/// Runs statements on the storage of data directory `data` while its server is
+/// stopped: `sqlite` on the embedded file, or `postgres` on its PostgreSQL database.
+pub async fn run_sql(data: &Path, sqlite: &str, postgres: &str) {
+    match postgres_for(data) {
+        Some(url) => {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(postgres.to_owned()))
+                .execute(&mut conn)
+                .await
+                .expect("statements");
+        }
+        None => {
+            let db = rusqlite::Connection::open(data.join("eddy.db")).expect("open");
+            db.execute_batch(sqlite).expect("statements");
+        }
+    }
+}
+
+/// The text `sql` answers (one row, one column) on the storage of `data`.
+pub async fn query_text(data: &Path, sql: &str) -> String {
+    match postgres_for(data) {
+        Some(url) => {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(&mut conn)
+                .await
+                .expect("query")
+        }
+        None => rusqlite::Connection::open(data.join("eddy.db"))
+            .expect("open")
+            .query_row(sql, [], |r| r.get(0))
+            .expect("query"),
+    }
 }
 
 /// A server running inside the test process.
@@ -224,14 +271,32 @@ impl ChildServer {
 
     /// A server started with `args` after the listen address and data directory.
     pub async fn start_with(data: &Path, args: &[&str]) -> Self {
+        Self::start_on(storage_args(data), args).await
+    }
+
+    /// A server on the embedded database in `data`, whichever backend the suite runs
+    /// on (for what only an embedded database has, such as `eddy migrate`'s source).
+    pub async fn start_embedded(data: &Path, args: &[&str]) -> Self {
+        let embedded = vec!["--data".into(), data.as_os_str().to_owned()];
+        Self::start_on(embedded, args).await
+    }
+
+    /// A server on the PostgreSQL database at `url`, whichever backend the suite runs on.
+    pub async fn start_postgres(data: &Path, url: &str, args: &[&str]) -> Self {
+        let storage = vec![
+            "--data".into(),
+            data.as_os_str().to_owned(),
+            "--database".into(),
+            url.into(),
+        ];
+        Self::start_on(storage, args).await
+    }
+
+    async fn start_on(storage: Vec<std::ffi::OsString>, args: &[&str]) -> Self {
         let port = free_port();
-        let database = postgres_for(data)
-            .map(|url| vec!["--database".to_owned(), url])
-            .unwrap_or_default();
         let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-            .arg(PathBuf::from(data))
-            .args(database)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(storage)
             .args(args)
             .env("EDDY_LOG", "warn")
             .stdout(Stdio::null())

@@ -22,6 +22,7 @@ mod json_limits;
 mod limits;
 mod migrate;
 mod pipes;
+mod postgres;
 mod read;
 mod reducer_errors;
 mod reducers;

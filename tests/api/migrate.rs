@@ -33,7 +33,7 @@ struct Source {
 impl Source {
     async fn start(data: &Path) -> Self {
         let server =
-            ChildServer::start_with(data, &["--admin-token", ADMIN, "--allow-private-targets"])
+            ChildServer::start_embedded(data, &["--admin-token", ADMIN, "--allow-private-targets"])
                 .await;
         Self {
             server,

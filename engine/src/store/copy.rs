@@ -60,6 +60,9 @@ const LIMITS: BatchLimits = BatchLimits {
     bytes: 8 << 20,
 };
 
+/// How long a copy waits for another one's lock on the target before it gives up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The session advisory lock that keeps two copies out of one target ("eddymigr").
 const ADVISORY_LOCK: i64 = 0x6564_6479_6d69_6772;
 
@@ -156,13 +159,22 @@ pub async fn copy_to_postgres(
     let mut pg = PgConnection::connect(url)
         .await
         .map_err(CopyError::Connect)?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(ADVISORY_LOCK)
-        .fetch_one(&mut pg)
-        .await
-        .map_err(target("taking the copy's lock"))?;
-    if !locked {
-        return Err(CopyError::TargetBusy);
+    // a copy killed a moment ago holds the lock until PostgreSQL notices its session
+    // ended: wait a little for it rather than refuse a re-run at once
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(ADVISORY_LOCK)
+            .fetch_one(&mut pg)
+            .await
+            .map_err(target("taking the copy's lock"))?;
+        if locked {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(CopyError::TargetBusy);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
     let resumed = relation_exists(&mut pg, PROGRESS).await?;

@@ -194,6 +194,11 @@ pub(crate) enum Db {
 /// thread: each statement blocks on the runtime's handle.
 pub(crate) struct Pg {
     conn: RefCell<PgConnection>,
+    /// Where to connect again after the connection was lost.
+    url: String,
+    /// Set when a statement failed for want of a connection; [`Db::heal`] connects
+    /// again.
+    lost: Cell<bool>,
     rt: tokio::runtime::Handle,
     /// `?N` statements in PostgreSQL's `$N` form, by their text.
     sql: RefCell<HashMap<String, std::sync::Arc<str>>>,
@@ -202,9 +207,11 @@ pub(crate) struct Pg {
 }
 
 impl Pg {
-    pub(crate) fn new(conn: PgConnection, rt: tokio::runtime::Handle) -> Self {
+    pub(crate) fn new(conn: PgConnection, url: &str, rt: tokio::runtime::Handle) -> Self {
         Self {
             conn: RefCell::new(conn),
+            url: url.to_owned(),
+            lost: Cell::new(false),
             rt,
             sql: RefCell::new(HashMap::new()),
             changes: Cell::new(0),
@@ -240,6 +247,23 @@ impl Pg {
     }
 }
 
+impl Pg {
+    /// Runs `f` on the connection, noting a lost connection for [`Db::heal`].
+    fn run<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut PgConnection) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        let mut conn = self.conn.borrow_mut();
+        let out = self.rt.block_on(f(&mut conn));
+        if let Err(e) = &out
+            && crate::error::connection_lost(e)
+        {
+            self.lost.set(true);
+        }
+        Ok(out?)
+    }
+}
+
 /// `?N` placeholders as `$N` (outside quoted strings).
 fn dollar_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -271,8 +295,7 @@ impl Db {
                 as u64),
             Db::Postgres(pg) => {
                 let q = Pg::query(pg.text(sql), vals);
-                let mut conn = pg.conn.borrow_mut();
-                let done = pg.rt.block_on(q.execute(&mut *conn))?;
+                let done = pg.run(async |c| q.execute(c).await)?;
                 pg.changes.set(pg.changes.get() + done.rows_affected());
                 Ok(done.rows_affected())
             }
@@ -302,8 +325,7 @@ impl Db {
             }
             Db::Postgres(pg) => {
                 let q = Pg::query(pg.text(sql), vals);
-                let mut conn = pg.conn.borrow_mut();
-                let row = pg.rt.block_on(q.fetch_optional(&mut *conn))?;
+                let row = pg.run(async |c| q.fetch_optional(c).await)?;
                 row.map(|r| f(&RowRef::Postgres(&r))).transpose()
             }
         }
@@ -328,8 +350,7 @@ impl Db {
             }
             Db::Postgres(pg) => {
                 let q = Pg::query(pg.text(sql), vals);
-                let mut conn = pg.conn.borrow_mut();
-                let rows = pg.rt.block_on(q.fetch_all(&mut *conn))?;
+                let rows = pg.run(async |c| q.fetch_all(c).await)?;
                 rows.iter().map(|r| f(&RowRef::Postgres(r))).collect()
             }
         }
@@ -354,6 +375,9 @@ impl Db {
     }
 
     /// Runs `body` with one statement, prepared once on SQLite, to execute many times.
+    /// On PostgreSQL the rows of a plain `INSERT ... VALUES (...)` are gathered and sent
+    /// as multi-row inserts once `body` is done (one round trip for many rows); other
+    /// statements run one by one.
     pub(crate) fn batch<T>(
         &self,
         sql: &str,
@@ -361,9 +385,49 @@ impl Db {
     ) -> Result<T> {
         let mut batch = match self {
             Db::Sqlite(conn) => Batch::Sqlite(conn.prepare_cached(sql)?),
-            Db::Postgres(pg) => Batch::Postgres(pg, pg.text(sql)),
+            Db::Postgres(pg) => match MultiRow::of(sql) {
+                Some(rows) => Batch::PostgresRows(pg, rows),
+                None => Batch::Postgres(pg, pg.text(sql)),
+            },
         };
-        body(&mut batch)
+        let out = body(&mut batch)?;
+        if let Batch::PostgresRows(pg, rows) = batch {
+            rows.send(pg)?;
+        }
+        Ok(out)
+    }
+
+    /// Connects again when the connection was lost, within a few seconds; answers
+    /// whether it did (the caller then rereads what it keeps of the database, since a
+    /// commit whose answer was lost may have landed). SQLite's file never goes away.
+    pub(crate) fn heal(&self) -> Result<bool> {
+        let Db::Postgres(pg) = self else {
+            return Ok(false);
+        };
+        if !pg.lost.get() {
+            return Ok(false);
+        }
+        use sqlx::Connection as _;
+        let connect = async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                PgConnection::connect(&pg.url),
+            )
+            .await
+        };
+        match pg.rt.block_on(connect) {
+            Ok(Ok(conn)) => {
+                *pg.conn.borrow_mut() = conn;
+                pg.lost.set(false);
+                tracing::info!("connected to the database again");
+                Ok(true)
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(EngineError::new(
+                crate::error::ErrorCode::Unavailable,
+                "the database is unreachable; nothing was changed by this request, retry it",
+            )),
+        }
     }
 
     /// Rows changed on this connection so far: a request that changed none may be
@@ -380,13 +444,9 @@ impl Db {
         match self {
             Db::Sqlite(conn) => Ok(conn.prepare_cached(sql)?.execute([]).map(drop)?),
             Db::Postgres(pg) => {
-                let mut conn = pg.conn.borrow_mut();
-                pg.rt
-                    .block_on(
-                        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut *conn),
-                    )
+                let sql = sql.to_owned();
+                pg.run(async |c| sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(c).await)
                     .map(drop)
-                    .map_err(EngineError::from)
             }
         }
     }
@@ -396,26 +456,149 @@ impl Db {
 pub(crate) enum Batch<'c> {
     Sqlite(rusqlite::CachedStatement<'c>),
     Postgres(&'c Pg, std::sync::Arc<str>),
+    PostgresRows(&'c Pg, MultiRow),
 }
 
 impl Batch<'_> {
+    /// Executes the statement with `vals`; answers the rows it changed (1 for a row
+    /// gathered into a multi-row insert, which is sent when the batch ends).
     pub(crate) fn exec(&mut self, vals: &[Val<'_>]) -> Result<u64> {
         match self {
             Batch::Sqlite(stmt) => Ok(stmt.execute(rusqlite::params_from_iter(vals))? as u64),
             Batch::Postgres(pg, sql) => {
                 let q = Pg::query(sql.clone(), vals);
-                let mut conn = pg.conn.borrow_mut();
-                let done = pg.rt.block_on(q.execute(&mut *conn))?;
+                let done = pg.run(async |c| q.execute(c).await)?;
                 pg.changes.set(pg.changes.get() + done.rows_affected());
                 Ok(done.rows_affected())
             }
+            Batch::PostgresRows(_, rows) => {
+                rows.push(vals);
+                Ok(1)
+            }
         }
+    }
+}
+
+/// The rows of an `INSERT INTO t (...) VALUES (?1, ..., ?N)` gathered for PostgreSQL.
+pub(crate) struct MultiRow {
+    /// Up to and including `VALUES `.
+    head: String,
+    /// The columns per row.
+    width: usize,
+    values: Vec<Owned>,
+}
+
+/// A [`Val`] kept past the statement that gave it.
+#[derive(Debug)]
+enum Owned {
+    Int(i64),
+    Bool(bool),
+    Text(String),
+    Blob(Vec<u8>),
+    NullInt,
+    NullText,
+    NullBlob,
+}
+
+/// Parameters per statement, under PostgreSQL's limit of 65 535.
+const MAX_PARAMETERS: usize = 60_000;
+
+impl MultiRow {
+    /// The gatherer for `sql` when it is a plain insert of one row of `?1..?N` in
+    /// order, else `None`.
+    fn of(sql: &str) -> Option<Self> {
+        let upper = sql.to_ascii_uppercase();
+        if !upper.trim_start().starts_with("INSERT")
+            || upper.contains("ON CONFLICT")
+            || upper.contains("RETURNING")
+        {
+            return None;
+        }
+        let at = upper.find(" VALUES ")? + " VALUES ".len();
+        let row = sql[at..].trim();
+        let inner = row.strip_prefix('(')?.strip_suffix(')')?;
+        let params: Vec<&str> = inner.split(',').map(str::trim).collect();
+        let in_order = params
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.strip_prefix('?') == Some(&(i + 1).to_string()));
+        in_order.then(|| Self {
+            head: sql[..at].to_owned(),
+            width: params.len(),
+            values: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, vals: &[Val<'_>]) {
+        self.values.extend(vals.iter().map(|v| match *v {
+            Val::Int(i) => Owned::Int(i),
+            Val::Bool(b) => Owned::Bool(b),
+            Val::Text(t) => Owned::Text(t.to_owned()),
+            Val::Blob(b) => Owned::Blob(b.to_vec()),
+            Val::NullInt => Owned::NullInt,
+            Val::NullText => Owned::NullText,
+            Val::NullBlob => Owned::NullBlob,
+        }));
+    }
+
+    /// Sends the gathered rows, as few statements as the parameter limit allows.
+    fn send(self, pg: &Pg) -> Result<()> {
+        let width = self.width.max(1);
+        let per_statement = (MAX_PARAMETERS / width) * width;
+        let mut values = self.values;
+        while !values.is_empty() {
+            let rest = values.split_off(per_statement.min(values.len()));
+            let chunk = std::mem::replace(&mut values, rest);
+            let mut sql = self.head.clone();
+            for i in 0..chunk.len() {
+                if i % width == 0 {
+                    sql.push_str(if i == 0 { "(" } else { "), (" });
+                } else {
+                    sql.push_str(", ");
+                }
+                sql.push('$');
+                sql.push_str(&(i + 1).to_string());
+            }
+            sql.push(')');
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for v in chunk {
+                q = match v {
+                    Owned::Int(i) => q.bind(i),
+                    Owned::Bool(b) => q.bind(b),
+                    Owned::Text(t) => q.bind(t),
+                    Owned::Blob(b) => q.bind(b),
+                    Owned::NullInt => q.bind(None::<i64>),
+                    Owned::NullText => q.bind(None::<String>),
+                    Owned::NullBlob => q.bind(None::<Vec<u8>>),
+                };
+            }
+            let done = pg.run(async |c| q.execute(c).await)?;
+            pg.changes.set(pg.changes.get() + done.rows_affected());
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::dollar_placeholders;
+
+    #[test]
+    fn only_plain_inserts_of_numbered_rows_are_gathered() {
+        let gathered = super::MultiRow::of("INSERT INTO t (a, b) VALUES (?1, ?2)").unwrap();
+        assert_eq!(
+            (gathered.head.as_str(), gathered.width),
+            ("INSERT INTO t (a, b) VALUES ", 2)
+        );
+        for sql in [
+            "INSERT INTO t (a, b) VALUES (?1, ?2) ON CONFLICT (a) DO UPDATE SET b = excluded.b",
+            "INSERT INTO t (a, b) VALUES (?2, ?1)",
+            "INSERT INTO t (a, b) VALUES (?1, 0)",
+            "UPDATE t SET a = ?1 WHERE b = ?2",
+        ] {
+            assert!(super::MultiRow::of(sql).is_none(), "{sql}");
+        }
+    }
 
     #[test]
     fn placeholders_become_dollars_outside_quotes() {

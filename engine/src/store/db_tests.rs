@@ -18,6 +18,7 @@ async fn postgres_db(label: &str) -> Option<Db> {
     let conn = sqlx::PgConnection::connect(&url).await.unwrap();
     Some(Db::Postgres(Pg::new(
         conn,
+        &url,
         tokio::runtime::Handle::current(),
     )))
 }

@@ -141,6 +141,12 @@ impl Flusher {
         }
     }
 
+    /// Moves the durable position to `position` if it is behind (events a commit
+    /// whose answer was lost turned out to have written).
+    pub(crate) fn advance(&self, position: i64) {
+        self.last_position.fetch_max(position, Ordering::AcqRel);
+    }
+
     /// One fdatasync for the group (none where COMMIT was durable), then its answers.
     pub(crate) fn flush(&mut self, group: Settled) {
         let flush = Instant::now();

@@ -69,7 +69,7 @@ impl FoldSource {
             }
             Storage::Postgres(url) => {
                 let conn = sqlx::PgConnection::connect(url).await?;
-                Db::Postgres(Pg::new(conn, tokio::runtime::Handle::current()))
+                Db::Postgres(Pg::new(conn, url, tokio::runtime::Handle::current()))
             }
         };
         Ok(Self { db })
@@ -77,6 +77,8 @@ impl FoldSource {
 
     /// Up to `limit` events of `of`, at positions up to `until`.
     pub(crate) fn batch(&self, of: BatchOf, until: i64, limit: i64) -> Result<Vec<FoldRow>> {
+        // every slice starts here: a lost connection is made again before it reads
+        self.db.heal()?;
         // a factory in global order through its partial index; a plain stream through
         // (sid, idx)
         let (sql, key, after) = match of {

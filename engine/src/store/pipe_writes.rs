@@ -358,7 +358,7 @@ impl Writer {
             staged,
         ) {
             Ok(a) => Ok(Ok(a)),
-            Err(e) if e.code == ErrorCode::Internal => Err(e),
+            Err(e) if matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable) => Err(e),
             // refused after it had written: the group rolls back rather than keep half
             Err(e) if self.db.total_changes() != changes => Err(EngineError::internal(format!(
                 "a routed event was refused after it had written: {}",

@@ -217,7 +217,11 @@ pub(crate) async fn spawn_postgres(
         .fetch_one(&mut conn)
         .await?;
     last_position.store(next_pos - 1, Ordering::Release);
-    let db = Db::Postgres(super::db::Pg::new(conn, tokio::runtime::Handle::current()));
+    let db = Db::Postgres(super::db::Pg::new(
+        conn,
+        url,
+        tokio::runtime::Handle::current(),
+    ));
     let failed = Arc::new(AtomicBool::new(false));
     let flusher =
         super::flush::Flusher::committed(notices, last_position, failed.clone(), metrics.clone());
@@ -396,9 +400,15 @@ impl Writer {
             } else {
                 "BEGIN IMMEDIATE"
             };
-            if let Err(e) = self.db.control(begin) {
-                tracing::error!(error = %e, "cannot begin a transaction");
-                Pending::from(cmd).answer(Some(EngineError::internal("storage write failed")));
+            let begun = self.reconnect().and_then(|()| self.db.control(begin));
+            if let Err(e) = begun {
+                tracing::error!(error = %e.message, "cannot begin a transaction");
+                let answer = if e.code == ErrorCode::Unavailable {
+                    e
+                } else {
+                    EngineError::internal("storage write failed")
+                };
+                Pending::from(cmd).answer(Some(answer));
                 return;
             }
             *group = Some(OpenGroup {
@@ -448,6 +458,33 @@ impl Writer {
         {
             self.roll_back(g, &e);
         }
+    }
+
+    /// Connects to the database again if the connection was lost, and then rereads
+    /// the next position: a group whose COMMIT answer was lost may have landed.
+    fn reconnect(&mut self) -> Result<()> {
+        if !self.db.heal()? {
+            return Ok(());
+        }
+        let next = self
+            .db
+            .row(
+                "SELECT COALESCE(MAX(pos), 0) + 1 FROM events",
+                vals![],
+                |r| r.int(0),
+            )?
+            .unwrap_or(1);
+        if next > self.next_pos {
+            tracing::warn!(
+                events = next - self.next_pos,
+                "a group whose commit was not confirmed had committed"
+            );
+            self.flusher.advance(next - 1);
+        }
+        self.next_pos = next;
+        self.streams.clear();
+        self.subs.clear();
+        Ok(())
     }
 
     /// The error that dooms the open group after a request: a storage error, or a
@@ -517,10 +554,17 @@ impl Writer {
         self.next_pos = g.first_pos;
         self.streams.clear();
         self.subs.clear();
+        let answer = if cause.code == ErrorCode::Unavailable {
+            EngineError::new(
+                ErrorCode::Unavailable,
+                "the database connection was lost; the write was not confirmed, retry it \
+                 (with the same Event-Id, a retry never appends twice)",
+            )
+        } else {
+            EngineError::internal("the write could not be committed")
+        };
         for p in g.pending {
-            p.answer(Some(EngineError::internal(
-                "the write could not be committed",
-            )));
+            p.answer(Some(answer.clone()));
         }
     }
 
@@ -549,6 +593,6 @@ impl Writer {
 fn storage_failure<T>(r: &Result<T>) -> Option<EngineError> {
     r.as_ref()
         .err()
-        .filter(|e| e.code == ErrorCode::Internal)
+        .filter(|e| matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable))
         .cloned()
 }
