@@ -70,6 +70,15 @@ impl Source {
             .await
     }
 
+    /// A server over the PostgreSQL database at `url` (a copy of `data`'s).
+    async fn on_postgres(data: &Path, url: &str) -> Self {
+        let args = ["--admin-token", ADMIN, "--allow-private-targets"];
+        Self {
+            server: ChildServer::start_postgres(data, url, &args).await,
+            client: client(),
+        }
+    }
+
     /// Stops the server gracefully (SIGTERM) and waits for it.
     async fn stop(mut self) {
         self.server.signal("-TERM");
@@ -81,19 +90,23 @@ impl Source {
 }
 
 /// Fills `data` through a real server with something of every kind eddy stores, plus
-/// `bulk` more events in batches; answers after the server stopped.
-async fn write_source(data: &Path, bulk: usize) {
+/// `bulk` more events in batches; answers the account's key once the server stopped.
+async fn write_source(data: &Path, bulk: usize) -> String {
     let (port, _held) = silent_listener().await;
     let s = Source::start(data).await;
     s.json("POST", "/api/accounts", json!({"name": "acme"}))
         .await;
-    s.send(
-        "POST",
-        "/api/accounts/acme/keys",
-        "application/json",
-        "{}".into(),
-    )
-    .await;
+    let key = s
+        .send(
+            "POST",
+            "/api/accounts/acme/keys",
+            "application/json",
+            "{}".into(),
+        )
+        .await["key"]
+        .as_str()
+        .expect("a key")
+        .to_owned();
     s.json(
         "PUT",
         "/acme/orders/settings",
@@ -188,6 +201,58 @@ async fn write_source(data: &Path, bulk: usize) {
     }
     assert_eq!(s.get("/acme/clicks/pipe/acme/copies").await["piped"], 5);
     s.stop().await;
+    key
+}
+
+/// What a server answers about everything `write_source` made, as the admin, and
+/// whether the account's `key` reads its streams; volatile fields left out (the
+/// webhooks' attempts against the silent receiver, a caught-up reducer's position).
+async fn reads(s: &Source, key: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for path in [
+        "/acme",
+        "/acme/orders",
+        "/acme/orders?limit=1000",
+        "/acme/clicks",
+        "/acme/copies",
+        "/acme/bulk?limit=1000",
+        "/acme/bulk?from=1000&limit=1000",
+        "/acme/orders('a').total",
+        "/acme/orders('b').total",
+        "/acme/orders.total",
+        "/acme/clicks/pipe/acme/copies",
+        "/acme/clicks:click",
+        "/acme/orders/settings",
+        "/eddy/events(acme)",
+        "/acme/orders/logs",
+    ] {
+        out.push((path.to_owned(), s.get(path).await));
+    }
+    // a caught-up reducer's position moves to the head when it next wakes: left out
+    let mut reducers = s.get("/acme/orders/reducers").await;
+    for r in reducers.as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("position");
+    }
+    out.push(("/acme/orders/reducers".into(), reducers));
+    for path in ["/acme/clicks/webhooks", "/acme/orders/webhooks"] {
+        let mut hooks = s.get(path).await;
+        for h in hooks.as_array_mut().unwrap() {
+            let h = h.as_object_mut().unwrap();
+            for volatile in ["status", "failures", "lastError", "retryAt"] {
+                h.remove(volatile);
+            }
+        }
+        out.push((path.to_owned(), hooks));
+    }
+    let with_key = s
+        .client
+        .get(format!("{}/acme/clicks", s.server.base))
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap();
+    out.push(("key".into(), json!(with_key.status().as_u16())));
+    out
 }
 
 /// Runs `eddy migrate` to its end: (success, stderr).
@@ -358,7 +423,10 @@ async fn a_data_directory_is_copied_whole_and_only_once() {
     };
     crate::common::tls_ready();
     let data = tempfile::tempdir().unwrap();
-    write_source(data.path(), 3_000).await;
+    let key = write_source(data.path(), 3_000).await;
+    let before = Source::start(data.path()).await;
+    let embedded = reads(&before, &key).await;
+    before.stop().await;
     let url = pg.fresh_database("migrate_whole").unwrap();
 
     let (ok, err) = migrate(data.path(), &url).await;
@@ -389,6 +457,15 @@ async fn a_data_directory_is_copied_whole_and_only_once() {
     assert!(err.contains("not empty"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
     assert_same(data.path(), &url).await;
+
+    // a server on the copy answers every read as the embedded one did
+    let after = Source::on_postgres(data.path(), &url).await;
+    let moved = reads(&after, &key).await;
+    after.stop().await;
+    assert_eq!(moved.last().unwrap().1, json!(200), "the key reads");
+    for ((path, was), (_, is)) in embedded.iter().zip(&moved) {
+        assert_eq!(was, is, "GET {path}");
+    }
 }
 
 #[tokio::test]
