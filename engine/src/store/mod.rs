@@ -5,6 +5,8 @@ pub mod access_reads;
 pub mod access_writes;
 mod account_events;
 mod apply;
+#[cfg(test)]
+mod conformance_tests;
 pub mod copy;
 mod copy_rows;
 mod copy_source;
