@@ -102,3 +102,57 @@ async fn a_lost_connection_is_a_503_and_nothing_acknowledged_is_lost() {
         );
     }
 }
+
+/// A server whose database lock another session took while its own was cut refuses
+/// writes (503) rather than write beside a second server; reads go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lost_its_database_lock_refuses_writes() {
+    use sqlx::Connection as _;
+    let Some(cluster) = eddy_testpg::shared_cluster() else {
+        return;
+    };
+    let url = cluster.fresh_database("lock_lost").unwrap();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start_postgres(dir.path(), &url, &[]).await;
+    let c = client();
+    let post = || {
+        c.post(format!("{}/acme/s?event-type=t", server.base))
+            .json(&json!({"n": 1}))
+            .send()
+    };
+    assert_eq!(post().await.unwrap().status(), 201);
+    // cut the server's sessions and take its lock before it takes it again
+    let mut usurper = None;
+    for _ in 0..20 {
+        cluster.kill_connections(&db).unwrap();
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let took: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(1701078137)")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if took {
+            usurper = Some(conn);
+            break;
+        }
+    }
+    let _usurper = usurper.expect("the lock was taken from the server");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        let r = post().await.unwrap();
+        if r.status() == 503 {
+            let body: Value = r.json().await.unwrap();
+            if body["error"].as_str().unwrap_or("").contains("took over") {
+                break body;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "writes still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(refusal["error"].as_str().unwrap().contains("restarts"));
+    let events = read_all(&client(), &format!("{}/acme/s", server.base)).await;
+    assert!(!events.is_empty(), "reads go on");
+}

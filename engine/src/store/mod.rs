@@ -232,6 +232,7 @@ impl Store {
         let (writer, thread) =
             writer::spawn_postgres(url, notices.clone(), last_position.clone(), metrics, json)
                 .await?;
+        let fenced = writer.fenced();
         Ok(Self {
             reads,
             writer,
@@ -239,7 +240,11 @@ impl Store {
             notices,
             last_position,
             storage: Storage::Postgres(url.to_owned()),
-            lock: std::sync::Mutex::new(Some(Guard::Postgres(guard))),
+            lock: std::sync::Mutex::new(Some(Guard::Postgres(keep_database_lock(
+                url.to_owned(),
+                guard,
+                fenced,
+            )))),
         })
     }
 
@@ -274,9 +279,11 @@ impl Store {
             Pool::Sqlite(pool) => pool.close().await,
             Pool::Postgres(pool) => pool.close().await,
         }
-        // another server may open the directory from now on (an in-process restart)
-        if let Ok(mut lock) = self.lock.lock() {
-            lock.take();
+        // another server may open the storage from now on (an in-process restart)
+        let guard = self.lock.lock().ok().and_then(|mut lock| lock.take());
+        if let Some(Guard::Postgres(task)) = guard {
+            task.abort();
+            let _ = task.await;
         }
     }
 }
@@ -287,10 +294,8 @@ enum Guard {
     File(
         #[expect(dead_code, reason = "held, not read: the lock lives as long as it")] std::fs::File,
     ),
-    Postgres(
-        #[expect(dead_code, reason = "held, not read: the lock lives as long as it")]
-        sqlx::PgConnection,
-    ),
+    /// The task that holds the locking session (see [`keep_database_lock`]).
+    Postgres(tokio::task::JoinHandle<()>),
 }
 
 /// The advisory lock key of a database's one eddy server ("eddy" in ASCII).
@@ -301,6 +306,19 @@ const DATABASE_LOCK: i64 = 0x6564_6479;
 /// a killed server leaves nothing to clean up), or explains who holds it. One server
 /// per database: several nodes (`--lease-ms`, API §11) are not built yet.
 async fn lock_database(url: &str) -> Result<sqlx::PgConnection> {
+    match try_lock_database(url).await? {
+        Some(conn) => Ok(conn),
+        None => Err(EngineError::internal(format!(
+            "the PostgreSQL database {} is in use by another eddy server (it holds eddy's \
+             advisory lock); stop that server or choose another database",
+            redacted(url)
+        ))),
+    }
+}
+
+/// A session holding eddy's advisory lock on the database at `url`, or `None` when
+/// another session holds it.
+async fn try_lock_database(url: &str) -> Result<Option<sqlx::PgConnection>> {
     use sqlx::Connection as _;
     let mut conn = sqlx::PgConnection::connect(url).await.map_err(|e| {
         EngineError::internal(format!(
@@ -312,14 +330,45 @@ async fn lock_database(url: &str) -> Result<sqlx::PgConnection> {
         .bind(DATABASE_LOCK)
         .fetch_one(&mut conn)
         .await?;
-    if !locked {
-        return Err(EngineError::internal(format!(
-            "the PostgreSQL database {} is in use by another eddy server (it holds eddy's \
-             advisory lock); stop that server or choose another database",
-            redacted(url)
-        )));
-    }
-    Ok(conn)
+    Ok(locked.then_some(conn))
+}
+
+/// How often a server checks that the session holding its database lock is alive.
+const LOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the session that holds the database lock: when it was cut (a restarted
+/// PostgreSQL, a terminated backend) the lock went with it, so the lock is taken again
+/// on a new session; if another server took it meanwhile, `fenced` is set and this
+/// server refuses writes from then on, rather than write beside the other one.
+fn keep_database_lock(
+    url: String,
+    mut conn: sqlx::PgConnection,
+    fenced: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(LOCK_CHECK).await;
+            if sqlx::query("SELECT 1").execute(&mut conn).await.is_ok() {
+                continue;
+            }
+            match try_lock_database(&url).await {
+                Ok(Some(again)) => {
+                    conn = again;
+                    tracing::warn!("took eddy's database lock again after its session ended");
+                }
+                Ok(None) => {
+                    fenced.store(true, Ordering::Release);
+                    tracing::error!(
+                        "another eddy server took the database lock while this one's session \
+                         was cut; this server refuses writes until it restarts"
+                    );
+                    return;
+                }
+                // unreachable for now: try again at the next check
+                Err(e) => tracing::warn!(error = %e.message, "cannot take the database lock again"),
+            }
+        }
+    })
 }
 
 /// Takes the data directory's exclusive lock, or explains who holds it. The lock is

@@ -74,6 +74,9 @@ pub(crate) struct WriterHandle {
     tx: mpsc::Sender<Command>,
     /// Set when the disk failed a flush: writes are refused until a restart.
     failed: Arc<AtomicBool>,
+    /// Set when another server took this one's lock on its PostgreSQL database:
+    /// writes are refused until a restart.
+    fenced: Arc<AtomicBool>,
 }
 
 impl WriterHandle {
@@ -125,6 +128,11 @@ impl WriterHandle {
         }
     }
 
+    /// The flag that fences this writer off its database (see `Store::open_postgres`).
+    pub(crate) fn fenced(&self) -> Arc<AtomicBool> {
+        self.fenced.clone()
+    }
+
     /// Asks the writer to stop without waiting (for drops without a shutdown).
     pub(crate) fn stop_soon(&self) {
         let (tx, _) = oneshot::channel();
@@ -132,6 +140,13 @@ impl WriterHandle {
     }
 
     fn send(&self, cmd: Command) -> Result<()> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(EngineError::new(
+                crate::error::ErrorCode::Unavailable,
+                "another eddy server took over this server's PostgreSQL database; writes are \
+                 refused until this server restarts",
+            ));
+        }
         if self.failed.load(Ordering::Acquire) {
             return Err(EngineError::new(
                 crate::error::ErrorCode::Unavailable,
@@ -232,6 +247,7 @@ pub(crate) async fn spawn_postgres(
     let handle = WriterHandle {
         tx,
         failed: failed.clone(),
+        fenced: Arc::default(),
     };
     let thread = std::thread::Builder::new()
         .name("eddy-writer".into())
@@ -269,7 +285,14 @@ fn start(
         .name("eddy-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| EngineError::internal(format!("cannot start the writer thread: {e}")))?;
-    Ok((WriterHandle { tx, failed }, thread))
+    Ok((
+        WriterHandle {
+            tx,
+            failed,
+            fenced: Arc::default(),
+        },
+        thread,
+    ))
 }
 
 /// A request's answer, held until its group is durable.
