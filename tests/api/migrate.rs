@@ -534,17 +534,23 @@ async fn a_killed_copy_resumes_where_it_stopped() {
     assert!(lite["events"].len() > 200_000);
 }
 
+/// A server over `data` with one account and one event (still running).
+async fn small_source(data: &Path) -> Source {
+    crate::common::tls_ready();
+    let s = Source::start(data).await;
+    s.json("POST", "/api/accounts", json!({"name": "acme"}))
+        .await;
+    s.json("POST", "/acme/s", json!(1)).await;
+    s
+}
+
 #[tokio::test]
 async fn a_database_with_data_of_its_own_is_refused_and_left_alone() {
     let Some(pg) = eddy_testpg::shared_cluster() else {
         return;
     };
-    crate::common::tls_ready();
     let data = tempfile::tempdir().unwrap();
-    let s = Source::start(data.path()).await;
-    s.json("POST", "/api/accounts", json!({"name": "acme"}))
-        .await;
-    s.json("POST", "/acme/s", json!(1)).await;
+    let s = small_source(data.path()).await;
     s.stop().await;
     let url = pg.fresh_database("migrate_taken").unwrap();
     let mut conn = PgConnection::connect(&url).await.unwrap();
@@ -584,12 +590,8 @@ async fn a_data_directory_in_use_is_refused() {
     let Some(pg) = eddy_testpg::shared_cluster() else {
         return;
     };
-    crate::common::tls_ready();
     let data = tempfile::tempdir().unwrap();
-    let s = Source::start(data.path()).await;
-    s.json("POST", "/api/accounts", json!({"name": "acme"}))
-        .await;
-    s.json("POST", "/acme/s", json!(1)).await;
+    let s = small_source(data.path()).await;
     let url = pg.fresh_database("migrate_in_use").unwrap();
     let (ok, err) = migrate(data.path(), &url).await;
     assert!(!ok);

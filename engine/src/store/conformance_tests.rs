@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::access_reads;
 use super::access_writes::{AccessWrite, NewKey, TypeRow};
 use super::fold_source::{BatchOf, FoldSource};
@@ -16,33 +14,13 @@ use super::pipe_writes::{PipeBatch, PipeRow, PipeWrite, PipeWritten, Routed};
 use super::read::{self, Cursor, EventQuery, Scope};
 use super::reducer_reads;
 use super::reducer_writes::{Checkpoint, ReducerRow, ReducerWrite, ReducerWritten};
-use super::test_backends;
+use super::test_backends::{self, event, path};
 use super::webhook_reads;
 use super::webhook_writes::{WebhookRow, WebhookWrite};
 use super::{AppendRequest, SettingsRequest, Store};
 use crate::error::ErrorCode;
 use crate::event::{ExpectedIndex, NewEvent};
-use crate::path::StreamPath;
 use crate::selector::Selector;
-
-fn event(event_type: &str, data: &'static [u8]) -> NewEvent {
-    NewEvent {
-        id: None,
-        event_type: event_type.into(),
-        content_type: "application/json".into(),
-        data: Bytes::from_static(data),
-        timestamp: None,
-        metadata: None,
-        origin: None,
-    }
-}
-
-fn path(p: &str) -> StreamPath {
-    match crate::path::parse(&format!("/{p}")).unwrap() {
-        crate::path::Resource::Stream(s) => s,
-        other => panic!("{p} is not a stream: {other:?}"),
-    }
-}
 
 async fn append(store: &Store, p: &str, events: Vec<NewEvent>) {
     store

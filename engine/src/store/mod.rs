@@ -240,11 +240,10 @@ impl Store {
             notices,
             last_position,
             storage: Storage::Postgres(url.to_owned()),
-            lock: std::sync::Mutex::new(Some(Guard::Postgres(keep_database_lock(
-                url.to_owned(),
-                guard,
-                fenced,
-            )))),
+            lock: std::sync::Mutex::new(Some({
+                let (task, release) = keep_database_lock(url.to_owned(), guard, fenced);
+                Guard::Postgres(task, release)
+            })),
         })
     }
 
@@ -281,8 +280,8 @@ impl Store {
         }
         // another server may open the storage from now on (an in-process restart)
         let guard = self.lock.lock().ok().and_then(|mut lock| lock.take());
-        if let Some(Guard::Postgres(task)) = guard {
-            task.abort();
+        if let Some(Guard::Postgres(task, release)) = guard {
+            let _ = release.send(());
             let _ = task.await;
         }
     }
@@ -294,8 +293,12 @@ enum Guard {
     File(
         #[expect(dead_code, reason = "held, not read: the lock lives as long as it")] std::fs::File,
     ),
-    /// The task that holds the locking session (see [`keep_database_lock`]).
-    Postgres(tokio::task::JoinHandle<()>),
+    /// The task that holds the locking session, and what tells it to let go (see
+    /// [`keep_database_lock`]).
+    Postgres(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ),
 }
 
 /// The advisory lock key of a database's one eddy server ("eddy" in ASCII).
@@ -306,15 +309,25 @@ const DATABASE_LOCK: i64 = 0x6564_6479;
 /// a killed server leaves nothing to clean up), or explains who holds it. One server
 /// per database: several nodes (`--lease-ms`, API §11) are not built yet.
 async fn lock_database(url: &str) -> Result<sqlx::PgConnection> {
-    match try_lock_database(url).await? {
-        Some(conn) => Ok(conn),
-        None => Err(EngineError::internal(format!(
-            "the PostgreSQL database {} is in use by another eddy server (it holds eddy's \
-             advisory lock); stop that server or choose another database",
-            redacted(url)
-        ))),
+    // a server stopped a moment ago holds the lock until PostgreSQL ends its session
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        if let Some(conn) = try_lock_database(url).await? {
+            return Ok(conn);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(EngineError::internal(format!(
+                "the PostgreSQL database {} is in use by another eddy server (it holds \
+                 eddy's advisory lock); stop that server or choose another database",
+                redacted(url)
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// How long a starting server waits for the database lock before it refuses to start.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A session holding eddy's advisory lock on the database at `url`, or `None` when
 /// another session holds it.
@@ -344,10 +357,26 @@ fn keep_database_lock(
     url: String,
     mut conn: sqlx::PgConnection,
     fenced: Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (release, mut released) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(LOCK_CHECK).await;
+            tokio::select! {
+                _ = tokio::time::sleep(LOCK_CHECK) => {}
+                _ = &mut released => {
+                    // at shutdown: free the lock at once for the next server
+                    use sqlx::Connection as _;
+                    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                        .bind(DATABASE_LOCK)
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                    return;
+                }
+            }
             if sqlx::query("SELECT 1").execute(&mut conn).await.is_ok() {
                 continue;
             }
@@ -368,7 +397,8 @@ fn keep_database_lock(
                 Err(e) => tracing::warn!(error = %e.message, "cannot take the database lock again"),
             }
         }
-    })
+    });
+    (task, release)
 }
 
 /// Takes the data directory's exclusive lock, or explains who holds it. The lock is

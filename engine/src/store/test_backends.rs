@@ -1,4 +1,5 @@
-//! Migrated databases of both backends for the storage tests: a SQLite file in a
+//! What the storage tests share: paths, events, and migrated databases of both
+//! backends: a SQLite file in a
 //! temporary directory, and a fresh database of the test program's throwaway
 //! PostgreSQL cluster (`None`, with the skip announced by `eddy-testpg`, where no
 //! PostgreSQL server is installed).
@@ -6,6 +7,29 @@
 use std::path::PathBuf;
 
 use super::migrations::{migrator, postgres_migrator};
+use crate::event::NewEvent;
+use crate::path::StreamPath;
+
+/// The stream path `p` (`acct/strm` or `acct/strm('args')`).
+pub(super) fn path(p: &str) -> StreamPath {
+    match crate::path::parse(&format!("/{p}")).unwrap() {
+        crate::path::Resource::Stream(s) => s,
+        other => panic!("{p} is not a stream: {other:?}"),
+    }
+}
+
+/// A JSON event of type `event_type` with `data`, no id or timestamp of its own.
+pub(super) fn event(event_type: &str, data: &'static [u8]) -> NewEvent {
+    NewEvent {
+        id: None,
+        event_type: event_type.into(),
+        content_type: "application/json".into(),
+        data: bytes::Bytes::from_static(data),
+        timestamp: None,
+        metadata: None,
+        origin: None,
+    }
+}
 
 /// `eddy.db` in `dir`, migrated.
 pub(super) async fn migrated_sqlite(dir: &tempfile::TempDir) -> PathBuf {

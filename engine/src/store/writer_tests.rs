@@ -5,32 +5,19 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
-use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use super::apply::{AppendRequest, Appended};
-use super::test_backends;
+use super::test_backends::{self, path};
 use super::writer::{self, WriterHandle};
 use crate::error::ErrorCode;
 use crate::event::{ExpectedIndex, NewEvent};
-use crate::path::StreamPath;
 
 fn event(id: Option<uuid::Uuid>, ts: Option<i64>) -> NewEvent {
     NewEvent {
         id,
-        event_type: "placed".into(),
-        content_type: "application/json".into(),
-        data: Bytes::from_static(b"{\"n\":1}"),
         timestamp: ts,
-        metadata: None,
-        origin: None,
-    }
-}
-
-fn path(p: &str) -> StreamPath {
-    match crate::path::parse(&format!("/{p}")).unwrap() {
-        crate::path::Resource::Stream(s) => s,
-        other => panic!("{p} is not a stream: {other:?}"),
+        ..test_backends::event("placed", b"{\"n\":1}")
     }
 }
 
