@@ -202,8 +202,12 @@ pub(crate) struct Pg {
     rt: tokio::runtime::Handle,
     /// `?N` statements in PostgreSQL's `$N` form, by their text.
     sql: RefCell<HashMap<String, std::sync::Arc<str>>>,
-    /// Rows changed so far (what `total_changes` is on SQLite).
+    /// Rows changed so far (what `total_changes` is on SQLite), gathered rows included.
     changes: Cell<u64>,
+    /// Rows of plain inserts gathered across requests, sent before the next statement
+    /// of any other kind (a read of the same rows among them) or at COMMIT: a group of
+    /// single-event appends reaches PostgreSQL as one multi-row insert.
+    pending: RefCell<Option<MultiRow>>,
 }
 
 impl Pg {
@@ -215,6 +219,7 @@ impl Pg {
             rt,
             sql: RefCell::new(HashMap::new()),
             changes: Cell::new(0),
+            pending: RefCell::new(None),
         }
     }
 
@@ -248,8 +253,43 @@ impl Pg {
 }
 
 impl Pg {
-    /// Runs `f` on the connection, noting a lost connection for [`Db::heal`].
+    /// Runs `f` on the connection once the gathered rows are sent.
     fn run<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut PgConnection) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        self.send_pending()?;
+        self.run_now(f)
+    }
+
+    /// Sends the gathered rows, if any.
+    fn send_pending(&self) -> Result<()> {
+        let pending = self.pending.borrow_mut().take();
+        match pending {
+            Some(rows) => rows.send(self),
+            None => Ok(()),
+        }
+    }
+
+    /// Gathers `rows` after those already gathered (sending those first when they are
+    /// for another statement).
+    fn gather(&self, rows: MultiRow) -> Result<()> {
+        let mut pending = self.pending.borrow_mut();
+        match pending.as_mut() {
+            Some(p) if p.head == rows.head && p.width == rows.width => {
+                p.values.extend(rows.values);
+                Ok(())
+            }
+            _ => {
+                let earlier = pending.replace(rows);
+                drop(pending);
+                earlier.map_or(Ok(()), |e| e.send(self))
+            }
+        }
+    }
+
+    /// Runs `f` on the connection, noting a lost connection for [`Db::heal`].
+    fn run_now<T>(
         &self,
         f: impl AsyncFnOnce(&mut PgConnection) -> std::result::Result<T, sqlx::Error>,
     ) -> Result<T> {
@@ -375,9 +415,9 @@ impl Db {
     }
 
     /// Runs `body` with one statement, prepared once on SQLite, to execute many times.
-    /// On PostgreSQL the rows of a plain `INSERT ... VALUES (...)` are gathered and sent
-    /// as multi-row inserts once `body` is done (one round trip for many rows); other
-    /// statements run one by one.
+    /// On PostgreSQL the rows of a plain `INSERT ... VALUES (...)` are gathered, across
+    /// batches, and sent as multi-row inserts before the next other statement (one
+    /// round trip for many rows); other statements run one by one.
     pub(crate) fn batch<T>(
         &self,
         sql: &str,
@@ -392,7 +432,7 @@ impl Db {
         };
         let out = body(&mut batch)?;
         if let Batch::PostgresRows(pg, rows) = batch {
-            rows.send(pg)?;
+            pg.gather(rows)?;
         }
         Ok(out)
     }
@@ -418,6 +458,8 @@ impl Db {
         match pg.rt.block_on(connect) {
             Ok(Ok(conn)) => {
                 *pg.conn.borrow_mut() = conn;
+                // rows gathered for the transaction the lost connection took with it
+                pg.pending.borrow_mut().take();
                 pg.lost.set(false);
                 tracing::info!("connected to the database again");
                 Ok(true)
@@ -444,6 +486,9 @@ impl Db {
         match self {
             Db::Sqlite(conn) => Ok(conn.prepare_cached(sql)?.execute([]).map(drop)?),
             Db::Postgres(pg) => {
+                if sql == "ROLLBACK" {
+                    pg.pending.borrow_mut().take();
+                }
                 let sql = sql.to_owned();
                 pg.run(async |c| sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(c).await)
                     .map(drop)
@@ -471,8 +516,9 @@ impl Batch<'_> {
                 pg.changes.set(pg.changes.get() + done.rows_affected());
                 Ok(done.rows_affected())
             }
-            Batch::PostgresRows(_, rows) => {
+            Batch::PostgresRows(pg, rows) => {
                 rows.push(vals);
+                pg.changes.set(pg.changes.get() + 1);
                 Ok(1)
             }
         }
@@ -572,8 +618,8 @@ impl MultiRow {
                     Owned::NullBlob => q.bind(None::<Vec<u8>>),
                 };
             }
-            let done = pg.run(async |c| q.execute(c).await)?;
-            pg.changes.set(pg.changes.get() + done.rows_affected());
+            // counted as changes when gathered
+            pg.run_now(async |c| q.execute(c).await)?;
         }
         Ok(())
     }
