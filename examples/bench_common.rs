@@ -3,11 +3,16 @@
 //! `wrk` (`run_load`, `Tally`), hyper connections for everything else (`connect`,
 //! `exchange`), the click event they post, and small statistics. Each program includes it with
 //! `#[path = "bench_common.rs"] mod common;` and uses the part it needs.
+//!
+//! With `EDDY_BENCH_POSTGRES` set to a PostgreSQL server's URL (e.g.
+//! `postgres://postgres@127.0.0.1:5433`, no database), every eddy started here runs on a
+//! fresh database of that server (`eddy serve --database`), dropped with the server.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -43,6 +48,8 @@ pub struct ServerProcess {
     pub port: u16,
     /// eddy's data directory and log, removed after the child is gone
     pub dir: Option<tempfile::TempDir>,
+    /// eddy's PostgreSQL database (see [`POSTGRES_VAR`]), dropped after the child is gone
+    pub database: Option<Database>,
 }
 
 impl Drop for ServerProcess {
@@ -62,10 +69,74 @@ impl ServerProcess {
     }
 }
 
+/// The variable naming a PostgreSQL server for eddy to run on.
+pub const POSTGRES_VAR: &str = "EDDY_BENCH_POSTGRES";
+
+/// The PostgreSQL server of [`POSTGRES_VAR`], when it is set.
+pub fn postgres_server() -> Option<String> {
+    std::env::var(POSTGRES_VAR).ok().filter(|s| !s.is_empty())
+}
+
+/// `server` (a PostgreSQL URL) with its database replaced by `name`.
+pub fn database_url(server: &str, name: &str) -> String {
+    let (scheme, rest) = server.split_once("://").unwrap_or(("postgres", server));
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let query = rest.find('?').map_or("", |i| &rest[i..]);
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+/// A fresh database on a PostgreSQL server, dropped (with `dropdb --force`) with this.
+pub struct Database {
+    pub url: String,
+    maintenance: String,
+    name: String,
+}
+
+impl Database {
+    pub async fn create(server: &str) -> Result<Self> {
+        use sqlx::Connection;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "eddy_bench_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let maintenance = database_url(server, "postgres");
+        let mut conn = sqlx::PgConnection::connect(&maintenance)
+            .await
+            .with_context(|| format!("cannot connect to {maintenance} ({POSTGRES_VAR})"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("cannot create database {name}"))?;
+        Ok(Self {
+            url: database_url(server, &name),
+            maintenance,
+            name,
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Command::new("dropdb")
+            .args(["--force", "--if-exists"])
+            .arg(format!("--maintenance-db={}", self.maintenance))
+            .arg(&self.name)
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
 /// Starts `eddy serve` with `extra` arguments on a free loopback port over a fresh data
-/// directory, logging to `eddy.log` beside it, and waits until `/healthz` answers 200.
+/// directory (or a fresh PostgreSQL database, see [`POSTGRES_VAR`]), logging to
+/// `eddy.log` beside it, and waits until `/healthz` answers 200.
 pub async fn start_eddy(bin: &Path, extra: &[&str]) -> Result<ServerProcess> {
     let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
+    let database = match postgres_server() {
+        Some(server) => Some(Database::create(&server).await?),
+        None => None,
+    };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .context("cannot find a free port")?
@@ -76,6 +147,7 @@ pub async fn start_eddy(bin: &Path, extra: &[&str]) -> Result<ServerProcess> {
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(dir.path().join("data"))
+        .args(database.iter().flat_map(|d| ["--database", d.url.as_str()]))
         .args(extra)
         .env("EDDY_LOG", "warn")
         .stdout(Stdio::from(log.try_clone()?))
@@ -86,6 +158,7 @@ pub async fn start_eddy(bin: &Path, extra: &[&str]) -> Result<ServerProcess> {
         child,
         port,
         dir: Some(dir),
+        database,
     };
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

@@ -11,6 +11,14 @@
 //!    durability (WAL, `synchronous=FULL`, eddy's schema, 1000 rows per transaction;
 //!    rows/s), again alternating each round; it prints both rates and eddy/raw.
 //!
+//! With `EDDY_BENCH_POSTGRES` set (a PostgreSQL server's URL, see `bench_common.rs`),
+//! eddy runs on a fresh database of that server each time, and its ceilings are
+//! PostgreSQL's own: single events against `pgbench` (the same connections, `-j 2`, the
+//! same seconds) running a one-row `INSERT` of the click event into eddy's `events`
+//! table (its schema applied to a fresh database), and batches against 4 connections
+//! each running 1000-row multi-row `INSERT`s (one statement, bound values, one
+//! transaction) of the same rows into eddy's schema; both print tx/s or rows/s.
+//!
 //! Every server is a child process (the no-op server is this program run with
 //! `--noop-server`), started fresh for each measurement with an empty data directory.
 //! The client runs on the same machine, so the figures are for comparing eddy with its
@@ -19,7 +27,7 @@
 //!
 //! Run: `cargo build --release && cargo run --release --example bench_ingest`
 //! Flags: `--rounds N` (3), `--seconds S` (10), `--connections C` (64), `--quick` (one
-//! round of 3 s). The eddy binary is `target/release/eddy`, or `$EDDY_BIN`.
+//! round of 3 s), `--only single|batch` (one part). The eddy binary is `target/release/eddy`, or `$EDDY_BIN`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -40,13 +48,27 @@ const INSERT_SQL: &str = "INSERT INTO events (pos, factory_id, sid, idx, eid, ty
                           data, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "--noop-server") {
         return noop_server();
     }
-    let settings = Settings::parse("bench_ingest", &args)?;
+    let only = match args.iter().position(|a| a == "--only") {
+        Some(i) => {
+            let part = args
+                .get(i + 1)
+                .context("--only needs single or batch")?
+                .clone();
+            args.drain(i..i + 2);
+            if part != "single" && part != "batch" {
+                anyhow::bail!("--only {part}: give single or batch");
+            }
+            Some(part)
+        }
+        None => None,
+    };
+    let settings = Settings::parse("bench_ingest [--only single|batch]", &args)?;
     let eddy = eddy_binary()?;
-    runtime()?.block_on(run(settings, eddy))
+    runtime()?.block_on(run(settings, eddy, only))
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -55,11 +77,15 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-async fn run(s: Settings, eddy: PathBuf) -> Result<()> {
+async fn run(s: Settings, eddy: PathBuf, only: Option<String>) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let postgres = postgres_server();
     println!("eddy ingest benchmark");
     println!("machine:  {cores} cores (client and servers share them)");
     println!("eddy:     {}", eddy.display());
+    if let Some(server) = &postgres {
+        println!("storage:  PostgreSQL at {server}, a fresh database per measurement");
+    }
     println!(
         "settings: {} round(s) of {} s (+{} s warm-up), {} connections, {EVENT_BYTES}-byte events",
         s.rounds,
@@ -68,16 +94,52 @@ async fn run(s: Settings, eddy: PathBuf) -> Result<()> {
         s.connections
     );
 
-    println!(
-        "\nsingle-event ingest: POST /bench/clicks, {} keep-alive HTTP/1.1 connections",
-        s.connections
-    );
-    table_header("server", "req/s");
-    let names = ["noop", "eddy"];
-    compare(s.rounds, names, "eddy/noop", async |i| {
-        single(&eddy, &s, i).await
-    })
-    .await?;
+    if only.as_deref() != Some("batch") {
+        println!(
+            "\nsingle-event ingest: POST /bench/clicks, {} keep-alive HTTP/1.1 connections",
+            s.connections
+        );
+        if let Some(server) = &postgres {
+            println!("  vs pgbench, {} clients, one-row INSERTs", s.connections);
+            table_header("server", "req/s");
+            let names = ["pgbench", "eddy"];
+            compare(s.rounds, names, "eddy/pgbench", async |i| {
+                if i == 0 {
+                    pgbench(server, &s).await
+                } else {
+                    single(&eddy, &s, i).await
+                }
+            })
+            .await?;
+        } else {
+            table_header("server", "req/s");
+            let names = ["noop", "eddy"];
+            compare(s.rounds, names, "eddy/noop", async |i| {
+                single(&eddy, &s, i).await
+            })
+            .await?;
+        }
+    }
+    if only.as_deref() == Some("single") {
+        return Ok(());
+    }
+    if let Some(server) = &postgres {
+        println!(
+            "\nbatch ingest: {BATCH_CONNECTIONS} connections POSTing {BATCH_EVENTS}-event batches \
+             (latency per POST) vs {BATCH_CONNECTIONS} connections running {BATCH_EVENTS}-row \
+             INSERTs into eddy's schema on PostgreSQL (latency per INSERT)"
+        );
+        table_header("writer", "events/s");
+        let names = ["raw pg", "eddy batch"];
+        return compare(s.rounds, names, "eddy/raw", async |i| {
+            if i == 0 {
+                raw_postgres(server, s.seconds).await
+            } else {
+                batch(&eddy, &s, i).await
+            }
+        })
+        .await;
+    }
 
     println!(
         "\nbatch ingest: {BATCH_CONNECTIONS} connections POSTing {BATCH_EVENTS}-event batches \
@@ -200,6 +262,7 @@ fn start_noop() -> Result<ServerProcess> {
         child,
         port: 0,
         dir: None,
+        database: None,
     };
     let mut line = String::new();
     BufReader::new(stdout)
@@ -251,4 +314,126 @@ fn raw_sqlite(seconds: u64) -> Result<Tally> {
         tally.success(started, Instant::now(), from, end);
     }
     Ok(tally)
+}
+
+/// A fresh database on `server` with eddy's PostgreSQL schema (the ceilings' target).
+async fn schema_database(server: &str) -> Result<(Database, sqlx::PgPool)> {
+    let db = Database::create(server).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(BATCH_CONNECTIONS as u32)
+        .connect(&db.url)
+        .await?;
+    eddy_engine::store::migrations::postgres_migrator()
+        .run(&pool)
+        .await
+        .context("eddy's PostgreSQL schema")?;
+    sqlx::raw_sql("CREATE SEQUENCE bench_pos")
+        .execute(&pool)
+        .await?;
+    Ok((db, pool))
+}
+
+/// The single-event ceiling on PostgreSQL: `pgbench` with one client per connection,
+/// each running a one-row INSERT (its own transaction) of the click event into eddy's
+/// `events` table; rate = pgbench's tps (without the initial connection time).
+async fn pgbench(server: &str, s: &Settings) -> Result<Stats> {
+    let (db, pool) = schema_database(server).await?;
+    pool.close().await;
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("insert.sql");
+    let data = click_json(0, 0);
+    std::fs::write(
+        &script,
+        format!(
+            "INSERT INTO events (pos, sid, idx, eid, type, ts, content_type, data) \
+             SELECT v, 1, v, uuid_send(gen_random_uuid()), 'click', \
+             (extract(epoch FROM clock_timestamp()) * 1000)::bigint, 'application/json', \
+             convert_to('{data}', 'UTF8') FROM (SELECT nextval('bench_pos') AS v) n;\n"
+        ),
+    )?;
+    let out = tokio::process::Command::new("pgbench")
+        .args(["-n", "-j", "2"])
+        .args(["-c", &s.connections.to_string()])
+        .args(["-T", &s.seconds.to_string()])
+        .arg("-f")
+        .arg(&script)
+        .arg(&db.url)
+        .output()
+        .await
+        .context("cannot run pgbench (postgresql-client)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let number = |prefix: &str| -> Option<f64> {
+        let line = text.lines().find(|l| l.starts_with(prefix))?;
+        line[prefix.len()..].split_whitespace().next()?.parse().ok()
+    };
+    let (Some(tps), true) = (number("tps = "), out.status.success()) else {
+        anyhow::bail!(
+            "pgbench failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let latency = number("latency average = ").unwrap_or(f64::NAN);
+    let failed = number("number of failed transactions: ").unwrap_or(0.0);
+    Ok(Stats {
+        rate: tps,
+        // pgbench reports the mean, not percentiles
+        p50_ms: latency,
+        p99_ms: f64::NAN,
+        errors: failed as u64,
+        samples: Vec::new(),
+        steal_pct: None,
+    })
+}
+
+/// The batch ceiling on PostgreSQL: [`BATCH_CONNECTIONS`] connections, each inserting
+/// [`BATCH_EVENTS`] rows per statement (a multi-row VALUES with bound values, its own
+/// transaction) into eddy's schema, for warm-up + `seconds`.
+async fn raw_postgres(server: &str, seconds: u64) -> Result<Stats> {
+    let (_db, pool) = schema_database(server).await?;
+    let from = Instant::now() + WARMUP;
+    let end = from + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..BATCH_CONNECTIONS)
+        .map(|c| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let mut conn = pool.acquire().await?;
+                let bodies: Vec<String> =
+                    (0..BATCH_EVENTS as u64).map(|n| click_json(c, n)).collect();
+                let (mut tally, mut idx) = (Tally::default(), 0i64);
+                // positions apart per connection, as eddy's are unique
+                let mut pos = 1 + c as i64 * 1_000_000_000;
+                while Instant::now() < end {
+                    let started = Instant::now();
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO events (pos, factory_id, sid, idx, eid, type, ts, \
+                         content_type, data, metadata) ",
+                    );
+                    insert.push_values(&bodies, |mut row, data| {
+                        row.push_bind(pos)
+                            .push_bind(None::<i64>)
+                            .push_bind(c as i64 + 1)
+                            .push_bind(idx)
+                            .push_bind(uuid::Uuid::now_v7().as_bytes().to_vec())
+                            .push_bind("click")
+                            .push_bind(now_ms())
+                            .push_bind("application/json")
+                            .push_bind(data.as_bytes())
+                            .push_bind(None::<String>);
+                        pos += 1;
+                        idx += 1;
+                    });
+                    insert.build().execute(&mut *conn).await?;
+                    tally.success(started, Instant::now(), from, end);
+                }
+                Ok::<_, anyhow::Error>(tally)
+            })
+        })
+        .collect();
+    let mut total = Tally::default();
+    for t in tasks {
+        total.merge(t.await??);
+    }
+    pool.close().await;
+    Ok(Stats::new(total, seconds, BATCH_EVENTS as u64))
 }

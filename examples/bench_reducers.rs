@@ -11,8 +11,9 @@
 //! 4. Memory: the child's RSS with 100 k substreams of a factory each holding state.
 //!
 //! Run: `cargo build --release && cargo run --release -p eddy-server --example
-//! bench_reducers` (`--events N`, `--substreams N`, `--seconds S` to scale; `EDDY_BIN`
-//! picks the binary).
+//! bench_reducers` (`--events N`, `--substreams N`, `--seconds S` to scale;
+//! `--rebuild-only` stops after 2; `EDDY_BIN` picks the binary, `EDDY_BENCH_POSTGRES` a
+//! PostgreSQL server to run it on, see `bench_common.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +35,7 @@ struct Settings {
     events: usize,
     substreams: usize,
     seconds: u64,
+    rebuild_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -42,6 +44,7 @@ fn main() -> Result<()> {
         events: 1_000_000,
         substreams: 100_000,
         seconds: 10,
+        rebuild_only: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -55,8 +58,10 @@ fn main() -> Result<()> {
             "--events" => s.events = value()?,
             "--substreams" => s.substreams = value()?,
             "--seconds" => s.seconds = value()? as u64,
+            "--rebuild-only" => s.rebuild_only = true,
             other => bail!(
-                "unknown argument {other}; usage: bench_reducers [--events N] [--substreams N] [--seconds S]"
+                "unknown argument {other}; usage: bench_reducers [--events N] [--substreams N] \
+                 [--seconds S] [--rebuild-only]"
             ),
         }
     }
@@ -257,6 +262,9 @@ async fn run(s: Settings, bin: PathBuf, trivial_ceiling: f64, pages_ceiling: f64
         );
     }
     drop(eddy);
+    if s.rebuild_only {
+        return Ok(());
+    }
 
     // 3. live lag under the single-event load
     let eddy = start(&bin).await?;
