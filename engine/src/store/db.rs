@@ -190,8 +190,11 @@ pub(crate) enum Db {
     Postgres(Pg),
 }
 
-/// A PostgreSQL connection driven from the writer thread, which is not a runtime
-/// thread: each statement blocks on the runtime's handle.
+/// A PostgreSQL connection driven from a thread of its own (the writer's, a reducer
+/// thread's), which is not a runtime thread: each statement blocks on a
+/// current-thread runtime the connection owns, so the answer to a statement wakes the
+/// thread that waits for it and no other (on the server's runtime, every round trip
+/// cost a wake-up across threads).
 pub(crate) struct Pg {
     conn: RefCell<PgConnection>,
     /// Where to connect again after the connection was lost.
@@ -199,7 +202,7 @@ pub(crate) struct Pg {
     /// Set when a statement failed for want of a connection; [`Db::heal`] connects
     /// again.
     lost: Cell<bool>,
-    rt: tokio::runtime::Handle,
+    rt: tokio::runtime::Runtime,
     /// `?N` statements in PostgreSQL's `$N` form, by their text.
     sql: RefCell<HashMap<String, std::sync::Arc<str>>>,
     /// Rows changed so far (what `total_changes` is on SQLite), gathered rows included.
@@ -211,8 +214,17 @@ pub(crate) struct Pg {
 }
 
 impl Pg {
-    pub(crate) fn new(conn: PgConnection, url: &str, rt: tokio::runtime::Handle) -> Self {
-        Self {
+    /// Connects to `url` on a runtime of the connection's own. Blocks: call it from a
+    /// thread that is not running async code (a blocking task, the thread that will
+    /// use the connection).
+    pub(crate) fn connect(url: &str) -> Result<Self> {
+        use sqlx::Connection as _;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::internal(format!("cannot start a runtime: {e}")))?;
+        let conn = rt.block_on(PgConnection::connect(url))?;
+        Ok(Self {
             conn: RefCell::new(conn),
             url: url.to_owned(),
             lost: Cell::new(false),
@@ -220,7 +232,7 @@ impl Pg {
             sql: RefCell::new(HashMap::new()),
             changes: Cell::new(0),
             pending: RefCell::new(None),
-        }
+        })
     }
 
     fn text(&self, sql: &str) -> std::sync::Arc<str> {

@@ -2,8 +2,6 @@
 //! runs, on a migrated SQLite file and on a migrated database of a throwaway
 //! PostgreSQL cluster (skipped, loudly, where no PostgreSQL server is installed).
 
-use sqlx::Connection as _;
-
 use super::db::{Db, Pg, vals};
 use super::test_backends;
 use crate::error::ErrorCode;
@@ -15,12 +13,11 @@ async fn sqlite_db(dir: &tempfile::TempDir) -> Db {
 
 async fn postgres_db(label: &str) -> Option<Db> {
     let url = test_backends::migrated_postgres(label).await?;
-    let conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    Some(Db::Postgres(Pg::new(
-        conn,
-        &url,
-        tokio::runtime::Handle::current(),
-    )))
+    let pg = tokio::task::spawn_blocking(move || Pg::connect(&url))
+        .await
+        .unwrap()
+        .unwrap();
+    Some(Db::Postgres(pg))
 }
 
 /// What the writer does with a stream, a substream and its events, in one

@@ -5,7 +5,6 @@
 //! (LIMITS.md); on PostgreSQL a connection of its own, driven through `db`.
 
 use rusqlite::{Connection, OpenFlags};
-use sqlx::Connection as _;
 
 use super::db::{Db, Pg, RowRef, vals};
 use super::{DB_FILE, Storage, Store};
@@ -68,8 +67,13 @@ impl FoldSource {
                 Db::Sqlite(conn)
             }
             Storage::Postgres(url) => {
-                let conn = sqlx::PgConnection::connect(url).await?;
-                Db::Postgres(Pg::new(conn, url, tokio::runtime::Handle::current()))
+                let url = url.clone();
+                tokio::task::spawn_blocking(move || Pg::connect(&url))
+                    .await
+                    .map_err(|e| {
+                        crate::error::EngineError::internal(format!("cannot connect: {e}"))
+                    })?
+                    .map(Db::Postgres)?
             }
         };
         Ok(Self { db })

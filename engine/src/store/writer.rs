@@ -223,20 +223,25 @@ pub(crate) async fn spawn_postgres(
     metrics: Arc<Metrics>,
     json: JsonLimits,
 ) -> Result<(WriterHandle, std::thread::JoinHandle<()>)> {
-    use sqlx::Connection as _;
-    let mut conn = sqlx::PgConnection::connect(url).await?;
-    sqlx::raw_sql("SET synchronous_commit = on")
-        .execute(&mut conn)
-        .await?;
-    let next_pos: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(pos), 0) + 1 FROM events")
-        .fetch_one(&mut conn)
-        .await?;
+    // the connection lives on the writer's thread, with a runtime of its own
+    let connect = url.to_owned();
+    let db = tokio::task::spawn_blocking(move || -> Result<Db> {
+        let db = Db::Postgres(super::db::Pg::connect(&connect)?);
+        db.control("SET synchronous_commit = on")?;
+        Ok(db)
+    })
+    .await
+    .map_err(|e| EngineError::internal(format!("cannot connect the writer: {e}")))??;
+    let next_pos = {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(pos), 0) + 1 FROM events")
+            .fetch_one(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        next
+    };
     last_position.store(next_pos - 1, Ordering::Release);
-    let db = Db::Postgres(super::db::Pg::new(
-        conn,
-        url,
-        tokio::runtime::Handle::current(),
-    ));
     let failed = Arc::new(AtomicBool::new(false));
     let flusher =
         super::flush::Flusher::committed(notices, last_position, failed.clone(), metrics.clone());
