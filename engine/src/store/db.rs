@@ -288,10 +288,14 @@ impl Pg {
     fn gather(&self, rows: MultiRow) -> Result<()> {
         let mut pending = self.pending.borrow_mut();
         match pending.as_mut() {
-            Some(p) if p.head == rows.head && p.width == rows.width => {
-                p.values.extend(rows.values);
-                Ok(())
-            }
+            Some(p) if p.head == rows.head && p.width == rows.width => match p.extend(rows) {
+                Ok(()) => Ok(()),
+                Err(other) => {
+                    let earlier = pending.replace(other);
+                    drop(pending);
+                    earlier.map_or(Ok(()), |e| e.send(self))
+                }
+            },
             _ => {
                 let earlier = pending.replace(rows);
                 drop(pending);
@@ -529,7 +533,7 @@ impl Batch<'_> {
                 Ok(done.rows_affected())
             }
             Batch::PostgresRows(pg, rows) => {
-                rows.push(vals);
+                rows.push(vals)?;
                 pg.changes.set(pg.changes.get() + 1);
                 Ok(1)
             }
@@ -537,29 +541,83 @@ impl Batch<'_> {
     }
 }
 
-/// The rows of an `INSERT INTO t (...) VALUES (?1, ..., ?N)` gathered for PostgreSQL.
+/// The rows of an `INSERT INTO t (...) VALUES (?1, ..., ?N)` gathered for PostgreSQL,
+/// column by column, and sent as one `INSERT INTO t (...) SELECT * FROM UNNEST($1::T[],
+/// ...)`: one statement text whatever the number of rows, so PostgreSQL prepares it
+/// once, and one parameter per column.
 pub(crate) struct MultiRow {
-    /// Up to and including `VALUES `.
+    /// Up to and including `VALUES `: which statement the rows are for.
     head: String,
     /// The columns per row.
     width: usize,
-    values: Vec<Owned>,
+    /// The values, one array per column, typed by the column's first value.
+    columns: Vec<Column>,
 }
 
-/// A [`Val`] kept past the statement that gave it.
+/// One column of gathered rows.
 #[derive(Debug)]
-enum Owned {
-    Int(i64),
-    Bool(bool),
-    Text(String),
-    Blob(Vec<u8>),
-    NullInt,
-    NullText,
-    NullBlob,
+enum Column {
+    Int(Vec<Option<i64>>),
+    Bool(Vec<Option<bool>>),
+    Text(Vec<Option<String>>),
+    Blob(Vec<Option<Vec<u8>>>),
 }
 
-/// Parameters per statement, under PostgreSQL's limit of 65 535.
-const MAX_PARAMETERS: usize = 60_000;
+impl Column {
+    fn of(v: Val<'_>) -> Self {
+        match v {
+            Val::Int(_) | Val::NullInt => Column::Int(Vec::new()),
+            Val::Bool(_) => Column::Bool(Vec::new()),
+            Val::Text(_) | Val::NullText => Column::Text(Vec::new()),
+            Val::Blob(_) | Val::NullBlob => Column::Blob(Vec::new()),
+        }
+    }
+
+    /// Whether `v` is of this column's type.
+    fn accepts(&self, v: Val<'_>) -> bool {
+        matches!(
+            (self, v),
+            (Column::Int(_), Val::Int(_) | Val::NullInt)
+                | (Column::Bool(_), Val::Bool(_) | Val::NullInt)
+                | (Column::Text(_), Val::Text(_) | Val::NullText)
+                | (Column::Blob(_), Val::Blob(_) | Val::NullBlob)
+        )
+    }
+
+    /// Appends `v`, which [`Column::accepts`]; a value of another type is not stored.
+    fn push(&mut self, v: Val<'_>) {
+        match (self, v) {
+            (Column::Int(c), Val::Int(i)) => c.push(Some(i)),
+            (Column::Bool(c), Val::Bool(b)) => c.push(Some(b)),
+            (Column::Text(c), Val::Text(t)) => c.push(Some(t.to_owned())),
+            (Column::Blob(c), Val::Blob(b)) => c.push(Some(b.to_vec())),
+            (Column::Int(c), _) => c.push(None),
+            (Column::Bool(c), _) => c.push(None),
+            (Column::Text(c), _) => c.push(None),
+            (Column::Blob(c), _) => c.push(None),
+        }
+    }
+
+    fn sql_type(&self) -> &'static str {
+        match self {
+            Column::Int(_) => "bigint[]",
+            Column::Bool(_) => "boolean[]",
+            Column::Text(_) => "text[]",
+            Column::Blob(_) => "bytea[]",
+        }
+    }
+
+    /// Appends `later`'s values (of the same type, which the caller checked).
+    fn extend(&mut self, later: &mut Column) {
+        match (self, later) {
+            (Column::Int(a), Column::Int(b)) => a.append(b),
+            (Column::Bool(a), Column::Bool(b)) => a.append(b),
+            (Column::Text(a), Column::Text(b)) => a.append(b),
+            (Column::Blob(a), Column::Blob(b)) => a.append(b),
+            _ => {}
+        }
+    }
+}
 
 impl MultiRow {
     /// The gatherer for `sql` when it is a plain insert of one row of `?1..?N` in
@@ -583,56 +641,80 @@ impl MultiRow {
         in_order.then(|| Self {
             head: sql[..at].to_owned(),
             width: params.len(),
-            values: Vec::new(),
+            columns: Vec::new(),
         })
     }
 
-    fn push(&mut self, vals: &[Val<'_>]) {
-        self.values.extend(vals.iter().map(|v| match *v {
-            Val::Int(i) => Owned::Int(i),
-            Val::Bool(b) => Owned::Bool(b),
-            Val::Text(t) => Owned::Text(t.to_owned()),
-            Val::Blob(b) => Owned::Blob(b.to_vec()),
-            Val::NullInt => Owned::NullInt,
-            Val::NullText => Owned::NullText,
-            Val::NullBlob => Owned::NullBlob,
-        }));
+    /// Appends one row; refused when a value's type is not its column's (a caller that
+    /// gives one statement values of two types), so nothing is lost silently.
+    fn push(&mut self, vals: &[Val<'_>]) -> Result<()> {
+        if self.columns.is_empty() {
+            self.columns = vals.iter().map(|v| Column::of(*v)).collect();
+        }
+        let fits = vals.len() == self.columns.len()
+            && self.columns.iter().zip(vals).all(|(c, v)| c.accepts(*v));
+        if !fits {
+            return Err(EngineError::internal(format!(
+                "a row for \"{}\" does not fit the columns of the rows before it",
+                self.head
+            )));
+        }
+        for (column, v) in self.columns.iter_mut().zip(vals) {
+            column.push(*v);
+        }
+        Ok(())
     }
 
-    /// Sends the gathered rows, as few statements as the parameter limit allows.
-    fn send(self, pg: &Pg) -> Result<()> {
-        let width = self.width.max(1);
-        let per_statement = (MAX_PARAMETERS / width) * width;
-        let mut values = self.values;
-        while !values.is_empty() {
-            let rest = values.split_off(per_statement.min(values.len()));
-            let chunk = std::mem::replace(&mut values, rest);
-            let mut sql = self.head.clone();
-            for i in 0..chunk.len() {
-                if i % width == 0 {
-                    sql.push_str(if i == 0 { "(" } else { "), (" });
-                } else {
-                    sql.push_str(", ");
-                }
-                sql.push('$');
-                sql.push_str(&(i + 1).to_string());
-            }
-            sql.push(')');
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for v in chunk {
-                q = match v {
-                    Owned::Int(i) => q.bind(i),
-                    Owned::Bool(b) => q.bind(b),
-                    Owned::Text(t) => q.bind(t),
-                    Owned::Blob(b) => q.bind(b),
-                    Owned::NullInt => q.bind(None::<i64>),
-                    Owned::NullText => q.bind(None::<String>),
-                    Owned::NullBlob => q.bind(None::<Vec<u8>>),
-                };
-            }
-            // counted as changes when gathered
-            pg.run_now(async |c| q.execute(c).await)?;
+    /// Takes `later`'s rows after these when their columns are of the same types;
+    /// gives `later` back otherwise.
+    fn extend(&mut self, mut later: MultiRow) -> std::result::Result<(), MultiRow> {
+        if self.columns.is_empty() {
+            self.columns = later.columns;
+            return Ok(());
         }
+        let same = self.columns.len() == later.columns.len()
+            && self
+                .columns
+                .iter()
+                .zip(&later.columns)
+                .all(|(a, b)| std::mem::discriminant(a) == std::mem::discriminant(b));
+        if !same {
+            return Err(later);
+        }
+        for (a, b) in self.columns.iter_mut().zip(&mut later.columns) {
+            a.extend(b);
+        }
+        Ok(())
+    }
+
+    /// Sends the gathered rows as one statement.
+    fn send(self, pg: &Pg) -> Result<()> {
+        if self.columns.is_empty() {
+            return Ok(());
+        }
+        let insert = self
+            .head
+            .trim_end()
+            .strip_suffix("VALUES")
+            .unwrap_or(&self.head);
+        let arrays: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("${}::{}", i + 1, c.sql_type()))
+            .collect();
+        let sql = format!("{insert}SELECT * FROM UNNEST({})", arrays.join(", "));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for column in self.columns {
+            q = match column {
+                Column::Int(c) => q.bind(c),
+                Column::Bool(c) => q.bind(c),
+                Column::Text(c) => q.bind(c),
+                Column::Blob(c) => q.bind(c),
+            };
+        }
+        // counted as changes when gathered
+        pg.run_now(async |c| q.execute(c).await)?;
         Ok(())
     }
 }
