@@ -209,7 +209,7 @@ pub(crate) struct Pg {
     changes: Cell<u64>,
     /// Rows of plain inserts gathered across requests, sent before the next statement
     /// of any other kind (a read of the same rows among them) or at COMMIT: a group of
-    /// single-event appends reaches PostgreSQL as one multi-row insert.
+    /// single-event appends reaches PostgreSQL as one insert (see [`MultiRow`]).
     pending: RefCell<Option<MultiRow>>,
 }
 
@@ -432,7 +432,7 @@ impl Db {
 
     /// Runs `body` with one statement, prepared once on SQLite, to execute many times.
     /// On PostgreSQL the rows of a plain `INSERT ... VALUES (...)` are gathered, across
-    /// batches, and sent as multi-row inserts before the next other statement (one
+    /// batches, and sent as one insert before the next other statement (one
     /// round trip for many rows); other statements run one by one.
     pub(crate) fn batch<T>(
         &self,
@@ -522,7 +522,7 @@ pub(crate) enum Batch<'c> {
 
 impl Batch<'_> {
     /// Executes the statement with `vals`; answers the rows it changed (1 for a row
-    /// gathered into a multi-row insert, which is sent when the batch ends).
+    /// gathered into one insert, sent before the next other statement).
     pub(crate) fn exec(&mut self, vals: &[Val<'_>]) -> Result<u64> {
         match self {
             Batch::Sqlite(stmt) => Ok(stmt.execute(rusqlite::params_from_iter(vals))? as u64),
