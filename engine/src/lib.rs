@@ -47,6 +47,7 @@
 
 pub mod access;
 pub mod builtins;
+pub mod cluster;
 pub mod consumers;
 mod content;
 mod dispatch;
@@ -110,6 +111,25 @@ pub struct Engine {
     webhooks: consumers::webhooks::Webhooks,
     pipes: pipes::Pipes,
     tickers: builtins::cron::Tickers,
+    /// This node's leases, where other nodes share the database.
+    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
+    /// Set once a shutdown began: the lease keeper takes nothing more.
+    leaving: std::sync::atomic::AtomicBool,
+}
+
+/// How the engine runs, besides its storage and metrics.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub reducers: reducers::PoolSettings,
+    pub webhooks: consumers::webhooks::WebhookSettings,
+    /// With an admin token every request needs credentials; without, the server is
+    /// open.
+    pub admin_token: Option<String>,
+    /// Commits a second from which live notices are merged (`--fanout-merge-rate`).
+    pub fanout_merge_rate: u32,
+    pub json: json::JsonLimits,
+    /// How this node takes part where other nodes share its database.
+    pub cluster: cluster::ClusterSettings,
 }
 
 impl Engine {
@@ -117,30 +137,42 @@ impl Engine {
     pub async fn open(
         storage: &store::Storage,
         metrics: Arc<metrics::Metrics>,
-        reducers: reducers::PoolSettings,
-        webhooks: consumers::webhooks::WebhookSettings,
-        admin_token: Option<&str>,
-        fanout_merge_rate: u32,
-        json: json::JsonLimits,
+        options: Options,
     ) -> Result<Arc<Self>> {
+        let Options {
+            reducers,
+            webhooks,
+            admin_token,
+            fanout_merge_rate,
+            json,
+            cluster: cluster_settings,
+        } = options;
         let allow_private = webhooks.allow_private;
         let webhooks = consumers::webhooks::Webhooks::new(webhooks, metrics.clone())?;
         let store = Store::open_storage(storage, metrics.clone(), json).await?;
         // shared with the reducer worker, which checks dispatched events' types
         let controls = Arc::new(access::controls::Controls::new(store.reads.clone(), json));
         let pipe_limits = reducers.limits.clone();
+        let cluster = store.node().map(|node| {
+            Arc::new(cluster::Cluster::new(
+                node.to_owned(),
+                cluster_settings,
+                &metrics,
+            ))
+        });
         let reducers = reducers::Reducers::start(
             &store,
             reducers.clone(),
             controls.clone(),
             metrics.reducer_memory_bytes.clone(),
             allow_private,
+            cluster.is_some(),
         )
         .await?;
         let hub = consumers::hub::Hub::start(store.subscribe(), metrics.clone(), fanout_merge_rate);
         let pipes = pipes::Pipes::new(pipe_limits)?;
         let tickers = builtins::cron::Tickers::new(store.writer.clone(), store.reads.clone());
-        let keys = access::Keys::new(admin_token);
+        let keys = access::Keys::new(admin_token.as_deref());
         if keys.admin_enabled() {
             keys.load(&store.reads).await?;
         }
@@ -154,9 +186,14 @@ impl Engine {
             webhooks,
             pipes,
             tickers,
+            cluster,
+            leaving: Default::default(),
         });
         engine.start_webhooks().await?;
         engine.start_pipes().await?;
+        if let Some(heard) = engine.store.take_heard() {
+            engine.join_cluster(heard);
+        }
         let weak = Arc::downgrade(&engine);
         tokio::spawn(async move {
             loop {
@@ -264,6 +301,21 @@ impl Engine {
     }
 
     /// The global position of the last committed event.
+    /// Whether a shutdown began.
+    pub(crate) fn leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The fence of `work` while this node holds its lease.
+    pub(crate) fn cluster_fence(&self, work: &cluster::Work) -> Option<store::cluster::Fence> {
+        self.cluster.as_ref().and_then(|c| c.fence(work))
+    }
+
+    /// This node's id, where other nodes share the database.
+    pub fn node(&self) -> Option<&str> {
+        self.store.node()
+    }
+
     pub fn last_position(&self) -> i64 {
         self.store.last_position()
     }
@@ -272,7 +324,11 @@ impl Engine {
     pub async fn shutdown(&self) {
         // pipes, webhooks and reducers save their cursors and checkpoints through the
         // writer; cron tickers stop first, so nothing ticks into a closing writer
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Release);
         self.tickers.stop_all();
+        // in a cluster: the leases go at once, for other nodes to take the work
+        self.leave_cluster().await;
         self.pipes.stop_all().await;
         self.webhooks.stop_all().await;
         self.reducers.shutdown().await;

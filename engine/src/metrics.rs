@@ -36,6 +36,14 @@ pub struct Metrics {
     pub refusals: Family<Vec<(String, String)>, Counter>,
     /// JavaScript memory of the reducer sandboxes, as last measured.
     pub reducer_memory_bytes: Gauge,
+    /// Leases this node took (on several nodes).
+    pub leases_taken: Counter,
+    /// Leases this node took from a node that had stopped renewing them.
+    pub lease_takeovers: Counter,
+    /// Leases this node lost (found taken or expired at a renewal).
+    pub leases_lost: Counter,
+    /// Leases this node holds.
+    pub leases_held: Gauge,
 }
 
 impl Default for Metrics {
@@ -48,6 +56,10 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             flush_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
             subscribers: Gauge::default(),
+            leases_taken: Counter::default(),
+            lease_takeovers: Counter::default(),
+            leases_lost: Counter::default(),
+            leases_held: Gauge::default(),
             fanout_merged_notices: Counter::default(),
             webhook_attempts: Counter::default(),
             webhook_failures: Counter::default(),
@@ -141,6 +153,26 @@ impl Metrics {
             "JavaScript memory the reducer sandboxes of all streams hold, as last measured \
              (bounded by --reducer-memory-total-mb)",
             self.reducer_memory_bytes.clone(),
+        );
+        registry.register(
+            "eddy_leases_taken",
+            "Leases on background work this node took (several nodes on PostgreSQL)",
+            self.leases_taken.clone(),
+        );
+        registry.register(
+            "eddy_lease_takeovers",
+            "Leases this node took over from a node that had stopped renewing them",
+            self.lease_takeovers.clone(),
+        );
+        registry.register(
+            "eddy_leases_lost",
+            "Leases this node lost: found expired or taken by another node at a renewal",
+            self.leases_lost.clone(),
+        );
+        registry.register(
+            "eddy_leases_held",
+            "Leases on background work this node holds",
+            self.leases_held.clone(),
         );
     }
 }

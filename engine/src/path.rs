@@ -546,6 +546,21 @@ pub struct StreamPath {
 }
 
 impl StreamPath {
+    /// The path of a stored (sub)stream from its stored names, which were checked when
+    /// they were written (internal names such as `strm/logs` among them); `None` when
+    /// the stored args do not parse.
+    pub(crate) fn stored(account: &str, stream: &str, args: &str) -> Option<Self> {
+        Some(StreamPath {
+            account: AccountName(account.to_owned()),
+            stream: StreamName(stream.to_owned()),
+            args: if args.is_empty() {
+                None
+            } else {
+                Some(Args::parse(args).ok()?)
+            },
+        })
+    }
+
     /// The stream that holds this stream's log (`/{acct}/{strm}/logs`): stored as a
     /// plain stream named `strm/logs`, a name no URL can give, so it never clashes with
     /// a user's stream and stays out of account listings. Factory args are dropped: a

@@ -224,3 +224,29 @@ pub async fn delete_key(
     state.engine.delete_key(&acct, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// `GET /api/cluster`: the live nodes, what each holds leases on, and every lease
+/// (admin; anyone on an open server, which listens on loopback only). A server on the
+/// embedded database is a cluster of one and answers so.
+pub async fn cluster(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Response> {
+    if state.engine.access_enabled() {
+        let creds = open(&state, &headers, &uri)?;
+        state.engine.authorize_admin(&creds)?;
+    }
+    let status = match state.engine.cluster_status().await? {
+        Some(status) => serde_json::to_value(status)
+            .map_err(|e| ApiError(EngineError::internal(e.to_string())))?,
+        None => json!({
+            "node": null,
+            "storage": "embedded",
+            "nodes": [],
+            "leases": [],
+            "message": "this server keeps its data in an embedded database: it is the only node"
+        }),
+    };
+    Ok(Json(status).into_response())
+}

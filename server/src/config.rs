@@ -51,6 +51,16 @@ pub struct Config {
     /// or migrated at start.
     #[arg(long, env = "EDDY_DATABASE_URL", value_parser = parse_database_url)]
     pub database: Option<String>,
+    /// With --database, several servers on the same database form one service: each
+    /// reducer stream, pipe and webhook runs on one of them under a lease renewed
+    /// every third of this time (ms), and moves to another within it when its node
+    /// stops.
+    #[arg(long, env = "EDDY_LEASE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(300..))]
+    pub lease_ms: u64,
+    /// This node's address as other nodes and GET /api/cluster show it (default: the
+    /// address it listens on).
+    #[arg(long, env = "EDDY_ADVERTISE")]
+    pub advertise: Option<String>,
     /// The admin token: with one, every request needs credentials (API keys, HMAC
     /// tokens or public stream settings) and accounts exist once created under /api.
     /// Without one the server is open, on loopback only. It must be at least 16
@@ -149,6 +159,8 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data: data.into(),
             database: None,
+            lease_ms: 10_000,
+            advertise: None,
             admin_token: None,
             insecure_open: false,
             shutdown_grace_ms: 10_000,
@@ -185,6 +197,17 @@ impl Config {
     }
 
     /// How webhooks deliver and retry.
+    /// How this node takes part when other nodes share its database.
+    pub fn cluster_settings(&self) -> eddy_engine::cluster::ClusterSettings {
+        eddy_engine::cluster::ClusterSettings {
+            lease: std::time::Duration::from_millis(self.lease_ms),
+            address: self
+                .advertise
+                .clone()
+                .unwrap_or_else(|| self.listen.to_string()),
+        }
+    }
+
     pub fn webhook_settings(&self) -> eddy_engine::consumers::webhooks::WebhookSettings {
         use std::time::Duration;
         eddy_engine::consumers::webhooks::WebhookSettings {

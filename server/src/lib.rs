@@ -72,11 +72,14 @@ impl AppState {
         let engine = Engine::open(
             &config.storage(),
             engine_metrics,
-            config.reducer_pool(),
-            config.webhook_settings(),
-            config.admin_token.as_deref(),
-            config.fanout_merge_rate,
-            config.json_limits()?,
+            eddy_engine::Options {
+                reducers: config.reducer_pool(),
+                webhooks: config.webhook_settings(),
+                admin_token: config.admin_token.clone(),
+                fanout_merge_rate: config.fanout_merge_rate,
+                json: config.json_limits()?,
+                cluster: config.cluster_settings(),
+            },
         )
         .await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
@@ -108,7 +111,11 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", ops::endpoint(get(ops::healthz)))
-        .route("/metrics", ops::endpoint(get(ops::metrics)));
+        .route("/metrics", ops::endpoint(get(ops::metrics)))
+        .route(
+            "/api/cluster",
+            admin::endpoint(get(admin::cluster), "GET, HEAD"),
+        );
     if state.engine.access_enabled() {
         router = router
             .route(

@@ -54,6 +54,9 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             let addr = listener.local_addr()?;
+            let mut config = config;
+            // the port taken, for the node's address in /api/cluster
+            config.listen = addr;
             let state = AppState::open(config.clone())
                 .await
                 .with_context(|| format!("cannot open the storage {}", config.storage()))?;

@@ -80,6 +80,11 @@ async fn a_server_with_an_admin_token_may_listen_publicly() {
 #[tokio::test]
 async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     crate::common::tls_ready();
+    if crate::common::on_postgres() {
+        // on PostgreSQL a second server joins the first as another node
+        // (tests/api/cluster.rs)
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut first = ChildServer::start(dir.path()).await;
     let c = client();

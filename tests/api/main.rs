@@ -10,6 +10,7 @@ mod batch;
 mod browser;
 mod builtins;
 mod cli;
+mod cluster;
 mod common;
 mod connections;
 mod digest;

@@ -53,10 +53,11 @@ impl StreamControls {
         settings: StreamSettings,
         types: HashMap<String, Arc<EventTypeDef>>,
         json: JsonLimits,
+        nodes: u32,
     ) -> Self {
         let limiter = settings
             .rate_limit
-            .map(|r| DefaultKeyedRateLimiter::keyed(quota(r)));
+            .map(|r| DefaultKeyedRateLimiter::keyed(quota(r, nodes)));
         let referers = settings
             .blocklist
             .referers
@@ -266,9 +267,14 @@ fn fold_scheme_host(url: &str) -> Cow<'_, str> {
     }
 }
 
-fn quota(r: RateLimit) -> Quota {
+/// The quota of one node's limiter, where `nodes` nodes share the service: each admits
+/// its share of the sustained rate (rounded up), and the whole burst, so that a batch
+/// any node admits alone is admitted in a cluster too (docs/guide/cluster.md states
+/// the tolerance this gives).
+fn quota(r: RateLimit, nodes: u32) -> Quota {
+    let share = r.per_second.div_ceil(u64::from(nodes.max(1)));
     let per_second =
-        NonZeroU32::new(r.per_second.clamp(1, u32::MAX as u64) as u32).unwrap_or(NonZeroU32::MIN);
+        NonZeroU32::new(share.clamp(1, u32::MAX as u64) as u32).unwrap_or(NonZeroU32::MIN);
     let burst =
         NonZeroU32::new(r.burst.clamp(1, u32::MAX as u64) as u32).unwrap_or(NonZeroU32::MIN);
     Quota::per_second(per_second).allow_burst(burst)
@@ -304,6 +310,8 @@ pub struct Controls {
     /// A std lock: held for a lookup or an insert, never across an await.
     map: RwLock<StreamMap>,
     epoch: AtomicU64,
+    /// The live nodes sharing the rate limits (1 on one server).
+    nodes: std::sync::atomic::AtomicU32,
 }
 
 impl Controls {
@@ -313,6 +321,7 @@ impl Controls {
             json,
             map: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
+            nodes: std::sync::atomic::AtomicU32::new(1),
         }
     }
 
@@ -342,7 +351,8 @@ impl Controls {
         }
         let exists = info.is_some();
         let settings = info.map(|i| i.settings).unwrap_or_default();
-        let controls = Arc::new(StreamControls::new(settings, types, self.json));
+        let nodes = self.nodes.load(Ordering::Acquire);
+        let controls = Arc::new(StreamControls::new(settings, types, self.json, nodes));
         if exists
             && let Ok(mut map) = self.map.write()
             && self.epoch.load(Ordering::Acquire) == epoch
@@ -361,6 +371,23 @@ impl Controls {
             && let Some(m) = map.get_mut(account)
         {
             m.remove(stream);
+        }
+    }
+
+    /// Sets how many live nodes share the rate limits; the limiters start again with
+    /// their new share when it changed.
+    pub(crate) fn share_between(&self, nodes: usize) {
+        let nodes = nodes.clamp(1, u32::MAX as usize) as u32;
+        if self.nodes.swap(nodes, Ordering::AcqRel) != nodes {
+            self.forget_all();
+        }
+    }
+
+    /// Forgets every stream's controls (after another node changed some).
+    pub(crate) fn forget_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut map) = self.map.write() {
+            map.clear();
         }
     }
 
@@ -396,7 +423,7 @@ mod tests {
     fn controls(settings: Value) -> StreamControls {
         let Value::Object(m) = settings else { panic!() };
         let s = StreamSettings::default().merged(m).unwrap();
-        StreamControls::new(s, HashMap::new(), JsonLimits::default())
+        StreamControls::new(s, HashMap::new(), JsonLimits::default(), 1)
     }
 
     #[test]

@@ -130,6 +130,14 @@ impl Access {
         &self.keys
     }
 
+    /// Loads the accounts and keys again (after another node changed them).
+    pub(crate) async fn reload(&self, reads: &crate::store::Reads) -> crate::error::Result<()> {
+        if self.keys.admin_enabled() {
+            self.keys.load(reads).await?;
+        }
+        Ok(())
+    }
+
     /// Whether requests are checked at all (an admin token was given).
     pub fn enabled(&self) -> bool {
         self.keys.admin_enabled()

@@ -16,15 +16,18 @@ async fn engine(dir: &std::path::Path) -> Arc<Engine> {
     Engine::open(
         &crate::store::Storage::Embedded(dir.to_owned()),
         metrics,
-        crate::reducers::PoolSettings {
-            limits: eddy_runtime_js::Limits::default(),
-            threads: 2,
-            memory_total: 256 * 1024 * 1024,
+        crate::Options {
+            reducers: crate::reducers::PoolSettings {
+                limits: eddy_runtime_js::Limits::default(),
+                threads: 2,
+                memory_total: 256 * 1024 * 1024,
+            },
+            webhooks: crate::consumers::webhooks::WebhookSettings::default(),
+            admin_token: None,
+            fanout_merge_rate: crate::consumers::hub::DEFAULT_MERGE_RATE,
+            json: crate::json::JsonLimits::default(),
+            cluster: Default::default(),
         },
-        crate::consumers::webhooks::WebhookSettings::default(),
-        None,
-        crate::consumers::hub::DEFAULT_MERGE_RATE,
-        crate::json::JsonLimits::default(),
     )
     .await
     .expect("open")

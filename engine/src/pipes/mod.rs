@@ -96,7 +96,7 @@ impl Pipes {
     }
 
     /// Stops one task and waits until its last batch is written.
-    async fn stop(&self, id: i64) {
+    pub(crate) async fn stop(&self, id: i64) {
         let running = self.running().remove(&id);
         if let Some(r) = running {
             let _ = r.stop.send(true);
@@ -118,19 +118,40 @@ impl Pipes {
 }
 
 impl Engine {
-    /// Starts the task of every stored pipe.
+    /// Starts the task of every stored pipe (where leases are kept, the lease keeper
+    /// starts each on the node that takes its lease instead).
     pub(crate) async fn start_pipes(self: &Arc<Self>) -> Result<()> {
+        if self.cluster.is_some() {
+            return Ok(());
+        }
         let source = crate::store::fold_source::FoldSource::open(&self.store).await?;
         let rows = tokio::task::spawn_blocking(move || source.pipes())
             .await
             .map_err(|e| EngineError::internal(e.to_string()))??;
         for row in rows {
-            self.start_pipe(row);
+            self.start_pipe(row, None);
         }
         Ok(())
     }
 
-    fn start_pipe(self: &Arc<Self>, row: PipeRow) {
+    /// Starts pipe `id` as stored, under the lease `fence`; answers false when it no
+    /// longer exists.
+    pub(crate) async fn run_pipe(
+        self: &Arc<Self>,
+        id: i64,
+        fence: Option<crate::store::cluster::Fence>,
+    ) -> Result<bool> {
+        self.pipes.stop(id).await;
+        match pipe_reads::one(&self.store.reads, id).await? {
+            Some(row) => {
+                self.start_pipe(row, fence);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn start_pipe(self: &Arc<Self>, row: PipeRow, fence: Option<crate::store::cluster::Fence>) {
         let (stop_tx, stop) = watch::channel(false);
         let progress = Arc::new(Mutex::new(Progress {
             cursor: row.cursor,
@@ -145,6 +166,7 @@ impl Engine {
                 progress: progress.clone(),
                 stop,
                 row,
+                fence,
             }
             .run(),
         );
@@ -247,7 +269,18 @@ impl Engine {
                 pipe_reads::progress(&self.store.reads, row.id).await?;
         }
         let status = status_of(&row, None);
-        self.start_pipe(*row);
+        match &self.cluster {
+            None => self.start_pipe(*row, None),
+            Some(_) => {
+                let work = crate::cluster::Work::Pipe(row.id);
+                if self.cluster_fence(&work).is_some() {
+                    self.restart(&work).await?;
+                } else {
+                    // runs here if its lease is free; else its node restarts it
+                    self.claim_and_run(&work).await?;
+                }
+            }
+        }
         Ok((status, created))
     }
 

@@ -31,6 +31,8 @@ pub(super) struct PipeTask {
     pub progress: Arc<Mutex<Progress>>,
     pub stop: watch::Receiver<bool>,
     pub row: PipeRow,
+    /// The lease the pipe runs under, where leases are kept.
+    pub fence: Option<crate::store::cluster::Fence>,
 }
 
 /// One output of a pipe function.
@@ -112,6 +114,8 @@ impl PipeTask {
                 }
                 Ok(_) => return true,
                 Err(e) if e.code == ErrorCode::NotFound => return false,
+                // the lease went to another node, which goes on from the saved cursor
+                Err(e) if e.code == ErrorCode::Conflict && self.fence.is_some() => return false,
                 Err(e) => {
                     tracing::warn!(error = %e.message, pipe = self.row.id, "a pipe batch failed; retrying");
                     if self.pause().await {
@@ -147,6 +151,7 @@ impl PipeTask {
             logs: Vec::new(),
             log_stream: log_stream.clone(),
             errors: 0,
+            fence: self.fence.clone(),
         }
     }
 

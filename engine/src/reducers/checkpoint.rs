@@ -97,6 +97,7 @@ impl Worker {
                     logs: Some((group.stream.logs(), logs)),
                     dispatches: r.dispatches.drain(..).map(|(_, d)| d).collect(),
                     promote_over,
+                    fence: group.fence.clone(),
                 };
                 let demoted = promote_over.map(|old| {
                     let states = r.pending.clone();

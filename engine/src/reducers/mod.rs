@@ -28,6 +28,7 @@ use crate::error::{EngineError, Result};
 use crate::path::{AccountName, ReducerName, StreamName, StreamPath};
 use crate::selector::Selector;
 use crate::store::Reads;
+use crate::store::cluster::Fence;
 use crate::store::fold_source::FoldSource;
 use crate::store::reducer_reads;
 use crate::store::reducer_writes::{ReducerRow, ReducerWrite, ReducerWritten};
@@ -129,6 +130,7 @@ impl Reducers {
         controls: Arc<crate::access::controls::Controls>,
         memory_gauge: prometheus_client::metrics::gauge::Gauge,
         allow_private: bool,
+        leased: bool,
     ) -> Result<Self> {
         let (writer, durable) = (store.writer.clone(), store.durable());
         let threads = settings.threads.max(1);
@@ -200,47 +202,88 @@ impl Reducers {
         for (row, stream) in load_rows(&store.reads).await? {
             let after_idx =
                 reducer_reads::after_index(&store.reads, row.stream_id, row.position).await?;
-            reducers.load(Box::new(row), stream, None, after_idx)?;
+            if leased {
+                // folded where the lease is held (`run_stream`); read here as saved
+                reducers
+                    .published
+                    .insert(row.stream_id, entry(&row, after_idx));
+            } else {
+                reducers.load(Box::new(row), stream, None, after_idx, None)?;
+            }
         }
         route_commits_to(&reducers, store.subscribe());
         Ok(reducers)
     }
 
-    /// Publishes a stored version and hands it to its stream's thread.
+    /// Publishes a stored version and hands it to its stream's thread (with the lease
+    /// the stream's reducers run under, where leases are kept).
     fn load(
         &self,
         row: Box<ReducerRow>,
         stream: StreamPath,
         replaced: Option<i64>,
         after_idx: i64,
+        fence: Option<Fence>,
     ) -> Result<()> {
         let stream_id = row.stream_id;
         let lane = self.placement.place(stream_id, self.lanes.len());
         if let Some(old) = replaced {
             self.published.remove(stream_id, &[old]);
         }
-        self.published.insert(
-            stream_id,
-            Entry {
-                status: ReducerStatus {
-                    name: row.name.clone(),
-                    building: row.building,
-                    code_hash: row.code_hash.clone(),
-                    position: row.position,
-                    index: (!row.factory).then_some(after_idx),
-                    lag: 0,
-                    errors: row.errors,
-                    halted: row.halted.clone(),
-                    selector: row.selector.clone(),
-                    halt_on_error: row.halt_on_error,
-                    live_states: 0,
-                },
-                id: row.id,
-                factory: row.factory,
-                states: Default::default(),
-            },
-        );
-        self.lanes[lane].send(Msg::Deploy(row, stream, replaced))
+        self.published.insert(stream_id, entry(&row, after_idx));
+        self.lanes[lane].send(Msg::Deploy(row, stream, replaced, fence))
+    }
+
+    /// Starts folding a stream's reducers here, under the lease `fence`; `fresh` is a
+    /// version just deployed, which folds what comes after its deploy live.
+    pub(crate) async fn run_stream(
+        &self,
+        reads: &Reads,
+        stream_id: i64,
+        fence: Fence,
+        fresh: Option<Box<ReducerRow>>,
+    ) -> Result<bool> {
+        let rows = stream_rows(reads, stream_id).await?;
+        let found = !rows.is_empty();
+        for (row, stream) in rows {
+            let row = match &fresh {
+                Some(f) if f.id == row.id => f.clone(),
+                _ => Box::new(row),
+            };
+            let after_idx = reducer_reads::after_index(reads, stream_id, row.position).await?;
+            self.load(row, stream, None, after_idx, Some(fence.clone()))?;
+        }
+        Ok(found)
+    }
+
+    /// Stops folding a stream's reducers here (after saving them): another node runs
+    /// them from now on.
+    pub(crate) fn unload_stream(&self, stream_id: i64) {
+        if let Some(lane) = self.placement.get(stream_id) {
+            let _ = self.lanes[lane].send(Msg::Unload { stream_id });
+        }
+    }
+
+    /// Publishes a stream's reducers as saved in the database, for reads here of a
+    /// stream another node folds.
+    pub(crate) async fn refresh_stream(&self, reads: &Reads, stream_id: i64) -> Result<()> {
+        let mut entries = Vec::new();
+        for (row, _) in stream_rows(reads, stream_id).await? {
+            let after_idx = reducer_reads::after_index(reads, stream_id, row.position).await?;
+            entries.push(entry(&row, after_idx));
+        }
+        self.published.replace_stream(stream_id, entries);
+        Ok(())
+    }
+
+    /// The (version id, position) of each version published for a stream, by id.
+    pub(crate) fn published_positions(&self, stream_id: i64) -> Vec<(i64, i64)> {
+        self.published.positions(stream_id)
+    }
+
+    /// The streams whose reducers this node publishes.
+    pub(crate) fn published_streams(&self) -> Vec<i64> {
+        self.published.stream_ids()
     }
 
     /// Stops folding by `deadline` (between two events); the threads then save what
@@ -294,7 +337,7 @@ fn route_commits_to(
 impl crate::Engine {
     /// Deploys reducer code: parses it (syntax errors name line and column), checks
     /// that it loads, refuses dependency cycles, stores it and starts folding.
-    pub async fn deploy_reducer(&self, req: DeployRequest) -> Result<Deployed> {
+    pub async fn deploy_reducer(self: &Arc<Self>, req: DeployRequest) -> Result<Deployed> {
         let source = req.source.clone();
         let language = req.language;
         let prepared = tokio::task::spawn_blocking(move || prepare(&source, language))
@@ -350,7 +393,26 @@ impl crate::Engine {
         };
         let building = row.building;
         // a new version starts from the first event
-        self.reducers.load(row, stream, replaced, -1)?;
+        match &self.cluster {
+            None => self.reducers.load(row, stream, replaced, -1, None)?,
+            Some(_) => {
+                let work = crate::cluster::Work::Reducers(row.stream_id);
+                if let Some(fence) = self.cluster_fence(&work) {
+                    self.reducers.load(row, stream, replaced, -1, Some(fence))?;
+                } else if let Some(fence) = self.claim(&work).await? {
+                    let stream_id = row.stream_id;
+                    self.reducers
+                        .run_stream(&self.store.reads, stream_id, fence, Some(row))
+                        .await?;
+                } else {
+                    // another node folds the stream and reloads it on the change
+                    // notice; reads here show the new version at once
+                    self.reducers
+                        .refresh_stream(&self.store.reads, row.stream_id)
+                        .await?;
+                }
+            }
+        }
         Ok(Deployed {
             code_hash,
             building,
@@ -452,6 +514,35 @@ impl crate::Engine {
 
 fn missing_reducer(path: &StreamPath, name: &ReducerName) -> EngineError {
     EngineError::not_found(format!("reducer {name} of {path} does not exist"))
+}
+
+/// What `/reducers` and state reads start from for a stored version.
+fn entry(row: &ReducerRow, after_idx: i64) -> Entry {
+    Entry {
+        status: ReducerStatus {
+            name: row.name.clone(),
+            building: row.building,
+            code_hash: row.code_hash.clone(),
+            position: row.position,
+            index: (!row.factory).then_some(after_idx),
+            lag: 0,
+            errors: row.errors,
+            halted: row.halted.clone(),
+            selector: row.selector.clone(),
+            halt_on_error: row.halt_on_error,
+            live_states: 0,
+        },
+        id: row.id,
+        factory: row.factory,
+        states: Default::default(),
+    }
+}
+
+/// The stored versions of one stream's reducers.
+async fn stream_rows(reads: &Reads, stream_id: i64) -> Result<Vec<(ReducerRow, StreamPath)>> {
+    let mut rows = load_rows(reads).await?;
+    rows.retain(|(row, _)| row.stream_id == stream_id);
+    Ok(rows)
 }
 
 /// Every stored reducer version with its stream's path, for the worker at start.

@@ -86,6 +86,35 @@ impl Published {
         self.bump();
     }
 
+    /// Replaces every version published for a stream (what another node folds, as
+    /// saved in the database).
+    pub(crate) fn replace_stream(&self, stream_id: i64, entries: Vec<Entry>) {
+        let mut streams = self.write();
+        if entries.is_empty() {
+            streams.remove(&stream_id);
+        } else {
+            streams.insert(stream_id, entries);
+        }
+        drop(streams);
+        self.bump();
+    }
+
+    /// The (version id, position) of each version published for a stream, by id.
+    pub(crate) fn positions(&self, stream_id: i64) -> Vec<(i64, i64)> {
+        let mut out: Vec<(i64, i64)> = self
+            .read()
+            .get(&stream_id)
+            .map(|list| list.iter().map(|e| (e.id, e.status.position)).collect())
+            .unwrap_or_default();
+        out.sort_unstable();
+        out
+    }
+
+    /// The streams with published versions.
+    pub(crate) fn stream_ids(&self) -> Vec<i64> {
+        self.read().keys().copied().collect()
+    }
+
     /// Removes reducer versions.
     pub(crate) fn remove(&self, stream_id: i64, ids: &[i64]) {
         let mut streams = self.write();

@@ -34,6 +34,7 @@ use crate::error::{EngineError, Result};
 use crate::event::NewEvent;
 use crate::path::{Args, StreamPath};
 use crate::selector::Selector;
+use crate::store::cluster::Fence;
 use crate::store::fold_source::FoldSource;
 use crate::store::pipe_writes::Routed;
 use crate::store::reducer_writes::ReducerRow;
@@ -52,8 +53,13 @@ pub(crate) enum Msg {
     /// Events were committed: there may be work.
     Wake,
     /// A version stored by the writer (or loaded at start); `replaced` is a building
-    /// version it superseded.
-    Deploy(Box<ReducerRow>, StreamPath, Option<i64>),
+    /// version it superseded; the fence is the lease the stream's reducers run under
+    /// where leases are kept.
+    Deploy(Box<ReducerRow>, StreamPath, Option<i64>, Option<Fence>),
+    /// Another node runs the stream's reducers from now on: save and let go of them.
+    Unload {
+        stream_id: i64,
+    },
     Delete {
         stream_id: i64,
         ids: Vec<i64>,
@@ -97,6 +103,9 @@ pub(crate) struct Group {
     pub(super) request_hosts: Rc<RefCell<Vec<String>>>,
     /// Events to read for the next slice: fewer after a slice ran out of time.
     pub(super) batch: i64,
+    /// The lease the stream's reducers run under, where leases are kept; every
+    /// checkpoint carries it.
+    pub(super) fence: Option<Fence>,
     /// Slices folded, for alternating between rebuilding and live reducers.
     pub(super) turns: u64,
     /// The sandbox's memory limit now (its share of the server-wide budget).
@@ -233,22 +242,50 @@ impl Worker {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Wake | Msg::Shutdown => {}
-            Msg::Deploy(row, stream, replaced) => {
+            Msg::Deploy(row, stream, replaced, fence) => {
                 if let Some(old) = replaced {
                     self.remove(row.stream_id, &[old]);
                 }
                 let stream_id = row.stream_id;
-                if let Err(e) = self.add(*row, stream) {
+                if let Err(e) = self.add(*row, stream, fence) {
                     tracing::error!(error = %e.message, "cannot load a deployed reducer");
                 }
                 self.publish(stream_id, false);
             }
             Msg::Delete { stream_id, ids } => self.remove(stream_id, &ids),
+            Msg::Unload { stream_id } => {
+                self.checkpoint_all(true);
+                let ids: Vec<i64> = self
+                    .groups
+                    .get(&stream_id)
+                    .map(|g| g.reducers.iter().map(|r| r.row.id).collect())
+                    .unwrap_or_default();
+                self.remove(stream_id, &ids);
+            }
         }
     }
 
-    /// Installs a reducer version, with its saved position.
-    fn add(&mut self, row: ReducerRow, stream: StreamPath) -> Result<()> {
+    /// Installs a reducer version, with its saved position (read again here: another
+    /// node, or this one before a restart of the stream, may have saved past the row's).
+    fn add(&mut self, mut row: ReducerRow, stream: StreamPath, fence: Option<Fence>) -> Result<()> {
+        let Some(saved) = self.source.saved_progress(row.id)? else {
+            // deleted meanwhile
+            return Ok(());
+        };
+        if saved.position > row.position {
+            row.position = saved.position;
+            row.errors = saved.errors;
+            row.halted = saved.halted;
+            row.building = saved.building;
+        }
+        if let Some(group) = self.groups.get_mut(&row.stream_id) {
+            if fence.is_some() {
+                group.fence = fence.clone();
+            }
+            if group.reducers.iter().any(|r| r.row.id == row.id) {
+                return Ok(());
+            }
+        }
         if !self.groups.contains_key(&row.stream_id) {
             let mut sandbox =
                 Sandbox::new(self.limits.clone()).map_err(|e| EngineError::internal(e.message))?;
@@ -279,6 +316,7 @@ impl Worker {
                     plain_sid: None,
                     request_hosts,
                     batch: BATCH,
+                    fence,
                     turns: 0,
                     memory_limit: self.limits.memory_bytes,
                     measured_at: None,

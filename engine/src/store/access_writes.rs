@@ -51,6 +51,7 @@ impl Writer {
     /// Applies an access write; `Ok(false)` when the thing to change or delete does
     /// not exist (for a type put: when it is new).
     pub(super) fn access(&mut self, write: AccessWrite, staged: &mut Staged) -> Result<bool> {
+        staged.changed("access");
         match write {
             AccessWrite::CreateAccount { name, key } => {
                 let exists = self

@@ -89,6 +89,8 @@ pub(super) struct Staged {
     pub(super) live_complete: bool,
     /// The (sub)streams appended to, each once.
     pub(super) live_paths: Vec<Arc<StreamPath>>,
+    /// What other nodes must reload after the commit (`cluster::Change::Keys`).
+    pub(super) changes: Vec<String>,
 }
 
 impl Default for Staged {
@@ -102,11 +104,20 @@ impl Default for Staged {
             live_bytes: 0,
             live_complete: true,
             live_paths: Vec::new(),
+            changes: Vec::new(),
         }
     }
 }
 
 impl Staged {
+    /// Notes that other nodes must reload `key` once this group commits.
+    pub(super) fn changed(&mut self, key: impl Into<String>) {
+        let key = key.into();
+        if !self.changes.contains(&key) {
+            self.changes.push(key);
+        }
+    }
+
     /// Adds an appended event to the group's commit notice, sharing the request's
     /// buffers (the data is not copied), within [`LIVE_EVENTS_MAX`] events and
     /// [`LIVE_DATA_BUDGET`] bytes of data.
@@ -391,6 +402,7 @@ impl Writer {
         req: SettingsRequest,
         staged: &mut Staged,
     ) -> Result<StreamSettings> {
+        staged.changed("controls");
         let path = &req.stream;
         let skey = (
             path.account.as_str().to_owned(),

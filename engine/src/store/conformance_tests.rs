@@ -319,6 +319,7 @@ async fn reducers(store: &Store) {
             logs: Some((path("acme/log").logs(), vec![event("log", b"{}")])),
             dispatches: Vec::new(),
             promote_over: None,
+            fence: None,
         }))
         .await
         .unwrap();
@@ -414,6 +415,7 @@ async fn pipes(store: &Store) {
             logs: Vec::new(),
             log_stream: path("acme/log").logs(),
             errors: 0,
+            fence: None,
         }))
         .await
         .unwrap();
@@ -486,6 +488,7 @@ async fn webhooks(store: &Store) {
     let cursor = |to| WebhookWrite::Cursor {
         id: "wh_1".into(),
         cursor: to,
+        fence: None,
     };
     store.writer.webhook(cursor(5)).await.unwrap();
     store.writer.webhook(cursor(3)).await.unwrap();
@@ -511,6 +514,7 @@ async fn webhooks(store: &Store) {
             reason: "the receiver answered 500".into(),
             failures: 4,
             log: Box::new((path("acme/log").logs(), event("paused", b"{}"))),
+            fence: None,
         })
         .await
         .unwrap();

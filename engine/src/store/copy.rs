@@ -46,9 +46,15 @@ pub(super) const TABLES: [&str; 11] = [
     "event_types",
 ];
 
-/// The PostgreSQL tables that are not copied: the position counter (set at the end)
-/// and the migrations' record (written by the migrator).
-pub(super) const TARGET_ONLY: [&str; 2] = ["event_positions", "_sqlx_migrations"];
+/// The PostgreSQL tables that are not copied: the position counter (set at the end),
+/// the migrations' record (written by the migrator), and the live nodes and their
+/// leases (made by the nodes).
+pub(super) const TARGET_ONLY: [&str; 4] = [
+    "event_positions",
+    "_sqlx_migrations",
+    "eddy_nodes",
+    "eddy_leases",
+];
 
 /// The target's record of an unfinished copy.
 pub(super) const PROGRESS: &str = "eddy_migrate_progress";

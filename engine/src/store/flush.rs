@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use tokio::sync::broadcast;
 
+use super::cluster::Announce;
 use super::writer::{Committed, Pending};
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ use crate::metrics::Metrics;
 pub(crate) struct Settled {
     pub pending: Vec<Pending>,
     pub notice: Option<Committed>,
+    /// The group's first position (its last when it wrote no events).
+    pub first_position: i64,
     pub last_position: i64,
     pub started: Instant,
 }
@@ -93,12 +96,32 @@ fn inode(path: &Path) -> std::io::Result<u64> {
     Ok(std::fs::metadata(path)?.ino())
 }
 
+/// Where commit notices go: straight to the live consumers, or, where other nodes
+/// commit too, through the sequencer that puts their commits in between
+/// (`cluster::start_sequencer`).
+enum Outlet {
+    Broadcast(broadcast::Sender<Arc<Committed>>),
+    Sequencer(tokio::sync::mpsc::UnboundedSender<Announce>),
+}
+
+impl Outlet {
+    fn send(&self, first: i64, notice: Committed) {
+        match self {
+            Outlet::Broadcast(tx) => drop(tx.send(Arc::new(notice))),
+            Outlet::Sequencer(tx) => drop(tx.send(Announce::Local {
+                first,
+                notice: Box::new(notice),
+            })),
+        }
+    }
+}
+
 /// Flushes the WAL and settles the groups it covers.
 pub(crate) struct Flusher {
     /// SQLite's WAL; `None` where COMMIT is durable itself (PostgreSQL with
     /// `synchronous_commit` on).
     wal: Option<Wal>,
-    notices: broadcast::Sender<Arc<Committed>>,
+    notices: Outlet,
     last_position: Arc<AtomicI64>,
     failed: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -118,23 +141,24 @@ impl Flusher {
             .map_err(|e| EngineError::internal(format!("cannot open the WAL file: {e}")))?;
         Ok(Self {
             wal: Some(wal),
-            notices,
+            notices: Outlet::Broadcast(notices),
             last_position,
             failed,
             metrics,
         })
     }
 
-    /// A flusher for a backend whose COMMIT is durable: it only settles groups.
+    /// A flusher for a backend whose COMMIT is durable: it only settles groups, and
+    /// hands their notices to the sequencer.
     pub(crate) fn committed(
-        notices: broadcast::Sender<Arc<Committed>>,
+        notices: tokio::sync::mpsc::UnboundedSender<Announce>,
         last_position: Arc<AtomicI64>,
         failed: Arc<AtomicBool>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             wal: None,
-            notices,
+            notices: Outlet::Sequencer(notices),
             last_position,
             failed,
             metrics,
@@ -173,17 +197,18 @@ impl Flusher {
 fn settle(
     s: Settled,
     durable: bool,
-    notices: &broadcast::Sender<Arc<Committed>>,
+    notices: &Outlet,
     last_position: &AtomicI64,
     metrics: &Metrics,
 ) {
     if durable {
-        last_position.store(s.last_position, Ordering::Release);
+        // every position up to the group's is committed: the writer held the head
+        last_position.fetch_max(s.last_position, Ordering::AcqRel);
         metrics
             .commit_seconds
             .observe(s.started.elapsed().as_secs_f64());
         if let Some(n) = s.notice {
-            let _ = notices.send(Arc::new(n));
+            notices.send(s.first_position, n);
         }
         for p in s.pending {
             p.answer(None);

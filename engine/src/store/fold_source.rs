@@ -67,7 +67,7 @@ impl FoldSource {
                 Db::Sqlite(conn)
             }
             Storage::Postgres(url) => {
-                let url = url.clone();
+                let url = store.postgres_url().unwrap_or(url).to_owned();
                 tokio::task::spawn_blocking(move || Pg::connect(&url))
                     .await
                     .map_err(|e| {
@@ -164,8 +164,32 @@ impl FoldSource {
             .unwrap_or(-1))
     }
 
+    /// A reducer version's saved progress; `None` once it was deleted.
+    pub(crate) fn saved_progress(&self, reducer_id: i64) -> Result<Option<SavedProgress>> {
+        self.db.row(
+            "SELECT position, errors, halted, status FROM reducers WHERE id = ?1",
+            vals![reducer_id],
+            |r| {
+                Ok(SavedProgress {
+                    position: r.int(0)?,
+                    errors: r.int(1)?,
+                    halted: r.opt_text(2)?,
+                    building: r.text(3)? == "building",
+                })
+            },
+        )
+    }
+
     /// Every stored pipe, for starting their tasks.
     pub(crate) fn pipes(&self) -> Result<Vec<super::pipe_writes::PipeRow>> {
         super::pipe_writes::load_pipes(&self.db)
     }
+}
+
+/// What [`FoldSource::saved_progress`] answers.
+pub(crate) struct SavedProgress {
+    pub(crate) position: i64,
+    pub(crate) errors: i64,
+    pub(crate) halted: Option<String>,
+    pub(crate) building: bool,
 }

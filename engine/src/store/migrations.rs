@@ -53,11 +53,18 @@ const MIGRATIONS: [(i64, &str, &str); 7] = [
 ];
 
 /// PostgreSQL's migrations, in order: one schema equal to SQLite's after its seven.
-const POSTGRES_MIGRATIONS: [(i64, &str, &str); 1] = [(
-    1,
-    "create schema",
-    include_str!("../../../migrations/postgres/0001_create_schema.sql"),
-)];
+const POSTGRES_MIGRATIONS: [(i64, &str, &str); 2] = [
+    (
+        1,
+        "create schema",
+        include_str!("../../../migrations/postgres/0001_create_schema.sql"),
+    ),
+    (
+        2,
+        "create cluster",
+        include_str!("../../../migrations/postgres/0002_create_cluster.sql"),
+    ),
+];
 
 /// The migrator over every embedded SQLite migration.
 pub fn migrator() -> Migrator {

@@ -5,6 +5,7 @@ pub mod access_reads;
 pub mod access_writes;
 mod account_events;
 mod apply;
+pub(crate) mod cluster;
 #[cfg(test)]
 mod conformance_tests;
 pub mod copy;
@@ -128,9 +129,35 @@ pub struct Store {
     notices: broadcast::Sender<Arc<Committed>>,
     last_position: Arc<AtomicI64>,
     storage: Storage,
-    /// What keeps a second server off the same storage; released at shutdown (or
-    /// when the process ends).
+    /// What keeps a second server off the same data directory; released at shutdown
+    /// (or when the process ends).
     lock: std::sync::Mutex<Option<Guard>>,
+    /// Where other nodes may share the database (PostgreSQL).
+    cluster: Option<StoreCluster>,
+}
+
+struct StoreCluster {
+    node: String,
+    /// The database URL with this node's id as the sessions' `application_name`.
+    url: String,
+    heard: std::sync::Mutex<Option<cluster::Heard>>,
+}
+
+/// `url` with `application_name` set to `name`.
+fn with_application_name(url: &str, name: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={name}")
+}
+
+/// A new node id: `node-` and 12 random hex digits, different at every start.
+fn node_id() -> Result<String> {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| EngineError::internal(format!("no randomness for the node id: {e}")))?;
+    Ok(format!(
+        "node-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
 }
 
 impl Store {
@@ -186,7 +213,8 @@ impl Store {
             notices,
             last_position,
             storage: Storage::Embedded(dir.to_owned()),
-            lock: std::sync::Mutex::new(Some(Guard::File(lock))),
+            lock: std::sync::Mutex::new(Some(Guard(lock))),
+            cluster: None,
         })
     }
 
@@ -203,8 +231,8 @@ impl Store {
     }
 
     /// Opens the store in the PostgreSQL database at `url`: runs its migrations and the
-    /// repairs, and starts the writer. One server per database (several nodes are the
-    /// next issue's work).
+    /// repairs, and starts the writer, the sequencer and the listener. Other nodes may
+    /// share the database (API §11).
     pub async fn open_postgres(url: &str, metrics: Arc<Metrics>, json: JsonLimits) -> Result<Self> {
         let unreachable = |e: sqlx::Error| {
             EngineError::internal(format!(
@@ -212,13 +240,16 @@ impl Store {
                 redacted(url)
             ))
         };
-        let guard = lock_database(url).await?;
+        let node = node_id()?;
+        // every session of this node carries its id (see `cluster::claim`)
+        let node_url = with_application_name(url, &node);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(url)
+            .connect(&node_url)
             .await
             .map_err(unreachable)?;
+        // sqlx holds an advisory lock while it migrates: nodes starting together wait
         migrations::postgres_migrator()
             .run(&pool)
             .await
@@ -228,11 +259,34 @@ impl Store {
         };
         repair::run(&reads).await?;
         let (notices, _) = broadcast::channel(256);
-        let last_position = Arc::new(AtomicI64::new(0));
-        let (writer, thread) =
-            writer::spawn_postgres(url, notices.clone(), last_position.clone(), metrics, json)
-                .await?;
-        let fenced = writer.fenced();
+        // the head row holds the last position; rows written around eddy (an older
+        // version's, or by hand) may lie past it
+        let head: i64 = reads
+            .one(
+                "UPDATE event_positions SET last = GREATEST(last, \
+                 (SELECT COALESCE(MAX(pos), 0) FROM events)) RETURNING last",
+                query::args![],
+            )
+            .await?
+            .int(0)?;
+        let last_position = Arc::new(AtomicI64::new(head));
+        let sequencer =
+            cluster::start_sequencer(reads.clone(), notices.clone(), last_position.clone());
+        let heard = cluster::listen(
+            node_url.clone(),
+            reads.clone(),
+            node.clone(),
+            sequencer.clone(),
+        );
+        let (writer, thread) = writer::spawn_postgres(
+            &node_url,
+            node.clone(),
+            sequencer,
+            last_position.clone(),
+            metrics,
+            json,
+        )
+        .await?;
         Ok(Self {
             reads,
             writer,
@@ -240,11 +294,29 @@ impl Store {
             notices,
             last_position,
             storage: Storage::Postgres(url.to_owned()),
-            lock: std::sync::Mutex::new(Some({
-                let (task, release) = keep_database_lock(url.to_owned(), guard, fenced);
-                Guard::Postgres(task, release)
-            })),
+            lock: std::sync::Mutex::new(None),
+            cluster: Some(StoreCluster {
+                node,
+                url: node_url,
+                heard: std::sync::Mutex::new(Some(heard)),
+            }),
         })
+    }
+
+    /// The URL this node's own PostgreSQL sessions connect with.
+    pub(crate) fn postgres_url(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.url.as_str())
+    }
+
+    /// This node's id where other nodes may share the database.
+    pub fn node(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.node.as_str())
+    }
+
+    /// What the listener hears of other nodes, once (for the engine).
+    pub(crate) fn take_heard(&self) -> Option<cluster::Heard> {
+        let c = self.cluster.as_ref()?;
+        c.heard.lock().ok()?.take()
     }
 
     /// Where the store keeps everything.
@@ -279,127 +351,14 @@ impl Store {
             Pool::Postgres(pool) => pool.close().await,
         }
         // another server may open the storage from now on (an in-process restart)
-        let guard = self.lock.lock().ok().and_then(|mut lock| lock.take());
-        if let Some(Guard::Postgres(task, release)) = guard {
-            let _ = release.send(());
-            let _ = task.await;
-        }
+        drop(self.lock.lock().ok().and_then(|mut lock| lock.take()));
     }
 }
 
-/// A held exclusive lock: the data directory's file lock, or the PostgreSQL session
-/// that holds eddy's advisory lock on the database.
-enum Guard {
-    File(
-        #[expect(dead_code, reason = "held, not read: the lock lives as long as it")] std::fs::File,
-    ),
-    /// The task that holds the locking session, and what tells it to let go (see
-    /// [`keep_database_lock`]).
-    Postgres(
-        tokio::task::JoinHandle<()>,
-        tokio::sync::oneshot::Sender<()>,
-    ),
-}
-
-/// The advisory lock key of a database's one eddy server ("eddy" in ASCII).
-const DATABASE_LOCK: i64 = 0x6564_6479;
-
-/// Takes eddy's advisory lock on the PostgreSQL database at `url`, on a session of its
-/// own that holds it while the server runs (PostgreSQL drops it with the session, so
-/// a killed server leaves nothing to clean up), or explains who holds it. One server
-/// per database: several nodes (`--lease-ms`, API §11) are not built yet.
-async fn lock_database(url: &str) -> Result<sqlx::PgConnection> {
-    // a server stopped a moment ago holds the lock until PostgreSQL ends its session
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        if let Some(conn) = try_lock_database(url).await? {
-            return Ok(conn);
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(EngineError::internal(format!(
-                "the PostgreSQL database {} is in use by another eddy server (it holds \
-                 eddy's advisory lock); stop that server or choose another database",
-                redacted(url)
-            )));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
-/// How long a starting server waits for the database lock before it refuses to start.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// A session holding eddy's advisory lock on the database at `url`, or `None` when
-/// another session holds it.
-async fn try_lock_database(url: &str) -> Result<Option<sqlx::PgConnection>> {
-    use sqlx::Connection as _;
-    let mut conn = sqlx::PgConnection::connect(url).await.map_err(|e| {
-        EngineError::internal(format!(
-            "cannot connect to the PostgreSQL database {}: {e}",
-            redacted(url)
-        ))
-    })?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(DATABASE_LOCK)
-        .fetch_one(&mut conn)
-        .await?;
-    Ok(locked.then_some(conn))
-}
-
-/// How often a server checks that the session holding its database lock is alive.
-const LOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Keeps the session that holds the database lock: when it was cut (a restarted
-/// PostgreSQL, a terminated backend) the lock went with it, so the lock is taken again
-/// on a new session; if another server took it meanwhile, `fenced` is set and this
-/// server refuses writes from then on, rather than write beside the other one.
-fn keep_database_lock(
-    url: String,
-    mut conn: sqlx::PgConnection,
-    fenced: Arc<std::sync::atomic::AtomicBool>,
-) -> (
-    tokio::task::JoinHandle<()>,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let (release, mut released) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(LOCK_CHECK) => {}
-                _ = &mut released => {
-                    // at shutdown: free the lock at once for the next server
-                    use sqlx::Connection as _;
-                    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                        .bind(DATABASE_LOCK)
-                        .execute(&mut conn)
-                        .await;
-                    let _ = conn.close().await;
-                    return;
-                }
-            }
-            if sqlx::query("SELECT 1").execute(&mut conn).await.is_ok() {
-                continue;
-            }
-            match try_lock_database(&url).await {
-                Ok(Some(again)) => {
-                    conn = again;
-                    tracing::warn!("took eddy's database lock again after its session ended");
-                }
-                Ok(None) => {
-                    fenced.store(true, Ordering::Release);
-                    tracing::error!(
-                        "another eddy server took the database lock while this one's session \
-                         was cut; this server refuses writes until it restarts"
-                    );
-                    return;
-                }
-                // unreachable for now: try again at the next check
-                Err(e) => tracing::warn!(error = %e.message, "cannot take the database lock again"),
-            }
-        }
-    });
-    (task, release)
-}
+/// The data directory's exclusive lock, held while the store is open.
+struct Guard(
+    #[expect(dead_code, reason = "held, not read: the lock lives as long as it")] std::fs::File,
+);
 
 /// Takes the data directory's exclusive lock, or explains who holds it. The lock is
 /// an advisory `flock` the kernel drops with the process, so a killed server leaves

@@ -57,6 +57,8 @@ pub(crate) struct PipeBatch {
     pub logs: Vec<NewEvent>,
     pub log_stream: StreamPath,
     pub errors: i64,
+    /// The lease the pipe runs under, where leases are kept.
+    pub fence: Option<super::cluster::Fence>,
 }
 
 pub(crate) enum PipeWrite {
@@ -86,7 +88,13 @@ fn args_text(p: &StreamPath) -> String {
 impl Writer {
     pub(super) fn pipe(&mut self, write: PipeWrite, staged: &mut Staged) -> Result<PipeWritten> {
         match write {
-            PipeWrite::Put(row) => self.put_pipe(*row, staged),
+            PipeWrite::Put(row) => {
+                let put = self.put_pipe(*row, staged)?;
+                if let PipeWritten::Put(row, _) = &put {
+                    staged.changed(format!("pipe:{}", row.id));
+                }
+                Ok(put)
+            }
             PipeWrite::Delete { from, to } => {
                 let id = self.db.row(
                     "SELECT id FROM pipes WHERE account = ?1 AND stream = ?2 AND args = ?3 \
@@ -104,6 +112,7 @@ impl Writer {
                 let Some(id) = id else {
                     return Err(missing(&from, &to));
                 };
+                staged.changed(format!("pipe:{id}"));
                 self.db.exec("DELETE FROM pipes WHERE id = ?1", vals![id])?;
                 self.pipe_event(
                     staged,
@@ -271,6 +280,7 @@ impl Writer {
     }
 
     fn pipe_batch(&mut self, batch: PipeBatch, staged: &mut Staged) -> Result<PipeWritten> {
+        self.check_fence(batch.fence.as_ref())?;
         let exists = self
             .db
             .row(
@@ -405,67 +415,71 @@ pub(crate) fn refusal_log(e: &EngineError, origin: Option<&str>) -> NewEvent {
 
 /// Every stored pipe, for starting their tasks.
 pub(crate) fn load_pipes(db: &super::db::Db) -> Result<Vec<PipeRow>> {
-    let rows = db.rows(
-        "SELECT id, account, stream, args, dest_account, dest_stream, dest_args, selector, \
-         source, content_type, code, shape, cursor, piped, errors, created_at FROM pipes \
-         ORDER BY id",
-        vals![],
-        |r| {
-            Ok((
-                r.int(0)?,
-                [
-                    r.text(1)?,
-                    r.text(2)?,
-                    r.text(3)?,
-                    r.text(4)?,
-                    r.text(5)?,
-                    r.text(6)?,
-                ],
-                [r.text(7)?, r.text(8)?, r.text(9)?, r.text(10)?, r.text(11)?],
-                [r.int(12)?, r.int(13)?, r.int(14)?, r.int(15)?],
-            ))
-        },
-    )?;
-    let mut out = Vec::new();
-    for (id, names, text, [cursor, piped, errors, created_at]) in rows {
-        let path = |a: &str, s: &str, args: &str| -> Option<StreamPath> {
-            Some(StreamPath {
-                account: AccountName::new(a).ok()?,
-                stream: StreamName::new(s).ok()?,
-                args: if args.is_empty() {
-                    None
-                } else {
-                    Some(Args::parse(args).ok()?)
-                },
-            })
-        };
-        let (Some(from), Some(to)) = (
-            path(&names[0], &names[1], &names[2]),
-            path(&names[3], &names[4], &names[5]),
-        ) else {
-            tracing::error!(
-                pipe = id,
-                "a stored pipe names a stream that does not parse"
-            );
-            continue;
-        };
-        let [selector, source, content_type, code, shape] = text;
-        out.push(PipeRow {
-            id,
-            from,
-            to,
-            selector,
-            source,
-            content_type,
-            code,
-            module: shape == "module",
-            cursor,
-            piped,
-            errors,
-            created_at,
-        });
-    }
-    Ok(out)
+    let rows = db.rows(&format!("{PIPE_COLUMNS} ORDER BY id"), vals![], |r| {
+        Ok((
+            r.int(0)?,
+            [
+                r.text(1)?,
+                r.text(2)?,
+                r.text(3)?,
+                r.text(4)?,
+                r.text(5)?,
+                r.text(6)?,
+            ],
+            [r.text(7)?, r.text(8)?, r.text(9)?, r.text(10)?, r.text(11)?],
+            [r.int(12)?, r.int(13)?, r.int(14)?, r.int(15)?],
+        ))
+    })?;
+    Ok(rows.into_iter().filter_map(pipe_row).collect())
+}
+
+/// A stored pipe's columns, as [`pipe_row`] takes them.
+pub(crate) const PIPE_COLUMNS: &str = "SELECT id, account, stream, args, dest_account, dest_stream, dest_args, selector, \
+     source, content_type, code, shape, cursor, piped, errors, created_at FROM pipes";
+
+/// The columns [`PIPE_COLUMNS`] lists, grouped: (id, the six names, the five texts,
+/// the four numbers).
+pub(crate) type PipeColumns = (i64, [String; 6], [String; 5], [i64; 4]);
+
+/// A stored pipe from its columns; `None` (logged) when a name does not parse.
+pub(crate) fn pipe_row((id, names, text, nums): PipeColumns) -> Option<PipeRow> {
+    let [cursor, piped, errors, created_at] = nums;
+    let path = |a: &str, s: &str, args: &str| -> Option<StreamPath> {
+        Some(StreamPath {
+            account: AccountName::new(a).ok()?,
+            stream: StreamName::new(s).ok()?,
+            args: if args.is_empty() {
+                None
+            } else {
+                Some(Args::parse(args).ok()?)
+            },
+        })
+    };
+    let (Some(from), Some(to)) = (
+        path(&names[0], &names[1], &names[2]),
+        path(&names[3], &names[4], &names[5]),
+    ) else {
+        tracing::error!(
+            pipe = id,
+            "a stored pipe names a stream that does not parse"
+        );
+        return None;
+    };
+    let [selector, source, content_type, code, shape] = text;
+    Some(PipeRow {
+        id,
+        from,
+        to,
+        selector,
+        source,
+        content_type,
+        code,
+        module: shape == "module",
+        cursor,
+        piped,
+        errors,
+        created_at,
+    })
 }
 
 /// The 404 for a pipe that does not exist.

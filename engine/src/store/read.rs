@@ -162,6 +162,12 @@ impl Page {
 const EVENT_COLUMNS: &str = "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, \
      e.metadata, s.args, e.sid, e.origin FROM events e JOIN substreams s ON s.id = e.sid WHERE ";
 
+/// The event in the columns [`EVENT_COLUMNS`] lists, for readers elsewhere in the
+/// store that select the same first eleven columns.
+pub(super) fn stored_event(prefix: &str, r: &ReadRow) -> Result<StoredEvent> {
+    event_from_row(prefix, r)
+}
+
 /// The event in the columns [`EVENT_COLUMNS`] lists (`origin` at 10).
 fn event_from_row(prefix: &str, r: &ReadRow) -> Result<StoredEvent> {
     let args = r.text(8)?;

@@ -171,3 +171,23 @@ pub(crate) async fn versions(reads: &Reads) -> Result<Vec<(ReducerRow, String, S
         })
         .collect()
 }
+
+/// Every reducer version's saved position, by stream: (stream id, [(version id,
+/// position)] by id), for nodes that show reducers another node folds.
+pub(crate) async fn positions(reads: &Reads) -> Result<Vec<(i64, Vec<(i64, i64)>)>> {
+    let rows = reads
+        .all(
+            "SELECT stream_id, id, position FROM reducers ORDER BY stream_id, id",
+            args![],
+        )
+        .await?;
+    let mut out: Vec<(i64, Vec<(i64, i64)>)> = Vec::new();
+    for r in &rows {
+        let (stream_id, id, position) = (r.int(0)?, r.int(1)?, r.int(2)?);
+        match out.last_mut() {
+            Some((s, list)) if *s == stream_id => list.push((id, position)),
+            _ => out.push((stream_id, vec![(id, position)])),
+        }
+    }
+    Ok(out)
+}

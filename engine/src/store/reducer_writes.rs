@@ -74,6 +74,8 @@ pub(crate) struct Checkpoint {
     pub dispatches: Vec<Routed>,
     /// The active version this (building) version replaces now that it caught up.
     pub promote_over: Option<i64>,
+    /// The lease the stream's reducers run under, where leases are kept.
+    pub fence: Option<super::cluster::Fence>,
 }
 
 impl Writer {
@@ -83,8 +85,15 @@ impl Writer {
         staged: &mut Staged,
     ) -> Result<ReducerWritten> {
         match write {
-            ReducerWrite::Deploy { stream, row } => self.deploy(stream, *row, staged),
+            ReducerWrite::Deploy { stream, row } => {
+                let deployed = self.deploy(stream, *row, staged)?;
+                if let ReducerWritten::Deployed(row, _) = &deployed {
+                    staged.changed(format!("reducers:{}", row.stream_id));
+                }
+                Ok(deployed)
+            }
             ReducerWrite::Delete { stream_id, name } => {
+                staged.changed(format!("reducers:{stream_id}"));
                 let (account, stream) = self
                     .db
                     .row(
@@ -196,6 +205,7 @@ impl Writer {
     }
 
     fn checkpoint(&mut self, c: Checkpoint, staged: &mut Staged) -> Result<()> {
+        self.check_fence(c.fence.as_ref())?;
         let exists = self
             .db
             .row(

@@ -67,3 +67,11 @@ pub(crate) async fn all(reads: &Reads) -> Result<Vec<WebhookRow>> {
     let rows = reads.all(COLUMNS, args![]).await?;
     rows.iter().map(row_from).collect()
 }
+
+/// Webhook `id`, whatever its stream.
+pub(crate) async fn by_id(reads: &Reads, id: &str) -> Result<Option<WebhookRow>> {
+    let row = reads
+        .optional(&format!("{COLUMNS} WHERE id = $1"), args![id])
+        .await?;
+    row.as_ref().map(row_from).transpose()
+}

@@ -37,6 +37,7 @@ pub(crate) enum WebhookWrite {
     Cursor {
         id: String,
         cursor: i64,
+        fence: Option<super::cluster::Fence>,
     },
     /// Stops deliveries and says why in the stream's log.
     Pause {
@@ -45,6 +46,7 @@ pub(crate) enum WebhookWrite {
         reason: String,
         failures: u32,
         log: Box<(StreamPath, NewEvent)>,
+        fence: Option<super::cluster::Fence>,
     },
     Resume(String),
 }
@@ -52,6 +54,17 @@ pub(crate) enum WebhookWrite {
 impl Writer {
     /// Applies a webhook write; `Ok(false)` when the webhook does not exist.
     pub(super) fn webhook(&mut self, write: WebhookWrite, staged: &mut Staged) -> Result<bool> {
+        match &write {
+            WebhookWrite::Create(row) => staged.changed(format!("webhook:{}", row.id)),
+            WebhookWrite::Delete(id) | WebhookWrite::Resume(id) => {
+                staged.changed(format!("webhook:{id}"))
+            }
+            WebhookWrite::Pause { id, fence, .. } => {
+                self.check_fence(fence.as_ref())?;
+                staged.changed(format!("webhook:{id}"));
+            }
+            WebhookWrite::Cursor { fence, .. } => self.check_fence(fence.as_ref())?,
+        }
         let changed = match write {
             WebhookWrite::Create(row) => {
                 let n = self.db.exec(
@@ -100,7 +113,7 @@ impl Writer {
                 }
                 n
             }
-            WebhookWrite::Cursor { id, cursor } => self.db.exec(
+            WebhookWrite::Cursor { id, cursor, .. } => self.db.exec(
                 "UPDATE webhooks SET cursor = ?1 WHERE id = ?2 AND cursor < ?1",
                 vals![cursor, id],
             )?,
@@ -110,6 +123,7 @@ impl Writer {
                 reason,
                 failures,
                 log,
+                ..
             } => {
                 let (stream, entry) = *log;
                 let n = self.db.exec(

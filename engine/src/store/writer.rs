@@ -74,9 +74,6 @@ pub(crate) struct WriterHandle {
     tx: mpsc::Sender<Command>,
     /// Set when the disk failed a flush: writes are refused until a restart.
     failed: Arc<AtomicBool>,
-    /// Set when another server took this one's lock on its PostgreSQL database:
-    /// writes are refused until a restart.
-    fenced: Arc<AtomicBool>,
 }
 
 impl WriterHandle {
@@ -128,11 +125,6 @@ impl WriterHandle {
         }
     }
 
-    /// The flag that fences this writer off its database (see `Store::open_postgres`).
-    pub(crate) fn fenced(&self) -> Arc<AtomicBool> {
-        self.fenced.clone()
-    }
-
     /// Asks the writer to stop without waiting (for drops without a shutdown).
     pub(crate) fn stop_soon(&self) {
         let (tx, _) = oneshot::channel();
@@ -140,13 +132,6 @@ impl WriterHandle {
     }
 
     fn send(&self, cmd: Command) -> Result<()> {
-        if self.fenced.load(Ordering::Acquire) {
-            return Err(EngineError::new(
-                crate::error::ErrorCode::Unavailable,
-                "another eddy server took over this server's PostgreSQL database; writes are \
-                 refused until this server restarts",
-            ));
-        }
         if self.failed.load(Ordering::Acquire) {
             return Err(EngineError::new(
                 crate::error::ErrorCode::Unavailable,
@@ -214,11 +199,12 @@ pub(crate) fn spawn(
 
 /// Starts the writer thread over a PostgreSQL database at `url` (migrated). COMMIT is
 /// durable there (`synchronous_commit` on), so a group is answered once committed.
-/// The writer hands out positions from its own counter, as on SQLite: one writer per
-/// database.
+/// Other nodes' writers may share the database: each group locks its head row
+/// (`Writer::lock_head`), and commits are announced through `sequencer`.
 pub(crate) async fn spawn_postgres(
     url: &str,
-    notices: broadcast::Sender<Arc<Committed>>,
+    node: String,
+    sequencer: tokio::sync::mpsc::UnboundedSender<super::cluster::Announce>,
     last_position: Arc<AtomicI64>,
     metrics: Arc<Metrics>,
     json: JsonLimits,
@@ -232,19 +218,11 @@ pub(crate) async fn spawn_postgres(
     })
     .await
     .map_err(|e| EngineError::internal(format!("cannot connect the writer: {e}")))??;
-    let next_pos = {
-        use sqlx::Connection as _;
-        let mut conn = sqlx::PgConnection::connect(url).await?;
-        let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(pos), 0) + 1 FROM events")
-            .fetch_one(&mut conn)
-            .await?;
-        let _ = conn.close().await;
-        next
-    };
-    last_position.store(next_pos - 1, Ordering::Release);
+    // the first group reads the head again under its lock
+    let next_pos = last_position.load(Ordering::Acquire) + 1;
     let failed = Arc::new(AtomicBool::new(false));
     let flusher =
-        super::flush::Flusher::committed(notices, last_position, failed.clone(), metrics.clone());
+        super::flush::Flusher::committed(sequencer, last_position, failed.clone(), metrics.clone());
     // the key of server-generated ids is read (or made) on the writer's thread, which
     // may block on the runtime
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -252,7 +230,6 @@ pub(crate) async fn spawn_postgres(
     let handle = WriterHandle {
         tx,
         failed: failed.clone(),
-        fenced: Arc::default(),
     };
     let thread = std::thread::Builder::new()
         .name("eddy-writer".into())
@@ -265,7 +242,13 @@ pub(crate) async fn spawn_postgres(
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            Writer::new(db, next_pos, ids, flusher, metrics, json).run(rx);
+            let mut writer = Writer::new(db, next_pos, ids, flusher, metrics, json);
+            writer.head = Some(Head {
+                node,
+                commits: None,
+                changes: None,
+            });
+            writer.run(rx);
         })
         .map_err(|e| EngineError::internal(format!("cannot start the writer thread: {e}")))?;
     ready_rx
@@ -290,14 +273,7 @@ fn start(
         .name("eddy-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| EngineError::internal(format!("cannot start the writer thread: {e}")))?;
-    Ok((
-        WriterHandle {
-            tx,
-            failed,
-            fenced: Arc::default(),
-        },
-        thread,
-    ))
+    Ok((WriterHandle { tx, failed }, thread))
 }
 
 /// A request's answer, held until its group is durable.
@@ -344,6 +320,19 @@ pub(super) struct Writer {
     /// The limits of the JSON data of piped and dispatched events, checked here as
     /// the one place every routed event passes.
     pub(super) json: JsonLimits,
+    /// Where other nodes write to the same database (PostgreSQL): what the writer
+    /// knows of the shared head.
+    pub(super) head: Option<Head>,
+}
+
+/// What a writer that shares its database knows of the head row.
+pub(super) struct Head {
+    /// This node's id, which fences check leases against.
+    pub(super) node: String,
+    /// The head's commit count after this writer's last commit; `None` when unknown.
+    commits: Option<i64>,
+    /// The head's change count as this writer last saw it; `None` when unknown.
+    changes: Option<i64>,
 }
 
 impl Writer {
@@ -364,6 +353,7 @@ impl Writer {
             flusher,
             metrics,
             json,
+            head: None,
         }
     }
 }
@@ -428,7 +418,10 @@ impl Writer {
             } else {
                 "BEGIN IMMEDIATE"
             };
-            let begun = self.reconnect().and_then(|()| self.db.control(begin));
+            let begun = self
+                .reconnect()
+                .and_then(|()| self.db.control(begin))
+                .and_then(|()| self.lock_head());
             if let Err(e) = begun {
                 tracing::error!(error = %e.message, "cannot begin a transaction");
                 let answer = if e.code == ErrorCode::Unavailable {
@@ -488,12 +481,113 @@ impl Writer {
         }
     }
 
+    /// Where other nodes write too: locks the head row for the open transaction, so
+    /// that groups commit one at a time across nodes, and drops the caches when
+    /// another node committed since this writer's last group. A failure here leaves
+    /// the transaction to roll back.
+    fn lock_head(&mut self) -> Result<()> {
+        let Some(head) = &self.head else {
+            return Ok(());
+        };
+        let known = (head.commits, head.changes);
+        let (last, commits, changes) = self
+            .db
+            .row(
+                "SELECT last, commits, changes FROM event_positions FOR UPDATE",
+                vals![],
+                |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)),
+            )?
+            .ok_or_else(|| EngineError::internal("event_positions has no row"))?;
+        if known.0 != Some(commits) || self.next_pos != last + 1 {
+            // another node committed (or a commit whose answer was lost landed): the
+            // substreams' counts may have moved; streams change only with a change
+            self.next_pos = last + 1;
+            self.subs.clear();
+            if known.1 != Some(changes) {
+                self.streams.clear();
+            }
+        }
+        if let Some(head) = &mut self.head {
+            head.commits = Some(commits);
+            head.changes = Some(changes);
+        }
+        Ok(())
+    }
+
+    /// Forgets what the writer knew of the shared head (after a rollback): the next
+    /// group reloads it.
+    fn forget_head(&mut self) {
+        if let Some(head) = &mut self.head {
+            head.commits = None;
+            head.changes = None;
+        }
+    }
+
+    /// Where other nodes write too: moves the head row to the group's last position
+    /// and announces the commit (and what other nodes must reload), in the group's
+    /// transaction, so that the notifications go out only if it commits.
+    fn write_head(&mut self, staged: &Staged) -> Result<()> {
+        let Some(head) = &self.head else {
+            return Ok(());
+        };
+        let last = self.next_pos - 1;
+        let changed = i64::from(!staged.changes.is_empty());
+        let node = head.node.clone();
+        let (commits, changes) = self
+            .db
+            .row(
+                "UPDATE event_positions SET last = ?1, commits = commits + 1, \
+                 changes = changes + ?2 RETURNING commits, changes",
+                vals![last, changed],
+                |r| Ok((r.int(0)?, r.int(1)?)),
+            )?
+            .ok_or_else(|| EngineError::internal("event_positions has no row"))?;
+        if staged.events > 0 {
+            self.db.exec(
+                "SELECT pg_notify(?1, ?2)",
+                vals![super::cluster::COMMITS, last.to_string()],
+            )?;
+        }
+        if changed > 0 {
+            let payload = format!("{node} {changes} {}", staged.changes.join(" "));
+            self.db.exec(
+                "SELECT pg_notify(?1, ?2)",
+                vals![super::cluster::CHANGES, payload],
+            )?;
+        }
+        if let Some(head) = &mut self.head {
+            head.commits = Some(commits);
+            head.changes = Some(changes);
+        }
+        Ok(())
+    }
+
+    /// Where leases fence background work: checks, in the open transaction, that this
+    /// node still holds the lease `fence` names, and keeps the lease row from being
+    /// taken over until the transaction ends. Writes nothing.
+    pub(super) fn check_fence(&self, fence: Option<&super::cluster::Fence>) -> Result<()> {
+        let (Some(fence), Some(head)) = (fence, &self.head) else {
+            return Ok(());
+        };
+        let held = self.db.row(
+            "SELECT 1 FROM eddy_leases WHERE work = ?1 AND node = ?2 AND epoch = ?3 \
+             AND expires_at > clock_timestamp() FOR SHARE",
+            vals![fence.work.as_str(), head.node.as_str(), fence.epoch],
+            |_| Ok(()),
+        )?;
+        match held {
+            Some(_) => Ok(()),
+            None => Err(super::cluster::lease_lost(fence)),
+        }
+    }
+
     /// Connects to the database again if the connection was lost, and then rereads
     /// the next position: a group whose COMMIT answer was lost may have landed.
     fn reconnect(&mut self) -> Result<()> {
         if !self.db.heal()? {
             return Ok(());
         }
+        self.forget_head();
         let next = self
             .db
             .row(
@@ -540,6 +634,7 @@ impl Writer {
     fn commit(&mut self, g: OpenGroup) {
         let committed = self
             .update_substreams(&g.staged)
+            .and_then(|()| self.write_head(&g.staged))
             .and_then(|()| self.db.control("COMMIT"));
         if let Err(e) = committed {
             self.roll_back(g, &e);
@@ -547,6 +642,7 @@ impl Writer {
         }
         let OpenGroup {
             started,
+            first_pos,
             staged,
             pending,
             ..
@@ -569,6 +665,7 @@ impl Writer {
                     staged.live_paths,
                 )
             }),
+            first_position: first_pos,
             last_position,
             started,
         });
@@ -579,6 +676,7 @@ impl Writer {
     fn roll_back(&mut self, g: OpenGroup, cause: &EngineError) {
         tracing::error!(error = %cause.message, "group rolled back after a storage error");
         let _ = self.db.control("ROLLBACK");
+        self.forget_head();
         self.next_pos = g.first_pos;
         self.streams.clear();
         self.subs.clear();

@@ -53,7 +53,8 @@ async fn postgres_writer(label: &str) -> Option<Started> {
     let url = test_backends::migrated_postgres(label).await?;
     let started = writer::spawn_postgres(
         &url,
-        broadcast::channel(16).0,
+        "node-test".into(),
+        tokio::sync::mpsc::unbounded_channel().0,
         Arc::new(AtomicI64::new(0)),
         Arc::default(),
         Default::default(),

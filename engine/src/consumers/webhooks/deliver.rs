@@ -42,6 +42,8 @@ pub(super) struct Deliverer {
     pub secret: Secret,
     pub url: reqwest::Url,
     pub row: WebhookRow,
+    /// The lease the webhook runs under, where leases are kept.
+    pub fence: Option<crate::store::cluster::Fence>,
 }
 
 enum Outcome {
@@ -107,6 +109,10 @@ impl Deliverer {
                 continue;
             }
             for e in coalesce(batch, self.row.data) {
+                if !self.holds_lease() {
+                    // another node delivers from the saved cursor on
+                    return;
+                }
                 match self.deliver(&e).await {
                     Outcome::Delivered => {
                         delivered = e.position;
@@ -131,6 +137,14 @@ impl Deliverer {
         self.save(delivered).await;
     }
 
+    /// Whether this node still holds the webhook's lease (always, without leases).
+    fn holds_lease(&self) -> bool {
+        match (&self.fence, &self.engine.cluster) {
+            (Some(fence), Some(cluster)) => cluster.valid(fence),
+            _ => true,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -143,6 +157,7 @@ impl Deliverer {
         let write = WebhookWrite::Cursor {
             id: self.row.id.clone(),
             cursor,
+            fence: self.fence.clone(),
         };
         if let Err(e) = self.engine.store.writer.webhook(write).await {
             tracing::warn!(webhook = %self.row.id, error = %e.message, "cannot save the webhook cursor");
@@ -173,6 +188,7 @@ impl Deliverer {
             reason,
             failures,
             log: Box::new((self.path.logs(), log)),
+            fence: self.fence.clone(),
         };
         match self.engine.store.writer.webhook(write).await {
             Ok(true) => {

@@ -152,7 +152,7 @@ impl Webhooks {
         }
     }
 
-    fn stop(&self, id: &str) {
+    pub(crate) fn stop(&self, id: &str) {
         if let Some(r) = self.running().remove(id) {
             let _ = r.stop.send(true);
         }
@@ -238,7 +238,13 @@ impl Engine {
             id: row.id.clone(),
             secret: row.secret.clone(),
         };
-        self.start_webhook(row)?;
+        match &self.cluster {
+            None => self.start_webhook(row, None)?,
+            Some(_) => {
+                self.claim_and_run(&crate::cluster::Work::Webhook(row.id.clone()))
+                    .await?;
+            }
+        }
         Ok(created)
     }
 
@@ -342,13 +348,27 @@ impl Engine {
             self.webhooks.metrics.webhooks_paused.dec();
             row.paused = None;
             row.failures = 0;
-            self.start_webhook(row.clone())?;
+            match &self.cluster {
+                None => self.start_webhook(row.clone(), None)?,
+                Some(_) => {
+                    let work = crate::cluster::Work::Webhook(row.id.clone());
+                    if self.cluster_fence(&work).is_some() {
+                        self.restart(&work).await?;
+                    } else {
+                        self.claim_and_run(&work).await?;
+                    }
+                }
+            }
         }
         Ok(self.status(&row))
     }
 
     /// Starts the tasks of every active webhook (at open).
     pub(crate) async fn start_webhooks(self: &Arc<Self>) -> Result<()> {
+        if self.cluster.is_some() {
+            // each runs on the node that takes its lease
+            return Ok(());
+        }
         for row in webhook_reads::all(&self.store.reads).await? {
             if let Err(e) = row_path(&row) {
                 // an account whose name is no longer accepted (see store::repair)
@@ -358,13 +378,34 @@ impl Engine {
             if row.paused.is_some() {
                 self.webhooks.metrics.webhooks_paused.inc();
             } else {
-                self.start_webhook(row)?;
+                self.start_webhook(row, None)?;
             }
         }
         Ok(())
     }
 
-    fn start_webhook(self: &Arc<Self>, row: WebhookRow) -> Result<()> {
+    /// Starts webhook `id` as stored, under the lease `fence` (a paused one stays
+    /// paused); answers false when it no longer exists.
+    pub(crate) async fn run_webhook(
+        self: &Arc<Self>,
+        id: &str,
+        fence: Option<crate::store::cluster::Fence>,
+    ) -> Result<bool> {
+        self.webhooks.stop(id);
+        let Some(row) = webhook_reads::by_id(&self.store.reads, id).await? else {
+            return Ok(false);
+        };
+        if row.paused.is_none() && row_path(&row).is_ok() {
+            self.start_webhook(row, fence)?;
+        }
+        Ok(true)
+    }
+
+    fn start_webhook(
+        self: &Arc<Self>,
+        row: WebhookRow,
+        fence: Option<crate::store::cluster::Fence>,
+    ) -> Result<()> {
         let path = row_path(&row)?;
         let secret = Secret::parse(&row.secret)?;
         let url = reqwest::Url::parse(&row.url)
@@ -386,6 +427,7 @@ impl Engine {
             secret,
             url,
             row,
+            fence,
         };
         let span = tracing::info_span!("webhook", id = %id, stream = %deliverer.path);
         let task = tokio::spawn(tracing::Instrument::instrument(deliverer.run(), span));

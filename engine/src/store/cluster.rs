@@ -1,0 +1,504 @@
+//! What several nodes on one PostgreSQL database share (API §11), on the storage side:
+//! the node and lease rows (`eddy_nodes`, `eddy_leases`), the listener that learns of
+//! other nodes' commits and changes (`LISTEN`, with a poll of `event_positions` for
+//! when a notification is lost), and the sequencer that announces every node's
+//! commits to this node's live consumers in position order.
+//!
+//! The writer takes the row lock of `event_positions` for each group (see
+//! `writer::Writer::lock_head`), so every position below a group's first was committed
+//! before the group began: the sequencer can always read the gap from the database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use super::notice::{Committed, LIVE_DATA_BUDGET, LIVE_EVENTS_MAX, LiveEvent, SharedEvent};
+use super::query::args;
+use super::{Reads, read};
+use crate::error::{EngineError, Result};
+use crate::path::StreamPath;
+
+/// The channel a commit is announced on; its payload is the group's last position.
+pub(crate) const COMMITS: &str = "eddy_commits";
+/// The channel a change is announced on: `<node> <changes> <key>...`.
+pub(crate) const CHANGES: &str = "eddy_changes";
+/// The channel a node wakes the others on when it let leases go.
+pub(crate) const LEASES: &str = "eddy_leases";
+
+/// How often a node reads the head row, for commits and changes whose notification
+/// it did not get.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Proof that this node holds the lease on a piece of work: every write the work
+/// makes carries it, and the writer checks it in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fence {
+    /// `reducers:<stream id>`, `pipe:<id>` or `webhook:<id>`.
+    pub work: String,
+    pub epoch: i64,
+}
+
+/// What reaches the sequencer.
+pub(crate) enum Announce {
+    /// This node's writer committed positions `first..=notice.last_position`.
+    Local { first: i64, notice: Box<Committed> },
+    /// Some node committed up to this position.
+    Head(i64),
+}
+
+/// A change another node made (or one missed), for the engine to apply.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The keys of what changed: `access`, `controls`, or a piece of work.
+    Keys(Vec<String>),
+    /// The change counter moved without a notification: reload everything.
+    Unknown,
+}
+
+/// Starts the sequencer: announces this node's commits and, in position order
+/// between them, every other node's; moves `durable` along.
+pub(crate) fn start_sequencer(
+    reads: Reads,
+    notices: broadcast::Sender<Arc<Committed>>,
+    durable: Arc<AtomicI64>,
+) -> mpsc::UnboundedSender<Announce> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut announced = durable.load(Ordering::Acquire);
+        while let Some(msg) = rx.recv().await {
+            let upto = match msg {
+                Announce::Local { first, notice } => {
+                    if notice.last_position <= announced {
+                        continue;
+                    }
+                    if first == announced + 1 {
+                        announced = notice.last_position;
+                        durable.fetch_max(announced, Ordering::AcqRel);
+                        let _ = notices.send(Arc::from(notice));
+                        continue;
+                    }
+                    notice.last_position
+                }
+                Announce::Head(head) => head,
+            };
+            // other nodes' events: read, in pages of one notice each
+            while announced < upto {
+                match foreign(&reads, announced, upto).await {
+                    Ok((notice, last)) => {
+                        announced = last;
+                        durable.fetch_max(announced, Ordering::AcqRel);
+                        if let Some(n) = notice {
+                            let _ = notices.send(Arc::new(n));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "cannot read other nodes' events; retrying");
+                        tokio::time::sleep(POLL).await;
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
+/// The events after `after` up to `upto` (at most one notice's worth) as a notice,
+/// and the position it covers up to.
+async fn foreign(reads: &Reads, after: i64, upto: i64) -> Result<(Option<Committed>, i64)> {
+    let rows = reads
+        .all(
+            "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, e.metadata, \
+             s.args, e.sid, e.origin, t.account, t.name, t.id FROM events e \
+             JOIN substreams s ON s.id = e.sid JOIN streams t ON t.id = s.stream_id \
+             WHERE e.pos > $1 AND e.pos <= $2 ORDER BY e.pos LIMIT $3",
+            args![after, upto, LIVE_EVENTS_MAX as i64],
+        )
+        .await?;
+    let complete = rows.len() < LIVE_EVENTS_MAX;
+    let last = if complete {
+        upto
+    } else {
+        rows.last().map_or(upto, |r| r.int(0).unwrap_or(upto))
+    };
+    let mut events = Vec::with_capacity(rows.len());
+    let mut streams: Vec<i64> = Vec::new();
+    let mut paths: Vec<Arc<StreamPath>> = Vec::new();
+    let mut budget = LIVE_DATA_BUDGET;
+    for r in &rows {
+        let (account, name, args) = (r.text(11)?, r.text(12)?, r.text(8)?);
+        let Some(path) = StreamPath::stored(&account, &name, &args) else {
+            continue;
+        };
+        let path = match paths.iter().find(|p| ***p == path) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Arc::new(path);
+                paths.push(p.clone());
+                p
+            }
+        };
+        let stream_id = r.int(13)?;
+        if !streams.contains(&stream_id) {
+            streams.push(stream_id);
+        }
+        let mut event = read::stored_event(&format!("{account}/{name}"), r)?;
+        let has_data = event.data.len() <= budget;
+        if has_data {
+            budget -= event.data.len();
+        } else {
+            event.data = Bytes::new();
+        }
+        events.push(LiveEvent {
+            event: Arc::new(SharedEvent::new(event)),
+            path,
+            has_data,
+        });
+    }
+    if events.is_empty() {
+        return Ok((None, last));
+    }
+    Ok((
+        Some(Committed::new(last, streams, events, complete, paths)),
+        last,
+    ))
+}
+
+/// What the listener hands on.
+pub(crate) struct Heard {
+    /// Changes other nodes made.
+    pub changes: mpsc::UnboundedReceiver<Change>,
+    /// Woken when a node let leases go.
+    pub leases: Arc<Notify>,
+}
+
+/// Starts the listener of node `node` on the database at `url`: other nodes' commits
+/// go to the sequencer, their changes and lease releases to what it returns.
+pub(crate) fn listen(
+    url: String,
+    reads: Reads,
+    node: String,
+    sequencer: mpsc::UnboundedSender<Announce>,
+) -> Heard {
+    let (changes_tx, changes) = mpsc::unbounded_channel();
+    let leases = Arc::new(Notify::new());
+    let wake = leases.clone();
+    tokio::spawn(async move {
+        let mut listener: Option<sqlx::postgres::PgListener> = None;
+        let mut seen_changes: Option<i64> = None;
+        // the change count the last poll found ahead of the notifications
+        let mut ahead: Option<i64> = None;
+        let mut poll = tokio::time::interval(POLL);
+        loop {
+            if listener.is_none() {
+                listener = connect_listener(&url).await;
+            }
+            let heard = match listener.as_mut() {
+                Some(l) => tokio::select! {
+                    n = l.try_recv() => Some(n),
+                    _ = poll.tick() => None,
+                },
+                None => {
+                    poll.tick().await;
+                    None
+                }
+            };
+            match heard {
+                Some(Ok(Some(n))) => {
+                    let payload = n.payload();
+                    match n.channel() {
+                        COMMITS => {
+                            if let Ok(pos) = payload.parse::<i64>() {
+                                let _ = sequencer.send(Announce::Head(pos));
+                            }
+                        }
+                        CHANGES => {
+                            let mut parts = payload.split(' ');
+                            let from = parts.next().unwrap_or_default();
+                            let count = parts.next().and_then(|c| c.parse::<i64>().ok());
+                            if let Some(c) = count {
+                                seen_changes = Some(seen_changes.map_or(c, |s| s.max(c)));
+                            }
+                            if from != node {
+                                let keys: Vec<String> = parts.map(str::to_owned).collect();
+                                let _ = changes_tx.send(Change::Keys(keys));
+                            }
+                        }
+                        LEASES => wake.notify_one(),
+                        _ => {}
+                    }
+                }
+                // the connection was lost: notifications may have been missed, which
+                // the next poll finds
+                Some(Ok(None)) | Some(Err(_)) => {
+                    listener = None;
+                }
+                None => match head(&reads).await {
+                    Ok((last, count)) => {
+                        let _ = sequencer.send(Announce::Head(last));
+                        match seen_changes {
+                            None => seen_changes = Some(count),
+                            Some(seen) if count > seen => {
+                                // a notification may still be on its way: only a count
+                                // two polls have found ahead was missed
+                                if ahead.is_some_and(|a| a > seen) {
+                                    seen_changes = Some(count);
+                                    ahead = None;
+                                    let _ = changes_tx.send(Change::Unknown);
+                                } else {
+                                    ahead = Some(count);
+                                }
+                            }
+                            Some(_) => ahead = None,
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e.message, "cannot poll the head"),
+                },
+            }
+        }
+    });
+    Heard { changes, leases }
+}
+
+async fn connect_listener(url: &str) -> Option<sqlx::postgres::PgListener> {
+    let connected = async {
+        let mut l = sqlx::postgres::PgListener::connect(url).await?;
+        l.listen_all([COMMITS, CHANGES, LEASES]).await?;
+        Ok::<_, sqlx::Error>(l)
+    };
+    match connected.await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for other nodes' commits; polling");
+            None
+        }
+    }
+}
+
+/// The last position committed and the change count.
+async fn head(reads: &Reads) -> Result<(i64, i64)> {
+    let row = reads
+        .one("SELECT last, changes FROM event_positions", args![])
+        .await?;
+    Ok((row.int(0)?, row.int(1)?))
+}
+
+/// A node as `GET /api/cluster` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeRow {
+    pub id: String,
+    pub address: String,
+    #[serde(rename = "startedAt")]
+    pub started_at: i64,
+    #[serde(rename = "heartbeatAt")]
+    pub heartbeat_at: i64,
+    pub takeovers: i64,
+}
+
+/// A lease as `GET /api/cluster` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LeaseRow {
+    pub work: String,
+    pub node: String,
+    pub epoch: i64,
+    /// Milliseconds until it expires (negative: expired).
+    #[serde(rename = "expiresInMs")]
+    pub expires_in_ms: i64,
+    /// Whether its node has a session on the database.
+    pub connected: bool,
+}
+
+impl LeaseRow {
+    /// Whether another node may take it (see [`claim`]).
+    pub fn free(&self) -> bool {
+        self.expires_in_ms < 0 || !self.connected
+    }
+}
+
+/// Writes this node's row, or its heartbeat.
+pub(crate) async fn heartbeat(reads: &Reads, node: &str, address: &str) -> Result<()> {
+    reads
+        .execute(
+            "INSERT INTO eddy_nodes (id, address) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = clock_timestamp()",
+            args![node, address],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The live nodes, oldest first: those whose heartbeat is younger than `lease` and that
+/// have a session on the database (see [`claim`]); and forgets those gone for ten
+/// lease times.
+pub(crate) async fn nodes(reads: &Reads, lease: Duration) -> Result<Vec<NodeRow>> {
+    let ms = lease.as_millis() as i64;
+    reads
+        .execute(
+            "DELETE FROM eddy_nodes WHERE heartbeat_at < clock_timestamp() - $1 * interval '10 milliseconds'",
+            args![ms],
+        )
+        .await?;
+    let rows = reads
+        .all(
+            "SELECT id, address, CAST(extract(epoch FROM started_at) * 1000 AS BIGINT), \
+             CAST(extract(epoch FROM heartbeat_at) * 1000 AS BIGINT), takeovers FROM eddy_nodes \
+             WHERE heartbeat_at > clock_timestamp() - $1 * interval '1 millisecond' \
+             AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = id) \
+             ORDER BY started_at, id",
+            args![ms],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(NodeRow {
+                id: r.text(0)?,
+                address: r.text(1)?,
+                started_at: r.int(2)?,
+                heartbeat_at: r.int(3)?,
+                takeovers: r.int(4)?,
+            })
+        })
+        .collect()
+}
+
+/// Removes this node's row (a graceful shutdown).
+pub(crate) async fn forget(reads: &Reads, node: &str) -> Result<()> {
+    reads
+        .execute("DELETE FROM eddy_nodes WHERE id = $1", args![node])
+        .await?;
+    Ok(())
+}
+
+/// Renews every lease this node holds; answers them with their epochs.
+pub(crate) async fn renew(reads: &Reads, node: &str, lease: Duration) -> Result<Vec<Fence>> {
+    let rows = reads
+        .all(
+            "UPDATE eddy_leases SET expires_at = clock_timestamp() + $2 * interval '1 millisecond' \
+             WHERE node = $1 RETURNING work, epoch",
+            args![node, lease.as_millis() as i64],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Fence {
+                work: r.text(0)?,
+                epoch: r.int(1)?,
+            })
+        })
+        .collect()
+}
+
+/// Takes the lease on `work` if nobody holds it, its holder let it expire, or its
+/// holder has no session left on the database (a node's sessions carry its id as
+/// their `application_name`; PostgreSQL ends the sessions of a process that died, so
+/// a killed node's work moves at the next round rather than after the lease time; a
+/// node that is only cut off keeps its sessions until they time out, and its leases
+/// until they expire). Answers the fence, and whether it was taken from another node.
+pub(crate) async fn claim(
+    reads: &Reads,
+    work: &str,
+    node: &str,
+    lease: Duration,
+) -> Result<Option<(Fence, bool)>> {
+    let row = reads
+        .optional(
+            "WITH old AS (SELECT node FROM eddy_leases WHERE work = $1) \
+             INSERT INTO eddy_leases (work, node, epoch, expires_at) \
+             VALUES ($1, $2, 1, clock_timestamp() + $3 * interval '1 millisecond') \
+             ON CONFLICT (work) DO UPDATE SET node = EXCLUDED.node, \
+             epoch = eddy_leases.epoch + 1, expires_at = EXCLUDED.expires_at \
+             WHERE eddy_leases.expires_at < clock_timestamp() OR (eddy_leases.node <> $2 \
+             AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a \
+             WHERE a.application_name = eddy_leases.node)) \
+             RETURNING epoch, COALESCE((SELECT node FROM old), $2)",
+            args![work, node, lease.as_millis() as i64],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let took_over = row.text(1)? != node;
+    if took_over {
+        reads
+            .execute(
+                "UPDATE eddy_nodes SET takeovers = takeovers + 1 WHERE id = $1",
+                args![node],
+            )
+            .await?;
+    }
+    Ok(Some((
+        Fence {
+            work: work.to_owned(),
+            epoch: row.int(0)?,
+        },
+        took_over,
+    )))
+}
+
+/// Lets a lease go (after its work stopped here).
+pub(crate) async fn release(reads: &Reads, node: &str, fence: &Fence) -> Result<()> {
+    reads
+        .execute(
+            "DELETE FROM eddy_leases WHERE work = $1 AND node = $2 AND epoch = $3",
+            args![fence.work.as_str(), node, fence.epoch],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Tells the other nodes that leases were let go, so they take them at once.
+pub(crate) async fn released(reads: &Reads, node: &str) -> Result<()> {
+    reads
+        .execute("SELECT pg_notify($1, $2)", args![LEASES, node])
+        .await?;
+    Ok(())
+}
+
+/// Every lease, for listings.
+pub(crate) async fn leases(reads: &Reads) -> Result<Vec<LeaseRow>> {
+    let rows = reads
+        .all(
+            "SELECT work, node, epoch, \
+             CAST(extract(epoch FROM expires_at - clock_timestamp()) * 1000 AS BIGINT), \
+             EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = l.node) \
+             FROM eddy_leases l ORDER BY work",
+            args![],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LeaseRow {
+                work: r.text(0)?,
+                node: r.text(1)?,
+                epoch: r.int(2)?,
+                expires_in_ms: r.int(3)?,
+                connected: r.flag(4)?,
+            })
+        })
+        .collect()
+}
+
+/// Every piece of background work there is: each stream with reducers, each pipe and
+/// each webhook.
+pub(crate) async fn all_work(reads: &Reads) -> Result<Vec<String>> {
+    let rows = reads
+        .all(
+            "SELECT 'reducers:' || CAST(stream_id AS TEXT) FROM reducers GROUP BY stream_id \
+             UNION ALL SELECT 'pipe:' || CAST(id AS TEXT) FROM pipes \
+             UNION ALL SELECT 'webhook:' || id FROM webhooks",
+            args![],
+        )
+        .await?;
+    rows.iter().map(|r| r.text(0)).collect()
+}
+
+/// The refusal of a write whose lease this node no longer holds.
+pub(crate) fn lease_lost(fence: &Fence) -> EngineError {
+    EngineError::new(
+        crate::error::ErrorCode::Conflict,
+        format!(
+            "this node no longer holds the lease on {} (epoch {}); another node runs it",
+            fence.work, fence.epoch
+        ),
+    )
+}

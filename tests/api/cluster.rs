@@ -1,0 +1,539 @@
+//! Several nodes on one PostgreSQL database (API §11): three `eddy serve` child
+//! processes on one throwaway database, driven over HTTP. Appends through every node,
+//! live delivery across nodes, work that moves when its node is killed or paused, and
+//! changes that reach every node.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::common::{ChildServer, client, read_all};
+
+/// The lease time of these nodes: short, so that takeovers are quick to wait for.
+const LEASE_MS: u64 = 2_000;
+
+/// Three nodes on one fresh database, with `args`.
+async fn three_nodes(label: &str, args: &[&str]) -> Option<(Vec<ChildServer>, String)> {
+    let cluster = eddy_testpg::shared_cluster()?;
+    let url = cluster.fresh_database(label).unwrap();
+    let lease = LEASE_MS.to_string();
+    let mut all = vec!["--lease-ms", lease.as_str(), "--allow-private-targets"];
+    all.extend_from_slice(args);
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        nodes.push(ChildServer::start_postgres(dir.path(), &url, &all).await);
+        // the data directory is unused with --database
+        drop(dir);
+    }
+    Some((nodes, url))
+}
+
+/// Waits (up to `within`) until `check` holds, polling.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET /api/cluster` of a node.
+async fn cluster_status(node: &ChildServer) -> Value {
+    let r = client()
+        .get(format!("{}/api/cluster", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// The node id holding the lease on `work`, with the status it was read from.
+async fn owner(node: &ChildServer, work: &str) -> Option<String> {
+    let status = cluster_status(node).await;
+    status["leases"]
+        .as_array()?
+        .iter()
+        .find(|l| l["work"] == work && l["expiresInMs"].as_i64().unwrap_or(-1) >= 0)
+        .map(|l| l["node"].as_str().unwrap().to_owned())
+}
+
+/// Which of `nodes` is the node `id` (by the node each answers as).
+async fn node_named<'a>(nodes: &'a [ChildServer], id: &str) -> &'a ChildServer {
+    for n in nodes {
+        if cluster_status(n).await["node"] == id {
+            return n;
+        }
+    }
+    panic!("no node {id}");
+}
+
+async fn post(base: &str, path: &str, id: Option<&str>, data: Value) -> (u16, Value) {
+    let mut r = client()
+        .post(format!("{base}{path}"))
+        .header("Event-Type", "t")
+        .json(&data);
+    if let Some(id) = id {
+        r = r.header("Event-Id", id);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_through_three_nodes_are_gapless_and_idempotent() {
+    let Some((nodes, _)) = three_nodes("cluster_appends", &[]).await else {
+        return;
+    };
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    const WRITERS: usize = 6;
+    const EACH: usize = 40;
+    let acked = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (bases, acked) = (bases.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                let id = uuid::Uuid::new_v4().to_string();
+                let base = &bases[(w + n) % bases.len()];
+                let (status, body) = post(
+                    base,
+                    "/acme/orders('c1')",
+                    Some(&id),
+                    json!({"w": w, "n": n}),
+                )
+                .await;
+                assert_eq!(status, 201, "{body}");
+                let index = body["index"].as_u64().unwrap();
+                // the same id again, through another node: the same event
+                if n % 5 == 0 {
+                    let other = &bases[(w + n + 1) % bases.len()];
+                    let (again, body) = post(
+                        other,
+                        "/acme/orders('c1')",
+                        Some(&id),
+                        json!({"w": w, "n": n}),
+                    )
+                    .await;
+                    assert!(again == 200 || again == 201, "{again}: {body}");
+                    assert_eq!(body["index"].as_u64(), Some(index), "{body}");
+                }
+                acked.lock().unwrap().insert(id, index);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), WRITERS * EACH);
+    for base in &bases {
+        let events = read_all(&client(), &format!("{base}/acme/orders('c1')")).await;
+        assert_eq!(events.len(), WRITERS * EACH, "each event once, on {base}");
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e["index"], i as u64, "gapless");
+            assert_eq!(acked.get(e["id"].as_str().unwrap()), Some(&(i as u64)));
+        }
+    }
+    // the factory's global order is one order: read whole, its substream's events
+    // come in index order
+    let whole = read_all(&client(), &format!("{}/acme/orders", bases[1])).await;
+    let indexes: Vec<u64> = whole.iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, (0..(WRITERS * EACH) as u64).collect::<Vec<_>>());
+    // an expected index holds across nodes: one of two racing appends wins
+    let c = client();
+    let race = |base: String| {
+        let c = c.clone();
+        async move {
+            c.post(format!("{base}/acme/orders('c1')"))
+                .header("Event-Type", "t")
+                .header("Expected-Index", (WRITERS * EACH - 1).to_string())
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let (a, b) = tokio::join!(race(bases[0].clone()), race(bases[2].clone()));
+    let mut got = [a, b];
+    got.sort_unstable();
+    assert_eq!(got, [201, 409], "one wins, one conflicts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_source_on_one_node_follows_another_and_resumes_on_a_third() {
+    let Some((nodes, _)) = three_nodes("cluster_sse", &[]).await else {
+        return;
+    };
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    post(&a.base, "/acme/s", None, json!({"n": -1})).await;
+    let subscribe = |base: String, last: Option<String>| async move {
+        let mut req = client()
+            .get(format!("{base}/acme/s"))
+            .header("Accept", "text/event-stream");
+        if let Some(id) = last {
+            req = req.header("Last-Event-ID", id);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        Box::pin(r.bytes_stream().eventsource())
+    };
+    let mut sub = subscribe(b.base.clone(), Some("0".into())).await;
+    for n in 0..20 {
+        let (status, _) = post(&a.base, "/acme/s", None, json!({"n": n})).await;
+        assert_eq!(status, 201);
+    }
+    let mut seen: Vec<(String, i64)> = Vec::new();
+    while seen.len() < 10 {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("an event from node A within 10 s on node B")
+            .unwrap()
+            .unwrap();
+        let data: Value = serde_json::from_str(&e.data).unwrap();
+        seen.push((e.id.clone(), data["index"].as_i64().unwrap()));
+    }
+    drop(sub);
+    for n in 20..30 {
+        post(&a.base, "/acme/s", None, json!({"n": n})).await;
+    }
+    let last = seen.last().unwrap().0.clone();
+    let mut sub = subscribe(c.base.clone(), Some(last)).await;
+    while seen.len() < 30 {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("the rest within 10 s on node C")
+            .unwrap()
+            .unwrap();
+        let data: Value = serde_json::from_str(&e.data).unwrap();
+        seen.push((e.id.clone(), data["index"].as_i64().unwrap()));
+    }
+    let indexes: Vec<i64> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(indexes, (1..=30).collect::<Vec<_>>(), "in order, once each");
+}
+
+/// A webhook receiver that records the position of every delivery, in arrival order.
+async fn receiver() -> (String, Arc<Mutex<Vec<i64>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let record = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let record = record.clone();
+            async move {
+                let id = headers["webhook-id"].to_str().unwrap().to_owned();
+                let pos: i64 = id.rsplit('_').next().unwrap().parse().unwrap();
+                record.lock().unwrap().push(pos);
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+/// Deploys a counting reducer that dispatches one event per event, a copy pipe and a
+/// webhook on `/acme/s`, all through `node`.
+async fn set_up_work(node: &ChildServer, hook: &str) -> Value {
+    let c = client();
+    let code = "(n = 0, e) => { dispatch('audit', { type: 'seen', data: { i: e.data.i } }); \
+                return n + 1; }";
+    let r = c
+        .put(format!("{}/acme/s.count", node.base))
+        .header("Content-Type", "application/javascript")
+        .body(code)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let r = c
+        .put(format!("{}/acme/s/pipe/acme/copy", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let r = c
+        .post(format!("{}/acme/s/webhooks", node.base))
+        .json(&json!({"url": hook, "selector": "from=0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    r.json().await.unwrap()
+}
+
+/// Every piece of work on `/acme/s`, as its leases name it.
+async fn work_keys(node: &ChildServer) -> Vec<String> {
+    let status = cluster_status(node).await;
+    let keys: Vec<String> = status["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["work"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 3, "{status}");
+    keys
+}
+
+/// Checks, through `node`, that `count` events were folded, piped, dispatched and
+/// delivered exactly once (deliveries in order; a takeover may repeat the last ones).
+async fn assert_exactly_once(node: &ChildServer, count: u64, hooks: &Mutex<Vec<i64>>) {
+    let c = client();
+    let r = c
+        .get(format!(
+            "{}/acme/s.count?min-index={}&wait=20000",
+            node.base,
+            count - 1
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let state: Value = r.json().await.unwrap();
+    assert_eq!(state, json!(count), "the state equals a fresh fold");
+    for (stream, what) in [("/acme/copy", "piped"), ("/acme/audit", "dispatched")] {
+        let url = format!("{}{stream}", node.base);
+        eventually(Duration::from_secs(20), what, || {
+            let url = url.clone();
+            async move { read_all(&client(), &url).await.len() as u64 >= count }
+        })
+        .await;
+        let events = read_all(&client(), &url).await;
+        let origins: HashSet<String> = events.iter().map(|e| e["origin"].to_string()).collect();
+        assert_eq!(events.len() as u64, count, "{what} exactly once");
+        assert_eq!(origins.len() as u64, count, "{what} once per origin");
+    }
+    eventually(Duration::from_secs(20), "every delivery", || async {
+        let got = hooks.lock().unwrap();
+        got.iter().collect::<HashSet<_>>().len() as u64 >= count
+    })
+    .await;
+    // in order: a redelivery after a takeover goes back, then on in order again
+    let got = hooks.lock().unwrap().clone();
+    let mut firsts = Vec::new();
+    for p in &got {
+        if !firsts.contains(p) {
+            firsts.push(*p);
+        }
+    }
+    assert!(
+        firsts.windows(2).all(|w| w[0] < w[1]),
+        "first deliveries in order: {got:?}"
+    );
+    assert_eq!(firsts.len() as u64, count, "each event delivered: {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_moves_to_another_node_when_its_node_is_killed() {
+    let Some((mut nodes, _)) = three_nodes("cluster_kill", &[]).await else {
+        return;
+    };
+    let (hook, hooks) = receiver().await;
+    set_up_work(&nodes[0], &hook).await;
+    let keys = work_keys(&nodes[0]).await;
+    // the node that made the work took its leases at once
+    let first = cluster_status(&nodes[0]).await["node"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for key in &keys {
+        assert_eq!(owner(&nodes[1], key).await.as_deref(), Some(first.as_str()));
+    }
+    // load through the other nodes while the owner dies
+    let writers: Vec<_> = [nodes[1].base.clone(), nodes[2].base.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(w, base)| {
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let (status, body) =
+                        post(&base, "/acme/s", None, json!({"i": w * 100 + i})).await;
+                    assert_eq!(status, 201, "{body}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let killed_at = Instant::now();
+    nodes[0].signal("-KILL");
+    let _ = nodes[0].child.wait().await;
+    let dead = nodes.remove(0);
+    for w in writers {
+        w.await.unwrap();
+    }
+    // within the lease time and a few seconds, every piece of work runs elsewhere
+    let deadline = Duration::from_millis(LEASE_MS) + Duration::from_secs(3);
+    for key in &keys {
+        eventually(deadline, key, || async {
+            owner(&nodes[0], key).await.is_some_and(|o| o != first)
+        })
+        .await;
+    }
+    let moved_in = killed_at.elapsed();
+    assert!(moved_in < deadline, "moved in {moved_in:?}");
+    let status = cluster_status(&nodes[1]).await;
+    let live: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert!(!live.contains(&first.as_str()), "{status}");
+    assert_exactly_once(&nodes[0], 80, &hooks).await;
+    assert_exactly_once(&nodes[1], 80, &hooks).await;
+    drop(dead);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_writes_nothing_stale() {
+    let Some((nodes, _)) = three_nodes("cluster_pause", &[]).await else {
+        return;
+    };
+    let (hook, hooks) = receiver().await;
+    set_up_work(&nodes[0], &hook).await;
+    let keys = work_keys(&nodes[0]).await;
+    let first = cluster_status(&nodes[0]).await["node"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..10 {
+        post(&nodes[1].base, "/acme/s", None, json!({"i": i})).await;
+    }
+    assert_exactly_once(&nodes[1], 10, &hooks).await;
+    // paused past its lease: the others take the work over
+    nodes[0].signal("-STOP");
+    for key in &keys {
+        eventually(
+            Duration::from_millis(LEASE_MS) + Duration::from_secs(5),
+            key,
+            || async { owner(&nodes[1], key).await.is_some_and(|o| o != first) },
+        )
+        .await;
+    }
+    for i in 10..30 {
+        post(&nodes[2].base, "/acme/s", None, json!({"i": i})).await;
+    }
+    nodes[0].signal("-CONT");
+    for i in 30..40 {
+        post(&nodes[1].base, "/acme/s", None, json!({"i": i})).await;
+    }
+    // the resumed node noticed its leases were gone and wrote nothing twice
+    let resumed = node_named(&nodes, &first).await;
+    eventually(
+        Duration::from_secs(10),
+        "the resumed node renews",
+        || async {
+            cluster_status(resumed).await["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["id"] == first.as_str())
+        },
+    )
+    .await;
+    assert_exactly_once(&nodes[2], 40, &hooks).await;
+    assert_exactly_once(resumed, 40, &hooks).await;
+    let metrics = client()
+        .get(format!("{}/metrics", resumed.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("eddy_leases_lost_total") && !l.ends_with(" 0")),
+        "the resumed node counts its lost leases"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_deleted_on_one_node_is_refused_on_another_within_a_second() {
+    let token = "cluster-admin-token-0123456789";
+    let Some((nodes, _)) = three_nodes("cluster_keys", &["--admin-token", token]).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let c = client();
+    let r = c
+        .post(format!("{}/api/accounts", a.base))
+        .bearer_auth(token)
+        .json(&json!({"name": "acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let created: Value = r.json().await.unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let key_id = created["keyId"].as_str().map(str::to_owned);
+    let append = |base: String| {
+        let (c, key) = (c.clone(), key.clone());
+        async move {
+            c.post(format!("{base}/acme/s"))
+                .bearer_auth(key)
+                .header("Event-Type", "t")
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // the new key works on another node (it was made there a moment ago)
+    eventually(Duration::from_secs(1), "the key works on B", || {
+        let f = append(b.base.clone());
+        async move { f.await == 201 }
+    })
+    .await;
+    let key_id = match key_id {
+        Some(id) => id,
+        None => {
+            let keys: Value = c
+                .get(format!("{}/api/accounts/acme/keys", a.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            keys[0]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let r = c
+        .delete(format!("{}/api/accounts/acme/keys/{key_id}", a.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let deleted = Instant::now();
+    eventually(Duration::from_secs(1), "B refuses the deleted key", || {
+        let f = append(b.base.clone());
+        async move { matches!(f.await, 401 | 403) }
+    })
+    .await;
+    assert!(deleted.elapsed() < Duration::from_secs(1));
+}
