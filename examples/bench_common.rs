@@ -132,11 +132,24 @@ impl Drop for Database {
 /// directory (or a fresh PostgreSQL database, see [`POSTGRES_VAR`]), logging to
 /// `eddy.log` beside it, and waits until `/healthz` answers 200.
 pub async fn start_eddy(bin: &Path, extra: &[&str]) -> Result<ServerProcess> {
-    let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
     let database = match postgres_server() {
         Some(server) => Some(Database::create(&server).await?),
         None => None,
     };
+    let url = database.as_ref().map(|d| d.url.clone());
+    let mut server = start_on(bin, url.as_deref(), extra).await?;
+    server.database = database;
+    Ok(server)
+}
+
+/// Starts another node of a cluster: `eddy serve` on the PostgreSQL database at `url`
+/// (which outlives it), as [`start_eddy`] does otherwise.
+pub async fn start_node(bin: &Path, url: &str, extra: &[&str]) -> Result<ServerProcess> {
+    start_on(bin, Some(url), extra).await
+}
+
+async fn start_on(bin: &Path, database: Option<&str>, extra: &[&str]) -> Result<ServerProcess> {
+    let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .context("cannot find a free port")?
@@ -147,7 +160,7 @@ pub async fn start_eddy(bin: &Path, extra: &[&str]) -> Result<ServerProcess> {
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(dir.path().join("data"))
-        .args(database.iter().flat_map(|d| ["--database", d.url.as_str()]))
+        .args(database.iter().flat_map(|url| ["--database", url]))
         .args(extra)
         .env("EDDY_LOG", "warn")
         .stdout(Stdio::from(log.try_clone()?))
@@ -158,7 +171,7 @@ pub async fn start_eddy(bin: &Path, extra: &[&str]) -> Result<ServerProcess> {
         child,
         port,
         dir: Some(dir),
-        database,
+        database: None,
     };
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

@@ -537,3 +537,53 @@ async fn a_key_deleted_on_one_node_is_refused_on_another_within_a_second() {
     .await;
     assert!(deleted.elapsed() < Duration::from_secs(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn types_and_settings_changed_on_one_node_apply_on_another_within_a_second() {
+    let Some((nodes, _)) = three_nodes("cluster_changes", &[]).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let c = client();
+    let append = |base: String, ty: &'static str, data: Value| {
+        let c = c.clone();
+        async move {
+            c.post(format!("{base}/acme/s"))
+                .header("Event-Type", ty)
+                .json(&data)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // B caches the stream's controls (no type, no limit) by appending once
+    assert_eq!(append(b.base.clone(), "n", json!("text")).await, 201);
+    let r = c
+        .put(format!("{}/acme/s:n", a.base))
+        .header("Content-Type", "application/json")
+        .body(r#"{"type": "int32"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    eventually(Duration::from_secs(1), "B checks the new type", || {
+        let f = append(b.base.clone(), "n", json!("text"));
+        async move { f.await == 400 }
+    })
+    .await;
+    assert_eq!(append(b.base.clone(), "n", json!(7)).await, 201);
+    let r = c
+        .patch(format!("{}/acme/s/settings", a.base))
+        .json(&json!({"rateLimit": {"perSecond": 1, "burst": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    eventually(Duration::from_secs(1), "B limits the rate", || {
+        let f = append(b.base.clone(), "m", json!(1));
+        async move { f.await == 429 }
+    })
+    .await;
+}

@@ -427,6 +427,35 @@ mod tests {
     }
 
     #[test]
+    fn each_node_takes_its_share_of_the_rate_and_the_whole_burst() {
+        let limit = RateLimit {
+            per_second: 30,
+            burst: 7,
+        };
+        let alone = quota(limit, 1);
+        assert_eq!(alone.burst_size().get(), 7);
+        assert_eq!(alone.replenish_interval(), Duration::from_secs(1) / 30);
+        let one_of_three = quota(limit, 3);
+        assert_eq!(one_of_three.burst_size().get(), 7, "a batch one node takes");
+        assert_eq!(
+            one_of_three.replenish_interval(),
+            Duration::from_millis(100)
+        );
+        // rounded up, never to nothing
+        assert_eq!(
+            quota(
+                RateLimit {
+                    per_second: 2,
+                    burst: 1
+                },
+                3
+            )
+            .replenish_interval(),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
     fn events_are_checked_for_size_content_and_limits() {
         use crate::event::MAX_EVENT_DATA;
         let c = controls(json!({}));

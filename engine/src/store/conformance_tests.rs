@@ -620,3 +620,156 @@ async fn access(store: &Store) {
     );
 }
 on_both!(access);
+
+/// Where leases are kept (PostgreSQL): a pipe batch fenced by a lease this node does
+/// not hold, or holds under an older epoch, is refused with a conflict and writes
+/// nothing; under the lease it holds it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_writes_need_the_lease_they_name() {
+    use super::cluster::Fence;
+    let Some(url) = test_backends::migrated_postgres("fenced_writes").await else {
+        return;
+    };
+    let store = Store::open_postgres(&url, Default::default(), Default::default())
+        .await
+        .unwrap();
+    let node = store.node().unwrap().to_owned();
+    append(&store, "acme/log", vec![event("x", b"1")]).await;
+    let row = Box::new(PipeRow {
+        id: 0,
+        from: path("acme/log"),
+        to: path("acme/copy"),
+        selector: String::new(),
+        source: String::new(),
+        content_type: String::new(),
+        code: String::new(),
+        module: false,
+        cursor: 0,
+        piped: 0,
+        errors: 0,
+        created_at: 0,
+    });
+    let PipeWritten::Put(put, true) = store.writer.pipe(PipeWrite::Put(row)).await.unwrap() else {
+        panic!("not created")
+    };
+    let work = format!("pipe:{}", put.id);
+    let batch = |epoch: i64| {
+        PipeWrite::Batch(PipeBatch {
+            pipe_id: put.id,
+            cursor: store.last_position(),
+            outs: vec![Routed {
+                stream: path("acme/copy"),
+                explicit_args: None,
+                default_args: None,
+                event: event("x", b"1"),
+            }],
+            logs: Vec::new(),
+            log_stream: path("acme/log").logs(),
+            errors: 0,
+            fence: Some(Fence {
+                work: work.clone(),
+                epoch,
+            }),
+        })
+    };
+    let set_lease = |holder: String, epoch: i64| {
+        let (reads, work) = (store.reads.clone(), work.clone());
+        async move {
+            reads
+                .execute(
+                    "INSERT INTO eddy_leases (work, node, epoch, expires_at) \
+                     VALUES ($1, $2, $3, clock_timestamp() + interval '1 minute') \
+                     ON CONFLICT (work) DO UPDATE SET node = $2, epoch = $3, \
+                     expires_at = EXCLUDED.expires_at",
+                    super::query::args![work.as_str(), holder.as_str(), epoch],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let copied = || async {
+        read::list_streams(&store.reads, "acme", "", 10)
+            .await
+            .unwrap()
+    };
+    // no lease at all, then another node's
+    let Err(refused) = store.writer.pipe(batch(1)).await else {
+        panic!("written without the lease")
+    };
+    assert_eq!(refused.code, ErrorCode::Conflict, "{}", refused.message);
+    set_lease("node-elsewhere".into(), 1).await;
+    let Err(refused) = store.writer.pipe(batch(1)).await else {
+        panic!("written without the lease")
+    };
+    assert!(refused.message.contains("lease"), "{}", refused.message);
+    assert!(
+        !copied().await.iter().any(|s| s.name == "copy"),
+        "a refused batch writes nothing"
+    );
+    // this node's lease under a newer epoch than the write names
+    set_lease(node.clone(), 2).await;
+    let Err(refused) = store.writer.pipe(batch(1)).await else {
+        panic!("written without the lease")
+    };
+    assert_eq!(refused.code, ErrorCode::Conflict);
+    // the lease it holds
+    let written = store.writer.pipe(batch(2)).await.unwrap();
+    assert!(matches!(written, PipeWritten::Batch { piped: 1, .. }));
+    assert!(copied().await.iter().any(|s| s.name == "copy"));
+    store.shutdown().await;
+}
+
+/// Two stores on one PostgreSQL database (two nodes): appends through both get
+/// gapless positions and indexes, each store's readers see the other's events, and
+/// a notice of the other's commit reaches its subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_database_append_as_one() {
+    let Some(url) = test_backends::migrated_postgres("two_stores").await else {
+        return;
+    };
+    let a = Store::open_postgres(&url, Default::default(), Default::default())
+        .await
+        .unwrap();
+    let b = Store::open_postgres(&url, Default::default(), Default::default())
+        .await
+        .unwrap();
+    let mut heard = b.subscribe();
+    for n in 0..10 {
+        let store = if n % 2 == 0 { &a } else { &b };
+        append(store, "acme/log", vec![event("x", b"1"), event("x", b"2")]).await;
+    }
+    for store in [&a, &b] {
+        let page = read::events(
+            &store.reads,
+            &EventQuery {
+                scope: Scope::Substream(ids(store, "acme", "log", "").await.1),
+                prefix: "acme/log",
+                selector: &Selector::default(),
+                cursor: Cursor::Index(0),
+                limit: 100,
+            },
+            i64::MAX,
+        )
+        .await
+        .unwrap();
+        let indexes: Vec<u64> = page.events.iter().map(|e| e.index).collect();
+        let positions: Vec<i64> = page.events.iter().map(|e| e.position).collect();
+        assert_eq!(indexes, (0..20).collect::<Vec<_>>());
+        // the first position went to the account event of the stream's creation
+        assert_eq!(positions, (2..=21).collect::<Vec<_>>());
+    }
+    // b's subscribers hear of a's commits, in position order
+    let mut last = 0;
+    while last < 21 {
+        let notice = tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv())
+            .await
+            .expect("a notice within 5 s")
+            .unwrap();
+        for live in &notice.events {
+            assert_eq!(live.event.position, last + 1, "in order, none missed");
+            last = live.event.position;
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
