@@ -4,9 +4,10 @@
 //! Each node renews its leases every third of the lease time and takes free ones (never
 //! held, let go, or expired) up to its fair share of all the work, the work divided by
 //! the live nodes; a node above its share lets the excess go, so work spreads again when
-//! a node joins. A lease this node no longer holds stops its work here at once; the
-//! writer refuses any write of it that is still on its way (fencing), so a paused or
-//! cut-off node never writes twice. Changes another node made (keys, settings, code)
+//! a node joins. A lease this node no longer holds stops its work here at the next
+//! renewal (a webhook checks its own deadline before each delivery), and the writer
+//! refuses any write of it meanwhile (fencing), so a paused or cut-off node never
+//! writes twice. Changes another node made (keys, settings, code)
 //! reach this node through the listener, within one poll when a notification is lost.
 
 use std::collections::HashMap;
@@ -83,6 +84,9 @@ pub(crate) struct Cluster {
     pub(crate) node: String,
     pub(crate) settings: ClusterSettings,
     held: Mutex<HashMap<String, Held>>,
+    /// Taken by the keeper while it renews, and by each claim: a claim that commits
+    /// during a renewal round would otherwise look like a stray lease to it.
+    turn: tokio::sync::Mutex<()>,
     takeovers: Counter,
     leases_taken: Counter,
     leases_lost: Counter,
@@ -95,6 +99,7 @@ impl Cluster {
             node,
             settings,
             held: Mutex::default(),
+            turn: tokio::sync::Mutex::new(()),
             takeovers: metrics.lease_takeovers.clone(),
             leases_taken: metrics.leases_taken.clone(),
             leases_lost: metrics.leases_lost.clone(),
@@ -154,6 +159,8 @@ impl crate::Engine {
             return Ok(None);
         };
         let key = work.key();
+        // not while the keeper sorts renewed leases from stray ones
+        let _turn = cluster.turn.lock().await;
         let at = Instant::now();
         let claimed = rows::claim(
             &self.store.reads,
@@ -180,21 +187,30 @@ impl crate::Engine {
         Ok(Some(fence))
     }
 
-    /// Runs `work` here under `fence`; lets the lease go when the work is gone.
+    /// Runs `work` here under `fence`; lets the lease go when the work is gone or does
+    /// not start (for another round, or node, to try again).
     async fn start_work(self: &Arc<Self>, work: &Work, fence: Fence) -> Result<()> {
-        let found = match work {
+        let started = match work {
             Work::Reducers(stream_id) => {
                 self.reducers
                     .run_stream(&self.store.reads, *stream_id, fence.clone(), None)
-                    .await?
+                    .await
             }
-            Work::Pipe(id) => self.run_pipe(*id, Some(fence.clone())).await?,
-            Work::Webhook(id) => self.run_webhook(id, Some(fence.clone())).await?,
+            Work::Pipe(id) => self.run_pipe(*id, Some(fence.clone())).await,
+            Work::Webhook(id) => self.run_webhook(id, Some(fence.clone())).await,
         };
-        if !found {
-            self.let_go(&fence).await;
+        match started {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.let_go(&fence).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.stop_work(work).await;
+                self.let_go(&fence).await;
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// Stops `work` here (its lease was lost or is being let go).
@@ -202,7 +218,7 @@ impl crate::Engine {
         match work {
             Work::Reducers(stream_id) => self.reducers.unload_stream(*stream_id),
             Work::Pipe(id) => self.pipes.stop(*id).await,
-            Work::Webhook(id) => self.webhooks.stop(id),
+            Work::Webhook(id) => self.webhooks.stop_and_wait(id).await,
         }
     }
 
@@ -216,44 +232,14 @@ impl crate::Engine {
         }
     }
 
-    /// One round of the lease keeper: heartbeat, renewals, losses, and taking or
-    /// letting go of work towards this node's fair share.
-    async fn keep_leases(self: &Arc<Self>, cluster: &Cluster) -> Result<()> {
+    /// One round of the lease keeper: heartbeat, renewals (when due), losses, and
+    /// taking or letting go of work towards this node's fair share.
+    async fn keep_leases(self: &Arc<Self>, cluster: &Cluster, renew: bool) -> Result<()> {
         let reads = &self.store.reads;
         let lease = cluster.settings.lease;
         rows::heartbeat(reads, &cluster.node, &cluster.settings.address).await?;
-        let at = Instant::now();
-        let renewed = rows::renew(reads, &cluster.node, lease).await?;
-        let mut lost = Vec::new();
-        let mut strays = Vec::new();
-        {
-            let mut held = cluster.held();
-            held.retain(|key, h| {
-                let kept = renewed.contains(&h.fence);
-                if !kept {
-                    lost.push(key.clone());
-                }
-                kept
-            });
-            for fence in renewed {
-                match held.get_mut(&fence.work) {
-                    Some(h) => h.until = cluster.deadline(at),
-                    // a lease this node took but does not run (a claim whose answer
-                    // was lost): let it go
-                    None => strays.push(fence),
-                }
-            }
-        }
-        for key in lost {
-            tracing::warn!(work = %key, "lost the lease; the work stops here");
-            cluster.leases_lost.inc();
-            if let Some(work) = Work::parse(&key) {
-                self.stop_work(&work).await;
-            }
-        }
-        cluster.gauge();
-        for fence in strays {
-            let _ = rows::release(reads, &cluster.node, &fence).await;
+        if renew {
+            self.renew_leases(cluster).await?;
         }
         let nodes = rows::nodes(reads, lease).await?.len().max(1);
         self.controls.share_between(nodes);
@@ -278,13 +264,9 @@ impl crate::Engine {
             }
             return Ok(());
         }
-        let leases = rows::leases(reads).await?;
+        let leases = rows::leases(reads, lease).await?;
         let free = all.iter().filter(|w| {
-            !mine.contains(w)
-                && leases
-                    .iter()
-                    .find(|l| l.work == **w)
-                    .is_none_or(|l| l.free())
+            !mine.contains(w) && leases.iter().find(|l| l.work == **w).is_none_or(|l| l.free)
         });
         let mut room = fair - mine.len();
         for key in free {
@@ -296,6 +278,59 @@ impl crate::Engine {
             };
             if self.claim_and_run(&work).await? && cluster.fence(&work).is_some() {
                 room -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews every lease held here. A lease found expired (or taken) is lost: its
+    /// work stops. A lease renewed only after this node's own deadline had passed is
+    /// kept, but its work may have stopped itself meanwhile (a webhook checks its
+    /// deadline before each delivery): it starts again from what is stored.
+    async fn renew_leases(self: &Arc<Self>, cluster: &Cluster) -> Result<()> {
+        let reads = &self.store.reads;
+        let lease = cluster.settings.lease;
+        let (mut lost, mut lapsed) = (Vec::new(), Vec::new());
+        {
+            let _turn = cluster.turn.lock().await;
+            let held: Vec<(String, Fence, Instant)> = cluster
+                .held()
+                .iter()
+                .map(|(k, h)| (k.clone(), h.fence.clone(), h.until))
+                .collect();
+            for (key, fence, until) in held {
+                let at = Instant::now();
+                if rows::renew(reads, &cluster.node, &fence, lease).await? {
+                    if let Some(h) = cluster.held().get_mut(&key) {
+                        h.until = cluster.deadline(at);
+                    }
+                    if until <= at {
+                        lapsed.push(key);
+                    }
+                } else {
+                    cluster.held().remove(&key);
+                    lost.push(key);
+                }
+            }
+            // leases this node holds but does not run (a claim whose answer was lost)
+            for fence in rows::held_by(reads, &cluster.node).await? {
+                if !cluster.held().contains_key(&fence.work) {
+                    let _ = rows::release(reads, &cluster.node, &fence).await;
+                }
+            }
+        }
+        cluster.gauge();
+        for key in lost {
+            tracing::warn!(work = %key, "lost the lease; the work stops here");
+            cluster.leases_lost.inc();
+            if let Some(work) = Work::parse(&key) {
+                self.stop_work(&work).await;
+            }
+        }
+        for key in lapsed {
+            tracing::warn!(work = %key, "renewed a lease past this node's deadline; restarting its work");
+            if let Some(work) = Work::parse(&key) {
+                self.restart(&work).await?;
             }
         }
         Ok(())
@@ -321,6 +356,7 @@ impl crate::Engine {
             }
         };
         for key in keys {
+            // a change not applied is applied again: see `join_cluster`
             match key.as_str() {
                 "access" => {
                     self.access.reload(&self.store.reads).await?;
@@ -338,14 +374,18 @@ impl crate::Engine {
         Ok(())
     }
 
-    /// After a change of `work` made elsewhere: runs it again from what is stored if it
-    /// runs here, and refreshes what reads here show of it.
+    /// After a change of `work` (made here or elsewhere): runs it again from what is
+    /// stored if it runs here (letting its lease go when it is gone), and refreshes
+    /// what reads here show of it.
     pub(crate) async fn restart(self: &Arc<Self>, work: &Work) -> Result<()> {
         let fence = self.cluster.as_ref().and_then(|c| c.fence(work));
         if let Some(fence) = fence {
             self.stop_work(work).await;
             self.start_work(work, fence).await?;
-        } else if let Work::Reducers(stream_id) = work {
+        }
+        if let Work::Reducers(stream_id) = work
+            && self.cluster_fence(work).is_none()
+        {
             self.reducers
                 .refresh_stream(&self.store.reads, *stream_id)
                 .await?;
@@ -361,30 +401,45 @@ impl crate::Engine {
         } = heard;
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Some(change) = changes.recv().await {
+            while let Some(mut change) = changes.recv().await {
                 let Some(engine) = weak.upgrade() else { break };
-                if let Err(e) = engine.apply_change(change).await {
-                    tracing::warn!(error = %e.message, "cannot apply another node's change");
+                // a change must not be lost to a passing error (a deleted key would
+                // stay valid here): on failure, reload everything until it works
+                while let Err(e) = engine.apply_change(change).await {
+                    tracing::warn!(error = %e.message, "cannot apply another node's change; retrying");
+                    if engine.leaving() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    change = Change::Unknown;
                 }
             }
         });
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut last_renewal = None;
             loop {
                 let Some(engine) = weak.upgrade() else { break };
                 let Some(cluster) = engine.cluster.clone() else {
                     break;
                 };
+                // renewals every third of the lease; rounds that take free work (of a
+                // node that died) at least every second
+                let renew_every = cluster.settings.lease / 3;
+                let round = renew_every.min(Duration::from_secs(1));
                 if engine.leaving() {
                     break;
                 }
-                if let Err(e) = engine.keep_leases(&cluster).await {
+                let due = last_renewal.is_none_or(|t: Instant| t.elapsed() >= renew_every);
+                if due {
+                    last_renewal = Some(Instant::now());
+                }
+                if let Err(e) = engine.keep_leases(&cluster, due).await {
                     tracing::warn!(error = %e.message, "cannot keep this node's leases");
                 }
                 drop(engine);
-                let every = cluster.settings.lease / 3;
                 tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
+                    _ = tokio::time::sleep(round) => {}
                     _ = leases.notified() => {}
                 }
             }
@@ -448,7 +503,7 @@ impl crate::Engine {
             return Ok(None);
         };
         let nodes = rows::nodes(&self.store.reads, cluster.settings.lease).await?;
-        let leases = rows::leases(&self.store.reads).await?;
+        let leases = rows::leases(&self.store.reads, cluster.settings.lease).await?;
         Ok(Some(ClusterStatus {
             node: cluster.node.clone(),
             lease_ms: cluster.settings.lease.as_millis() as u64,

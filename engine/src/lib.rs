@@ -247,7 +247,7 @@ impl Engine {
     /// Reads one page of events. Reads see only durable events: a group committed but
     /// not yet flushed to disk stays unseen until its requests are answered.
     pub async fn read(&self, q: &EventQuery<'_>) -> Result<Page> {
-        store::read::events(&self.store.reads, q, self.store.last_position()).await
+        store::read::events(&self.store.reads, q, self.store.read_bound()).await
     }
 
     /// One event of a (sub)stream by index: the path resolved and the event read in
@@ -260,7 +260,7 @@ impl Engine {
             path.stream.as_str(),
             args.as_deref().unwrap_or(""),
         );
-        let durable = self.store.last_position();
+        let durable = self.store.read_bound();
         let Some((info, sid, event)) =
             store::read::event_by_path(&self.store.reads, names, index, durable).await?
         else {

@@ -310,7 +310,7 @@ impl Engine {
     }
 
     /// Deletes the pipe and stops its task.
-    pub async fn delete_pipe(&self, from: &StreamPath, to: &StreamPath) -> Result<()> {
+    pub async fn delete_pipe(self: &Arc<Self>, from: &StreamPath, to: &StreamPath) -> Result<()> {
         let from = self.pipe_origin(from)?;
         let written = self
             .store
@@ -323,6 +323,8 @@ impl Engine {
         if let PipeWritten::Deleted(id) = written {
             self.pipes.stop(id).await;
             self.pipes.mappers.forget(id);
+            // where leases are kept: finds the pipe gone and lets its lease go
+            self.restart(&crate::cluster::Work::Pipe(id)).await?;
         }
         Ok(())
     }

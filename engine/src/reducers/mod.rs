@@ -488,7 +488,11 @@ impl crate::Engine {
     }
 
     /// Deletes a reducer with all its versions and states.
-    pub async fn delete_reducer(&self, path: &StreamPath, name: &ReducerName) -> Result<()> {
+    pub async fn delete_reducer(
+        self: &Arc<Self>,
+        path: &StreamPath,
+        name: &ReducerName,
+    ) -> Result<()> {
         let resolved = self.resolve_existing(path).await?;
         let stream_id = resolved.info.id;
         let written = self
@@ -504,6 +508,12 @@ impl crate::Engine {
                 self.reducers.published.remove(stream_id, &ids);
                 if let Some(lane) = self.reducers.placement.get(stream_id) {
                     self.reducers.lanes[lane].send(Msg::Delete { stream_id, ids })?;
+                }
+                // where leases are kept: the stream's other reducers go on here, or,
+                // with none left, its lease goes
+                if self.cluster.is_some() {
+                    self.restart(&crate::cluster::Work::Reducers(stream_id))
+                        .await?;
                 }
                 Ok(())
             }
@@ -540,15 +550,21 @@ fn entry(row: &ReducerRow, after_idx: i64) -> Entry {
 
 /// The stored versions of one stream's reducers.
 async fn stream_rows(reads: &Reads, stream_id: i64) -> Result<Vec<(ReducerRow, StreamPath)>> {
-    let mut rows = load_rows(reads).await?;
-    rows.retain(|(row, _)| row.stream_id == stream_id);
-    Ok(rows)
+    Ok(with_paths(
+        reducer_reads::versions_of(reads, stream_id).await?,
+    ))
 }
 
 /// Every stored reducer version with its stream's path, for the worker at start.
 async fn load_rows(reads: &Reads) -> Result<Vec<(ReducerRow, StreamPath)>> {
+    Ok(with_paths(reducer_reads::versions(reads).await?))
+}
+
+/// Stored versions with their streams' paths (those whose names no longer parse left
+/// out: see store::repair).
+fn with_paths(rows: Vec<(ReducerRow, String, String)>) -> Vec<(ReducerRow, StreamPath)> {
     let mut out = Vec::new();
-    for (row, account, stream) in reducer_reads::versions(reads).await? {
+    for (row, account, stream) in rows {
         let (Ok(account), Ok(stream)) = (AccountName::new(&account), StreamName::new(&stream))
         else {
             continue;
@@ -562,5 +578,5 @@ async fn load_rows(reads: &Reads) -> Result<Vec<(ReducerRow, StreamPath)>> {
             },
         ));
     }
-    Ok(out)
+    out
 }

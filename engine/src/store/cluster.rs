@@ -306,15 +306,8 @@ pub struct LeaseRow {
     /// Milliseconds until it expires (negative: expired).
     #[serde(rename = "expiresInMs")]
     pub expires_in_ms: i64,
-    /// Whether its node has a session on the database.
-    pub connected: bool,
-}
-
-impl LeaseRow {
-    /// Whether another node may take it (see [`claim`]).
-    pub fn free(&self) -> bool {
-        self.expires_in_ms < 0 || !self.connected
-    }
+    /// Whether another node may take it: expired, let go, or its node is gone.
+    pub free: bool,
 }
 
 /// Writes this node's row, or its heartbeat.
@@ -329,9 +322,8 @@ pub(crate) async fn heartbeat(reads: &Reads, node: &str, address: &str) -> Resul
     Ok(())
 }
 
-/// The live nodes, oldest first: those whose heartbeat is younger than `lease` and that
-/// have a session on the database (see [`claim`]); and forgets those gone for ten
-/// lease times.
+/// The live nodes, oldest first: those not [`gone`]; and forgets those whose heartbeat
+/// stopped ten lease times ago.
 pub(crate) async fn nodes(reads: &Reads, lease: Duration) -> Result<Vec<NodeRow>> {
     let ms = lease.as_millis() as i64;
     reads
@@ -340,16 +332,13 @@ pub(crate) async fn nodes(reads: &Reads, lease: Duration) -> Result<Vec<NodeRow>
             args![ms],
         )
         .await?;
-    let rows = reads
-        .all(
-            "SELECT id, address, CAST(extract(epoch FROM started_at) * 1000 AS BIGINT), \
-             CAST(extract(epoch FROM heartbeat_at) * 1000 AS BIGINT), takeovers FROM eddy_nodes \
-             WHERE heartbeat_at > clock_timestamp() - $1 * interval '1 millisecond' \
-             AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = id) \
-             ORDER BY started_at, id",
-            args![ms],
-        )
-        .await?;
+    let sql = format!(
+        "SELECT id, address, CAST(extract(epoch FROM started_at) * 1000 AS BIGINT), \
+         CAST(extract(epoch FROM heartbeat_at) * 1000 AS BIGINT), takeovers FROM eddy_nodes \
+         WHERE NOT {} ORDER BY started_at, id",
+        gone("eddy_nodes.id", "$1")
+    );
+    let rows = reads.all(&sql, args![ms]).await?;
     rows.iter()
         .map(|r| {
             Ok(NodeRow {
@@ -371,13 +360,38 @@ pub(crate) async fn forget(reads: &Reads, node: &str) -> Result<()> {
     Ok(())
 }
 
-/// Renews every lease this node holds; answers them with their epochs.
-pub(crate) async fn renew(reads: &Reads, node: &str, lease: Duration) -> Result<Vec<Fence>> {
+/// Renews the lease `fence` names while it has not expired; answers whether it did (an
+/// expired lease is lost even if nobody took it: its work may have stopped here). One
+/// statement per lease, so a renewal never holds one lease row while waiting for
+/// another (which a group's fence checks may hold: see `Writer::check_fence`).
+pub(crate) async fn renew(
+    reads: &Reads,
+    node: &str,
+    fence: &Fence,
+    lease: Duration,
+) -> Result<bool> {
+    let renewed = reads
+        .execute(
+            "UPDATE eddy_leases SET expires_at = clock_timestamp() + $4 * interval '1 millisecond' \
+             WHERE work = $1 AND node = $2 AND epoch = $3 AND expires_at > clock_timestamp()",
+            args![
+                fence.work.as_str(),
+                node,
+                fence.epoch,
+                lease.as_millis() as i64
+            ],
+        )
+        .await?;
+    Ok(renewed > 0)
+}
+
+/// The leases the database says this node holds, unexpired.
+pub(crate) async fn held_by(reads: &Reads, node: &str) -> Result<Vec<Fence>> {
     let rows = reads
         .all(
-            "UPDATE eddy_leases SET expires_at = clock_timestamp() + $2 * interval '1 millisecond' \
-             WHERE node = $1 RETURNING work, epoch",
-            args![node, lease.as_millis() as i64],
+            "SELECT work, epoch FROM eddy_leases WHERE node = $1 \
+             AND expires_at > clock_timestamp()",
+            args![node],
         )
         .await?;
     rows.iter()
@@ -390,34 +404,53 @@ pub(crate) async fn renew(reads: &Reads, node: &str, lease: Duration) -> Result<
         .collect()
 }
 
+/// The SQL condition under which node `$n` (a column or parameter) counts as gone: its
+/// heartbeat is older than the lease time, or it is overdue (older than a third of the
+/// lease time and a second, `$lease` in ms) and no session on the database carries its
+/// id (a process that died: PostgreSQL ends its sessions at once). The heartbeat rule
+/// keeps a node that is alive behind a connection pooler, or after a failover, whose
+/// sessions are not visible, from being taken for dead.
+fn gone(node: &str, lease: &str) -> String {
+    format!(
+        "(NOT EXISTS (SELECT 1 FROM eddy_nodes n WHERE n.id = {node} \
+         AND n.heartbeat_at > clock_timestamp() - {lease} * interval '1 millisecond') \
+         OR (NOT EXISTS (SELECT 1 FROM eddy_nodes n WHERE n.id = {node} \
+         AND n.heartbeat_at > clock_timestamp() - ({lease} / 3 + 1000) * interval '1 millisecond') \
+         AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = {node})))"
+    )
+}
+
 /// Takes the lease on `work` if nobody holds it, its holder let it expire, or its
-/// holder has no session left on the database (a node's sessions carry its id as
-/// their `application_name`; PostgreSQL ends the sessions of a process that died, so
-/// a killed node's work moves at the next round rather than after the lease time; a
-/// node that is only cut off keeps its sessions until they time out, and its leases
-/// until they expire). Answers the fence, and whether it was taken from another node.
+/// holder is gone (see [`gone`]: a node's sessions carry its id as their
+/// `application_name`, so a killed node's work moves within about a third of the lease
+/// time rather than after all of it; a node that is only cut off keeps its sessions
+/// until they time out, and its leases until they expire). The epoch only ever grows,
+/// so a write fenced by an older holding is refused whoever holds the lease now.
+/// Answers the fence, and whether it was taken from another node.
 pub(crate) async fn claim(
     reads: &Reads,
     work: &str,
     node: &str,
     lease: Duration,
 ) -> Result<Option<(Fence, bool)>> {
+    let sql = format!(
+        "WITH old AS (SELECT node FROM eddy_leases WHERE work = $1) \
+         INSERT INTO eddy_leases (work, node, epoch, expires_at) \
+         VALUES ($1, $2, 1, clock_timestamp() + $3 * interval '1 millisecond') \
+         ON CONFLICT (work) DO UPDATE SET node = EXCLUDED.node, \
+         epoch = eddy_leases.epoch + 1, expires_at = EXCLUDED.expires_at \
+         WHERE eddy_leases.expires_at < clock_timestamp() \
+         OR (eddy_leases.node <> $2 AND {}) \
+         RETURNING epoch, COALESCE((SELECT node FROM old), '')",
+        gone("eddy_leases.node", "$3")
+    );
     let row = reads
-        .optional(
-            "WITH old AS (SELECT node FROM eddy_leases WHERE work = $1) \
-             INSERT INTO eddy_leases (work, node, epoch, expires_at) \
-             VALUES ($1, $2, 1, clock_timestamp() + $3 * interval '1 millisecond') \
-             ON CONFLICT (work) DO UPDATE SET node = EXCLUDED.node, \
-             epoch = eddy_leases.epoch + 1, expires_at = EXCLUDED.expires_at \
-             WHERE eddy_leases.expires_at < clock_timestamp() OR (eddy_leases.node <> $2 \
-             AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a \
-             WHERE a.application_name = eddy_leases.node)) \
-             RETURNING epoch, COALESCE((SELECT node FROM old), $2)",
-            args![work, node, lease.as_millis() as i64],
-        )
+        .optional(&sql, args![work, node, lease.as_millis() as i64])
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let took_over = row.text(1)? != node;
+    // from a node that did not let it go (a let-go lease has no node)
+    let before = row.text(1)?;
+    let took_over = !before.is_empty() && before != node;
     if took_over {
         reads
             .execute(
@@ -435,11 +468,13 @@ pub(crate) async fn claim(
     )))
 }
 
-/// Lets a lease go (after its work stopped here).
+/// Lets a lease go (after its work stopped here): it stays, with no node and expired,
+/// so that its epoch goes on growing.
 pub(crate) async fn release(reads: &Reads, node: &str, fence: &Fence) -> Result<()> {
     reads
         .execute(
-            "DELETE FROM eddy_leases WHERE work = $1 AND node = $2 AND epoch = $3",
+            "UPDATE eddy_leases SET node = '', expires_at = '-infinity' \
+             WHERE work = $1 AND node = $2 AND epoch = $3",
             args![fence.work.as_str(), node, fence.epoch],
         )
         .await?;
@@ -454,17 +489,15 @@ pub(crate) async fn released(reads: &Reads, node: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every lease, for listings.
-pub(crate) async fn leases(reads: &Reads) -> Result<Vec<LeaseRow>> {
-    let rows = reads
-        .all(
-            "SELECT work, node, epoch, \
-             CAST(extract(epoch FROM expires_at - clock_timestamp()) * 1000 AS BIGINT), \
-             EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = l.node) \
-             FROM eddy_leases l ORDER BY work",
-            args![],
-        )
-        .await?;
+/// Every lease, for listings, with whether another node may take it (see [`claim`]).
+pub(crate) async fn leases(reads: &Reads, lease: Duration) -> Result<Vec<LeaseRow>> {
+    let sql = format!(
+        "SELECT work, node, epoch, CASE WHEN expires_at < clock_timestamp() THEN -1 ELSE \
+         CAST(extract(epoch FROM expires_at - clock_timestamp()) * 1000 AS BIGINT) END, \
+         expires_at < clock_timestamp() OR {} FROM eddy_leases l ORDER BY work",
+        gone("l.node", "$1")
+    );
+    let rows = reads.all(&sql, args![lease.as_millis() as i64]).await?;
     rows.iter()
         .map(|r| {
             Ok(LeaseRow {
@@ -472,7 +505,7 @@ pub(crate) async fn leases(reads: &Reads) -> Result<Vec<LeaseRow>> {
                 node: r.text(1)?,
                 epoch: r.int(2)?,
                 expires_in_ms: r.int(3)?,
-                connected: r.flag(4)?,
+                free: r.flag(4)?,
             })
         })
         .collect()

@@ -60,11 +60,22 @@ impl EventIds {
                 getrandom::fill(&mut key).map_err(|e| {
                     EngineError::internal(format!("no randomness for the event id key: {e}"))
                 })?;
+                // another node starting on the same new database may make one first:
+                // the first made is everyone's
                 db.exec(
-                    "INSERT INTO instance (name, value) VALUES (?1, ?2)",
+                    "INSERT INTO instance (name, value) VALUES (?1, ?2) \
+                     ON CONFLICT (name) DO NOTHING",
                     vals![KEY_NAME, key.as_slice()],
                 )?;
-                key
+                let stored = db.row(
+                    "SELECT value FROM instance WHERE name = ?1",
+                    vals![KEY_NAME],
+                    |r| r.blob(0),
+                )?;
+                match stored.as_deref().map(<[u8; 16]>::try_from) {
+                    Some(Ok(stored)) => stored,
+                    _ => key,
+                }
             }
         };
         let mut seed = [0u8; 8];

@@ -335,6 +335,17 @@ impl Store {
         self.last_position.clone()
     }
 
+    /// The position plain reads stop at: the durable one on SQLite (committed groups
+    /// are durable only once flushed); none on PostgreSQL, whose committed rows are
+    /// durable and, positions being taken in commit order, gapless, so a read on one
+    /// node sees what another node acknowledged a moment ago.
+    pub fn read_bound(&self) -> i64 {
+        match self.cluster {
+            Some(_) => i64::MAX,
+            None => self.last_position(),
+        }
+    }
+
     pub fn last_position(&self) -> i64 {
         self.last_position.load(Ordering::Acquire)
     }

@@ -2,7 +2,7 @@
 //! that the reducer threads' published progress does not answer alone.
 
 use super::Reads;
-use super::query::args;
+use super::query::{Sql, args};
 use super::reducer_writes::ReducerRow;
 
 use crate::error::Result;
@@ -137,15 +137,32 @@ pub(crate) async fn after_index(reads: &Reads, stream_id: i64, position: i64) ->
 
 /// Every stored reducer version with its stream's account and name, oldest first.
 pub(crate) async fn versions(reads: &Reads) -> Result<Vec<(ReducerRow, String, String)>> {
-    let rows = reads
-        .all(
-            "SELECT r.id, r.stream_id, s.factory, r.name, r.status, r.source, r.content_type, \
-             r.code, r.shape, r.reads, r.selector, r.on_error, r.code_hash, r.position, \
-             r.errors, r.halted, s.account, s.name \
-             FROM reducers r JOIN streams s ON s.id = r.stream_id ORDER BY r.id",
-            args![],
-        )
-        .await?;
+    versions_where(reads, None).await
+}
+
+/// [`versions`] of one stream.
+pub(crate) async fn versions_of(
+    reads: &Reads,
+    stream_id: i64,
+) -> Result<Vec<(ReducerRow, String, String)>> {
+    versions_where(reads, Some(stream_id)).await
+}
+
+async fn versions_where(
+    reads: &Reads,
+    stream_id: Option<i64>,
+) -> Result<Vec<(ReducerRow, String, String)>> {
+    let mut sql = Sql::new(
+        "SELECT r.id, r.stream_id, s.factory, r.name, r.status, r.source, r.content_type, \
+         r.code, r.shape, r.reads, r.selector, r.on_error, r.code_hash, r.position, \
+         r.errors, r.halted, s.account, s.name \
+         FROM reducers r JOIN streams s ON s.id = r.stream_id",
+    );
+    if let Some(id) = stream_id {
+        sql.push(" WHERE r.stream_id = ").bind(id);
+    }
+    sql.push(" ORDER BY r.id");
+    let rows = reads.all_of(sql).await?;
     rows.iter()
         .map(|q| {
             let row = ReducerRow {

@@ -532,29 +532,28 @@ impl Writer {
         };
         let last = self.next_pos - 1;
         let changed = i64::from(!staged.changes.is_empty());
-        let node = head.node.clone();
+        // `<node> <change count> <key>...`, the count added by the statement itself
+        let keys = format!(" {}", staged.changes.join(" "));
+        // one round trip under the lock: the notifications ride on the update
         let (commits, changes) = self
             .db
             .row(
                 "UPDATE event_positions SET last = ?1, commits = commits + 1, \
-                 changes = changes + ?2 RETURNING commits, changes",
-                vals![last, changed],
+                 changes = changes + ?2 RETURNING commits, changes, \
+                 CASE WHEN ?3 THEN pg_notify(?4, CAST(?1 AS TEXT)) END, \
+                 CASE WHEN ?2 > 0 THEN pg_notify(?5, ?6 || ' ' || CAST(changes AS TEXT) || ?7) END",
+                vals![
+                    last,
+                    changed,
+                    staged.events > 0,
+                    super::cluster::COMMITS,
+                    super::cluster::CHANGES,
+                    head.node.as_str(),
+                    keys
+                ],
                 |r| Ok((r.int(0)?, r.int(1)?)),
             )?
             .ok_or_else(|| EngineError::internal("event_positions has no row"))?;
-        if staged.events > 0 {
-            self.db.exec(
-                "SELECT pg_notify(?1, ?2)",
-                vals![super::cluster::COMMITS, last.to_string()],
-            )?;
-        }
-        if changed > 0 {
-            let payload = format!("{node} {changes} {}", staged.changes.join(" "));
-            self.db.exec(
-                "SELECT pg_notify(?1, ?2)",
-                vals![super::cluster::CHANGES, payload],
-            )?;
-        }
         if let Some(head) = &mut self.head {
             head.commits = Some(commits);
             head.changes = Some(changes);

@@ -109,10 +109,6 @@ impl Deliverer {
                 continue;
             }
             for e in coalesce(batch, self.row.data) {
-                if !self.holds_lease() {
-                    // another node delivers from the saved cursor on
-                    return;
-                }
                 match self.deliver(&e).await {
                     Outcome::Delivered => {
                         delivered = e.position;
@@ -214,7 +210,8 @@ impl Deliverer {
         let mut failures: u32 = 0;
         let mut first_failure: Option<Instant> = None;
         loop {
-            if *self.stop.borrow() {
+            // another node delivers from the saved cursor on once the lease is gone
+            if *self.stop.borrow() || !self.holds_lease() {
                 return Outcome::Stopped;
             }
             self.metrics.webhook_attempts.inc();

@@ -157,6 +157,15 @@ impl Webhooks {
             let _ = r.stop.send(true);
         }
     }
+
+    /// Stops one task and waits until it saved its cursor.
+    pub(crate) async fn stop_and_wait(&self, id: &str) {
+        let running = self.running().remove(id);
+        if let Some(r) = running {
+            let _ = r.stop.send(true);
+            let _ = r.task.await;
+        }
+    }
 }
 
 /// The stream path a stored webhook follows.
@@ -312,13 +321,13 @@ impl Engine {
     }
 
     /// Deletes a webhook and stops its deliveries.
-    pub async fn delete_webhook(&self, path: &StreamPath, id: &str) -> Result<()> {
+    pub async fn delete_webhook(self: &Arc<Self>, path: &StreamPath, id: &str) -> Result<()> {
         let row = self.webhook_row(path, id).await?;
         self.webhooks.stop(id);
         if !self
             .store
             .writer
-            .webhook(WebhookWrite::Delete(row.id))
+            .webhook(WebhookWrite::Delete(row.id.clone()))
             .await?
         {
             return Err(missing(id));
@@ -326,6 +335,8 @@ impl Engine {
         if row.paused.is_some() {
             self.webhooks.metrics.webhooks_paused.dec();
         }
+        // where leases are kept: finds the webhook gone and lets its lease go
+        self.restart(&crate::cluster::Work::Webhook(row.id)).await?;
         Ok(())
     }
 
@@ -391,7 +402,7 @@ impl Engine {
         id: &str,
         fence: Option<crate::store::cluster::Fence>,
     ) -> Result<bool> {
-        self.webhooks.stop(id);
+        self.webhooks.stop_and_wait(id).await;
         let Some(row) = webhook_reads::by_id(&self.store.reads, id).await? else {
             return Ok(false);
         };
