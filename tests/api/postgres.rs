@@ -56,6 +56,15 @@ async fn a_lost_connection_is_a_503_and_nothing_acknowledged_is_lost() {
     let db = url.rsplit('/').next().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let server = ChildServer::start_postgres(dir.path(), &url, &[]).await;
+    // a reducer whose checkpoints (with what it dispatched) fail with the connection
+    let r = client()
+        .put(format!("{}/acme/orders.seen", server.base))
+        .header("Content-Type", "application/javascript")
+        .body("(n = 0, e) => { dispatch('audit', { type: 'seen', data: e.data }); return n + 1; }")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
     let acked = Arc::new(Mutex::new(HashMap::new()));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| tokio::spawn(writer(server.base.clone(), w, acked.clone())))
@@ -101,4 +110,27 @@ async fn a_lost_connection_is_a_503_and_nothing_acknowledged_is_lost() {
             "acknowledged at its index"
         );
     }
+    // folded and dispatched exactly once across the failed checkpoints
+    let r = client()
+        .get(format!(
+            "{}/acme/orders.seen?min-index={}&wait=30000",
+            server.base,
+            WRITERS * EACH - 1
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!(WRITERS * EACH));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let audit = loop {
+        let audit = read_all(&client(), &format!("{}/acme/audit", server.base)).await;
+        if audit.len() >= WRITERS * EACH || tokio::time::Instant::now() > deadline {
+            break audit;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let origins: std::collections::HashSet<String> =
+        audit.iter().map(|e| e["origin"].to_string()).collect();
+    assert_eq!(audit.len(), WRITERS * EACH, "each dispatched once");
+    assert_eq!(origins.len(), WRITERS * EACH, "one per source event");
 }

@@ -86,7 +86,11 @@ impl Worker {
                 // in the order of the events they are about (stable: console output
                 // of one event stays in order)
                 r.logs.sort_by_key(|(at, _)| *at);
-                let logs: Vec<_> = r.logs.drain(..).map(|(_, e)| e).collect();
+                // kept until the checkpoint is saved: a failed one (a lost connection,
+                // a lease found lost) leaves them for the next
+                let kept_logs = std::mem::take(&mut r.logs);
+                let kept_dispatches = std::mem::take(&mut r.dispatches);
+                let logs: Vec<_> = kept_logs.iter().map(|(_, e)| e.clone()).collect();
                 let new_errors = std::mem::take(&mut r.new_errors);
                 let checkpoint = Checkpoint {
                     reducer_id: r.row.id,
@@ -95,7 +99,7 @@ impl Worker {
                     halted: r.halted.clone(),
                     states,
                     logs: Some((group.stream.logs(), logs)),
-                    dispatches: r.dispatches.drain(..).map(|(_, d)| d).collect(),
+                    dispatches: kept_dispatches.iter().map(|(_, d)| d.clone()).collect(),
                     promote_over,
                     fence: group.fence.clone(),
                 };
@@ -130,6 +134,10 @@ impl Worker {
                         // tried again at the next checkpoint
                         r.dirty = dirty;
                         r.new_errors += new_errors;
+                        let later = std::mem::replace(&mut r.logs, kept_logs);
+                        r.logs.extend(later);
+                        let later = std::mem::replace(&mut r.dispatches, kept_dispatches);
+                        r.dispatches.extend(later);
                         tracing::warn!(error = %e.message, reducer = %r.row.name, "checkpoint failed")
                     }
                 }
