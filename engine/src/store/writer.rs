@@ -418,12 +418,18 @@ impl Writer {
             } else {
                 "BEGIN IMMEDIATE"
             };
-            let begun = self
-                .reconnect()
-                .and_then(|()| self.db.control(begin))
-                .and_then(|()| self.lock_head());
+            let begun = self.reconnect().and_then(|()| match self.head.is_some() {
+                // one round trip: the head is locked as the transaction begins
+                true => self.lock_head(),
+                false => self.db.control(begin),
+            });
             if let Err(e) = begun {
                 tracing::error!(error = %e.message, "cannot begin a transaction");
+                // a transaction begun before the failure ends here
+                if self.db.is_postgres() {
+                    let _ = self.db.control("ROLLBACK");
+                    self.forget_head();
+                }
                 let answer = if e.code == ErrorCode::Unavailable {
                     e
                 } else {
@@ -481,10 +487,10 @@ impl Writer {
         }
     }
 
-    /// Where other nodes write too: locks the head row for the open transaction, so
-    /// that groups commit one at a time across nodes, and drops the caches when
-    /// another node committed since this writer's last group. A failure here leaves
-    /// the transaction to roll back.
+    /// Where other nodes write too: begins the group's transaction and locks the head
+    /// row for it, so that groups commit one at a time across nodes, and drops the
+    /// caches when another node committed since this writer's last group. A failure
+    /// here leaves the transaction to roll back.
     fn lock_head(&mut self) -> Result<()> {
         let Some(head) = &self.head else {
             return Ok(());
@@ -492,9 +498,8 @@ impl Writer {
         let known = (head.commits, head.changes);
         let (last, commits, changes) = self
             .db
-            .row(
-                "SELECT last, commits, changes FROM event_positions FOR UPDATE",
-                vals![],
+            .control_row(
+                "BEGIN; SELECT last, commits, changes FROM event_positions FOR UPDATE",
                 |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)),
             )?
             .ok_or_else(|| EngineError::internal("event_positions has no row"))?;
@@ -523,36 +528,35 @@ impl Writer {
         }
     }
 
-    /// Where other nodes write too: moves the head row to the group's last position
-    /// and announces the commit (and what other nodes must reload), in the group's
-    /// transaction, so that the notifications go out only if it commits.
-    fn write_head(&mut self, staged: &Staged) -> Result<()> {
+    /// Commits the open group. Where other nodes write too, it first moves the head
+    /// row to the group's last position and announces the commit (and what other
+    /// nodes must reload) in the same transaction, so that the notifications go out
+    /// only if it commits: sent with the COMMIT, in one round trip under the lock
+    /// (the statements take no parameters, so the values are written into them: all
+    /// numbers, node ids and change keys made by eddy, quoted all the same).
+    fn commit_group(&mut self, staged: &Staged) -> Result<()> {
         let Some(head) = &self.head else {
-            return Ok(());
+            return self.db.control("COMMIT");
         };
         let last = self.next_pos - 1;
         let changed = i64::from(!staged.changes.is_empty());
+        let quoted = |text: &str| format!("'{}'", text.replace('\'', "''"));
         // `<node> <change count> <key>...`, the count added by the statement itself
-        let keys = format!(" {}", staged.changes.join(" "));
-        // one round trip under the lock: the notifications ride on the update
+        let sql = format!(
+            "UPDATE event_positions SET last = {last}, commits = commits + 1, \
+             changes = changes + {changed} RETURNING commits, changes, \
+             CASE WHEN {events} THEN pg_notify({commits_channel}, '{last}') END, \
+             CASE WHEN {changed} > 0 THEN pg_notify({changes_channel}, \
+             {node} || ' ' || CAST(changes AS TEXT) || {keys}) END; COMMIT",
+            events = staged.events > 0,
+            commits_channel = quoted(super::cluster::COMMITS),
+            changes_channel = quoted(super::cluster::CHANGES),
+            node = quoted(&head.node),
+            keys = quoted(&format!(" {}", staged.changes.join(" "))),
+        );
         let (commits, changes) = self
             .db
-            .row(
-                "UPDATE event_positions SET last = ?1, commits = commits + 1, \
-                 changes = changes + ?2 RETURNING commits, changes, \
-                 CASE WHEN ?3 THEN pg_notify(?4, CAST(?1 AS TEXT)) END, \
-                 CASE WHEN ?2 > 0 THEN pg_notify(?5, ?6 || ' ' || CAST(changes AS TEXT) || ?7) END",
-                vals![
-                    last,
-                    changed,
-                    staged.events > 0,
-                    super::cluster::COMMITS,
-                    super::cluster::CHANGES,
-                    head.node.as_str(),
-                    keys
-                ],
-                |r| Ok((r.int(0)?, r.int(1)?)),
-            )?
+            .control_row(&sql, |r| Ok((r.int(0)?, r.int(1)?)))?
             .ok_or_else(|| EngineError::internal("event_positions has no row"))?;
         if let Some(head) = &mut self.head {
             head.commits = Some(commits);
@@ -633,8 +637,7 @@ impl Writer {
     fn commit(&mut self, g: OpenGroup) {
         let committed = self
             .update_substreams(&g.staged)
-            .and_then(|()| self.write_head(&g.staged))
-            .and_then(|()| self.db.control("COMMIT"));
+            .and_then(|()| self.commit_group(&g.staged));
         if let Err(e) = committed {
             self.roll_back(g, &e);
             return;
