@@ -52,8 +52,13 @@ where
 
 /// `GET /api/cluster` of a node.
 async fn cluster_status(node: &ChildServer) -> Value {
+    status_at(&node.base).await
+}
+
+/// `GET /api/cluster` of the node at `base`.
+async fn status_at(base: &str) -> Value {
     let r = client()
-        .get(format!("{}/api/cluster", node.base))
+        .get(format!("{base}/api/cluster"))
         .send()
         .await
         .unwrap();
@@ -592,4 +597,63 @@ async fn types_and_settings_changed_on_one_node_apply_on_another_within_a_second
         async move { f.await == 429 }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_spreads_to_joining_nodes_and_a_stopping_node_hands_it_over_at_once() {
+    let Some(cluster) = eddy_testpg::shared_cluster() else {
+        return;
+    };
+    let url = cluster.fresh_database("cluster_balance").unwrap();
+    // a long lease: only balancing and handing over can move work within the test
+    let args = ["--lease-ms", "60000"];
+    let dir = tempfile::tempdir().unwrap();
+    let first = ChildServer::start_postgres(dir.path(), &url, &args).await;
+    let c = client();
+    for n in 0..3 {
+        let r = c
+            .put(format!("{}/acme/s/pipe/acme/copy{n}", first.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+    }
+    let owned_by = |node: String| async move {
+        let status = status_at(&node).await;
+        let me = status["node"].as_str().unwrap().to_owned();
+        status["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["node"] == me.as_str() && l["expiresInMs"].as_i64().unwrap_or(-1) >= 0)
+            .count()
+    };
+    assert_eq!(owned_by(first.base.clone()).await, 3);
+    let mut nodes = vec![first];
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        nodes.push(ChildServer::start_postgres(dir.path(), &url, &args).await);
+    }
+    // the first lets its excess go; the others take one each
+    for node in &nodes {
+        let base = node.base.clone();
+        eventually(Duration::from_secs(10), "one pipe per node", || {
+            let f = owned_by(base.clone());
+            async move { f.await == 1 }
+        })
+        .await;
+    }
+    // a node stopped with SIGTERM lets its lease go at once, long before it expires
+    let stopping = nodes.pop().unwrap();
+    stopping.signal("-TERM");
+    let stopped = Instant::now();
+    let mut stopping = stopping;
+    let _ = stopping.child.wait().await;
+    let (a, b) = (nodes[0].base.clone(), nodes[1].base.clone());
+    eventually(Duration::from_secs(5), "the two left hold all three", || {
+        let (fa, fb) = (owned_by(a.clone()), owned_by(b.clone()));
+        async move { fa.await + fb.await == 3 }
+    })
+    .await;
+    assert!(stopped.elapsed() < Duration::from_secs(5));
 }
