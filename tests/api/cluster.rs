@@ -256,7 +256,8 @@ async fn receiver() -> (String, Arc<Mutex<Vec<i64>>>) {
 }
 
 /// Deploys a counting reducer that dispatches one event per event, a copy pipe and a
-/// webhook on `/acme/s`, all through `node`.
+/// webhook on `/acme/s`, and a pipe from an every-second cron stream, all through
+/// `node`.
 async fn set_up_work(node: &ChildServer, hook: &str) -> Value {
     let c = client();
     let code = "(n = 0, e) => { dispatch('audit', { type: 'seen', data: { i: e.data.i } }); \
@@ -271,6 +272,15 @@ async fn set_up_work(node: &ChildServer, hook: &str) -> Value {
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
     let r = c
         .put(format!("{}/acme/s/pipe/acme/copy", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let r = c
+        .put(format!(
+            "{}/eddy/cron('*%20*%20*%20*%20*%20*')/pipe/acme/ticks",
+            node.base
+        ))
         .send()
         .await
         .unwrap();
@@ -294,7 +304,7 @@ async fn work_keys(node: &ChildServer) -> Vec<String> {
         .iter()
         .map(|l| l["work"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(keys.len(), 3, "{status}");
+    assert_eq!(keys.len(), 4, "{status}");
     keys
 }
 
@@ -326,6 +336,13 @@ async fn assert_exactly_once(node: &ChildServer, count: u64, hooks: &Mutex<Vec<i
         assert_eq!(events.len() as u64, count, "{what} exactly once");
         assert_eq!(origins.len() as u64, count, "{what} once per origin");
     }
+    // each tick piped once, whichever node ticked it
+    let ticks = read_all(&client(), &format!("{}/acme/ticks", node.base)).await;
+    let stamps: HashSet<i64> = ticks
+        .iter()
+        .map(|t| t["data"]["timestamp"].as_i64().unwrap())
+        .collect();
+    assert_eq!(stamps.len(), ticks.len(), "a tick piped twice: {ticks:?}");
     eventually(Duration::from_secs(20), "every delivery", || async {
         let got = hooks.lock().unwrap();
         got.iter().collect::<HashSet<_>>().len() as u64 >= count
@@ -401,6 +418,22 @@ async fn work_moves_to_another_node_when_its_node_is_killed() {
     }
     let moved_in = killed_at.elapsed();
     assert!(moved_in < deadline, "moved in {moved_in:?}");
+    // the cron pipe ticks on elsewhere
+    let killed_ms = (std::time::SystemTime::now() - killed_at.elapsed())
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ticks_url = format!("{}/acme/ticks", nodes[0].base);
+    eventually(Duration::from_secs(10), "a tick after the kill", || {
+        let url = ticks_url.clone();
+        async move {
+            read_all(&client(), &url)
+                .await
+                .iter()
+                .any(|t| t["data"]["timestamp"].as_i64().unwrap_or(0) > killed_ms + 1000)
+        }
+    })
+    .await;
     let status = cluster_status(&nodes[1]).await;
     let live: Vec<&str> = status["nodes"]
         .as_array()
@@ -650,10 +683,14 @@ async fn work_spreads_to_joining_nodes_and_a_stopping_node_hands_it_over_at_once
     let mut stopping = stopping;
     let _ = stopping.child.wait().await;
     let (a, b) = (nodes[0].base.clone(), nodes[1].base.clone());
-    eventually(Duration::from_secs(5), "the two left hold all three", || {
-        let (fa, fb) = (owned_by(a.clone()), owned_by(b.clone()));
-        async move { fa.await + fb.await == 3 }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the two left hold all three",
+        || {
+            let (fa, fb) = (owned_by(a.clone()), owned_by(b.clone()));
+            async move { fa.await + fb.await == 3 }
+        },
+    )
     .await;
     assert!(stopped.elapsed() < Duration::from_secs(5));
 }
