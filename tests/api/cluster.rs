@@ -66,6 +66,14 @@ async fn status_at(base: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// The id of a node, as it answers.
+async fn node_id(node: &ChildServer) -> String {
+    cluster_status(node).await["node"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The node id holding the lease on `work`, with the status it was read from.
 async fn owner(node: &ChildServer, work: &str) -> Option<String> {
     let status = cluster_status(node).await;
@@ -204,33 +212,35 @@ async fn an_event_source_on_one_node_follows_another_and_resumes_on_a_third() {
         let (status, _) = post(&a.base, "/acme/s", None, json!({"n": n})).await;
         assert_eq!(status, 201);
     }
-    let mut seen: Vec<(String, i64)> = Vec::new();
-    while seen.len() < 10 {
-        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("an event from node A within 10 s on node B")
-            .unwrap()
-            .unwrap();
-        let data: Value = serde_json::from_str(&e.data).unwrap();
-        seen.push((e.id.clone(), data["index"].as_i64().unwrap()));
-    }
+    let mut seen = Vec::new();
+    take(&mut sub, &mut seen, 10, "events from node A on node B").await;
     drop(sub);
     for n in 20..30 {
         post(&a.base, "/acme/s", None, json!({"n": n})).await;
     }
     let last = seen.last().unwrap().0.clone();
     let mut sub = subscribe(c.base.clone(), Some(last)).await;
-    while seen.len() < 30 {
+    take(&mut sub, &mut seen, 30, "the rest on node C").await;
+    let indexes: Vec<i64> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(indexes, (1..=30).collect::<Vec<_>>(), "in order, once each");
+}
+
+/// Takes events from `sub` into `seen` ((Last-Event-ID, index) each) until it holds
+/// `n`, failing the test after 10 s without one.
+async fn take<S, E>(sub: &mut S, seen: &mut Vec<(String, i64)>, n: usize, what: &str)
+where
+    S: futures::Stream<Item = Result<eventsource_stream::Event, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    while seen.len() < n {
         let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
             .await
-            .expect("the rest within 10 s on node C")
-            .unwrap()
-            .unwrap();
+            .unwrap_or_else(|_| panic!("{what} within 10 s"))
+            .expect("the stream goes on")
+            .expect("a well-formed event");
         let data: Value = serde_json::from_str(&e.data).unwrap();
         seen.push((e.id.clone(), data["index"].as_i64().unwrap()));
     }
-    let indexes: Vec<i64> = seen.iter().map(|s| s.1).collect();
-    assert_eq!(indexes, (1..=30).collect::<Vec<_>>(), "in order, once each");
 }
 
 /// A webhook receiver that records the position of every delivery, in arrival order.
@@ -374,14 +384,16 @@ async fn work_moves_to_another_node_when_its_node_is_killed() {
     let (hook, hooks) = receiver().await;
     set_up_work(&nodes[0], &hook).await;
     let keys = work_keys(&nodes[0]).await;
-    // the node that made the work took its leases at once
-    let first = cluster_status(&nodes[0]).await["node"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    // the node that made the work took its leases at once (and lets go of what is
+    // beyond its share at its next round)
+    let first = node_id(&nodes[0]).await;
+    let mut held = Vec::new();
     for key in &keys {
-        assert_eq!(owner(&nodes[1], key).await.as_deref(), Some(first.as_str()));
+        if owner(&nodes[1], key).await.as_deref() == Some(first.as_str()) {
+            held.push(key.clone());
+        }
     }
+    assert!(held.len() >= 2, "{held:?} of {keys:?}");
     // load through the other nodes while the owner dies
     let writers: Vec<_> = [nodes[1].base.clone(), nodes[2].base.clone()]
         .into_iter()
@@ -452,10 +464,7 @@ async fn a_paused_node_writes_nothing_stale() {
     let (hook, hooks) = receiver().await;
     set_up_work(&nodes[0], &hook).await;
     let keys = work_keys(&nodes[0]).await;
-    let first = cluster_status(&nodes[0]).await["node"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let first = node_id(&nodes[0]).await;
     for i in 0..10 {
         post(&nodes[1].base, "/acme/s", None, json!({"i": i})).await;
     }

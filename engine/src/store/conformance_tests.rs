@@ -380,10 +380,9 @@ async fn reducers(store: &Store) {
 }
 on_both!(reducers);
 
-/// A pipe created, a batch with its cursor and output, and its deletion.
-async fn pipes(store: &Store) {
-    append(store, "acme/log", vec![event("x", b"1")]).await;
-    let row = Box::new(PipeRow {
+/// A new copy pipe from `acme/log` to `acme/copy`.
+fn copy_pipe() -> Box<PipeRow> {
+    Box::new(PipeRow {
         id: 0,
         from: path("acme/log"),
         to: path("acme/copy"),
@@ -396,7 +395,13 @@ async fn pipes(store: &Store) {
         piped: 0,
         errors: 0,
         created_at: 0,
-    });
+    })
+}
+
+/// A pipe created, a batch with its cursor and output, and its deletion.
+async fn pipes(store: &Store) {
+    append(store, "acme/log", vec![event("x", b"1")]).await;
+    let row = copy_pipe();
     let PipeWritten::Put(put, true) = store.writer.pipe(PipeWrite::Put(row)).await.unwrap() else {
         panic!("not created")
     };
@@ -621,6 +626,13 @@ async fn access(store: &Store) {
 }
 on_both!(access);
 
+/// A store (a node) on the PostgreSQL database at `url`.
+async fn postgres_store(url: &str) -> Store {
+    Store::open_postgres(url, Default::default(), Default::default())
+        .await
+        .unwrap()
+}
+
 /// Where leases are kept (PostgreSQL): a pipe batch fenced by a lease this node does
 /// not hold, or holds under an older epoch, is refused with a conflict and writes
 /// nothing; under the lease it holds it is written.
@@ -630,25 +642,10 @@ async fn fenced_writes_need_the_lease_they_name() {
     let Some(url) = test_backends::migrated_postgres("fenced_writes").await else {
         return;
     };
-    let store = Store::open_postgres(&url, Default::default(), Default::default())
-        .await
-        .unwrap();
+    let store = postgres_store(&url).await;
     let node = store.node().unwrap().to_owned();
     append(&store, "acme/log", vec![event("x", b"1")]).await;
-    let row = Box::new(PipeRow {
-        id: 0,
-        from: path("acme/log"),
-        to: path("acme/copy"),
-        selector: String::new(),
-        source: String::new(),
-        content_type: String::new(),
-        code: String::new(),
-        module: false,
-        cursor: 0,
-        piped: 0,
-        errors: 0,
-        created_at: 0,
-    });
+    let row = copy_pipe();
     let PipeWritten::Put(put, true) = store.writer.pipe(PipeWrite::Put(row)).await.unwrap() else {
         panic!("not created")
     };
@@ -727,12 +724,7 @@ async fn two_stores_on_one_database_append_as_one() {
     let Some(url) = test_backends::migrated_postgres("two_stores").await else {
         return;
     };
-    let a = Store::open_postgres(&url, Default::default(), Default::default())
-        .await
-        .unwrap();
-    let b = Store::open_postgres(&url, Default::default(), Default::default())
-        .await
-        .unwrap();
+    let (a, b) = (postgres_store(&url).await, postgres_store(&url).await);
     let mut heard = b.subscribe();
     for n in 0..10 {
         let store = if n % 2 == 0 { &a } else { &b };

@@ -68,19 +68,8 @@ pub(crate) async fn one(reads: &Reads, id: i64) -> Result<Option<super::pipe_wri
     let sql = format!("{} WHERE id = $1", super::pipe_writes::PIPE_COLUMNS);
     let row = reads.optional(&sql, args![id]).await?;
     if let Some(r) = &row {
-        let columns = (
-            id,
-            [
-                r.text(1)?,
-                r.text(2)?,
-                r.text(3)?,
-                r.text(4)?,
-                r.text(5)?,
-                r.text(6)?,
-            ],
-            [r.text(7)?, r.text(8)?, r.text(9)?, r.text(10)?, r.text(11)?],
-            [r.int(12)?, r.int(13)?, r.int(14)?, r.int(15)?],
-        );
+        let columns: Result<super::pipe_writes::PipeColumns> = super::pipe_writes::pipe_columns!(r);
+        let columns = columns?;
         return Ok(super::pipe_writes::pipe_row(columns));
     }
     Ok(None)

@@ -416,22 +416,37 @@ pub(crate) fn refusal_log(e: &EngineError, origin: Option<&str>) -> NewEvent {
 /// Every stored pipe, for starting their tasks.
 pub(crate) fn load_pipes(db: &super::db::Db) -> Result<Vec<PipeRow>> {
     let rows = db.rows(&format!("{PIPE_COLUMNS} ORDER BY id"), vals![], |r| {
-        Ok((
-            r.int(0)?,
-            [
-                r.text(1)?,
-                r.text(2)?,
-                r.text(3)?,
-                r.text(4)?,
-                r.text(5)?,
-                r.text(6)?,
-            ],
-            [r.text(7)?, r.text(8)?, r.text(9)?, r.text(10)?, r.text(11)?],
-            [r.int(12)?, r.int(13)?, r.int(14)?, r.int(15)?],
-        ))
+        pipe_columns!(r)
     })?;
     Ok(rows.into_iter().filter_map(pipe_row).collect())
 }
+
+/// The [`PipeColumns`] of a row of [`PIPE_COLUMNS`], from either kind of row (the
+/// writer's statement layer or the read pool's): both read columns by index.
+macro_rules! pipe_columns {
+    ($r:expr) => {
+        Ok((
+            $r.int(0)?,
+            [
+                $r.text(1)?,
+                $r.text(2)?,
+                $r.text(3)?,
+                $r.text(4)?,
+                $r.text(5)?,
+                $r.text(6)?,
+            ],
+            [
+                $r.text(7)?,
+                $r.text(8)?,
+                $r.text(9)?,
+                $r.text(10)?,
+                $r.text(11)?,
+            ],
+            [$r.int(12)?, $r.int(13)?, $r.int(14)?, $r.int(15)?],
+        ))
+    };
+}
+pub(crate) use pipe_columns;
 
 /// A stored pipe's columns, as [`pipe_row`] takes them.
 pub(crate) const PIPE_COLUMNS: &str = "SELECT id, account, stream, args, dest_account, dest_stream, dest_args, selector, \
