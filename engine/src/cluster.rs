@@ -216,7 +216,7 @@ impl crate::Engine {
     /// Stops `work` here (its lease was lost or is being let go).
     async fn stop_work(&self, work: &Work) {
         match work {
-            Work::Reducers(stream_id) => self.reducers.unload_stream(*stream_id),
+            Work::Reducers(stream_id) => self.reducers.unload_stream(*stream_id).await,
             Work::Pipe(id) => self.pipes.stop(*id).await,
             Work::Webhook(id) => self.webhooks.stop_and_wait(id).await,
         }
@@ -276,8 +276,11 @@ impl crate::Engine {
             let Some(work) = Work::parse(key) else {
                 continue;
             };
-            if self.claim_and_run(&work).await? && cluster.fence(&work).is_some() {
-                room -= 1;
+            match self.claim_and_run(&work).await {
+                Ok(true) if cluster.fence(&work).is_some() => room -= 1,
+                Ok(_) => {}
+                // the next free work is tried; this one again at the next round
+                Err(e) => tracing::warn!(work = %key, error = %e.message, "cannot start work"),
             }
         }
         Ok(())
@@ -290,7 +293,7 @@ impl crate::Engine {
     async fn renew_leases(self: &Arc<Self>, cluster: &Cluster) -> Result<()> {
         let reads = &self.store.reads;
         let lease = cluster.settings.lease;
-        let (mut lost, mut lapsed) = (Vec::new(), Vec::new());
+        let (mut lost, mut lapsed, mut failed) = (Vec::new(), Vec::new(), None);
         {
             let _turn = cluster.turn.lock().await;
             let held: Vec<(String, Fence, Instant)> = cluster
@@ -300,23 +303,34 @@ impl crate::Engine {
                 .collect();
             for (key, fence, until) in held {
                 let at = Instant::now();
-                if rows::renew(reads, &cluster.node, &fence, lease).await? {
-                    if let Some(h) = cluster.held().get_mut(&key) {
-                        h.until = cluster.deadline(at);
+                match rows::renew(reads, &cluster.node, &fence, lease).await {
+                    Ok(true) => {
+                        if let Some(h) = cluster.held().get_mut(&key) {
+                            h.until = cluster.deadline(at);
+                        }
+                        // the work may have stopped itself while its deadline was past
+                        if until <= Instant::now() {
+                            lapsed.push(key);
+                        }
                     }
-                    if until <= at {
-                        lapsed.push(key);
+                    Ok(false) => {
+                        cluster.held().remove(&key);
+                        lost.push(key);
                     }
-                } else {
-                    cluster.held().remove(&key);
-                    lost.push(key);
+                    // kept for now: renewed at the next round, or lost at its deadline
+                    Err(e) => failed = Some(e),
                 }
             }
             // leases this node holds but does not run (a claim whose answer was lost)
-            for fence in rows::held_by(reads, &cluster.node).await? {
-                if !cluster.held().contains_key(&fence.work) {
-                    let _ = rows::release(reads, &cluster.node, &fence).await;
+            match rows::held_by(reads, &cluster.node).await {
+                Ok(fences) => {
+                    for fence in fences {
+                        if !cluster.held().contains_key(&fence.work) {
+                            let _ = rows::release(reads, &cluster.node, &fence).await;
+                        }
+                    }
                 }
+                Err(e) => failed = Some(e),
             }
         }
         cluster.gauge();
@@ -329,11 +343,13 @@ impl crate::Engine {
         }
         for key in lapsed {
             tracing::warn!(work = %key, "renewed a lease past this node's deadline; restarting its work");
-            if let Some(work) = Work::parse(&key) {
-                self.restart(&work).await?;
+            if let Some(work) = Work::parse(&key)
+                && let Err(e) = self.restart(&work).await
+            {
+                failed = Some(e);
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Applies changes other nodes made.

@@ -256,11 +256,18 @@ impl Reducers {
         Ok(found)
     }
 
-    /// Stops folding a stream's reducers here (after saving them): another node runs
-    /// them from now on.
-    pub(crate) fn unload_stream(&self, stream_id: i64) {
-        if let Some(lane) = self.placement.get(stream_id) {
-            let _ = self.lanes[lane].send(Msg::Unload { stream_id });
+    /// Stops folding a stream's reducers here, and waits (up to 10 s) until what they
+    /// folded is saved: another node runs them from now on.
+    pub(crate) async fn unload_stream(&self, stream_id: i64) {
+        let Some(lane) = self.placement.get(stream_id) else {
+            return;
+        };
+        let (done, saved) = oneshot::channel();
+        if self.lanes[lane]
+            .send(Msg::Unload { stream_id, done })
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), saved).await;
         }
     }
 

@@ -56,9 +56,11 @@ pub(crate) enum Msg {
     /// version it superseded; the fence is the lease the stream's reducers run under
     /// where leases are kept.
     Deploy(Box<ReducerRow>, StreamPath, Option<i64>, Option<Fence>),
-    /// Another node runs the stream's reducers from now on: save and let go of them.
+    /// Another node runs the stream's reducers from now on: save and let go of them,
+    /// then say so.
     Unload {
         stream_id: i64,
+        done: tokio::sync::oneshot::Sender<()>,
     },
     Delete {
         stream_id: i64,
@@ -253,7 +255,7 @@ impl Worker {
                 self.publish(stream_id, false);
             }
             Msg::Delete { stream_id, ids } => self.remove(stream_id, &ids),
-            Msg::Unload { stream_id } => {
+            Msg::Unload { stream_id, done } => {
                 self.checkpoint_all(true);
                 let ids: Vec<i64> = self
                     .groups
@@ -261,6 +263,7 @@ impl Worker {
                     .map(|g| g.reducers.iter().map(|r| r.row.id).collect())
                     .unwrap_or_default();
                 self.remove(stream_id, &ids);
+                let _ = done.send(());
             }
         }
     }

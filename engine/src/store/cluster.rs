@@ -223,7 +223,12 @@ pub(crate) fn listen(
                             }
                             if from != node {
                                 let keys: Vec<String> = parts.map(str::to_owned).collect();
-                                let _ = changes_tx.send(Change::Keys(keys));
+                                // `*`: too many keys for one notification
+                                let change = match keys.iter().any(|k| k == "*") {
+                                    true => Change::Unknown,
+                                    false => Change::Keys(keys),
+                                };
+                                let _ = changes_tx.send(change);
                             }
                         }
                         LEASES => wake.notify_one(),

@@ -214,6 +214,9 @@ pub(crate) async fn spawn_postgres(
     let db = tokio::task::spawn_blocking(move || -> Result<Db> {
         let db = Db::Postgres(super::db::Pg::connect(&connect)?);
         db.control("SET synchronous_commit = on")?;
+        // a writer stopped (a paused process, a cut network) while its group holds the
+        // head row would hold every node's writes: PostgreSQL ends its session instead
+        db.control("SET idle_in_transaction_session_timeout = '5s'")?;
         Ok(db)
     })
     .await
@@ -552,7 +555,7 @@ impl Writer {
             commits_channel = quoted(super::cluster::COMMITS),
             changes_channel = quoted(super::cluster::CHANGES),
             node = quoted(&head.node),
-            keys = quoted(&format!(" {}", staged.changes.join(" "))),
+            keys = quoted(&change_keys(&staged.changes)),
         );
         let (commits, changes) = self
             .db
@@ -713,6 +716,17 @@ impl Writer {
                 Ok(())
             },
         )
+    }
+}
+
+/// The keys of a change notification (` key key...`), or ` *` (reload everything)
+/// when they would not fit PostgreSQL's 8000-byte payload.
+fn change_keys(changes: &[String]) -> String {
+    let keys = format!(" {}", changes.join(" "));
+    if keys.len() > 7_000 {
+        " *".to_owned()
+    } else {
+        keys
     }
 }
 
