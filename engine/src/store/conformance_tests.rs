@@ -398,6 +398,24 @@ fn copy_pipe() -> Box<PipeRow> {
     })
 }
 
+/// A batch of [`copy_pipe`] `pipe_id` up to `cursor`: one event into `acme/copy`.
+fn copy_batch(pipe_id: i64, cursor: i64, fence: Option<super::cluster::Fence>) -> PipeBatch {
+    PipeBatch {
+        pipe_id,
+        cursor,
+        outs: vec![Routed {
+            stream: path("acme/copy"),
+            explicit_args: None,
+            default_args: None,
+            event: event("x", b"1"),
+        }],
+        logs: Vec::new(),
+        log_stream: path("acme/log").logs(),
+        errors: 0,
+        fence,
+    }
+}
+
 /// A pipe created, a batch with its cursor and output, and its deletion.
 async fn pipes(store: &Store) {
     append(store, "acme/log", vec![event("x", b"1")]).await;
@@ -408,20 +426,7 @@ async fn pipes(store: &Store) {
     let cursor = store.last_position();
     let written = store
         .writer
-        .pipe(PipeWrite::Batch(PipeBatch {
-            pipe_id: put.id,
-            cursor,
-            outs: vec![Routed {
-                stream: path("acme/copy"),
-                explicit_args: None,
-                default_args: None,
-                event: event("x", b"1"),
-            }],
-            logs: Vec::new(),
-            log_stream: path("acme/log").logs(),
-            errors: 0,
-            fence: None,
-        }))
+        .pipe(PipeWrite::Batch(copy_batch(put.id, cursor, None)))
         .await
         .unwrap();
     assert!(matches!(
@@ -651,23 +656,11 @@ async fn fenced_writes_need_the_lease_they_name() {
     };
     let work = format!("pipe:{}", put.id);
     let batch = |epoch: i64| {
-        PipeWrite::Batch(PipeBatch {
-            pipe_id: put.id,
-            cursor: store.last_position(),
-            outs: vec![Routed {
-                stream: path("acme/copy"),
-                explicit_args: None,
-                default_args: None,
-                event: event("x", b"1"),
-            }],
-            logs: Vec::new(),
-            log_stream: path("acme/log").logs(),
-            errors: 0,
-            fence: Some(Fence {
-                work: work.clone(),
-                epoch,
-            }),
-        })
+        let fence = Fence {
+            work: work.clone(),
+            epoch,
+        };
+        PipeWrite::Batch(copy_batch(put.id, store.last_position(), Some(fence)))
     };
     let set_lease = |holder: String, epoch: i64| {
         let (reads, work) = (store.reads.clone(), work.clone());
