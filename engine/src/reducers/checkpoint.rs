@@ -14,6 +14,9 @@ impl Worker {
     pub(super) fn checkpoint_all(&mut self, force: bool) {
         let head = self.durable.load(Ordering::Acquire);
         let ids: Vec<i64> = self.groups.keys().copied().collect();
+        // streams whose lease another node holds now: let go of here, unsaved (the
+        // other node folds from the last checkpoint)
+        let mut lost = Vec::new();
         for id in ids {
             let Some(group) = self.groups.get(&id) else {
                 continue;
@@ -138,7 +141,13 @@ impl Worker {
                         r.logs.extend(later);
                         let later = std::mem::replace(&mut r.dispatches, kept_dispatches);
                         r.dispatches.extend(later);
-                        tracing::warn!(error = %e.message, reducer = %r.row.name, "checkpoint failed")
+                        tracing::warn!(error = %e.message, reducer = %r.row.name, "checkpoint failed");
+                        if e.code == crate::error::ErrorCode::Conflict
+                            && group.fence.is_some()
+                            && !lost.contains(&id)
+                        {
+                            lost.push(id);
+                        }
                     }
                 }
                 // keep memory bounded: drop the least recently used saved states
@@ -171,6 +180,18 @@ impl Worker {
                         .update(id, new, r.status(group.factory), Vec::new(), true);
                 }
             }
+        }
+        for id in lost {
+            tracing::warn!(
+                stream = id,
+                "the stream's lease is held elsewhere; its reducers stop here"
+            );
+            let versions: Vec<i64> = self
+                .groups
+                .get(&id)
+                .map(|g| g.reducers.iter().map(|r| r.row.id).collect())
+                .unwrap_or_default();
+            self.remove(id, &versions);
         }
     }
 }

@@ -376,7 +376,7 @@ impl Worker {
         Ok(())
     }
 
-    fn remove(&mut self, stream_id: i64, ids: &[i64]) {
+    pub(super) fn remove(&mut self, stream_id: i64, ids: &[i64]) {
         let Some(group) = self.groups.get_mut(&stream_id) else {
             return;
         };
