@@ -288,8 +288,8 @@ impl crate::Engine {
 
     /// Renews every lease held here. A lease found expired (or taken) is lost: its
     /// work stops. A lease renewed only after this node's own deadline had passed is
-    /// kept, but its work may have stopped itself meanwhile (a webhook checks its
-    /// deadline before each delivery): it starts again from what is stored.
+    /// kept, but a webhook may have stopped itself meanwhile (it checks that deadline
+    /// before each delivery): it starts again from its saved cursor.
     async fn renew_leases(self: &Arc<Self>, cluster: &Cluster) -> Result<()> {
         let reads = &self.store.reads;
         let lease = cluster.settings.lease;
@@ -341,11 +341,14 @@ impl crate::Engine {
                 self.stop_work(&work).await;
             }
         }
+        // only a webhook stops itself at this node's deadline (before a delivery);
+        // reducers and pipes stop only when the database refuses their lease
         for key in lapsed {
-            tracing::warn!(work = %key, "renewed a lease past this node's deadline; restarting its work");
-            if let Some(work) = Work::parse(&key)
-                && let Err(e) = self.restart(&work).await
-            {
+            let Some(work @ Work::Webhook(_)) = Work::parse(&key) else {
+                continue;
+            };
+            tracing::warn!(work = %key, "renewed a lease past this node's deadline; restarting the webhook");
+            if let Err(e) = self.restart(&work).await {
                 failed = Some(e);
             }
         }
