@@ -301,35 +301,41 @@ impl crate::Engine {
                 .iter()
                 .map(|(k, h)| (k.clone(), h.fence.clone(), h.until))
                 .collect();
-            for (key, fence, until) in held {
-                let at = Instant::now();
-                match rows::renew(reads, &cluster.node, &fence, lease).await {
-                    Ok(true) => {
-                        if let Some(h) = cluster.held().get_mut(&key) {
-                            h.until = cluster.deadline(at);
+            let works: Vec<String> = held.iter().map(|(k, _, _)| k.clone()).collect();
+            let at = Instant::now();
+            // renewed, then what the database says this node holds (unexpired)
+            let found = match rows::renew(reads, &cluster.node, &works, lease).await {
+                Ok(renewed) => rows::held_by(reads, &cluster.node)
+                    .await
+                    .map(|present| (renewed, present)),
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok((renewed, present)) => {
+                    for (key, fence, until) in held {
+                        if renewed.contains(&fence) {
+                            if let Some(h) = cluster.held().get_mut(&key) {
+                                h.until = cluster.deadline(at);
+                            }
+                            // the work may have stopped itself while its deadline was past
+                            if until <= Instant::now() {
+                                lapsed.push(key);
+                            }
+                        } else if !present.contains(&fence) {
+                            cluster.held().remove(&key);
+                            lost.push(key);
                         }
-                        // the work may have stopped itself while its deadline was past
-                        if until <= Instant::now() {
-                            lapsed.push(key);
-                        }
+                        // else held, but busy in a fence check: renewed next round
                     }
-                    Ok(false) => {
-                        cluster.held().remove(&key);
-                        lost.push(key);
-                    }
-                    // kept for now: renewed at the next round, or lost at its deadline
-                    Err(e) => failed = Some(e),
-                }
-            }
-            // leases this node holds but does not run (a claim whose answer was lost)
-            match rows::held_by(reads, &cluster.node).await {
-                Ok(fences) => {
-                    for fence in fences {
+                    // leases this node holds but does not run (a claim whose answer
+                    // was lost)
+                    for fence in present {
                         if !cluster.held().contains_key(&fence.work) {
                             let _ = rows::release(reads, &cluster.node, &fence).await;
                         }
                     }
                 }
+                // kept for now: renewed at the next round, or lost at their deadlines
                 Err(e) => failed = Some(e),
             }
         }

@@ -365,29 +365,38 @@ pub(crate) async fn forget(reads: &Reads, node: &str) -> Result<()> {
     Ok(())
 }
 
-/// Renews the lease `fence` names while it has not expired; answers whether it did (an
-/// expired lease is lost even if nobody took it: its work may have stopped here). One
-/// statement per lease, so a renewal never holds one lease row while waiting for
-/// another (which a group's fence checks may hold: see `Writer::check_fence`).
+/// Renews the unexpired leases among `works` that this node holds, in one statement;
+/// answers those renewed. An expired lease is not renewed even if nobody took it (its
+/// work may have stopped here). A lease row a group is holding for a fence check at
+/// that moment (`Writer::check_fence`) is skipped, not waited for: a renewal that
+/// waited while holding other lease rows could deadlock with a group holding two.
+/// The caller tells a skipped lease from a lost one with [`held_by`].
 pub(crate) async fn renew(
     reads: &Reads,
     node: &str,
-    fence: &Fence,
+    works: &[String],
     lease: Duration,
-) -> Result<bool> {
-    let renewed = reads
-        .execute(
-            "UPDATE eddy_leases SET expires_at = clock_timestamp() + $4 * interval '1 millisecond' \
-             WHERE work = $1 AND node = $2 AND epoch = $3 AND expires_at > clock_timestamp()",
-            args![
-                fence.work.as_str(),
-                node,
-                fence.epoch,
-                lease.as_millis() as i64
-            ],
+) -> Result<Vec<Fence>> {
+    // work keys hold no commas: `reducers:<id>`, `pipe:<id>`, `webhook:<id>`
+    let list = works.join(",");
+    let rows = reads
+        .all(
+            "WITH mine AS (SELECT work FROM eddy_leases WHERE node = $1 \
+             AND expires_at > clock_timestamp() AND work = ANY(string_to_array($2, ',')) \
+             FOR UPDATE SKIP LOCKED) \
+             UPDATE eddy_leases l SET expires_at = clock_timestamp() + $3 * interval '1 millisecond' \
+             FROM mine WHERE l.work = mine.work RETURNING l.work, l.epoch",
+            args![node, list.as_str(), lease.as_millis() as i64],
         )
         .await?;
-    Ok(renewed > 0)
+    rows.iter()
+        .map(|r| {
+            Ok(Fence {
+                work: r.text(0)?,
+                epoch: r.int(1)?,
+            })
+        })
+        .collect()
 }
 
 /// The leases the database says this node holds, unexpired.
