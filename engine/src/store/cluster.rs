@@ -21,7 +21,7 @@ use super::{Reads, read};
 use crate::error::{EngineError, Result};
 use crate::path::StreamPath;
 
-/// The channel a commit is announced on; its payload is the group's last position.
+/// The channel a commit is announced on: `<node> <last position>`.
 pub(crate) const COMMITS: &str = "eddy_commits";
 /// The channel a change is announced on: `<node> <changes> <key>...`.
 pub(crate) const CHANGES: &str = "eddy_changes";
@@ -181,6 +181,7 @@ pub(crate) fn listen(
     reads: Reads,
     node: String,
     sequencer: mpsc::UnboundedSender<Announce>,
+    announced: Arc<AtomicI64>,
 ) -> Heard {
     let (changes_tx, changes) = mpsc::unbounded_channel();
     let leases = Arc::new(Notify::new());
@@ -190,6 +191,8 @@ pub(crate) fn listen(
         let mut seen_changes: Option<i64> = None;
         // the change count the last poll found ahead of the notifications
         let mut ahead: Option<i64> = None;
+        // the head the last poll found ahead of what was announced
+        let mut head_ahead: Option<i64> = None;
         let mut poll = tokio::time::interval(POLL);
         loop {
             if listener.is_none() {
@@ -210,7 +213,12 @@ pub(crate) fn listen(
                     let payload = n.payload();
                     match n.channel() {
                         COMMITS => {
-                            if let Ok(pos) = payload.parse::<i64>() {
+                            // this node's own commits reach the sequencer from its
+                            // writer, with their events: reading them back is waste
+                            let (from, last) = payload.split_once(' ').unwrap_or(("", payload));
+                            if from != node
+                                && let Ok(pos) = last.parse::<i64>()
+                            {
                                 let _ = sequencer.send(Announce::Head(pos));
                             }
                         }
@@ -242,7 +250,16 @@ pub(crate) fn listen(
                 }
                 None => match head(&reads).await {
                     Ok((last, count)) => {
-                        let _ = sequencer.send(Announce::Head(last));
+                        // with notifications on, a head ahead of the announcements is
+                        // most often a commit whose announcement is on its way (this
+                        // node's own, above all): only one two polls find is read
+                        let done = announced.load(Ordering::Acquire);
+                        if listener.is_none() {
+                            let _ = sequencer.send(Announce::Head(last));
+                        } else if let Some(a) = head_ahead.filter(|a| *a > done) {
+                            let _ = sequencer.send(Announce::Head(a));
+                        }
+                        head_ahead = (last > done).then_some(last);
                         match seen_changes {
                             None => seen_changes = Some(count),
                             Some(seen) if count > seen => {

@@ -11,6 +11,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
@@ -196,7 +199,11 @@ pub(crate) enum Db {
 /// thread that waits for it and no other (on the server's runtime, every round trip
 /// cost a wake-up across threads).
 pub(crate) struct Pg {
-    conn: RefCell<PgConnection>,
+    /// `None` while a statement is in flight (it holds the connection).
+    conn: RefCell<Option<PgConnection>>,
+    /// Gathered rows sent ahead: the insert PostgreSQL runs while this thread goes on
+    /// with the next request, landed before any other statement (see [`Pg::land`]).
+    in_flight: RefCell<Option<InFlight>>,
     /// Where to connect again after the connection was lost.
     url: String,
     /// Set when a statement failed for want of a connection; [`Db::heal`] connects
@@ -213,6 +220,14 @@ pub(crate) struct Pg {
     pending: RefCell<Option<MultiRow>>,
 }
 
+/// A statement sent and not yet answered, owning the connection until it is.
+type InFlight =
+    Pin<Box<dyn Future<Output = (PgConnection, std::result::Result<(), sqlx::Error>)> + Send>>;
+
+/// Gathered rows that go ahead to PostgreSQL without waiting for the next statement: a
+/// batch's rows are inserted while the writer applies the requests after it.
+const SEND_AHEAD_ROWS: usize = 500;
+
 impl Pg {
     /// Connects to `url` on a runtime of the connection's own. Blocks: call it from a
     /// thread that is not running async code (a blocking task, the thread that will
@@ -225,7 +240,8 @@ impl Pg {
             .map_err(|e| EngineError::internal(format!("cannot start a runtime: {e}")))?;
         let conn = rt.block_on(PgConnection::connect(url))?;
         Ok(Self {
-            conn: RefCell::new(conn),
+            conn: RefCell::new(Some(conn)),
+            in_flight: RefCell::new(None),
             url: url.to_owned(),
             lost: Cell::new(false),
             rt,
@@ -284,39 +300,60 @@ impl Pg {
     }
 
     /// Gathers `rows` after those already gathered (sending those first when they are
-    /// for another statement).
+    /// for another statement); sends them ahead once there are enough of them.
     fn gather(&self, rows: MultiRow) -> Result<()> {
         let mut pending = self.pending.borrow_mut();
-        match pending.as_mut() {
+        let earlier = match pending.as_mut() {
             Some(p) if p.head == rows.head && p.width == rows.width => match p.extend(rows) {
-                Ok(()) => Ok(()),
-                Err(other) => {
-                    let earlier = pending.replace(other);
-                    drop(pending);
-                    earlier.map_or(Ok(()), |e| e.send(self))
-                }
+                Ok(()) => None,
+                Err(other) => pending.replace(other),
             },
-            _ => {
-                let earlier = pending.replace(rows);
-                drop(pending);
-                earlier.map_or(Ok(()), |e| e.send(self))
-            }
+            _ => pending.replace(rows),
+        };
+        let ahead = pending.take_if(|p| p.rows() >= SEND_AHEAD_ROWS);
+        drop(pending);
+        if let Some(e) = earlier {
+            e.send(self)?;
+        }
+        match ahead {
+            Some(rows) => rows.send_ahead(self),
+            None => Ok(()),
         }
     }
 
-    /// Runs `f` on the connection, noting a lost connection for [`Db::heal`].
-    fn run_now<T>(
-        &self,
-        f: impl AsyncFnOnce(&mut PgConnection) -> std::result::Result<T, sqlx::Error>,
-    ) -> Result<T> {
-        let mut conn = self.conn.borrow_mut();
-        let out = self.rt.block_on(f(&mut conn));
+    /// Waits for the statement in flight, if any, and takes its connection back; its
+    /// error is the answer of whatever statement comes next.
+    fn land(&self) -> Result<()> {
+        let Some(flight) = self.in_flight.borrow_mut().take() else {
+            return Ok(());
+        };
+        let (conn, out) = self.rt.block_on(flight);
+        *self.conn.borrow_mut() = Some(conn);
+        self.noted(out)
+    }
+
+    /// `out`, noting a lost connection for [`Db::heal`].
+    fn noted<T>(&self, out: std::result::Result<T, sqlx::Error>) -> Result<T> {
         if let Err(e) = &out
             && crate::error::connection_lost(e)
         {
             self.lost.set(true);
         }
         Ok(out?)
+    }
+
+    /// Runs `f` on the connection, once the statement in flight landed.
+    fn run_now<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut PgConnection) -> std::result::Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        self.land()?;
+        let mut conn = self.conn.borrow_mut();
+        let conn = conn
+            .as_mut()
+            .ok_or_else(|| EngineError::internal("the write connection is not home"))?;
+        let out = self.rt.block_on(f(conn));
+        self.noted(out)
     }
 }
 
@@ -473,7 +510,9 @@ impl Db {
         };
         match pg.rt.block_on(connect) {
             Ok(Ok(conn)) => {
-                *pg.conn.borrow_mut() = conn;
+                // a statement in flight on the lost connection goes with it
+                pg.in_flight.borrow_mut().take();
+                *pg.conn.borrow_mut() = Some(conn);
                 // rows gathered for the transaction the lost connection took with it
                 pg.pending.borrow_mut().take();
                 pg.lost.set(false);
@@ -528,6 +567,8 @@ impl Db {
             Db::Postgres(pg) => {
                 if sql == "ROLLBACK" {
                     pg.pending.borrow_mut().take();
+                    // whatever the rows sent ahead met, the transaction ends here
+                    let _ = pg.land();
                 }
                 let sql = sql.to_owned();
                 pg.run(async |c| sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(c).await)
@@ -566,9 +607,9 @@ impl Batch<'_> {
 }
 
 /// The rows of an `INSERT INTO t (...) VALUES (?1, ..., ?N)` gathered for PostgreSQL,
-/// column by column, and sent as one `INSERT INTO t (...) SELECT * FROM UNNEST($1::T[],
-/// ...)`: one statement text whatever the number of rows, so PostgreSQL prepares it
-/// once, and one parameter per column.
+/// column by column, and sent as one `INSERT INTO t (...) SELECT unnest($1::T[]), ...`:
+/// one statement text whatever the number of rows, so PostgreSQL prepares it once, and
+/// one parameter per column.
 pub(crate) struct MultiRow {
     /// Up to and including `VALUES `: which statement the rows are for.
     head: String,
@@ -711,23 +752,75 @@ impl MultiRow {
         Ok(())
     }
 
-    /// Sends the gathered rows as one statement.
+    /// How many rows are gathered.
+    fn rows(&self) -> usize {
+        match self.columns.first() {
+            Some(Column::Int(c)) => c.len(),
+            Some(Column::Bool(c)) => c.len(),
+            Some(Column::Text(c)) => c.len(),
+            Some(Column::Blob(c)) => c.len(),
+            None => 0,
+        }
+    }
+
+    /// Sends the gathered rows as one statement, and waits for its answer.
     fn send(self, pg: &Pg) -> Result<()> {
         if self.columns.is_empty() {
             return Ok(());
         }
+        let q = self.statement();
+        // counted as changes when gathered
+        pg.run_now(async |c| q.execute(c).await)?;
+        Ok(())
+    }
+
+    /// Sends the gathered rows as one statement without waiting for its answer: it is
+    /// in flight until the next statement lands it ([`Pg::land`]).
+    fn send_ahead(self, pg: &Pg) -> Result<()> {
+        if self.columns.is_empty() {
+            return Ok(());
+        }
+        pg.land()?;
+        let q = self.statement();
+        let Some(mut conn) = pg.conn.borrow_mut().take() else {
+            return Err(EngineError::internal("the write connection is not home"));
+        };
+        let mut flight: InFlight = Box::pin(async move {
+            let out = q.execute(&mut conn).await.map(drop);
+            (conn, out)
+        });
+        // one poll writes the statement out; PostgreSQL runs it meanwhile
+        let polled = pg.rt.block_on(std::future::poll_fn(|cx| {
+            Poll::Ready(flight.as_mut().poll(cx))
+        }));
+        match polled {
+            Poll::Ready((conn, out)) => {
+                *pg.conn.borrow_mut() = Some(conn);
+                pg.noted(out)
+            }
+            Poll::Pending => {
+                *pg.in_flight.borrow_mut() = Some(flight);
+                Ok(())
+            }
+        }
+    }
+
+    /// The statement that inserts the gathered rows.
+    fn statement(self) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
         let insert = self
             .head
             .trim_end()
             .strip_suffix("VALUES")
             .unwrap_or(&self.head);
+        // one `unnest` per column in the select list streams the rows (a ProjectSet);
+        // `FROM UNNEST(a, b, ...)` stores them all first, a third slower to insert
         let arrays: Vec<String> = self
             .columns
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("${}::{}", i + 1, c.sql_type()))
+            .map(|(i, c)| format!("unnest(${}::{})", i + 1, c.sql_type()))
             .collect();
-        let sql = format!("{insert}SELECT * FROM UNNEST({})", arrays.join(", "));
+        let sql = format!("{insert}SELECT {}", arrays.join(", "));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for column in self.columns {
             q = match column {
@@ -737,9 +830,7 @@ impl MultiRow {
                 Column::Blob(c) => q.bind(c),
             };
         }
-        // counted as changes when gathered
-        pg.run_now(async |c| q.execute(c).await)?;
-        Ok(())
+        q
     }
 }
 

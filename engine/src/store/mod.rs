@@ -277,6 +277,7 @@ impl Store {
             reads.clone(),
             node.clone(),
             sequencer.clone(),
+            last_position.clone(),
         );
         let (writer, thread) = writer::spawn_postgres(
             &node_url,

@@ -548,7 +548,7 @@ impl Writer {
         let sql = format!(
             "UPDATE event_positions SET last = {last}, commits = commits + 1, \
              changes = changes + {changed} RETURNING commits, changes, \
-             CASE WHEN {events} THEN pg_notify({commits_channel}, '{last}') END, \
+             CASE WHEN {events} THEN pg_notify({commits_channel}, {node} || ' {last}') END, \
              CASE WHEN {changed} > 0 THEN pg_notify({changes_channel}, \
              {node} || ' ' || CAST(changes AS TEXT) || {keys}) END; COMMIT",
             events = staged.events > 0,
