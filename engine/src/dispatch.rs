@@ -8,6 +8,7 @@ use eddy_runtime_js::Dispatch;
 
 use crate::error::{EngineError, Result};
 use crate::event::{NewEvent, StoredEvent, check_size, derived_id};
+use crate::order::Index;
 use crate::path::{self, AccountName, Resource, StreamPath};
 use crate::store::pipe_writes::Routed;
 
@@ -16,7 +17,7 @@ pub(crate) fn origin_of(e: &StoredEvent) -> String {
     origin(&e.stream, e.index)
 }
 
-pub(crate) fn origin(stream: &str, index: u64) -> String {
+pub(crate) fn origin(stream: &str, index: Index) -> String {
     serde_json::json!({ "stream": stream, "index": index }).to_string()
 }
 
@@ -27,7 +28,7 @@ pub(crate) fn dispatched_event(
     account: &AccountName,
     scope: &str,
     source: &str,
-    index: u64,
+    index: Index,
     timestamp: i64,
     d: &Dispatch,
 ) -> Result<Routed> {
@@ -43,7 +44,7 @@ pub(crate) fn dispatched_event(
                     b"dispatch",
                     scope.as_bytes(),
                     source.as_bytes(),
-                    &index.to_le_bytes(),
+                    &index.get().to_le_bytes(),
                     &d.n.to_le_bytes(),
                 ],
             )),

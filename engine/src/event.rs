@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::error::{EngineError, ErrorCode, Result};
+use crate::order::{Index, Position};
 
 /// The most data one event may carry, in bytes (100 KiB).
 pub const MAX_EVENT_DATA: usize = 102_400;
@@ -202,7 +203,7 @@ pub enum ExpectedIndex {
     /// `-1`: the (sub)stream must have no events.
     NoEvents,
     /// `n`: the last index must be `n`.
-    Last(u64),
+    Last(Index),
 }
 
 impl ExpectedIndex {
@@ -210,7 +211,7 @@ impl ExpectedIndex {
         match raw.trim().parse::<i64>() {
             Ok(-2) => Ok(Self::Any),
             Ok(-1) => Ok(Self::NoEvents),
-            Ok(n) if n >= 0 => Ok(Self::Last(n as u64)),
+            Ok(n) if n >= 0 => Ok(Self::Last(Index(n as u64))),
             _ => Err(EngineError::invalid(format!(
                 "{field} \"{raw}\" must be -2 (any), -1 (no events yet) or the last index (0 or more)"
             ))),
@@ -260,7 +261,7 @@ pub struct NewEvent {
 pub struct StoredEvent {
     /// The (sub)stream path without leading slash: `acct/strm('a')`.
     pub stream: String,
-    pub index: u64,
+    pub index: Index,
     pub id: Uuid,
     pub event_type: String,
     pub timestamp: i64,
@@ -270,7 +271,7 @@ pub struct StoredEvent {
     /// `{"stream","index"}` as JSON text, for an event a pipe or a dispatch wrote.
     pub origin: Option<String>,
     /// The global append position.
-    pub position: i64,
+    pub position: Position,
 }
 
 impl StoredEvent {
@@ -391,7 +392,7 @@ fn minify_json(text: &str) -> String {
 #[derive(Serialize)]
 pub struct Reference<'a> {
     pub stream: &'a str,
-    pub index: u64,
+    pub index: Index,
     #[serde(rename = "type")]
     pub event_type: &'a str,
 }
@@ -400,7 +401,7 @@ pub struct Reference<'a> {
 #[derive(Serialize)]
 pub struct Envelope<'a> {
     pub stream: &'a str,
-    pub index: u64,
+    pub index: Index,
     pub id: Uuid,
     #[serde(rename = "type")]
     pub event_type: &'a str,
@@ -501,7 +502,7 @@ mod tests {
         );
         assert_eq!(
             ExpectedIndex::parse("e", "7").unwrap(),
-            ExpectedIndex::Last(7)
+            ExpectedIndex::Last(Index(7))
         );
         assert!(ExpectedIndex::parse("e", "-3").is_err());
         assert!(ExpectedIndex::parse("e", "x").is_err());
@@ -511,7 +512,7 @@ mod tests {
     fn envelopes_render_data_by_kind() {
         let mut e = StoredEvent {
             stream: "a/s".into(),
-            index: 0,
+            index: Index(0),
             id: Uuid::nil(),
             event_type: "t".into(),
             timestamp: 1,
@@ -519,7 +520,7 @@ mod tests {
             data: Bytes::from_static(b"{\n  \"a\": [1, 2]\n}\n"),
             metadata: None,
             origin: None,
-            position: 1,
+            position: Position(1),
         };
         let j = serde_json::to_value(e.envelope()).unwrap();
         assert_eq!(j["data"], serde_json::json!({"a": [1, 2]}));

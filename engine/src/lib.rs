@@ -55,6 +55,7 @@ pub mod error;
 pub mod event;
 pub mod json;
 pub mod metrics;
+pub mod order;
 pub mod outbound;
 pub mod path;
 pub mod pipes;
@@ -252,7 +253,11 @@ impl Engine {
 
     /// One event of a (sub)stream by index: the path resolved and the event read in
     /// one query (see [`Engine::resolve`] for the path's errors).
-    pub async fn event(&self, path: &StreamPath, index: u64) -> Result<event::StoredEvent> {
+    pub async fn event(
+        &self,
+        path: &StreamPath,
+        index: order::Index,
+    ) -> Result<event::StoredEvent> {
         let missing = || EngineError::not_found(format!("event {index} of {path} does not exist"));
         let args = path.args.as_ref().map(|a| a.canonical());
         let names = (
@@ -316,7 +321,7 @@ impl Engine {
         self.store.node()
     }
 
-    pub fn last_position(&self) -> i64 {
+    pub fn last_position(&self) -> order::Position {
         self.store.last_position()
     }
 

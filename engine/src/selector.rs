@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use crate::error::{EngineError, Result};
 use crate::event::parse_timestamp;
+use crate::order::Index;
 use crate::path::{Arg, Args};
 
 /// A parsed selector. The empty selector matches every event.
@@ -19,8 +20,8 @@ pub struct Selector {
     /// Never these types.
     pub exclude_types: Vec<String>,
     /// Inclusive index range.
-    pub from: Option<u64>,
-    pub to: Option<u64>,
+    pub from: Option<Index>,
+    pub to: Option<Index>,
     /// Inclusive timestamp range, unix ms.
     pub since: Option<i64>,
     pub until: Option<i64>,
@@ -88,7 +89,7 @@ impl Selector {
 
     /// Whether an event passes the type, index and time conditions (substream
     /// patterns are checked with [`Selector::matches_args`]).
-    pub fn matches(&self, event_type: &str, index: u64, timestamp: i64) -> bool {
+    pub fn matches(&self, event_type: &str, index: Index, timestamp: i64) -> bool {
         (self.types.is_empty() || self.types.iter().any(|t| t == event_type))
             && !self.exclude_types.iter().any(|t| t == event_type)
             && self.from.is_none_or(|f| index >= f)
@@ -100,7 +101,11 @@ impl Selector {
     /// Whether every event with an index in `indexes` and a timestamp in `timestamps`
     /// (both inclusive) matches, as [`Selector::matches`] would say of each; `None`
     /// when that depends on the events' types.
-    pub fn matches_all_within(&self, indexes: (u64, u64), timestamps: (i64, i64)) -> Option<bool> {
+    pub fn matches_all_within(
+        &self,
+        indexes: (Index, Index),
+        timestamps: (i64, i64),
+    ) -> Option<bool> {
         if !self.types.is_empty() || !self.exclude_types.is_empty() {
             return None;
         }
@@ -168,8 +173,8 @@ impl Selector {
     }
 }
 
-fn parse_index(field: &str, value: &str) -> Result<u64> {
-    crate::query::whole_number(value).ok_or_else(|| {
+fn parse_index(field: &str, value: &str) -> Result<Index> {
+    crate::query::whole_number(value).map(Index).ok_or_else(|| {
         EngineError::invalid(format!(
             "selector {field}=\"{value}\" is not an event index (0 to {})",
             i64::MAX
@@ -265,33 +270,59 @@ mod tests {
         let s = Selector::take_from(&mut p).unwrap();
         assert_eq!(s.types, ["a", "b"]);
         assert_eq!(s.exclude_types, ["c"]);
-        assert_eq!((s.from, s.to, s.since), (Some(2), Some(9), Some(5)));
+        assert_eq!(
+            (s.from, s.to, s.since),
+            (Some(Index(2)), Some(Index(9)), Some(5))
+        );
         assert_eq!(s.until, Some(1_767_225_600_000));
         assert_eq!(p, vec![("limit".to_owned(), "3".to_owned())]);
-        assert!(s.matches("a", 2, 5));
-        assert!(!s.matches("c", 2, 5));
-        assert!(!s.matches("a", 10, 5));
-        assert!(!s.matches("a", 3, 4));
+        assert!(s.matches("a", Index(2), 5));
+        assert!(!s.matches("c", Index(2), 5));
+        assert!(!s.matches("a", Index(10), 5));
+        assert!(!s.matches("a", Index(3), 4));
     }
 
     #[test]
     fn ranges_answer_for_every_event_within_them() {
         let s = Selector::parse_query("from=2&to=9&since=5&until=20").unwrap();
-        assert_eq!(s.matches_all_within((2, 9), (5, 20)), Some(true));
-        assert_eq!(s.matches_all_within((3, 4), (6, 7)), Some(true));
-        // one end outside is enough for some event not to match
-        assert_eq!(s.matches_all_within((1, 9), (5, 20)), Some(false));
-        assert_eq!(s.matches_all_within((2, 10), (5, 20)), Some(false));
-        assert_eq!(s.matches_all_within((2, 9), (4, 20)), Some(false));
-        assert_eq!(s.matches_all_within((2, 9), (5, 21)), Some(false));
         assert_eq!(
-            Selector::default().matches_all_within((0, u64::MAX), (i64::MIN, i64::MAX)),
+            s.matches_all_within((Index(2), Index(9)), (5, 20)),
+            Some(true)
+        );
+        assert_eq!(
+            s.matches_all_within((Index(3), Index(4)), (6, 7)),
+            Some(true)
+        );
+        // one end outside is enough for some event not to match
+        assert_eq!(
+            s.matches_all_within((Index(1), Index(9)), (5, 20)),
+            Some(false)
+        );
+        assert_eq!(
+            s.matches_all_within((Index(2), Index(10)), (5, 20)),
+            Some(false)
+        );
+        assert_eq!(
+            s.matches_all_within((Index(2), Index(9)), (4, 20)),
+            Some(false)
+        );
+        assert_eq!(
+            s.matches_all_within((Index(2), Index(9)), (5, 21)),
+            Some(false)
+        );
+        assert_eq!(
+            Selector::default()
+                .matches_all_within((Index(0), Index(u64::MAX)), (i64::MIN, i64::MAX)),
             Some(true)
         );
         // types are not ranges: the events themselves decide
         for q in ["type=a", "type=!a"] {
             let s = Selector::parse_query(q).unwrap();
-            assert_eq!(s.matches_all_within((0, 0), (0, 0)), None, "{q}");
+            assert_eq!(
+                s.matches_all_within((Index(0), Index(0)), (0, 0)),
+                None,
+                "{q}"
+            );
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::{Hub, Interest};
+use crate::order::Position;
 use crate::path::{Resource, StreamPath};
 use crate::store::{Committed, LiveEvent};
 
@@ -22,7 +23,7 @@ fn notice(at: &Arc<StreamPath>, from: i64, n: i64, complete: bool) -> Arc<Commit
         .map(|pos| LiveEvent::for_test(at, pos as u64, pos))
         .collect();
     Arc::new(Committed::new(
-        from + n - 1,
+        Position(from + n - 1),
         vec![1],
         events,
         complete,
@@ -56,9 +57,12 @@ fn merged_notices_read_as_one_commit() {
     assert_eq!(m.commits, 2);
     assert!(m.complete);
     assert_eq!(m.paths, vec![at.clone()]);
-    let positions: Vec<i64> = m.events.iter().map(|l| l.event.position).collect();
+    let positions: Vec<i64> = m.events.iter().map(|l| l.event.position.get()).collect();
     assert_eq!(positions, [1, 2, 3, 4, 5]);
-    assert_eq!((m.summary.min_index, m.summary.max_index), (1, 5));
+    assert_eq!(
+        (m.summary.min_index.get(), m.summary.max_index.get()),
+        (1, 5)
+    );
 }
 
 /// Notices in 16s every 2 ms, at 8 000 commits a second: after the first span they
@@ -127,7 +131,7 @@ async fn at_a_low_rate_notices_are_not_held() {
             .await
             .expect("the notice")
             .expect("the hub runs");
-        assert_eq!((n.commits, n.last_position), (1, 1 + i));
+        assert_eq!((n.commits, n.last_position.get()), (1, 1 + i));
         // paused time moves only if the hub waits on its merge timer
         assert_eq!(sent.elapsed(), Duration::ZERO, "notice {i} was held");
         tokio::time::sleep(Duration::from_millis(3)).await;

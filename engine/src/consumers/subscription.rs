@@ -16,6 +16,7 @@ use crate::Engine;
 use crate::consumers::hub::{Interest, Registration};
 use crate::error::{EngineError, Result};
 use crate::event::StoredEvent;
+use crate::order::{Index, Position};
 use crate::path::{AccountName, StreamPath};
 use crate::selector::Selector;
 use crate::store::read::{self, Cursor, EventQuery, Scope};
@@ -68,7 +69,7 @@ pub enum Start {
     /// plain stream or substream, a global position on a factory or an account.
     After(u64),
     /// After this global position, whatever is followed (webhook cursors).
-    Position(i64),
+    Position(Position),
 }
 
 /// What one step of a subscription delivers (see [`Subscription::next_delivery`]).
@@ -88,7 +89,7 @@ pub struct Subscription {
     data: bool,
     reg: Registration,
     /// Every event at or below this global position was delivered or passed over.
-    floor: i64,
+    floor: Position,
     /// Reading storage (at the start, and after lagging) rather than notices.
     catching_up: bool,
     /// The scope of storage reads, once the stream exists.
@@ -171,7 +172,7 @@ impl Engine {
             selector,
             data,
             reg,
-            floor: 0,
+            floor: Position::START,
             catching_up: true,
             scope: None,
             pace: Pace::default(),
@@ -185,10 +186,10 @@ impl Engine {
             Start::Beginning => {}
             // by index: a lasting condition, as later events have higher indexes anyway
             Start::After(i) if sub.by_index() => {
-                let next = i.saturating_add(1);
+                let next = Index(i.saturating_add(1));
                 sub.selector.from = Some(sub.selector.from.map_or(next, |f| f.max(next)));
             }
-            Start::After(p) => sub.floor = i64::try_from(p).unwrap_or(i64::MAX),
+            Start::After(p) => sub.floor = Position(i64::try_from(p).unwrap_or(i64::MAX)),
             Start::Position(p) => sub.floor = p,
         }
         Ok(sub)
@@ -218,7 +219,10 @@ impl Subscription {
             // a factory's events name their substream: `acct/strm('a')`
             Follow::Stream(p) => p.args.is_some() || !e.stream.ends_with(')'),
         };
-        if by_index { e.index } else { e.position as u64 }
+        match by_index {
+            true => e.index.get(),
+            false => e.position.get().max(0) as u64,
+        }
     }
 
     /// Finds the stream's storage scope, once it exists; checks the selector fits it.
@@ -245,7 +249,7 @@ impl Subscription {
     /// Every event at or below this global position was delivered or passed over: once
     /// the events of the last [`Subscription::next`] are handled, a cursor to resume
     /// from with [`Start::Position`].
-    pub fn floor(&self) -> i64 {
+    pub fn floor(&self) -> Position {
         self.floor
     }
 

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::{Follow, Start};
 use crate::event::{ExpectedIndex, NewEvent};
+use crate::order::Position;
 use crate::path::{Resource, StreamPath};
 use crate::selector::Selector;
 use crate::{AppendRequest, Engine};
@@ -82,7 +83,7 @@ async fn collect(sub: &mut super::Subscription, n: usize) -> Vec<(String, u64)> 
         .await
         .expect("events within 10 s")
         .expect("next");
-        out.extend(batch.iter().map(|e| (e.stream.clone(), e.index)));
+        out.extend(batch.iter().map(|e| (e.stream.clone(), e.index.get())));
     }
     out
 }
@@ -256,7 +257,7 @@ async fn a_notice_wholly_for_a_subscriber_comes_whole_and_renders_once() {
     assert_eq!(
         events
             .iter()
-            .map(|e| (e.event_type.as_str(), e.index))
+            .map(|e| (e.event_type.as_str(), e.index.get()))
             .collect::<Vec<_>>(),
         [("b", 4)]
     );
@@ -280,7 +281,7 @@ fn notice(n: usize) -> crate::store::Committed {
     let events = (0..n)
         .map(|i| crate::store::LiveEvent::for_test(&at, i as u64, i as i64 + 1))
         .collect();
-    crate::store::Committed::new(n as i64, vec![1], events, true, vec![at])
+    crate::store::Committed::new(Position(n as i64), vec![1], events, true, vec![at])
 }
 
 #[tokio::test]

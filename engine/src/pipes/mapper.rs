@@ -171,7 +171,7 @@ fn map_batch(sandbox: &mut Sandbox, events: &[Arc<SharedEvent>]) -> MapAnswer {
         .enumerate()
         .map(|(k, e)| EventIn {
             stream: &e.stream,
-            index: e.index as i64,
+            index: e.index.sql(),
             id: &ids[k],
             event_type: &e.event_type,
             timestamp: e.timestamp,

@@ -51,7 +51,7 @@ pub struct PipeStatus {
     pub status: &'static str,
     /// Every event of the origin at or below this global position was piped or passed
     /// over.
-    pub cursor: i64,
+    pub cursor: crate::order::Position,
     /// Events appended to the destination (and by `dispatch()`).
     pub piped: i64,
     /// Events that failed to map or that a destination refused (see the pipe's log).
@@ -65,7 +65,7 @@ pub struct PipeStatus {
 /// What a running pipe task reports. A std Mutex: never held across `.await`.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
-    pub cursor: i64,
+    pub cursor: crate::order::Position,
     pub piped: i64,
     pub errors: i64,
     pub stopped: Option<String>,
@@ -239,7 +239,10 @@ impl Engine {
         // a cron stream's past ticks (shared by every account) are not piped: a new pipe
         // from it starts at the live end; any other pipe from the beginning
         let cron = from.account.as_str() == builtins::ACCOUNT && from.stream.as_str() == "cron";
-        let start = if cron { self.store.last_position() } else { 0 };
+        let start = match cron {
+            true => self.store.last_position(),
+            false => crate::order::Position::START,
+        };
         let row = PipeRow {
             id: 0,
             from,

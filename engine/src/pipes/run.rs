@@ -18,6 +18,7 @@ use crate::consumers::{Follow, Start};
 use crate::dispatch::{dispatched_event, origin_of};
 use crate::error::ErrorCode;
 use crate::event::{NewEvent, StoredEvent, check_size, check_type, derived_id};
+use crate::order::Position;
 use crate::path::{Arg, Args, StreamPath};
 use crate::selector::Selector;
 use crate::store::SharedEvent;
@@ -143,7 +144,7 @@ impl PipeTask {
             .stopped = Some(why);
     }
 
-    fn batch(&self, cursor: i64, log_stream: &StreamPath) -> PipeBatch {
+    fn batch(&self, cursor: Position, log_stream: &StreamPath) -> PipeBatch {
         PipeBatch {
             pipe_id: self.row.id,
             cursor,
@@ -180,7 +181,7 @@ impl PipeTask {
     }
 
     /// A copy pipe's batch: each event unchanged, with its origin.
-    fn copy(&self, events: &[Arc<SharedEvent>], cursor: i64, logs: &StreamPath) -> PipeBatch {
+    fn copy(&self, events: &[Arc<SharedEvent>], cursor: Position, logs: &StreamPath) -> PipeBatch {
         let mut batch = self.batch(cursor, logs);
         for e in events {
             batch.outs.push(Routed {
@@ -206,7 +207,7 @@ impl PipeTask {
         &self,
         code: &Arc<eddy_runtime_js::Prepared>,
         events: &[Arc<SharedEvent>],
-        cursor: i64,
+        cursor: Position,
         logs: &StreamPath,
     ) -> Option<PipeBatch> {
         let answer = self
@@ -326,7 +327,7 @@ impl PipeTask {
             &[
                 b"pipe",
                 e.stream.as_bytes(),
-                &e.index.to_le_bytes(),
+                &e.index.get().to_le_bytes(),
                 self.row.to.to_string().as_bytes(),
                 &(k as u64).to_le_bytes(),
             ],

@@ -16,6 +16,7 @@ use super::worker::{BATCH, Group, Live, SLICE, SubInfo, Worker, log_event};
 use crate::access::controls::{Controls, StreamControls};
 use crate::dispatch::{dispatch_target, dispatched_event};
 use crate::error::Result;
+use crate::order::Index;
 use crate::path::{Args, StreamPath};
 use crate::store::fold_source::FoldSource;
 use crate::store::pipe_writes::Routed;
@@ -173,7 +174,8 @@ fn plan(group: &Group, rows: &[Row], from_pos: i64) -> Vec<(usize, i64, usize)> 
             }
             let args = group.subs.get(&row.sid).and_then(|s| s.args.as_ref());
             if (!group.factory || r.selector.matches_args(args))
-                && r.selector.matches(&row.event_type, row.idx as u64, row.ts)
+                && r.selector
+                    .matches(&row.event_type, Index(row.idx as u64), row.ts)
             {
                 work.push((ri, row.sid, k));
             }
@@ -410,7 +412,14 @@ pub(super) fn route(
 ) -> Result<Routed> {
     // the reducer's name, not its version: a rebuild dispatches the same ids
     let scope = format!("reducer:{stream}.{name}");
-    dispatched_event(&stream.account, &scope, source, d.index as u64, ts, d)
+    dispatched_event(
+        &stream.account,
+        &scope,
+        source,
+        Index(d.index as u64),
+        ts,
+        d,
+    )
 }
 
 /// Checks dispatched events against the event types of the streams they go to (API

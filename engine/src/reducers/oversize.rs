@@ -17,6 +17,7 @@ use super::events::Row;
 use super::fold::{TypeChecks, route};
 use super::worker::{BATCH, Group, log_event};
 use crate::error::{EngineError, Result};
+use crate::order::Index;
 use crate::store::fold_source::{BatchOf, FoldSource};
 use crate::store::pipe_writes::Routed;
 
@@ -190,7 +191,7 @@ impl Refolder<'_> {
                 .iter()
                 .filter(|row| {
                     (!group.factory || selector.matches_args(args.as_ref()))
-                        && selector.matches(&row.event_type, row.idx as u64, row.ts)
+                        && selector.matches(&row.event_type, Index(row.idx as u64), row.ts)
                 })
                 .collect();
             let times: HashMap<i64, i64> = taken.iter().map(|r| (r.idx, r.ts)).collect();

@@ -4,8 +4,7 @@
 
 use serde_json::Value;
 
-use super::apply::{AppendRequest, Staged};
-use super::writer::Writer;
+use super::apply::{AppendRequest, Ledger, Staged};
 use crate::builtins;
 use crate::error::Result;
 use crate::event::{ExpectedIndex, NewEvent};
@@ -47,51 +46,49 @@ impl Change {
     }
 }
 
-impl Writer {
-    /// Appends `change` with `data` to the account's events. Changes of the server's own
-    /// streams (the `eddy` account) and of internal streams (logs, whose names hold a
-    /// `/`) are not account events. An empty `stream` is a change of the account itself
-    /// (its keys).
-    pub(super) fn account_event(
-        &mut self,
-        staged: &mut Staged,
-        account: &str,
-        stream: &str,
-        change: Change,
-        data: Value,
-    ) -> Result<()> {
-        if stream.contains('/') {
-            return Ok(());
-        }
-        let Ok(account) = AccountName::new(account) else {
-            return Ok(());
-        };
-        if account.is_reserved() {
-            return Ok(());
-        }
-        let mut fields = serde_json::Map::new();
-        if !stream.is_empty() {
-            fields.insert(
-                "stream".into(),
-                Value::String(format!("{account}/{stream}")),
-            );
-        }
-        if let Value::Object(m) = data {
-            fields.extend(m);
-        }
-        let request = AppendRequest {
-            stream: builtins::account_events(&account)?,
-            events: vec![NewEvent {
-                id: None,
-                event_type: change.event_type().into(),
-                content_type: "application/json".into(),
-                data: Value::Object(fields).to_string().into(),
-                timestamp: None,
-                metadata: None,
-                origin: None,
-            }],
-            expected: ExpectedIndex::Any,
-        };
-        self.append(request, staged).map(|_| ())
+/// Appends `change` with `data` to the account's events. Changes of the server's own
+/// streams (the `eddy` account) and of internal streams (logs, whose names hold a
+/// `/`) are not account events. An empty `stream` is a change of the account itself
+/// (its keys).
+pub(super) fn account_event(
+    l: &mut Ledger,
+    staged: &mut Staged,
+    account: &str,
+    stream: &str,
+    change: Change,
+    data: Value,
+) -> Result<()> {
+    if stream.contains('/') {
+        return Ok(());
     }
+    let Ok(account) = AccountName::new(account) else {
+        return Ok(());
+    };
+    if account.is_reserved() {
+        return Ok(());
+    }
+    let mut fields = serde_json::Map::new();
+    if !stream.is_empty() {
+        fields.insert(
+            "stream".into(),
+            Value::String(format!("{account}/{stream}")),
+        );
+    }
+    if let Value::Object(m) = data {
+        fields.extend(m);
+    }
+    let request = AppendRequest {
+        stream: builtins::account_events(&account)?,
+        events: vec![NewEvent {
+            id: None,
+            event_type: change.event_type().into(),
+            content_type: "application/json".into(),
+            data: Value::Object(fields).to_string().into(),
+            timestamp: None,
+            metadata: None,
+            origin: None,
+        }],
+        expected: ExpectedIndex::Any,
+    };
+    l.append(request, staged).map(|_| ())
 }

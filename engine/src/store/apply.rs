@@ -6,16 +6,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::db::{RowRef, vals};
+use super::db::{Db, RowRef, vals};
+use crate::json::JsonLimits;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::account_events::Change;
+use super::account_events::{Change, account_event};
 use super::notice::{LIVE_DATA_BUDGET, LIVE_EVENTS_MAX, LiveEvent, SharedEvent};
 use super::rules;
-use super::writer::{Writer, now_ms};
+use super::writer::now_ms;
 use crate::error::{EngineError, Result};
 use crate::event::{ExpectedIndex, NewEvent, StoredEvent};
+use crate::order::{Index, Position};
 use crate::path::StreamPath;
 use crate::settings::StreamSettings;
 
@@ -37,10 +39,10 @@ pub struct Appended {
 
 #[derive(Debug, Clone, Copy)]
 pub struct AppendedEvent {
-    pub index: u64,
+    pub index: Index,
     pub id: Uuid,
     pub timestamp: i64,
-    pub position: i64,
+    pub position: Position,
 }
 
 /// A change of a stream's settings (creating the stream when missing).
@@ -127,10 +129,10 @@ impl Staged {
         path: &Arc<StreamPath>,
         name: &str,
         e: NewEvent,
-        index: u64,
+        index: Index,
         id: Uuid,
         timestamp: i64,
-        position: i64,
+        position: Position,
     ) {
         if self.live.len() >= LIVE_EVENTS_MAX {
             self.live_complete = false;
@@ -163,7 +165,47 @@ impl Staged {
     }
 }
 
-impl Writer {
+/// What every write of a group goes through: the write connection and what the
+/// writer keeps of the database between groups. The writer owns it and lends it to
+/// the domain writes (`append` and `settings` here; the `*_writes` modules), which
+/// use only these primitives, so the writer's thread, group and commit stay its own.
+pub(super) struct Ledger {
+    pub(super) db: Db,
+    /// Streams by (account, name): a cache of the `streams` table.
+    pub(super) streams: FastMap<StreamKey, StreamRow>,
+    /// Substreams by (stream id, canonical args): a cache of `substreams`.
+    pub(super) subs: FastMap<SubKey, SubRow>,
+    /// The position the next appended event takes.
+    pub(super) next_pos: i64,
+    pub(super) ids: super::event_ids::EventIds,
+    /// The limits of the JSON data of piped and dispatched events, checked here as
+    /// the one place every routed event passes.
+    pub(super) json: JsonLimits,
+    /// This node's id where other nodes share the database, which fences are
+    /// checked against.
+    pub(super) node: Option<String>,
+}
+
+impl Ledger {
+    /// Where leases fence background work: checks, in the open transaction, that this
+    /// node still holds the lease `fence` names, and keeps the lease row from being
+    /// taken over until the transaction ends. Writes nothing.
+    pub(super) fn check_fence(&self, fence: Option<&super::cluster::Fence>) -> Result<()> {
+        let (Some(fence), Some(node)) = (fence, &self.node) else {
+            return Ok(());
+        };
+        let held = self.db.row(
+            "SELECT 1 FROM eddy_leases WHERE work = ?1 AND node = ?2 AND epoch = ?3 \
+             AND expires_at > clock_timestamp() FOR SHARE",
+            vals![fence.work.as_str(), node.as_str(), fence.epoch],
+            |_| Ok(()),
+        )?;
+        match held {
+            Some(_) => Ok(()),
+            None => Err(super::cluster::lease_lost(fence)),
+        }
+    }
+
     pub(super) fn stream(&mut self, staged: &Staged, key: &StreamKey) -> Result<Option<StreamRow>> {
         if let Some(s) = staged.streams.get(key).or_else(|| self.streams.get(key)) {
             return Ok(Some(s.clone()));
@@ -210,7 +252,8 @@ impl Writer {
             settings: Arc::new(settings),
         };
         staged.streams.insert(key.clone(), row.clone());
-        self.account_event(
+        account_event(
+            self,
             staged,
             &key.0,
             &key.1,
@@ -248,10 +291,10 @@ impl Writer {
     fn stored_id(&mut self, sid: i64, id: Uuid) -> Result<Option<AppendedEvent>> {
         let found = |r: &RowRef<'_, '_>| {
             Ok(AppendedEvent {
-                index: r.int(0)? as u64,
+                index: r.index(0)?,
                 id,
                 timestamp: r.int(1)?,
-                position: r.int(2)?,
+                position: r.position(2)?,
             })
         };
         let bytes = id.as_bytes().as_slice();
@@ -374,12 +417,12 @@ impl Writer {
                     &e.origin,
                 ])?;
                 out.push(AppendedEvent {
-                    index: sub.next_index,
+                    index: Index(sub.next_index),
                     id,
                     timestamp: ts,
-                    position: pos,
+                    position: Position(pos),
                 });
-                staged.announce(&path, &name, e, sub.next_index, id, ts, pos);
+                staged.announce(&path, &name, e, Index(sub.next_index), id, ts, Position(pos));
                 *next_pos += 1;
                 sub.next_index += 1;
                 sub.last_timestamp = ts;
@@ -424,7 +467,8 @@ impl Writer {
             .merged(req.fields)?
             .with_secret(previous_secret.as_deref());
         let changed = |w: &mut Self, staged: &mut Staged, new: &StreamSettings| {
-            w.account_event(
+            account_event(
+                w,
                 staged,
                 &skey.0,
                 &skey.1,

@@ -19,6 +19,7 @@ use super::notice::{Committed, LIVE_DATA_BUDGET, LIVE_EVENTS_MAX, LiveEvent, Sha
 use super::query::args;
 use super::{Reads, read};
 use crate::error::{EngineError, Result};
+use crate::order::Position;
 use crate::path::StreamPath;
 
 /// The channel a commit is announced on: `<node> <last position>`.
@@ -71,16 +72,17 @@ pub(crate) fn start_sequencer(
         while let Some(msg) = rx.recv().await {
             let upto = match msg {
                 Announce::Local { first, notice } => {
-                    if notice.last_position <= announced {
+                    let last = notice.last_position.get();
+                    if last <= announced {
                         continue;
                     }
                     if first == announced + 1 {
-                        announced = notice.last_position;
+                        announced = last;
                         durable.fetch_max(announced, Ordering::AcqRel);
                         let _ = notices.send(Arc::from(notice));
                         continue;
                     }
-                    notice.last_position
+                    last
                 }
                 Announce::Head(head) => head,
             };
@@ -161,7 +163,13 @@ async fn foreign(reads: &Reads, after: i64, upto: i64) -> Result<(Option<Committ
         return Ok((None, last));
     }
     Ok((
-        Some(Committed::new(last, streams, events, complete, paths)),
+        Some(Committed::new(
+            Position(last),
+            streams,
+            events,
+            complete,
+            paths,
+        )),
         last,
     ))
 }
@@ -385,7 +393,7 @@ pub(crate) async fn forget(reads: &Reads, node: &str) -> Result<()> {
 /// Renews the unexpired leases among `works` that this node holds, in one statement;
 /// answers those renewed. An expired lease is not renewed even if nobody took it (its
 /// work may have stopped here). A lease row a group is holding for a fence check at
-/// that moment (`Writer::check_fence`) is skipped, not waited for: a renewal that
+/// that moment (`Ledger::check_fence`) is skipped, not waited for: a renewal that
 /// waited while holding other lease rows could deadlock with a group holding two.
 /// The caller tells a skipped lease from a lost one with [`held_by`].
 pub(crate) async fn renew(

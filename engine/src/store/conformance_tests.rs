@@ -20,6 +20,7 @@ use super::webhook_writes::{WebhookRow, WebhookWrite};
 use super::{AppendRequest, SettingsRequest, Store};
 use crate::error::ErrorCode;
 use crate::event::{ExpectedIndex, NewEvent};
+use crate::order::{Index, Position};
 use crate::selector::Selector;
 
 async fn append(store: &Store, p: &str, events: Vec<NewEvent>) {
@@ -131,14 +132,18 @@ async fn streams_and_events(store: &Store) {
         cursor,
         limit,
     };
-    let page = read::events(&store.reads, &q(&only_x, Cursor::Index(0), 10), durable)
-        .await
-        .unwrap();
-    let idx: Vec<u64> = page.events.iter().map(|e| e.index).collect();
+    let page = read::events(
+        &store.reads,
+        &q(&only_x, Cursor::Index(Index(0)), 10),
+        durable,
+    )
+    .await
+    .unwrap();
+    let idx: Vec<u64> = page.events.iter().map(|e| e.index.get()).collect();
     assert_eq!((idx, page.more), (vec![0, 2], false));
     assert_eq!(&page.events[1].data[..], b"12");
     let any = Selector::default();
-    let first = read::events(&store.reads, &q(&any, Cursor::Index(0), 2), durable)
+    let first = read::events(&store.reads, &q(&any, Cursor::Index(Index(0)), 2), durable)
         .await
         .unwrap();
     assert!(first.more);
@@ -149,9 +154,13 @@ async fn streams_and_events(store: &Store) {
     assert_eq!(rest.events.len(), 1);
     assert_eq!(rest.events[0].index, 2);
     // nothing past the durable position is seen
-    let early = read::events(&store.reads, &q(&any, Cursor::Index(0), 10), durable - 1)
-        .await
-        .unwrap();
+    let early = read::events(
+        &store.reads,
+        &q(&any, Cursor::Index(Index(0)), 10),
+        Position(durable.get() - 1),
+    )
+    .await
+    .unwrap();
     assert_eq!(early.events.len(), 2);
 
     // a factory in global order, with substream names
@@ -159,7 +168,7 @@ async fn streams_and_events(store: &Store) {
         scope: Scope::Factory(orders.id),
         prefix: "acme/orders",
         selector: &any,
-        cursor: Cursor::After(0),
+        cursor: Cursor::After(Position::START),
         limit: 10,
     };
     let all = read::events(&store.reads, &factory, durable).await.unwrap();
@@ -170,20 +179,21 @@ async fn streams_and_events(store: &Store) {
     );
 
     // one event by path, with its stream
-    let (info, sid, found) = read::event_by_path(&store.reads, ("acme", "log", ""), 1, durable)
-        .await
-        .unwrap()
-        .unwrap();
+    let (info, sid, found) =
+        read::event_by_path(&store.reads, ("acme", "log", ""), Index(1), durable)
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!((info.id, sid), (log_id, Some(log_sid)));
     assert_eq!(found.unwrap().event_type, "y");
-    let (_, _, missing) = read::event_by_path(&store.reads, ("acme", "log", ""), 9, durable)
+    let (_, _, missing) = read::event_by_path(&store.reads, ("acme", "log", ""), Index(9), durable)
         .await
         .unwrap()
         .unwrap();
     assert!(missing.is_none());
 
     // an account's events, listings and the last data of a substream
-    let account = read::account_events(&store.reads, "acme", &any, 0, 100, durable)
+    let account = read::account_events(&store.reads, "acme", &any, Position::START, 100, durable)
         .await
         .unwrap();
     assert_eq!(account.events.len(), 6);
@@ -281,7 +291,7 @@ async fn reducers(store: &Store) {
 
     // what a reducer thread reads
     let source = FoldSource::open(store).await.unwrap();
-    let head = store.last_position();
+    let head = store.last_position().get();
     let checked = tokio::task::spawn_blocking(move || {
         let plain = source.plain_substream(stream_id).unwrap().unwrap();
         let rows = source
@@ -391,7 +401,7 @@ fn copy_pipe() -> Box<PipeRow> {
         content_type: String::new(),
         code: String::new(),
         module: false,
-        cursor: 0,
+        cursor: Position::START,
         piped: 0,
         errors: 0,
         created_at: 0,
@@ -399,7 +409,7 @@ fn copy_pipe() -> Box<PipeRow> {
 }
 
 /// A batch of [`copy_pipe`] `pipe_id` up to `cursor`: one event into `acme/copy`.
-fn copy_batch(pipe_id: i64, cursor: i64, fence: Option<super::cluster::Fence>) -> PipeBatch {
+fn copy_batch(pipe_id: i64, cursor: Position, fence: Option<super::cluster::Fence>) -> PipeBatch {
     PipeBatch {
         pipe_id,
         cursor,
@@ -483,7 +493,7 @@ async fn webhooks(store: &Store) {
         selector: String::new(),
         data: true,
         secret: "secret".into(),
-        cursor: 0,
+        cursor: Position::START,
         paused: None,
         failures: 0,
         created_at: 1,
@@ -497,7 +507,7 @@ async fn webhooks(store: &Store) {
     );
     let cursor = |to| WebhookWrite::Cursor {
         id: "wh_1".into(),
-        cursor: to,
+        cursor: Position(to),
         fence: None,
     };
     store.writer.webhook(cursor(5)).await.unwrap();
@@ -512,7 +522,7 @@ async fn webhooks(store: &Store) {
     };
     let hook = one(store).await.unwrap();
     assert_eq!(
-        (hook.cursor, hook.data),
+        (hook.cursor.get(), hook.data),
         (5, true),
         "the cursor never goes back"
     );
@@ -520,7 +530,7 @@ async fn webhooks(store: &Store) {
         .writer
         .webhook(WebhookWrite::Pause {
             id: "wh_1".into(),
-            cursor: 7,
+            cursor: Position(7),
             reason: "the receiver answered 500".into(),
             failures: 4,
             log: Box::new((path("acme/log").logs(), event("paused", b"{}"))),
@@ -530,7 +540,7 @@ async fn webhooks(store: &Store) {
         .unwrap();
     let paused = one(store).await.unwrap();
     assert_eq!(paused.paused.as_deref(), Some("the receiver answered 500"));
-    assert_eq!((paused.cursor, paused.failures), (7, 4));
+    assert_eq!((paused.cursor.get(), paused.failures), (7, 4));
     store
         .writer
         .webhook(WebhookWrite::Resume("wh_1".into()))
@@ -730,15 +740,15 @@ async fn two_stores_on_one_database_append_as_one() {
                 scope: Scope::Substream(ids(store, "acme", "log", "").await.1),
                 prefix: "acme/log",
                 selector: &Selector::default(),
-                cursor: Cursor::Index(0),
+                cursor: Cursor::Index(Index(0)),
                 limit: 100,
             },
-            i64::MAX,
+            Position(i64::MAX),
         )
         .await
         .unwrap();
-        let indexes: Vec<u64> = page.events.iter().map(|e| e.index).collect();
-        let positions: Vec<i64> = page.events.iter().map(|e| e.position).collect();
+        let indexes: Vec<u64> = page.events.iter().map(|e| e.index.get()).collect();
+        let positions: Vec<i64> = page.events.iter().map(|e| e.position.get()).collect();
         assert_eq!(indexes, (0..20).collect::<Vec<_>>());
         // the first position went to the account event of the stream's creation
         assert_eq!(positions, (2..=21).collect::<Vec<_>>());
@@ -752,7 +762,7 @@ async fn two_stores_on_one_database_append_as_one() {
             .unwrap();
         for live in &notice.events {
             assert_eq!(live.event.position, last + 1, "in order, none missed");
-            last = live.event.position;
+            last = live.event.position.get();
         }
     }
     a.shutdown().await;

@@ -49,6 +49,20 @@ impl ToVal for i64 {
     }
 }
 
+impl ToVal for crate::order::Position {
+    const NULL: Val<'static> = Val::NullInt;
+    fn val(&self) -> Val<'_> {
+        Val::Int(self.get())
+    }
+}
+
+impl ToVal for crate::order::Index {
+    const NULL: Val<'static> = Val::NullInt;
+    fn val(&self) -> Val<'_> {
+        Val::Int(self.sql())
+    }
+}
+
 impl ToVal for u32 {
     const NULL: Val<'static> = Val::NullInt;
     fn val(&self) -> Val<'_> {
@@ -148,6 +162,14 @@ impl RowRef<'_, '_> {
             RowRef::Sqlite(r) => r.get(i)?,
             RowRef::Postgres(r) => r.try_get(i)?,
         })
+    }
+
+    pub(crate) fn position(&self, i: usize) -> Result<crate::order::Position> {
+        self.int(i).map(crate::order::Position)
+    }
+
+    pub(crate) fn index(&self, i: usize) -> Result<crate::order::Index> {
+        self.int(i).map(|i| crate::order::Index(i as u64))
     }
 
     pub(crate) fn opt_int(&self, i: usize) -> Result<Option<i64>> {

@@ -178,7 +178,10 @@ mod tests {
         assert_eq!(page_size(&store).await, 4096);
         let again = store.writer.append(append(Some(old))).await.unwrap();
         assert!(again.duplicate);
-        assert_eq!((again.events[0].index, again.events[0].position), (0, 1));
+        assert_eq!(
+            (again.events[0].index.get(), again.events[0].position.get()),
+            (0, 1)
+        );
         let new = store.writer.append(append(None)).await.unwrap();
         assert!(!new.duplicate);
         assert_eq!(new.events[0].index, 1);

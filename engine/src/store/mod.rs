@@ -50,6 +50,7 @@ use tokio::sync::broadcast;
 use crate::error::{EngineError, Result};
 use crate::json::JsonLimits;
 use crate::metrics::Metrics;
+use crate::order::Position;
 pub use apply::{AppendRequest, Appended, AppendedEvent, SettingsRequest};
 pub use notice::{Committed, LiveEvent, SharedEvent};
 
@@ -340,15 +341,15 @@ impl Store {
     /// are durable only once flushed); none on PostgreSQL, whose committed rows are
     /// durable and, positions being taken in commit order, gapless, so a read on one
     /// node sees what another node acknowledged a moment ago.
-    pub fn read_bound(&self) -> i64 {
+    pub fn read_bound(&self) -> Position {
         match self.cluster {
-            Some(_) => i64::MAX,
+            Some(_) => Position(i64::MAX),
             None => self.last_position(),
         }
     }
 
-    pub fn last_position(&self) -> i64 {
-        self.last_position.load(Ordering::Acquire)
+    pub fn last_position(&self) -> Position {
+        Position(self.last_position.load(Ordering::Acquire))
     }
 
     /// Finishes every write accepted so far, stops the writer and closes the pool.

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::event::StoredEvent;
+use crate::order::{Index, Position};
 use crate::path::StreamPath;
 
 /// The most data bytes one notice carries; the events past it go without their data,
@@ -23,7 +24,7 @@ pub(crate) const LIVE_EVENTS_MAX: usize = 256;
 #[derive(Debug, Clone)]
 pub struct Committed {
     /// The global position of the last event committed.
-    pub last_position: i64,
+    pub last_position: Position,
     /// The ids of the streams that received events.
     pub streams: Vec<i64>,
     /// The events appended (reducer log entries among them), in position order: all
@@ -46,8 +47,8 @@ pub struct Committed {
 /// What [`Committed::summary`] holds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Summary {
-    pub min_index: u64,
-    pub max_index: u64,
+    pub min_index: Index,
+    pub max_index: Index,
     pub min_timestamp: i64,
     pub max_timestamp: i64,
     pub all_data: bool,
@@ -56,8 +57,8 @@ pub(crate) struct Summary {
 impl Summary {
     fn of(events: &[LiveEvent]) -> Self {
         let mut s = Summary {
-            min_index: u64::MAX,
-            max_index: 0,
+            min_index: Index(u64::MAX),
+            max_index: Index(0),
             min_timestamp: i64::MAX,
             max_timestamp: i64::MIN,
             all_data: true,
@@ -78,7 +79,7 @@ pub const RENDER_KINDS: usize = 8;
 
 impl Committed {
     pub(crate) fn new(
-        last_position: i64,
+        last_position: Position,
         streams: Vec<i64>,
         events: Vec<LiveEvent>,
         complete: bool,
@@ -155,7 +156,7 @@ impl LiveEvent {
         Self {
             event: Arc::new(SharedEvent::new(StoredEvent {
                 stream: path.to_string(),
-                index,
+                index: Index(index),
                 id: uuid::Uuid::nil(),
                 event_type: "t".to_owned(),
                 timestamp: 0,
@@ -163,7 +164,7 @@ impl LiveEvent {
                 data: Bytes::new(),
                 metadata: None,
                 origin: None,
-                position,
+                position: Position(position),
             })),
             path: path.clone(),
             has_data: true,

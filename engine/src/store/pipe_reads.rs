@@ -6,14 +6,14 @@ use crate::error::Result;
 use crate::path::StreamPath;
 
 /// A pipe's counters: (cursor, events piped, errors).
-pub(crate) async fn progress(reads: &Reads, id: i64) -> Result<(i64, i64, i64)> {
+pub(crate) async fn progress(reads: &Reads, id: i64) -> Result<(crate::order::Position, i64, i64)> {
     let r = reads
         .one(
             "SELECT cursor, piped, errors FROM pipes WHERE id = $1",
             args![id],
         )
         .await?;
-    Ok((r.int(0)?, r.int(1)?, r.int(2)?))
+    Ok((r.position(0)?, r.int(1)?, r.int(2)?))
 }
 
 /// The stored columns of the pipe from `from` to `to` that its status shows.
@@ -21,7 +21,7 @@ pub(crate) struct PipeSummary {
     pub(crate) id: i64,
     pub(crate) selector: String,
     pub(crate) code: String,
-    pub(crate) cursor: i64,
+    pub(crate) cursor: crate::order::Position,
     pub(crate) piped: i64,
     pub(crate) errors: i64,
     pub(crate) created_at: i64,
@@ -54,7 +54,7 @@ pub(crate) async fn between(
             id: r.int(0)?,
             selector: r.text(1)?,
             code: r.text(2)?,
-            cursor: r.int(3)?,
+            cursor: r.position(3)?,
             piped: r.int(4)?,
             errors: r.int(5)?,
             created_at: r.int(6)?,

@@ -6,10 +6,10 @@
 
 use serde_json::json;
 
-use super::account_events::Change;
-use super::apply::{AppendRequest, Appended, Staged};
+use super::account_events::{Change, account_event};
+use super::apply::{AppendRequest, Appended, Ledger, Staged};
 use super::db::vals;
-use super::writer::{Writer, now_ms};
+use super::writer::now_ms;
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::{DataKind, ExpectedIndex, NewEvent};
 use crate::path::{AccountName, Args, StreamName, StreamPath};
@@ -30,7 +30,7 @@ pub struct PipeRow {
     pub module: bool,
     /// Every event of the origin at or below this global position was piped or passed
     /// over.
-    pub cursor: i64,
+    pub cursor: crate::order::Position,
     pub piped: i64,
     pub errors: i64,
     pub created_at: i64,
@@ -51,7 +51,7 @@ pub(crate) struct Routed {
 #[derive(Debug, Clone)]
 pub(crate) struct PipeBatch {
     pub pipe_id: i64,
-    pub cursor: i64,
+    pub cursor: crate::order::Position,
     pub outs: Vec<Routed>,
     /// Entries for the pipe's log (events that failed to map).
     pub logs: Vec<NewEvent>,
@@ -85,310 +85,310 @@ fn args_text(p: &StreamPath) -> String {
     p.args.as_ref().map(|a| a.canonical()).unwrap_or_default()
 }
 
-impl Writer {
-    pub(super) fn pipe(&mut self, write: PipeWrite, staged: &mut Staged) -> Result<PipeWritten> {
-        match write {
-            PipeWrite::Put(row) => {
-                let put = self.put_pipe(*row, staged)?;
-                if let PipeWritten::Put(row, _) = &put {
-                    staged.changed(format!("pipe:{}", row.id));
-                }
-                Ok(put)
+pub(super) fn pipe(l: &mut Ledger, write: PipeWrite, staged: &mut Staged) -> Result<PipeWritten> {
+    match write {
+        PipeWrite::Put(row) => {
+            let put = put_pipe(l, *row, staged)?;
+            if let PipeWritten::Put(row, _) = &put {
+                staged.changed(format!("pipe:{}", row.id));
             }
-            PipeWrite::Delete { from, to } => {
-                let id = self.db.row(
-                    "SELECT id FROM pipes WHERE account = ?1 AND stream = ?2 AND args = ?3 \
-                     AND dest_account = ?4 AND dest_stream = ?5 AND dest_args = ?6",
-                    vals![
-                        from.account.as_str(),
-                        from.stream.as_str(),
-                        args_text(&from),
-                        to.account.as_str(),
-                        to.stream.as_str(),
-                        args_text(&to)
-                    ],
-                    |r| r.int(0),
-                )?;
-                let Some(id) = id else {
-                    return Err(missing(&from, &to));
-                };
-                staged.changed(format!("pipe:{id}"));
-                self.db.exec("DELETE FROM pipes WHERE id = ?1", vals![id])?;
-                self.pipe_event(
-                    staged,
-                    &from,
-                    &to,
-                    Change::PipeRemoved,
-                    json!({ "origin": from.to_string(), "destination": to.to_string() }),
-                )?;
-                Ok(PipeWritten::Deleted(id))
-            }
-            PipeWrite::Batch(batch) => self.pipe_batch(batch, staged),
+            Ok(put)
         }
+        PipeWrite::Delete { from, to } => {
+            let id = l.db.row(
+                "SELECT id FROM pipes WHERE account = ?1 AND stream = ?2 AND args = ?3 \
+                     AND dest_account = ?4 AND dest_stream = ?5 AND dest_args = ?6",
+                vals![
+                    from.account.as_str(),
+                    from.stream.as_str(),
+                    args_text(&from),
+                    to.account.as_str(),
+                    to.stream.as_str(),
+                    args_text(&to)
+                ],
+                |r| r.int(0),
+            )?;
+            let Some(id) = id else {
+                return Err(missing(&from, &to));
+            };
+            staged.changed(format!("pipe:{id}"));
+            l.db.exec("DELETE FROM pipes WHERE id = ?1", vals![id])?;
+            pipe_event(
+                l,
+                staged,
+                &from,
+                &to,
+                Change::PipeRemoved,
+                json!({ "origin": from.to_string(), "destination": to.to_string() }),
+            )?;
+            Ok(PipeWritten::Deleted(id))
+        }
+        PipeWrite::Batch(batch) => pipe_batch(l, batch, staged),
     }
+}
 
-    fn put_pipe(&mut self, mut row: PipeRow, staged: &mut Staged) -> Result<PipeWritten> {
-        let existing = self.db.row(
-            "SELECT id, cursor, piped, errors, created_at FROM pipes WHERE account = ?1 \
+fn put_pipe(l: &mut Ledger, mut row: PipeRow, staged: &mut Staged) -> Result<PipeWritten> {
+    let existing = l.db.row(
+        "SELECT id, cursor, piped, errors, created_at FROM pipes WHERE account = ?1 \
              AND stream = ?2 AND args = ?3 AND dest_account = ?4 AND dest_stream = ?5 \
              AND dest_args = ?6",
-            vals![
-                row.from.account.as_str(),
-                row.from.stream.as_str(),
-                args_text(&row.from),
-                row.to.account.as_str(),
-                row.to.stream.as_str(),
-                args_text(&row.to)
-            ],
-            |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?, r.int(3)?, r.int(4)?)),
-        )?;
-        if let Some((id, cursor, piped, errors, created_at)) = existing {
-            self.db.exec(
-                "UPDATE pipes SET selector = ?2, source = ?3, content_type = ?4, code = ?5, \
+        vals![
+            row.from.account.as_str(),
+            row.from.stream.as_str(),
+            args_text(&row.from),
+            row.to.account.as_str(),
+            row.to.stream.as_str(),
+            args_text(&row.to)
+        ],
+        |r| Ok((r.int(0)?, r.position(1)?, r.int(2)?, r.int(3)?, r.int(4)?)),
+    )?;
+    if let Some((id, cursor, piped, errors, created_at)) = existing {
+        l.db.exec(
+            "UPDATE pipes SET selector = ?2, source = ?3, content_type = ?4, code = ?5, \
                      shape = ?6 WHERE id = ?1",
-                vals![
-                    id,
-                    row.selector,
-                    row.source,
-                    row.content_type,
-                    row.code,
-                    if row.module { "module" } else { "expression" },
-                ],
-            )?;
-            (row.id, row.cursor, row.piped, row.errors, row.created_at) =
-                (id, cursor, piped, errors, created_at);
-            self.pipe_event(
-                staged,
-                &row.from,
-                &row.to,
-                Change::PipeAdded,
-                json!({
-                    "origin": row.from.to_string(),
-                    "destination": row.to.to_string(),
-                    "replaced": true,
-                }),
-            )?;
-            return Ok(PipeWritten::Put(Box::new(row), false));
-        }
-        self.refuse_cycle(&row.from, &row.to)?;
-        row.created_at = now_ms();
-        row.id = self.db.insert_id(
-            "INSERT INTO pipes (account, stream, args, dest_account, dest_stream, dest_args, \
-                 selector, source, content_type, code, shape, cursor, piped, errors, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, 0, 0, ?12)",
             vals![
-                row.from.account.as_str(),
-                row.from.stream.as_str(),
-                args_text(&row.from),
-                row.to.account.as_str(),
-                row.to.stream.as_str(),
-                args_text(&row.to),
+                id,
                 row.selector,
                 row.source,
                 row.content_type,
                 row.code,
                 if row.module { "module" } else { "expression" },
-                row.created_at,
-                row.cursor,
             ],
         )?;
-        (row.piped, row.errors) = (0, 0);
-        self.pipe_event(
+        (row.id, row.cursor, row.piped, row.errors, row.created_at) =
+            (id, cursor, piped, errors, created_at);
+        pipe_event(
+            l,
             staged,
             &row.from,
             &row.to,
             Change::PipeAdded,
-            json!({ "origin": row.from.to_string(), "destination": row.to.to_string() }),
+            json!({
+                "origin": row.from.to_string(),
+                "destination": row.to.to_string(),
+                "replaced": true,
+            }),
         )?;
-        Ok(PipeWritten::Put(Box::new(row), true))
+        return Ok(PipeWritten::Put(Box::new(row), false));
     }
+    refuse_cycle(l, &row.from, &row.to)?;
+    row.created_at = now_ms();
+    row.id = l.db.insert_id(
+        "INSERT INTO pipes (account, stream, args, dest_account, dest_stream, dest_args, \
+                 selector, source, content_type, code, shape, cursor, piped, errors, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, 0, 0, ?12)",
+        vals![
+            row.from.account.as_str(),
+            row.from.stream.as_str(),
+            args_text(&row.from),
+            row.to.account.as_str(),
+            row.to.stream.as_str(),
+            args_text(&row.to),
+            row.selector,
+            row.source,
+            row.content_type,
+            row.code,
+            if row.module { "module" } else { "expression" },
+            row.created_at,
+            row.cursor,
+        ],
+    )?;
+    (row.piped, row.errors) = (0, 0);
+    pipe_event(
+        l,
+        staged,
+        &row.from,
+        &row.to,
+        Change::PipeAdded,
+        json!({ "origin": row.from.to_string(), "destination": row.to.to_string() }),
+    )?;
+    Ok(PipeWritten::Put(Box::new(row), true))
+}
 
-    /// Records a pipe change in every account the pipe touches, each once: the
-    /// origin's account (with the origin as `stream`) and the destination's (with the
-    /// destination). A builtin origin's account, `eddy`, keeps no account events, so
-    /// a pipe from a cron stream or from `/eddy/events(acct)` is recorded in its
-    /// destination's account alone.
-    fn pipe_event(
-        &mut self,
-        staged: &mut Staged,
-        from: &StreamPath,
-        to: &StreamPath,
-        change: Change,
-        data: serde_json::Value,
-    ) -> Result<()> {
-        self.account_event(
+/// Records a pipe change in every account the pipe touches, each once: the
+/// origin's account (with the origin as `stream`) and the destination's (with the
+/// destination). A builtin origin's account, `eddy`, keeps no account events, so
+/// a pipe from a cron stream or from `/eddy/events(acct)` is recorded in its
+/// destination's account alone.
+fn pipe_event(
+    l: &mut Ledger,
+    staged: &mut Staged,
+    from: &StreamPath,
+    to: &StreamPath,
+    change: Change,
+    data: serde_json::Value,
+) -> Result<()> {
+    account_event(
+        l,
+        staged,
+        from.account.as_str(),
+        from.stream.as_str(),
+        change,
+        data.clone(),
+    )?;
+    if to.account != from.account {
+        account_event(
+            l,
             staged,
-            from.account.as_str(),
-            from.stream.as_str(),
+            to.account.as_str(),
+            to.stream.as_str(),
             change,
-            data.clone(),
+            data,
         )?;
-        if to.account != from.account {
-            self.account_event(
-                staged,
-                to.account.as_str(),
-                to.stream.as_str(),
-                change,
-                data,
-            )?;
-        }
-        Ok(())
     }
+    Ok(())
+}
 
-    /// Refuses a new pipe `from → to` when pipes already lead from `to` back to `from`
-    /// (streams compared by account and name: substreams of one factory count as one).
-    /// Checked here, in the single writer, so two requests cannot close a cycle
-    /// together.
-    fn refuse_cycle(&mut self, from: &StreamPath, to: &StreamPath) -> Result<()> {
-        let key = |a: &str, s: &str| format!("{a}/{s}");
-        let origin = key(from.account.as_str(), from.stream.as_str());
-        let start = key(to.account.as_str(), to.stream.as_str());
-        let edges = self.db.rows(
-            "SELECT account, stream, dest_account, dest_stream FROM pipes",
-            vals![],
-            |r| Ok((key(&r.text(0)?, &r.text(1)?), key(&r.text(2)?, &r.text(3)?))),
-        )?;
-        // breadth-first from the destination, remembering how each stream was reached
-        let mut came_from: std::collections::HashMap<String, String> = Default::default();
-        let mut queue = std::collections::VecDeque::from([start.clone()]);
-        let mut seen = std::collections::HashSet::from([start.clone()]);
-        while let Some(at) = queue.pop_front() {
-            if at == origin {
-                let mut cycle = vec![at.clone()];
-                let mut cur = at;
-                while let Some(prev) = came_from.get(&cur) {
-                    cycle.push(prev.clone());
-                    cur = prev.clone();
-                }
-                cycle.push(origin.clone());
-                cycle.reverse();
-                return Err(EngineError::conflict(format!(
-                    "the pipe from {from} to {to} would close a cycle: {}; events would \
+/// Refuses a new pipe `from → to` when pipes already lead from `to` back to `from`
+/// (streams compared by account and name: substreams of one factory count as one).
+/// Checked here, in the single writer, so two requests cannot close a cycle
+/// together.
+fn refuse_cycle(l: &mut Ledger, from: &StreamPath, to: &StreamPath) -> Result<()> {
+    let key = |a: &str, s: &str| format!("{a}/{s}");
+    let origin = key(from.account.as_str(), from.stream.as_str());
+    let start = key(to.account.as_str(), to.stream.as_str());
+    let edges = l.db.rows(
+        "SELECT account, stream, dest_account, dest_stream FROM pipes",
+        vals![],
+        |r| Ok((key(&r.text(0)?, &r.text(1)?), key(&r.text(2)?, &r.text(3)?))),
+    )?;
+    // breadth-first from the destination, remembering how each stream was reached
+    let mut came_from: std::collections::HashMap<String, String> = Default::default();
+    let mut queue = std::collections::VecDeque::from([start.clone()]);
+    let mut seen = std::collections::HashSet::from([start.clone()]);
+    while let Some(at) = queue.pop_front() {
+        if at == origin {
+            let mut cycle = vec![at.clone()];
+            let mut cur = at;
+            while let Some(prev) = came_from.get(&cur) {
+                cycle.push(prev.clone());
+                cur = prev.clone();
+            }
+            cycle.push(origin.clone());
+            cycle.reverse();
+            return Err(EngineError::conflict(format!(
+                "the pipe from {from} to {to} would close a cycle: {}; events would \
                      circle forever, so pipe cycles are refused",
-                    cycle.join(" → ")
-                ))
-                .with("cycle", cycle));
-            }
-            for (a, b) in &edges {
-                if *a == at && seen.insert(b.clone()) {
-                    came_from.insert(b.clone(), at.clone());
-                    queue.push_back(b.clone());
-                }
+                cycle.join(" → ")
+            ))
+            .with("cycle", cycle));
+        }
+        for (a, b) in &edges {
+            if *a == at && seen.insert(b.clone()) {
+                came_from.insert(b.clone(), at.clone());
+                queue.push_back(b.clone());
             }
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    fn pipe_batch(&mut self, batch: PipeBatch, staged: &mut Staged) -> Result<PipeWritten> {
-        self.check_fence(batch.fence.as_ref())?;
-        let exists = self
-            .db
-            .row(
-                "SELECT 1 FROM pipes WHERE id = ?1",
-                vals![batch.pipe_id],
-                |_| Ok(()),
-            )?
-            .is_some();
-        if !exists {
-            return Err(EngineError::not_found("the pipe was deleted"));
-        }
-        let mut piped = 0;
-        let mut errors = batch.errors;
-        let mut logs = batch.logs;
-        for out in batch.outs {
-            let origin = out.event.origin.clone();
-            match self.append_routed(out, staged)? {
-                Ok(a) if !a.duplicate => piped += a.events.len() as i64,
-                Ok(_) => {}
-                Err(e) => {
-                    errors += 1;
-                    logs.push(refusal_log(&e, origin.as_deref()));
-                }
+fn pipe_batch(l: &mut Ledger, batch: PipeBatch, staged: &mut Staged) -> Result<PipeWritten> {
+    l.check_fence(batch.fence.as_ref())?;
+    let exists =
+        l.db.row(
+            "SELECT 1 FROM pipes WHERE id = ?1",
+            vals![batch.pipe_id],
+            |_| Ok(()),
+        )?
+        .is_some();
+    if !exists {
+        return Err(EngineError::not_found("the pipe was deleted"));
+    }
+    let mut piped = 0;
+    let mut errors = batch.errors;
+    let mut logs = batch.logs;
+    for out in batch.outs {
+        let origin = out.event.origin.clone();
+        match append_routed(l, out, staged)? {
+            Ok(a) if !a.duplicate => piped += a.events.len() as i64,
+            Ok(_) => {}
+            Err(e) => {
+                errors += 1;
+                logs.push(refusal_log(&e, origin.as_deref()));
             }
         }
-        self.db.exec(
-            "UPDATE pipes SET cursor = CASE WHEN cursor > ?2 THEN cursor ELSE ?2 END, \
+    }
+    l.db.exec(
+        "UPDATE pipes SET cursor = CASE WHEN cursor > ?2 THEN cursor ELSE ?2 END, \
              piped = piped + ?3, errors = errors + ?4 WHERE id = ?1",
-            vals![batch.pipe_id, batch.cursor, piped, errors],
-        )?;
-        if !logs.is_empty() {
-            self.append(
-                AppendRequest {
-                    stream: batch.log_stream,
-                    events: logs,
-                    expected: ExpectedIndex::Any,
-                },
-                staged,
-            )?;
-        }
-        Ok(PipeWritten::Batch { piped, errors })
-    }
-
-    /// Appends a routed event. The outer error is a storage failure (the group rolls
-    /// back); the inner one is a refusal of this event alone (a bad destination, a
-    /// factory without args...), which the caller logs.
-    pub(super) fn append_routed(
-        &mut self,
-        out: Routed,
-        staged: &mut Staged,
-    ) -> Result<std::result::Result<Appended, EngineError>> {
-        let Routed {
-            mut stream,
-            explicit_args,
-            default_args,
-            event,
-        } = out;
-        if stream.args.is_none() {
-            let key = (
-                stream.account.as_str().to_owned(),
-                stream.stream.as_str().to_owned(),
-            );
-            let factory = self.stream(staged, &key)?.map(|s| s.factory);
-            stream.args = match (factory, explicit_args, default_args) {
-                (Some(false), Some(args), _) => {
-                    return Ok(Err(EngineError::invalid(format!(
-                        "{stream} is a plain stream, so the event cannot go to substream ({args})"
-                    ))));
-                }
-                (Some(false), None, _) => None,
-                (_, Some(args), _) => Some(args),
-                (_, None, default) => default,
-            };
-        }
-        if let Err(e) = self.check_json(&event) {
-            return Ok(Err(e));
-        }
-        let changes = self.db.total_changes();
-        match self.append(
+        vals![batch.pipe_id, batch.cursor, piped, errors],
+    )?;
+    if !logs.is_empty() {
+        l.append(
             AppendRequest {
-                stream,
-                events: vec![event],
+                stream: batch.log_stream,
+                events: logs,
                 expected: ExpectedIndex::Any,
             },
             staged,
-        ) {
-            Ok(a) => Ok(Ok(a)),
-            Err(e) if matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable) => Err(e),
-            // refused after it had written: the group rolls back rather than keep half
-            Err(e) if self.db.total_changes() != changes => Err(EngineError::internal(format!(
-                "a routed event was refused after it had written: {}",
-                e.message
-            ))),
-            Err(e) => Ok(Err(e)),
-        }
+        )?;
+    }
+    Ok(PipeWritten::Batch { piped, errors })
+}
+
+/// Appends a routed event. The outer error is a storage failure (the group rolls
+/// back); the inner one is a refusal of this event alone (a bad destination, a
+/// factory without args...), which the caller logs.
+pub(super) fn append_routed(
+    l: &mut Ledger,
+    out: Routed,
+    staged: &mut Staged,
+) -> Result<std::result::Result<Appended, EngineError>> {
+    let Routed {
+        mut stream,
+        explicit_args,
+        default_args,
+        event,
+    } = out;
+    if stream.args.is_none() {
+        let key = (
+            stream.account.as_str().to_owned(),
+            stream.stream.as_str().to_owned(),
+        );
+        let factory = l.stream(staged, &key)?.map(|s| s.factory);
+        stream.args = match (factory, explicit_args, default_args) {
+            (Some(false), Some(args), _) => {
+                return Ok(Err(EngineError::invalid(format!(
+                    "{stream} is a plain stream, so the event cannot go to substream ({args})"
+                ))));
+            }
+            (Some(false), None, _) => None,
+            (_, Some(args), _) => Some(args),
+            (_, None, default) => default,
+        };
+    }
+    if let Err(e) = check_json(l, &event) {
+        return Ok(Err(e));
+    }
+    let changes = l.db.total_changes();
+    match l.append(
+        AppendRequest {
+            stream,
+            events: vec![event],
+            expected: ExpectedIndex::Any,
+        },
+        staged,
+    ) {
+        Ok(a) => Ok(Ok(a)),
+        Err(e) if matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable) => Err(e),
+        // refused after it had written: the group rolls back rather than keep half
+        Err(e) if l.db.total_changes() != changes => Err(EngineError::internal(format!(
+            "a routed event was refused after it had written: {}",
+            e.message
+        ))),
+        Err(e) => Ok(Err(e)),
     }
 }
 
-impl Writer {
-    /// Refuses routed JSON data beyond the JSON limits (the destination's event type,
-    /// if any, was checked before it came here, within the same limits).
-    fn check_json(&self, event: &NewEvent) -> Result<()> {
-        let essence = event.content_type.split(';').next().unwrap_or("").trim();
-        if DataKind::of(essence) == Some(DataKind::Json) {
-            self.json.parse(&event.data, &event.content_type, false)?;
-        }
-        Ok(())
+/// Refuses routed JSON data beyond the JSON limits (the destination's event type,
+/// if any, was checked before it came here, within the same limits).
+fn check_json(l: &Ledger, event: &NewEvent) -> Result<()> {
+    let essence = event.content_type.split(';').next().unwrap_or("").trim();
+    if DataKind::of(essence) == Some(DataKind::Json) {
+        l.json.parse(&event.data, &event.content_type, false)?;
     }
+    Ok(())
 }
 
 /// The log entry for an event a destination refused.
@@ -490,7 +490,7 @@ pub(crate) fn pipe_row((id, names, text, nums): PipeColumns) -> Option<PipeRow> 
         content_type,
         code,
         module: shape == "module",
-        cursor,
+        cursor: crate::order::Position(cursor),
         piped,
         errors,
         created_at,

@@ -22,6 +22,18 @@ impl From<i64> for Arg {
     }
 }
 
+impl From<crate::order::Position> for Arg {
+    fn from(p: crate::order::Position) -> Self {
+        Arg::Int(p.get())
+    }
+}
+
+impl From<crate::order::Index> for Arg {
+    fn from(i: crate::order::Index) -> Self {
+        Arg::Int(i.sql())
+    }
+}
+
 impl From<&str> for Arg {
     fn from(v: &str) -> Self {
         Arg::Text(v.to_owned())
@@ -114,6 +126,14 @@ impl ReadRow {
     column!(opt_text, Option<String>);
     column!(blob, Vec<u8>);
     column!(flag, bool);
+
+    pub(crate) fn position(&self, i: usize) -> Result<crate::order::Position> {
+        self.int(i).map(crate::order::Position)
+    }
+
+    pub(crate) fn index(&self, i: usize) -> Result<crate::order::Index> {
+        self.int(i).map(|i| crate::order::Index(i as u64))
+    }
 }
 
 impl Reads {

@@ -10,6 +10,7 @@ use super::query::{ReadRow, Sql, args};
 
 use crate::error::Result;
 use crate::event::StoredEvent;
+use crate::order::{Index, Position};
 use crate::path::Args;
 use crate::selector::Selector;
 use crate::settings::StreamSettings;
@@ -80,8 +81,8 @@ pub type EventLookup = (StreamInfo, Option<i64>, Option<StoredEvent>);
 pub async fn event_by_path(
     reads: &Reads,
     (account, name, args): (&str, &str, &str),
-    index: u64,
-    durable: i64,
+    index: Index,
+    durable: Position,
 ) -> Result<Option<EventLookup>> {
     // the event's columns first, where `event_from_row` reads them
     let row = reads
@@ -92,7 +93,7 @@ pub async fn event_by_path(
              LEFT JOIN substreams ss ON ss.stream_id = st.id AND ss.args = $1 \
              LEFT JOIN events e ON e.sid = ss.id AND e.idx = $2 AND e.pos <= $3 \
              WHERE st.account = $4 AND st.name = $5",
-            args![args, index as i64, durable, account, name],
+            args![args, index, durable, account, name],
         )
         .await?;
     let Some(r) = row else { return Ok(None) };
@@ -126,9 +127,9 @@ pub enum Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cursor {
     /// At this index of a (sub)stream (inclusive).
-    Index(u64),
+    Index(Index),
     /// After this global position (exclusive).
-    After(i64),
+    After(Position),
 }
 
 /// One read.
@@ -153,7 +154,7 @@ impl Page {
     pub fn next_cursor(&self, scope: Scope) -> Option<Cursor> {
         let last = self.events.last()?;
         Some(match scope {
-            Scope::Substream(_) => Cursor::Index(last.index + 1),
+            Scope::Substream(_) => Cursor::Index(last.index.next()),
             Scope::Factory(_) => Cursor::After(last.position),
         })
     }
@@ -178,8 +179,8 @@ fn event_from_row(prefix: &str, r: &ReadRow) -> Result<StoredEvent> {
     };
     Ok(StoredEvent {
         stream,
-        position: r.int(0)?,
-        index: r.int(1)? as u64,
+        position: r.position(0)?,
+        index: r.index(1)?,
         id: Uuid::from_slice(&r.blob(2)?).unwrap_or_default(),
         event_type: r.text(3)?,
         timestamp: r.int(4)?,
@@ -192,7 +193,7 @@ fn event_from_row(prefix: &str, r: &ReadRow) -> Result<StoredEvent> {
 
 /// Reads one page of events matching the selector, among those at or below the
 /// `durable` position (committed events not yet flushed to disk stay unseen).
-pub async fn events(reads: &Reads, q: &EventQuery<'_>, durable: i64) -> Result<Page> {
+pub async fn events(reads: &Reads, q: &EventQuery<'_>, durable: Position) -> Result<Page> {
     let mut post_filter: Option<HashSet<i64>> = None;
     let mut sql_subs: Option<Vec<i64>> = None;
     if let (Scope::Factory(stream_id), false) = (q.scope, q.selector.subs.is_empty()) {
@@ -220,7 +221,7 @@ pub async fn events(reads: &Reads, q: &EventQuery<'_>, durable: i64) -> Result<P
             Scope::Factory(id) => qb.push("e.factory_id = ").bind(id),
         };
         match cursor {
-            Cursor::Index(i) => qb.push(" AND e.idx >= ").bind(i as i64),
+            Cursor::Index(i) => qb.push(" AND e.idx >= ").bind(i.sql()),
             Cursor::After(p) => qb.push(" AND e.pos > ").bind(p),
         };
         qb.push(" AND e.pos <= ").bind(durable);
@@ -239,7 +240,7 @@ pub async fn events(reads: &Reads, q: &EventQuery<'_>, durable: i64) -> Result<P
         for r in &rows {
             let e = event_from_row(q.prefix, r)?;
             cursor = match q.scope {
-                Scope::Substream(_) => Cursor::Index(e.index + 1),
+                Scope::Substream(_) => Cursor::Index(e.index.next()),
                 Scope::Factory(_) => Cursor::After(e.position),
             };
             if let Some(set) = &post_filter
@@ -272,10 +273,10 @@ fn push_conditions(qb: &mut Sql, sel: &Selector) {
         qb.bind_list(list.iter());
     }
     if let Some(v) = sel.from {
-        qb.push(" AND e.idx >= ").bind(v as i64);
+        qb.push(" AND e.idx >= ").bind(v.sql());
     }
     if let Some(v) = sel.to {
-        qb.push(" AND e.idx <= ").bind(v as i64);
+        qb.push(" AND e.idx <= ").bind(v.sql());
     }
     if let Some(v) = sel.since {
         qb.push(" AND e.ts >= ").bind(v);
@@ -321,9 +322,9 @@ pub async fn account_events(
     reads: &Reads,
     account: &str,
     selector: &Selector,
-    after: i64,
+    after: Position,
     limit: usize,
-    durable: i64,
+    durable: Position,
 ) -> Result<Page> {
     let mut qb = Sql::new(
         "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, e.metadata, \

@@ -75,7 +75,7 @@ pub(crate) async fn lag(
     stream_id: i64,
     factory: bool,
     position: i64,
-    head: i64,
+    head: crate::order::Position,
 ) -> Result<i64> {
     let sql = if factory {
         "SELECT COUNT(*) FROM events WHERE factory_id = $1 AND pos > $2 AND pos <= $3"

@@ -2,11 +2,11 @@
 //! reducer, and checkpoints, which save states, the folded position and log entries
 //! together (what makes folding exactly once), and promote a rebuilt version.
 
-use super::account_events::Change;
-use super::apply::{AppendRequest, Staged};
+use super::account_events::{Change, account_event};
+use super::apply::{AppendRequest, Ledger, Staged};
 use super::db::vals;
-use super::pipe_writes::{Routed, refusal_log};
-use super::writer::{Writer, now_ms};
+use super::pipe_writes::{Routed, append_routed, refusal_log};
+use super::writer::now_ms;
 use crate::error::{EngineError, Result};
 use crate::event::{ExpectedIndex, NewEvent};
 use crate::path::StreamPath;
@@ -78,146 +78,145 @@ pub(crate) struct Checkpoint {
     pub fence: Option<super::cluster::Fence>,
 }
 
-impl Writer {
-    pub(super) fn reducer(
-        &mut self,
-        write: ReducerWrite,
-        staged: &mut Staged,
-    ) -> Result<ReducerWritten> {
-        match write {
-            ReducerWrite::Deploy { stream, row } => {
-                let deployed = self.deploy(stream, *row, staged)?;
-                if let ReducerWritten::Deployed(row, _) = &deployed {
-                    staged.changed(format!("reducers:{}", row.stream_id));
-                }
-                Ok(deployed)
+pub(super) fn reducer(
+    l: &mut Ledger,
+    write: ReducerWrite,
+    staged: &mut Staged,
+) -> Result<ReducerWritten> {
+    match write {
+        ReducerWrite::Deploy { stream, row } => {
+            let deployed = deploy(l, stream, *row, staged)?;
+            if let ReducerWritten::Deployed(row, _) = &deployed {
+                staged.changed(format!("reducers:{}", row.stream_id));
             }
-            ReducerWrite::Delete { stream_id, name } => {
-                staged.changed(format!("reducers:{stream_id}"));
-                let (account, stream) = self
-                    .db
-                    .row(
-                        "SELECT account, name FROM streams WHERE id = ?1",
-                        vals![stream_id],
-                        |r| Ok((r.text(0)?, r.text(1)?)),
-                    )?
-                    .ok_or_else(|| EngineError::not_found("the reducer's stream does not exist"))?;
-                let ids = self.db.rows(
-                    "SELECT id FROM reducers WHERE stream_id = ?1 AND name = ?2",
-                    vals![stream_id, name],
-                    |r| r.int(0),
+            Ok(deployed)
+        }
+        ReducerWrite::Delete { stream_id, name } => {
+            staged.changed(format!("reducers:{stream_id}"));
+            let (account, stream) =
+                l.db.row(
+                    "SELECT account, name FROM streams WHERE id = ?1",
+                    vals![stream_id],
+                    |r| Ok((r.text(0)?, r.text(1)?)),
+                )?
+                .ok_or_else(|| EngineError::not_found("the reducer's stream does not exist"))?;
+            let ids = l.db.rows(
+                "SELECT id FROM reducers WHERE stream_id = ?1 AND name = ?2",
+                vals![stream_id, name],
+                |r| r.int(0),
+            )?;
+            for id in &ids {
+                drop_reducer(l, *id)?;
+            }
+            if !ids.is_empty() {
+                account_event(
+                    l,
+                    staged,
+                    &account,
+                    &stream,
+                    Change::ReducerDeleted,
+                    serde_json::json!({ "reducer": name }),
                 )?;
-                for id in &ids {
-                    self.drop_reducer(*id)?;
-                }
-                if !ids.is_empty() {
-                    self.account_event(
-                        staged,
-                        &account,
-                        &stream,
-                        Change::ReducerDeleted,
-                        serde_json::json!({ "reducer": name }),
-                    )?;
-                }
-                Ok(ReducerWritten::Deleted(ids))
             }
-            ReducerWrite::Checkpoint(c) => {
-                self.checkpoint(c, staged)?;
-                Ok(ReducerWritten::Saved)
-            }
+            Ok(ReducerWritten::Deleted(ids))
+        }
+        ReducerWrite::Checkpoint(c) => {
+            checkpoint(l, c, staged)?;
+            Ok(ReducerWritten::Saved)
         }
     }
+}
 
-    fn deploy(
-        &mut self,
-        path: StreamPath,
-        mut row: ReducerRow,
-        staged: &mut Staged,
-    ) -> Result<ReducerWritten> {
-        let key = (
-            path.account.as_str().to_owned(),
-            path.stream.as_str().to_owned(),
-        );
-        let stream = match self.stream(staged, &key)? {
-            Some(s) => s,
-            None => self.create_stream(staged, &key, StreamSettings::default())?,
-        };
-        row.stream_id = stream.id;
-        row.factory = stream.factory;
-        // the stream's log exists from the first deploy, so it can be read and followed
-        // before its first entry
-        let logs = path.logs();
-        let logs_key = (
-            logs.account.as_str().to_owned(),
-            logs.stream.as_str().to_owned(),
-        );
-        if self.stream(staged, &logs_key)?.is_none() {
-            self.create_stream(staged, &logs_key, StreamSettings::default())?;
+fn deploy(
+    l: &mut Ledger,
+    path: StreamPath,
+    mut row: ReducerRow,
+    staged: &mut Staged,
+) -> Result<ReducerWritten> {
+    let key = (
+        path.account.as_str().to_owned(),
+        path.stream.as_str().to_owned(),
+    );
+    let stream = match l.stream(staged, &key)? {
+        Some(s) => s,
+        None => l.create_stream(staged, &key, StreamSettings::default())?,
+    };
+    row.stream_id = stream.id;
+    row.factory = stream.factory;
+    // the stream's log exists from the first deploy, so it can be read and followed
+    // before its first entry
+    let logs = path.logs();
+    let logs_key = (
+        logs.account.as_str().to_owned(),
+        logs.stream.as_str().to_owned(),
+    );
+    if l.stream(staged, &logs_key)?.is_none() {
+        l.create_stream(staged, &logs_key, StreamSettings::default())?;
+    }
+    let existing = l.db.rows(
+        "SELECT id, status FROM reducers WHERE stream_id = ?1 AND name = ?2",
+        vals![stream.id, row.name],
+        |r| Ok((r.int(0)?, r.text(1)?)),
+    )?;
+    let mut replaced = None;
+    for (id, status) in &existing {
+        if status == "building" {
+            drop_reducer(l, *id)?;
+            replaced = Some(*id);
         }
-        let existing = self.db.rows(
-            "SELECT id, status FROM reducers WHERE stream_id = ?1 AND name = ?2",
-            vals![stream.id, row.name],
-            |r| Ok((r.int(0)?, r.text(1)?)),
-        )?;
-        let mut replaced = None;
-        for (id, status) in &existing {
-            if status == "building" {
-                self.drop_reducer(*id)?;
-                replaced = Some(*id);
-            }
-        }
-        row.building = existing.iter().any(|(_, s)| s == "active");
-        row.position = 0;
-        row.errors = 0;
-        row.halted = None;
-        row.id = self.db.insert_id(
-            "INSERT INTO reducers (stream_id, name, status, source, content_type, code, shape, \
+    }
+    row.building = existing.iter().any(|(_, s)| s == "active");
+    row.position = 0;
+    row.errors = 0;
+    row.halted = None;
+    row.id = l.db.insert_id(
+        "INSERT INTO reducers (stream_id, name, status, source, content_type, code, shape, \
                  reads, selector, on_error, code_hash, position, errors, halted, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, NULL, ?12)",
-            vals![
-                row.stream_id,
-                row.name,
-                if row.building { "building" } else { "active" },
-                row.source,
-                row.content_type,
-                row.code,
-                if row.module { "module" } else { "expression" },
-                serde_json::to_string(&row.reads).unwrap_or_else(|_| "[]".into()),
-                row.selector,
-                if row.halt_on_error { "halt" } else { "skip" },
-                row.code_hash,
-                now_ms(),
-            ],
-        )?;
-        row.live_from = Some(self.next_pos - 1);
-        self.account_event(
-            staged,
-            &key.0,
-            &key.1,
-            Change::ReducerDeployed,
-            serde_json::json!({
-                "reducer": row.name,
-                "codeHash": row.code_hash,
-                "building": row.building,
-            }),
-        )?;
-        Ok(ReducerWritten::Deployed(Box::new(row), replaced))
-    }
+        vals![
+            row.stream_id,
+            row.name,
+            if row.building { "building" } else { "active" },
+            row.source,
+            row.content_type,
+            row.code,
+            if row.module { "module" } else { "expression" },
+            serde_json::to_string(&row.reads).unwrap_or_else(|_| "[]".into()),
+            row.selector,
+            if row.halt_on_error { "halt" } else { "skip" },
+            row.code_hash,
+            now_ms(),
+        ],
+    )?;
+    row.live_from = Some(l.next_pos - 1);
+    account_event(
+        l,
+        staged,
+        &key.0,
+        &key.1,
+        Change::ReducerDeployed,
+        serde_json::json!({
+            "reducer": row.name,
+            "codeHash": row.code_hash,
+            "building": row.building,
+        }),
+    )?;
+    Ok(ReducerWritten::Deployed(Box::new(row), replaced))
+}
 
-    fn checkpoint(&mut self, c: Checkpoint, staged: &mut Staged) -> Result<()> {
-        self.check_fence(c.fence.as_ref())?;
-        let exists = self
-            .db
-            .row(
-                "SELECT 1 FROM reducers WHERE id = ?1",
-                vals![c.reducer_id],
-                |_| Ok(()),
-            )?
-            .is_some();
-        if !exists {
-            return Err(EngineError::not_found("the reducer was deleted"));
-        }
-        self.db.batch(
+fn checkpoint(l: &mut Ledger, c: Checkpoint, staged: &mut Staged) -> Result<()> {
+    l.check_fence(c.fence.as_ref())?;
+    let exists =
+        l.db.row(
+            "SELECT 1 FROM reducers WHERE id = ?1",
+            vals![c.reducer_id],
+            |_| Ok(()),
+        )?
+        .is_some();
+    if !exists {
+        return Err(EngineError::not_found("the reducer was deleted"));
+    }
+    l.db.batch(
             "INSERT INTO reducer_states (reducer_id, sid, idx, state) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (reducer_id, sid) DO UPDATE SET idx = excluded.idx, state = excluded.state",
             |save| {
@@ -227,44 +226,45 @@ impl Writer {
                 Ok(())
             },
         )?;
-        self.db.exec("UPDATE reducers SET position = ?2, errors = errors + ?3, halted = COALESCE(?4, halted) \
-                 WHERE id = ?1", vals![c.reducer_id, c.position, c.new_errors, c.halted])?;
-        if let Some(old) = c.promote_over {
-            self.drop_reducer(old)?;
-            self.db.exec(
-                "UPDATE reducers SET status = 'active' WHERE id = ?1",
-                vals![c.reducer_id],
-            )?;
-        }
-        let mut logs = c.logs;
-        for routed in c.dispatches {
-            let origin = routed.event.origin.clone();
-            if let Err(e) = self.append_routed(routed, staged)?
-                && let Some((_, entries)) = logs.as_mut()
-            {
-                entries.push(refusal_log(&e, origin.as_deref()));
-            }
-        }
-        if let Some((stream, events)) = logs
-            && !events.is_empty()
-        {
-            let request = AppendRequest {
-                stream,
-                events,
-                expected: ExpectedIndex::Any,
-            };
-            self.append(request, staged)?;
-        }
-        Ok(())
-    }
-
-    fn drop_reducer(&mut self, id: i64) -> Result<()> {
-        self.db.exec(
-            "DELETE FROM reducer_states WHERE reducer_id = ?1",
-            vals![id],
+    l.db.exec(
+        "UPDATE reducers SET position = ?2, errors = errors + ?3, halted = COALESCE(?4, halted) \
+                 WHERE id = ?1",
+        vals![c.reducer_id, c.position, c.new_errors, c.halted],
+    )?;
+    if let Some(old) = c.promote_over {
+        drop_reducer(l, old)?;
+        l.db.exec(
+            "UPDATE reducers SET status = 'active' WHERE id = ?1",
+            vals![c.reducer_id],
         )?;
-        self.db
-            .exec("DELETE FROM reducers WHERE id = ?1", vals![id])?;
-        Ok(())
     }
+    let mut logs = c.logs;
+    for routed in c.dispatches {
+        let origin = routed.event.origin.clone();
+        if let Err(e) = append_routed(l, routed, staged)?
+            && let Some((_, entries)) = logs.as_mut()
+        {
+            entries.push(refusal_log(&e, origin.as_deref()));
+        }
+    }
+    if let Some((stream, events)) = logs
+        && !events.is_empty()
+    {
+        let request = AppendRequest {
+            stream,
+            events,
+            expected: ExpectedIndex::Any,
+        };
+        l.append(request, staged)?;
+    }
+    Ok(())
+}
+
+fn drop_reducer(l: &mut Ledger, id: i64) -> Result<()> {
+    l.db.exec(
+        "DELETE FROM reducer_states WHERE reducer_id = ?1",
+        vals![id],
+    )?;
+    l.db.exec("DELETE FROM reducers WHERE id = ?1", vals![id])?;
+    Ok(())
 }

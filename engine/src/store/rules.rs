@@ -78,7 +78,7 @@ pub(crate) fn check_expected(
     let ok = match expected {
         ExpectedIndex::Any => true,
         ExpectedIndex::NoEvents => next_index == 0,
-        ExpectedIndex::Last(n) => next_index == n + 1,
+        ExpectedIndex::Last(n) => next_index == n.get() + 1,
     };
     if ok {
         return Ok(());

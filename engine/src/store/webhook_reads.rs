@@ -18,7 +18,7 @@ fn row_from(r: &ReadRow) -> Result<WebhookRow> {
         selector: r.text(5)?,
         data: r.flag(6)?,
         secret: r.text(7)?,
-        cursor: r.int(8)?,
+        cursor: r.position(8)?,
         paused: r.opt_text(9)?,
         created_at: r.int(10)?,
         failures: u32::try_from(r.int(11)?).unwrap_or(u32::MAX),

@@ -2,10 +2,10 @@
 //! moving their cursors, pausing (with a log entry in the same transaction) and
 //! resuming.
 
-use super::account_events::Change;
-use super::apply::{AppendRequest, Staged};
+use super::account_events::{Change, account_event};
+use super::apply::{AppendRequest, Ledger, Staged};
 use super::db::vals;
-use super::writer::{Writer, now_ms};
+use super::writer::now_ms;
 use crate::error::{EngineError, Result};
 use crate::event::{ExpectedIndex, NewEvent};
 use crate::path::StreamPath;
@@ -23,7 +23,7 @@ pub struct WebhookRow {
     pub data: bool,
     pub secret: String,
     /// Every event at or below this global position was delivered or passed over.
-    pub cursor: i64,
+    pub cursor: crate::order::Position,
     /// Why deliveries stopped; `None` while active.
     pub paused: Option<String>,
     /// The failed attempts of the delivery that paused the webhook; 0 while active.
@@ -36,13 +36,13 @@ pub(crate) enum WebhookWrite {
     Delete(String),
     Cursor {
         id: String,
-        cursor: i64,
+        cursor: crate::order::Position,
         fence: Option<super::cluster::Fence>,
     },
     /// Stops deliveries and says why in the stream's log.
     Pause {
         id: String,
-        cursor: i64,
+        cursor: crate::order::Position,
         reason: String,
         failures: u32,
         log: Box<(StreamPath, NewEvent)>,
@@ -51,105 +51,103 @@ pub(crate) enum WebhookWrite {
     Resume(String),
 }
 
-impl Writer {
-    /// Applies a webhook write; `Ok(false)` when the webhook does not exist.
-    pub(super) fn webhook(&mut self, write: WebhookWrite, staged: &mut Staged) -> Result<bool> {
-        match &write {
-            WebhookWrite::Create(row) => staged.changed(format!("webhook:{}", row.id)),
-            WebhookWrite::Delete(id) | WebhookWrite::Resume(id) => {
-                staged.changed(format!("webhook:{id}"))
-            }
-            WebhookWrite::Pause { id, fence, .. } => {
-                self.check_fence(fence.as_ref())?;
-                staged.changed(format!("webhook:{id}"));
-            }
-            WebhookWrite::Cursor { fence, .. } => self.check_fence(fence.as_ref())?,
+/// Applies a webhook write; `Ok(false)` when the webhook does not exist.
+pub(super) fn webhook(l: &mut Ledger, write: WebhookWrite, staged: &mut Staged) -> Result<bool> {
+    match &write {
+        WebhookWrite::Create(row) => staged.changed(format!("webhook:{}", row.id)),
+        WebhookWrite::Delete(id) | WebhookWrite::Resume(id) => {
+            staged.changed(format!("webhook:{id}"))
         }
-        let changed = match write {
-            WebhookWrite::Create(row) => {
-                let n = self.db.exec(
-                    "INSERT INTO webhooks (id, account, stream, args, url, selector, data, \
+        WebhookWrite::Pause { id, fence, .. } => {
+            l.check_fence(fence.as_ref())?;
+            staged.changed(format!("webhook:{id}"));
+        }
+        WebhookWrite::Cursor { fence, .. } => l.check_fence(fence.as_ref())?,
+    }
+    let changed = match write {
+        WebhookWrite::Create(row) => {
+            let n = l.db.exec(
+                "INSERT INTO webhooks (id, account, stream, args, url, selector, data, \
                      secret, cursor, paused, created_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)",
-                    vals![
-                        row.id,
-                        row.account,
-                        row.stream,
-                        row.args,
-                        row.url,
-                        row.selector,
-                        row.data,
-                        row.secret,
-                        row.cursor,
-                        now_ms(),
-                    ],
-                )?;
-                self.account_event(
+                vals![
+                    row.id,
+                    row.account,
+                    row.stream,
+                    row.args,
+                    row.url,
+                    row.selector,
+                    row.data,
+                    row.secret,
+                    row.cursor,
+                    now_ms(),
+                ],
+            )?;
+            account_event(
+                l,
+                staged,
+                &row.account,
+                &row.stream,
+                Change::WebhookAdded,
+                serde_json::json!({ "id": row.id, "url": row.url, "selector": row.selector }),
+            )?;
+            n
+        }
+        WebhookWrite::Delete(id) => {
+            let owner = l.db.row(
+                "SELECT account, stream FROM webhooks WHERE id = ?1",
+                vals![id],
+                |r| Ok((r.text(0)?, r.text(1)?)),
+            )?;
+            let n = l.db.exec("DELETE FROM webhooks WHERE id = ?1", vals![id])?;
+            if let Some((account, stream)) = owner {
+                account_event(
+                    l,
                     staged,
-                    &row.account,
-                    &row.stream,
-                    Change::WebhookAdded,
-                    serde_json::json!({ "id": row.id, "url": row.url, "selector": row.selector }),
+                    &account,
+                    &stream,
+                    Change::WebhookRemoved,
+                    serde_json::json!({ "id": id }),
                 )?;
-                n
             }
-            WebhookWrite::Delete(id) => {
-                let owner = self.db.row(
-                    "SELECT account, stream FROM webhooks WHERE id = ?1",
-                    vals![id],
-                    |r| Ok((r.text(0)?, r.text(1)?)),
-                )?;
-                let n = self
-                    .db
-                    .exec("DELETE FROM webhooks WHERE id = ?1", vals![id])?;
-                if let Some((account, stream)) = owner {
-                    self.account_event(
-                        staged,
-                        &account,
-                        &stream,
-                        Change::WebhookRemoved,
-                        serde_json::json!({ "id": id }),
-                    )?;
-                }
-                n
-            }
-            WebhookWrite::Cursor { id, cursor, .. } => self.db.exec(
-                "UPDATE webhooks SET cursor = ?1 WHERE id = ?2 AND cursor < ?1",
-                vals![cursor, id],
-            )?,
-            WebhookWrite::Pause {
-                id,
-                cursor,
-                reason,
-                failures,
-                log,
-                ..
-            } => {
-                let (stream, entry) = *log;
-                let n = self.db.exec(
+            n
+        }
+        WebhookWrite::Cursor { id, cursor, .. } => l.db.exec(
+            "UPDATE webhooks SET cursor = ?1 WHERE id = ?2 AND cursor < ?1",
+            vals![cursor, id],
+        )?,
+        WebhookWrite::Pause {
+            id,
+            cursor,
+            reason,
+            failures,
+            log,
+            ..
+        } => {
+            let (stream, entry) = *log;
+            let n = l.db.exec(
                     "UPDATE webhooks SET paused = ?1, cursor = CASE WHEN cursor > ?2 THEN cursor ELSE ?2 END, failures = ?4 \
                          WHERE id = ?3",
                     vals![reason, cursor, id, failures],
                 )?;
-                if n > 0 {
-                    self.append(
-                        AppendRequest {
-                            stream,
-                            events: vec![entry],
-                            expected: ExpectedIndex::Any,
-                        },
-                        staged,
-                    )?;
-                }
-                n
+            if n > 0 {
+                l.append(
+                    AppendRequest {
+                        stream,
+                        events: vec![entry],
+                        expected: ExpectedIndex::Any,
+                    },
+                    staged,
+                )?;
             }
-            WebhookWrite::Resume(id) => self.db.exec(
-                "UPDATE webhooks SET paused = NULL, failures = 0 WHERE id = ?1",
-                vals![id],
-            )?,
-        };
-        Ok(changed > 0)
-    }
+            n
+        }
+        WebhookWrite::Resume(id) => l.db.exec(
+            "UPDATE webhooks SET paused = NULL, failures = 0 WHERE id = ?1",
+            vals![id],
+        )?,
+    };
+    Ok(changed > 0)
 }
 
 /// The error for a write to a webhook that is gone.

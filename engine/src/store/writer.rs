@@ -2,9 +2,11 @@
 //! commits in groups.
 //!
 //! Requests arrive on a channel. The writer applies everything queued to one
-//! transaction (`apply` holds what one request does: a request that fails validation
-//! is answered with its error and writes nothing, the others are unaffected), commits
-//! it, flushes the WAL and only then answers each request (`flush`). Requests that
+//! transaction, lending its [`Ledger`] (the connection and caches) to the request's
+//! domain write: `apply` for appends and settings, the `*_writes` modules for the
+//! rest. A request that fails validation is answered with its error and writes
+//! nothing; the others are unaffected. The writer commits the group, flushes the WAL
+//! and only then answers each request (`flush`). Requests that
 //! arrive during a flush queue up and form the next group: one commit and one flush
 //! per disk round trip, however many requests. A storage error rolls the whole open
 //! group back and drops the writer's caches, which reload from the database.
@@ -19,9 +21,7 @@ use rusqlite::Connection;
 use tokio::sync::{broadcast, oneshot};
 
 use super::access_writes::AccessWrite;
-use super::apply::{
-    AppendRequest, Appended, FastMap, SettingsRequest, Staged, StreamKey, StreamRow, SubKey, SubRow,
-};
+use super::apply::{AppendRequest, Appended, FastMap, Ledger, SettingsRequest, Staged};
 use super::db::{Db, vals};
 use super::pipe_writes::{PipeWrite, PipeWritten};
 use super::reducer_writes::{ReducerWrite, ReducerWritten};
@@ -246,8 +246,8 @@ pub(crate) async fn spawn_postgres(
             };
             let _ = ready_tx.send(Ok(()));
             let mut writer = Writer::new(db, next_pos, ids, flusher, metrics, json);
+            writer.ledger.node = Some(node);
             writer.head = Some(Head {
-                node,
                 commits: None,
                 changes: None,
             });
@@ -310,28 +310,18 @@ impl Pending {
 }
 
 pub(super) struct Writer {
-    pub(super) db: Db,
-    /// Streams by (account, name): a cache of the `streams` table.
-    pub(super) streams: FastMap<StreamKey, StreamRow>,
-    /// Substreams by (stream id, canonical args): a cache of `substreams`.
-    pub(super) subs: FastMap<SubKey, SubRow>,
-    pub(super) next_pos: i64,
-    pub(super) ids: super::event_ids::EventIds,
+    /// The connection and caches the group's writes go through.
+    ledger: Ledger,
     /// Makes each committed group durable, then answers it.
     flusher: super::flush::Flusher,
     metrics: Arc<Metrics>,
-    /// The limits of the JSON data of piped and dispatched events, checked here as
-    /// the one place every routed event passes.
-    pub(super) json: JsonLimits,
     /// Where other nodes write to the same database (PostgreSQL): what the writer
     /// knows of the shared head.
-    pub(super) head: Option<Head>,
+    head: Option<Head>,
 }
 
 /// What a writer that shares its database knows of the head row.
-pub(super) struct Head {
-    /// This node's id, which fences check leases against.
-    pub(super) node: String,
+struct Head {
     /// The head's commit count after this writer's last commit; `None` when unknown.
     commits: Option<i64>,
     /// The head's change count as this writer last saw it; `None` when unknown.
@@ -348,14 +338,17 @@ impl Writer {
         json: JsonLimits,
     ) -> Self {
         Self {
-            db,
-            streams: FastMap::default(),
-            subs: FastMap::default(),
-            next_pos,
-            ids,
+            ledger: Ledger {
+                db,
+                streams: FastMap::default(),
+                subs: FastMap::default(),
+                next_pos,
+                ids,
+                json,
+                node: None,
+            },
             flusher,
             metrics,
-            json,
             head: None,
         }
     }
@@ -416,7 +409,7 @@ impl Writer {
     /// validation errors become its answer; a storage error rolls the whole group back.
     fn apply(&mut self, cmd: Command, group: &mut Option<OpenGroup>) {
         if group.is_none() {
-            let begin = if self.db.is_postgres() {
+            let begin = if self.ledger.db.is_postgres() {
                 "BEGIN"
             } else {
                 "BEGIN IMMEDIATE"
@@ -424,13 +417,13 @@ impl Writer {
             let begun = self.reconnect().and_then(|()| match self.head.is_some() {
                 // one round trip: the head is locked as the transaction begins
                 true => self.lock_head(),
-                false => self.db.control(begin),
+                false => self.ledger.db.control(begin),
             });
             if let Err(e) = begun {
                 tracing::error!(error = %e.message, "cannot begin a transaction");
                 // a transaction begun before the failure ends here
-                if self.db.is_postgres() {
-                    let _ = self.db.control("ROLLBACK");
+                if self.ledger.db.is_postgres() {
+                    let _ = self.ledger.db.control("ROLLBACK");
                     self.forget_head();
                 }
                 let answer = if e.code == ErrorCode::Unavailable {
@@ -443,41 +436,41 @@ impl Writer {
             }
             *group = Some(OpenGroup {
                 started: Instant::now(),
-                first_pos: self.next_pos,
+                first_pos: self.ledger.next_pos,
                 staged: Staged::default(),
                 pending: Vec::new(),
                 bytes: 0,
             });
         }
         let Some(g) = group.as_mut() else { return };
-        let changes = self.db.total_changes();
+        let changes = self.ledger.db.total_changes();
         let (storage_error, pending) = match cmd {
             Command::Append(req, tx) => {
                 g.bytes += req.events.iter().map(|e| e.data.len()).sum::<usize>();
-                let r = self.append(req, &mut g.staged);
+                let r = self.ledger.append(req, &mut g.staged);
                 (self.doomed(&r, changes), Pending::Append(tx, r))
             }
             Command::Settings(req, tx) => {
-                let r = self.settings(req, &mut g.staged);
+                let r = self.ledger.settings(req, &mut g.staged);
                 (self.doomed(&r, changes), Pending::Settings(tx, r))
             }
             Command::Reducer(write, tx) => {
-                let r = self.reducer(write, &mut g.staged);
+                let r = super::reducer_writes::reducer(&mut self.ledger, write, &mut g.staged);
                 (self.doomed(&r, changes), Pending::Reducer(tx, r))
             }
             Command::Webhook(write, tx) => {
-                let r = self.webhook(write, &mut g.staged);
+                let r = super::webhook_writes::webhook(&mut self.ledger, write, &mut g.staged);
                 (self.doomed(&r, changes), Pending::Webhook(tx, r))
             }
             Command::Pipe(write, tx) => {
                 if let PipeWrite::Batch(b) = &write {
                     g.bytes += b.outs.iter().map(|o| o.event.data.len()).sum::<usize>();
                 }
-                let r = self.pipe(write, &mut g.staged);
+                let r = super::pipe_writes::pipe(&mut self.ledger, write, &mut g.staged);
                 (self.doomed(&r, changes), Pending::Pipe(tx, r))
             }
             Command::Access(write, tx) => {
-                let r = self.access(write, &mut g.staged);
+                let r = super::access_writes::access(&mut self.ledger, write, &mut g.staged);
                 (self.doomed(&r, changes), Pending::Access(tx, r))
             }
             Command::Shutdown(_) => return,
@@ -500,19 +493,20 @@ impl Writer {
         };
         let known = (head.commits, head.changes);
         let (last, commits, changes) = self
+            .ledger
             .db
             .control_row(
                 "BEGIN; SELECT last, commits, changes FROM event_positions FOR UPDATE",
                 |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)),
             )?
             .ok_or_else(|| EngineError::internal("event_positions has no row"))?;
-        if known.0 != Some(commits) || self.next_pos != last + 1 {
+        if known.0 != Some(commits) || self.ledger.next_pos != last + 1 {
             // another node committed (or a commit whose answer was lost landed): the
             // substreams' counts may have moved; streams change only with a change
-            self.next_pos = last + 1;
-            self.subs.clear();
+            self.ledger.next_pos = last + 1;
+            self.ledger.subs.clear();
             if known.1 != Some(changes) {
-                self.streams.clear();
+                self.ledger.streams.clear();
             }
         }
         if let Some(head) = &mut self.head {
@@ -538,10 +532,10 @@ impl Writer {
     /// (the statements take no parameters, so the values are written into them: all
     /// numbers, node ids and change keys made by eddy, quoted all the same).
     fn commit_group(&mut self, staged: &Staged) -> Result<()> {
-        let Some(head) = &self.head else {
-            return self.db.control("COMMIT");
-        };
-        let last = self.next_pos - 1;
+        if self.head.is_none() {
+            return self.ledger.db.control("COMMIT");
+        }
+        let last = self.ledger.next_pos - 1;
         let changed = i64::from(!staged.changes.is_empty());
         let quoted = |text: &str| format!("'{}'", text.replace('\'', "''"));
         // `<node> <change count> <key>...`, the count added by the statement itself
@@ -554,10 +548,11 @@ impl Writer {
             events = staged.events > 0,
             commits_channel = quoted(super::cluster::COMMITS),
             changes_channel = quoted(super::cluster::CHANGES),
-            node = quoted(&head.node),
+            node = quoted(self.ledger.node.as_deref().unwrap_or_default()),
             keys = quoted(&change_keys(&staged.changes)),
         );
         let (commits, changes) = self
+            .ledger
             .db
             .control_row(&sql, |r| Ok((r.int(0)?, r.int(1)?)))?
             .ok_or_else(|| EngineError::internal("event_positions has no row"))?;
@@ -568,33 +563,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Where leases fence background work: checks, in the open transaction, that this
-    /// node still holds the lease `fence` names, and keeps the lease row from being
-    /// taken over until the transaction ends. Writes nothing.
-    pub(super) fn check_fence(&self, fence: Option<&super::cluster::Fence>) -> Result<()> {
-        let (Some(fence), Some(head)) = (fence, &self.head) else {
-            return Ok(());
-        };
-        let held = self.db.row(
-            "SELECT 1 FROM eddy_leases WHERE work = ?1 AND node = ?2 AND epoch = ?3 \
-             AND expires_at > clock_timestamp() FOR SHARE",
-            vals![fence.work.as_str(), head.node.as_str(), fence.epoch],
-            |_| Ok(()),
-        )?;
-        match held {
-            Some(_) => Ok(()),
-            None => Err(super::cluster::lease_lost(fence)),
-        }
-    }
-
     /// Connects to the database again if the connection was lost, and then rereads
     /// the next position: a group whose COMMIT answer was lost may have landed.
     fn reconnect(&mut self) -> Result<()> {
-        if !self.db.heal()? {
+        if !self.ledger.db.heal()? {
             return Ok(());
         }
         self.forget_head();
         let next = self
+            .ledger
             .db
             .row(
                 "SELECT COALESCE(MAX(pos), 0) + 1 FROM events",
@@ -602,16 +579,16 @@ impl Writer {
                 |r| r.int(0),
             )?
             .unwrap_or(1);
-        if next > self.next_pos {
+        if next > self.ledger.next_pos {
             tracing::warn!(
-                events = next - self.next_pos,
+                events = next - self.ledger.next_pos,
                 "a group whose commit was not confirmed had committed"
             );
             self.flusher.advance(next - 1);
         }
-        self.next_pos = next;
-        self.streams.clear();
-        self.subs.clear();
+        self.ledger.next_pos = next;
+        self.ledger.streams.clear();
+        self.ledger.subs.clear();
         Ok(())
     }
 
@@ -623,7 +600,7 @@ impl Writer {
         if let Some(e) = storage_failure(r) {
             return Some(e);
         }
-        if self.db.total_changes() == changes_before {
+        if self.ledger.db.total_changes() == changes_before {
             return None;
         }
         tracing::error!(
@@ -652,18 +629,18 @@ impl Writer {
             pending,
             ..
         } = g;
-        self.streams.extend(staged.streams);
-        self.subs.extend(staged.subs);
+        self.ledger.streams.extend(staged.streams);
+        self.ledger.subs.extend(staged.subs);
         self.metrics.commits.inc();
         self.metrics.events_appended.inc_by(staged.events);
         self.metrics.group_events.observe(staged.events as f64);
         self.metrics.group_requests.observe(pending.len() as f64);
-        let last_position = self.next_pos - 1;
+        let last_position = self.ledger.next_pos - 1;
         self.flusher.flush(super::flush::Settled {
             pending,
             notice: (staged.events > 0).then(|| {
                 Committed::new(
-                    last_position,
+                    crate::order::Position(last_position),
                     staged.touched_streams,
                     staged.live,
                     staged.live_complete,
@@ -680,11 +657,11 @@ impl Writer {
     /// and the caches reload from the database.
     fn roll_back(&mut self, g: OpenGroup, cause: &EngineError) {
         tracing::error!(error = %cause.message, "group rolled back after a storage error");
-        let _ = self.db.control("ROLLBACK");
+        let _ = self.ledger.db.control("ROLLBACK");
         self.forget_head();
-        self.next_pos = g.first_pos;
-        self.streams.clear();
-        self.subs.clear();
+        self.ledger.next_pos = g.first_pos;
+        self.ledger.streams.clear();
+        self.ledger.subs.clear();
         let answer = if cause.code == ErrorCode::Unavailable {
             EngineError::new(
                 ErrorCode::Unavailable,
@@ -701,7 +678,7 @@ impl Writer {
 
     /// Writes the touched substreams' counters, once per group.
     fn update_substreams(&mut self, staged: &Staged) -> Result<()> {
-        self.db.batch(
+        self.ledger.db.batch(
             "UPDATE substreams SET event_count = ?1, last_index = ?2, last_timestamp = ?3 \
              WHERE id = ?4",
             |update| {

@@ -12,6 +12,7 @@ use super::test_backends::{self, path};
 use super::writer::{self, WriterHandle};
 use crate::error::ErrorCode;
 use crate::event::{ExpectedIndex, NewEvent};
+use crate::order::Index;
 
 fn event(id: Option<uuid::Uuid>, ts: Option<i64>) -> NewEvent {
     NewEvent {
@@ -78,9 +79,9 @@ async fn appends_follow_the_rules((w, thread): Started) {
         written.push(t.await.unwrap().events[0]);
     }
     written.sort_unstable_by_key(|e| e.index);
-    let indexes: Vec<u64> = written.iter().map(|e| e.index).collect();
+    let indexes: Vec<u64> = written.iter().map(|e| e.index.get()).collect();
     assert_eq!(indexes, (0..40).collect::<Vec<u64>>());
-    let positions: Vec<i64> = written.iter().map(|e| e.position).collect();
+    let positions: Vec<i64> = written.iter().map(|e| e.position.get()).collect();
     // (position 1 is the account event announcing the new stream)
     assert_eq!(
         positions,
@@ -128,7 +129,7 @@ async fn appends_follow_the_rules((w, thread): Started) {
     let stale = refused(
         "acme/log",
         event(None, None),
-        ExpectedIndex::Last(3),
+        ExpectedIndex::Last(Index(3)),
         last_index,
     );
     assert_eq!(stale.await, ErrorCode::Conflict);
@@ -150,7 +151,7 @@ async fn appends_follow_the_rules((w, thread): Started) {
         &w,
         "acme/log",
         vec![event(None, None)],
-        ExpectedIndex::Last(40),
+        ExpectedIndex::Last(Index(40)),
     )
     .await
     .unwrap();
@@ -174,7 +175,7 @@ async fn appends_follow_the_rules((w, thread): Started) {
     .await
     .unwrap();
     assert_eq!(
-        (a.events[1].index, b.events[0].index),
+        (a.events[1].index.get(), b.events[0].index.get()),
         (1, 0),
         "substreams count apart"
     );

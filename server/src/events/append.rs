@@ -12,6 +12,7 @@ use eddy_engine::access::admit::Intake;
 use eddy_engine::event::{
     self, ContentType, ExpectedIndex, MAX_BATCH_BYTES, MAX_EVENT_DATA, NewEvent,
 };
+use eddy_engine::order::Index;
 use eddy_engine::path::StreamPath;
 use eddy_engine::{AppendRequest, Appended, EngineError};
 use serde_json::json;
@@ -247,7 +248,7 @@ pub(super) async fn append(
 }
 
 /// 201 with `Location` of the event at `index`.
-pub(super) fn created(path: &StreamPath, index: u64, body: serde_json::Value) -> Response {
+pub(super) fn created(path: &StreamPath, index: Index, body: serde_json::Value) -> Response {
     located(
         path,
         index,
@@ -256,7 +257,7 @@ pub(super) fn created(path: &StreamPath, index: u64, body: serde_json::Value) ->
 }
 
 /// `resp` with `Location` of the event at `index`.
-fn located(path: &StreamPath, index: u64, mut resp: Response) -> Response {
+fn located(path: &StreamPath, index: Index, mut resp: Response) -> Response {
     let mut location = path.url();
     // (fmt::Write on a String cannot fail)
     let _ = write!(location, "/{index}");
@@ -267,8 +268,18 @@ fn located(path: &StreamPath, index: u64, mut resp: Response) -> Response {
 }
 
 pub(super) fn batch_response(path: &StreamPath, appended: &Appended) -> Response {
-    let first = appended.events.iter().map(|e| e.index).min().unwrap_or(0);
-    let last = appended.events.iter().map(|e| e.index).max().unwrap_or(0);
+    let first = appended
+        .events
+        .iter()
+        .map(|e| e.index)
+        .min()
+        .unwrap_or_default();
+    let last = appended
+        .events
+        .iter()
+        .map(|e| e.index)
+        .max()
+        .unwrap_or_default();
     let mut body = json!({"first": first, "last": last, "count": appended.events.len()});
     if appended.duplicate {
         body["duplicate"] = true.into();

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eddy_engine::access::admit::AppendPolicy;
 use eddy_engine::event::{ContentType, ExpectedIndex, MAX_EVENT_DATA, NewEvent};
+use eddy_engine::order::Index;
 use eddy_engine::path::StreamPath;
 use eddy_engine::{EngineError, ErrorCode};
 use futures::StreamExt;
@@ -22,8 +23,8 @@ use crate::error::{ApiError, ApiResult};
 /// What the request has written so far.
 #[derive(Default)]
 struct Written {
-    first: Option<u64>,
-    last: u64,
+    first: Option<Index>,
+    last: Index,
     count: u64,
 }
 

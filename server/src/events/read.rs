@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eddy_engine::consumers::Follow;
+use eddy_engine::order::{Index, Position};
 use eddy_engine::path::StreamPath;
 use eddy_engine::selector::Selector;
 use eddy_engine::{Cursor, EventQuery, Page, Resolved, Scope};
@@ -57,8 +58,8 @@ impl Reader {
             return Ok(Page::default());
         };
         let cursor = self.cursor.unwrap_or(match scope {
-            Scope::Substream(_) => Cursor::Index(0),
-            Scope::Factory(_) => Cursor::After(0),
+            Scope::Substream(_) => Cursor::Index(Index(0)),
+            Scope::Factory(_) => Cursor::After(Position::START),
         });
         let page = self
             .state
@@ -205,7 +206,7 @@ pub async fn get(
         prefix,
         selector,
         resolved: None,
-        cursor: after.map(|a| Cursor::After(a as i64)),
+        cursor: after.map(|a| Cursor::After(Position(a as i64))),
     };
     let mut rx = state.engine.subscribe();
     if ndjson {
@@ -363,7 +364,7 @@ pub async fn one(state: AppState, path: StreamPath, index: u64, uri: &Uri) -> Ap
     let mut q = Params::parse(uri)?;
     let raw = q.flag("raw")?;
     q.finish()?;
-    let event = state.engine.event(&path, index).await?;
+    let event = state.engine.event(&path, Index(index)).await?;
     if !raw {
         return Ok(axum::Json(event.envelope()).into_response());
     }

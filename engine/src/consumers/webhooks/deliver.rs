@@ -16,6 +16,7 @@ use crate::Engine;
 use crate::consumers::{Follow, Start};
 use crate::event::{NewEvent, StoredEvent};
 use crate::metrics::Metrics;
+use crate::order::Position;
 use crate::path::StreamPath;
 use crate::selector::Selector;
 use crate::store::SharedEvent;
@@ -149,7 +150,7 @@ impl Deliverer {
         self.lock().last_error = Some(error);
     }
 
-    async fn save(&self, cursor: i64) {
+    async fn save(&self, cursor: Position) {
         let write = WebhookWrite::Cursor {
             id: self.row.id.clone(),
             cursor,
@@ -160,7 +161,7 @@ impl Deliverer {
         }
     }
 
-    async fn pause(&self, cursor: i64, e: &StoredEvent, reason: String, failures: u32) {
+    async fn pause(&self, cursor: Position, e: &StoredEvent, reason: String, failures: u32) {
         tracing::warn!(webhook = %self.row.id, %reason, "webhook paused");
         let entry = serde_json::json!({
             "webhook": self.row.id,
@@ -362,11 +363,12 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::order::Index;
 
     fn event(stream: &str, index: u64, position: i64) -> Arc<SharedEvent> {
         Arc::new(SharedEvent::new(StoredEvent {
             stream: stream.to_owned(),
-            index,
+            index: Index(index),
             id: uuid::Uuid::nil(),
             event_type: "t".to_owned(),
             timestamp: 0,
@@ -374,7 +376,7 @@ mod tests {
             data: Bytes::new(),
             metadata: None,
             origin: None,
-            position,
+            position: Position(position),
         }))
     }
 
@@ -435,7 +437,10 @@ mod tests {
             })
             .collect();
         let kept = coalesce(long.clone(), false);
-        let got: Vec<(&str, u64)> = kept.iter().map(|e| (e.stream.as_str(), e.index)).collect();
+        let got: Vec<(&str, u64)> = kept
+            .iter()
+            .map(|e| (e.stream.as_str(), e.index.get()))
+            .collect();
         assert_eq!(got, [("a/f('x')", 99), ("a/f('y')", 99)]);
         assert_eq!(coalesce(long, true).len(), 200);
     }

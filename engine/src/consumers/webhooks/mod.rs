@@ -87,7 +87,7 @@ pub struct WebhookStatus {
     /// `active`, `retrying` (the current delivery failed and is retried) or `paused`.
     pub status: &'static str,
     /// Every event at or below this global position was delivered or passed over.
-    pub cursor: i64,
+    pub cursor: crate::order::Position,
     #[serde(rename = "pausedReason", skip_serializing_if = "Option::is_none")]
     pub paused_reason: Option<String>,
     /// Failed attempts of the delivery under way.
@@ -103,7 +103,7 @@ pub struct WebhookStatus {
 pub(crate) struct Progress {
     pub failures: u32,
     pub last_error: Option<String>,
-    pub cursor: i64,
+    pub cursor: crate::order::Position,
 }
 
 struct Running {
@@ -231,7 +231,7 @@ impl Engine {
             data: new.data,
             secret: secret.to_string(),
             cursor: if replay {
-                0
+                crate::order::Position::START
             } else {
                 self.store.last_position()
             },
