@@ -251,13 +251,14 @@ impl Engine {
         store::read::events(&self.store.reads, q, self.store.read_bound()).await
     }
 
-    /// One event of a (sub)stream by index: the path resolved and the event read in
-    /// one query (see [`Engine::resolve`] for the path's errors).
+    /// One event of a (sub)stream by index, with the stream's settings: the path
+    /// resolved and the event read in one query (see [`Engine::resolve`] for the path's
+    /// errors).
     pub async fn event(
         &self,
         path: &StreamPath,
         index: order::Index,
-    ) -> Result<event::StoredEvent> {
+    ) -> Result<(event::StoredEvent, StreamSettings)> {
         let missing = || EngineError::not_found(format!("event {index} of {path} does not exist"));
         let args = path.args.as_ref().map(|a| a.canonical());
         let names = (
@@ -272,7 +273,7 @@ impl Engine {
             return Err(missing_stream(path));
         };
         match scope_of(path, &info, sid)? {
-            Some(Scope::Substream(_)) => event.ok_or_else(missing),
+            Some(Scope::Substream(_)) => Ok((event.ok_or_else(missing)?, info.settings)),
             Some(Scope::Factory(_)) => Err(EngineError::invalid(format!(
                 "{path} is a stream factory: name the substream, as in /{path}('id')/{index}"
             ))),

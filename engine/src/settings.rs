@@ -11,8 +11,9 @@ use serde_json::{Map, Value};
 use crate::error::{EngineError, Result};
 
 /// The settings fields this server knows.
-pub const FIELDS: [&str; 7] = [
+pub const FIELDS: [&str; 8] = [
     "factory",
+    "metadata",
     "public",
     "rateLimit",
     "blocklist",
@@ -29,6 +30,8 @@ pub const MAX_BLOCKLIST: usize = 1000;
 pub const MAX_RATE: u64 = 1_000_000;
 /// Fewest bytes an `hmacSecret` may decode to.
 pub const MIN_SECRET_BYTES: usize = 16;
+/// Most bytes a stream's `metadata` object may take as JSON.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -36,6 +39,10 @@ pub struct StreamSettings {
     /// A factory holds substreams `strm(args)`; a plain stream holds events itself.
     #[serde(default)]
     pub factory: bool,
+    /// The owner's description of the stream (API §13): any JSON object, answered
+    /// with every read of the stream (`X-Stream-Metadata`) and in listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
     /// What anyone may do without credentials.
     #[serde(default)]
     pub public: Public,
@@ -211,6 +218,7 @@ fn check_field(field: &str, v: &Value) -> Result<()> {
             v,
             format!("settings field \"factory\" must be a boolean, not {v}"),
         )),
+        "metadata" => check_metadata(field, "settings field \"metadata\"", v).map(drop),
         "public" => check_public(v),
         "rateLimit" => check_rate(v),
         "blocklist" => check_blocklist(v),
@@ -229,6 +237,38 @@ fn check_field(field: &str, v: &Value) -> Result<()> {
         "requestHosts" => check_hosts(v),
         _ => Ok(()),
     }
+}
+
+/// A stream's metadata: a JSON object of at most [`MAX_METADATA_BYTES`]. `field` is
+/// where it came from (the settings field, the header) and `label` how errors name it.
+fn check_metadata<'v>(field: &str, label: &str, v: &'v Value) -> Result<&'v Map<String, Value>> {
+    let Some(m) = v.as_object() else {
+        let shown: String = v.to_string().chars().take(200).collect();
+        return Err(
+            EngineError::invalid(format!("{label} must be a JSON object, not {shown}"))
+                .with("field", field),
+        );
+    };
+    let len = v.to_string().len();
+    if len > MAX_METADATA_BYTES {
+        return Err(EngineError::invalid(format!(
+            "{label} is {len} bytes of JSON; at most {MAX_METADATA_BYTES} are allowed"
+        ))
+        .with("field", field));
+    }
+    Ok(m)
+}
+
+/// The metadata a `X-Stream-Metadata` header gives a stream it creates.
+pub fn metadata_header(raw: &[u8]) -> Result<Map<String, Value>> {
+    const FIELD: &str = "X-Stream-Metadata";
+    let shown = || String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned();
+    let v: Value = serde_json::from_slice(raw).map_err(|e| {
+        EngineError::invalid(format!("header {FIELD} is not JSON ({e}): {}", shown()))
+            .with("field", FIELD)
+            .with("value", shown())
+    })?;
+    check_metadata(FIELD, "header X-Stream-Metadata", &v).cloned()
 }
 
 fn check_public(v: &Value) -> Result<()> {

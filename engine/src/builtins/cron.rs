@@ -206,6 +206,7 @@ async fn run(schedule: Schedule, writer: WriterHandle, reads: Reads) {
     let path = super::cron_stream(&expr);
     let append = |ms: i64| {
         writer.append(AppendRequest {
+            metadata: None,
             stream: path.clone(),
             events: vec![tick(&expr, ms)],
             expected: ExpectedIndex::Any,

@@ -44,6 +44,7 @@ fn path(p: &str) -> StreamPath {
 async fn append(engine: &Engine, p: &str, ty: &str, data: &[u8]) {
     engine
         .append(AppendRequest {
+            metadata: None,
             stream: path(p),
             events: vec![NewEvent {
                 id: None,
@@ -153,6 +154,7 @@ async fn events_left_out_of_a_large_commit_are_read_from_storage() {
         .collect();
     engine
         .append(AppendRequest {
+            metadata: None,
             stream: path("/acme/big"),
             events,
             expected: ExpectedIndex::Any,
@@ -245,6 +247,7 @@ async fn a_notice_wholly_for_a_subscriber_comes_whole_and_renders_once() {
     // a notice with events the selector passes over comes event by event
     engine
         .append(AppendRequest {
+            metadata: None,
             stream: path("/acme/s"),
             events: vec![event_x("a"), event_x("b")],
             expected: ExpectedIndex::Any,
@@ -349,6 +352,7 @@ async fn a_notice_reaching_past_the_selector_range_comes_event_by_event() {
     // one commit of indexes 1..=3: the notice's last event is past `to=2`
     engine
         .append(AppendRequest {
+            metadata: None,
             stream: path("/acme/s"),
             events: vec![event_x("t"), event_x("t"), event_x("t")],
             expected: ExpectedIndex::Any,

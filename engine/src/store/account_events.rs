@@ -78,6 +78,7 @@ pub(super) fn account_event(
         fields.extend(m);
     }
     let request = AppendRequest {
+        metadata: None,
         stream: builtins::account_events(&account)?,
         events: vec![NewEvent {
             id: None,

@@ -27,6 +27,9 @@ pub struct AppendRequest {
     pub stream: StreamPath,
     pub events: Vec<NewEvent>,
     pub expected: ExpectedIndex,
+    /// The metadata of the stream, should this append create it (API §13); an
+    /// existing stream keeps its own.
+    pub metadata: Option<Map<String, Value>>,
 }
 
 /// What an append wrote (or, for a duplicate, what was already there).
@@ -363,6 +366,7 @@ impl Ledger {
                 &skey,
                 StreamSettings {
                     factory: path.args.is_some(),
+                    metadata: req.metadata.clone(),
                     ..StreamSettings::default()
                 },
             )?,

@@ -27,6 +27,7 @@ async fn append(store: &Store, p: &str, events: Vec<NewEvent>) {
     store
         .writer
         .append(AppendRequest {
+            metadata: None,
             stream: path(p),
             events,
             expected: ExpectedIndex::Any,

@@ -39,6 +39,7 @@ async fn write_events(dir: &Path, stream: &str, n: usize) {
         store
             .writer
             .append(AppendRequest {
+                metadata: None,
                 stream: path.clone(),
                 events,
                 expected: ExpectedIndex::Any,

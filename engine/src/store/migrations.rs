@@ -119,6 +119,7 @@ mod tests {
             panic!("/a/s is a stream path")
         };
         AppendRequest {
+            metadata: None,
             stream,
             events: vec![NewEvent {
                 id,

@@ -317,6 +317,7 @@ fn pipe_batch(l: &mut Ledger, batch: PipeBatch, staged: &mut Staged) -> Result<P
     if !logs.is_empty() {
         l.append(
             AppendRequest {
+                metadata: None,
                 stream: batch.log_stream,
                 events: logs,
                 expected: ExpectedIndex::Any,
@@ -364,6 +365,7 @@ pub(super) fn append_routed(
     let changes = l.db.total_changes();
     match l.append(
         AppendRequest {
+            metadata: None,
             stream,
             events: vec![event],
             expected: ExpectedIndex::Any,

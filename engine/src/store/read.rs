@@ -354,6 +354,9 @@ pub struct StreamEntry {
     pub events: i64,
     #[serde(rename = "createdAt")]
     pub created_at: i64,
+    /// The stream's metadata (API §13), when it has some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// An account's streams by name, after `after`.
@@ -367,9 +370,11 @@ pub async fn list_streams(
     let rows = reads
         .all(
             "SELECT s.name, s.factory, CAST(COALESCE(SUM(ss.event_count), 0) AS BIGINT), \
-             s.created_at FROM streams s LEFT JOIN substreams ss ON ss.stream_id = s.id \
+             s.created_at, s.settings FROM streams s \
+             LEFT JOIN substreams ss ON ss.stream_id = s.id \
              WHERE s.account = $1 AND s.name > $2 AND s.name NOT LIKE '%/%' \
-             GROUP BY s.id, s.name, s.factory, s.created_at ORDER BY s.name LIMIT $3",
+             GROUP BY s.id, s.name, s.factory, s.created_at, s.settings \
+             ORDER BY s.name LIMIT $3",
             args![account, after, limit as i64],
         )
         .await?;
@@ -380,6 +385,7 @@ pub async fn list_streams(
                 factory: r.flag(1)?,
                 events: r.int(2)?,
                 created_at: r.int(3)?,
+                metadata: StreamSettings::from_stored(&r.text(4)?, false).metadata,
             })
         })
         .collect()

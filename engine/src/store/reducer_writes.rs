@@ -251,6 +251,7 @@ fn checkpoint(l: &mut Ledger, c: Checkpoint, staged: &mut Staged) -> Result<()> 
         && !events.is_empty()
     {
         let request = AppendRequest {
+            metadata: None,
             stream,
             events,
             expected: ExpectedIndex::Any,

@@ -76,6 +76,7 @@ mod tests {
         };
         let stream: StreamPath = stream;
         AppendRequest {
+            metadata: None,
             stream,
             events: vec![NewEvent {
                 id: None,

@@ -133,6 +133,7 @@ pub(super) fn webhook(l: &mut Ledger, write: WebhookWrite, staged: &mut Staged) 
             if n > 0 {
                 l.append(
                     AppendRequest {
+                        metadata: None,
                         stream,
                         events: vec![entry],
                         expected: ExpectedIndex::Any,

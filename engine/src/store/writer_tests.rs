@@ -29,6 +29,7 @@ async fn append(
     expected: ExpectedIndex,
 ) -> crate::error::Result<Appended> {
     w.append(AppendRequest {
+        metadata: None,
         stream: path(p),
         events,
         expected,

@@ -28,6 +28,8 @@ pub(super) struct AppendInputs {
     pub timestamp: Option<i64>,
     pub id: Option<Uuid>,
     pub expected: ExpectedIndex,
+    /// `X-Stream-Metadata`: the metadata of a stream this append creates.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A header by its name as clients write it in docs and errors, and parsed once.
@@ -110,12 +112,17 @@ impl AppendInputs {
             .map(|(src, v)| ExpectedIndex::parse(src, &v))
             .transpose()?
             .unwrap_or_default();
+        let metadata = headers
+            .get("x-stream-metadata")
+            .map(|v| eddy_engine::settings::metadata_header(v.as_bytes()))
+            .transpose()?;
         q.finish()?;
         Ok(Self {
             event_type,
             timestamp,
             id,
             expected,
+            metadata,
         })
     }
 
@@ -175,7 +182,7 @@ async fn post_inner(
                 .engine
                 .admit_append(creds, &path, referer, Intake::Batch(read))
                 .await?;
-            let appended = append(state, &path, admitted.events, inputs.expected).await?;
+            let appended = append(state, &path, admitted.events, &inputs).await?;
             Ok(batch_response(&path, &appended))
         }
         "application/x-ndjson" => {
@@ -206,7 +213,7 @@ async fn post_inner(
                 .engine
                 .admit_append(creds, &path, referer, Intake::One(read))
                 .await?;
-            let appended = append(state, &path, admitted.events, inputs.expected).await?;
+            let appended = append(state, &path, admitted.events, &inputs).await?;
             // the answer of every single-event POST, written out directly: the same
             // JSON as `json!` gives, without building a map first
             let e = appended.events[0];
@@ -235,14 +242,15 @@ pub(super) async fn append(
     state: &AppState,
     path: &StreamPath,
     events: Vec<NewEvent>,
-    expected: ExpectedIndex,
+    inputs: &AppendInputs,
 ) -> ApiResult<Appended> {
     Ok(state
         .engine
         .append(AppendRequest {
             stream: path.clone(),
             events,
-            expected,
+            expected: inputs.expected,
+            metadata: inputs.metadata.clone(),
         })
         .await?)
 }

@@ -36,7 +36,8 @@ struct Ingest<'a> {
     content_type: ContentType,
     event_type: String,
     timestamp: Option<i64>,
-    expected: ExpectedIndex,
+    /// The request's inputs; its expected index holds for the first write only.
+    inputs: AppendInputs,
     pending: Vec<NewEvent>,
     written: Written,
 }
@@ -74,8 +75,8 @@ impl Ingest<'_> {
             self.policy.until_ready(&self.path).await;
         }
         let events = std::mem::take(&mut self.pending);
-        let expected = std::mem::take(&mut self.expected);
-        let appended = append(self.state, &self.path, events, expected).await?;
+        let appended = append(self.state, &self.path, events, &self.inputs).await?;
+        self.inputs.expected = ExpectedIndex::Any;
         let w = &mut self.written;
         w.first.get_or_insert(appended.events[0].index);
         w.last = appended.events.last().map_or(w.last, |e| e.index);
@@ -124,7 +125,7 @@ pub async fn ingest<'a>(
         content_type: ContentType::json(),
         event_type: inputs.required_type()?,
         timestamp: inputs.timestamp,
-        expected: inputs.expected,
+        inputs,
         pending: Vec::new(),
         written: Written::default(),
     };

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use eddy_engine::consumers::Follow;
 use eddy_engine::order::{Index, Position};
+use eddy_engine::settings::StreamSettings;
 use eddy_engine::path::StreamPath;
 use eddy_engine::selector::Selector;
 use eddy_engine::{Cursor, EventQuery, Page, Resolved, Scope};
@@ -251,6 +252,9 @@ pub async fn get(
     {
         resp.headers_mut().insert(header::LINK, v);
     }
+    if let Some(r) = &reader.resolved {
+        stream_metadata(&mut resp, &r.info.settings);
+    }
     Ok(resp)
 }
 
@@ -296,6 +300,7 @@ async fn ndjson_response(
     if reader.resolved.is_none() && !follow && wait.is_none() && !builtin {
         return Err(reader.missing());
     }
+    let settings = reader.resolved.as_ref().map(|r| r.info.settings.clone());
     let (tx, out) = mpsc::channel::<Bytes>(8);
     tokio::spawn(async move {
         let mut page = first;
@@ -348,7 +353,7 @@ async fn ndjson_response(
     let body = Body::from_stream(futures::stream::unfold(out, |mut out| async move {
         out.recv().await.map(|b| (Ok::<_, Infallible>(b), out))
     }));
-    Ok((
+    let mut resp = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
@@ -357,18 +362,25 @@ async fn ndjson_response(
         ],
         body,
     )
-        .into_response())
+        .into_response();
+    if let Some(s) = &settings {
+        stream_metadata(&mut resp, s);
+    }
+    Ok(resp)
 }
 
 pub async fn one(state: AppState, path: StreamPath, index: u64, uri: &Uri) -> ApiResult<Response> {
     let mut q = Params::parse(uri)?;
     let raw = q.flag("raw")?;
     q.finish()?;
-    let event = state.engine.event(&path, Index(index)).await?;
+    let (event, settings) = state.engine.event(&path, Index(index)).await?;
     if !raw {
-        return Ok(axum::Json(event.envelope()).into_response());
+        let mut resp = axum::Json(event.envelope()).into_response();
+        stream_metadata(&mut resp, &settings);
+        return Ok(resp);
     }
     let mut resp = Response::new(Body::from(event.data.clone()));
+    stream_metadata(&mut resp, &settings);
     let h = resp.headers_mut();
     let mut put = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
@@ -389,6 +401,16 @@ pub async fn one(state: AppState, path: StreamPath, index: u64, uri: &Uri) -> Ap
         put("event-origin", &ascii_json(o));
     }
     Ok(resp)
+}
+
+/// `X-Stream-Metadata` on a read of a stream that has metadata (API §13).
+pub(crate) fn stream_metadata(resp: &mut Response, settings: &StreamSettings) {
+    let Some(m) = &settings.metadata else { return };
+    let json = serde_json::Value::Object(m.clone()).to_string();
+    if let Ok(v) = HeaderValue::from_str(&ascii_json(&json)) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("x-stream-metadata"), v);
+    }
 }
 
 /// JSON text with every character past ASCII written as a `\u` escape, so that it
