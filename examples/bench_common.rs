@@ -117,6 +117,33 @@ impl Database {
     }
 }
 
+impl Database {
+    /// Waits (up to a minute) until no autovacuum worker is busy in this database: after
+    /// a bulk load PostgreSQL vacuums and analyzes the new rows, which on two cores
+    /// takes one of them from whatever is measured next.
+    pub async fn settle(&self) -> Result<()> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // autovacuum starts within autovacuum_naptime (1 min by default) of the load:
+        // do now what it would do then, and wait for any worker already started
+        sqlx::raw_sql("VACUUM (ANALYZE)").execute(&mut conn).await?;
+        while Instant::now() < deadline {
+            let busy: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND backend_type = 'autovacuum worker'",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Database {
     fn drop(&mut self) {
         let _ = Command::new("dropdb")

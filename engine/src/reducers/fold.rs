@@ -83,6 +83,8 @@ impl Worker {
             &work,
             turn,
         )?;
+        // the next batch, should this one be folded whole, is read meanwhile
+        self.source.read_ahead((limit * 2).min(BATCH))?;
         // fold event by event, each reducer after those it reads, until the slice is
         // used up
         work.sort_by_key(|&(ri, _, k)| (k, ri));

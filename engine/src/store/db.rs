@@ -223,9 +223,10 @@ pub(crate) enum Db {
 pub(crate) struct Pg {
     /// `None` while a statement is in flight (it holds the connection).
     conn: RefCell<Option<PgConnection>>,
-    /// Gathered rows sent ahead: the insert PostgreSQL runs while this thread goes on
-    /// with the next request, landed before any other statement (see [`Pg::land`]).
-    in_flight: RefCell<Option<InFlight>>,
+    /// A statement sent ahead, which PostgreSQL runs while this thread goes on: the
+    /// writer's gathered rows while it applies the next request, a reducer thread's
+    /// next batch while it folds this one. Landed before any other statement.
+    in_flight: RefCell<Option<Flight>>,
     /// Where to connect again after the connection was lost.
     url: String,
     /// Set when a statement failed for want of a connection; [`Db::heal`] connects
@@ -243,8 +244,22 @@ pub(crate) struct Pg {
 }
 
 /// A statement sent and not yet answered, owning the connection until it is.
-type InFlight =
-    Pin<Box<dyn Future<Output = (PgConnection, std::result::Result<(), sqlx::Error>)> + Send>>;
+type InFlight = Pin<
+    Box<dyn Future<Output = (PgConnection, std::result::Result<Vec<PgRow>, sqlx::Error>)> + Send>,
+>;
+
+/// A statement in flight: a write (its error is the next statement's answer), or a
+/// read sent ahead (its rows are the answer of the same read, if that comes next).
+struct Flight {
+    /// The read's statement and values; `None` for a write.
+    read: Option<String>,
+    answer: InFlight,
+}
+
+/// What names a read sent ahead: its statement and values.
+fn read_key(sql: &str, vals: &[Val<'_>]) -> String {
+    format!("{sql}\u{0}{vals:?}")
+}
 
 /// Gathered rows that go ahead to PostgreSQL without waiting for the next statement: a
 /// batch's rows are inserted while the writer applies the requests after it.
@@ -343,15 +358,67 @@ impl Pg {
         }
     }
 
-    /// Waits for the statement in flight, if any, and takes its connection back; its
-    /// error is the answer of whatever statement comes next.
+    /// Waits for the statement in flight, if any, and takes its connection back. A
+    /// write's error is the answer of whatever statement comes next; a read's rows,
+    /// or its error, are dropped (the statement that lands it is another one).
     fn land(&self) -> Result<()> {
         let Some(flight) = self.in_flight.borrow_mut().take() else {
             return Ok(());
         };
-        let (conn, out) = self.rt.block_on(flight);
+        let (conn, out) = self.rt.block_on(flight.answer);
         *self.conn.borrow_mut() = Some(conn);
-        self.noted(out)
+        match (self.noted(out), flight.read) {
+            (Err(_), Some(_)) => Ok(()),
+            (out, _) => out.map(drop),
+        }
+    }
+
+    /// The answer of the read sent ahead as `key`, when that is what is in flight.
+    fn landed_read(&self, key: &str) -> Option<Result<Vec<PgRow>>> {
+        let flight = self
+            .in_flight
+            .borrow_mut()
+            .take_if(|f| f.read.as_deref() == Some(key))?;
+        let (conn, out) = self.rt.block_on(flight.answer);
+        *self.conn.borrow_mut() = Some(conn);
+        Some(self.noted(out))
+    }
+
+    /// Sends `q` without waiting for its answer: it is in flight until the next
+    /// statement lands it. `read` names a read, whose rows are kept.
+    fn send_ahead(
+        &self,
+        read: Option<String>,
+        q: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<()> {
+        self.land()?;
+        let Some(mut conn) = self.conn.borrow_mut().take() else {
+            return Err(EngineError::internal("the connection is not home"));
+        };
+        let rows = read.is_some();
+        let mut answer: InFlight = Box::pin(async move {
+            let out = match rows {
+                true => q.fetch_all(&mut conn).await,
+                false => q.execute(&mut conn).await.map(|_| Vec::new()),
+            };
+            (conn, out)
+        });
+        // one poll writes the statement out; PostgreSQL runs it meanwhile
+        let polled = self.rt.block_on(std::future::poll_fn(|cx| {
+            Poll::Ready(answer.as_mut().poll(cx))
+        }));
+        match polled {
+            Poll::Ready((conn, out)) => {
+                *self.conn.borrow_mut() = Some(conn);
+                let out = self.noted(out).map(drop);
+                // a read that failed at once is read again when it is asked for
+                if rows { Ok(()) } else { out }
+            }
+            Poll::Pending => {
+                *self.in_flight.borrow_mut() = Some(Flight { read, answer });
+                Ok(())
+            }
+        }
     }
 
     /// `out`, noting a lost connection for [`Db::heal`].
@@ -464,9 +531,28 @@ impl Db {
                 Ok(out)
             }
             Db::Postgres(pg) => {
-                let q = Pg::query(pg.text(sql), vals);
-                let rows = pg.run(async |c| q.fetch_all(c).await)?;
+                let rows = match pg.landed_read(&read_key(sql, vals)) {
+                    Some(rows) => rows?,
+                    None => {
+                        let q = Pg::query(pg.text(sql), vals);
+                        pg.run(async |c| q.fetch_all(c).await)?
+                    }
+                };
                 rows.iter().map(|r| f(&RowRef::Postgres(r))).collect()
+            }
+        }
+    }
+
+    /// Sends a read that is likely to be asked for next, so that PostgreSQL runs it
+    /// while this thread works on what it read before: a [`Db::rows`] of the same
+    /// statement and values takes its rows; any other statement drops them. Nothing on
+    /// SQLite, which reads in process.
+    pub(crate) fn read_ahead(&self, sql: &str, vals: &[Val<'_>]) -> Result<()> {
+        match self {
+            Db::Sqlite(_) => Ok(()),
+            Db::Postgres(pg) => {
+                pg.send_pending()?;
+                pg.send_ahead(Some(read_key(sql, vals)), Pg::query(pg.text(sql), vals))
             }
         }
     }
@@ -802,29 +888,7 @@ impl MultiRow {
         if self.columns.is_empty() {
             return Ok(());
         }
-        pg.land()?;
-        let q = self.statement();
-        let Some(mut conn) = pg.conn.borrow_mut().take() else {
-            return Err(EngineError::internal("the write connection is not home"));
-        };
-        let mut flight: InFlight = Box::pin(async move {
-            let out = q.execute(&mut conn).await.map(drop);
-            (conn, out)
-        });
-        // one poll writes the statement out; PostgreSQL runs it meanwhile
-        let polled = pg.rt.block_on(std::future::poll_fn(|cx| {
-            Poll::Ready(flight.as_mut().poll(cx))
-        }));
-        match polled {
-            Poll::Ready((conn, out)) => {
-                *pg.conn.borrow_mut() = Some(conn);
-                pg.noted(out)
-            }
-            Poll::Pending => {
-                *pg.in_flight.borrow_mut() = Some(flight);
-                Ok(())
-            }
-        }
+        pg.send_ahead(None, self.statement())
     }
 
     /// The statement that inserts the gathered rows.

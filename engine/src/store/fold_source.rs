@@ -51,6 +51,17 @@ pub(super) const AFTER_INDEX: &str = "SELECT MAX(e.idx) FROM events e \
 /// A reducer thread's reads (see the module docs).
 pub(crate) struct FoldSource {
     db: Db,
+    /// The batch after the last full one: what [`FoldSource::read_ahead`] sends.
+    next: std::cell::Cell<Option<NextBatch>>,
+}
+
+/// The read of the batch after a full one, but for its size.
+#[derive(Clone, Copy)]
+struct NextBatch {
+    sql: &'static str,
+    key: i64,
+    after: i64,
+    until: i64,
 }
 
 impl FoldSource {
@@ -76,7 +87,10 @@ impl FoldSource {
                     .map(Db::Postgres)?
             }
         };
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            next: std::cell::Cell::new(None),
+        })
     }
 
     /// Up to `limit` events of `of`, at positions up to `until`.
@@ -85,6 +99,7 @@ impl FoldSource {
         self.db.heal()?;
         // a factory in global order through its partial index; a plain stream through
         // (sid, idx)
+        let by_position = matches!(of, BatchOf::Factory { .. });
         let (sql, key, after) = match of {
             BatchOf::Factory {
                 stream_id,
@@ -102,7 +117,32 @@ impl FoldSource {
                 after_idx,
             ),
         };
-        self.db.rows(sql, vals![key, after, until, limit], fold_row)
+        let rows = self
+            .db
+            .rows(sql, vals![key, after, until, limit], fold_row)?;
+        let next = rows
+            .last()
+            .filter(|_| rows.len() as i64 == limit)
+            .map(|last| NextBatch {
+                sql,
+                key,
+                after: if by_position { last.pos } else { last.idx },
+                until,
+            });
+        self.next.set(next);
+        Ok(rows)
+    }
+
+    /// After a full batch, sends the read of the next one, of `limit` events, so that
+    /// PostgreSQL reads it while the thread folds this one (nothing on SQLite). Call it
+    /// once the thread's other reads for this batch are done: any other read drops it.
+    pub(crate) fn read_ahead(&self, limit: i64) -> Result<()> {
+        match self.next.take() {
+            Some(n) => self
+                .db
+                .read_ahead(n.sql, vals![n.key, n.after, n.until, limit]),
+            None => Ok(()),
+        }
     }
 
     /// The id of plain stream `stream_id`'s one substream, once it has one.
