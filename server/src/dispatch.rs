@@ -175,7 +175,8 @@ fn builtin(resource: Resource, method: &Method) -> ApiResult<Resource> {
         Resource::Account(a) if a.as_str() == builtins::ACCOUNT => {
             return Err(ApiError::from(eddy_engine::EngineError::not_found(
                 "the eddy account holds the builtin streams /eddy/cron('<expression>') and \
-                 /eddy/events(<account>); it has no listing",
+                 /eddy/events(<account>), and /eddy/spy follows every stream; it has no \
+                 listing",
             )));
         }
         Resource::Stream(p) if is_builtin(&p) => {

@@ -115,6 +115,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/cluster",
             admin::endpoint(get(admin::cluster), "GET, HEAD"),
+        )
+        .route(
+            "/eddy/spy",
+            admin::endpoint(get(consumers::spy::get), "GET, HEAD"),
         );
     if state.engine.access_enabled() {
         router = router

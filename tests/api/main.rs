@@ -31,6 +31,7 @@ mod reducers;
 mod request;
 mod resources;
 mod sandbox;
+mod spy;
 mod sse;
 mod types;
 mod walkthrough;

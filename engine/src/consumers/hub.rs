@@ -83,6 +83,8 @@ pub enum Interest {
     Stream { account: String, stream: String },
     /// Every stream of an account.
     Account(String),
+    /// Every stream of every account.
+    All,
 }
 
 struct Slot {
@@ -295,6 +297,7 @@ impl Hub {
                 interests.push(account);
             }
         }
+        interests.push(Interest::All);
         for interest in &interests {
             for slot in reg.slots.get(interest).into_iter().flatten() {
                 if let Err(mpsc::error::TrySendError::Full(_)) = slot.tx.try_send(notice.clone()) {

@@ -56,6 +56,8 @@ pub enum Follow {
     Stream(StreamPath),
     /// Every stream of the account.
     Account(AccountName),
+    /// Every stream of every account: the firehose (`/eddy/spy`).
+    All,
 }
 
 /// Where a subscription starts.
@@ -158,11 +160,23 @@ impl Engine {
                 stream: p.stream.as_str().to_owned(),
             },
             Follow::Account(a) => Interest::Account(a.as_str().to_owned()),
+            Follow::All => Interest::All,
         };
-        if let (Follow::Account(a), false) = (&follow, selector.subs.is_empty()) {
-            return Err(EngineError::invalid(format!(
-                "selector sub= picks substreams of a factory; /{a} is an account"
-            )));
+        if !selector.subs.is_empty() {
+            match &follow {
+                Follow::Account(a) => {
+                    return Err(EngineError::invalid(format!(
+                        "selector sub= picks substreams of a factory; /{a} is an account"
+                    )));
+                }
+                Follow::All => {
+                    return Err(EngineError::invalid(
+                        "selector sub= picks substreams of a factory; the firehose follows \
+                         every stream",
+                    ));
+                }
+                Follow::Stream(_) => {}
+            }
         }
         // register first: whatever commits from now on reaches the queue
         let reg = self.hub.register(interest);
@@ -206,7 +220,7 @@ impl Subscription {
     /// than by global position (a factory or an account).
     fn by_index(&self) -> bool {
         match &self.follow {
-            Follow::Account(_) => false,
+            Follow::Account(_) | Follow::All => false,
             Follow::Stream(p) => p.args.is_some() || !matches!(self.scope, Some(Scope::Factory(_))),
         }
     }
@@ -215,7 +229,7 @@ impl Subscription {
     /// subscription follows one plain stream or substream, else its global position.
     pub fn cursor(&self, e: &StoredEvent) -> u64 {
         let by_index = match &self.follow {
-            Follow::Account(_) => false,
+            Follow::Account(_) | Follow::All => false,
             // a factory's events name their substream: `acct/strm('a')`
             Follow::Stream(p) => p.args.is_some() || !e.stream.ends_with(')'),
         };
@@ -355,7 +369,8 @@ impl Subscription {
     /// the same cursors. Below 3.
     pub fn cursor_kind(&self) -> usize {
         match &self.follow {
-            Follow::Account(_) => 0,
+            // an account's events and the firehose's are named by position alike
+            Follow::Account(_) | Follow::All => 0,
             Follow::Stream(p) if p.args.is_some() => 1,
             Follow::Stream(_) => 2,
         }
@@ -397,6 +412,7 @@ impl Subscription {
         match &self.follow {
             // an account's internal streams (reducer logs, `strm/logs`) are not its own
             Follow::Account(a) => path.account == *a && !path.stream.as_str().contains('/'),
+            Follow::All => !path.stream.as_str().contains('/'),
             Follow::Stream(p) => {
                 path.account == p.account
                     && path.stream == p.stream
@@ -421,7 +437,18 @@ impl Subscription {
             Follow::Account(a) => {
                 read::account_events(
                     &self.engine.store.reads,
-                    a.as_str(),
+                    Some(a.as_str()),
+                    &self.selector,
+                    self.floor,
+                    CATCH_UP_PAGE,
+                    durable,
+                )
+                .await?
+            }
+            Follow::All => {
+                read::account_events(
+                    &self.engine.store.reads,
+                    None,
                     &self.selector,
                     self.floor,
                     CATCH_UP_PAGE,

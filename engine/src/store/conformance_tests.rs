@@ -194,10 +194,31 @@ async fn streams_and_events(store: &Store) {
     assert!(missing.is_none());
 
     // an account's events, listings and the last data of a substream
-    let account = read::account_events(&store.reads, "acme", &any, Position::START, 100, durable)
+    let account = read::account_events(
+        &store.reads,
+        Some("acme"),
+        &any,
+        Position::START,
+        100,
+        durable,
+    )
+    .await
+    .unwrap();
+    assert_eq!(account.events.len(), 6);
+    // every account's (the firehose's catch-up read): the same events, named alike,
+    // among the builtin account's (the account events of the streams' creation)
+    let all = read::account_events(&store.reads, None, &any, Position::START, 100, durable)
         .await
         .unwrap();
-    assert_eq!(account.events.len(), 6);
+    let names = |p: &read::Page, prefix: &str| -> Vec<String> {
+        p.events
+            .iter()
+            .filter(|e| e.stream.starts_with(prefix))
+            .map(|e| e.stream.clone())
+            .collect()
+    };
+    assert_eq!(names(&all, "acme/"), names(&account, ""));
+    assert!(!names(&all, "eddy/events(acme)").is_empty());
     let streams = read::list_streams(&store.reads, "acme", "", 10)
         .await
         .unwrap();

@@ -315,12 +315,13 @@ async fn matching_substreams(reads: &Reads, stream_id: i64, sel: &Selector) -> R
     Ok(out)
 }
 
-/// One page of the events of every stream of an account (its internal log streams
-/// aside) after global position `after`, in append order, at or below `durable`.
+/// One page of the events of every stream of an account, or of every account (`None`:
+/// the firehose), internal log streams aside, after global position `after`, in
+/// append order, at or below `durable`.
 /// The selector's `sub` patterns do not apply here (the caller refuses them).
 pub async fn account_events(
     reads: &Reads,
-    account: &str,
+    account: Option<&str>,
     selector: &Selector,
     after: Position,
     limit: usize,
@@ -328,12 +329,14 @@ pub async fn account_events(
 ) -> Result<Page> {
     let mut qb = Sql::new(
         "SELECT e.pos, e.idx, e.eid, e.type, e.ts, e.content_type, e.data, e.metadata, \
-         s.args, e.sid, e.origin, t.name FROM events e JOIN substreams s ON s.id = e.sid \
-         JOIN streams t ON t.id = s.stream_id WHERE t.account = ",
+         s.args, e.sid, e.origin, t.name, t.account FROM events e \
+         JOIN substreams s ON s.id = e.sid JOIN streams t ON t.id = s.stream_id WHERE ",
     );
-    qb.bind(account);
-    qb.push(" AND t.name NOT LIKE '%/%' AND e.pos > ")
-        .bind(after);
+    if let Some(account) = account {
+        qb.push("t.account = ").bind(account);
+        qb.push(" AND ");
+    }
+    qb.push("t.name NOT LIKE '%/%' AND e.pos > ").bind(after);
     qb.push(" AND e.pos <= ").bind(durable);
     push_conditions(&mut qb, selector);
     qb.push(" ORDER BY e.pos LIMIT ").bind(limit as i64 + 1);
@@ -341,7 +344,10 @@ pub async fn account_events(
     let more = rows.len() > limit;
     let mut events = Vec::with_capacity(rows.len().min(limit));
     for r in rows.iter().take(limit) {
-        events.push(event_from_row(&format!("{account}/{}", r.text(11)?), r)?);
+        events.push(event_from_row(
+            &format!("{}/{}", r.text(12)?, r.text(11)?),
+            r,
+        )?);
     }
     Ok(Page { events, more })
 }

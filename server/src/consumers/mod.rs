@@ -1,4 +1,5 @@
 //! Consumers (API §5): Server-Sent Events subscriptions and webhooks.
 
+pub mod spy;
 pub mod sse;
 pub mod webhooks;

@@ -72,7 +72,7 @@ pub async fn subscribe(
     // a cron stream ticks while someone follows it
     let ticking = match &follow {
         Follow::Stream(p) => state.engine.keep_ticking(p),
-        Follow::Account(_) => None,
+        Follow::Account(_) | Follow::All => None,
     };
     let sub = state.engine.follow(follow, selector, data, start).await?;
     let heartbeat = Duration::from_millis(state.config.sse_heartbeat_ms.max(1));
