@@ -78,7 +78,9 @@ async fn route(
             (_, Some(_)) => Err(ApiError::method(&method, "GET")),
         },
         Resource::Reducer(p, name) => match method {
-            Method::GET | Method::HEAD => reducers::get(state, &creds, p, name, &uri).await,
+            Method::GET | Method::HEAD => {
+                reducers::get(state, &creds, p, name, &uri, &headers).await
+            }
             Method::PUT => reducers::put(state, p, name, &uri, &headers, body).await,
             Method::DELETE => reducers::delete(state, p, name, &uri).await,
             _ => Err(ApiError::method(&method, "GET, PUT, DELETE")),

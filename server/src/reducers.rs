@@ -92,7 +92,11 @@ pub async fn get(
     path: StreamPath,
     name: ReducerName,
     uri: &Uri,
+    headers: &HeaderMap,
 ) -> ApiResult<Response> {
+    if crate::consumers::sse::wanted(headers) {
+        return crate::consumers::live_state::subscribe(state, path, name, uri, headers).await;
+    }
     let mut q = Params::parse(uri)?;
     if q.flag("source")? {
         q.finish()?;

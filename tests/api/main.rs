@@ -21,6 +21,7 @@ mod ingest_stream;
 mod isolation;
 mod json_limits;
 mod limits;
+mod live_state;
 mod metadata;
 mod migrate;
 mod pipes;

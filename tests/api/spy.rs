@@ -229,7 +229,7 @@ async fn only_the_admin_may_spy_and_bad_requests_are_named() {
 
     let open = spawn_server().await;
     for (query, needle) in [
-        ("sub=a", "sub="),
+        ("sub=('a')", "firehose follows every stream"),
         ("follow=false", "only follows"),
         ("nonsense=1", "nonsense"),
     ] {

@@ -1,0 +1,219 @@
+//! Live reducer state (API §14): `Accept: text/event-stream` on a reducer's state URL.
+//!
+//! On a plain stream or one substream, the first event is the state as it is, then one
+//! follows each time the reducer has folded further: `id:` the last index folded,
+//! `data:` the state's JSON. Folds that come faster than the client reads are
+//! coalesced: it gets the latest state, never a stale one after a newer one. On a
+//! factory's reducer URL, each event of a substream that matches the selector (`sub=`
+//! and the rest) is followed, once folded, by that substream's state: `id:` the
+//! event's global position (what `Last-Event-ID` resumes after), `data:`
+//! `{"stream", "index", "state"}`.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use eddy_engine::consumers::{Follow, Start, Subscription};
+use eddy_engine::path::{ReducerName, Resource, StreamPath};
+use eddy_engine::reducers::StateAnswer;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::params::{self, Params};
+
+/// How long a factory's state waits for its reducer to fold the event that changed it.
+const FOLD_WAIT: Duration = Duration::from_secs(10);
+
+pub async fn subscribe(
+    state: AppState,
+    path: StreamPath,
+    name: ReducerName,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let mut q = Params::parse(uri)?;
+    // an index, or -1 (the id of the state before the first event)
+    let last_id = match params::header(headers, &["last-event-id"])?.as_deref() {
+        None | Some("") => None,
+        Some(v) => Some(v.parse::<i64>().ok().filter(|i| *i >= -1).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "header Last-Event-ID \"{v}\" is not a state id (the id: of a state this \
+                 subscription sent)"
+            ))
+        })?),
+    };
+    let resolved = state.engine.resolve_existing(&path).await?;
+    let heartbeat = Duration::from_millis(state.config.sse_heartbeat_ms.max(1));
+    let feed = if resolved.info.factory && path.args.is_none() {
+        let selector = q.selector()?;
+        q.finish()?;
+        // a reducer that does not exist is a 404 now, not an empty stream
+        state.engine.reducer_states(&path, &name, 0, 1).await?;
+        let start = match last_id {
+            Some(p) if p >= 0 => Start::After(p as u64),
+            _ => Start::Live,
+        };
+        let follow = Follow::Stream(path.clone());
+        let sub = state.engine.follow(follow, selector, false, start).await?;
+        Feed::Factory { sub: Box::new(sub) }
+    } else {
+        q.finish()?;
+        let now = state
+            .engine
+            .reducer_state(&path, &name, None, Duration::ZERO)
+            .await?;
+        Feed::One {
+            sent: last_id,
+            now: Some(now),
+        }
+    };
+    let live = Live {
+        state: state.clone(),
+        path,
+        name,
+        heartbeat,
+        feed,
+    };
+    let opening = Bytes::from(format!("retry: {}\n\n", state.config.sse_retry_ms));
+    let frames = futures::stream::unfold(live, |mut live| async move {
+        let chunk = live.next().await?;
+        Some((Ok::<_, Infallible>(chunk), live))
+    });
+    let body = Body::from_stream(futures::StreamExt::chain(
+        futures::stream::once(async move { Ok::<_, Infallible>(opening) }),
+        frames,
+    ));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+struct Live {
+    state: AppState,
+    path: StreamPath,
+    name: ReducerName,
+    heartbeat: Duration,
+    feed: Feed,
+}
+
+enum Feed {
+    /// One state: the index last sent, and the state read at the start.
+    One {
+        sent: Option<i64>,
+        now: Option<StateAnswer>,
+    },
+    /// A factory's: the subscription to its events.
+    Factory { sub: Box<Subscription> },
+}
+
+impl Live {
+    /// The next frame (a state, or a heartbeat); `None` ends the response: the server
+    /// shuts down, or the reducer or its stream is gone.
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.state.is_shutting_down() {
+            return None;
+        }
+        match &mut self.feed {
+            Feed::One { sent, now } => {
+                let answer = match now.take() {
+                    Some(a) => a,
+                    None => {
+                        let min = sent.map_or(0, |i| i + 1).max(0) as u64;
+                        let state = self.state.clone();
+                        let read = self.state.engine.reducer_state(
+                            &self.path,
+                            &self.name,
+                            Some(min),
+                            self.heartbeat,
+                        );
+                        tokio::select! {
+                            a = read => match a {
+                                Ok(a) => a,
+                                Err(e) => {
+                                    tracing::debug!(error = %e.message, "live state ended");
+                                    return None;
+                                }
+                            },
+                            _ = state.shutting_down() => return None,
+                        }
+                    }
+                };
+                if *sent == Some(answer.index) || sent.is_some_and(|s| s > answer.index) {
+                    return Some(Bytes::from_static(b": heartbeat\n\n"));
+                }
+                *sent = Some(answer.index);
+                Some(frame(
+                    answer.index,
+                    answer.json.as_deref().unwrap_or("null"),
+                ))
+            }
+            Feed::Factory { sub } => {
+                let state = self.state.clone();
+                let beat = Instant::now() + self.heartbeat;
+                let stop = async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(beat.into()) => {}
+                        _ = state.shutting_down() => {}
+                    }
+                };
+                let events = match sub.next(stop).await {
+                    Ok(events) => events,
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "live factory state ended");
+                        return None;
+                    }
+                };
+                if events.is_empty() {
+                    return Some(Bytes::from_static(b": heartbeat\n\n"));
+                }
+                let mut out = Vec::new();
+                for e in &events {
+                    let Ok(Resource::Stream(substream)) =
+                        eddy_engine::path::parse(&format!("/{}", e.stream))
+                    else {
+                        continue;
+                    };
+                    let answer = match self
+                        .state
+                        .engine
+                        .reducer_state(&substream, &self.name, Some(e.index.get()), FOLD_WAIT)
+                        .await
+                    {
+                        Ok(a) => a,
+                        Err(err) => {
+                            tracing::debug!(error = %err.message, "live factory state ended");
+                            return None;
+                        }
+                    };
+                    let state: serde_json::Value = answer
+                        .json
+                        .as_deref()
+                        .and_then(|j| serde_json::from_str(j).ok())
+                        .unwrap_or(serde_json::Value::Null);
+                    let data = serde_json::json!({
+                        "stream": e.stream,
+                        "index": answer.index,
+                        "state": state,
+                    });
+                    out.extend_from_slice(&frame(e.position.get(), &data.to_string()));
+                }
+                Some(Bytes::from(out))
+            }
+        }
+    }
+}
+
+/// One SSE event: `id:` and the JSON as `data:` (JSON text holds no raw newline).
+fn frame(id: i64, json: &str) -> Bytes {
+    Bytes::from(format!("id: {id}\ndata: {json}\n\n"))
+}
