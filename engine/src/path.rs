@@ -12,7 +12,7 @@
 //! | `…/pipe/{acct2}/{strm2}` | [`Resource::Pipe`] |
 //! | `…/logs`, `…/logs/pipe/{acct2}/{strm2}` | [`Resource::Logs`], [`Resource::PipeLogs`] |
 //! | `…/settings`, `…/substreams`, `…/reducers` | [`Resource::Settings`], [`Resource::Substreams`], [`Resource::Reducers`] |
-//! | `…/webhooks`, `…/webhooks/{id}`, `…/webhooks/{id}/resume` | [`Resource::Webhooks`], [`Resource::Webhook`], [`Resource::WebhookResume`] |
+//! | `…/webhooks`, `…/webhooks/{id}`, `…/webhooks/{id}/resume`, `…/webhooks/{id}/replay` | [`Resource::Webhooks`], [`Resource::Webhook`], [`Resource::WebhookResume`], [`Resource::WebhookReplay`] |
 //!
 //! The whole path is percent-decoded before it is parsed, and the scanner is
 //! quote-aware inside factory arguments, so `/a/s('x/y').r` names the substream
@@ -673,6 +673,8 @@ pub enum Resource {
     Webhook(StreamPath, String),
     /// `/{acct}/{strm}/webhooks/{id}/resume`.
     WebhookResume(StreamPath, String),
+    /// `/{acct}/{strm}/webhooks/{id}/replay`.
+    WebhookReplay(StreamPath, String),
 }
 
 impl Resource {
@@ -692,7 +694,8 @@ impl Resource {
             | Resource::Reducers(s)
             | Resource::Webhooks(s)
             | Resource::Webhook(s, _)
-            | Resource::WebhookResume(s, _) => vec![s],
+            | Resource::WebhookResume(s, _)
+            | Resource::WebhookReplay(s, _) => vec![s],
         }
     }
 }
@@ -888,6 +891,7 @@ fn after_stream(stream: StreamPath, rest: &str) -> Result<Resource, PathError> {
             match action {
                 None => Resource::Webhook(stream, id.to_owned()),
                 Some("resume") => Resource::WebhookResume(stream, id.to_owned()),
+                Some("replay") => Resource::WebhookReplay(stream, id.to_owned()),
                 Some(action) => return unknown(action, &after(&format!("webhooks/{id}"))),
             }
         }

@@ -326,7 +326,11 @@ fn stream_subresources() {
     );
     assert_eq!(
         ok("/a/s/webhooks/h1/resume/"),
-        Resource::WebhookResume(base, "h1".into())
+        Resource::WebhookResume(base.clone(), "h1".into())
+    );
+    assert_eq!(
+        ok("/a/s/webhooks/h1/replay"),
+        Resource::WebhookReplay(base, "h1".into())
     );
     assert_eq!(ok("/a/s(1)/settings"), Resource::Settings(sp("/a/s(1)")));
     assert_eq!(ok("/a/s(1)/webhooks"), Resource::Webhooks(sp("/a/s(1)")));

@@ -114,7 +114,8 @@ pub async fn check(
         | Resource::Logs(p)
         | Resource::Webhooks(p)
         | Resource::Webhook(p, _)
-        | Resource::WebhookResume(p, _) => stream(p, Need::Manage).await?,
+        | Resource::WebhookResume(p, _)
+        | Resource::WebhookReplay(p, _) => stream(p, Need::Manage).await?,
         Resource::Pipe { from, to } | Resource::PipeLogs { from, to } => {
             // a pipe belongs to its origin's account and appends to its destination;
             // from a cron stream, it belongs to whoever may append to the destination

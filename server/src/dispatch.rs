@@ -114,6 +114,10 @@ async fn route(
             webhooks::resume(state, p, &id, &uri).await
         }
         Resource::WebhookResume(..) => Err(ApiError::method(&method, "POST")),
+        Resource::WebhookReplay(p, id) if method == Method::POST => {
+            webhooks::replay(state, p, &id, &uri).await
+        }
+        Resource::WebhookReplay(..) => Err(ApiError::method(&method, "POST")),
     }
 }
 
@@ -131,7 +135,8 @@ fn check_account(state: &AppState, resource: &Resource) -> ApiResult<()> {
         | Resource::Reducers(p)
         | Resource::Webhooks(p)
         | Resource::Webhook(p, _)
-        | Resource::WebhookResume(p, _) => &p.account,
+        | Resource::WebhookResume(p, _)
+        | Resource::WebhookReplay(p, _) => &p.account,
         Resource::EventType { stream, .. } => &stream.account,
         Resource::Pipe { from, .. } | Resource::PipeLogs { from, .. } => &from.account,
     };

@@ -442,3 +442,101 @@ async fn bad_webhooks_are_refused_and_private_targets_need_the_flag() {
     assert_eq!(r.status(), 204);
     assert_error(s.get(&hook).await, 404, &id).await;
 }
+
+/// Waits (up to 20 s) until `n` requests were accepted, counting repeats; answers them.
+async fn delivered(rx: &Receiver, n: usize) -> Vec<Delivery> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok: Vec<Delivery> = rx.got().into_iter().filter(|d| d.status == 200).collect();
+        if ok.len() >= n {
+            return ok;
+        }
+        assert!(Instant::now() < deadline, "{} of {n} deliveries", ok.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replay_sends_an_index_range_again_in_order_with_the_same_ids() {
+    let s = spawn_server_with(fast_retries).await;
+    let rx = Receiver::start().await;
+    let (id, secret) = create(&s, "/acme/s", json!({"url": rx.url})).await;
+    rx.set_secret(&secret);
+    for n in 0..5 {
+        s.post_ok("/acme/s", "a", json!({"n": n})).await;
+    }
+    rx.accepted(5).await;
+    let live = delivered(&rx, 5).await;
+    let replay = |query: &str| {
+        s.client
+            .post(s.url(&format!("/acme/s/webhooks/{id}/replay?{query}")))
+            .send()
+    };
+    let r = replay("from=1&to=3").await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"id": id, "from": 1, "to": 3})
+    );
+    let all = delivered(&rx, 8).await;
+    let again = &all[5..8];
+    let bodies: Vec<Value> = again.iter().map(|d| d.body.clone()).collect();
+    assert_eq!(indexes(&bodies), [1, 2, 3], "in order");
+    // each with the webhook-id of its first delivery, so the receiver can tell
+    for (d, first) in again.iter().zip(&live[1..4]) {
+        assert_eq!((&d.id, &d.body), (&first.id, &first.body));
+    }
+    // the live cursor was kept: the next event is delivered once, after the replay
+    s.post_ok("/acme/s", "a", json!({"n": 5})).await;
+    let all = delivered(&rx, 9).await;
+    assert_eq!(all[8].body["index"], 5);
+    assert_eq!(all.iter().filter(|d| d.body["index"] == 5).count(), 1);
+    // the account's log records the replay
+    let log = s.get_json("/eddy/events(acme)", 200).await;
+    let recorded = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "webhook-replayed")
+        .expect("a webhook-replayed account event");
+    assert_eq!(
+        recorded["data"],
+        json!({"stream": "acme/s", "id": id, "from": 1, "to": 3})
+    );
+
+    // an open range replays to the end
+    let r = replay("from=4").await.unwrap();
+    assert_eq!(r.status(), 202);
+    let all = delivered(&rx, 11).await;
+    assert_eq!(
+        indexes(&[all[9].body.clone(), all[10].body.clone()]),
+        [4, 5]
+    );
+
+    // refusals name what is wrong, and record nothing
+    assert_error(replay("from=3&to=1").await.unwrap(), 400, "to=1").await;
+    assert_error(replay("to=3").await.unwrap(), 400, "from=").await;
+    assert_error(replay("from=x").await.unwrap(), 400, "from").await;
+    let r = s
+        .client
+        .post(s.url("/acme/s/webhooks/wh_nope/replay?from=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "wh_nope").await;
+    let r = s
+        .client
+        .get(s.url(&format!("/acme/s/webhooks/{id}/replay")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 405, "POST").await;
+    let log = s.get_json("/eddy/events(acme)", 200).await;
+    let replays = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "webhook-replayed")
+        .count();
+    assert_eq!(replays, 2);
+}

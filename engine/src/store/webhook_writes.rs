@@ -49,6 +49,12 @@ pub(crate) enum WebhookWrite {
         fence: Option<super::cluster::Fence>,
     },
     Resume(String),
+    /// Records, as an account event, that the index range was sent again.
+    Replayed {
+        id: String,
+        from: u64,
+        to: Option<u64>,
+    },
 }
 
 /// Applies a webhook write; `Ok(false)` when the webhook does not exist.
@@ -63,6 +69,7 @@ pub(super) fn webhook(l: &mut Ledger, write: WebhookWrite, staged: &mut Staged) 
             staged.changed(format!("webhook:{id}"));
         }
         WebhookWrite::Cursor { fence, .. } => l.check_fence(fence.as_ref())?,
+        WebhookWrite::Replayed { .. } => {}
     }
     let changed = match write {
         WebhookWrite::Create(row) => {
@@ -147,6 +154,25 @@ pub(super) fn webhook(l: &mut Ledger, write: WebhookWrite, staged: &mut Staged) 
             "UPDATE webhooks SET paused = NULL, failures = 0 WHERE id = ?1",
             vals![id],
         )?,
+        WebhookWrite::Replayed { id, from, to } => {
+            let owner = l.db.row(
+                "SELECT account, stream FROM webhooks WHERE id = ?1",
+                vals![id],
+                |r| Ok((r.text(0)?, r.text(1)?)),
+            )?;
+            let Some((account, stream)) = owner else {
+                return Ok(false);
+            };
+            account_event(
+                l,
+                staged,
+                &account,
+                &stream,
+                Change::WebhookReplayed,
+                serde_json::json!({ "id": id, "from": from, "to": to }),
+            )?;
+            1
+        }
     };
     Ok(changed > 0)
 }

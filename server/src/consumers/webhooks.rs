@@ -89,6 +89,20 @@ pub async fn delete(state: AppState, path: StreamPath, id: &str, uri: &Uri) -> A
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `POST .../webhooks/{id}/replay?from={i}[&to={j}]`: those events are delivered
+/// again, in order, with their first deliveries' `webhook-id`s (API §14); `202` once
+/// the replay is recorded, the deliveries follow.
+pub async fn replay(state: AppState, path: StreamPath, id: &str, uri: &Uri) -> ApiResult<Response> {
+    let mut q = Params::parse(uri)?;
+    let from = q.number("from")?.ok_or_else(|| {
+        ApiError::invalid("a replay needs from={index}: the first index to deliver again")
+    })?;
+    let to = q.number("to")?;
+    q.finish()?;
+    let replay = state.engine.replay_webhook(&path, id, from, to).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(replay)).into_response())
+}
+
 /// `POST .../webhooks/{id}/resume`: a paused webhook delivers again from its cursor.
 pub async fn resume(state: AppState, path: StreamPath, id: &str, uri: &Uri) -> ApiResult<Response> {
     Params::parse(uri)?.finish()?;

@@ -2,7 +2,8 @@
 //! (or, for index-only webhooks far behind, the latest event of each substream), and
 //! retries a failed delivery with exponential backoff and jitter, honouring
 //! `Retry-After`, until it succeeds, the webhook is deleted or the retry budget runs
-//! out, which pauses the webhook with a log entry.
+//! out, which pauses the webhook with a log entry. A replay (`Deliverer::replay`) sends
+//! stored events again the same way, without moving the cursor.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +21,7 @@ use crate::order::Position;
 use crate::path::StreamPath;
 use crate::selector::Selector;
 use crate::store::SharedEvent;
+use crate::store::read::{Cursor, EventQuery, Scope};
 use crate::store::webhook_writes::{WebhookRow, WebhookWrite};
 
 /// How often a moving cursor is saved (and when the task stops or waits).
@@ -28,6 +30,9 @@ pub(super) const SAVE_EVERY: Duration = Duration::from_millis(250);
 /// An index-only webhook given this many events at once is behind: each substream's
 /// events are coalesced to its latest.
 const COALESCE_AT: usize = 100;
+
+/// Events read per page of a replay.
+const REPLAY_PAGE: usize = 256;
 
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -132,6 +137,60 @@ impl Deliverer {
             }
         }
         self.save(delivered).await;
+    }
+
+    /// Delivers again the stored events of the webhook's stream that `selector` picks
+    /// (the webhook's own, narrowed to the replayed indexes), in order, each with the
+    /// message id of its first delivery; leaves the live cursor alone. Stops at the
+    /// first event whose retry budget runs out, and says so in the log.
+    pub(super) async fn replay(self, selector: Selector) {
+        let scope = match self.engine.resolve(&self.path).await {
+            Ok(Some(resolved)) => resolved.scope,
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "the replay cannot read its stream");
+                return;
+            }
+        };
+        // a substream with no events yet has nothing to replay
+        let Some(scope) = scope else { return };
+        let prefix = format!("{}/{}", self.path.account, self.path.stream);
+        let mut cursor = match scope {
+            Scope::Substream(_) => Cursor::Index(selector.from.unwrap_or_default()),
+            Scope::Factory(_) => Cursor::After(Position::START),
+        };
+        let mut sent = 0u64;
+        loop {
+            let query = EventQuery {
+                scope,
+                prefix: &prefix,
+                selector: &selector,
+                cursor,
+                limit: REPLAY_PAGE,
+            };
+            let page = match self.engine.read(&query).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "the replay cannot read its stream");
+                    return;
+                }
+            };
+            for e in &page.events {
+                match self.deliver(&SharedEvent::new(e.clone())).await {
+                    Outcome::Delivered => sent += 1,
+                    Outcome::Stopped => return,
+                    Outcome::Exhausted(reason, _) => {
+                        tracing::warn!(%reason, sent, "the replay stopped");
+                        return;
+                    }
+                }
+            }
+            match page.next_cursor(scope) {
+                Some(next) if page.more => cursor = next,
+                _ => break,
+            }
+        }
+        tracing::info!(sent, "replay delivered");
     }
 
     /// Whether this node still holds the webhook's lease (always, without leases).

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::Engine;
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
+use crate::order::Index;
 use crate::path::{AccountName, Args, StreamName, StreamPath};
 use crate::selector::Selector;
 use crate::store::webhook_reads;
@@ -98,6 +99,14 @@ pub struct WebhookStatus {
     pub created_at: i64,
 }
 
+/// A replay as `POST .../webhooks/{id}/replay` answers it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookReplay {
+    pub id: String,
+    pub from: u64,
+    pub to: Option<u64>,
+}
+
 /// What a running delivery task reports. A std Mutex: never held across `.await`.
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
@@ -119,6 +128,8 @@ pub(crate) struct Webhooks {
     metrics: Arc<Metrics>,
     /// By webhook id. A std Mutex: never held across `.await`.
     running: Mutex<HashMap<String, Running>>,
+    /// The stop signals of replays under way, by webhook id.
+    replays: Mutex<HashMap<String, Vec<watch::Sender<bool>>>>,
 }
 
 impl Webhooks {
@@ -129,7 +140,23 @@ impl Webhooks {
             client,
             metrics,
             running: Mutex::default(),
+            replays: Mutex::default(),
         })
+    }
+
+    fn replays(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<watch::Sender<bool>>>> {
+        self.replays.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the replays of webhook `id` (`None`: of every webhook).
+    fn stop_replays(&self, id: Option<&str>) {
+        let stopped: Vec<watch::Sender<bool>> = match id {
+            Some(id) => self.replays().remove(id).unwrap_or_default(),
+            None => self.replays().drain().flat_map(|(_, v)| v).collect(),
+        };
+        for stop in stopped {
+            let _ = stop.send(true);
+        }
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
@@ -138,6 +165,7 @@ impl Webhooks {
 
     /// Stops every task; each saves its cursor first.
     pub(crate) async fn stop_all(&self) {
+        self.stop_replays(None);
         let tasks: Vec<Running> = self.running().drain().map(|(_, r)| r).collect();
         for r in &tasks {
             let _ = r.stop.send(true);
@@ -324,6 +352,7 @@ impl Engine {
     pub async fn delete_webhook(self: &Arc<Self>, path: &StreamPath, id: &str) -> Result<()> {
         let row = self.webhook_row(path, id).await?;
         self.webhooks.stop(id);
+        self.webhooks.stop_replays(Some(id));
         if !self
             .store
             .writer
@@ -412,34 +441,97 @@ impl Engine {
         Ok(true)
     }
 
+    /// Sends events `from..=to` (by index; `to` open: up to the last) of the webhook's
+    /// stream that its selector picks to the webhook again, in order, each with the
+    /// `webhook-id` of its first delivery (API §14), while the live deliveries go on
+    /// from their own cursor. Answers once the replay is recorded; the deliveries
+    /// follow, on this node.
+    pub async fn replay_webhook(
+        self: &Arc<Self>,
+        path: &StreamPath,
+        id: &str,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<WebhookReplay> {
+        if let Some(to) = to.filter(|to| *to < from) {
+            return Err(EngineError::invalid(format!(
+                "replay to={to} comes before from={from}: nothing to send"
+            ))
+            .with("field", "to"));
+        }
+        let row = self.webhook_row(path, id).await?;
+        let mut selector = Selector::parse_query(&row.selector)?;
+        selector.from = Some(selector.from.map_or(Index(from), |f| f.max(Index(from))));
+        selector.to = match (selector.to, to.map(Index)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let write = WebhookWrite::Replayed {
+            id: row.id.clone(),
+            from,
+            to,
+        };
+        if !self.store.writer.webhook(write).await? {
+            return Err(missing(id));
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let deliverer = self.deliverer(row, None, stop_rx, Arc::default())?;
+        self.webhooks
+            .replays()
+            .entry(id.to_owned())
+            .or_default()
+            .push(stop);
+        let span = tracing::info_span!("webhook replay", id = %id, from, to);
+        tokio::spawn(tracing::Instrument::instrument(
+            deliverer.replay(selector),
+            span,
+        ));
+        Ok(WebhookReplay {
+            id: id.to_owned(),
+            from,
+            to,
+        })
+    }
+
+    /// The delivery task of `row` (not started).
+    fn deliverer(
+        self: &Arc<Self>,
+        row: WebhookRow,
+        fence: Option<crate::store::cluster::Fence>,
+        stop: watch::Receiver<bool>,
+        progress: Arc<Mutex<Progress>>,
+    ) -> Result<deliver::Deliverer> {
+        let path = row_path(&row)?;
+        let secret = Secret::parse(&row.secret)?;
+        let url = reqwest::Url::parse(&row.url)
+            .map_err(|e| EngineError::internal(format!("stored webhook url {}: {e}", row.url)))?;
+        Ok(deliver::Deliverer {
+            engine: self.clone(),
+            client: self.webhooks.client.clone(),
+            settings: self.webhooks.settings.clone(),
+            metrics: self.webhooks.metrics.clone(),
+            progress,
+            stop,
+            path,
+            secret,
+            url,
+            row,
+            fence,
+        })
+    }
+
     fn start_webhook(
         self: &Arc<Self>,
         row: WebhookRow,
         fence: Option<crate::store::cluster::Fence>,
     ) -> Result<()> {
-        let path = row_path(&row)?;
-        let secret = Secret::parse(&row.secret)?;
-        let url = reqwest::Url::parse(&row.url)
-            .map_err(|e| EngineError::internal(format!("stored webhook url {}: {e}", row.url)))?;
         let (stop, stop_rx) = watch::channel(false);
         let progress = Arc::new(Mutex::new(Progress {
             cursor: row.cursor,
             ..Progress::default()
         }));
         let id = row.id.clone();
-        let deliverer = deliver::Deliverer {
-            engine: self.clone(),
-            client: self.webhooks.client.clone(),
-            settings: self.webhooks.settings.clone(),
-            metrics: self.webhooks.metrics.clone(),
-            progress: progress.clone(),
-            stop: stop_rx,
-            path,
-            secret,
-            url,
-            row,
-            fence,
-        };
+        let deliverer = self.deliverer(row, fence, stop_rx, progress.clone())?;
         let span = tracing::info_span!("webhook", id = %id, stream = %deliverer.path);
         let task = tokio::spawn(tracing::Instrument::instrument(deliverer.run(), span));
         let old = self.webhooks.running().insert(
