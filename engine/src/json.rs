@@ -21,6 +21,24 @@ pub const DEFAULT_MAX_DEPTH: usize = 64;
 /// 128 deep whatever eddy allows.
 pub const MAX_MAX_DEPTH: usize = 127;
 
+/// JSON text with every character past ASCII, and DEL, written as a `\u` escape, so
+/// that it fits a header value (visible ASCII). Such characters occur raw only inside
+/// JSON strings, where the escape means the same.
+pub fn ascii_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() && c != '\x7f' {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
 /// The limits JSON event data must keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonLimits {
@@ -352,6 +370,19 @@ fn number_at(data: &[u8], e: &serde_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_json_escapes_what_a_header_cannot_carry_and_means_the_same() {
+        let text = "{\"city\":\"Zürich ✓ 😀\u{7f}\"}";
+        let ascii = ascii_json(text);
+        assert!(ascii.bytes().all(|b| (0x20..0x7f).contains(&b)), "{ascii}");
+        assert!(
+            ascii.contains("\\ud83d\\ude00"),
+            "a surrogate pair: {ascii}"
+        );
+        let same: Value = serde_json::from_str(&ascii).unwrap();
+        assert_eq!(same, serde_json::from_str::<Value>(text).unwrap());
+    }
 
     fn nested(depth: usize) -> String {
         format!(

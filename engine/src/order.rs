@@ -58,9 +58,9 @@ impl Index {
         Index(self.0 + 1)
     }
 
-    /// As SQL stores it (a signed integer).
+    /// As SQL stores it (a signed integer; past its range, the largest).
     pub fn sql(self) -> i64 {
-        self.0 as i64
+        i64::try_from(self.0).unwrap_or(i64::MAX)
     }
 }
 

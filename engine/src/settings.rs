@@ -249,10 +249,12 @@ fn check_metadata<'v>(field: &str, label: &str, v: &'v Value) -> Result<&'v Map<
                 .with("field", field),
         );
     };
-    let len = v.to_string().len();
+    // as the header carries it: characters past ASCII escaped
+    let len = crate::json::ascii_json(&v.to_string()).len();
     if len > MAX_METADATA_BYTES {
         return Err(EngineError::invalid(format!(
-            "{label} is {len} bytes of JSON; at most {MAX_METADATA_BYTES} are allowed"
+            "{label} is {len} bytes of JSON (with characters past ASCII as \\u escapes, \
+             as headers carry them); at most {MAX_METADATA_BYTES} are allowed"
         ))
         .with("field", field));
     }

@@ -71,6 +71,11 @@ async fn metadata_given_at_creation_comes_back_on_every_read_and_in_listings() {
         header_of(&s, "/acme/orders/0?raw=true", "*/*").await,
         Some(meta.clone())
     );
+    // an SSE subscription answers it with its headers, before any event
+    assert_eq!(
+        header_of(&s, "/acme/orders", "text/event-stream").await,
+        Some(meta.clone())
+    );
     assert_eq!(
         listed(&s.get_json("/acme", 200).await, "orders")["metadata"],
         meta

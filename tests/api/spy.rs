@@ -221,7 +221,7 @@ async fn only_the_admin_may_spy_and_bad_requests_are_named() {
         }
         req.send()
     };
-    assert_error(spy(None).await.unwrap(), 401, "").await;
+    assert_error(spy(None).await.unwrap(), 401, "admin token").await;
     assert_error(spy(Some(&key)).await.unwrap(), 403, "admin").await;
     let r = spy(Some(ADMIN)).await.unwrap();
     assert_eq!(r.status(), 200);

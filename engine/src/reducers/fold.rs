@@ -26,6 +26,9 @@ const MEASURE_EVERY: Duration = Duration::from_millis(500);
 
 impl Worker {
     pub(super) fn fold_group(&mut self, stream_id: i64, head: i64) -> Result<bool> {
+        // the next read is sent ahead only where the next slice is likely to be this
+        // group's, from where this one ends (see below)
+        let alone = self.groups.len() == 1;
         let Some(group) = self.groups.get_mut(&stream_id) else {
             return Ok(false);
         };
@@ -83,8 +86,16 @@ impl Worker {
             &work,
             turn,
         )?;
-        // the next batch, should this one be folded whole, is read meanwhile
-        self.source.read_ahead((limit * 2).min(BATCH))?;
+        // the next batch, should this one be folded whole, is read meanwhile: where
+        // this thread folds no other stream, and every reducer behind reads from the
+        // same place (a rebuild beside live reducers alternates between two)
+        if alone
+            && behind
+                .iter()
+                .all(|&i| group.reducers[i].position == from_pos)
+        {
+            self.source.read_ahead((limit * 2).min(BATCH))?;
+        }
         // fold event by event, each reducer after those it reads, until the slice is
         // used up
         work.sort_by_key(|&(ri, _, k)| (k, ri));

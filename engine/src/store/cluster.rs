@@ -60,13 +60,18 @@ pub enum Change {
 }
 
 /// Starts the sequencer: announces this node's commits and, in position order
-/// between them, every other node's; moves `durable` along.
+/// between them, every other node's; moves `durable` along. Answers its queue and
+/// the position it has announced up to: `durable` can run ahead of that, since a
+/// group without events that began after other nodes' commits moves it without an
+/// announcement, so the listener compares the head with this one.
 pub(crate) fn start_sequencer(
     reads: Reads,
     notices: broadcast::Sender<Arc<Committed>>,
     durable: Arc<AtomicI64>,
-) -> mpsc::UnboundedSender<Announce> {
+) -> (mpsc::UnboundedSender<Announce>, Arc<AtomicI64>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let shown = Arc::new(AtomicI64::new(durable.load(Ordering::Acquire)));
+    let published = shown.clone();
     tokio::spawn(async move {
         let mut announced = durable.load(Ordering::Acquire);
         while let Some(msg) = rx.recv().await {
@@ -79,6 +84,7 @@ pub(crate) fn start_sequencer(
                     if first == announced + 1 {
                         announced = last;
                         durable.fetch_max(announced, Ordering::AcqRel);
+                        published.store(announced, Ordering::Release);
                         let _ = notices.send(Arc::from(notice));
                         continue;
                     }
@@ -92,6 +98,7 @@ pub(crate) fn start_sequencer(
                     Ok((notice, last)) => {
                         announced = last;
                         durable.fetch_max(announced, Ordering::AcqRel);
+                        published.store(announced, Ordering::Release);
                         if let Some(n) = notice {
                             let _ = notices.send(Arc::new(n));
                         }
@@ -104,7 +111,7 @@ pub(crate) fn start_sequencer(
             }
         }
     });
-    tx
+    (tx, shown)
 }
 
 /// The events after `after` up to `upto` (at most one notice's worth) as a notice,

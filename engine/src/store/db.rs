@@ -212,7 +212,7 @@ impl RowRef<'_, '_> {
 /// The writer's connection.
 pub(crate) enum Db {
     Sqlite(Connection),
-    Postgres(Pg),
+    Postgres(Box<Pg>),
 }
 
 /// A PostgreSQL connection driven from a thread of its own (the writer's, a reducer
@@ -227,6 +227,9 @@ pub(crate) struct Pg {
     /// writer's gathered rows while it applies the next request, a reducer thread's
     /// next batch while it folds this one. Landed before any other statement.
     in_flight: RefCell<Option<Flight>>,
+    /// A read sent ahead that was answered at once: its key and rows, kept for the
+    /// same read and dropped by any other statement.
+    read_early: RefCell<Option<(String, Vec<PgRow>)>>,
     /// Where to connect again after the connection was lost.
     url: String,
     /// Set when a statement failed for want of a connection; [`Db::heal`] connects
@@ -279,6 +282,7 @@ impl Pg {
         Ok(Self {
             conn: RefCell::new(Some(conn)),
             in_flight: RefCell::new(None),
+            read_early: RefCell::new(None),
             url: url.to_owned(),
             lost: Cell::new(false),
             rt,
@@ -362,6 +366,7 @@ impl Pg {
     /// write's error is the answer of whatever statement comes next; a read's rows,
     /// or its error, are dropped (the statement that lands it is another one).
     fn land(&self) -> Result<()> {
+        self.read_early.borrow_mut().take();
         let Some(flight) = self.in_flight.borrow_mut().take() else {
             return Ok(());
         };
@@ -375,6 +380,9 @@ impl Pg {
 
     /// The answer of the read sent ahead as `key`, when that is what is in flight.
     fn landed_read(&self, key: &str) -> Option<Result<Vec<PgRow>>> {
+        if let Some((_, rows)) = self.read_early.borrow_mut().take_if(|(k, _)| k == key) {
+            return Some(Ok(rows));
+        }
         let flight = self
             .in_flight
             .borrow_mut()
@@ -410,9 +418,15 @@ impl Pg {
         match polled {
             Poll::Ready((conn, out)) => {
                 *self.conn.borrow_mut() = Some(conn);
-                let out = self.noted(out).map(drop);
-                // a read that failed at once is read again when it is asked for
-                if rows { Ok(()) } else { out }
+                match (self.noted(out), read) {
+                    (Ok(answer), Some(key)) => {
+                        *self.read_early.borrow_mut() = Some((key, answer));
+                        Ok(())
+                    }
+                    // a read that failed at once is read again when it is asked for
+                    (Err(_), Some(_)) => Ok(()),
+                    (out, None) => out.map(drop),
+                }
             }
             Poll::Pending => {
                 *self.in_flight.borrow_mut() = Some(Flight { read, answer });
@@ -531,7 +545,12 @@ impl Db {
                 Ok(out)
             }
             Db::Postgres(pg) => {
-                let rows = match pg.landed_read(&read_key(sql, vals)) {
+                // (gathered rows, which only the writer has, would go first)
+                let early = match pg.pending.borrow().is_none() {
+                    true => pg.landed_read(&read_key(sql, vals)),
+                    false => None,
+                };
+                let rows = match early {
                     Some(rows) => rows?,
                     None => {
                         let q = Pg::query(pg.text(sql), vals);

@@ -17,7 +17,7 @@ async fn postgres_db(label: &str) -> Option<Db> {
         .await
         .unwrap()
         .unwrap();
-    Some(Db::Postgres(pg))
+    Some(Db::Postgres(Box::new(pg)))
 }
 
 /// What the writer does with a stream, a substream and its events, in one

@@ -53,10 +53,12 @@ pub(crate) struct FoldSource {
     db: Db,
     /// The batch after the last full one: what [`FoldSource::read_ahead`] sends.
     next: std::cell::Cell<Option<NextBatch>>,
+    /// The read [`FoldSource::read_ahead`] sent, and its size.
+    sent: std::cell::Cell<Option<(NextBatch, i64)>>,
 }
 
 /// The read of the batch after a full one, but for its size.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct NextBatch {
     sql: &'static str,
     key: i64,
@@ -84,12 +86,13 @@ impl FoldSource {
                     .map_err(|e| {
                         crate::error::EngineError::internal(format!("cannot connect: {e}"))
                     })?
-                    .map(Db::Postgres)?
+                    .map(|pg| Db::Postgres(Box::new(pg)))?
             }
         };
         Ok(Self {
             db,
             next: std::cell::Cell::new(None),
+            sent: std::cell::Cell::new(None),
         })
     }
 
@@ -117,9 +120,13 @@ impl FoldSource {
                 after_idx,
             ),
         };
-        let rows = self
-            .db
-            .rows(sql, vals![key, after, until, limit], fold_row)?;
+        let rows = self.ahead_rows(sql, key, after, until, limit)?;
+        let rows = match rows {
+            Some(rows) => rows,
+            None => self
+                .db
+                .rows(sql, vals![key, after, until, limit], fold_row)?,
+        };
         let next = rows
             .last()
             .filter(|_| rows.len() as i64 == limit)
@@ -137,12 +144,42 @@ impl FoldSource {
     /// PostgreSQL reads it while the thread folds this one (nothing on SQLite). Call it
     /// once the thread's other reads for this batch are done: any other read drops it.
     pub(crate) fn read_ahead(&self, limit: i64) -> Result<()> {
-        match self.next.take() {
-            Some(n) => self
-                .db
-                .read_ahead(n.sql, vals![n.key, n.after, n.until, limit]),
-            None => Ok(()),
+        let Some(n) = self.next.take().filter(|_| self.db.is_postgres()) else {
+            return Ok(());
+        };
+        self.sent.set(Some((n, limit)));
+        self.db
+            .read_ahead(n.sql, vals![n.key, n.after, n.until, limit])
+    }
+
+    /// The rows of the read sent ahead, when it is this one but for an older `until`
+    /// (the head moved meanwhile) and found events: every event at or below the older
+    /// head comes before those above it in the batch's order, so they are this read's
+    /// first rows. `None`: read as usual (the same read is taken whole by
+    /// [`Db::rows`] anyway).
+    fn ahead_rows(
+        &self,
+        sql: &'static str,
+        key: i64,
+        after: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<Option<Vec<FoldRow>>> {
+        let Some((sent, size)) = self.sent.take() else {
+            return Ok(None);
+        };
+        let older = sent.sql == sql
+            && sent.key == key
+            && sent.after == after
+            && size == limit
+            && sent.until < until;
+        if !older {
+            return Ok(None);
         }
+        let rows = self
+            .db
+            .rows(sql, vals![key, after, sent.until, limit], fold_row)?;
+        Ok((!rows.is_empty()).then_some(rows))
     }
 
     /// The id of plain stream `stream_id`'s one substream, once it has one.

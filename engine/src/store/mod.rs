@@ -271,14 +271,14 @@ impl Store {
             .await?
             .int(0)?;
         let last_position = Arc::new(AtomicI64::new(head));
-        let sequencer =
+        let (sequencer, announced) =
             cluster::start_sequencer(reads.clone(), notices.clone(), last_position.clone());
         let heard = cluster::listen(
             node_url.clone(),
             reads.clone(),
             node.clone(),
             sequencer.clone(),
-            last_position.clone(),
+            announced,
         );
         let (writer, thread) = writer::spawn_postgres(
             &node_url,

@@ -212,7 +212,7 @@ pub(crate) async fn spawn_postgres(
     // the connection lives on the writer's thread, with a runtime of its own
     let connect = url.to_owned();
     let db = tokio::task::spawn_blocking(move || -> Result<Db> {
-        let db = Db::Postgres(super::db::Pg::connect(&connect)?);
+        let db = Db::Postgres(Box::new(super::db::Pg::connect(&connect)?));
         db.control("SET synchronous_commit = on")?;
         // a writer stopped (a paused process, a cut network) while its group holds the
         // head row would hold every node's writes: PostgreSQL ends its session instead

@@ -4,10 +4,10 @@
 //! follows each time the reducer has folded further: `id:` the last index folded,
 //! `data:` the state's JSON. Folds that come faster than the client reads are
 //! coalesced: it gets the latest state, never a stale one after a newer one. On a
-//! factory's reducer URL, each event of a substream that matches the selector (`sub=`
-//! and the rest) is followed, once folded, by that substream's state: `id:` the
-//! event's global position (what `Last-Event-ID` resumes after), `data:`
-//! `{"stream", "index", "state"}`.
+//! factory's reducer URL, the events of the substreams that match the selector (`sub=`
+//! and the rest) are followed, once folded, by each such substream's state (one per
+//! substream for events that come together): `id:` the global position of its last
+//! event (what `Last-Event-ID` resumes after), `data:` `{"stream", "index", "state"}`.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -19,12 +19,14 @@ use bytes::Bytes;
 use eddy_engine::consumers::{Follow, Start, Subscription};
 use eddy_engine::path::{ReducerName, Resource, StreamPath};
 use eddy_engine::reducers::StateAnswer;
+use eddy_engine::store::SharedEvent;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::params::{self, Params};
 
-/// How long a factory's state waits for its reducer to fold the event that changed it.
+/// How long the states of a factory's events wait, together, for their reducer to
+/// fold them.
 const FOLD_WAIT: Duration = Duration::from_secs(10);
 
 pub async fn subscribe(
@@ -176,26 +178,41 @@ impl Live {
                 if events.is_empty() {
                     return Some(Bytes::from_static(b": heartbeat\n\n"));
                 }
-                let mut out = Vec::new();
+                // each substream's last event of the delivery, in the order they came:
+                // its state covers the ones before it
+                let mut latest: Vec<&SharedEvent> = Vec::new();
                 for e in &events {
+                    latest.retain(|l| l.stream != e.stream);
+                    latest.push(e);
+                }
+                // one wait for the whole delivery, so a stalled reducer costs one
+                let deadline = Instant::now() + FOLD_WAIT;
+                let mut out = Vec::new();
+                for e in latest {
                     let Ok(Resource::Stream(substream)) =
                         eddy_engine::path::parse(&format!("/{}", e.stream))
                     else {
                         continue;
                     };
-                    let answer = match self
-                        .state
-                        .engine
-                        .reducer_state(&substream, &self.name, Some(e.index.get()), FOLD_WAIT)
-                        .await
-                    {
-                        Ok(a) => a,
-                        Err(err) => {
-                            tracing::debug!(error = %err.message, "live factory state ended");
-                            return None;
-                        }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let state = self.state.clone();
+                    let read = self.state.engine.reducer_state(
+                        &substream,
+                        &self.name,
+                        Some(e.index.get()),
+                        left,
+                    );
+                    let answer = tokio::select! {
+                        a = read => match a {
+                            Ok(a) => a,
+                            Err(err) => {
+                                tracing::debug!(error = %err.message, "live factory state ended");
+                                return None;
+                            }
+                        },
+                        _ = state.shutting_down() => return None,
                     };
-                    let state: serde_json::Value = answer
+                    let json: serde_json::Value = answer
                         .json
                         .as_deref()
                         .and_then(|j| serde_json::from_str(j).ok())
@@ -203,7 +220,7 @@ impl Live {
                     let data = serde_json::json!({
                         "stream": e.stream,
                         "index": answer.index,
-                        "state": state,
+                        "state": json,
                     });
                     out.extend_from_slice(&frame(e.position.get(), &data.to_string()));
                 }

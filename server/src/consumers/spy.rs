@@ -44,6 +44,8 @@ pub async fn get(
     let selector = q.selector()?;
     let after = q.number("after")?;
     let color = q.flag("color")?;
+    // (NDJSON and text lines always carry the data; SSE takes data= as usual)
+    q.flag("data")?;
     if q.take("follow").is_some_and(|v| v == "false" || v == "0") {
         return Err(ApiError::invalid(
             "the firehose only follows: leave out follow=false (use GET /{acct}/{strm} to read \

@@ -185,7 +185,14 @@ pub async fn get(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     if crate::consumers::sse::wanted(headers) {
-        return crate::consumers::sse::subscribe(state, Follow::Stream(path), uri, headers).await;
+        let follow = Follow::Stream(path.clone());
+        let mut resp =
+            crate::consumers::sse::subscribe(state.clone(), follow, uri, headers).await?;
+        // (a stream that does not exist yet is waited for, and has no metadata yet)
+        if let Ok(Some(r)) = state.engine.resolve(&path).await {
+            stream_metadata(&mut resp, &r.info.settings);
+        }
+        return Ok(resp);
     }
     let mut q = Params::parse(uri)?;
     let selector = q.selector()?;
@@ -395,10 +402,10 @@ pub async fn one(state: AppState, path: StreamPath, index: u64, uri: &Uri) -> Ap
     // the envelope's "stream" (`acct/strm('a')`), as the envelope writes it
     put("event-stream", &event.stream);
     if let Some(m) = &event.metadata {
-        put("event-metadata", &ascii_json(m));
+        put("event-metadata", &eddy_engine::json::ascii_json(m));
     }
     if let Some(o) = &event.origin {
-        put("event-origin", &ascii_json(o));
+        put("event-origin", &eddy_engine::json::ascii_json(o));
     }
     Ok(resp)
 }
@@ -407,26 +414,8 @@ pub async fn one(state: AppState, path: StreamPath, index: u64, uri: &Uri) -> Ap
 pub(crate) fn stream_metadata(resp: &mut Response, settings: &StreamSettings) {
     let Some(m) = &settings.metadata else { return };
     let json = serde_json::Value::Object(m.clone()).to_string();
-    if let Ok(v) = HeaderValue::from_str(&ascii_json(&json)) {
+    if let Ok(v) = HeaderValue::from_str(&eddy_engine::json::ascii_json(&json)) {
         resp.headers_mut()
             .insert(HeaderName::from_static("x-stream-metadata"), v);
     }
-}
-
-/// JSON text with every character past ASCII written as a `\u` escape, so that it
-/// fits a header value (visible ASCII). Raw non-ASCII characters occur only inside
-/// JSON strings, where the escape means the same.
-fn ascii_json(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    for c in json.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{unit:04x}"));
-            }
-        }
-    }
-    out
 }
