@@ -9,12 +9,10 @@
 //! substream for events that come together): `id:` the global position of its last
 //! event (what `Last-Event-ID` resumes after), `data:` `{"stream", "index", "state"}`.
 
-use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use bytes::Bytes;
 use eddy_engine::consumers::{Follow, Start, Subscription};
 use eddy_engine::path::{ReducerName, Resource, StreamPath};
@@ -79,25 +77,11 @@ pub async fn subscribe(
         heartbeat,
         feed,
     };
-    let opening = Bytes::from(format!("retry: {}\n\n", state.config.sse_retry_ms));
-    let frames = futures::stream::unfold(live, |mut live| async move {
+    let chunks = futures::stream::unfold(live, |mut live| async move {
         let chunk = live.next().await?;
-        Some((Ok::<_, Infallible>(chunk), live))
+        Some((chunk, live))
     });
-    let body = Body::from_stream(futures::StreamExt::chain(
-        futures::stream::once(async move { Ok::<_, Infallible>(opening) }),
-        frames,
-    ));
-    Ok((
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(super::sse::response(state.config.sse_retry_ms, chunks))
 }
 
 struct Live {

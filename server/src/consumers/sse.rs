@@ -76,7 +76,7 @@ pub async fn subscribe(
     };
     let sub = state.engine.follow(follow, selector, data, start).await?;
     let heartbeat = Duration::from_millis(state.config.sse_heartbeat_ms.max(1));
-    let opening = Bytes::from(format!("retry: {}\n\n", state.config.sse_retry_ms));
+    let retry_ms = state.config.sse_retry_ms;
     let feed = Feed {
         state,
         sub,
@@ -85,15 +85,23 @@ pub async fn subscribe(
         next_beat: Instant::now() + heartbeat,
         _ticking: ticking,
     };
-    let events = futures::stream::unfold(feed, |mut feed| async move {
+    let chunks = futures::stream::unfold(feed, |mut feed| async move {
         let chunk = feed.next().await?;
-        Some((Ok::<_, Infallible>(chunk), feed))
+        Some((chunk, feed))
     });
-    let body = Body::from_stream(futures::StreamExt::chain(
-        futures::stream::once(async move { Ok::<_, Infallible>(opening) }),
-        events,
-    ));
-    Ok((
+    Ok(response(retry_ms, chunks))
+}
+
+/// An event stream response: `retry:` first, then `chunks` (frames and heartbeats)
+/// until they end.
+pub(crate) fn response(
+    retry_ms: u64,
+    chunks: impl futures::Stream<Item = Bytes> + Send + 'static,
+) -> Response {
+    let opening = Bytes::from(format!("retry: {retry_ms}\n\n"));
+    let frames = futures::StreamExt::chain(futures::stream::once(async move { opening }), chunks);
+    let body = Body::from_stream(futures::StreamExt::map(frames, Ok::<_, Infallible>));
+    (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -102,7 +110,7 @@ pub async fn subscribe(
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// The subscription as a sequence of SSE chunks.
