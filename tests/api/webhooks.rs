@@ -531,6 +531,12 @@ async fn a_replay_sends_an_index_range_again_in_order_with_the_same_ids() {
         .await
         .unwrap();
     assert_error(r, 405, "POST").await;
+    // a receiver that fails keeps replays under way: two at a time, then a 409
+    rx.script.lock().unwrap().failing = true;
+    for _ in 0..2 {
+        assert_eq!(replay("from=0").await.unwrap().status(), 202);
+    }
+    assert_error(replay("from=0").await.unwrap(), 409, "under way").await;
     let log = s.get_json("/eddy/events(acme)", 200).await;
     let replays = log
         .as_array()
@@ -538,5 +544,5 @@ async fn a_replay_sends_an_index_range_again_in_order_with_the_same_ids() {
         .iter()
         .filter(|e| e["type"] == "webhook-replayed")
         .count();
-    assert_eq!(replays, 2);
+    assert_eq!(replays, 4, "refused replays are not recorded");
 }

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::Engine;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorCode, Result};
 use crate::metrics::Metrics;
 use crate::order::Index;
 use crate::path::{AccountName, Args, StreamName, StreamPath};
@@ -98,6 +98,9 @@ pub struct WebhookStatus {
     #[serde(rename = "createdAt")]
     pub created_at: i64,
 }
+
+/// Most replays under way at once for one webhook.
+pub const MAX_REPLAYS: usize = 2;
 
 /// A replay as `POST .../webhooks/{id}/replay` answers it.
 #[derive(Debug, Clone, Serialize)]
@@ -460,6 +463,23 @@ impl Engine {
             .with("field", "to"));
         }
         let row = self.webhook_row(path, id).await?;
+        // replays are work on the account's behalf with no end but the range's: a few
+        // at a time per webhook
+        let under_way = {
+            let mut replays = self.webhooks.replays();
+            let list = replays.entry(id.to_owned()).or_default();
+            list.retain(|stop| !stop.is_closed());
+            list.len()
+        };
+        if under_way >= MAX_REPLAYS {
+            return Err(EngineError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "webhook {id} has {under_way} replays under way, the most it may have; \
+                     retry once one has finished"
+                ),
+            ));
+        }
         let mut selector = Selector::parse_query(&row.selector)?;
         selector.from = Some(selector.from.map_or(Index(from), |f| f.max(Index(from))));
         selector.to = match (selector.to, to.map(Index)) {
