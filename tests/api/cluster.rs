@@ -223,6 +223,63 @@ async fn an_event_source_on_one_node_follows_another_and_resumes_on_a_third() {
     take(&mut sub, &mut seen, 30, "the rest on node C").await;
     let indexes: Vec<i64> = seen.iter().map(|s| s.1).collect();
     assert_eq!(indexes, (1..=30).collect::<Vec<_>>(), "in order, once each");
+
+    // the firehose of node C shows what node A appends
+    let r = client()
+        .get(format!("{}/eddy/spy", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    post(&a.base, "/acme/s", None, json!({"n": 30})).await;
+    let mut buf = Vec::new();
+    let line = loop {
+        if let Some(at) = buf.iter().position(|b| *b == b'\n') {
+            break String::from_utf8(buf[..at].to_vec()).unwrap();
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("a firehose line from node A's append on node C")
+            .unwrap()
+            .unwrap();
+        buf.extend_from_slice(&chunk);
+    };
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (&event["stream"], &event["index"]),
+        (&json!("acme/s"), &json!(31))
+    );
+
+    // a reducer's state, folded by whichever node holds its lease, pushed live on B
+    let r = client()
+        .put(format!("{}/acme/s.count", a.base))
+        .header("content-type", "application/javascript")
+        .body("(n = 0, e) => n + 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client()
+        .get(format!("{}/acme/s.count", b.base))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut states = Box::pin(r.bytes_stream().eventsource());
+    post(&a.base, "/acme/s", None, json!({"n": 31})).await;
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), states.next())
+            .await
+            .expect("node B pushes the state that reaches 33 events")
+            .unwrap()
+            .unwrap();
+        if e.data == "33" {
+            assert_eq!(e.id, "32");
+            break;
+        }
+    }
 }
 
 /// Takes events from `sub` into `seen` ((Last-Event-ID, index) each) until it holds
