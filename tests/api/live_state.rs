@@ -9,6 +9,7 @@ use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 
+use crate::access::{ADMIN, account, secured, send};
 use crate::common::{TestServer, assert_error, spawn_server};
 use crate::reducers::deploy;
 
@@ -129,4 +130,50 @@ async fn live_state_of_what_does_not_exist_is_refused() {
         .await
         .unwrap();
     assert_error(r, 400, "Last-Event-ID").await;
+}
+
+#[tokio::test]
+async fn another_account_may_not_watch_a_state_or_replay_a_webhook() {
+    let s = secured().await;
+    let acme = format!("Bearer {}", account(&s, "acme").await);
+    let bob = format!("Bearer {}", account(&s, "bob").await);
+    let r = s
+        .client
+        .put(s.url("/acme/orders.count"))
+        .header("authorization", &acme)
+        .header("content-type", "application/javascript")
+        .body(COUNT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        send(&s, "POST", "/acme/orders", Some(&acme), Some(json!({})))
+            .await
+            .status(),
+        201
+    );
+    let watch_as = |auth: String| {
+        s.client
+            .get(s.url("/acme/orders.count"))
+            .header("accept", "text/event-stream")
+            .header("authorization", auth)
+            .send()
+    };
+    assert_error(watch_as(bob.clone()).await.unwrap(), 403, "bob").await;
+    assert_eq!(watch_as(acme.clone()).await.unwrap().status(), 200);
+    assert_eq!(
+        watch_as(format!("Bearer {ADMIN}")).await.unwrap().status(),
+        200
+    );
+    // a replay is the account's own: refused before the webhook is even looked up
+    let r = send(
+        &s,
+        "POST",
+        "/acme/orders/webhooks/wh_any/replay?from=0",
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_error(r, 403, "acme's keys").await;
 }

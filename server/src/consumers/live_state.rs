@@ -134,7 +134,8 @@ impl Live {
                         }
                     }
                 };
-                if *sent == Some(answer.index) || sent.is_some_and(|s| s > answer.index) {
+                // nothing newer than what was sent (a rebuild is sent once it passes it)
+                if sent.is_some_and(|s| s >= answer.index) {
                     return Some(Bytes::from_static(b": heartbeat\n\n"));
                 }
                 *sent = Some(answer.index);
