@@ -58,3 +58,65 @@ pub async fn read(state: &AppState, body: Body, limit: usize, what: &str) -> Api
         ))),
     }
 }
+
+/// What the next read of a streamed body (NDJSON lines, byte chunks) brought.
+pub enum Piece {
+    Data(Bytes),
+    /// The body ended.
+    End,
+    /// Nothing arrived for this long (the body read timeout bounds each pause).
+    Stalled(Duration),
+    ShuttingDown,
+    /// The connection broke off, with the transport's reason.
+    Broken(String),
+}
+
+/// A body read piece by piece as the client sends it.
+pub struct Pieces {
+    stream: axum::body::BodyDataStream,
+    idle: Option<Duration>,
+}
+
+impl Pieces {
+    pub fn new(state: &AppState, body: Body) -> Self {
+        Self {
+            stream: body.into_data_stream(),
+            idle: state.config.body_read_timeout(),
+        }
+    }
+
+    /// Waits for the next piece.
+    pub async fn next(&mut self, state: &AppState) -> Piece {
+        use futures::StreamExt;
+        let idle = self.idle;
+        let next = async {
+            match idle {
+                Some(t) => tokio::time::timeout(t, self.stream.next())
+                    .await
+                    .map_err(|_| t),
+                None => Ok(self.stream.next().await),
+            }
+        };
+        tokio::select! {
+            c = next => match c {
+                Ok(c) => Self::piece(c),
+                Err(t) => Piece::Stalled(t),
+            },
+            _ = state.shutting_down() => Piece::ShuttingDown,
+        }
+    }
+
+    /// The next piece if it has already arrived.
+    pub fn ready(&mut self) -> Option<Piece> {
+        use futures::{FutureExt, StreamExt};
+        self.stream.next().now_or_never().map(Self::piece)
+    }
+
+    fn piece(c: Option<Result<Bytes, axum::Error>>) -> Piece {
+        match c {
+            None => Piece::End,
+            Some(Ok(b)) => Piece::Data(b),
+            Some(Err(e)) => Piece::Broken(e.to_string()),
+        }
+    }
+}

@@ -36,6 +36,15 @@ async fn route(
     let (creds, uri) = auth::credentials(&headers, &uri)?;
     let resource = path::parse(uri.path())?;
     check_account(&state, &resource)?;
+    // `curl -T` uploads with PUT: a PUT with ?chunks=true is the append it means
+    let appendable = matches!(
+        resource,
+        Resource::Stream(_) | Resource::EventType { format: None, .. }
+    );
+    let method = match method {
+        Method::PUT if appendable && events::append::is_upload(&uri) => Method::POST,
+        m => m,
+    };
     let resource = builtin(resource, &method)?;
     auth::check(&state, &creds, &resource, &method).await?;
     let get = method == Method::GET || method == Method::HEAD;

@@ -54,6 +54,8 @@ pub struct Shared {
     pub engine: Arc<Engine>,
     pub config: Arc<Config>,
     pub metrics: Arc<ops::HttpMetrics>,
+    /// The byte uploads open on this server.
+    pub uploads: Arc<events::uploads::Uploads>,
     registry: Arc<Registry>,
     /// Turns true when the server starts shutting down: live responses (follow,
     /// long-poll, NDJSON ingest) end themselves.
@@ -87,6 +89,7 @@ impl AppState {
             engine,
             config: Arc::new(config),
             metrics,
+            uploads: Arc::default(),
             registry: Arc::new(registry),
             shutdown,
             shutdown_tx: Arc::new(shutdown_tx),

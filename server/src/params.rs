@@ -162,20 +162,23 @@ pub enum Representation {
     Ndjson,
     /// Server-Sent Events: a subscription.
     EventStream,
+    /// `application/octet-stream`: the events' data concatenated (a byte stream).
+    Bytes,
 }
 
 /// The offers in the server's order of preference, for ties.
-const OFFERS: [(&str, Representation); 3] = [
+const OFFERS: [(&str, Representation); 4] = [
     ("application/json", Representation::Json),
     ("application/x-ndjson", Representation::Ndjson),
     ("text/event-stream", Representation::EventStream),
+    ("application/octet-stream", Representation::Bytes),
 ];
 
 /// Chooses a read's representation from the Accept header (RFC 9110 §12.5.1): each
 /// offer takes the weight of the most specific media range that matches it (`q=0`:
 /// not acceptable), the highest weight wins, then the more specific match (a named
-/// type over `*/*`), then JSON before NDJSON before SSE. Without an Accept header, or
-/// when it accepts none of them, the answer is JSON.
+/// type over `*/*`), then JSON before NDJSON before SSE before bytes. Without an
+/// Accept header, or when it accepts none of them, the answer is JSON.
 pub fn representation(headers: &HeaderMap) -> Representation {
     let ranges: Vec<(&str, &str, f32)> = headers
         .get_all(axum::http::header::ACCEPT)

@@ -9,6 +9,7 @@ mod append;
 mod batch;
 mod browser;
 mod builtins;
+mod byte_streams;
 mod cli;
 mod cluster;
 mod common;

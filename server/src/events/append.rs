@@ -30,6 +30,8 @@ pub(super) struct AppendInputs {
     pub expected: ExpectedIndex,
     /// `X-Stream-Metadata`: the metadata of a stream this append creates.
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `?chunks=true`: store the body's pieces as they arrive (a byte upload).
+    pub chunks: bool,
 }
 
 /// A header by its name as clients write it in docs and errors, and parsed once.
@@ -116,8 +118,10 @@ impl AppendInputs {
             .get("x-stream-metadata")
             .map(|v| eddy_engine::settings::metadata_header(v.as_bytes()))
             .transpose()?;
+        let chunks = q.flag("chunks")?;
         q.finish()?;
         Ok(Self {
+            chunks,
             event_type,
             timestamp,
             id,
@@ -169,6 +173,20 @@ async fn post_inner(
     let (raw_ct, media) = params::media_type(&headers)?;
     let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
     // the engine's append policy decides write access before the body is read
+    if inputs.chunks {
+        if media == "application/x-ndjson" {
+            return Err(ApiError::invalid(
+                "an NDJSON body is stored line by line as it arrives already: send it \
+                 without chunks=true",
+            ));
+        }
+        let ct = ContentType::parse(raw_ct.as_deref())?;
+        let admitted = state
+            .engine
+            .admit_append(creds, &path, referer, Intake::<NoRead>::Stream)
+            .await?;
+        return super::chunks::ingest(state, path, admitted.policy, inputs, ct, body).await;
+    }
     match media.as_str() {
         "application/vnd.eddy.events+json" | "application/vnd.eventstore.events+json" => {
             let es = media == "application/vnd.eventstore.events+json";
@@ -233,6 +251,14 @@ async fn post_inner(
             ))
         }
     }
+}
+
+/// Whether a `PUT` is a byte upload (`?chunks=true`, as `curl -T` sends it) rather
+/// than the resource's own `PUT`.
+pub fn is_upload(uri: &Uri) -> bool {
+    Params::parse(uri)
+        .and_then(|mut q| q.flag("chunks"))
+        .unwrap_or(false)
 }
 
 /// The reader type of an intake that reads nothing up front (NDJSON).

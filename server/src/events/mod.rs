@@ -2,5 +2,7 @@
 
 pub mod append;
 mod batch;
+mod chunks;
 mod ndjson;
 pub mod read;
+pub mod uploads;

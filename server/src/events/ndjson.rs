@@ -2,7 +2,8 @@
 //! appended as they arrive (each chunk of complete lines is one durable write), so a
 //! producer can pipe a long-running process into one request. Not atomic: a bad line
 //! stops the request with a 400 naming it, and the lines before it stay. A stream
-//! with a rate limit paces the lines to it instead of refusing them.
+//! with a rate limit paces the lines to it instead of refusing them. Byte uploads
+//! (`chunks.rs`) share the same [`Ingest`].
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -13,11 +14,11 @@ use eddy_engine::event::{ContentType, ExpectedIndex, MAX_EVENT_DATA, NewEvent};
 use eddy_engine::order::Index;
 use eddy_engine::path::StreamPath;
 use eddy_engine::{EngineError, ErrorCode};
-use futures::StreamExt;
 use serde_json::json;
 
 use super::append::{AppendInputs, append};
 use crate::AppState;
+use crate::body::Piece;
 use crate::error::{ApiError, ApiResult};
 
 /// What the request has written so far.
@@ -28,7 +29,7 @@ struct Written {
     count: u64,
 }
 
-struct Ingest<'a> {
+pub(super) struct Ingest<'a> {
     state: &'a AppState,
     path: StreamPath,
     policy: AppendPolicy<'a>,
@@ -42,31 +43,74 @@ struct Ingest<'a> {
     written: Written,
 }
 
-impl Ingest<'_> {
+impl<'a> Ingest<'a> {
+    pub(super) fn new(
+        state: &'a AppState,
+        path: StreamPath,
+        policy: AppendPolicy<'a>,
+        inputs: AppendInputs,
+        content_type: ContentType,
+        event_type: String,
+    ) -> Self {
+        Self {
+            state,
+            path,
+            policy,
+            content_type,
+            event_type,
+            timestamp: inputs.timestamp,
+            inputs,
+            pending: Vec::new(),
+            written: Written::default(),
+        }
+    }
+
+    /// The answer once the body ended: 201 with what was written, or 200 when nothing
+    /// was.
+    pub(super) fn answer(&self) -> Response {
+        match self.written.first {
+            Some(first) => {
+                let w = &self.written;
+                let body = json!({"first": first, "last": w.last, "count": w.count});
+                super::append::created(&self.path, first, body)
+            }
+            None => (StatusCode::OK, axum::Json(json!({"count": 0}))).into_response(),
+        }
+    }
+
     fn line(&mut self, line_no: u64, line: &[u8]) -> Result<(), EngineError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
+        self.push(Bytes::copy_from_slice(line), "line", line_no)
+    }
+
+    /// Checks one event's data and queues it; errors name it as `what` number `n`.
+    pub(super) fn push(
+        &mut self,
+        data: Bytes,
+        what: &'static str,
+        n: u64,
+    ) -> Result<(), EngineError> {
         let event = NewEvent {
             id: None,
             event_type: self.event_type.clone(),
             content_type: self.content_type.value.clone(),
-            data: Bytes::copy_from_slice(line),
+            data,
             timestamp: self.timestamp,
             metadata: None,
             origin: None,
         };
-        self.policy.check(&event).map_err(|e| {
-            e.context(format_args!("line {line_no}"))
-                .with("line", line_no)
-        })?;
+        self.policy
+            .check(&event)
+            .map_err(|e| e.context(format_args!("{what} {n}")).with(what, n))?;
         self.pending.push(event);
         Ok(())
     }
 
-    /// Makes the pending lines durable.
-    async fn flush(&mut self) -> ApiResult<()> {
+    /// Makes the pending events durable.
+    pub(super) async fn flush(&mut self) -> ApiResult<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -86,7 +130,7 @@ impl Ingest<'_> {
 
     /// Stores the lines before the failure, then answers the failure with what was
     /// written.
-    async fn stop(&mut self, e: impl Into<ApiError>) -> ApiError {
+    pub(super) async fn stop(&mut self, e: impl Into<ApiError>) -> ApiError {
         match self.flush().await {
             Ok(()) => self.fail(e),
             Err(flush_error) => self.fail(flush_error),
@@ -94,7 +138,7 @@ impl Ingest<'_> {
     }
 
     /// Adds what was written to an error body.
-    fn fail(&self, e: impl Into<ApiError>) -> ApiError {
+    pub(super) fn fail(&self, e: impl Into<ApiError>) -> ApiError {
         let mut e: ApiError = e.into();
         e.0.details
             .insert("count".into(), self.written.count.into());
@@ -118,53 +162,33 @@ pub async fn ingest<'a>(
             "Event-Id names one event; an NDJSON stream gets server-generated ids",
         ));
     }
-    let mut ing = Ingest {
-        state,
-        path,
-        policy,
-        content_type: ContentType::json(),
-        event_type: inputs.required_type()?,
-        timestamp: inputs.timestamp,
-        inputs,
-        pending: Vec::new(),
-        written: Written::default(),
-    };
-    let mut stream = body.into_data_stream();
+    let event_type = inputs.required_type()?;
+    let mut ing = Ingest::new(state, path, policy, inputs, ContentType::json(), event_type);
+    let mut body = crate::body::Pieces::new(state, body);
     let mut buf: Vec<u8> = Vec::new();
     let mut line_no = 0u64;
     let mut ended = false;
-    // the body read timeout bounds each pause between chunks, not the whole stream
-    let idle = state.config.body_read_timeout();
     while !ended {
-        let next = async {
-            match idle {
-                Some(t) => tokio::time::timeout(t, stream.next()).await.map_err(|_| t),
-                None => Ok(stream.next().await),
+        match body.next(state).await {
+            Piece::End => ended = true,
+            Piece::Data(bytes) => buf.extend_from_slice(&bytes),
+            Piece::Stalled(t) => {
+                let stalled = format!(
+                    "the NDJSON body sent nothing for {} ms (--body-read-timeout-ms); \
+                     the lines received before are stored",
+                    t.as_millis()
+                );
+                return Err(ing.stop(crate::body::timed_out(t, stalled)).await);
             }
-        };
-        let chunk = tokio::select! {
-            c = next => match c {
-                Ok(c) => c,
-                Err(t) => {
-                    let stalled = format!(
-                        "the NDJSON body sent nothing for {} ms (--body-read-timeout-ms); \
-                         the lines received before are stored",
-                        t.as_millis()
-                    );
-                    return Err(ing.stop(crate::body::timed_out(t, stalled)).await);
-                }
-            },
-            _ = state.shutting_down() => {
-                return Err(ing.stop(EngineError::new(
-                    ErrorCode::Unavailable,
-                    "the server is shutting down; the lines received so far are stored",
-                )).await);
+            Piece::ShuttingDown => {
+                return Err(ing
+                    .stop(EngineError::new(
+                        ErrorCode::Unavailable,
+                        "the server is shutting down; the lines received so far are stored",
+                    ))
+                    .await);
             }
-        };
-        match chunk {
-            None => ended = true,
-            Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
-            Some(Err(e)) => {
+            Piece::Broken(e) => {
                 return Err(ing
                     .stop(ApiError::invalid(format!(
                         "the request body broke off after line {line_no}: {e}"
@@ -198,12 +222,5 @@ pub async fn ingest<'a>(
         }
         ing.flush().await.map_err(|e| ing.fail(e))?;
     }
-    match ing.written.first {
-        Some(first) => {
-            let body =
-                json!({"first": first, "last": ing.written.last, "count": ing.written.count});
-            Ok(super::append::created(&ing.path, first, body))
-        }
-        None => Ok((StatusCode::OK, axum::Json(json!({"count": 0}))).into_response()),
-    }
+    Ok(ing.answer())
 }

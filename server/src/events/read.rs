@@ -199,12 +199,15 @@ pub async fn get(
     let limit = q.limit()?;
     let after = q.number("after")?;
     let wait = wait_ms(&mut q, headers)?;
-    let follow = q.flag("follow")?;
+    let follow = FollowMode::take(&mut q)?;
     q.finish()?;
-    let ndjson = params::representation(headers) == params::Representation::Ndjson;
-    if follow && !ndjson {
+    let repr = params::representation(headers);
+    let ndjson = repr == params::Representation::Ndjson;
+    let bytes = repr == params::Representation::Bytes;
+    if follow != FollowMode::No && !ndjson && !bytes {
         return Err(ApiError::invalid(
-            "follow=true streams NDJSON: send Accept: application/x-ndjson",
+            "follow streams NDJSON or bytes: send Accept: application/x-ndjson or \
+             Accept: application/octet-stream",
         ));
     }
     let prefix = format!("{}/{}", path.account, path.stream);
@@ -218,7 +221,11 @@ pub async fn get(
     };
     let mut rx = state.engine.subscribe();
     if ndjson {
+        let follow = follow != FollowMode::No;
         return ndjson_response(reader, rx, limit, follow, wait).await;
+    }
+    if bytes {
+        return byte_response(reader, rx, limit, follow).await;
     }
     let limit = limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let mut page = reader.page(limit).await?;
@@ -289,6 +296,124 @@ fn next_link(reader: &Reader, uri: &Uri) -> Option<String> {
         reader.path.url(),
         query.join("&")
     ))
+}
+
+/// `follow`: whether and how long a read stays open for new events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FollowMode {
+    No,
+    /// `follow=true`: NDJSON until the client leaves; bytes until no upload is open
+    /// and everything was sent.
+    UntilDone,
+    /// `follow=forever`: until the client leaves.
+    Forever,
+}
+
+impl FollowMode {
+    fn take(q: &mut Params) -> ApiResult<Self> {
+        match q.take("follow").as_deref() {
+            None | Some("false") | Some("0") => Ok(Self::No),
+            Some("") | Some("true") | Some("1") => Ok(Self::UntilDone),
+            Some("forever") => Ok(Self::Forever),
+            Some(v) => Err(ApiError::invalid(format!(
+                "query parameter follow=\"{v}\" must be true, false or forever"
+            ))),
+        }
+    }
+}
+
+/// Bytes (API §13): the data of every matching event (up to `limit`), concatenated.
+/// `follow=true` writes new data as it commits until no upload is open on the
+/// (sub)stream and everything was sent (a stream that does not exist yet is waited
+/// for); `follow=forever` until the client leaves.
+async fn byte_response(
+    mut reader: Reader,
+    mut rx: broadcast::Receiver<std::sync::Arc<eddy_engine::Committed>>,
+    limit: Option<usize>,
+    follow: FollowMode,
+) -> ApiResult<Response> {
+    let uploads = reader.state.uploads.clone();
+    let mut closings = uploads.closings();
+    // an upload open before a read sends what the read finds, so a read that found
+    // nothing new after seeing no open upload has sent everything
+    let mut open = uploads.any_open(&reader.path);
+    let mut remaining = limit.unwrap_or(usize::MAX);
+    // the first page runs before the response starts, so errors are still statuses
+    let first = reader.page(remaining.min(MAX_LIMIT)).await?;
+    let builtin = reader.reads_empty_when_missing();
+    if reader.resolved.is_none() && follow == FollowMode::No && !builtin {
+        return Err(reader.missing());
+    }
+    let settings = reader.resolved.as_ref().map(|r| r.info.settings.clone());
+    let (tx, out) = mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        let mut page = first;
+        loop {
+            if !page.events.is_empty() {
+                let mut buf = Vec::with_capacity(page.events.iter().map(|e| e.data.len()).sum());
+                for e in &page.events {
+                    buf.extend_from_slice(&e.data);
+                }
+                remaining -= page.events.len();
+                if tx.send(Bytes::from(buf)).await.is_err() {
+                    return;
+                }
+            }
+            if remaining == 0 {
+                return;
+            }
+            if !page.more {
+                let done = match follow {
+                    FollowMode::No => true,
+                    // (a stream not created yet is waited for)
+                    FollowMode::UntilDone => !open && reader.resolved.is_some(),
+                    FollowMode::Forever => false,
+                };
+                if done || reader.exhausted().await {
+                    return;
+                }
+                closings.borrow_and_update();
+                if !uploads.any_open(&reader.path) && open {
+                    // the upload closed after the read above: one more read takes
+                    // its last pieces
+                    open = false;
+                } else {
+                    tokio::select! {
+                        woke = reader.wait(&mut rx, None) => if !woke { return },
+                        _ = closings.changed() => {}
+                        _ = tx.closed() => return,
+                    }
+                    open = uploads.any_open(&reader.path);
+                }
+            } else {
+                open = uploads.any_open(&reader.path);
+            }
+            page = match reader.page(remaining.min(MAX_LIMIT)).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = ?e.0, "byte read stopped");
+                    return;
+                }
+            };
+        }
+    });
+    let body = Body::from_stream(futures::stream::unfold(out, |mut out| async move {
+        out.recv().await.map(|b| (Ok::<_, Infallible>(b), out))
+    }));
+    let mut resp = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::VARY, "accept"),
+        ],
+        body,
+    )
+        .into_response();
+    if let Some(s) = &settings {
+        stream_metadata(&mut resp, s);
+    }
+    Ok(resp)
 }
 
 /// NDJSON: every matching event (up to `limit`), then, with `follow`, each new one as
