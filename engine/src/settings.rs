@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::error::{EngineError, Result};
 
 /// The settings fields this server knows.
-pub const FIELDS: [&str; 8] = [
+pub const FIELDS: [&str; 9] = [
     "factory",
     "metadata",
     "public",
@@ -20,6 +20,7 @@ pub const FIELDS: [&str; 8] = [
     "accountSubstreams",
     "hmacSecret",
     "requestHosts",
+    "snapshotEvery",
 ];
 
 /// Most hosts `requestHosts` may list.
@@ -30,10 +31,15 @@ pub const MAX_BLOCKLIST: usize = 1000;
 pub const MAX_RATE: u64 = 1_000_000;
 /// Fewest bytes an `hmacSecret` may decode to.
 pub const MIN_SECRET_BYTES: usize = 16;
+/// Events of a (sub)stream between two snapshots of its reducers' states, unless
+/// `snapshotEvery` says otherwise: `?at=` folds at most about this many events.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 5_000;
+/// Fewest events `snapshotEvery` may set between snapshots (0 turns them off).
+pub const MIN_SNAPSHOT_EVERY: u64 = 100;
 /// Most bytes a stream's `metadata` object may take as JSON.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StreamSettings {
     /// A factory holds substreams `strm(args)`; a plain stream holds events itself.
@@ -63,6 +69,30 @@ pub struct StreamSettings {
     /// the stream may call with `request()`; none by default.
     #[serde(default)]
     pub request_hosts: Vec<String>,
+    /// Events of a (sub)stream between two snapshots of each reducer's state, for
+    /// `?at=` reads (API §14); 0: none.
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+}
+
+fn default_snapshot_every() -> u64 {
+    DEFAULT_SNAPSHOT_EVERY
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            factory: false,
+            metadata: None,
+            public: Public::default(),
+            rate_limit: None,
+            blocklist: Blocklist::default(),
+            account_substreams: AccountSubstreams::default(),
+            hmac_secret: None,
+            request_hosts: Vec::new(),
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +265,17 @@ fn check_field(field: &str, v: &Value) -> Result<()> {
         },
         "hmacSecret" => check_secret(v),
         "requestHosts" => check_hosts(v),
+        "snapshotEvery" => match v.as_u64() {
+            Some(n) if n == 0 || (MIN_SNAPSHOT_EVERY..=1_000_000_000).contains(&n) => Ok(()),
+            _ => Err(bad(
+                field,
+                v,
+                format!(
+                    "settings field \"snapshotEvery\" must be 0 (no snapshots) or a whole \
+                     number of events from {MIN_SNAPSHOT_EVERY} to 1000000000, not {v}"
+                ),
+            )),
+        },
         _ => Ok(()),
     }
 }

@@ -107,6 +107,7 @@ pub async fn get(
         return Ok(([(header::CONTENT_TYPE, content_type)], source).into_response());
     }
     let min_index = q.number("min-index")?;
+    let at = q.number("at")?;
     let wait = q
         .number("wait")?
         .unwrap_or(DEFAULT_WAIT_MS)
@@ -116,10 +117,12 @@ pub async fn get(
         let limit = q.limit()?.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
         let after = q.number("after")?.unwrap_or(0) as i64;
         q.finish()?;
-        if min_index.is_some() {
-            return Err(ApiError::invalid(
-                "min-index applies to one substream's state: name the substream, as in /acct/strm('id').reducer",
-            ));
+        if min_index.is_some() || at.is_some() {
+            let param = if at.is_some() { "at" } else { "min-index" };
+            return Err(ApiError::invalid(format!(
+                "{param} applies to one substream's state: name the substream, as in \
+                 /acct/strm('id').reducer"
+            )));
         }
         // one more than the page, to tell whether another page follows (as listings do)
         let mut states = state
@@ -147,10 +150,27 @@ pub async fn get(
         return Ok(crate::streams::with_next(Value::Array(items), next));
     }
     q.finish()?;
-    let answer = state
-        .engine
-        .reducer_state(&path, &name, min_index, Duration::from_millis(wait))
-        .await?;
+    let wait = Duration::from_millis(wait);
+    let answer = match at {
+        Some(_) if min_index.is_some() => {
+            return Err(ApiError::invalid(
+                "at= and min-index= cannot be combined: at= answers the state as of one \
+                 index, and waits for the reducer to fold it",
+            ));
+        }
+        Some(at) => {
+            state
+                .engine
+                .reducer_state_at(&path, &name, at, wait)
+                .await?
+        }
+        None => {
+            state
+                .engine
+                .reducer_state(&path, &name, min_index, wait)
+                .await?
+        }
+    };
     let mut resp = (
         [(header::CONTENT_TYPE, "application/json")],
         answer.json.unwrap_or_else(|| "null".into()),

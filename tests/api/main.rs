@@ -35,6 +35,7 @@ mod resources;
 mod sandbox;
 mod spy;
 mod sse;
+mod time_travel;
 mod types;
 mod walkthrough;
 mod webhooks;

@@ -69,7 +69,7 @@ async fn settings_declare_factories_before_any_event() {
         declared,
         json!({"factory": true, "public": {"read": false, "write": false}, "rateLimit": null,
                "blocklist": {"referers": [], "args": []}, "accountSubstreams": "none",
-               "hmacSecret": null, "requestHosts": []})
+               "hmacSecret": null, "requestHosts": [], "snapshotEvery": 5000})
     );
     assert_eq!(s.get_json("/a/f/settings", 200).await["hmacSecret"], secret);
     assert_error(s.post("/a/f", "t", json!(1)).await, 400, "factory").await;

@@ -93,6 +93,7 @@ impl Worker {
                 // a lease found lost) leaves them for the next
                 let kept_logs = std::mem::take(&mut r.logs);
                 let kept_dispatches = std::mem::take(&mut r.dispatches);
+                let kept_snapshots = std::mem::take(&mut r.snapshots);
                 let logs: Vec<_> = kept_logs.iter().map(|(_, e)| e.clone()).collect();
                 let new_errors = std::mem::take(&mut r.new_errors);
                 let checkpoint = Checkpoint {
@@ -101,6 +102,7 @@ impl Worker {
                     new_errors,
                     halted: r.halted.clone(),
                     states,
+                    snapshots: kept_snapshots.clone(),
                     logs: Some((group.stream.logs(), logs)),
                     dispatches: kept_dispatches.iter().map(|(_, d)| d.clone()).collect(),
                     promote_over,
@@ -141,6 +143,8 @@ impl Worker {
                         r.logs.extend(later);
                         let later = std::mem::replace(&mut r.dispatches, kept_dispatches);
                         r.dispatches.extend(later);
+                        let later = std::mem::replace(&mut r.snapshots, kept_snapshots);
+                        r.snapshots.extend(later);
                         tracing::warn!(error = %e.message, reducer = %r.row.name, "checkpoint failed");
                         if e.code == crate::error::ErrorCode::Conflict
                             && group.fence.is_some()

@@ -131,8 +131,10 @@ impl Worker {
         let console = group.sandbox.console();
         let dispatches = group.sandbox.dispatches();
         record_output(group, rows, console, dispatches, &plain_name);
-        let halted_now = record_results(group, &work, failed_at, rows, turn, &plain_name);
+        let (halted_now, crossed) =
+            record_results(group, &work, failed_at, rows, turn, &plain_name);
         advance(group, rows, &halted_now, from_pos, &behind);
+        snapshot(group, &crossed, self.limits.state_bytes);
         measure(group, &self.memory, stream_id);
         group.unpublished = true;
         tracing::trace!(
@@ -200,10 +202,12 @@ fn plan(group: &Group, rows: &[Row], from_pos: i64) -> Vec<(usize, i64, usize)> 
 /// Reads what may have changed since the last slice: the stream's `requestHosts`, and
 /// the names and args of factory substreams first seen in `rows`.
 fn refresh(source: &FoldSource, group: &mut Group, stream_id: i64, rows: &[Row]) -> Result<()> {
-    let settings = source.stream_settings(stream_id)?;
-    *group.request_hosts.borrow_mut() = settings
-        .map(|json| crate::settings::StreamSettings::from_stored(&json, false).request_hosts)
+    let settings = source
+        .stream_settings(stream_id)?
+        .map(|json| crate::settings::StreamSettings::from_stored(&json, false))
         .unwrap_or_default();
+    *group.request_hosts.borrow_mut() = settings.request_hosts;
+    group.snapshot_every = settings.snapshot_every.min(i64::MAX as u64) as i64;
     for row in rows {
         if group.factory && !group.subs.contains_key(&row.sid) {
             let args = source.substream_args(row.sid)?;
@@ -314,8 +318,12 @@ fn record_output(
     }
 }
 
+/// A reducer that halts: (reducer, why, the row it stopped at).
+type Halt = (usize, String, usize);
+
 /// Counts and logs the errors of the calls made, marks the substreams folded and
-/// answers the reducers that halt (with why, and the row they stopped at).
+/// answers the reducers that halt (with why, and the row they stopped at) and the
+/// (reducer, substream) pairs due for a snapshot.
 fn record_results(
     group: &mut Group,
     work: &[(usize, i64, usize)],
@@ -323,9 +331,10 @@ fn record_results(
     rows: &[Row],
     turn: u64,
     plain_name: &str,
-) -> Vec<(usize, String, usize)> {
-    // (reducer, why, the row it stopped at)
-    let mut halted_now: Vec<(usize, String, usize)> = Vec::new();
+) -> (Vec<Halt>, Vec<(usize, i64)>) {
+    let mut halted_now: Vec<Halt> = Vec::new();
+    let mut crossed: Vec<(usize, i64)> = Vec::new();
+    let every = group.snapshot_every;
     for (c, &(ri, sid, k)) in work.iter().enumerate() {
         let r = &mut group.reducers[ri];
         if r.halted.is_some() || halted_now.iter().any(|(h, ..)| *h == ri) {
@@ -358,10 +367,40 @@ fn record_results(
             }
         }
         let entry = r.live.entry(sid).or_insert((-1, turn));
+        // a snapshot each time the substream's index passes a multiple of `every`
+        // (taken after the slice, so at most a batch later)
+        if every > 0
+            && (rows[k].idx + 1) / every > (entry.0 + 1) / every
+            && !crossed.contains(&(ri, sid))
+        {
+            crossed.push((ri, sid));
+        }
         *entry = (rows[k].idx, turn);
         r.touched(sid);
     }
-    halted_now
+    (halted_now, crossed)
+}
+
+/// Takes the snapshots due after a slice: each state as it is now, with the last
+/// index folded into it, for the next checkpoint to save. A reducer that halted has
+/// none, nor a state over the size limit (the checkpoint folds it again).
+fn snapshot(group: &mut Group, crossed: &[(usize, i64)], limit: usize) {
+    for &(ri, sid) in crossed {
+        let r = &mut group.reducers[ri];
+        let Some(&(idx, _)) = r.live.get(&sid) else {
+            continue;
+        };
+        if r.halted.is_some() {
+            continue;
+        }
+        match group.sandbox.state(r.slot, sid) {
+            Ok(json) if json.as_ref().is_none_or(|j| j.len() <= limit) => {
+                r.snapshots.push((sid, idx, json));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e.message, "cannot take a snapshot of a state"),
+        }
+    }
 }
 
 /// Moves the reducers that folded `rows` past them, and those that halt to the event

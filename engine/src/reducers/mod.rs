@@ -3,6 +3,7 @@
 //! threads over channels; state and status reads are answered from what the threads
 //! publish (`published`) and from the saved states, never by a thread.
 
+mod at;
 mod checkpoint;
 /// Event data as reducers see it (see `crate::content`).
 pub(crate) mod data {
@@ -119,6 +120,10 @@ pub(crate) struct Reducers {
     /// Deploy checks running at once: each is a thread running user code for up to a
     /// time limit, so a flood of deploys queues here rather than spawning threads.
     checks: tokio::sync::Semaphore,
+    /// Time-travel folds running at once (each a thread running user code).
+    travels: tokio::sync::Semaphore,
+    /// Read connections of finished time-travel folds, for the next ones.
+    at_sources: Mutex<Vec<FoldSource>>,
 }
 
 impl Reducers {
@@ -198,6 +203,8 @@ impl Reducers {
             stop,
             limits: settings.limits,
             checks: tokio::sync::Semaphore::new(2),
+            travels: tokio::sync::Semaphore::new(2),
+            at_sources: Mutex::new(Vec::new()),
         };
         for (row, stream) in load_rows(&store.reads).await? {
             let after_idx =

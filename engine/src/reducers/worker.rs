@@ -103,6 +103,8 @@ pub(crate) struct Group {
     pub(super) plain_sid: Option<i64>,
     /// The stream's `requestHosts`, shared with the sandbox's `request()` host.
     pub(super) request_hosts: Rc<RefCell<Vec<String>>>,
+    /// The stream's `snapshotEvery` (0: no snapshots).
+    pub(super) snapshot_every: i64,
     /// Events to read for the next slice: fewer after a slice ran out of time.
     pub(super) batch: i64,
     /// The lease the stream's reducers run under, where leases are kept; every
@@ -152,6 +154,9 @@ pub(super) struct Live {
     /// is about and its rank there (console output 0, an error 1), so that they are
     /// saved in event order whichever step found them.
     pub(super) logs: Vec<((i64, u8), NewEvent)>,
+    /// Snapshots taken since the last checkpoint, which it saves: (substream, last
+    /// index folded, state JSON).
+    pub(super) snapshots: Vec<(i64, i64, Option<String>)>,
     /// Events dispatched since the last checkpoint, with the substream whose event
     /// dispatched them, appended with it.
     pub(super) dispatches: Vec<(i64, Routed)>,
@@ -318,6 +323,7 @@ impl Worker {
                     subs: HashMap::new(),
                     plain_sid: None,
                     request_hosts,
+                    snapshot_every: 0,
                     batch: BATCH,
                     fence,
                     turns: 0,
@@ -365,6 +371,7 @@ impl Worker {
             pending: HashMap::new(),
             over: Vec::new(),
             logs: Vec::new(),
+            snapshots: Vec::new(),
             dispatches: Vec::new(),
             live_from,
             new_errors: 0,

@@ -348,6 +348,7 @@ async fn reducers(store: &Store) {
             new_errors: 1,
             halted: None,
             states: vec![(sid, 1, Some(Arc::from("2")))],
+            snapshots: vec![(sid, 1, Some("2".into()))],
             logs: Some((path("acme/log").logs(), vec![event("log", b"{}")])),
             dispatches: Vec::new(),
             promote_over: None,
@@ -356,6 +357,17 @@ async fn reducers(store: &Store) {
         .await
         .unwrap();
     assert!(matches!(saved, ReducerWritten::Saved));
+    // with a snapshot for time travel, found at and after its index only
+    let source = FoldSource::open(store).await.unwrap();
+    let snapshots = tokio::task::spawn_blocking(move || {
+        (
+            source.snapshot(reducer_id, sid, 0).unwrap(),
+            source.snapshot(reducer_id, sid, 5).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(snapshots, (None, Some((1, Some("2".to_owned())))));
     assert_eq!(
         reducer_reads::saved_state(&store.reads, reducer_id, sid)
             .await

@@ -32,7 +32,7 @@ use super::{DB_FILE, lock_data_dir, migrations};
 
 /// Every table of eddy's schema that holds data, in the order they are copied (a table
 /// after those its foreign keys point to). Both databases must have exactly these.
-pub(super) const TABLES: [&str; 11] = [
+pub(super) const TABLES: [&str; 12] = [
     "instance",
     "accounts",
     "api_keys",
@@ -41,6 +41,7 @@ pub(super) const TABLES: [&str; 11] = [
     "events",
     "reducers",
     "reducer_states",
+    "reducer_snapshots",
     "pipes",
     "webhooks",
     "event_types",

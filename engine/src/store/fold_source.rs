@@ -226,6 +226,23 @@ impl FoldSource {
         )
     }
 
+    /// The latest snapshot of reducer version `reducer_id` for substream `sid` at or
+    /// before index `at`: its index and state JSON (`None` while undefined).
+    pub(crate) fn snapshot(
+        &self,
+        reducer_id: i64,
+        sid: i64,
+        at: i64,
+    ) -> Result<Option<(i64, Option<String>)>> {
+        self.db.heal()?;
+        self.db.row(
+            "SELECT idx, state FROM reducer_snapshots WHERE reducer_id = ?1 AND sid = ?2 \
+             AND idx <= ?3 ORDER BY idx DESC LIMIT 1",
+            vals![reducer_id, sid, at],
+            |q| Ok((q.int(0)?, q.opt_text(1)?)),
+        )
+    }
+
     /// On a plain stream, the index of the last event at or before global position
     /// `position` (-1 before the first): what a reducer at `position` has folded. The
     /// position may be past the stream's last event (it moves to the head when the

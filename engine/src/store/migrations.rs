@@ -14,7 +14,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 type MigrationList = [(i64, &'static str, &'static str)];
 
 /// SQLite's migrations, in order.
-const MIGRATIONS: [(i64, &str, &str); 7] = [
+const MIGRATIONS: [(i64, &str, &str); 8] = [
     (
         1,
         "create event log",
@@ -50,10 +50,16 @@ const MIGRATIONS: [(i64, &str, &str); 7] = [
         "index only client event ids",
         include_str!("../../../migrations/sqlite/0007_index_only_client_event_ids.sql"),
     ),
+    (
+        8,
+        "create reducer snapshots",
+        include_str!("../../../migrations/sqlite/0008_create_reducer_snapshots.sql"),
+    ),
 ];
 
-/// PostgreSQL's migrations, in order: one schema equal to SQLite's after its seven.
-const POSTGRES_MIGRATIONS: [(i64, &str, &str); 2] = [
+/// PostgreSQL's migrations, in order: one schema equal to SQLite's after its seven,
+/// then the cluster's tables, then what both gained since.
+const POSTGRES_MIGRATIONS: [(i64, &str, &str); 3] = [
     (
         1,
         "create schema",
@@ -63,6 +69,11 @@ const POSTGRES_MIGRATIONS: [(i64, &str, &str); 2] = [
         2,
         "create cluster",
         include_str!("../../../migrations/postgres/0002_create_cluster.sql"),
+    ),
+    (
+        3,
+        "create reducer snapshots",
+        include_str!("../../../migrations/postgres/0003_create_reducer_snapshots.sql"),
     ),
 ];
 

@@ -67,6 +67,8 @@ pub(crate) struct Checkpoint {
     pub halted: Option<String>,
     /// (substream id, last index folded, state JSON or `None` for undefined).
     pub states: Vec<(i64, i64, Option<std::sync::Arc<str>>)>,
+    /// Snapshots for `?at=` reads: (substream id, last index folded, state JSON).
+    pub snapshots: Vec<(i64, i64, Option<String>)>,
     /// Entries for the stream's log, appended in the same transaction.
     pub logs: Option<(StreamPath, Vec<NewEvent>)>,
     /// Events the reducer dispatched, appended in the same transaction (a destination
@@ -226,6 +228,20 @@ fn checkpoint(l: &mut Ledger, c: Checkpoint, staged: &mut Staged) -> Result<()> 
                 Ok(())
             },
         )?;
+    if !c.snapshots.is_empty() {
+        // a stream taken over folds again from the last checkpoint: the same
+        // snapshot again is the same state
+        l.db.batch(
+            "INSERT INTO reducer_snapshots (reducer_id, sid, idx, state) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (reducer_id, sid, idx) DO NOTHING",
+            |save| {
+                for (sid, idx, state) in &c.snapshots {
+                    save.exec(vals![c.reducer_id, sid, idx, state])?;
+                }
+                Ok(())
+            },
+        )?;
+    }
     l.db.exec(
         "UPDATE reducers SET position = ?2, errors = errors + ?3, halted = COALESCE(?4, halted) \
                  WHERE id = ?1",
@@ -264,6 +280,10 @@ fn checkpoint(l: &mut Ledger, c: Checkpoint, staged: &mut Staged) -> Result<()> 
 fn drop_reducer(l: &mut Ledger, id: i64) -> Result<()> {
     l.db.exec(
         "DELETE FROM reducer_states WHERE reducer_id = ?1",
+        vals![id],
+    )?;
+    l.db.exec(
+        "DELETE FROM reducer_snapshots WHERE reducer_id = ?1",
         vals![id],
     )?;
     l.db.exec("DELETE FROM reducers WHERE id = ?1", vals![id])?;
