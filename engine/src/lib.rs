@@ -63,6 +63,7 @@ pub mod query;
 pub mod reducers;
 pub mod selector;
 pub mod settings;
+pub mod splices;
 pub mod store;
 pub mod types;
 
@@ -116,6 +117,8 @@ pub struct Engine {
     pub(crate) cluster: Option<Arc<cluster::Cluster>>,
     /// Set once a shutdown began: the lease keeper takes nothing more.
     leaving: std::sync::atomic::AtomicBool,
+    /// Splice previews and approvals running at once (each maps a whole history).
+    splicing: tokio::sync::Semaphore,
 }
 
 /// How the engine runs, besides its storage and metrics.
@@ -189,6 +192,7 @@ impl Engine {
             tickers,
             cluster,
             leaving: Default::default(),
+            splicing: tokio::sync::Semaphore::new(1),
         });
         engine.start_webhooks().await?;
         engine.start_pipes().await?;

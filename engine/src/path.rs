@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `/{acct}` | [`Resource::Account`] |
 //! | `/{acct}/{strm}` and `/{acct}/{strm}({args})` | [`Resource::Stream`] |
+//! | `/{acct}/{strm}@{n}` (a replaced history, read-only) | [`Resource::Stream`] |
 //! | `…/{index}` or `…[{index}]` | [`Resource::Event`] |
 //! | `….{reducer}` | [`Resource::Reducer`] |
 //! | `…:{eventType}[.json\|.ts]` | [`Resource::EventType`] |
@@ -13,6 +14,7 @@
 //! | `…/logs`, `…/logs/pipe/{acct2}/{strm2}` | [`Resource::Logs`], [`Resource::PipeLogs`] |
 //! | `…/settings`, `…/substreams`, `…/reducers` | [`Resource::Settings`], [`Resource::Substreams`], [`Resource::Reducers`] |
 //! | `…/webhooks`, `…/webhooks/{id}`, `…/webhooks/{id}/resume`, `…/webhooks/{id}/replay` | [`Resource::Webhooks`], [`Resource::Webhook`], [`Resource::WebhookResume`], [`Resource::WebhookReplay`] |
+//! | `…/splices`, `…/splices/{id}`, `…/splices/{id}/approve` | [`Resource::Splices`], [`Resource::Splice`], [`Resource::SpliceApprove`] |
 //!
 //! The whole path is percent-decoded before it is parsed, and the scanner is
 //! quote-aware inside factory arguments, so `/a/s('x/y').r` names the substream
@@ -138,6 +140,14 @@ name_type!(
     #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
     StreamName, "stream name", FORBIDDEN_STREAMS
 );
+
+impl StreamName {
+    /// `strm@{n}`: the name version `n` of this stream's history is kept under once a
+    /// splice replaced it, a name no client can give a stream of its own.
+    pub fn version(&self, n: u64) -> StreamName {
+        StreamName(format!("{}@{n}", self.0))
+    }
+}
 
 name_type!(
     /// A reducer name: 1 to 64 characters from `A-Z a-z 0-9 _ -`.
@@ -561,6 +571,13 @@ impl StreamPath {
         })
     }
 
+    /// The version `n` of `strm@{n}`, the history a splice replaced; `None` for a
+    /// stream's current history.
+    pub fn version(&self) -> Option<u64> {
+        let (_, n) = self.stream.as_str().rsplit_once('@')?;
+        n.parse().ok()
+    }
+
     /// The stream that holds this stream's log (`/{acct}/{strm}/logs`): stored as a
     /// plain stream named `strm/logs`, a name no URL can give, so it never clashes with
     /// a user's stream and stays out of account listings. Factory args are dropped: a
@@ -675,6 +692,12 @@ pub enum Resource {
     WebhookResume(StreamPath, String),
     /// `/{acct}/{strm}/webhooks/{id}/replay`.
     WebhookReplay(StreamPath, String),
+    /// `/{acct}/{strm}/splices`.
+    Splices(StreamPath),
+    /// `/{acct}/{strm}/splices/{id}`.
+    Splice(StreamPath, String),
+    /// `/{acct}/{strm}/splices/{id}/approve`.
+    SpliceApprove(StreamPath, String),
 }
 
 impl Resource {
@@ -695,7 +718,10 @@ impl Resource {
             | Resource::Webhooks(s)
             | Resource::Webhook(s, _)
             | Resource::WebhookResume(s, _)
-            | Resource::WebhookReplay(s, _) => vec![s],
+            | Resource::WebhookReplay(s, _)
+            | Resource::Splices(s)
+            | Resource::Splice(s, _)
+            | Resource::SpliceApprove(s, _) => vec![s],
         }
     }
 }
@@ -736,8 +762,35 @@ fn split_segment(s: &str) -> (&str, Option<&str>) {
 
 /// Parses `strm` or `strm(args)` at the start of `s`, returning the rest.
 fn stream_path(account: AccountName, s: &str) -> Result<(StreamPath, &str), PathError> {
-    let end = s.find(['/', '(', '[', '.', ':']).unwrap_or(s.len());
+    let end = s.find(['/', '(', '[', '.', ':', '@']).unwrap_or(s.len());
     let stream = StreamName::new(&s[..end])?;
+    if let Some(v) = s[end..].strip_prefix('@') {
+        // `strm@{n}`: a history a splice replaced (API §12)
+        let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+        let version = match v[..digits].parse::<u64>() {
+            Ok(n) if n > 0 && !v.starts_with('0') => n,
+            _ => bail!(
+                "stream version {} after {} is not a whole number from 1",
+                show(&v[..digits.max(1).min(v.len())]),
+                show(&s[..end])
+            ),
+        };
+        let rest = &v[digits..];
+        if rest.starts_with('(') {
+            bail!(
+                "stream {} has versions only as a plain stream: a factory is not spliced",
+                show(&s[..end])
+            );
+        }
+        return Ok((
+            StreamPath {
+                account,
+                stream: stream.version(version),
+                args: None,
+            },
+            rest,
+        ));
+    }
     let Some(inner) = s[end..].strip_prefix('(') else {
         return Ok((
             StreamPath {
@@ -893,6 +946,16 @@ fn after_stream(stream: StreamPath, rest: &str) -> Result<Resource, PathError> {
                 Some("resume") => Resource::WebhookResume(stream, id.to_owned()),
                 Some("replay") => Resource::WebhookReplay(stream, id.to_owned()),
                 Some(action) => return unknown(action, &after(&format!("webhooks/{id}"))),
+            }
+        }
+        ("splices", None) => Resource::Splices(stream),
+        ("splices", Some(more)) => {
+            let (id, action) = split_segment(more);
+            check_name("splice id", id)?;
+            match action {
+                None => Resource::Splice(stream, id.to_owned()),
+                Some("approve") => Resource::SpliceApprove(stream, id.to_owned()),
+                Some(action) => return unknown(action, &after(&format!("splices/{id}"))),
             }
         }
         (segment @ ("settings" | "substreams" | "reducers"), Some(more)) => {

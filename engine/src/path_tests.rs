@@ -998,3 +998,38 @@ fn randomized_paths_never_panic_and_round_trip() {
         "only {with_args} random paths had factory arguments"
     );
 }
+
+#[test]
+fn splices_and_replaced_histories() {
+    let base = sp("/a/s");
+    assert_eq!(ok("/a/s/splices"), Resource::Splices(base.clone()));
+    assert_eq!(
+        ok("/a/s/splices/spl_1"),
+        Resource::Splice(base.clone(), "spl_1".into())
+    );
+    assert_eq!(
+        ok("/a/s/splices/spl_1/approve"),
+        Resource::SpliceApprove(base, "spl_1".into())
+    );
+    assert_eq!(
+        err("/a/s/splices/spl_1/merge"),
+        "unknown path segment \"merge\" after \"a/s/splices/spl_1\""
+    );
+    // a replaced history: its own stream name, which no client can give
+    let Resource::Stream(v) = ok("/a/s@2") else {
+        panic!("not a stream")
+    };
+    assert_eq!(v.stream.as_str(), "s@2");
+    assert_eq!(v.version(), Some(2));
+    assert_eq!(sp("/a/s").version(), None);
+    assert!(matches!(ok("/a/s@2/7"), Resource::Event(_, 7)));
+    assert!(matches!(ok("/a/s@12.count"), Resource::Reducer(..)));
+    for bad in ["/a/s@0", "/a/s@", "/a/s@x", "/a/s@01"] {
+        assert!(
+            err(bad).contains("is not a whole number from 1"),
+            "{bad}: {}",
+            err(bad)
+        );
+    }
+    assert!(err("/a/s@1('x')").contains("a factory is not spliced"));
+}

@@ -68,6 +68,7 @@ async fn the_schema_matches_sqlite_and_migrates_once() {
         "reducer_snapshots",
         "reducer_states",
         "reducers",
+        "splices",
         "streams",
         "substreams",
         "webhooks",
@@ -83,7 +84,7 @@ async fn the_schema_matches_sqlite_and_migrates_once() {
     .fetch_all(&lite)
     .await
     .unwrap();
-    assert_eq!(lite_tables.len(), 13, "{lite_tables:?}");
+    assert_eq!(lite_tables.len(), 14, "{lite_tables:?}");
     for table in &lite_tables {
         assert!(tables.contains(table), "{table} missing on PostgreSQL");
         let lite_columns: BTreeSet<String> =
@@ -133,9 +134,9 @@ async fn the_schema_matches_sqlite_and_migrates_once() {
             .await
             .unwrap()
     };
-    assert_eq!(versions().await, [1, 2, 3]);
+    assert_eq!(versions().await, [1, 2, 3, 4]);
     postgres_migrator().run(&pool).await.unwrap();
-    assert_eq!(versions().await, [1, 2, 3]);
+    assert_eq!(versions().await, [1, 2, 3, 4]);
     assert_eq!(pg_tables(&pool).await, expected);
     let last: i64 = sqlx::query_scalar("SELECT last FROM event_positions")
         .fetch_one(&pool)

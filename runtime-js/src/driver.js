@@ -249,8 +249,11 @@
   };
   // one output of a pipe function, as {type?, data?, args?}
   const output = (o, where) => {
-    const out = { type: o.type, data: o.data, args: o.args };
+    const out = { type: o.type, data: o.data, args: o.args, timestamp: o.timestamp };
     if (out.type !== undefined) checkType(out.type, `${where}: type`);
+    if (out.timestamp !== undefined && !(typeof out.timestamp === "number" && Number.isSafeInteger(out.timestamp) && out.timestamp >= 0)) {
+      throw new TypeError(`${where}: timestamp must be a whole number of milliseconds since 1970, not ${what(out.timestamp)}`);
+    }
     if (out.args !== undefined) {
       if (!Array.isArray(out.args)) throw new TypeError(`${where}: args must be an array, not ${what(out.args)}`);
       out.args.forEach((a, i) => {

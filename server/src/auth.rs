@@ -115,7 +115,11 @@ pub async fn check(
         | Resource::Webhooks(p)
         | Resource::Webhook(p, _)
         | Resource::WebhookResume(p, _)
-        | Resource::WebhookReplay(p, _) => stream(p, Need::Manage).await?,
+        | Resource::WebhookReplay(p, _)
+        // splices: the owner's alone (never an HMAC token, which manages nothing)
+        | Resource::Splices(p)
+        | Resource::Splice(p, _)
+        | Resource::SpliceApprove(p, _) => stream(p, Need::Manage).await?,
         Resource::Pipe { from, to } | Resource::PipeLogs { from, to } => {
             // a pipe belongs to its origin's account and appends to its destination;
             // from a cron stream, it belongs to whoever may append to the destination

@@ -10,7 +10,7 @@ use eddy_engine::path::{self, Resource, StreamPath};
 
 use crate::consumers::webhooks;
 use crate::error::{ApiError, ApiResult};
-use crate::{AppState, auth, events, pipes, reducers, settings, streams, types};
+use crate::{AppState, auth, events, pipes, reducers, settings, splices, streams, types};
 
 /// Takes the request whole: extracting the method, URI and headers separately would
 /// clone the header map of every request.
@@ -48,6 +48,24 @@ async fn route(
     let resource = builtin(resource, &method)?;
     auth::check(&state, &creds, &resource, &method).await?;
     let get = method == Method::GET || method == Method::HEAD;
+    // a history a splice replaced (`strm@{n}`) is read-only: its events, and no more
+    if let Some(p) = resource
+        .stream_paths()
+        .into_iter()
+        .find(|p| p.version().is_some())
+    {
+        match &resource {
+            Resource::Stream(_) | Resource::Event(..) if !get => {
+                return Err(ApiError::method(&method, "GET"));
+            }
+            Resource::Stream(_) | Resource::Event(..) => {}
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "{p} is a history a splice replaced: only its events can be read"
+                )));
+            }
+        }
+    }
     match resource {
         Resource::Account(account) if get => streams::list(state, account, &uri, &headers).await,
         Resource::Account(_) => Err(ApiError::method(&method, "GET")),
@@ -127,6 +145,20 @@ async fn route(
             webhooks::replay(state, p, &id, &uri).await
         }
         Resource::WebhookReplay(..) => Err(ApiError::method(&method, "POST")),
+        Resource::Splices(p) => match method {
+            Method::GET | Method::HEAD => splices::list(state, p, &uri).await,
+            Method::POST => splices::create(state, p, &uri, &headers, body).await,
+            _ => Err(ApiError::method(&method, "GET, POST")),
+        },
+        Resource::Splice(p, id) => match method {
+            Method::GET | Method::HEAD => splices::get(state, p, &id, &uri).await,
+            Method::DELETE => splices::reject(state, p, &id, &uri).await,
+            _ => Err(ApiError::method(&method, "GET, DELETE")),
+        },
+        Resource::SpliceApprove(p, id) if method == Method::POST => {
+            splices::approve(state, p, &id, &uri).await
+        }
+        Resource::SpliceApprove(..) => Err(ApiError::method(&method, "POST")),
     }
 }
 
@@ -145,7 +177,10 @@ fn check_account(state: &AppState, resource: &Resource) -> ApiResult<()> {
         | Resource::Webhooks(p)
         | Resource::Webhook(p, _)
         | Resource::WebhookResume(p, _)
-        | Resource::WebhookReplay(p, _) => &p.account,
+        | Resource::WebhookReplay(p, _)
+        | Resource::Splices(p)
+        | Resource::Splice(p, _)
+        | Resource::SpliceApprove(p, _) => &p.account,
         Resource::EventType { stream, .. } => &stream.account,
         Resource::Pipe { from, .. } | Resource::PipeLogs { from, .. } => &from.account,
     };

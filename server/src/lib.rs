@@ -20,6 +20,7 @@ mod params;
 mod pipes;
 mod reducers;
 mod settings;
+mod splices;
 mod streams;
 mod types;
 

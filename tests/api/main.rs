@@ -33,6 +33,7 @@ mod reducers;
 mod request;
 mod resources;
 mod sandbox;
+mod splices;
 mod spy;
 mod sse;
 mod time_travel;

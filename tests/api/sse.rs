@@ -14,12 +14,12 @@ use crate::common::{TestServer, assert_error, spawn_server, spawn_server_with};
 type Events = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
 
 /// An open subscription.
-struct Sub {
+pub(crate) struct Sub {
     events: Events,
     headers: reqwest::header::HeaderMap,
 }
 
-async fn subscribe(s: &TestServer, path: &str, last_id: Option<&str>) -> Sub {
+pub(crate) async fn subscribe(s: &TestServer, path: &str, last_id: Option<&str>) -> Sub {
     let mut req = s
         .client
         .get(s.url(path))
@@ -43,7 +43,7 @@ async fn subscribe(s: &TestServer, path: &str, last_id: Option<&str>) -> Sub {
 
 impl Sub {
     /// The next event, failing the test after 10 s.
-    async fn next(&mut self) -> Event {
+    pub(crate) async fn next(&mut self) -> Event {
         tokio::time::timeout(Duration::from_secs(10), self.events.next())
             .await
             .expect("an event within 10 s")
@@ -51,7 +51,7 @@ impl Sub {
             .expect("a well-formed event")
     }
 
-    async fn take(&mut self, n: usize) -> Vec<Event> {
+    pub(crate) async fn take(&mut self, n: usize) -> Vec<Event> {
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             out.push(self.next().await);
@@ -66,7 +66,7 @@ impl Sub {
     }
 }
 
-fn data(e: &Event) -> Value {
+pub(crate) fn data(e: &Event) -> Value {
     serde_json::from_str(&e.data).expect("data is JSON")
 }
 

@@ -80,6 +80,9 @@ pub enum Delivery {
     Events(Vec<Arc<SharedEvent>>),
     /// Every event of this notice, in order.
     Notice(Arc<Committed>),
+    /// A splice replaced the followed stream's history (API §12): the subscription
+    /// goes on with the new history from index 0.
+    Spliced(Arc<StreamPath>),
 }
 
 /// A subscription; dropping it unsubscribes.
@@ -96,6 +99,9 @@ pub struct Subscription {
     catching_up: bool,
     /// The scope of storage reads, once the stream exists.
     scope: Option<Scope>,
+    /// The selector's `from` as asked: what a splice starts the subscription again
+    /// from (a resumed subscription raises the selector's own).
+    from: Option<Index>,
     /// The events and notices taken lately (see [`Subscription::busy`]).
     pace: Pace,
 }
@@ -189,9 +195,11 @@ impl Engine {
             floor: Position::START,
             catching_up: true,
             scope: None,
+            from: None,
             pace: Pace::default(),
         };
         sub.resolve().await?;
+        sub.from = sub.selector.from;
         match start {
             Start::Live => {
                 sub.floor = self.store.last_position();
@@ -281,10 +289,15 @@ impl Subscription {
         &mut self,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<Vec<Arc<SharedEvent>>> {
-        Ok(match self.next_delivery(stop).await? {
-            Delivery::Events(events) => events,
-            Delivery::Notice(n) => n.events.iter().map(|l| l.event.clone()).collect(),
-        })
+        tokio::pin!(stop);
+        loop {
+            return Ok(match self.next_delivery(stop.as_mut()).await? {
+                Delivery::Events(events) => events,
+                Delivery::Notice(n) => n.events.iter().map(|l| l.event.clone()).collect(),
+                // the new history's events follow as any others
+                Delivery::Spliced(_) => continue,
+            });
+        }
     }
 
     /// As [`Subscription::next`], but a notice whose events are all for this
@@ -320,6 +333,14 @@ impl Subscription {
             let Some(notice) = notice else {
                 return Ok(Delivery::Events(Vec::new()));
             };
+            if let Some(path) = self.spliced(&notice) {
+                // the new history is read from storage, from its first event (all of
+                // it is past the floor, being appended after everything delivered)
+                self.scope = None;
+                self.selector.from = self.from;
+                self.catching_up = true;
+                return Ok(Delivery::Spliced(path));
+            }
             if self.wants_all(&notice) {
                 self.saw_notice(&notice);
                 self.floor = self.floor.max(notice.last_position);
@@ -330,6 +351,18 @@ impl Subscription {
                 return Ok(Delivery::Events(events));
             }
         }
+    }
+
+    /// The followed plain stream, when `notice` says a splice replaced its history.
+    fn spliced(&self, notice: &Committed) -> Option<Arc<StreamPath>> {
+        let Follow::Stream(p) = &self.follow else {
+            return None;
+        };
+        notice
+            .spliced
+            .iter()
+            .find(|s| s.account == p.account && s.stream == p.stream && p.args.is_none())
+            .cloned()
     }
 
     /// Counts a notice taken towards [`Subscription::busy`].

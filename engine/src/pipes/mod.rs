@@ -12,7 +12,7 @@
 //! is refused when it is put.
 
 mod mapper;
-mod run;
+pub(crate) mod run;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -36,15 +36,17 @@ pub(super) struct PipeTask {
     pub fence: Option<crate::store::cluster::Fence>,
 }
 
-/// One output of a pipe function.
+/// One output of a pipe function (or a splice's map function, which may also set the
+/// timestamp).
 #[derive(Deserialize)]
-struct MapOut {
+pub(crate) struct MapOut {
     #[serde(rename = "type")]
-    event_type: Option<String>,
+    pub(crate) event_type: Option<String>,
     /// `Some(Null)` for an explicit `data: null`; `None` keeps the source data.
     #[serde(default, deserialize_with = "present")]
-    data: Option<Value>,
-    args: Option<Vec<Value>>,
+    pub(crate) data: Option<Value>,
+    pub(crate) args: Option<Vec<Value>>,
+    pub(crate) timestamp: Option<i64>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
@@ -184,20 +186,7 @@ impl PipeTask {
     fn copy(&self, events: &[Arc<SharedEvent>], cursor: Position, logs: &StreamPath) -> PipeBatch {
         let mut batch = self.batch(cursor, logs);
         for e in events {
-            batch.outs.push(Routed {
-                stream: self.row.to.clone(),
-                explicit_args: None,
-                default_args: self.default_args(e),
-                event: NewEvent {
-                    id: Some(self.piped_id(e, 0)),
-                    event_type: e.event_type.clone(),
-                    content_type: e.content_type.clone(),
-                    data: e.data.clone(),
-                    timestamp: None,
-                    metadata: e.metadata.clone(),
-                    origin: Some(origin_of(e)),
-                },
-            });
+            batch.outs.push(copied(&self.row, e));
         }
         batch
     }
@@ -218,8 +207,8 @@ impl PipeTask {
             .await
             .ok()?;
         let mut batch = self.batch(cursor, logs);
-        for (e, mapped) in events.iter().zip(answer.mapped) {
-            let outs = match mapped {
+        for (e, result) in events.iter().zip(answer.mapped) {
+            let outs = match result {
                 Ok(json) => serde_json::from_str::<Vec<MapOut>>(&json).map_err(|err| {
                     (
                         format!("the pipe function's result is not valid: {err}"),
@@ -239,7 +228,7 @@ impl PipeTask {
                 }
             };
             for (k, out) in outs.into_iter().enumerate() {
-                match self.mapped_event(e, k, out) {
+                match mapped(&self.row, e, k, out) {
                     Ok(routed) => batch.outs.push(routed),
                     Err(message) => {
                         batch.errors += 1;
@@ -275,64 +264,82 @@ impl PipeTask {
         }
         Some(batch)
     }
+}
 
-    /// The `k`-th output of the pipe function for `e`.
-    fn mapped_event(
-        &self,
-        e: &StoredEvent,
-        k: usize,
-        out: MapOut,
-    ) -> std::result::Result<Routed, String> {
-        let event_type = out.event_type.unwrap_or_else(|| e.event_type.clone());
-        check_type(&event_type).map_err(|err| err.message)?;
-        let (content_type, data) = match out.data {
-            None => (e.content_type.clone(), e.data.clone()),
-            Some(v) => ("application/json".to_owned(), v.to_string().into()),
-        };
-        check_size(data.len()).map_err(|err| err.message)?;
-        let explicit_args = match out.args {
-            None => None,
-            Some(values) => Some(args_from_json(&values)?),
-        };
-        Ok(Routed {
-            stream: self.row.to.clone(),
-            explicit_args,
-            default_args: self.default_args(e),
-            event: NewEvent {
-                id: Some(self.piped_id(e, k)),
-                event_type,
-                content_type,
-                data,
-                timestamp: None,
-                metadata: None,
-                origin: Some(origin_of(e)),
-            },
-        })
+/// A copy pipe's output for `e`: the event unchanged, with its origin.
+pub(crate) fn copied(row: &PipeRow, e: &StoredEvent) -> Routed {
+    Routed {
+        stream: row.to.clone(),
+        explicit_args: None,
+        default_args: default_args(row, e),
+        event: NewEvent {
+            id: Some(piped_id(row, e, 0)),
+            event_type: e.event_type.clone(),
+            content_type: e.content_type.clone(),
+            data: e.data.clone(),
+            timestamp: None,
+            metadata: e.metadata.clone(),
+            origin: Some(origin_of(e)),
+        },
     }
+}
 
-    /// Into a factory, an event goes to the substream of its source's args unless the
-    /// pipe function names others. The args of a builtin stream (a cron expression, an
-    /// account) name no substream of the destination and are not carried over.
-    fn default_args(&self, e: &StoredEvent) -> Option<Args> {
-        if self.row.from.account.as_str() == builtins::ACCOUNT {
-            return None;
-        }
-        args_of(&e.stream)
-    }
+/// The `k`-th output of pipe `row`'s function for `e`.
+pub(crate) fn mapped(
+    row: &PipeRow,
+    e: &StoredEvent,
+    k: usize,
+    out: MapOut,
+) -> std::result::Result<Routed, String> {
+    let event_type = out.event_type.unwrap_or_else(|| e.event_type.clone());
+    check_type(&event_type).map_err(|err| err.message)?;
+    let (content_type, data) = match out.data {
+        None => (e.content_type.clone(), e.data.clone()),
+        Some(v) => ("application/json".to_owned(), v.to_string().into()),
+    };
+    check_size(data.len()).map_err(|err| err.message)?;
+    let explicit_args = match out.args {
+        None => None,
+        Some(values) => Some(args_from_json(&values)?),
+    };
+    Ok(Routed {
+        stream: row.to.clone(),
+        explicit_args,
+        default_args: default_args(row, e),
+        event: NewEvent {
+            id: Some(piped_id(row, e, k)),
+            event_type,
+            content_type,
+            data,
+            timestamp: None,
+            metadata: None,
+            origin: Some(origin_of(e)),
+        },
+    })
+}
 
-    /// The id of the `k`-th event piped from `e`: the same on every run of the pipe.
-    fn piped_id(&self, e: &StoredEvent, k: usize) -> uuid::Uuid {
-        derived_id(
-            e.timestamp,
-            &[
-                b"pipe",
-                e.stream.as_bytes(),
-                &e.index.get().to_le_bytes(),
-                self.row.to.to_string().as_bytes(),
-                &(k as u64).to_le_bytes(),
-            ],
-        )
+/// Into a factory, an event goes to the substream of its source's args unless the
+/// pipe function names others. The args of a builtin stream (a cron expression, an
+/// account) name no substream of the destination and are not carried over.
+fn default_args(row: &PipeRow, e: &StoredEvent) -> Option<Args> {
+    if row.from.account.as_str() == builtins::ACCOUNT {
+        return None;
     }
+    args_of(&e.stream)
+}
+
+/// The id of the `k`-th event piped from `e`: the same on every run of the pipe.
+fn piped_id(row: &PipeRow, e: &StoredEvent, k: usize) -> uuid::Uuid {
+    derived_id(
+        e.timestamp,
+        &[
+            b"pipe",
+            e.stream.as_bytes(),
+            &e.index.get().to_le_bytes(),
+            row.to.to_string().as_bytes(),
+            &(k as u64).to_le_bytes(),
+        ],
+    )
 }
 
 /// Factory args from a pipe function's `args` array.

@@ -34,9 +34,10 @@ use crate::store::fold_source::FoldSource;
 use crate::store::reducer_reads;
 use crate::store::reducer_writes::{ReducerRow, ReducerWrite, ReducerWritten};
 pub(crate) use data::for_reducer;
-use pool::{JsMemory, Lane, Placement, StopAt, stopped};
+pub(crate) use pool::stopped;
+use pool::{JsMemory, Lane, Placement, StopAt};
 use published::{Entry, Published};
-use worker::Msg;
+pub(crate) use worker::Msg;
 
 /// A reducer's state for one (sub)stream.
 #[derive(Debug, Clone)]
@@ -112,11 +113,11 @@ pub struct PoolSettings {
 
 /// The engine's handle on the reducer threads.
 pub(crate) struct Reducers {
-    lanes: Vec<Lane>,
-    placement: Arc<Placement>,
-    published: Arc<Published>,
+    pub(crate) lanes: Vec<Lane>,
+    pub(crate) placement: Arc<Placement>,
+    pub(crate) published: Arc<Published>,
     stop: Arc<StopAt>,
-    limits: Limits,
+    pub(crate) limits: Limits,
     /// Deploy checks running at once: each is a thread running user code for up to a
     /// time limit, so a flood of deploys queues here rather than spawning threads.
     checks: tokio::sync::Semaphore,
@@ -406,7 +407,21 @@ impl crate::Engine {
             return Err(EngineError::internal("unexpected answer to a deploy"));
         };
         let building = row.building;
-        // a new version starts from the first event
+        self.run_version(row, stream, replaced).await?;
+        Ok(Deployed {
+            code_hash,
+            building,
+        })
+    }
+
+    /// Starts folding a stored version from the first event: here, or, where leases
+    /// are kept, on the node that holds (or now claims) the stream's reducers.
+    pub(crate) async fn run_version(
+        self: &Arc<Self>,
+        row: Box<ReducerRow>,
+        stream: StreamPath,
+        replaced: Option<i64>,
+    ) -> Result<()> {
         match &self.cluster {
             None => self.reducers.load(row, stream, replaced, -1, None)?,
             Some(_) => {
@@ -427,10 +442,7 @@ impl crate::Engine {
                 }
             }
         }
-        Ok(Deployed {
-            code_hash,
-            building,
-        })
+        Ok(())
     }
 
     async fn refuse_cycles(&self, stream: &StreamPath, name: &str, reads: &[String]) -> Result<()> {

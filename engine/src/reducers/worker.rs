@@ -339,6 +339,8 @@ impl Worker {
         let after_idx = self.source.after_index(row.stream_id, row.position)?;
         let group = self.groups.get_mut(&row.stream_id).expect("inserted above");
         group.factory = row.factory;
+        // looked up again: a splice gives a plain stream a new substream
+        group.plain_sid = None;
         let slot = group.next_slot;
         group.next_slot += 1;
         let code = Prepared {

@@ -14,6 +14,7 @@ use crate::path::AccountName;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Change {
     StreamCreated,
+    StreamSpliced,
     ReducerDeployed,
     ReducerDeleted,
     PipeAdded,
@@ -32,6 +33,7 @@ impl Change {
     pub(crate) fn event_type(self) -> &'static str {
         match self {
             Change::StreamCreated => "stream-created",
+            Change::StreamSpliced => "stream-spliced",
             Change::ReducerDeployed => "reducer-deployed",
             Change::ReducerDeleted => "reducer-deleted",
             Change::PipeAdded => "pipe-added",

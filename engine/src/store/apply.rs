@@ -62,7 +62,7 @@ pub(super) struct StreamRow {
     pub(super) id: i64,
     pub(super) factory: bool,
     /// Shared: the row is cloned out of the cache on every append.
-    settings: Arc<StreamSettings>,
+    pub(super) settings: Arc<StreamSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +96,8 @@ pub(super) struct Staged {
     pub(super) live_paths: Vec<Arc<StreamPath>>,
     /// What other nodes must reload after the commit (`cluster::Change::Keys`).
     pub(super) changes: Vec<String>,
+    /// The streams whose history a splice replaced (API §12).
+    pub(super) spliced: Vec<Arc<StreamPath>>,
 }
 
 impl Default for Staged {
@@ -110,6 +112,7 @@ impl Default for Staged {
             live_complete: true,
             live_paths: Vec::new(),
             changes: Vec::new(),
+            spliced: Vec::new(),
         }
     }
 }
@@ -266,7 +269,7 @@ impl Ledger {
         Ok(row)
     }
 
-    fn sub(&mut self, staged: &Staged, key: &SubKey) -> Result<Option<SubRow>> {
+    pub(super) fn sub(&mut self, staged: &Staged, key: &SubKey) -> Result<Option<SubRow>> {
         if let Some(s) = staged.subs.get(key).or_else(|| self.subs.get(key)) {
             return Ok(Some(s.clone()));
         }
@@ -385,12 +388,33 @@ impl Ledger {
                 }
             }
         };
-        let mut out = Vec::with_capacity(req.events.len());
         let AppendRequest {
             stream: path,
             events,
             ..
         } = req;
+        let out = self.insert_events(staged, path, &stream, &mut sub, events, stamped, now)?;
+        staged.subs.insert((stream.id, args), sub);
+        Ok(Appended {
+            events: out,
+            duplicate: false,
+        })
+    }
+
+    /// Writes `events`, stamped `stamped`, at the end of substream `sub` of `stream`
+    /// and announces them: the insert of every append, with nothing checked.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn insert_events(
+        &mut self,
+        staged: &mut Staged,
+        path: StreamPath,
+        stream: &StreamRow,
+        sub: &mut SubRow,
+        events: Vec<NewEvent>,
+        stamped: Vec<i64>,
+        now: i64,
+    ) -> Result<Vec<AppendedEvent>> {
+        let mut out = Vec::with_capacity(events.len());
         let path = Arc::new(path);
         let name = path.to_string();
         if !staged.live_paths.iter().any(|p| **p == *path) {
@@ -437,11 +461,7 @@ impl Ledger {
         if !staged.touched_streams.contains(&stream.id) {
             staged.touched_streams.push(stream.id);
         }
-        staged.subs.insert((stream.id, args), sub);
-        Ok(Appended {
-            events: out,
-            duplicate: false,
-        })
+        Ok(out)
     }
 
     pub(super) fn settings(

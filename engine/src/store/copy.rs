@@ -32,7 +32,7 @@ use super::{DB_FILE, lock_data_dir, migrations};
 
 /// Every table of eddy's schema that holds data, in the order they are copied (a table
 /// after those its foreign keys point to). Both databases must have exactly these.
-pub(super) const TABLES: [&str; 12] = [
+pub(super) const TABLES: [&str; 13] = [
     "instance",
     "accounts",
     "api_keys",
@@ -45,6 +45,7 @@ pub(super) const TABLES: [&str; 12] = [
     "pipes",
     "webhooks",
     "event_types",
+    "splices",
 ];
 
 /// The PostgreSQL tables that are not copied: the position counter (set at the end),

@@ -207,6 +207,12 @@ impl RowRef<'_, '_> {
             RowRef::Postgres(r) => r.try_get(i)?,
         })
     }
+
+    /// An event id, stored as its 16 bytes.
+    pub(crate) fn uuid(&self, i: usize) -> Result<uuid::Uuid> {
+        uuid::Uuid::from_slice(&self.blob(i)?)
+            .map_err(|e| EngineError::internal(format!("a stored id is not 16 bytes: {e}")))
+    }
 }
 
 /// The writer's connection.

@@ -14,7 +14,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 type MigrationList = [(i64, &'static str, &'static str)];
 
 /// SQLite's migrations, in order.
-const MIGRATIONS: [(i64, &str, &str); 8] = [
+const MIGRATIONS: [(i64, &str, &str); 9] = [
     (
         1,
         "create event log",
@@ -55,11 +55,16 @@ const MIGRATIONS: [(i64, &str, &str); 8] = [
         "create reducer snapshots",
         include_str!("../../../migrations/sqlite/0008_create_reducer_snapshots.sql"),
     ),
+    (
+        9,
+        "create splices",
+        include_str!("../../../migrations/sqlite/0009_create_splices.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations, in order: one schema equal to SQLite's after its seven,
 /// then the cluster's tables, then what both gained since.
-const POSTGRES_MIGRATIONS: [(i64, &str, &str); 3] = [
+const POSTGRES_MIGRATIONS: [(i64, &str, &str); 4] = [
     (
         1,
         "create schema",
@@ -74,6 +79,11 @@ const POSTGRES_MIGRATIONS: [(i64, &str, &str); 3] = [
         3,
         "create reducer snapshots",
         include_str!("../../../migrations/postgres/0003_create_reducer_snapshots.sql"),
+    ),
+    (
+        4,
+        "create splices",
+        include_str!("../../../migrations/postgres/0004_create_splices.sql"),
     ),
 ];
 

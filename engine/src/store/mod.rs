@@ -30,6 +30,8 @@ pub(crate) mod reducer_reads;
 pub(crate) mod reducer_writes;
 mod repair;
 pub(crate) mod rules;
+pub(crate) mod splice_reads;
+pub(crate) mod splice_writes;
 #[cfg(test)]
 mod test_backends;
 pub(crate) mod webhook_reads;

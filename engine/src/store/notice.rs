@@ -33,6 +33,9 @@ pub struct Committed {
     pub complete: bool,
     /// Every (sub)stream that received events, once each.
     pub paths: Vec<Arc<StreamPath>>,
+    /// The streams whose history a splice replaced in this commit (API §12): their
+    /// subscribers start again from index 0.
+    pub spliced: Vec<Arc<StreamPath>>,
     /// Consumers' renderings of the whole notice (see [`Committed::rendered`]).
     pub(crate) renders: [OnceLock<Bytes>; RENDER_KINDS],
     /// The ranges of the events' indexes and timestamps, and whether all carry their
@@ -92,6 +95,7 @@ impl Committed {
             events,
             complete,
             paths,
+            spliced: Vec::new(),
             renders: Default::default(),
             commits: 1,
         }
@@ -120,6 +124,7 @@ impl Committed {
             last.paths.clone(),
         );
         merged.commits = parts.iter().map(|p| p.commits).sum();
+        merged.spliced = parts.iter().flat_map(|p| p.spliced.clone()).collect();
         merged
     }
 

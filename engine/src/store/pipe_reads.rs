@@ -74,3 +74,24 @@ pub(crate) async fn one(reads: &Reads, id: i64) -> Result<Option<super::pipe_wri
     }
     Ok(None)
 }
+
+/// The pipes from plain stream or factory `from` (not from one of its substreams),
+/// oldest first.
+pub(crate) async fn from_stream(
+    reads: &Reads,
+    from: &StreamPath,
+) -> Result<Vec<super::pipe_writes::PipeRow>> {
+    let sql = format!(
+        "{} WHERE account = $1 AND stream = $2 AND args = '' ORDER BY id",
+        super::pipe_writes::PIPE_COLUMNS
+    );
+    let rows = reads
+        .all(&sql, args![from.account.as_str(), from.stream.as_str()])
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let columns: Result<super::pipe_writes::PipeColumns> = super::pipe_writes::pipe_columns!(r);
+        out.extend(super::pipe_writes::pipe_row(columns?));
+    }
+    Ok(out)
+}

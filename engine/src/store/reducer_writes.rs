@@ -277,7 +277,7 @@ fn checkpoint(l: &mut Ledger, c: Checkpoint, staged: &mut Staged) -> Result<()> 
     Ok(())
 }
 
-fn drop_reducer(l: &mut Ledger, id: i64) -> Result<()> {
+pub(super) fn drop_reducer(l: &mut Ledger, id: i64) -> Result<()> {
     l.db.exec(
         "DELETE FROM reducer_states WHERE reducer_id = ?1",
         vals![id],

@@ -25,6 +25,7 @@ use super::apply::{AppendRequest, Appended, FastMap, Ledger, SettingsRequest, St
 use super::db::{Db, vals};
 use super::pipe_writes::{PipeWrite, PipeWritten};
 use super::reducer_writes::{ReducerWrite, ReducerWritten};
+use super::splice_writes::{SpliceWrite, SpliceWritten};
 use super::webhook_writes::WebhookWrite;
 use crate::error::{EngineError, ErrorCode, Result};
 use crate::json::JsonLimits;
@@ -47,6 +48,7 @@ pub(crate) enum Command {
     Webhook(WebhookWrite, Reply<bool>),
     Pipe(PipeWrite, Reply<PipeWritten>),
     Access(AccessWrite, Reply<bool>),
+    Splice(SpliceWrite, Reply<SpliceWritten>),
     /// Finishes everything queued before it, then stops the writer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -61,6 +63,7 @@ impl From<Command> for Pending {
             Command::Webhook(_, tx) => Pending::Webhook(tx, Err(shutting_down())),
             Command::Pipe(_, tx) => Pending::Pipe(tx, Err(shutting_down())),
             Command::Access(_, tx) => Pending::Access(tx, Err(shutting_down())),
+            Command::Splice(_, tx) => Pending::Splice(tx, Err(shutting_down())),
             Command::Shutdown(_) => {
                 unreachable!("only request commands have answers")
             }
@@ -103,6 +106,10 @@ impl WriterHandle {
 
     pub(crate) async fn pipe(&self, write: PipeWrite) -> Result<PipeWritten> {
         self.request(|tx| Command::Pipe(write, tx)).await
+    }
+
+    pub(crate) async fn splice(&self, write: SpliceWrite) -> Result<SpliceWritten> {
+        self.request(|tx| Command::Splice(write, tx)).await
     }
 
     /// Applies an access write (accounts, keys, event types).
@@ -287,6 +294,7 @@ pub(crate) enum Pending {
     Webhook(Reply<bool>, Result<bool>),
     Pipe(Reply<PipeWritten>, Result<PipeWritten>),
     Access(Reply<bool>, Result<bool>),
+    Splice(Reply<SpliceWritten>, Result<SpliceWritten>),
 }
 
 impl Pending {
@@ -299,12 +307,14 @@ impl Pending {
             (Pending::Webhook(tx, r), None) => drop(tx.send(r)),
             (Pending::Pipe(tx, r), None) => drop(tx.send(r)),
             (Pending::Access(tx, r), None) => drop(tx.send(r)),
+            (Pending::Splice(tx, r), None) => drop(tx.send(r)),
             (Pending::Append(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Settings(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Reducer(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Webhook(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Pipe(tx, _), Some(e)) => drop(tx.send(Err(e))),
             (Pending::Access(tx, _), Some(e)) => drop(tx.send(Err(e))),
+            (Pending::Splice(tx, _), Some(e)) => drop(tx.send(Err(e))),
         }
     }
 }
@@ -354,7 +364,7 @@ impl Writer {
     }
 }
 
-pub(super) fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -472,6 +482,10 @@ impl Writer {
             Command::Access(write, tx) => {
                 let r = super::access_writes::access(&mut self.ledger, write, &mut g.staged);
                 (self.doomed(&r, changes), Pending::Access(tx, r))
+            }
+            Command::Splice(write, tx) => {
+                let r = super::splice_writes::splice(&mut self.ledger, write, &mut g.staged);
+                (self.doomed(&r, changes), Pending::Splice(tx, r))
             }
             Command::Shutdown(_) => return,
         };
@@ -639,13 +653,15 @@ impl Writer {
         self.flusher.flush(super::flush::Settled {
             pending,
             notice: (staged.events > 0).then(|| {
-                Committed::new(
+                let mut notice = Committed::new(
                     crate::order::Position(last_position),
                     staged.touched_streams,
                     staged.live,
                     staged.live_complete,
                     staged.live_paths,
-                )
+                );
+                notice.spliced = staged.spliced;
+                notice
             }),
             first_position: first_pos,
             last_position,

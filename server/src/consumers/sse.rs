@@ -55,8 +55,14 @@ pub async fn subscribe(
     let data = q.flag("data")?;
     let after = q.number("after")?;
     q.finish()?;
+    // `-1` is the id of a splice notice (API §12): the new history from its start
+    let mut restart = false;
     let last_id = match params::header(headers, &["last-event-id"])?.as_deref() {
         None | Some("") => None,
+        Some("-1") => {
+            restart = true;
+            None
+        }
         Some(v) => Some(eddy_engine::query::whole_number(v).ok_or_else(|| {
             ApiError::invalid(format!(
                 "header Last-Event-ID \"{v}\" is not an event cursor (the id: of an event \
@@ -66,7 +72,7 @@ pub async fn subscribe(
     };
     let start = match last_id.or(after) {
         Some(cursor) => Start::After(cursor),
-        None if selector.from.is_some() || selector.since.is_some() => Start::Beginning,
+        None if restart || selector.from.is_some() || selector.since.is_some() => Start::Beginning,
         None => Start::Live,
     };
     // a cron stream ticks while someone follows it
@@ -201,6 +207,14 @@ impl Feed {
     fn render(&self, delivery: Delivery) -> (usize, Bytes) {
         match delivery {
             Delivery::Events(events) => (events.len(), self.frames(events.iter().map(|e| &**e))),
+            Delivery::Spliced(path) => {
+                // id -1: a client that reconnects resumes at the new history's start
+                let data = serde_json::json!({ "stream": path.to_string() });
+                (
+                    0,
+                    Bytes::from(format!("id: -1\nevent: eddy.splice\ndata: {data}\n\n")),
+                )
+            }
             Delivery::Notice(notice) => {
                 // the frames of a notice that every subscriber of this kind gets whole
                 // are rendered once, by the first of them

@@ -1,0 +1,481 @@
+//! What a splice computes, on a thread of its own (it runs user code): the spliced
+//! history (the map function over the events its selector picks), and for a preview
+//! what that history would cause: every reducer's state after it, and the events its
+//! reducers' `dispatch()` calls and the stream's pipes would append downstream.
+//!
+//! Everything here is a replay: `request()` is voided and console output dropped.
+//! Ids are derived as the live fold and pipes derive them (from the source event's
+//! index and timestamp), so what the new history causes can be matched with what the
+//! old one caused.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use eddy_runtime_js::{Dispatch, EventIn, Fold, Limits, MapCall, Prepared, Sandbox, Shape};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::dispatch::dispatched_event;
+use crate::error::{EngineError, Result};
+use crate::event::{NewEvent, StoredEvent, check_size, check_type, derived_id};
+use crate::order::{Index, Position};
+use crate::path::StreamPath;
+use crate::pipes::run::{MapOut, copied, mapped};
+use crate::reducers::for_reducer;
+use crate::selector::Selector;
+use crate::store::pipe_writes::{PipeRow, Routed};
+use crate::store::reducer_writes::ReducerRow;
+
+/// Events mapped or folded per call into the sandbox.
+const CHUNK: usize = 1000;
+/// Differences a preview lists.
+const DIFFERENCES: usize = 10;
+
+pub(super) struct Inputs {
+    pub splice_id: String,
+    pub stream: StreamPath,
+    pub events: Vec<StoredEvent>,
+    pub code: Prepared,
+    pub selector: Selector,
+    /// The stream's reducers (active versions) and pipes, for a preview; none for an
+    /// approval, which only needs the spliced history.
+    pub reducers: Vec<ReducerRow>,
+    pub pipes: Vec<PipeRow>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Counts {
+    pub kept: usize,
+    pub changed: usize,
+    pub dropped: usize,
+    pub added: usize,
+}
+
+/// An event the new history would cause downstream.
+pub(super) struct Caused {
+    /// `acct/strm('a')`, as stored events name their (sub)stream.
+    pub stream: String,
+    pub id: Uuid,
+    pub event_type: String,
+    pub content_type: String,
+    pub data: Bytes,
+}
+
+pub(super) struct Outcome {
+    pub events: Vec<NewEvent>,
+    pub counts: Counts,
+    pub differences: Vec<Value>,
+    /// Each reducer's state after the new history: (name, JSON).
+    pub states: Vec<(String, Option<String>)>,
+    pub caused: Vec<Caused>,
+}
+
+fn load(sandbox: &mut Sandbox, slot: u32, name: &str, js: &str, module: bool) -> Result<()> {
+    let code = Prepared {
+        js: js.to_owned(),
+        shape: if module {
+            Shape::Module
+        } else {
+            Shape::Expression
+        },
+        reads: Vec::new(),
+    };
+    sandbox.load(slot, name, &code).map_err(|e| {
+        EngineError::invalid(format!("the code of {name} does not load: {}", e.message))
+    })
+}
+
+fn sandbox(limits: &Limits) -> Result<Sandbox> {
+    Sandbox::new(limits.clone())
+        .map_err(|e| EngineError::internal(format!("cannot make a sandbox: {}", e.message)))
+}
+
+/// The sandbox's view of `events`: converted data and ids, kept alive for `EventIn`s.
+struct Views {
+    converted: Vec<(std::borrow::Cow<'static, str>, Option<&'static str>)>,
+    ids: Vec<String>,
+}
+
+impl Views {
+    fn of(events: &[StoredEvent]) -> Self {
+        Self {
+            converted: events
+                .iter()
+                .map(|e| {
+                    let (data, encoding) = for_reducer(&e.content_type, &e.data);
+                    (std::borrow::Cow::Owned(data.into_owned()), encoding)
+                })
+                .collect(),
+            ids: events.iter().map(|e| e.id.to_string()).collect(),
+        }
+    }
+
+    fn inputs<'a>(&'a self, events: &'a [StoredEvent]) -> Vec<EventIn<'a>> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(k, e)| EventIn {
+                stream: &e.stream,
+                index: e.index.sql(),
+                id: &self.ids[k],
+                event_type: &e.event_type,
+                timestamp: e.timestamp,
+                content_type: &e.content_type,
+                data_json: &self.converted[k].0,
+                encoding: self.converted[k].1,
+                args_json: None,
+            })
+            .collect()
+    }
+}
+
+pub(super) fn compute(i: Inputs, preview: bool) -> Result<Outcome> {
+    let mut out = map(&i)?;
+    if preview {
+        let name = i.stream.to_string();
+        let history: Vec<StoredEvent> = out
+            .events
+            .iter()
+            .enumerate()
+            .map(|(k, e)| StoredEvent {
+                stream: name.clone(),
+                index: Index(k as u64),
+                id: e.id.unwrap_or_default(),
+                event_type: e.event_type.clone(),
+                timestamp: e.timestamp.unwrap_or_default(),
+                content_type: e.content_type.clone(),
+                data: e.data.clone(),
+                metadata: e.metadata.clone(),
+                origin: e.origin.clone(),
+                position: Position(k as i64),
+            })
+            .collect();
+        fold(&i, &history, &mut out)?;
+        for pipe in &i.pipes {
+            pipe_outputs(&i, pipe, &history, &mut out.caused)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The spliced history: each event the selector picks, mapped; the others kept.
+fn map(i: &Inputs) -> Result<Outcome> {
+    let mut sandbox = sandbox(&i.limits)?;
+    load(
+        &mut sandbox,
+        0,
+        "the map function",
+        &i.code.js,
+        i.code.shape == Shape::Module,
+    )?;
+    let mut out = Outcome {
+        events: Vec::with_capacity(i.events.len()),
+        counts: Counts::default(),
+        differences: Vec::new(),
+        states: Vec::new(),
+        caused: Vec::new(),
+    };
+    for chunk in i.events.chunks(CHUNK) {
+        let views = Views::of(chunk);
+        let inputs = views.inputs(chunk);
+        let picked: Vec<usize> = (0..chunk.len())
+            .filter(|&k| {
+                let e = &chunk[k];
+                i.selector.matches(&e.event_type, e.index, e.timestamp)
+            })
+            .collect();
+        let calls: Vec<MapCall> = picked
+            .iter()
+            .map(|&k| MapCall {
+                slot: 0,
+                sid: k as i64,
+                index: chunk[k].index.sql(),
+                event: &inputs[k],
+                live: false,
+            })
+            .collect();
+        let results = sandbox.map(&calls);
+        sandbox.console();
+        sandbox.dispatches();
+        let mut results: HashMap<usize, _> = picked.into_iter().zip(results).collect();
+        for (k, e) in chunk.iter().enumerate() {
+            let Some(result) = results.remove(&k) else {
+                out.events.push(unchanged(e));
+                out.counts.kept += 1;
+                continue;
+            };
+            let at = |message: String| {
+                EngineError::invalid(format!(
+                    "the map function failed on the event at index {}: {message}",
+                    e.index
+                ))
+                .with("index", e.index.get())
+            };
+            let json = result.map_err(|err| at(err.message))?;
+            let outs: Vec<MapOut> = serde_json::from_str(&json)
+                .map_err(|err| at(format!("its result is not valid: {err}")))?;
+            splice_event(i, e, outs, &mut out).map_err(at)?;
+        }
+    }
+    Ok(out)
+}
+
+fn unchanged(e: &StoredEvent) -> NewEvent {
+    NewEvent {
+        id: Some(e.id),
+        event_type: e.event_type.clone(),
+        content_type: e.content_type.clone(),
+        data: e.data.clone(),
+        timestamp: Some(e.timestamp),
+        metadata: e.metadata.clone(),
+        origin: e.origin.clone(),
+    }
+}
+
+/// Adds what the map function made of `e` to the history, and counts it.
+fn splice_event(
+    i: &Inputs,
+    e: &StoredEvent,
+    outs: Vec<MapOut>,
+    out: &mut Outcome,
+) -> std::result::Result<(), String> {
+    let first = out.events.len();
+    if outs.is_empty() {
+        out.counts.dropped += 1;
+    }
+    let n = outs.len();
+    let mut kept = false;
+    for (k, o) in outs.into_iter().enumerate() {
+        if o.args.is_some() {
+            return Err(
+                "a splice's map function returns {type?, data?, timestamp?}: args name a \
+                 factory's substream, and a spliced stream is plain"
+                    .into(),
+            );
+        }
+        let event_type = o.event_type.unwrap_or_else(|| e.event_type.clone());
+        check_type(&event_type).map_err(|err| err.message)?;
+        let (content_type, data) = match o.data {
+            None => (e.content_type.clone(), e.data.clone()),
+            Some(v) => ("application/json".to_owned(), Bytes::from(v.to_string())),
+        };
+        check_size(data.len()).map_err(|err| err.message)?;
+        let timestamp = o.timestamp.unwrap_or(e.timestamp);
+        let id = if k == 0 {
+            e.id
+        } else {
+            derived_id(
+                timestamp,
+                &[
+                    b"splice",
+                    i.splice_id.as_bytes(),
+                    e.id.as_bytes(),
+                    &(k as u64).to_le_bytes(),
+                ],
+            )
+        };
+        let same = n == 1
+            && event_type == e.event_type
+            && content_type == e.content_type
+            && data == e.data
+            && timestamp == e.timestamp;
+        kept |= same;
+        match (k, same) {
+            (_, true) => out.counts.kept += 1,
+            (0, false) => out.counts.changed += 1,
+            _ => out.counts.added += 1,
+        }
+        out.events.push(NewEvent {
+            id: Some(id),
+            event_type,
+            content_type,
+            data,
+            timestamp: Some(timestamp),
+            metadata: if k == 0 { e.metadata.clone() } else { None },
+            origin: e.origin.clone(),
+        });
+    }
+    if !kept && out.differences.len() < DIFFERENCES {
+        let after: Vec<Value> = out.events[first..]
+            .iter()
+            .map(|a| {
+                json!({
+                    "type": a.event_type,
+                    "timestamp": a.timestamp,
+                    "data": crate::content::value(&a.content_type, &a.data),
+                })
+            })
+            .collect();
+        out.differences.push(json!({
+            "index": e.index,
+            "before": {
+                "type": e.event_type,
+                "timestamp": e.timestamp,
+                "data": crate::content::value(&e.content_type, &e.data),
+            },
+            "after": after,
+        }));
+    }
+    Ok(())
+}
+
+/// Folds the stream's reducers over the new history: their states after it, and the
+/// events their dispatches would append.
+fn fold(i: &Inputs, history: &[StoredEvent], out: &mut Outcome) -> Result<()> {
+    if i.reducers.is_empty() {
+        return Ok(());
+    }
+    let mut sandbox = sandbox(&i.limits)?;
+    for (slot, r) in i.reducers.iter().enumerate() {
+        let code = Prepared {
+            js: r.code.clone(),
+            shape: if r.module {
+                Shape::Module
+            } else {
+                Shape::Expression
+            },
+            reads: r.reads.clone(),
+        };
+        sandbox.load(slot as u32, &r.name, &code).map_err(|e| {
+            EngineError::invalid(format!("reducer {} does not load: {}", r.name, e.message))
+        })?;
+    }
+    let selectors: Vec<Selector> = i
+        .reducers
+        .iter()
+        .map(|r| Selector::parse_query(&r.selector).unwrap_or_default())
+        .collect();
+    let mut halted = vec![false; i.reducers.len()];
+    let source = i.stream.to_string();
+    for chunk in history.chunks(CHUNK) {
+        let views = Views::of(chunk);
+        let inputs = views.inputs(chunk);
+        let mut calls = Vec::new();
+        for (k, e) in chunk.iter().enumerate() {
+            for (slot, r) in i.reducers.iter().enumerate() {
+                if halted[slot] || !selectors[slot].matches(&e.event_type, e.index, e.timestamp) {
+                    continue;
+                }
+                calls.push(Fold {
+                    slot: slot as u32,
+                    sid: 0,
+                    index: e.index.sql(),
+                    event: &inputs[k],
+                    halt_on_error: r.halt_on_error,
+                    live: false,
+                    check_size: false,
+                });
+            }
+        }
+        let failures = sandbox.fold(&calls);
+        for (c, _) in failures {
+            let slot = calls[c].slot as usize;
+            halted[slot] |= i.reducers[slot].halt_on_error;
+        }
+        drop(calls);
+        sandbox.console();
+        for d in sandbox.dispatches() {
+            let Some(r) = i.reducers.get(d.slot as usize) else {
+                continue;
+            };
+            let Some(e) = history.get(d.index as usize) else {
+                continue;
+            };
+            let scope = format!("reducer:{}.{}", i.stream, r.name);
+            if let Ok(routed) =
+                dispatched_event(&i.stream.account, &scope, &source, e.index, e.timestamp, &d)
+            {
+                out.caused.push(caused(routed));
+            }
+        }
+    }
+    for (slot, r) in i.reducers.iter().enumerate() {
+        let state = sandbox
+            .state(slot as u32, 0)
+            .map_err(|e| EngineError::internal(format!("cannot read a state: {}", e.message)))?;
+        out.states.push((r.name.clone(), state));
+    }
+    Ok(())
+}
+
+/// The events pipe `row` would append for the new history (its function's
+/// dispatches among them).
+fn pipe_outputs(
+    i: &Inputs,
+    row: &PipeRow,
+    history: &[StoredEvent],
+    caused_out: &mut Vec<Caused>,
+) -> Result<()> {
+    let selector = Selector::parse_query(&row.selector).unwrap_or_default();
+    let picked: Vec<StoredEvent> = history
+        .iter()
+        .filter(|e| selector.matches(&e.event_type, e.index, e.timestamp))
+        .cloned()
+        .collect();
+    if row.code.is_empty() {
+        caused_out.extend(picked.iter().map(|e| caused(copied(row, e))));
+        return Ok(());
+    }
+    let mut sandbox = sandbox(&i.limits)?;
+    load(&mut sandbox, 0, "the pipe function", &row.code, row.module)?;
+    let scope = format!("pipe:{}>{}", row.from, row.to);
+    for chunk in picked.chunks(CHUNK) {
+        let views = Views::of(chunk);
+        let inputs = views.inputs(chunk);
+        let calls: Vec<MapCall> = inputs
+            .iter()
+            .enumerate()
+            .map(|(k, event)| MapCall {
+                slot: 0,
+                sid: k as i64,
+                index: event.index,
+                event,
+                live: false,
+            })
+            .collect();
+        let results = sandbox.map(&calls);
+        sandbox.console();
+        for (e, result) in chunk.iter().zip(results) {
+            let Ok(outs) = result.map(|json| serde_json::from_str::<Vec<MapOut>>(&json)) else {
+                continue;
+            };
+            for (k, o) in outs.into_iter().flatten().enumerate() {
+                if let Ok(routed) = mapped(row, e, k, o) {
+                    caused_out.push(caused(routed));
+                }
+            }
+        }
+        let dispatches: Vec<Dispatch> = sandbox.dispatches();
+        for d in dispatches {
+            let Some(e) = chunk.get(d.sid as usize) else {
+                continue;
+            };
+            if let Ok(routed) = dispatched_event(
+                &row.from.account,
+                &scope,
+                &e.stream,
+                e.index,
+                e.timestamp,
+                &d,
+            ) {
+                caused_out.push(caused(routed));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn caused(r: Routed) -> Caused {
+    let mut target = r.stream;
+    if let Some(args) = r.explicit_args {
+        target.args = Some(args);
+    }
+    Caused {
+        stream: target.to_string(),
+        id: r.event.id.unwrap_or_default(),
+        event_type: r.event.event_type,
+        content_type: r.event.content_type,
+        data: r.event.data,
+    }
+}

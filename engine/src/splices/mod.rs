@@ -1,0 +1,464 @@
+//! Splices (API §12): a stream's owner replaces its history with an edited copy. A
+//! splice is made with a map function, previewed at once (`compute`), and stored
+//! pending; its approval maps the history again (the stream must be as the preview
+//! saw it) and replaces it in one writer transaction (`store::splice_writes`), after
+//! which every reducer of the stream folds again from the first event and
+//! subscribers start again from index 0.
+//!
+//! Downstream effects follow one rule: an event that the old history caused (a
+//! reducer's or pipe function's `dispatch()`, or a pipe's output, found by its
+//! `origin`) and that the new history does not cause again, the same event with the
+//! same content, is recalled with an `eddy.recall` event in its stream; the events
+//! the new history causes are appended as usual, by the reducers' rebuild and the
+//! pipes, whose derived ids make the ones already there duplicates.
+
+mod compute;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use eddy_runtime_js::{Language, prepare};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{EngineError, Result};
+use crate::event::StoredEvent;
+use crate::order::Index;
+use crate::path::StreamPath;
+use crate::selector::Selector;
+use crate::store::read::{Cursor, EventQuery, Scope};
+use crate::store::reducer_writes::ReducerRow;
+use crate::store::splice_writes::{Approval, SpliceRow, SpliceWrite, SpliceWritten, stale};
+use crate::store::{pipe_reads, reducer_reads, splice_reads};
+
+/// Most events a spliced stream may hold: its history is mapped in memory.
+pub const MAX_EVENTS: usize = 5_000_000;
+/// Downstream events a preview lists of those recalled and of those added.
+const LISTED: usize = 100;
+
+/// A splice to make.
+pub struct SpliceRequest {
+    pub stream: StreamPath,
+    pub source: String,
+    pub language: Language,
+    pub selector: Selector,
+}
+
+/// A splice as the API shows it.
+#[derive(Debug, Clone)]
+pub struct SpliceView {
+    pub id: String,
+    pub status: String,
+    pub selector: String,
+    pub created_at: i64,
+    pub decided_at: Option<i64>,
+    /// The version the replaced history keeps (`strm@{version}`), once approved.
+    pub version: Option<i64>,
+    pub preview: Value,
+}
+
+impl SpliceView {
+    fn of(row: SpliceRow) -> Self {
+        Self {
+            preview: serde_json::from_str(&row.preview).unwrap_or(Value::Null),
+            id: row.id,
+            status: row.status,
+            selector: row.selector,
+            created_at: row.created_at,
+            decided_at: row.decided_at,
+            version: row.version,
+        }
+    }
+}
+
+/// What a preview was computed against, kept with the splice (`recalls`): the
+/// downstream events to recall, and the reducer versions and pipes that decided it.
+#[derive(Serialize, Deserialize)]
+struct Basis {
+    recalls: Vec<i64>,
+    reducers: Vec<i64>,
+    pipes: Vec<i64>,
+    last_index: i64,
+}
+
+/// The history a splice works on.
+struct History {
+    stream_id: i64,
+    events: Vec<StoredEvent>,
+    /// Its last event's position and index (0 and -1 when it has none).
+    last_position: i64,
+    last_index: i64,
+}
+
+impl crate::Engine {
+    /// Makes a splice of a plain stream and previews it: nothing changes yet.
+    pub async fn create_splice(self: &Arc<Self>, req: SpliceRequest) -> Result<SpliceView> {
+        let stream = splice_target(&req.stream)?;
+        let language = req.language;
+        let source = req.source.clone();
+        let code = tokio::task::spawn_blocking(move || prepare(&source, language))
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))?
+            .map_err(|e| {
+                EngineError::invalid(format!("the map function has a syntax error: {e}"))
+                    .with("line", e.line)
+                    .with("column", e.column)
+            })?;
+        let _turn = self
+            .splicing
+            .acquire()
+            .await
+            .map_err(|_| crate::reducers::stopped())?;
+        let history = self.history(&stream).await?;
+        let versions = reducer_reads::versions_of(&self.store.reads, history.stream_id).await?;
+        let reducer_ids: Vec<i64> = versions.iter().map(|v| v.0.id).collect();
+        let mut reducers: Vec<ReducerRow> = versions
+            .into_iter()
+            .map(|v| v.0)
+            .filter(|r| !r.building)
+            .collect();
+        sort_by_dependency(&mut reducers);
+        let pipes = pipe_reads::from_stream(&self.store.reads, &stream).await?;
+        let pipe_ids: Vec<i64> = pipes.iter().map(|p| p.id).collect();
+        let old = splice_reads::caused_by(&self.store.reads, &stream.to_string()).await?;
+        let id = format!("spl_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let inputs = compute::Inputs {
+            splice_id: id.clone(),
+            stream: stream.clone(),
+            events: history.events,
+            code: code.clone(),
+            selector: req.selector.clone(),
+            reducers,
+            pipes,
+            limits: self.reducers.limits.clone(),
+        };
+        let out = run(move || compute::compute(inputs, true)).await?;
+
+        // what downstream keeps, loses and gains
+        let new: HashMap<(&str, uuid::Uuid), &compute::Caused> = out
+            .caused
+            .iter()
+            .map(|c| ((c.stream.as_str(), c.id), c))
+            .collect();
+        let mut matched: HashSet<(&str, uuid::Uuid)> = HashSet::new();
+        let mut recalls = Vec::new();
+        let mut recalled = Vec::new();
+        for o in &old {
+            let key = (o.stream.as_str(), o.id);
+            match new.get(&key) {
+                Some(n)
+                    if n.event_type == o.event_type
+                        && n.content_type == o.content_type
+                        && n.data.as_ref() == o.data.as_slice() =>
+                {
+                    matched.insert(key);
+                }
+                _ => {
+                    recalls.push(o.pos);
+                    if recalled.len() < LISTED {
+                        recalled.push(json!({
+                            "stream": o.stream, "index": o.index, "id": o.id.to_string(),
+                            "type": o.event_type, "causedBy": o.origin_index,
+                        }));
+                    }
+                }
+            }
+        }
+        let added: Vec<&compute::Caused> = out
+            .caused
+            .iter()
+            .filter(|c| !matched.contains(&(c.stream.as_str(), c.id)))
+            .collect();
+        let states: serde_json::Map<String, Value> = out
+            .states
+            .iter()
+            .map(|(name, json)| {
+                let v = json
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok())
+                    .unwrap_or(Value::Null);
+                (name.clone(), v)
+            })
+            .collect();
+        let c = out.counts;
+        let preview = json!({
+            "events": {
+                "before": history.last_index + 1,
+                "after": out.events.len(),
+                "kept": c.kept, "changed": c.changed, "dropped": c.dropped, "added": c.added,
+            },
+            "differences": out.differences,
+            "reducers": states,
+            "downstream": {
+                "recalled": recalled,
+                "recalledCount": recalls.len(),
+                "added": added.iter().take(LISTED).map(|a| json!({
+                    "stream": a.stream, "id": a.id.to_string(), "type": a.event_type,
+                })).collect::<Vec<_>>(),
+                "addedCount": added.len(),
+            },
+            "lastIndex": history.last_index,
+        });
+        let basis = Basis {
+            recalls,
+            reducers: reducer_ids,
+            pipes: pipe_ids,
+            last_index: history.last_index,
+        };
+        let row = SpliceRow {
+            id,
+            stream_id: history.stream_id,
+            status: "pending".into(),
+            source: req.source,
+            content_type: match language {
+                Language::JavaScript => "application/javascript".into(),
+                Language::TypeScript => "application/typescript".into(),
+            },
+            code: code.js,
+            module: code.shape == eddy_runtime_js::Shape::Module,
+            selector: req.selector.to_query(),
+            last_position: history.last_position,
+            preview: preview.to_string(),
+            recalls: serde_json::to_string(&basis).unwrap_or_default(),
+            version: None,
+            created_at: crate::store::writer::now_ms(),
+            decided_at: None,
+        };
+        self.store
+            .writer
+            .splice(SpliceWrite::Create(Box::new(row.clone())))
+            .await?;
+        Ok(SpliceView::of(row))
+    }
+
+    /// The splices of a stream, oldest first.
+    pub async fn splices(&self, path: &StreamPath) -> Result<Vec<SpliceView>> {
+        let stream = splice_target(path)?;
+        let resolved = self.resolve_existing(&stream).await?;
+        let rows = splice_reads::of_stream(&self.store.reads, resolved.info.id).await?;
+        Ok(rows.into_iter().map(SpliceView::of).collect())
+    }
+
+    /// One splice of a stream.
+    pub async fn splice(&self, path: &StreamPath, id: &str) -> Result<SpliceView> {
+        let stream = splice_target(path)?;
+        let resolved = self.resolve_existing(&stream).await?;
+        let row = splice_reads::one(&self.store.reads, resolved.info.id, id)
+            .await?
+            .ok_or_else(|| missing(&stream, id))?;
+        Ok(SpliceView::of(row))
+    }
+
+    /// Rejects a pending splice.
+    pub async fn reject_splice(&self, path: &StreamPath, id: &str) -> Result<SpliceView> {
+        let stream = splice_target(path)?;
+        let resolved = self.resolve_existing(&stream).await?;
+        self.store
+            .writer
+            .splice(SpliceWrite::Reject {
+                stream_id: resolved.info.id,
+                id: id.to_owned(),
+            })
+            .await
+            .map_err(|e| match e.code {
+                crate::error::ErrorCode::NotFound => missing(&stream, id),
+                _ => e,
+            })?;
+        self.splice(&stream, id).await
+    }
+
+    /// Applies a pending splice: the stream's history becomes the spliced copy.
+    pub async fn approve_splice(
+        self: &Arc<Self>,
+        path: &StreamPath,
+        id: &str,
+    ) -> Result<SpliceView> {
+        let stream = splice_target(path)?;
+        let resolved = self.resolve_existing(&stream).await?;
+        let row = splice_reads::one(&self.store.reads, resolved.info.id, id)
+            .await?
+            .ok_or_else(|| missing(&stream, id))?;
+        if row.status != "pending" {
+            return Err(EngineError::conflict(format!(
+                "splice {id} is {} already",
+                row.status
+            )));
+        }
+        let basis: Basis = serde_json::from_str(&row.recalls)
+            .map_err(|e| EngineError::internal(format!("a stored splice does not parse: {e}")))?;
+        let _turn = self
+            .splicing
+            .acquire()
+            .await
+            .map_err(|_| crate::reducers::stopped())?;
+        let history = self.history(&stream).await?;
+        if history.last_position != row.last_position {
+            return Err(stale(id));
+        }
+        let versions = reducer_reads::versions_of(&self.store.reads, history.stream_id).await?;
+        let reducers: Vec<ReducerRow> = versions.into_iter().map(|v| v.0).collect();
+        let pipes = pipe_reads::from_stream(&self.store.reads, &stream).await?;
+        if reducers.iter().map(|r| r.id).collect::<Vec<_>>() != basis.reducers
+            || pipes.iter().map(|p| p.id).collect::<Vec<_>>() != basis.pipes
+        {
+            return Err(EngineError::conflict(format!(
+                "the reducers or pipes of {stream} changed since splice {id} was previewed: \
+                 preview it again (POST a new splice)"
+            )));
+        }
+        let selector = Selector::parse_query(&row.selector).unwrap_or_default();
+        let inputs = compute::Inputs {
+            splice_id: row.id.clone(),
+            stream: stream.clone(),
+            events: history.events,
+            code: eddy_runtime_js::Prepared {
+                js: row.code.clone(),
+                shape: if row.module {
+                    eddy_runtime_js::Shape::Module
+                } else {
+                    eddy_runtime_js::Shape::Expression
+                },
+                reads: Vec::new(),
+            },
+            selector,
+            reducers: Vec::new(),
+            pipes: Vec::new(),
+            limits: self.reducers.limits.clone(),
+        };
+        let out = run(move || compute::compute(inputs, false)).await?;
+        let written = self
+            .store
+            .writer
+            .splice(SpliceWrite::Approve(Box::new(Approval {
+                id: row.id.clone(),
+                stream: stream.clone(),
+                stream_id: history.stream_id,
+                last_index: basis.last_index,
+                last_position: row.last_position,
+                events: out.events,
+                recalls: basis.recalls,
+                reducers,
+            })))
+            .await?;
+        let SpliceWritten::Approved(done) = written else {
+            return Err(EngineError::internal("unexpected answer to an approval"));
+        };
+        // every reducer version starts again from the first event
+        if !done.old_reducers.is_empty() {
+            let stream_id = history.stream_id;
+            self.reducers
+                .published
+                .remove(stream_id, &done.old_reducers);
+            if let Some(lane) = self.reducers.placement.get(stream_id) {
+                self.reducers.lanes[lane].send(crate::reducers::Msg::Delete {
+                    stream_id,
+                    ids: done.old_reducers.clone(),
+                })?;
+            }
+            for row in done.new_reducers {
+                self.run_version(Box::new(row), stream.clone(), None)
+                    .await?;
+            }
+        }
+        self.splice(&stream, id).await
+    }
+
+    /// The events of the stream's history, with where it ends.
+    async fn history(&self, stream: &StreamPath) -> Result<History> {
+        let resolved = self.resolve_existing(stream).await?;
+        if resolved.info.factory {
+            return Err(factory(stream));
+        }
+        let Some(Scope::Substream(sid)) = resolved.scope else {
+            return Err(EngineError::conflict(format!(
+                "{stream} has no events to splice"
+            )));
+        };
+        let prefix = format!("{}/{}", stream.account, stream.stream);
+        let everything = Selector::default();
+        let mut events: Vec<StoredEvent> = Vec::new();
+        loop {
+            let page = self
+                .read(&EventQuery {
+                    scope: Scope::Substream(sid),
+                    prefix: &prefix,
+                    selector: &everything,
+                    cursor: Cursor::Index(Index(events.len() as u64)),
+                    limit: 10_000,
+                })
+                .await?;
+            events.extend(page.events);
+            if events.len() > MAX_EVENTS {
+                return Err(EngineError::too_large(format!(
+                    "{stream} has more than {MAX_EVENTS} events, more than a splice takes"
+                )));
+            }
+            if !page.more {
+                break;
+            }
+        }
+        let (last_position, last_index) = events
+            .last()
+            .map_or((0, -1), |e| (e.position.0, e.index.sql()));
+        Ok(History {
+            stream_id: resolved.info.id,
+            events,
+            last_position,
+            last_index,
+        })
+    }
+}
+
+/// Runs `f` (which runs user code) on a thread of its own.
+async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("eddy-splice".into())
+        .stack_size(eddy_runtime_js::JS_STACK_BYTES + 8 * 1024 * 1024)
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| EngineError::internal(format!("cannot start a splice: {e}")))?;
+    rx.await.map_err(|_| crate::reducers::stopped())?
+}
+
+/// The plain stream a splice URL names.
+fn splice_target(path: &StreamPath) -> Result<StreamPath> {
+    if path.version().is_some() {
+        return Err(EngineError::invalid(format!(
+            "{path} is a history a splice replaced: it is read-only"
+        )));
+    }
+    if path.args.is_some() {
+        return Err(factory(path));
+    }
+    Ok(path.clone())
+}
+
+fn factory(path: &StreamPath) -> EngineError {
+    EngineError::invalid(format!(
+        "splices replace the history of a plain stream, and {path} is a factory or one of \
+         its substreams"
+    ))
+}
+
+fn missing(stream: &StreamPath, id: &str) -> EngineError {
+    EngineError::not_found(format!("splice {id} of {stream} does not exist"))
+}
+
+/// Reducers in dependency order: each after those it reads.
+fn sort_by_dependency(rows: &mut Vec<ReducerRow>) {
+    let mut sorted = Vec::with_capacity(rows.len());
+    while !rows.is_empty() {
+        let ready = rows
+            .iter()
+            .position(|r| {
+                r.reads
+                    .iter()
+                    .all(|d| !rows.iter().any(|o| &o.name == d && o.id != r.id))
+            })
+            .unwrap_or(0);
+        sorted.push(rows.remove(ready));
+    }
+    *rows = sorted;
+}

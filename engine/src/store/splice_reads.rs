@@ -1,0 +1,115 @@
+//! Reads for splices (API §12): stored splices, and the events a stream's history
+//! caused downstream (dispatched by its reducers or pipe functions, or piped), which
+//! an approval recalls when the new history does not cause them again.
+
+use uuid::Uuid;
+
+use super::Reads;
+use super::query::{ReadRow, args};
+use super::splice_writes::SpliceRow;
+use crate::error::{EngineError, Result};
+
+const COLUMNS: &str = "SELECT id, stream_id, status, source, content_type, code, module, \
+                       selector, last_position, preview, recalls, version, created_at, \
+                       decided_at FROM splices";
+
+fn row_from(r: &ReadRow) -> Result<SpliceRow> {
+    Ok(SpliceRow {
+        id: r.text(0)?,
+        stream_id: r.int(1)?,
+        status: r.text(2)?,
+        source: r.text(3)?,
+        content_type: r.text(4)?,
+        code: r.text(5)?,
+        module: r.flag(6)?,
+        selector: r.text(7)?,
+        last_position: r.int(8)?,
+        preview: r.text(9)?,
+        recalls: r.text(10)?,
+        version: r.opt_int(11)?,
+        created_at: r.int(12)?,
+        decided_at: r.opt_int(13)?,
+    })
+}
+
+/// Splice `id` of stream `stream_id`.
+pub(crate) async fn one(reads: &Reads, stream_id: i64, id: &str) -> Result<Option<SpliceRow>> {
+    let row = reads
+        .optional(
+            &format!("{COLUMNS} WHERE id = $1 AND stream_id = $2"),
+            args![id, stream_id],
+        )
+        .await?;
+    row.as_ref().map(row_from).transpose()
+}
+
+/// The splices of stream `stream_id`, oldest first.
+pub(crate) async fn of_stream(reads: &Reads, stream_id: i64) -> Result<Vec<SpliceRow>> {
+    let rows = reads
+        .all(
+            &format!("{COLUMNS} WHERE stream_id = $1 ORDER BY created_at, id"),
+            args![stream_id],
+        )
+        .await?;
+    rows.iter().map(row_from).collect()
+}
+
+/// An event that another stream's event caused, as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Caused {
+    pub pos: i64,
+    /// The (sub)stream it is in, `acct/strm('a')`.
+    pub stream: String,
+    pub index: i64,
+    pub id: Uuid,
+    pub event_type: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+    /// The index of the event that caused it.
+    pub origin_index: i64,
+}
+
+/// The events caused by events of `source` (`acct/strm`) and not recalled yet, in
+/// position order. Origins are JSON (`{"index": n, "stream": "acct/strm"}`): the
+/// `LIKE` finds candidates, and each origin is parsed to keep exact matches only.
+pub(crate) async fn caused_by(reads: &Reads, source: &str) -> Result<Vec<Caused>> {
+    let pattern = format!("%\"stream\":{}%", serde_json::Value::from(source));
+    let rows = reads
+        .all(
+            "SELECT e.pos, st.account, st.name, s.args, e.idx, e.eid, e.type, e.content_type, \
+             e.data, e.origin FROM events e JOIN substreams s ON s.id = e.sid \
+             JOIN streams st ON st.id = s.stream_id \
+             WHERE e.origin LIKE $1 AND e.cid IS NOT NULL ORDER BY e.pos",
+            args![pattern],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let origin: serde_json::Value =
+            serde_json::from_str(&r.opt_text(9)?.unwrap_or_default()).unwrap_or_default();
+        if origin["stream"].as_str() != Some(source) {
+            continue;
+        }
+        let Some(origin_index) = origin["index"].as_i64() else {
+            continue;
+        };
+        let args = r.text(3)?;
+        let stream = if args.is_empty() {
+            format!("{}/{}", r.text(1)?, r.text(2)?)
+        } else {
+            format!("{}/{}({args})", r.text(1)?, r.text(2)?)
+        };
+        out.push(Caused {
+            pos: r.int(0)?,
+            stream,
+            index: r.int(4)?,
+            id: Uuid::from_slice(&r.blob(5)?)
+                .map_err(|e| EngineError::internal(format!("a stored id is not 16 bytes: {e}")))?,
+            event_type: r.text(6)?,
+            content_type: r.text(7)?,
+            data: r.blob(8)?,
+            origin_index,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,302 @@
+//! Splices (API §12): a stream's history replaced by an edited copy, previewed, then
+//! approved by its owner or rejected; what the old history caused downstream and the
+//! new one does not is recalled once; subscribers start again at index 0; the old
+//! history stays readable as `strm@{n}`.
+
+use reqwest::Response;
+use serde_json::{Value, json};
+
+use crate::common::{TestServer, assert_error, spawn_server};
+use crate::reducers::deploy;
+use crate::sse::{data, subscribe};
+
+/// POSTs a splice with the map function `code` (JavaScript).
+pub(crate) async fn splice(s: &TestServer, path: &str, code: &str) -> Response {
+    s.client
+        .post(s.url(path))
+        .header("content-type", "application/javascript")
+        .body(code.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn created(s: &TestServer, path: &str, code: &str) -> Value {
+    let r = splice(s, path, code).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+fn ts(events: &Value) -> Vec<i64> {
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["t"].as_i64().unwrap())
+        .collect()
+}
+
+/// A stream of readings whose reducer dispatches an alert for each above 100, and a
+/// downstream reducer that counts alerts, undoing recalled ones.
+async fn readings_with_alerts(s: &TestServer) {
+    let alerting = "(n = 0, e) => { if (e.data.t > 100) \
+                    dispatch('alerts', {type: 'alert', data: {t: e.data.t}}); return n + 1 }";
+    assert_eq!(
+        deploy(s, "/acme/readings.seen", alerting).await.status(),
+        201
+    );
+    let counting = "(s = {n: 0, recalled: 0}, e) => e.type === 'eddy.recall' \
+                    ? {n: s.n - 1, recalled: s.recalled + 1} : {n: s.n + 1, recalled: s.recalled}";
+    assert_eq!(
+        deploy(s, "/acme/alerts.count", counting).await.status(),
+        201
+    );
+    for t in [20, 150, 30, 200, 40] {
+        s.post_ok("/acme/readings", "reading", json!({ "t": t }))
+            .await;
+    }
+    let count = s
+        .get_json("/acme/alerts.count?min-index=1&wait=10000", 200)
+        .await;
+    assert_eq!(count, json!({"n": 2, "recalled": 0}));
+}
+
+#[tokio::test]
+async fn dropping_an_event_recalls_the_alert_it_caused_once() {
+    let s = spawn_server().await;
+    readings_with_alerts(&s).await;
+    let mut sub = subscribe(&s, "/acme/readings?from=0", None).await;
+    assert_eq!(sub.take(5).await.len(), 5);
+
+    let made = created(
+        &s,
+        "/acme/readings/splices",
+        "export default (e) => e.data.t === 150 ? null : e",
+    )
+    .await;
+    assert_eq!(made["status"], "pending");
+    let p = &made["preview"];
+    assert_eq!(
+        p["events"],
+        json!({"before": 5, "after": 4, "kept": 4, "changed": 0, "dropped": 1, "added": 0})
+    );
+    assert_eq!(p["differences"][0]["index"], 1);
+    assert_eq!(p["differences"][0]["after"], json!([]));
+    assert_eq!(p["reducers"]["seen"], 4);
+    // the alert of 150 goes; the alert of 200 moves from index 3 to 2, so it is
+    // recalled and caused again
+    let recalled: Vec<i64> = p["downstream"]["recalled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["causedBy"].as_i64().unwrap())
+        .collect();
+    assert_eq!(recalled, [1, 3]);
+    assert_eq!(p["downstream"]["addedCount"], 1);
+    // nothing changed yet
+    assert_eq!(
+        ts(&s.get_json("/acme/readings", 200).await),
+        [20, 150, 30, 200, 40]
+    );
+
+    let id = made["id"].as_str().unwrap();
+    let r = s
+        .call(
+            "POST",
+            &format!("/acme/readings/splices/{id}/approve"),
+            &[],
+            json!(null),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let approved: Value = s
+        .get_json(&format!("/acme/readings/splices/{id}"), 200)
+        .await;
+    assert_eq!(approved["status"], "approved");
+    assert_eq!(approved["replaced"], "acme/readings@1");
+
+    // the new history from index 0; the old one as it was, read-only
+    let now = s.get_json("/acme/readings", 200).await;
+    assert_eq!(ts(&now), [20, 30, 200, 40]);
+    let indexes: Vec<u64> = now
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes, [0, 1, 2, 3]);
+    assert_eq!(
+        ts(&s.get_json("/acme/readings@1", 200).await),
+        [20, 150, 30, 200, 40]
+    );
+    assert_eq!(
+        s.post("/acme/readings@1", "reading", json!({"t": 1}))
+            .await
+            .status(),
+        405
+    );
+
+    // each alert recalled once; the downstream count is what it would be without 150
+    let count = s
+        .get_json("/acme/alerts.count?min-index=4&wait=10000", 200)
+        .await;
+    assert_eq!(count, json!({"n": 1, "recalled": 2}));
+    let alerts = s.get_json("/acme/alerts", 200).await;
+    let types: Vec<&str> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["alert", "alert", "eddy.recall", "eddy.recall", "alert"]
+    );
+    assert_eq!(
+        alerts[2]["data"]["recalled"],
+        json!({"stream": "acme/alerts", "index": 0, "id": alerts[0]["id"]})
+    );
+    // the reducer of the stream folded the new history from the start
+    assert_eq!(
+        s.get_json("/acme/readings.seen?min-index=3&wait=10000", 200)
+            .await,
+        4
+    );
+
+    // the subscriber was told, and goes on from index 0 of the new history
+    let notice = sub.next().await;
+    assert_eq!(notice.event, "eddy.splice");
+    assert_eq!(notice.id, "-1");
+    assert_eq!(data(&notice)["stream"], "acme/readings");
+    let again = sub.take(4).await;
+    let ids: Vec<&str> = again.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["0", "1", "2", "3"]);
+
+    // decided once
+    let r = s
+        .call(
+            "POST",
+            &format!("/acme/readings/splices/{id}/approve"),
+            &[],
+            json!(null),
+        )
+        .await;
+    assert_error(r, 409, "approved already").await;
+    // an account event records it
+    let log = s.get_json("/eddy/events(acme)", 200).await;
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "stream-spliced" && e["data"]["recalled"] == 2),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_preview_is_refused_and_a_rejected_splice_changes_nothing() {
+    let s = spawn_server().await;
+    for t in [1, 2, 3] {
+        s.post_ok("/acme/m", "reading", json!({ "t": t })).await;
+    }
+    let doubled = created(
+        &s,
+        "/acme/m/splices?type=reading",
+        "export default (e) => ({data: {t: e.data.t * 2}})",
+    )
+    .await;
+    assert_eq!(doubled["preview"]["events"]["changed"], 3);
+    let rejected = created(&s, "/acme/m/splices", "export default (e) => [e, e]").await;
+    assert_eq!(rejected["preview"]["events"]["added"], 3);
+    let rid = rejected["id"].as_str().unwrap();
+    let r = s
+        .call(
+            "DELETE",
+            &format!("/acme/m/splices/{rid}"),
+            &[],
+            json!(null),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "rejected");
+    let r = s
+        .call(
+            "POST",
+            &format!("/acme/m/splices/{rid}/approve"),
+            &[],
+            json!(null),
+        )
+        .await;
+    assert_error(r, 409, "rejected").await;
+    // an append after the preview makes it stale
+    s.post_ok("/acme/m", "reading", json!({ "t": 4 })).await;
+    let id = doubled["id"].as_str().unwrap();
+    let r = s
+        .call(
+            "POST",
+            &format!("/acme/m/splices/{id}/approve"),
+            &[],
+            json!(null),
+        )
+        .await;
+    assert_error(r, 409, "preview it again").await;
+    assert_eq!(ts(&s.get_json("/acme/m", 200).await), [1, 2, 3, 4]);
+    assert_eq!(s.get("/acme/m@1").await.status(), 404);
+    let list = s.get_json("/acme/m/splices", 200).await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    // a fresh preview is approved: the selector limited the map to the readings
+    let again = created(
+        &s,
+        "/acme/m/splices",
+        "export default (e) => ({data: {t: e.data.t * 2}})",
+    )
+    .await;
+    let id = again["id"].as_str().unwrap();
+    let r = s
+        .call(
+            "POST",
+            &format!("/acme/m/splices/{id}/approve"),
+            &[],
+            json!(null),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(ts(&s.get_json("/acme/m", 200).await), [2, 4, 6, 8]);
+}
+
+#[tokio::test]
+async fn bad_splices_are_refused_with_what_is_wrong() {
+    let s = spawn_server().await;
+    s.post_ok("/acme/m", "reading", json!({ "t": 1 })).await;
+    s.post_ok("/acme/f('a')", "reading", json!({ "t": 1 }))
+        .await;
+    let r = splice(&s, "/acme/m/splices", "export default (e) => {").await;
+    assert_error(r, 400, "syntax error").await;
+    let r = splice(
+        &s,
+        "/acme/m/splices",
+        "export default (e) => { throw new Error('no') }",
+    )
+    .await;
+    let body = assert_error(r, 400, "failed on the event at index 0").await;
+    assert_eq!(body["index"], 0);
+    let r = splice(
+        &s,
+        "/acme/m/splices",
+        "export default (e) => ({timestamp: -5})",
+    )
+    .await;
+    assert_error(r, 400, "timestamp").await;
+    let r = splice(&s, "/acme/f/splices", "export default (e) => e").await;
+    assert_error(r, 400, "plain stream").await;
+    let r = splice(&s, "/acme/nope/splices", "export default (e) => e").await;
+    assert_eq!(r.status(), 404);
+    assert_error(s.get("/acme/m/splices/spl_nope").await, 404, "spl_nope").await;
+    assert!(
+        s.get_json("/acme/m/splices", 200)
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
