@@ -114,7 +114,7 @@ async fn the_schema_matches_sqlite_and_migrates_once() {
     .fetch_all(&lite)
     .await
     .unwrap();
-    assert_eq!(lite_indexes.len(), 5, "{lite_indexes:?}");
+    assert_eq!(lite_indexes.len(), 6, "{lite_indexes:?}");
     for index in &lite_indexes {
         let def: Option<String> =
             sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE indexname = $1")
