@@ -300,3 +300,92 @@ async fn bad_splices_are_refused_with_what_is_wrong() {
             .is_empty()
     );
 }
+
+/// Kill -9 while an approval is being applied, at several moments: after a restart
+/// the stream has either its old history (and the splice is pending) or the new one
+/// (and the splice is approved, the old history at `strm@1`), never a mix.
+#[tokio::test]
+async fn a_kill_during_the_approval_leaves_one_history() {
+    use crate::common::{ChildServer, client, read_all};
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ChildServer::start(dir.path()).await;
+    let http = client();
+    const N: usize = 20_000;
+    let mut seen = Vec::new();
+    for (k, delay_ms) in [0u64, 30, 150, 250, 300, 350, 400, 450, 500, 3000]
+        .into_iter()
+        .enumerate()
+    {
+        let stream = format!("/acme/s{k}");
+        for part in 0..N / 2000 {
+            let batch: Vec<Value> = (0..2000)
+                .map(|i| json!({"type": "n", "data": {"n": part * 2000 + i}}))
+                .collect();
+            let r = http
+                .post(format!("{}{stream}", server.base))
+                .header("content-type", "application/vnd.eddy.events+json")
+                .json(&batch)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+        let r = http
+            .post(format!("{}{stream}/splices", server.base))
+            .header("content-type", "application/javascript")
+            .body("export default (e) => e.data.n % 2 ? null : e")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let approve = http
+            .post(format!("{}{stream}/splices/{id}/approve", server.base))
+            .send();
+        let approving = tokio::spawn(approve);
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        server.signal("-KILL");
+        let _ = server.child.wait().await;
+        let _ = approving.await;
+        server = ChildServer::start(dir.path()).await;
+
+        let status = http
+            .get(format!("{}{stream}/splices/{id}", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let now = read_all(&http, &format!("{}{stream}", server.base)).await;
+        let old = http
+            .get(format!("{}{stream}@1?limit=1", server.base))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        println!("killed {delay_ms} ms into the approval: {status}");
+        seen.push(status.clone());
+        match status.as_str() {
+            "pending" => {
+                assert_eq!(now.len(), N, "kill after {delay_ms} ms: old history whole");
+                assert_eq!(old, 404, "kill after {delay_ms} ms: no replaced history");
+            }
+            "approved" => {
+                assert_eq!(now.len(), N / 2, "kill after {delay_ms} ms: new history whole");
+                assert!(now.iter().enumerate().all(|(i, e)| e["index"] == i
+                    && e["data"]["n"].as_u64().unwrap() % 2 == 0));
+                assert_eq!(old, 200);
+                let replaced = read_all(&http, &format!("{}{stream}@1", server.base)).await;
+                assert_eq!(replaced.len(), N);
+            }
+            other => panic!("splice {id} is {other} after a kill at {delay_ms} ms"),
+        }
+    }
+    // killed before the approval was applied, and after
+    assert_eq!(seen.first().map(String::as_str), Some("pending"));
+    assert_eq!(seen.last().map(String::as_str), Some("approved"));
+}
