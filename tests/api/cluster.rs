@@ -280,6 +280,61 @@ async fn an_event_source_on_one_node_follows_another_and_resumes_on_a_third() {
             break;
         }
     }
+
+    // a splice approved on node A: a subscriber on node C hears of it and reads the
+    // new history from index 0, and the reducer folds it again wherever it runs
+    let r = client()
+        .get(format!("{}/acme/s?from=0", c.base))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut sub = Box::pin(r.bytes_stream().eventsource());
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("an event on node C")
+            .unwrap()
+            .unwrap()
+    };
+    for _ in 0..33 {
+        next().await;
+    }
+    let r = client()
+        .post(format!("{}/acme/s/splices", a.base))
+        .header("content-type", "application/javascript")
+        .body("export default (e) => e.index < 10 ? e : null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = client()
+        .post(format!("{}/acme/s/splices/{id}/approve", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let notice = next().await;
+    assert_eq!(
+        (notice.event.as_str(), notice.id.as_str()),
+        ("eddy.splice", "-1")
+    );
+    for i in 0..10 {
+        assert_eq!(next().await.id, i.to_string());
+    }
+    let count = client()
+        .get(format!("{}/acme/s.count?min-index=9&wait=10000", b.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(count, "10");
 }
 
 /// Takes events from `sub` into `seen` ((Last-Event-ID, index) each) until it holds

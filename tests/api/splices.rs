@@ -338,7 +338,10 @@ async fn a_kill_during_the_approval_leaves_one_history() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
-        let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let approve = http
             .post(format!("{}{stream}/splices/{id}/approve", server.base))
             .send();
@@ -375,9 +378,16 @@ async fn a_kill_during_the_approval_leaves_one_history() {
                 assert_eq!(old, 404, "kill after {delay_ms} ms: no replaced history");
             }
             "approved" => {
-                assert_eq!(now.len(), N / 2, "kill after {delay_ms} ms: new history whole");
-                assert!(now.iter().enumerate().all(|(i, e)| e["index"] == i
-                    && e["data"]["n"].as_u64().unwrap() % 2 == 0));
+                assert_eq!(
+                    now.len(),
+                    N / 2,
+                    "kill after {delay_ms} ms: new history whole"
+                );
+                assert!(
+                    now.iter()
+                        .enumerate()
+                        .all(|(i, e)| e["index"] == i && e["data"]["n"].as_u64().unwrap() % 2 == 0)
+                );
                 assert_eq!(old, 200);
                 let replaced = read_all(&http, &format!("{}{stream}@1", server.base)).await;
                 assert_eq!(replaced.len(), N);

@@ -136,8 +136,18 @@ async fn foreign(reads: &Reads, after: i64, upto: i64) -> Result<(Option<Committ
     let mut streams: Vec<i64> = Vec::new();
     let mut paths: Vec<Arc<StreamPath>> = Vec::new();
     let mut budget = LIVE_DATA_BUDGET;
+    let mut spliced: Vec<Arc<StreamPath>> = Vec::new();
     for r in &rows {
         let (account, name, args) = (r.text(11)?, r.text(12)?, r.text(8)?);
+        if let Some(p) = spliced_stream(&account, &name, &r.text(3)?, &r.blob(6)?) {
+            // another node's splice (API §12): its account event comes before the
+            // new history, so this notice tells subscribers before they read it
+            let p = Arc::new(p);
+            if !paths.contains(&p) {
+                paths.push(p.clone());
+            }
+            spliced.push(p);
+        }
         let Some(path) = StreamPath::stored(&account, &name, &args) else {
             continue;
         };
@@ -169,16 +179,20 @@ async fn foreign(reads: &Reads, after: i64, upto: i64) -> Result<(Option<Committ
     if events.is_empty() {
         return Ok((None, last));
     }
-    Ok((
-        Some(Committed::new(
-            Position(last),
-            streams,
-            events,
-            complete,
-            paths,
-        )),
-        last,
-    ))
+    let mut notice = Committed::new(Position(last), streams, events, complete, paths);
+    notice.spliced = spliced;
+    Ok((Some(notice), last))
+}
+
+/// The stream a `stream-spliced` account event (account `eddy`, stream `events`) is
+/// about.
+fn spliced_stream(account: &str, name: &str, event_type: &str, data: &[u8]) -> Option<StreamPath> {
+    if account != crate::builtins::ACCOUNT || name != "events" || event_type != "stream-spliced" {
+        return None;
+    }
+    let data: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let (account, stream) = data["stream"].as_str()?.split_once('/')?;
+    StreamPath::stored(account, stream, "")
 }
 
 /// What the listener hands on.

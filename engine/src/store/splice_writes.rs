@@ -224,6 +224,27 @@ fn approve(l: &mut Ledger, a: Approval, staged: &mut Staged) -> Result<SpliceWri
     )?;
     let mut events = a.events;
     events.extend(carried);
+    // the recalls and the account event come before the new history: a node that
+    // learns of the splice from storage (`cluster::notice`) sees it first
+    let mut recalled = 0;
+    for pos in &a.recalls {
+        if recall(l, staged, *pos)? {
+            recalled += 1;
+        }
+    }
+    account_event(
+        l,
+        staged,
+        &key.0,
+        &key.1,
+        Change::StreamSpliced,
+        serde_json::json!({
+            "splice": a.id,
+            "version": version,
+            "events": events.len(),
+            "recalled": recalled,
+        }),
+    )?;
     let stamped = super::rules::timestamps(&a.stream, &events, 0, now)?;
     let sid = l.db.insert_id(
         "INSERT INTO substreams (stream_id, args, created_at) VALUES (?1, '', ?2)",
@@ -235,7 +256,6 @@ fn approve(l: &mut Ledger, a: Approval, staged: &mut Staged) -> Result<SpliceWri
         last_timestamp: 0,
     };
     l.subs.remove(&skey);
-    let count = events.len();
     l.insert_events(
         staged,
         a.stream.clone(),
@@ -272,30 +292,16 @@ fn approve(l: &mut Ledger, a: Approval, staged: &mut Staged) -> Result<SpliceWri
         staged.changed(format!("reducers:{}", stream.id));
     }
 
-    let mut recalled = 0;
-    for pos in &a.recalls {
-        if recall(l, staged, *pos)? {
-            recalled += 1;
-        }
-    }
     l.db.exec(
         "UPDATE splices SET status = 'approved', version = ?2, decided_at = ?3 WHERE id = ?1",
         vals![a.id, version, now],
     )?;
-    account_event(
-        l,
-        staged,
-        &key.0,
-        &key.1,
-        Change::StreamSpliced,
-        serde_json::json!({
-            "splice": a.id,
-            "version": version,
-            "events": count,
-            "recalled": recalled,
-        }),
-    )?;
-    staged.spliced.push(std::sync::Arc::new(a.stream));
+    let path = std::sync::Arc::new(a.stream);
+    staged.spliced.push(path.clone());
+    if !staged.live_paths.contains(&path) {
+        // subscribers of the stream hear of the splice even when no event is left
+        staged.live_paths.push(path);
+    }
     Ok(SpliceWritten::Approved(Box::new(Approved {
         old_reducers: a.reducers.iter().map(|r| r.id).collect(),
         new_reducers,
