@@ -546,3 +546,41 @@ async fn a_replay_sends_an_index_range_again_in_order_with_the_same_ids() {
         .count();
     assert_eq!(replays, 4, "refused replays are not recorded");
 }
+
+#[tokio::test]
+async fn a_splice_is_delivered_as_its_own_type_then_the_new_history_from_index_0() {
+    let s = spawn_server_with(fast_retries).await;
+    let rx = Receiver::start().await;
+    let (_, secret) = create(&s, "/acme/s", json!({"url": rx.url, "data": true})).await;
+    rx.set_secret(&secret);
+    for n in 0..4 {
+        s.post_ok("/acme/s", "a", json!({"n": n})).await;
+    }
+    rx.accepted(4).await;
+    let r = crate::splices::splice(
+        &s,
+        "/acme/s/splices",
+        "export default (e) => e.data.n % 2 ? e : null",
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .call(
+            "POST",
+            &format!("/acme/s/splices/{id}/approve"),
+            &[],
+            json!(null),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let all = rx.accepted(7).await;
+    assert_eq!(all[4]["type"], "eddy.splice");
+    assert_eq!(all[4]["data"], json!({"stream": "acme/s"}));
+    assert_eq!(indexes(&all[5..7]), [0, 1]);
+    let ns: Vec<&Value> = all[5..7].iter().map(|b| &b["data"]["n"]).collect();
+    assert_eq!(ns, [&json!(1), &json!(3)]);
+}

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::signing::Secret;
 use super::{Progress, WebhookSettings};
 use crate::Engine;
-use crate::consumers::{Follow, Start};
+use crate::consumers::{Delivery, Follow, Start};
 use crate::event::{NewEvent, StoredEvent};
 use crate::metrics::Metrics;
 use crate::order::Position;
@@ -95,8 +95,26 @@ impl Deliverer {
                     _ = tokio::time::sleep(SAVE_EVERY), if unsaved => {}
                 }
             };
-            let batch = match sub.next(wait).await {
-                Ok(b) => b,
+            let batch = match sub.next_delivery(wait).await {
+                Ok(Delivery::Events(b)) => b,
+                Ok(Delivery::Notice(n)) => n.events.iter().map(|l| l.event.clone()).collect(),
+                Ok(Delivery::Spliced(path)) => {
+                    // a delivery of its own type, then the new history from index 0
+                    // as any other events (API §12)
+                    let notice = splice_notice(&path, sub.floor());
+                    let msg_id = format!("msg_{}_splice_{}", self.row.id, sub.floor());
+                    match self.send(&notice, &msg_id).await {
+                        Outcome::Delivered => continue,
+                        Outcome::Stopped => {
+                            self.save(delivered).await;
+                            return;
+                        }
+                        Outcome::Exhausted(reason, failures) => {
+                            self.pause(delivered, &notice, reason, failures).await;
+                            return;
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::error!(webhook = %id, error = %e.message, "webhook stopped reading its stream");
                     self.set_error(e.message);
@@ -260,13 +278,19 @@ impl Deliverer {
     /// Delivers one event, retrying until it is accepted, the task is stopped or the
     /// retry budget runs out.
     async fn deliver(&self, e: &SharedEvent) -> Outcome {
+        // stable across retries and restarts: the receiver deduplicates on it
+        let msg_id = format!("msg_{}_{}", self.row.id, e.position);
+        self.send(e, &msg_id).await
+    }
+
+    /// Delivers one event as message `msg_id` (see [`Deliverer::deliver`]).
+    async fn send(&self, e: &SharedEvent, msg_id: &str) -> Outcome {
+        let msg_id = msg_id.to_owned();
         let body = if self.row.data {
             e.envelope_json().clone()
         } else {
             e.reference_json().clone()
         };
-        // stable across retries and restarts: the receiver deduplicates on it
-        let msg_id = format!("msg_{}_{}", self.row.id, e.position);
         let mut failures: u32 = 0;
         let mut first_failure: Option<Instant> = None;
         loop {
@@ -503,4 +527,23 @@ mod tests {
         assert_eq!(got, [("a/f('x')", 99), ("a/f('y')", 99)]);
         assert_eq!(coalesce(long, true).len(), 200);
     }
+}
+
+/// The `eddy.splice` delivery for a splice of `path` heard at `floor`: the new
+/// history follows from index 0.
+fn splice_notice(path: &crate::path::StreamPath, floor: Position) -> SharedEvent {
+    let stream = path.to_string();
+    let data = serde_json::json!({ "stream": stream }).to_string();
+    SharedEvent::new(crate::event::StoredEvent {
+        stream,
+        index: crate::order::Index(0),
+        id: crate::event::derived_id(0, &[b"splice", &floor.0.to_le_bytes()]),
+        event_type: "eddy.splice".into(),
+        timestamp: crate::store::writer::now_ms(),
+        content_type: "application/json".into(),
+        data: data.into(),
+        metadata: None,
+        origin: None,
+        position: floor,
+    })
 }
