@@ -443,6 +443,25 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The `eddy.splice` delivery for a splice of `path` heard at `floor`: the new
+/// history follows from index 0.
+fn splice_notice(path: &crate::path::StreamPath, floor: Position) -> SharedEvent {
+    let stream = path.to_string();
+    let data = serde_json::json!({ "stream": stream }).to_string();
+    SharedEvent::new(crate::event::StoredEvent {
+        stream,
+        index: crate::order::Index(0),
+        id: crate::event::derived_id(0, &[b"splice", &floor.0.to_le_bytes()]),
+        event_type: "eddy.splice".into(),
+        timestamp: crate::store::writer::now_ms(),
+        content_type: "application/json".into(),
+        data: data.into(),
+        metadata: None,
+        origin: None,
+        position: floor,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,23 +546,4 @@ mod tests {
         assert_eq!(got, [("a/f('x')", 99), ("a/f('y')", 99)]);
         assert_eq!(coalesce(long, true).len(), 200);
     }
-}
-
-/// The `eddy.splice` delivery for a splice of `path` heard at `floor`: the new
-/// history follows from index 0.
-fn splice_notice(path: &crate::path::StreamPath, floor: Position) -> SharedEvent {
-    let stream = path.to_string();
-    let data = serde_json::json!({ "stream": stream }).to_string();
-    SharedEvent::new(crate::event::StoredEvent {
-        stream,
-        index: crate::order::Index(0),
-        id: crate::event::derived_id(0, &[b"splice", &floor.0.to_le_bytes()]),
-        event_type: "eddy.splice".into(),
-        timestamp: crate::store::writer::now_ms(),
-        content_type: "application/json".into(),
-        data: data.into(),
-        metadata: None,
-        origin: None,
-        position: floor,
-    })
 }
