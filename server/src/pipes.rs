@@ -23,6 +23,7 @@ pub async fn put(
 ) -> ApiResult<Response> {
     let mut q = Params::parse(uri)?;
     let selector = q.selector()?;
+    let replay_from = q.number("replay-from")?;
     q.finish()?;
     let code = crate::code::read(&state, headers, body, "pipe function").await?;
     let location = format!("{}/pipe{}", from.url(), to.url());
@@ -33,6 +34,7 @@ pub async fn put(
             to,
             selector,
             code,
+            replay_from,
         })
         .await?;
     let code = if created {

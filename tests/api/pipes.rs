@@ -342,3 +342,90 @@ async fn piping_is_exactly_once_across_kill_9() {
         assert_eq!(status["errors"], 0, "{status}");
     }
 }
+
+/// `PUT` with `?replay-from=` re-runs new code over past events: outputs it does not
+/// make again are recalled, new ones appended, each once; what comes later is piped
+/// by the new code.
+#[tokio::test]
+async fn replay_from_recalls_what_the_new_code_does_not_make_and_appends_what_it_does() {
+    let s = spawn_server().await;
+    let big = |limit: u64, extra: &str| {
+        format!(
+            "(e) => e.data.amount > {limit} ? {{type: 'big', data: {{amount: e.data.amount{extra}}}}} : null"
+        )
+    };
+    let pipe = "/acme/orders/pipe/acme/big";
+    let r = put_pipe(&s, pipe, Some(&big(100, ""))).await;
+    assert_eq!(r.status(), 201);
+    for amount in [50, 150, 300, 80, 120] {
+        s.post_ok("/acme/orders", "order", json!({ "amount": amount }))
+            .await;
+    }
+    wait_for_events(&s.base, "/acme/big", 3).await;
+
+    // from index 2, only amounts over 200: 300 is made again, 120 no longer
+    let r = put_pipe(&s, &format!("{pipe}?replay-from=2"), Some(&big(200, ""))).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(
+        status["replayed"],
+        json!({"from": 2, "events": 3, "recalled": 1, "appended": 0})
+    );
+    let out = s.get_json("/acme/big", 200).await;
+    let types: Vec<&str> = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["big", "big", "big", "eddy.recall"]);
+    assert_eq!(out[3]["data"]["recalled"]["index"], 2);
+    assert_eq!(out[3]["data"]["recalled"]["id"], out[2]["id"]);
+
+    // from the start with different content: every remaining output is recalled and
+    // made anew, the one recalled before too (its id is free again)
+    let r = put_pipe(
+        &s,
+        &format!("{pipe}?replay-from=0"),
+        Some(&big(100, ", v: 2")),
+    )
+    .await;
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(
+        status["replayed"],
+        json!({"from": 0, "events": 5, "recalled": 2, "appended": 3})
+    );
+    // later events are piped by the new code, once
+    s.post_ok("/acme/orders", "order", json!({ "amount": 500 }))
+        .await;
+    let out = wait_for_events(&s.base, "/acme/big", 10).await;
+    let tail: Vec<Value> = out[4..]
+        .iter()
+        .map(|e| json!([e["type"], e["data"]]))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            json!(["eddy.recall", {"recalled": {"stream": "acme/big", "index": 0, "id": out[0]["id"]}}]),
+            json!(["eddy.recall", {"recalled": {"stream": "acme/big", "index": 1, "id": out[1]["id"]}}]),
+            json!(["big", {"amount": 150, "v": 2}]),
+            json!(["big", {"amount": 300, "v": 2}]),
+            json!(["big", {"amount": 120, "v": 2}]),
+            json!(["big", {"amount": 500, "v": 2}]),
+        ]
+    );
+    // the account's log records each replay
+    let log = s.get_json("/eddy/events(acme)", 200).await;
+    let replays = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "pipe-replayed")
+        .count();
+    assert_eq!(replays, 2);
+    // a pipe that does not exist has nothing to replay
+    let r = put_pipe(&s, "/acme/orders/pipe/acme/other?replay-from=0", None).await;
+    assert_error(r, 404, "does not exist yet").await;
+    let r = put_pipe(&s, &format!("{pipe}?replay-from=x"), None).await;
+    assert_error(r, 400, "replay-from").await;
+}

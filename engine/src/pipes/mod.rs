@@ -12,7 +12,10 @@
 //! is refused when it is put.
 
 mod mapper;
+mod replay;
 pub(crate) mod run;
+
+pub use replay::Replayed;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +40,9 @@ pub struct PipeRequest {
     pub selector: Selector,
     /// The mapping function and its language; `None` copies events unchanged.
     pub code: Option<(String, Language)>,
+    /// `?replay-from=`: re-run the (new) code over the origin's events from this
+    /// index (API §14).
+    pub replay_from: Option<u64>,
 }
 
 /// What `GET /{acct}/{strm}/pipe/{acct2}/{strm2}` shows.
@@ -60,6 +66,9 @@ pub struct PipeStatus {
     pub last_error: Option<String>,
     #[serde(rename = "createdAt")]
     pub created_at: i64,
+    /// What a `?replay-from=` did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<Replayed>,
 }
 
 /// What a running pipe task reports. A std Mutex: never held across `.await`.
@@ -257,13 +266,30 @@ impl Engine {
             errors: 0,
             created_at: 0,
         };
-        let written = self
-            .store
-            .writer
-            .pipe(PipeWrite::Put(Box::new(row)))
-            .await?;
-        let PipeWritten::Put(mut row, created) = written else {
-            return Err(EngineError::internal("unexpected answer to a pipe write"));
+        let (mut row, created, replayed) = match req.replay_from {
+            Some(from) => {
+                let replayed = self.replay_pipe(row.clone(), from).await?;
+                let stored = pipe_reads::between(&self.store.reads, &row.from, &row.to)
+                    .await?
+                    .ok_or_else(|| EngineError::not_found("the pipe was deleted meanwhile"))?;
+                let row = PipeRow {
+                    id: stored.id,
+                    created_at: stored.created_at,
+                    ..row
+                };
+                (Box::new(row), false, Some(replayed))
+            }
+            None => {
+                let written = self
+                    .store
+                    .writer
+                    .pipe(PipeWrite::Put(Box::new(row)))
+                    .await?;
+                let PipeWritten::Put(row, created) = written else {
+                    return Err(EngineError::internal("unexpected answer to a pipe write"));
+                };
+                (row, created, None)
+            }
         };
         // the old version's last batch is written before the new one reads the cursor
         self.pipes.stop(row.id).await;
@@ -271,7 +297,8 @@ impl Engine {
             (row.cursor, row.piped, row.errors) =
                 pipe_reads::progress(&self.store.reads, row.id).await?;
         }
-        let status = status_of(&row, None);
+        let mut status = status_of(&row, None);
+        status.replayed = replayed;
         match &self.cluster {
             None => self.start_pipe(*row, None),
             Some(_) => {
@@ -357,6 +384,7 @@ fn status_of(row: &PipeRow, progress: Option<&Arc<Mutex<Progress>>>) -> PipeStat
         errors: row.errors,
         last_error: None,
         created_at: row.created_at,
+        replayed: None,
     };
     if let Some(p) = progress {
         let p = p.lock().unwrap_or_else(|e| e.into_inner());

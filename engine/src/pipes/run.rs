@@ -329,7 +329,7 @@ fn default_args(row: &PipeRow, e: &StoredEvent) -> Option<Args> {
 }
 
 /// The id of the `k`-th event piped from `e`: the same on every run of the pipe.
-fn piped_id(row: &PipeRow, e: &StoredEvent, k: usize) -> uuid::Uuid {
+pub(crate) fn piped_id(row: &PipeRow, e: &StoredEvent, k: usize) -> uuid::Uuid {
     derived_id(
         e.timestamp,
         &[

@@ -53,7 +53,7 @@ pub(super) struct Counts {
 }
 
 /// An event the new history would cause downstream.
-pub(super) struct Caused {
+pub(crate) struct Caused {
     /// `acct/strm('a')`, as stored events name their (sub)stream.
     pub stream: String,
     pub id: Uuid,
@@ -153,7 +153,9 @@ pub(super) fn compute(i: Inputs, preview: bool) -> Result<Outcome> {
             .collect();
         fold(&i, &history, &mut out)?;
         for pipe in &i.pipes {
-            pipe_outputs(&i, pipe, &history, &mut out.caused)?;
+            let routed = pipe_outputs(&i.limits, pipe, &history, true)?;
+            out.caused
+                .extend(routed.into_iter().map(|r| caused(r, false)));
         }
     }
     Ok(out)
@@ -386,7 +388,7 @@ fn fold(i: &Inputs, history: &[StoredEvent], out: &mut Outcome) -> Result<()> {
             if let Ok(routed) =
                 dispatched_event(&i.stream.account, &scope, &source, e.index, e.timestamp, &d)
             {
-                out.caused.push(caused(routed));
+                out.caused.push(caused(routed, false));
             }
         }
     }
@@ -399,14 +401,14 @@ fn fold(i: &Inputs, history: &[StoredEvent], out: &mut Outcome) -> Result<()> {
     Ok(())
 }
 
-/// The events pipe `row` would append for the new history (its function's
-/// dispatches among them).
-fn pipe_outputs(
-    i: &Inputs,
+/// The events pipe `row` would append for `history` (with its function's dispatches
+/// when `dispatches`), as a run of the pipe routes them.
+pub(crate) fn pipe_outputs(
+    limits: &Limits,
     row: &PipeRow,
     history: &[StoredEvent],
-    caused_out: &mut Vec<Caused>,
-) -> Result<()> {
+    dispatches: bool,
+) -> Result<Vec<Routed>> {
     let selector = Selector::parse_query(&row.selector).unwrap_or_default();
     let picked: Vec<StoredEvent> = history
         .iter()
@@ -414,10 +416,10 @@ fn pipe_outputs(
         .cloned()
         .collect();
     if row.code.is_empty() {
-        caused_out.extend(picked.iter().map(|e| caused(copied(row, e))));
-        return Ok(());
+        return Ok(picked.iter().map(|e| copied(row, e)).collect());
     }
-    let mut sandbox = sandbox(&i.limits)?;
+    let mut out = Vec::new();
+    let mut sandbox = sandbox(limits)?;
     load(&mut sandbox, 0, "the pipe function", &row.code, row.module)?;
     let scope = format!("pipe:{}>{}", row.from, row.to);
     for chunk in picked.chunks(CHUNK) {
@@ -442,12 +444,12 @@ fn pipe_outputs(
             };
             for (k, o) in outs.into_iter().flatten().enumerate() {
                 if let Ok(routed) = mapped(row, e, k, o) {
-                    caused_out.push(caused(routed));
+                    out.push(routed);
                 }
             }
         }
-        let dispatches: Vec<Dispatch> = sandbox.dispatches();
-        for d in dispatches {
+        let sent: Vec<Dispatch> = sandbox.dispatches();
+        for d in sent.iter().filter(|_| dispatches) {
             let Some(e) = chunk.get(d.sid as usize) else {
                 continue;
             };
@@ -457,19 +459,25 @@ fn pipe_outputs(
                 &e.stream,
                 e.index,
                 e.timestamp,
-                &d,
+                d,
             ) {
-                caused_out.push(caused(routed));
+                out.push(routed);
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
-fn caused(r: Routed) -> Caused {
+/// What `r` is once appended: the (sub)stream it lands in (a factory destination,
+/// `into_factory`, takes the source's args unless it names others) and its content.
+pub(crate) fn caused(r: Routed, into_factory: bool) -> Caused {
     let mut target = r.stream;
-    if let Some(args) = r.explicit_args {
-        target.args = Some(args);
+    if target.args.is_none() {
+        target.args = match (r.explicit_args, into_factory) {
+            (Some(args), _) => Some(args),
+            (None, true) => r.default_args,
+            (None, false) => None,
+        };
     }
     Caused {
         stream: target.to_string(),

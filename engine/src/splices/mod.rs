@@ -12,7 +12,7 @@
 //! the new history causes are appended as usual, by the reducers' rebuild and the
 //! pipes, whose derived ids make the ones already there duplicates.
 
-mod compute;
+pub(crate) mod compute;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -70,6 +70,15 @@ pub(crate) enum PipeWrite {
         to: StreamPath,
     },
     Batch(PipeBatch),
+    /// Replaces the code and selector of an existing pipe and applies what its new
+    /// code makes of past events (API §14): recalls the old outputs at `recalls` and
+    /// appends `outs`.
+    Replay {
+        row: Box<PipeRow>,
+        from: u64,
+        recalls: Vec<i64>,
+        outs: Vec<Routed>,
+    },
 }
 
 pub(crate) enum PipeWritten {
@@ -79,6 +88,8 @@ pub(crate) enum PipeWritten {
     Deleted(i64),
     /// Events appended and events refused in the batch.
     Batch { piped: i64, errors: i64 },
+    /// Old outputs recalled and new ones appended by a replay.
+    Replayed { recalled: i64, appended: i64 },
 }
 
 fn args_text(p: &StreamPath) -> String {
@@ -124,6 +135,41 @@ pub(super) fn pipe(l: &mut Ledger, write: PipeWrite, staged: &mut Staged) -> Res
             Ok(PipeWritten::Deleted(id))
         }
         PipeWrite::Batch(batch) => pipe_batch(l, batch, staged),
+        PipeWrite::Replay {
+            row,
+            from,
+            recalls,
+            outs,
+        } => {
+            let put = put_pipe(l, *row, staged)?;
+            let PipeWritten::Put(row, _) = &put else {
+                return Ok(put);
+            };
+            staged.changed(format!("pipe:{}", row.id));
+            let mut recalled = 0;
+            for pos in recalls {
+                recalled += i64::from(super::splice_writes::recall(l, staged, pos)?);
+            }
+            let mut appended = 0;
+            for out in outs {
+                appended += i64::from(append_routed(l, out, staged)?.is_ok());
+            }
+            pipe_event(
+                l,
+                staged,
+                &row.from,
+                &row.to,
+                Change::PipeReplayed,
+                json!({
+                    "origin": row.from.to_string(),
+                    "destination": row.to.to_string(),
+                    "from": from,
+                    "recalled": recalled,
+                    "appended": appended,
+                }),
+            )?;
+            Ok(PipeWritten::Replayed { recalled, appended })
+        }
     }
 }
 

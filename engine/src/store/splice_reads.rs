@@ -69,6 +69,58 @@ pub(crate) struct Caused {
     pub origin_index: i64,
 }
 
+/// The events in `dest` (every substream of a factory) caused by another event and
+/// not recalled yet, in position order, with the (sub)stream of their origin.
+pub(crate) async fn caused_in(
+    reads: &Reads,
+    dest: &crate::path::StreamPath,
+) -> Result<Vec<(String, Caused)>> {
+    let args = dest.args.as_ref().map(|a| a.canonical());
+    let rows = reads
+        .all(
+            "SELECT e.pos, st.account, st.name, s.args, e.idx, e.eid, e.type, e.content_type, \
+             e.data, e.origin FROM events e JOIN substreams s ON s.id = e.sid \
+             JOIN streams st ON st.id = s.stream_id \
+             WHERE st.account = $1 AND st.name = $2 AND ($3 = '*' OR s.args = $3) \
+             AND e.origin IS NOT NULL AND e.cid IS NOT NULL ORDER BY e.pos",
+            args![
+                dest.account.as_str(),
+                dest.stream.as_str(),
+                args.unwrap_or_else(|| "*".into())
+            ],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let origin: serde_json::Value =
+            serde_json::from_str(&r.opt_text(9)?.unwrap_or_default()).unwrap_or_default();
+        if let (Some(source), Some(_)) = (origin["stream"].as_str(), origin["index"].as_i64()) {
+            out.push((source.to_owned(), caused_row(r, &origin)?));
+        }
+    }
+    Ok(out)
+}
+
+fn caused_row(r: &ReadRow, origin: &serde_json::Value) -> Result<Caused> {
+    let args = r.text(3)?;
+    let stream = if args.is_empty() {
+        format!("{}/{}", r.text(1)?, r.text(2)?)
+    } else {
+        format!("{}/{}({args})", r.text(1)?, r.text(2)?)
+    };
+    Ok(Caused {
+        pos: r.int(0)?,
+        stream,
+        index: r.int(4)?,
+        id: Uuid::from_slice(&r.blob(5)?)
+            .map_err(|e| EngineError::internal(format!("a stored id is not 16 bytes: {e}")))?,
+        event_type: r.text(6)?,
+        content_type: r.text(7)?,
+        data: r.blob(8)?,
+        origin_index: origin["index"].as_i64().unwrap_or(-1),
+    })
+}
+
 /// The events caused by events of `source` (`acct/strm`) and not recalled yet, in
 /// position order. Origins are JSON (`{"index": n, "stream": "acct/strm"}`): the
 /// `LIKE` finds candidates, and each origin is parsed to keep exact matches only.
@@ -87,29 +139,10 @@ pub(crate) async fn caused_by(reads: &Reads, source: &str) -> Result<Vec<Caused>
     for r in &rows {
         let origin: serde_json::Value =
             serde_json::from_str(&r.opt_text(9)?.unwrap_or_default()).unwrap_or_default();
-        if origin["stream"].as_str() != Some(source) {
+        if origin["stream"].as_str() != Some(source) || origin["index"].as_i64().is_none() {
             continue;
         }
-        let Some(origin_index) = origin["index"].as_i64() else {
-            continue;
-        };
-        let args = r.text(3)?;
-        let stream = if args.is_empty() {
-            format!("{}/{}", r.text(1)?, r.text(2)?)
-        } else {
-            format!("{}/{}({args})", r.text(1)?, r.text(2)?)
-        };
-        out.push(Caused {
-            pos: r.int(0)?,
-            stream,
-            index: r.int(4)?,
-            id: Uuid::from_slice(&r.blob(5)?)
-                .map_err(|e| EngineError::internal(format!("a stored id is not 16 bytes: {e}")))?,
-            event_type: r.text(6)?,
-            content_type: r.text(7)?,
-            data: r.blob(8)?,
-            origin_index,
-        });
+        out.push(caused_row(r, &origin)?);
     }
     Ok(out)
 }

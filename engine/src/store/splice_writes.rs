@@ -318,7 +318,7 @@ pub(crate) fn stale(id: &str) -> EngineError {
 
 /// Appends the `eddy.recall` of the event at `pos` to its (sub)stream, unless it was
 /// recalled before; answers whether it did.
-fn recall(l: &mut Ledger, staged: &mut Staged, pos: i64) -> Result<bool> {
+pub(super) fn recall(l: &mut Ledger, staged: &mut Staged, pos: i64) -> Result<bool> {
     let found = l.db.row(
         "SELECT e.idx, e.eid, e.ts, st.account, st.name, s.args FROM events e \
          JOIN substreams s ON s.id = e.sid JOIN streams st ON st.id = s.stream_id \
