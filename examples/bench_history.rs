@@ -48,7 +48,9 @@ fn main() -> Result<()> {
         match a.as_str() {
             "--events" => events = value()?,
             "--lines" => lines = value()?,
-            other => bail!("unknown argument {other}; usage: bench_history [--events N] [--lines N]"),
+            other => {
+                bail!("unknown argument {other}; usage: bench_history [--events N] [--lines N]")
+            }
         }
     }
     let bin = eddy_binary()?;
@@ -174,7 +176,13 @@ async fn run(bin: &Path, events: usize, lines: usize) -> Result<()> {
         .collect();
     let body = Bytes::from(body);
     let mb = body.len() as f64 / 1e6;
-    let nd = upload(&client, &format!("{base}/bench/nd:click"), "application/x-ndjson", &body).await?;
+    let nd = upload(
+        &client,
+        &format!("{base}/bench/nd:click"),
+        "application/x-ndjson",
+        &body,
+    )
+    .await?;
     let by = upload(
         &client,
         &format!("{base}/bench/bytes:log?chunks=true"),
@@ -183,7 +191,11 @@ async fn run(bin: &Path, events: usize, lines: usize) -> Result<()> {
     )
     .await?;
     println!("\n{lines} lines ({mb:.1} MB) in one streamed request:");
-    println!("  NDJSON (one event per line)   {:>7.1} MB/s  ({:.2} s)", mb / nd, nd);
+    println!(
+        "  NDJSON (one event per line)   {:>7.1} MB/s  ({:.2} s)",
+        mb / nd,
+        nd
+    );
     println!(
         "  ?chunks=true (text)           {:>7.1} MB/s  ({:.2} s)   {:.2}x NDJSON",
         mb / by,
@@ -200,7 +212,8 @@ async fn load(client: &reqwest::Client, base: &str, events: usize) -> Result<usi
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..4)
         .map(|_| {
-            let (client, url, next) = (client.clone(), format!("{base}/bench/clicks"), next.clone());
+            let (client, url, next) =
+                (client.clone(), format!("{base}/bench/clicks"), next.clone());
             tokio::spawn(async move {
                 loop {
                     let b = next.fetch_add(1, Ordering::SeqCst) as usize;
@@ -235,7 +248,12 @@ async fn load(client: &reqwest::Client, base: &str, events: usize) -> Result<usi
 }
 
 /// Uploads `body` in 64 KiB pieces as one streamed request; answers the seconds.
-async fn upload(client: &reqwest::Client, url: &str, content_type: &str, body: &Bytes) -> Result<f64> {
+async fn upload(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &str,
+    body: &Bytes,
+) -> Result<f64> {
     let pieces: Vec<Result<Bytes, Infallible>> = (0..body.len())
         .step_by(64 * 1024)
         .map(|at| Ok(body.slice(at..(at + 64 * 1024).min(body.len()))))
@@ -256,8 +274,7 @@ async fn upload(client: &reqwest::Client, url: &str, content_type: &str, body: &
 
 /// Rows and bytes of state in `reducer_snapshots`.
 async fn snapshots(process: &ServerProcess) -> Result<(i64, i64)> {
-    const SQL: &str =
-        "SELECT COUNT(*), COALESCE(SUM(LENGTH(state)), 0) FROM reducer_snapshots";
+    const SQL: &str = "SELECT COUNT(*), COALESCE(SUM(LENGTH(state)), 0) FROM reducer_snapshots";
     if let Some(db) = &process.database {
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&db.url).await?;

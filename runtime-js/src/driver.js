@@ -390,6 +390,26 @@
       end();
       return json;
     },
+    // as map, but fields that are the event's own (the same value or object) are left
+    // out, so the embedder keeps the event's stored bytes for them (splices)
+    mapKeeping(slot, sid, event, index, isLive) {
+      begin(slot, sid, index, isLive, event);
+      let json;
+      try {
+        const outs = outputs(fns[slot](event));
+        for (const o of outs) {
+          if (o.type === event.type) o.type = undefined;
+          if (o.data === event.data) o.data = undefined;
+          if (o.timestamp === event.timestamp) o.timestamp = undefined;
+        }
+        json = JSON.stringify(outs);
+      } catch (e) {
+        discard();
+        throw e;
+      }
+      end();
+      return json;
+    },
     discard,
     get(slot, sid) {
       const v = states[slot].get(sid);

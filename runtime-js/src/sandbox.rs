@@ -344,11 +344,23 @@ impl Sandbox {
     /// JSON array of `{type?, data?, args?}` (empty to drop the event), or why the call
     /// failed. The events a failed call dispatched are dropped.
     pub fn map(&mut self, calls: &[MapCall<'_>]) -> Vec<Result<String, JsError>> {
+        self.map_with("map", calls)
+    }
+
+    /// [`Sandbox::map`], with the outputs' `type`, `data` and `timestamp` left out
+    /// where they are the event's own (the same value, or the very object): the
+    /// embedder keeps the event's stored bytes for them. A splice's map function that
+    /// returns most events as they are thus costs no serialization of their data.
+    pub fn map_keeping(&mut self, calls: &[MapCall<'_>]) -> Vec<Result<String, JsError>> {
+        self.map_with("mapKeeping", calls)
+    }
+
+    fn map_with(&mut self, driver: &str, calls: &[MapCall<'_>]) -> Vec<Result<String, JsError>> {
         let mut results = Vec::with_capacity(calls.len());
         self.context.with(|ctx| {
             let setup = Keys::new(&ctx)
                 .map_err(|e| caught(&ctx, e))
-                .and_then(|keys| Ok((keys, self.driver_fn(&ctx, "map")?)));
+                .and_then(|keys| Ok((keys, self.driver_fn(&ctx, driver)?)));
             let (keys, map) = match setup {
                 Ok(setup) => setup,
                 Err(error) => {

@@ -448,3 +448,43 @@ fn map_calls_dispatch_and_log_with_their_event() {
     assert_eq!((lines[0].sid, lines[0].index), (Some(9), Some(5)));
     assert_eq!((lines[1].sid, lines[1].index), (Some(9), Some(6)));
 }
+
+#[test]
+fn map_keeping_leaves_out_what_is_the_events_own() {
+    let mut s = sandbox();
+    load(
+        &mut s,
+        0,
+        "splice",
+        "(e) => e.index === 0 ? e : e.index === 1 ? {...e, type: 'renamed'} \
+         : e.index === 2 ? {data: {t: 1}, timestamp: e.timestamp} : [e, {type: 'extra'}]",
+    );
+    let events: Vec<EventIn> = (0..4).map(|i| event(i, r#"{"t":5}"#)).collect();
+    let calls: Vec<MapCall> = events
+        .iter()
+        .map(|e| MapCall {
+            slot: 0,
+            sid: 1,
+            index: e.index,
+            event: e,
+            live: false,
+        })
+        .collect();
+    let out: Vec<String> = s
+        .map_keeping(&calls)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        out,
+        [
+            "[{}]",
+            r#"[{"type":"renamed"}]"#,
+            r#"[{"data":{"t":1}}]"#,
+            r#"[{},{"type":"extra"}]"#,
+        ]
+    );
+    // the plain map keeps what the function returned
+    let plain = s.map(&calls[..1]).pop().unwrap().unwrap();
+    assert!(plain.contains(r#""data":{"t":5}"#), "{plain}");
+}

@@ -23,6 +23,7 @@ use crate::path::StreamPath;
 use crate::pipes::run::{MapOut, copied, mapped};
 use crate::reducers::for_reducer;
 use crate::selector::Selector;
+use crate::store::fold_source::FoldSource;
 use crate::store::pipe_writes::{PipeRow, Routed};
 use crate::store::reducer_writes::ReducerRow;
 
@@ -34,7 +35,9 @@ const DIFFERENCES: usize = 10;
 pub(super) struct Inputs {
     pub splice_id: String,
     pub stream: StreamPath,
-    pub events: Vec<StoredEvent>,
+    /// The stream's substream, and the position reads stop at.
+    pub sid: i64,
+    pub until: Position,
     pub code: Prepared,
     pub selector: Selector,
     /// The stream's reducers (active versions) and pipes, for a preview; none for an
@@ -63,6 +66,11 @@ pub(crate) struct Caused {
 }
 
 pub(super) struct Outcome {
+    /// The old history's length, and where it ends (position 0 and index -1 when
+    /// empty).
+    pub before: usize,
+    pub last_position: i64,
+    pub last_index: i64,
     pub events: Vec<NewEvent>,
     pub counts: Counts,
     pub differences: Vec<Value>,
@@ -130,8 +138,9 @@ impl Views {
     }
 }
 
-pub(super) fn compute(i: Inputs, preview: bool) -> Result<Outcome> {
-    let mut out = map(&i)?;
+pub(super) fn compute(i: Inputs, source: &FoldSource, preview: bool) -> Result<Outcome> {
+    let events = read_history(&i, source)?;
+    let mut out = map(&i, &events)?;
     if preview {
         let name = i.stream.to_string();
         let history: Vec<StoredEvent> = out
@@ -161,8 +170,85 @@ pub(super) fn compute(i: Inputs, preview: bool) -> Result<Outcome> {
     Ok(out)
 }
 
-/// The spliced history: each event the selector picks, mapped; the others kept.
-fn map(i: &Inputs) -> Result<Outcome> {
+/// The stream's history, whole.
+fn read_history(i: &Inputs, source: &FoldSource) -> Result<Vec<StoredEvent>> {
+    let name = i.stream.to_string();
+    let mut events: Vec<StoredEvent> = Vec::new();
+    loop {
+        let after = events.last().map_or(-1, |e| e.index.sql());
+        let page = source.history(&name, i.sid, after, i.until.0, 10_000)?;
+        let done = page.len() < 10_000;
+        events.extend(page);
+        if events.len() > super::MAX_EVENTS {
+            return Err(EngineError::too_large(format!(
+                "{} has more than {} events, more than a splice takes",
+                i.stream,
+                super::MAX_EVENTS
+            )));
+        }
+        if done {
+            return Ok(events);
+        }
+    }
+}
+
+/// A thread that runs user code (QuickJS needs a deep stack).
+fn js_thread() -> std::thread::Builder {
+    std::thread::Builder::new()
+        .name("eddy-splice".into())
+        .stack_size(eddy_runtime_js::JS_STACK_BYTES + 8 * 1024 * 1024)
+}
+
+/// Runs `f` on each part on threads of their own (one per core the machine has at
+/// most two of here), answering the results in the parts' order.
+fn on_threads<P: Sync, T: Send>(parts: &[P], f: impl Fn(&P) -> Result<T> + Sync) -> Result<Vec<T>> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles = parts
+            .iter()
+            .map(|p| js_thread().spawn_scoped(scope, move || f(p)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| EngineError::internal(format!("cannot start a splice thread: {e}")))?;
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(EngineError::internal("a splice thread panicked")))
+            })
+            .collect()
+    })
+}
+
+/// The spliced history: each event the selector picks, mapped; the others kept. The
+/// map function is a function of each event alone, so two halves of the history are
+/// mapped at once, in sandboxes of their own.
+fn map(i: &Inputs, events: &[StoredEvent]) -> Result<Outcome> {
+    let half = events.len().div_ceil(2).max(CHUNK);
+    let parts: Vec<&[StoredEvent]> = events.chunks(half).collect();
+    let mut out = Outcome {
+        before: events.len(),
+        last_position: events.last().map_or(0, |e| e.position.0),
+        last_index: events.last().map_or(-1, |e| e.index.sql()),
+        events: Vec::with_capacity(events.len()),
+        counts: Counts::default(),
+        differences: Vec::new(),
+        states: Vec::new(),
+        caused: Vec::new(),
+    };
+    for part in on_threads(&parts, |part| map_part(i, part))? {
+        out.events.extend(part.events);
+        out.counts.kept += part.counts.kept;
+        out.counts.changed += part.counts.changed;
+        out.counts.dropped += part.counts.dropped;
+        out.counts.added += part.counts.added;
+        out.differences.extend(part.differences);
+    }
+    out.differences.truncate(DIFFERENCES);
+    Ok(out)
+}
+
+/// [`map`] of one part of the history.
+fn map_part(i: &Inputs, events: &[StoredEvent]) -> Result<Outcome> {
     let mut sandbox = sandbox(&i.limits)?;
     load(
         &mut sandbox,
@@ -172,13 +258,16 @@ fn map(i: &Inputs) -> Result<Outcome> {
         i.code.shape == Shape::Module,
     )?;
     let mut out = Outcome {
-        events: Vec::with_capacity(i.events.len()),
+        before: events.len(),
+        last_position: 0,
+        last_index: -1,
+        events: Vec::with_capacity(events.len()),
         counts: Counts::default(),
         differences: Vec::new(),
         states: Vec::new(),
         caused: Vec::new(),
     };
-    for chunk in i.events.chunks(CHUNK) {
+    for chunk in events.chunks(CHUNK) {
         let views = Views::of(chunk);
         let inputs = views.inputs(chunk);
         let picked: Vec<usize> = (0..chunk.len())
@@ -197,7 +286,7 @@ fn map(i: &Inputs) -> Result<Outcome> {
                 live: false,
             })
             .collect();
-        let results = sandbox.map(&calls);
+        let results = sandbox.map_keeping(&calls);
         sandbox.console();
         sandbox.dispatches();
         let mut results: HashMap<usize, _> = picked.into_iter().zip(results).collect();
@@ -323,13 +412,42 @@ fn splice_event(
 }
 
 /// Folds the stream's reducers over the new history: their states after it, and the
-/// events their dispatches would append.
+/// events their dispatches would append. Reducers that read no other are folded two
+/// groups at once, in sandboxes of their own; otherwise all together, in order.
 fn fold(i: &Inputs, history: &[StoredEvent], out: &mut Outcome) -> Result<()> {
     if i.reducers.is_empty() {
         return Ok(());
     }
+    let alone = i.reducers.iter().all(|r| r.reads.is_empty());
+    let groups: Vec<Vec<&ReducerRow>> = if alone && i.reducers.len() > 1 {
+        let mut groups = vec![Vec::new(), Vec::new()];
+        for (k, r) in i.reducers.iter().enumerate() {
+            groups[k % 2].push(r);
+        }
+        groups
+    } else {
+        vec![i.reducers.iter().collect()]
+    };
+    let mut states: HashMap<String, Option<String>> = HashMap::new();
+    for (caused, folded) in on_threads(&groups, |g| fold_group(i, g, history))? {
+        out.caused.extend(caused);
+        states.extend(folded);
+    }
+    for r in &i.reducers {
+        out.states
+            .push((r.name.clone(), states.remove(&r.name).flatten()));
+    }
+    Ok(())
+}
+
+/// What one group of reducers causes and its states, by name.
+type Folded = (Vec<Caused>, Vec<(String, Option<String>)>);
+
+/// [`fold`] of one group of reducers (each after those it reads).
+fn fold_group(i: &Inputs, reducers: &[&ReducerRow], history: &[StoredEvent]) -> Result<Folded> {
+    let mut caused_out = Vec::new();
     let mut sandbox = sandbox(&i.limits)?;
-    for (slot, r) in i.reducers.iter().enumerate() {
+    for (slot, r) in reducers.iter().enumerate() {
         let code = Prepared {
             js: r.code.clone(),
             shape: if r.module {
@@ -343,19 +461,18 @@ fn fold(i: &Inputs, history: &[StoredEvent], out: &mut Outcome) -> Result<()> {
             EngineError::invalid(format!("reducer {} does not load: {}", r.name, e.message))
         })?;
     }
-    let selectors: Vec<Selector> = i
-        .reducers
+    let selectors: Vec<Selector> = reducers
         .iter()
         .map(|r| Selector::parse_query(&r.selector).unwrap_or_default())
         .collect();
-    let mut halted = vec![false; i.reducers.len()];
+    let mut halted = vec![false; reducers.len()];
     let source = i.stream.to_string();
     for chunk in history.chunks(CHUNK) {
         let views = Views::of(chunk);
         let inputs = views.inputs(chunk);
         let mut calls = Vec::new();
         for (k, e) in chunk.iter().enumerate() {
-            for (slot, r) in i.reducers.iter().enumerate() {
+            for (slot, r) in reducers.iter().enumerate() {
                 if halted[slot] || !selectors[slot].matches(&e.event_type, e.index, e.timestamp) {
                     continue;
                 }
@@ -373,12 +490,12 @@ fn fold(i: &Inputs, history: &[StoredEvent], out: &mut Outcome) -> Result<()> {
         let failures = sandbox.fold(&calls);
         for (c, _) in failures {
             let slot = calls[c].slot as usize;
-            halted[slot] |= i.reducers[slot].halt_on_error;
+            halted[slot] |= reducers[slot].halt_on_error;
         }
         drop(calls);
         sandbox.console();
         for d in sandbox.dispatches() {
-            let Some(r) = i.reducers.get(d.slot as usize) else {
+            let Some(r) = reducers.get(d.slot as usize) else {
                 continue;
             };
             let Some(e) = history.get(d.index as usize) else {
@@ -388,17 +505,18 @@ fn fold(i: &Inputs, history: &[StoredEvent], out: &mut Outcome) -> Result<()> {
             if let Ok(routed) =
                 dispatched_event(&i.stream.account, &scope, &source, e.index, e.timestamp, &d)
             {
-                out.caused.push(caused(routed, false));
+                caused_out.push(caused(routed, false));
             }
         }
     }
-    for (slot, r) in i.reducers.iter().enumerate() {
+    let mut states = Vec::with_capacity(reducers.len());
+    for (slot, r) in reducers.iter().enumerate() {
         let state = sandbox
             .state(slot as u32, 0)
             .map_err(|e| EngineError::internal(format!("cannot read a state: {}", e.message)))?;
-        out.states.push((r.name.clone(), state));
+        states.push((r.name.clone(), state));
     }
-    Ok(())
+    Ok((caused_out, states))
 }
 
 /// The events pipe `row` would append for `history` (with its function's dispatches

@@ -22,11 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{EngineError, Result};
-use crate::event::StoredEvent;
-use crate::order::Index;
 use crate::path::StreamPath;
 use crate::selector::Selector;
-use crate::store::read::{Cursor, EventQuery, Scope};
+use crate::store::fold_source::FoldSource;
+use crate::store::read::Scope;
 use crate::store::reducer_writes::ReducerRow;
 use crate::store::splice_writes::{Approval, SpliceRow, SpliceWrite, SpliceWritten, stale};
 use crate::store::{pipe_reads, reducer_reads, splice_reads};
@@ -81,13 +80,11 @@ struct Basis {
     last_index: i64,
 }
 
-/// The history a splice works on.
+/// The stream a splice works on.
 struct History {
     stream_id: i64,
-    events: Vec<StoredEvent>,
-    /// Its last event's position and index (0 and -1 when it has none).
-    last_position: i64,
-    last_index: i64,
+    /// Its substream.
+    sid: i64,
 }
 
 impl crate::Engine {
@@ -125,14 +122,15 @@ impl crate::Engine {
         let inputs = compute::Inputs {
             splice_id: id.clone(),
             stream: stream.clone(),
-            events: history.events,
+            sid: history.sid,
+            until: self.store.read_bound(),
             code: code.clone(),
             selector: req.selector.clone(),
             reducers,
             pipes,
             limits: self.reducers.limits.clone(),
         };
-        let out = run(move || compute::compute(inputs, true)).await?;
+        let out = self.compute(inputs, true).await?;
 
         // what downstream keeps, loses and gains
         let new: HashMap<(&str, uuid::Uuid), &compute::Caused> = out
@@ -183,7 +181,7 @@ impl crate::Engine {
         let c = out.counts;
         let preview = json!({
             "events": {
-                "before": history.last_index + 1,
+                "before": out.before,
                 "after": out.events.len(),
                 "kept": c.kept, "changed": c.changed, "dropped": c.dropped, "added": c.added,
             },
@@ -197,13 +195,13 @@ impl crate::Engine {
                 })).collect::<Vec<_>>(),
                 "addedCount": added.len(),
             },
-            "lastIndex": history.last_index,
+            "lastIndex": out.last_index,
         });
         let basis = Basis {
             recalls,
             reducers: reducer_ids,
             pipes: pipe_ids,
-            last_index: history.last_index,
+            last_index: out.last_index,
         };
         let row = SpliceRow {
             id,
@@ -217,7 +215,7 @@ impl crate::Engine {
             code: code.js,
             module: code.shape == eddy_runtime_js::Shape::Module,
             selector: req.selector.to_query(),
-            last_position: history.last_position,
+            last_position: out.last_position,
             preview: preview.to_string(),
             recalls: serde_json::to_string(&basis).unwrap_or_default(),
             version: None,
@@ -292,9 +290,6 @@ impl crate::Engine {
             .await
             .map_err(|_| crate::reducers::stopped())?;
         let history = self.history(&stream).await?;
-        if history.last_position != row.last_position {
-            return Err(stale(id));
-        }
         let versions = reducer_reads::versions_of(&self.store.reads, history.stream_id).await?;
         let reducers: Vec<ReducerRow> = versions.into_iter().map(|v| v.0).collect();
         let pipes = pipe_reads::from_stream(&self.store.reads, &stream).await?;
@@ -310,7 +305,8 @@ impl crate::Engine {
         let inputs = compute::Inputs {
             splice_id: row.id.clone(),
             stream: stream.clone(),
-            events: history.events,
+            sid: history.sid,
+            until: self.store.read_bound(),
             code: eddy_runtime_js::Prepared {
                 js: row.code.clone(),
                 shape: if row.module {
@@ -325,7 +321,11 @@ impl crate::Engine {
             pipes: Vec::new(),
             limits: self.reducers.limits.clone(),
         };
-        let out = run(move || compute::compute(inputs, false)).await?;
+        let out = self.compute(inputs, false).await?;
+        // the stream must still end where the preview saw it
+        if out.last_position != row.last_position {
+            return Err(stale(id));
+        }
         let written = self
             .store
             .writer
@@ -363,7 +363,7 @@ impl crate::Engine {
         self.splice(&stream, id).await
     }
 
-    /// The events of the stream's history, with where it ends.
+    /// The plain stream to splice, which must have events.
     async fn history(&self, stream: &StreamPath) -> Result<History> {
         let resolved = self.resolve_existing(stream).await?;
         if resolved.info.factory {
@@ -374,38 +374,16 @@ impl crate::Engine {
                 "{stream} has no events to splice"
             )));
         };
-        let prefix = format!("{}/{}", stream.account, stream.stream);
-        let everything = Selector::default();
-        let mut events: Vec<StoredEvent> = Vec::new();
-        loop {
-            let page = self
-                .read(&EventQuery {
-                    scope: Scope::Substream(sid),
-                    prefix: &prefix,
-                    selector: &everything,
-                    cursor: Cursor::Index(Index(events.len() as u64)),
-                    limit: 10_000,
-                })
-                .await?;
-            events.extend(page.events);
-            if events.len() > MAX_EVENTS {
-                return Err(EngineError::too_large(format!(
-                    "{stream} has more than {MAX_EVENTS} events, more than a splice takes"
-                )));
-            }
-            if !page.more {
-                break;
-            }
-        }
-        let (last_position, last_index) = events
-            .last()
-            .map_or((0, -1), |e| (e.position.0, e.index.sql()));
         Ok(History {
             stream_id: resolved.info.id,
-            events,
-            last_position,
-            last_index,
+            sid,
         })
+    }
+
+    /// Runs `compute` on a thread of its own, reading with a connection of its own.
+    async fn compute(&self, inputs: compute::Inputs, preview: bool) -> Result<compute::Outcome> {
+        let source = FoldSource::open(&self.store).await?;
+        run(move || compute::compute(inputs, &source, preview)).await
     }
 }
 

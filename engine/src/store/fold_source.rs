@@ -226,6 +226,39 @@ impl FoldSource {
         )
     }
 
+    /// Up to `limit` events of plain stream `name`'s substream `sid` after index
+    /// `after_idx`, at positions up to `until`, whole (metadata and origin too): what a
+    /// splice maps.
+    pub(crate) fn history(
+        &self,
+        name: &str,
+        sid: i64,
+        after_idx: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::event::StoredEvent>> {
+        self.db.heal()?;
+        self.db.rows(
+            "SELECT pos, idx, eid, type, ts, content_type, data, metadata, origin FROM events \
+             WHERE sid = ?1 AND idx > ?2 AND pos <= ?3 ORDER BY idx LIMIT ?4",
+            vals![sid, after_idx, until, limit],
+            |r| {
+                Ok(crate::event::StoredEvent {
+                    stream: name.to_owned(),
+                    position: r.position(0)?,
+                    index: r.index(1)?,
+                    id: r.uuid(2)?,
+                    event_type: r.text(3)?,
+                    timestamp: r.int(4)?,
+                    content_type: r.text(5)?,
+                    data: bytes::Bytes::from(r.blob(6)?),
+                    metadata: r.opt_text(7)?,
+                    origin: r.opt_text(8)?,
+                })
+            },
+        )
+    }
+
     /// The latest snapshot of reducer version `reducer_id` for substream `sid` at or
     /// before index `at`: its index and state JSON (`None` while undefined).
     pub(crate) fn snapshot(
