@@ -54,7 +54,7 @@ pub async fn account(s: &TestServer, name: &str) -> String {
 
 /// The HMAC token of `path`, computed here as a client would: unpadded base64url of
 /// HMAC-SHA256 keyed with the decoded secret.
-fn hmac_token(secret: &str, path: &str) -> String {
+pub(crate) fn hmac_token(secret: &str, path: &str) -> String {
     let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(secret)
         .unwrap();

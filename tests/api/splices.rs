@@ -399,3 +399,252 @@ async fn a_kill_during_the_approval_leaves_one_history() {
     assert_eq!(seen.first().map(String::as_str), Some("pending"));
     assert_eq!(seen.last().map(String::as_str), Some("approved"));
 }
+
+/// Only the stream's account (or the admin) may splice, read, approve or reject its
+/// splices, or read its history as it was; another account's key, no credentials or
+/// an HMAC token may not, and the same holds for `?at=` and byte uploads.
+#[tokio::test]
+async fn splices_time_travel_and_uploads_are_the_owners() {
+    use crate::access::{ADMIN, account, hmac_token, secured, send};
+    let s = secured().await;
+    let acme = format!("Bearer {}", account(&s, "acme").await);
+    let bob = format!("Bearer {}", account(&s, "bob").await);
+    let r = send(
+        &s,
+        "PUT",
+        "/acme/m/settings",
+        Some(&acme),
+        Some(json!({"public": {"read": true}})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    for t in [1, 2, 3] {
+        let r = send(&s, "POST", "/acme/m", Some(&acme), Some(json!({ "t": t }))).await;
+        assert_eq!(r.status(), 201);
+    }
+    let r = s
+        .client
+        .put(s.url("/acme/m.count"))
+        .header("authorization", &acme)
+        .header("content-type", "application/javascript")
+        .body("(n = 0) => n + 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let code = "export default (e) => e.data.t === 2 ? null : e";
+    let post = |auth: Option<String>| {
+        let mut r = s
+            .client
+            .post(s.url("/acme/m/splices"))
+            .header("content-type", "application/javascript")
+            .body(code);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    assert_eq!(post(Some(bob.clone())).await.unwrap().status(), 403);
+    let r = post(Some(acme.clone())).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // public reads open the events, not the splices
+    assert_eq!(send(&s, "GET", "/acme/m", None, None).await.status(), 200);
+    assert_eq!(
+        send(&s, "GET", "/acme/m/splices", None, None)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        send(&s, "GET", "/acme/m/splices", Some(&bob), None)
+            .await
+            .status(),
+        403
+    );
+    let approve = format!("/acme/m/splices/{id}/approve");
+    assert_eq!(
+        send(&s, "POST", &approve, Some(&bob), None).await.status(),
+        403
+    );
+    assert_eq!(
+        send(
+            &s,
+            "DELETE",
+            &format!("/acme/m/splices/{id}"),
+            Some(&bob),
+            None
+        )
+        .await
+        .status(),
+        403
+    );
+    // an HMAC token grants one substream of a factory, never a splice
+    let r = send(
+        &s,
+        "PUT",
+        "/acme/f/settings",
+        Some(&acme),
+        Some(json!({"factory": true})),
+    )
+    .await;
+    let secret: Value = r.json().await.unwrap();
+    let token = format!(
+        "HMAC {}",
+        hmac_token(secret["hmacSecret"].as_str().unwrap(), "/acme/f('a')")
+    );
+    assert_eq!(
+        send(&s, "GET", "/acme/f('a')/splices", Some(&token), None)
+            .await
+            .status(),
+        403
+    );
+    // the owner approves; the admin may read it
+    assert_eq!(
+        send(&s, "POST", &approve, Some(&acme), None).await.status(),
+        200
+    );
+    let admin = format!("Bearer {ADMIN}");
+    assert_eq!(
+        send(
+            &s,
+            "GET",
+            &format!("/acme/m/splices/{id}"),
+            Some(&admin),
+            None
+        )
+        .await
+        .status(),
+        200
+    );
+    // the replaced history keeps the stream's settings (public to read) and takes no
+    // writes from anyone
+    assert_eq!(send(&s, "GET", "/acme/m@1", None, None).await.status(), 200);
+    assert_eq!(
+        send(&s, "POST", "/acme/m@1", Some(&acme), Some(json!({"t": 9})))
+            .await
+            .status(),
+        405
+    );
+    // time travel: the account's, or anyone's where states are public
+    assert_eq!(
+        send(&s, "GET", "/acme/m.count?at=0", Some(&bob), None)
+            .await
+            .status(),
+        200
+    );
+    let r = send(
+        &s,
+        "PUT",
+        "/acme/m/settings",
+        Some(&acme),
+        Some(json!({"public": {"read": false}})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        send(&s, "GET", "/acme/m.count?at=0", Some(&bob), None)
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        send(&s, "GET", "/acme/m.count?at=0", Some(&acme), None)
+            .await
+            .status(),
+        200
+    );
+    // a byte upload to another account's stream is refused before any of it is stored
+    let r = s
+        .client
+        .post(s.url("/acme/log?chunks=true"))
+        .header("authorization", &bob)
+        .body("secret lines\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        send(&s, "GET", "/acme/log", Some(&acme), None)
+            .await
+            .status(),
+        404
+    );
+}
+
+/// Appends that arrive while an approval is applied are kept: after the spliced
+/// history, in order (or, when they came before the approval read the stream, the
+/// approval is refused as stale and the stream keeps them all).
+#[tokio::test]
+async fn appends_during_an_approval_land_after_the_spliced_history() {
+    let s = spawn_server().await;
+    let batch: Vec<Value> = (0..4000)
+        .map(|n| json!({"type": "n", "data": {"n": n}}))
+        .collect();
+    let r = s
+        .client
+        .post(s.url("/acme/busy"))
+        .header("content-type", "application/vnd.eddy.events+json")
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // a map function slow enough that the approval takes a while
+    let slow = "export default (e) => { let x = 0; for (let i = 0; i < 20000; i++) x += i; \
+                return e.data.n % 2 ? null : e }";
+    let id = created(&s, "/acme/busy/splices", slow).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approve = s
+        .client
+        .post(s.url(&format!("/acme/busy/splices/{id}/approve")))
+        .send();
+    let approving = tokio::spawn(approve);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut late = Vec::new();
+    while !approving.is_finished() {
+        let k = late.len();
+        let r = s.post("/acme/busy", "late", json!({ "late": k })).await;
+        assert_eq!(r.status(), 201);
+        late.push(k);
+    }
+    let status = approving.await.unwrap().unwrap().status();
+    let all = crate::common::read_all(&s.client, &s.url("/acme/busy")).await;
+    let lates: Vec<u64> = all
+        .iter()
+        .filter(|e| e["type"] == "late")
+        .map(|e| e["data"]["late"].as_u64().unwrap())
+        .collect();
+    assert!(
+        lates == (0..late.len() as u64).collect::<Vec<_>>(),
+        "every late append, in order: {} of {}",
+        lates.len(),
+        late.len()
+    );
+    let first_late = all
+        .iter()
+        .position(|e| e["type"] == "late")
+        .unwrap_or(all.len());
+    assert!(
+        all[first_late..].iter().all(|e| e["type"] == "late"),
+        "the late ones come last"
+    );
+    println!(
+        "approval answered {status} with {} appends made meanwhile",
+        late.len()
+    );
+    match status.as_u16() {
+        200 => assert_eq!(
+            first_late, 2000,
+            "the spliced history, then the late appends"
+        ),
+        409 => assert_eq!(first_late, 4000, "the old history, then the late appends"),
+        other => panic!("approval answered {other}"),
+    }
+}
