@@ -569,3 +569,48 @@ pub struct NodeStatus {
     pub node: rows::NodeRow,
     pub owns: Vec<String>,
 }
+
+impl crate::Engine {
+    /// Where nodes share the database: records an upload (API §13) open here on the
+    /// (sub)stream `path`, and answers its id for [`Engine::upload_closed`].
+    pub async fn upload_opened(&self, path: &crate::path::StreamPath) -> Option<String> {
+        let cluster = self.cluster.as_ref()?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let url = path.url();
+        match rows::upload_opened(&self.store.reads, &id, &cluster.node, &url).await {
+            Ok(()) => Some(id),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "cannot record an open upload");
+                None
+            }
+        }
+    }
+
+    /// Removes the record of an upload [`Engine::upload_opened`] made.
+    pub async fn upload_closed(&self, id: &str) {
+        if let Err(e) = rows::upload_closed(&self.store.reads, id).await {
+            tracing::warn!(error = %e.message, "cannot remove the record of an upload");
+        }
+    }
+
+    /// Whether a node (any, this one included where nodes share the database; none
+    /// otherwise) has an upload open on `path`, or on a substream of it when it names
+    /// no args.
+    pub async fn upload_open_anywhere(&self, path: &crate::path::StreamPath) -> Result<bool> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(false);
+        };
+        rows::upload_open(
+            &self.store.reads,
+            &path.url(),
+            path.args.is_none(),
+            cluster.settings.lease,
+        )
+        .await
+    }
+
+    /// Whether other nodes share the database.
+    pub fn clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+}

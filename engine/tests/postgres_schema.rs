@@ -60,6 +60,7 @@ async fn the_schema_matches_sqlite_and_migrates_once() {
         "api_keys",
         "eddy_leases",
         "eddy_nodes",
+        "eddy_uploads",
         "event_positions",
         "event_types",
         "events",
@@ -134,9 +135,9 @@ async fn the_schema_matches_sqlite_and_migrates_once() {
             .await
             .unwrap()
     };
-    assert_eq!(versions().await, [1, 2, 3, 4]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5]);
     postgres_migrator().run(&pool).await.unwrap();
-    assert_eq!(versions().await, [1, 2, 3, 4]);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5]);
     assert_eq!(pg_tables(&pool).await, expected);
     let last: i64 = sqlx::query_scalar("SELECT last FROM event_positions")
         .fetch_one(&pool)

@@ -812,3 +812,69 @@ async fn work_spreads_to_joining_nodes_and_a_stopping_node_hands_it_over_at_once
     .await;
     assert!(stopped.elapsed() < Duration::from_secs(5));
 }
+
+/// A byte stream uploaded through node A is tailed with `follow=true` on node B: B
+/// writes each piece as it is stored and ends only once A's upload has closed.
+#[tokio::test]
+async fn a_byte_upload_on_one_node_is_tailed_to_its_end_on_another() {
+    let Some((nodes, _url)) = three_nodes("bytes", &[]).await else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    }));
+    let upload = client()
+        .post(format!("{}/ci/build?chunks=true", a.base))
+        .header("content-type", "text/plain")
+        .body(body)
+        .send();
+    let uploading = tokio::spawn(upload);
+    tx.send(bytes::Bytes::from_static(b"one\n")).await.unwrap();
+    // the first piece is stored (through A) before the tail on B starts
+    eventually(
+        Duration::from_secs(10),
+        "the first piece is stored",
+        || async {
+            client()
+                .get(format!("{}/ci/build", b.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    let r = client()
+        .get(format!("{}/ci/build?follow=true", b.base))
+        .header("accept", "application/octet-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut tail = r.bytes_stream();
+    let mut got = Vec::new();
+    let mut read_until = async |want: &[u8], got: &mut Vec<u8>| {
+        while got.len() < want.len() {
+            let piece = tokio::time::timeout(Duration::from_secs(10), tail.next())
+                .await
+                .expect("data on node B within 10 s")
+                .expect("the tail on node B is still open")
+                .unwrap();
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(got.as_slice(), want);
+    };
+    read_until(b"one\n", &mut got).await;
+    // the upload on A is still open: B waits for more rather than ending
+    tx.send(bytes::Bytes::from_static(b"two\n")).await.unwrap();
+    read_until(b"one\ntwo\n", &mut got).await;
+    drop(tx);
+    assert_eq!(uploading.await.unwrap().unwrap().status(), 201);
+    let end = tokio::time::timeout(Duration::from_secs(10), tail.next())
+        .await
+        .expect("node B ends the tail once A's upload closed");
+    assert!(end.is_none(), "nothing more: {end:?}");
+}

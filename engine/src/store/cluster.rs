@@ -383,6 +383,13 @@ pub(crate) async fn nodes(reads: &Reads, lease: Duration) -> Result<Vec<NodeRow>
             args![ms],
         )
         .await?;
+    reads
+        .execute(
+            "DELETE FROM eddy_uploads u WHERE NOT EXISTS \
+             (SELECT 1 FROM eddy_nodes n WHERE n.id = u.node)",
+            args![],
+        )
+        .await?;
     let sql = format!(
         "SELECT id, address, CAST(extract(epoch FROM started_at) * 1000 AS BIGINT), \
          CAST(extract(epoch FROM heartbeat_at) * 1000 AS BIGINT), takeovers FROM eddy_nodes \
@@ -401,6 +408,54 @@ pub(crate) async fn nodes(reads: &Reads, lease: Duration) -> Result<Vec<NodeRow>
             })
         })
         .collect()
+}
+
+/// Records an upload open on `node` on the (sub)stream at URL path `stream`.
+pub(crate) async fn upload_opened(reads: &Reads, id: &str, node: &str, stream: &str) -> Result<()> {
+    reads
+        .execute(
+            "INSERT INTO eddy_uploads (id, node, stream) VALUES ($1, $2, $3)",
+            args![id, node, stream],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Removes the record of an upload.
+pub(crate) async fn upload_closed(reads: &Reads, id: &str) -> Result<()> {
+    reads
+        .execute("DELETE FROM eddy_uploads WHERE id = $1", args![id])
+        .await?;
+    Ok(())
+}
+
+/// Whether a live node has an upload open on the (sub)stream at URL path `stream`,
+/// or, with `substreams`, on any substream of the factory there.
+pub(crate) async fn upload_open(
+    reads: &Reads,
+    stream: &str,
+    substreams: bool,
+    lease: Duration,
+) -> Result<bool> {
+    let sql = format!(
+        "SELECT 1 FROM eddy_uploads u WHERE (u.stream = $1 OR ($2 = 1 AND u.stream LIKE $3)) \
+         AND NOT {} LIMIT 1",
+        gone("u.node", "$4")
+    );
+    // `_` and `%` are not in stream names; `(` starts the args
+    let prefix = format!("{stream}(%");
+    let row = reads
+        .optional(
+            &sql,
+            args![
+                stream,
+                i64::from(substreams),
+                prefix,
+                lease.as_millis() as i64
+            ],
+        )
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Removes this node's row (a graceful shutdown).

@@ -51,11 +51,12 @@ pub(super) const TABLES: [&str; 13] = [
 /// The PostgreSQL tables that are not copied: the position counter (set at the end),
 /// the migrations' record (written by the migrator), and the live nodes and their
 /// leases (made by the nodes).
-pub(super) const TARGET_ONLY: [&str; 4] = [
+pub(super) const TARGET_ONLY: [&str; 5] = [
     "event_positions",
     "_sqlx_migrations",
     "eddy_nodes",
     "eddy_leases",
+    "eddy_uploads",
 ];
 
 /// The target's record of an unfinished copy.

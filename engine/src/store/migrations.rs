@@ -64,7 +64,7 @@ const MIGRATIONS: [(i64, &str, &str); 9] = [
 
 /// PostgreSQL's migrations, in order: one schema equal to SQLite's after its seven,
 /// then the cluster's tables, then what both gained since.
-const POSTGRES_MIGRATIONS: [(i64, &str, &str); 4] = [
+const POSTGRES_MIGRATIONS: [(i64, &str, &str); 5] = [
     (
         1,
         "create schema",
@@ -84,6 +84,11 @@ const POSTGRES_MIGRATIONS: [(i64, &str, &str); 4] = [
         4,
         "create splices",
         include_str!("../../../migrations/postgres/0004_create_splices.sql"),
+    ),
+    (
+        5,
+        "create uploads",
+        include_str!("../../../migrations/postgres/0005_create_uploads.sql"),
     ),
 ];
 

@@ -50,7 +50,7 @@ pub async fn ingest<'a>(
     event::check_type(&event_type)?;
     let text = content_type.kind == DataKind::Text;
     // open until every piece is durable: a byte read following the stream ends after
-    let _upload = state.uploads.open(&path);
+    let _upload = state.uploads.open(&state.engine, &path).await;
     let mut ing = Ingest::new(state, path, policy, inputs, content_type, event_type);
     let mut body = Pieces::new(state, body);
     let mut buf: Vec<u8> = Vec::new();

@@ -21,6 +21,10 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::params::{self, DEFAULT_LIMIT, MAX_LIMIT, Params};
 
+/// How often a `follow=true` byte read waiting for more data looks again whether the
+/// uploads open on other nodes closed (they are not announced here).
+const CLUSTER_UPLOAD_POLL: Duration = Duration::from_millis(250);
+
 /// The longest `wait` honoured, in milliseconds.
 const MAX_WAIT_MS: u64 = 300_000;
 
@@ -334,9 +338,21 @@ async fn byte_response(
 ) -> ApiResult<Response> {
     let uploads = reader.state.uploads.clone();
     let mut closings = uploads.closings();
+    let engine = reader.state.engine.clone();
+    // uploads on other nodes close unannounced: looked for again this often
+    let clustered = engine.clustered();
+    // whether an upload is open on what is read, here or on another node
+    let open_now = async move |reader: &Reader| {
+        uploads.any_open(&reader.path)
+            || (clustered
+                && engine
+                    .upload_open_anywhere(&reader.path)
+                    .await
+                    .unwrap_or(true))
+    };
     // an upload open before a read sends what the read finds, so a read that found
     // nothing new after seeing no open upload has sent everything
-    let mut open = uploads.any_open(&reader.path);
+    let mut open = follow == FollowMode::UntilDone && open_now(&reader).await;
     let mut remaining = limit.unwrap_or(usize::MAX);
     // the first page runs before the response starts, so errors are still statuses
     let first = reader.page(remaining.min(MAX_LIMIT)).await?;
@@ -373,20 +389,28 @@ async fn byte_response(
                     return;
                 }
                 closings.borrow_and_update();
-                if !uploads.any_open(&reader.path) && open {
+                let still = follow == FollowMode::UntilDone && open_now(&reader).await;
+                if open && !still {
                     // the upload closed after the read above: one more read takes
                     // its last pieces
                     open = false;
                 } else {
+                    let poll = async {
+                        match clustered {
+                            true => tokio::time::sleep(CLUSTER_UPLOAD_POLL).await,
+                            false => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         woke = reader.wait(&mut rx, None) => if !woke { return },
                         _ = closings.changed() => {}
+                        _ = poll => {}
                         _ = tx.closed() => return,
                     }
-                    open = uploads.any_open(&reader.path);
+                    open = follow == FollowMode::UntilDone && open_now(&reader).await;
                 }
             } else {
-                open = uploads.any_open(&reader.path);
+                open = follow == FollowMode::UntilDone && open_now(&reader).await;
             }
             page = match reader.page(remaining.min(MAX_LIMIT)).await {
                 Ok(p) => p,

@@ -1,10 +1,12 @@
 //! The byte uploads (`?chunks=true`) open on this server, by (sub)stream. A
 //! `follow=true` byte read ends once it has sent everything and no upload is open on
-//! what it reads.
+//! what it reads. Where nodes share the database, each upload is also recorded there
+//! (`Engine::upload_opened`), for readers on the other nodes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use eddy_engine::Engine;
 use eddy_engine::path::StreamPath;
 use tokio::sync::watch;
 
@@ -20,15 +22,22 @@ pub struct Uploads {
 pub struct Upload {
     uploads: Arc<Uploads>,
     key: String,
+    /// Its record in the shared database, where there is one.
+    record: Option<(Arc<Engine>, String)>,
 }
 
 impl Uploads {
-    pub fn open(self: &Arc<Self>, path: &StreamPath) -> Upload {
+    pub async fn open(self: &Arc<Self>, engine: &Arc<Engine>, path: &StreamPath) -> Upload {
         let key = path.url();
         *self.lock().entry(key.clone()).or_default() += 1;
+        let record = engine
+            .upload_opened(path)
+            .await
+            .map(|id| (engine.clone(), id));
         Upload {
             uploads: self.clone(),
             key,
+            record,
         }
     }
 
@@ -69,5 +78,8 @@ impl Drop for Upload {
             }
         }
         self.uploads.closed.send_modify(|n| *n += 1);
+        if let Some((engine, id)) = self.record.take() {
+            tokio::spawn(async move { engine.upload_closed(&id).await });
+        }
     }
 }
