@@ -84,5 +84,10 @@ pub(crate) fn dispatch_target(account: &AccountName, d: &Dispatch) -> Result<Str
     if stream.account.is_reserved() {
         return Err(refused("the account is reserved for the server".into()));
     }
+    if stream.version().is_some() {
+        return Err(refused(
+            "it is a history a splice replaced, which is read-only".into(),
+        ));
+    }
     Ok(stream)
 }

@@ -251,9 +251,6 @@
   const output = (o, where) => {
     const out = { type: o.type, data: o.data, args: o.args, timestamp: o.timestamp };
     if (out.type !== undefined) checkType(out.type, `${where}: type`);
-    if (out.timestamp !== undefined && !(typeof out.timestamp === "number" && Number.isSafeInteger(out.timestamp) && out.timestamp >= 0)) {
-      throw new TypeError(`${where}: timestamp must be a whole number of milliseconds since 1970, not ${what(out.timestamp)}`);
-    }
     if (out.args !== undefined) {
       if (!Array.isArray(out.args)) throw new TypeError(`${where}: args must be an array, not ${what(out.args)}`);
       out.args.forEach((a, i) => {
@@ -397,6 +394,12 @@
       let json;
       try {
         const outs = outputs(fns[slot](event));
+        outs.forEach((o, i) => {
+          const ts = o.timestamp;
+          if (ts !== undefined && !(typeof ts === "number" && Number.isSafeInteger(ts) && ts >= 0)) {
+            throw new TypeError(`output ${i}: timestamp must be a whole number of milliseconds since 1970, not ${what(ts)}`);
+          }
+        });
         for (const o of outs) {
           if (o.type === event.type) o.type = undefined;
           if (o.data === event.data) o.data = undefined;

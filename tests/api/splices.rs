@@ -3,6 +3,7 @@
 //! new one does not is recalled once; subscribers start again at index 0; the old
 //! history stays readable as `strm@{n}`.
 
+use futures::StreamExt;
 use reqwest::Response;
 use serde_json::{Value, json};
 
@@ -67,6 +68,14 @@ async fn dropping_an_event_recalls_the_alert_it_caused_once() {
     readings_with_alerts(&s).await;
     let mut sub = subscribe(&s, "/acme/readings?from=0", None).await;
     assert_eq!(sub.take(5).await.len(), 5);
+    let follow = s
+        .client
+        .get(s.url("/acme/readings?follow=true"))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    let mut follow = follow.bytes_stream();
 
     let made = created(
         &s,
@@ -171,6 +180,26 @@ async fn dropping_an_event_recalls_the_alert_it_caused_once() {
     let again = sub.take(4).await;
     let ids: Vec<&str> = again.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["0", "1", "2", "3"]);
+
+    // an NDJSON follower reads the new history again from index 0
+    let mut lines = String::new();
+    while lines.lines().count() < 9 {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), follow.next())
+            .await
+            .expect("NDJSON lines within 10 s")
+            .unwrap()
+            .unwrap();
+        lines.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let indexes: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(indexes, [0, 1, 2, 3, 4, 0, 1, 2, 3]);
 
     // decided once
     let r = s
@@ -287,17 +316,29 @@ async fn bad_splices_are_refused_with_what_is_wrong() {
     )
     .await;
     assert_error(r, 400, "timestamp").await;
+    // timestamps never decrease: refused at the preview, naming the event
+    s.post_ok("/acme/m", "reading", json!({ "t": 2 })).await;
+    let decreasing = "export default (e) => e.index === 1 ? {timestamp: 1} : e";
+    let r = splice(&s, "/acme/m/splices", decreasing).await;
+    assert_error(r, 409, "timestamp 1 is before").await;
+    // at most ten pending splices per stream
+    for _ in 0..10 {
+        created(&s, "/acme/m/splices", "export default (e) => e").await;
+    }
+    let r = splice(&s, "/acme/m/splices", "export default (e) => e").await;
+    assert_error(r, 409, "pending splices").await;
     let r = splice(&s, "/acme/f/splices", "export default (e) => e").await;
     assert_error(r, 400, "plain stream").await;
     let r = splice(&s, "/acme/nope/splices", "export default (e) => e").await;
     assert_eq!(r.status(), 404);
     assert_error(s.get("/acme/m/splices/spl_nope").await, 404, "spl_nope").await;
-    assert!(
+    assert_eq!(
         s.get_json("/acme/m/splices", 200)
             .await
             .as_array()
             .unwrap()
-            .is_empty()
+            .len(),
+        10
     );
 }
 
@@ -521,9 +562,21 @@ async fn splices_time_travel_and_uploads_are_the_owners() {
         .status(),
         200
     );
-    // the replaced history keeps the stream's settings (public to read) and takes no
-    // writes from anyone
-    assert_eq!(send(&s, "GET", "/acme/m@1", None, None).await.status(), 200);
+    // the replaced history is the account's alone (a splice that removed data does
+    // not leave it public) and takes no writes from anyone
+    assert_eq!(send(&s, "GET", "/acme/m@1", None, None).await.status(), 401);
+    assert_eq!(
+        send(&s, "GET", "/acme/m@1", Some(&bob), None)
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        send(&s, "GET", "/acme/m@1", Some(&acme), None)
+            .await
+            .status(),
+        200
+    );
     assert_eq!(
         send(&s, "POST", "/acme/m@1", Some(&acme), Some(json!({"t": 9})))
             .await

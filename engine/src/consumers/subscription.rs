@@ -319,6 +319,10 @@ impl Subscription {
             if self.reg.signal.take_lagged() {
                 while self.reg.rx.try_recv().is_ok() {}
                 self.catching_up = true;
+                // a splice among the notices missed shows as a new substream
+                if let Some(path) = self.rescope().await? {
+                    return Ok(Delivery::Spliced(path));
+                }
                 continue;
             }
             // one notice per check of the lag mark (see `hub`): a notice taken after
@@ -351,6 +355,26 @@ impl Subscription {
                 return Ok(Delivery::Events(events));
             }
         }
+    }
+
+    /// Looks the followed plain stream up again after missed notices: when its
+    /// substream changed (a splice replaced its history), starts again from the new
+    /// history's first event and answers the stream.
+    async fn rescope(&mut self) -> Result<Option<Arc<StreamPath>>> {
+        let Follow::Stream(path) = &self.follow else {
+            return Ok(None);
+        };
+        if path.args.is_some() {
+            return Ok(None);
+        }
+        let path = Arc::new(path.clone());
+        let before = self.scope.take();
+        self.resolve().await?;
+        if before.is_some() && self.scope != before {
+            self.selector.from = self.from;
+            return Ok(Some(path));
+        }
+        Ok(None)
     }
 
     /// The followed plain stream, when `notice` says a splice replaced its history.

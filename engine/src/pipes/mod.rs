@@ -314,6 +314,25 @@ impl Engine {
         Ok((status, created))
     }
 
+    /// Starts stored pipe `id` again where it runs: here, or where leases are kept on
+    /// the node that holds (or now claims) it.
+    pub(crate) async fn resume_pipe(self: &Arc<Self>, id: i64) -> Result<()> {
+        match &self.cluster {
+            None => {
+                self.run_pipe(id, None).await?;
+            }
+            Some(_) => {
+                let work = crate::cluster::Work::Pipe(id);
+                if self.cluster_fence(&work).is_some() {
+                    self.restart(&work).await?;
+                } else {
+                    self.claim_and_run(&work).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The pipe's status.
     pub async fn pipe(&self, from: &StreamPath, to: &StreamPath) -> Result<PipeStatus> {
         let from = self.pipe_origin(from)?;

@@ -47,7 +47,23 @@ impl crate::Engine {
         };
         // the old code's last batch is written before the replay reads the cursor
         self.pipes.stop(existing.id).await;
-        let (cursor, _, _) = pipe_reads::progress(&self.store.reads, existing.id).await?;
+        let replayed = self.replay_stopped(row, from, existing.id).await;
+        if replayed.is_err()
+            && let Err(e) = self.resume_pipe(existing.id).await
+        {
+            tracing::warn!(error = %e.message, "a pipe whose replay failed did not start again");
+        }
+        replayed
+    }
+
+    /// [`Engine::replay_pipe`] once the pipe (`id`) is stopped.
+    async fn replay_stopped(
+        self: &Arc<Self>,
+        row: PipeRow,
+        from: u64,
+        id: i64,
+    ) -> Result<Replayed> {
+        let (cursor, _, _) = pipe_reads::progress(&self.store.reads, id).await?;
         let history = self.origin_events(&row, from, cursor).await?;
         let into_factory = match &row.to.args {
             Some(_) => false,

@@ -29,6 +29,9 @@ use crate::store::reducer_writes::ReducerRow;
 const BATCH: i64 = 1000;
 /// FoldSources kept for the next time-travel reads.
 const KEPT_SOURCES: usize = 4;
+/// The highest index `?at=` folds to from the first event (a reducer that reads
+/// others has no snapshot to start from).
+const FROM_START_MAX: u64 = 200_000;
 
 /// What one time-travel fold needs.
 struct Travel {
@@ -107,6 +110,13 @@ impl crate::Engine {
             self.reducer_state(path, name, Some(at), wait).await?;
         }
         let rows = with_reads(target, &rows)?;
+        if rows.len() > 1 && at > FROM_START_MAX {
+            return Err(EngineError::too_large(format!(
+                "reducer {name} reads other reducers, so at= folds it with them from the \
+                 first event, and index {at} is past the {FROM_START_MAX} events that may take"
+            ))
+            .with("at", at));
+        }
         let args = path.args.clone();
         let base = StreamPath {
             args: None,
@@ -139,17 +149,11 @@ impl crate::Engine {
         };
         let controls = self.controls.clone();
         let runtime = tokio::runtime::Handle::current();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("eddy-reducer-at".into())
-            .stack_size(eddy_runtime_js::JS_STACK_BYTES + 8 * 1024 * 1024)
-            .spawn(move || {
-                let types = TypeChecks::new(&controls, &runtime, &travel.stream);
-                let answer = fold(&source, &travel, types);
-                let _ = tx.send((answer, source));
-            })
-            .map_err(|e| EngineError::internal(format!("cannot start a time-travel fold: {e}")))?;
-        let (answer, source) = rx.await.map_err(|_| stopped())?;
+        let (answer, source) = super::on_js_thread("eddy-reducer-at", move || {
+            let types = TypeChecks::new(&controls, &runtime, &travel.stream);
+            (fold(&source, &travel, types), source)
+        })
+        .await?;
         self.reducers.keep_source(source);
         answer
     }

@@ -341,6 +341,28 @@ impl Reducers {
     }
 }
 
+/// A thread for user code: QuickJS may use `JS_STACK_BYTES` of its stack, and Rust
+/// needs its own share.
+pub(crate) fn js_thread(name: &str) -> std::thread::Builder {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .stack_size(eddy_runtime_js::JS_STACK_BYTES + 8 * 1024 * 1024)
+}
+
+/// Runs `f`, which runs user code, on a [`js_thread`] of its own and awaits it.
+pub(crate) async fn on_js_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = oneshot::channel();
+    js_thread(name)
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| EngineError::internal(format!("cannot start a thread ({name}): {e}")))?;
+    rx.await.map_err(|_| stopped())
+}
+
 fn route_commits_to(
     reducers: &Reducers,
     commits: tokio::sync::broadcast::Receiver<Arc<crate::store::Committed>>,

@@ -31,6 +31,8 @@ use crate::store::reducer_writes::ReducerRow;
 const CHUNK: usize = 1000;
 /// Differences a preview lists.
 const DIFFERENCES: usize = 10;
+/// Events a map function may return for one.
+const MAX_OUTPUTS: usize = 1000;
 
 pub(super) struct Inputs {
     pub splice_id: String,
@@ -72,6 +74,8 @@ pub(super) struct Outcome {
     pub last_position: i64,
     pub last_index: i64,
     pub events: Vec<NewEvent>,
+    /// The data bytes of `events`.
+    pub bytes: usize,
     pub counts: Counts,
     pub differences: Vec<Value>,
     /// Each reducer's state after the new history: (name, JSON).
@@ -141,6 +145,10 @@ impl Views {
 pub(super) fn compute(i: Inputs, source: &FoldSource, preview: bool) -> Result<Outcome> {
     let events = read_history(&i, source)?;
     let mut out = map(&i, &events)?;
+    drop(events);
+    // timestamps never decrease within a stream, the spliced history's either
+    crate::store::rules::timestamps(&i.stream, &out.events, 0, crate::store::writer::now_ms())
+        .map_err(|e| e.context("the spliced history"))?;
     if preview {
         let name = i.stream.to_string();
         let history: Vec<StoredEvent> = out
@@ -174,29 +182,25 @@ pub(super) fn compute(i: Inputs, source: &FoldSource, preview: bool) -> Result<O
 fn read_history(i: &Inputs, source: &FoldSource) -> Result<Vec<StoredEvent>> {
     let name = i.stream.to_string();
     let mut events: Vec<StoredEvent> = Vec::new();
+    let mut bytes = 0usize;
     loop {
         let after = events.last().map_or(-1, |e| e.index.sql());
         let page = source.history(&name, i.sid, after, i.until.0, 10_000)?;
         let done = page.len() < 10_000;
+        bytes += page.iter().map(|e| e.data.len()).sum::<usize>();
         events.extend(page);
-        if events.len() > super::MAX_EVENTS {
+        if events.len() > super::MAX_EVENTS || bytes > super::MAX_BYTES {
             return Err(EngineError::too_large(format!(
-                "{} has more than {} events, more than a splice takes",
+                "{} holds more than {} events or {} MiB of data, more than a splice takes",
                 i.stream,
-                super::MAX_EVENTS
+                super::MAX_EVENTS,
+                super::MAX_BYTES >> 20
             )));
         }
         if done {
             return Ok(events);
         }
     }
-}
-
-/// A thread that runs user code (QuickJS needs a deep stack).
-fn js_thread() -> std::thread::Builder {
-    std::thread::Builder::new()
-        .name("eddy-splice".into())
-        .stack_size(eddy_runtime_js::JS_STACK_BYTES + 8 * 1024 * 1024)
 }
 
 /// Runs `f` on each part on threads of their own (one per core the machine has at
@@ -206,7 +210,7 @@ fn on_threads<P: Sync, T: Send>(parts: &[P], f: impl Fn(&P) -> Result<T> + Sync)
         let f = &f;
         let handles = parts
             .iter()
-            .map(|p| js_thread().spawn_scoped(scope, move || f(p)))
+            .map(|p| crate::reducers::js_thread("eddy-splice").spawn_scoped(scope, move || f(p)))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| EngineError::internal(format!("cannot start a splice thread: {e}")))?;
         handles
@@ -230,12 +234,22 @@ fn map(i: &Inputs, events: &[StoredEvent]) -> Result<Outcome> {
         last_position: events.last().map_or(0, |e| e.position.0),
         last_index: events.last().map_or(-1, |e| e.index.sql()),
         events: Vec::with_capacity(events.len()),
+        bytes: 0,
         counts: Counts::default(),
         differences: Vec::new(),
         states: Vec::new(),
         caused: Vec::new(),
     };
     for part in on_threads(&parts, |part| map_part(i, part))? {
+        out.bytes += part.bytes;
+        if out.events.len() + part.events.len() > super::MAX_EVENTS || out.bytes > super::MAX_BYTES
+        {
+            return Err(EngineError::too_large(format!(
+                "the spliced history would hold more than {} events or {} MiB of data",
+                super::MAX_EVENTS,
+                super::MAX_BYTES >> 20
+            )));
+        }
         out.events.extend(part.events);
         out.counts.kept += part.counts.kept;
         out.counts.changed += part.counts.changed;
@@ -262,6 +276,7 @@ fn map_part(i: &Inputs, events: &[StoredEvent]) -> Result<Outcome> {
         last_position: 0,
         last_index: -1,
         events: Vec::with_capacity(events.len()),
+        bytes: 0,
         counts: Counts::default(),
         differences: Vec::new(),
         states: Vec::new(),
@@ -336,6 +351,11 @@ fn splice_event(
         out.counts.dropped += 1;
     }
     let n = outs.len();
+    if n > MAX_OUTPUTS {
+        return Err(format!(
+            "it returned {n} events for one; at most {MAX_OUTPUTS} are taken"
+        ));
+    }
     let mut kept = false;
     for (k, o) in outs.into_iter().enumerate() {
         if o.args.is_some() {
@@ -376,6 +396,14 @@ fn splice_event(
             (_, true) => out.counts.kept += 1,
             (0, false) => out.counts.changed += 1,
             _ => out.counts.added += 1,
+        }
+        out.bytes += data.len();
+        if out.events.len() >= super::MAX_EVENTS || out.bytes > super::MAX_BYTES {
+            return Err(format!(
+                "the spliced history would hold more than {} events or {} MiB of data",
+                super::MAX_EVENTS,
+                super::MAX_BYTES >> 20
+            ));
         }
         out.events.push(NewEvent {
             id: Some(id),

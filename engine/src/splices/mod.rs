@@ -25,13 +25,19 @@ use crate::error::{EngineError, Result};
 use crate::path::StreamPath;
 use crate::selector::Selector;
 use crate::store::fold_source::FoldSource;
+use crate::store::pipe_writes::PipeRow;
 use crate::store::read::Scope;
 use crate::store::reducer_writes::ReducerRow;
 use crate::store::splice_writes::{Approval, SpliceRow, SpliceWrite, SpliceWritten, stale};
 use crate::store::{pipe_reads, reducer_reads, splice_reads};
 
-/// Most events a spliced stream may hold: its history is mapped in memory.
+/// Most events a spliced stream may hold, before and after: its history is mapped in
+/// memory.
 pub const MAX_EVENTS: usize = 5_000_000;
+/// Most bytes of event data a spliced stream may hold, before and after.
+pub const MAX_BYTES: usize = 256 << 20;
+/// Pending splices a stream may have at once.
+const MAX_PENDING: usize = 10;
 /// Downstream events a preview lists of those recalled and of those added.
 const LISTED: usize = 100;
 
@@ -75,9 +81,29 @@ impl SpliceView {
 #[derive(Serialize, Deserialize)]
 struct Basis {
     recalls: Vec<i64>,
-    reducers: Vec<i64>,
-    pipes: Vec<i64>,
+    /// Each reducer version's and pipe's id, code and selector, as [`fingerprints`]
+    /// writes them.
+    reducers: Vec<String>,
+    pipes: Vec<String>,
     last_index: i64,
+}
+
+/// What decides what reducer versions and pipes cause: their ids, code and selectors.
+fn fingerprints(reducers: &[ReducerRow], pipes: &[PipeRow]) -> (Vec<String>, Vec<String>) {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let r = reducers
+        .iter()
+        .map(|r| format!("{} {} {}", r.id, r.code_hash, r.selector))
+        .collect();
+    let p = pipes
+        .iter()
+        .map(|p| {
+            let mut h = DefaultHasher::new();
+            p.code.hash(&mut h);
+            format!("{} {:016x} {}", p.id, h.finish(), p.selector)
+        })
+        .collect();
+    (r, p)
 }
 
 /// The stream a splice works on.
@@ -107,16 +133,17 @@ impl crate::Engine {
             .await
             .map_err(|_| crate::reducers::stopped())?;
         let history = self.history(&stream).await?;
+        if splice_reads::pending(&self.store.reads, history.stream_id).await? >= MAX_PENDING {
+            return Err(EngineError::conflict(format!(
+                "{stream} has {MAX_PENDING} pending splices: approve or reject one first"
+            )));
+        }
         let versions = reducer_reads::versions_of(&self.store.reads, history.stream_id).await?;
-        let reducer_ids: Vec<i64> = versions.iter().map(|v| v.0.id).collect();
-        let mut reducers: Vec<ReducerRow> = versions
-            .into_iter()
-            .map(|v| v.0)
-            .filter(|r| !r.building)
-            .collect();
-        sort_by_dependency(&mut reducers);
+        let all: Vec<ReducerRow> = versions.into_iter().map(|v| v.0).collect();
         let pipes = pipe_reads::from_stream(&self.store.reads, &stream).await?;
-        let pipe_ids: Vec<i64> = pipes.iter().map(|p| p.id).collect();
+        let (reducer_prints, pipe_prints) = fingerprints(&all, &pipes);
+        let mut reducers: Vec<ReducerRow> = all.into_iter().filter(|r| !r.building).collect();
+        sort_by_dependency(&mut reducers);
         let old = splice_reads::caused_by(&self.store.reads, &stream.to_string()).await?;
         let id = format!("spl_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let inputs = compute::Inputs {
@@ -199,8 +226,8 @@ impl crate::Engine {
         });
         let basis = Basis {
             recalls,
-            reducers: reducer_ids,
-            pipes: pipe_ids,
+            reducers: reducer_prints,
+            pipes: pipe_prints,
             last_index: out.last_index,
         };
         let row = SpliceRow {
@@ -293,9 +320,7 @@ impl crate::Engine {
         let versions = reducer_reads::versions_of(&self.store.reads, history.stream_id).await?;
         let reducers: Vec<ReducerRow> = versions.into_iter().map(|v| v.0).collect();
         let pipes = pipe_reads::from_stream(&self.store.reads, &stream).await?;
-        if reducers.iter().map(|r| r.id).collect::<Vec<_>>() != basis.reducers
-            || pipes.iter().map(|p| p.id).collect::<Vec<_>>() != basis.pipes
-        {
+        if fingerprints(&reducers, &pipes) != (basis.reducers, basis.pipes) {
             return Err(EngineError::conflict(format!(
                 "the reducers or pipes of {stream} changed since splice {id} was previewed: \
                  preview it again (POST a new splice)"
@@ -383,21 +408,11 @@ impl crate::Engine {
     /// Runs `compute` on a thread of its own, reading with a connection of its own.
     async fn compute(&self, inputs: compute::Inputs, preview: bool) -> Result<compute::Outcome> {
         let source = FoldSource::open(&self.store).await?;
-        run(move || compute::compute(inputs, &source, preview)).await
-    }
-}
-
-/// Runs `f` (which runs user code) on a thread of its own.
-async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("eddy-splice".into())
-        .stack_size(eddy_runtime_js::JS_STACK_BYTES + 8 * 1024 * 1024)
-        .spawn(move || {
-            let _ = tx.send(f());
+        crate::reducers::on_js_thread("eddy-splice", move || {
+            compute::compute(inputs, &source, preview)
         })
-        .map_err(|e| EngineError::internal(format!("cannot start a splice: {e}")))?;
-    rx.await.map_err(|_| crate::reducers::stopped())?
+        .await?
+    }
 }
 
 /// The plain stream a splice URL names.

@@ -325,6 +325,12 @@ impl Ledger {
 
     pub(super) fn append(&mut self, req: AppendRequest, staged: &mut Staged) -> Result<Appended> {
         let path = &req.stream;
+        // `strm@{n}`, a history a splice replaced, takes no events, whoever sends them
+        if path.stream.as_str().contains('@') {
+            return Err(EngineError::invalid(format!(
+                "{path} is a history a splice replaced: it is read-only"
+            )));
+        }
         let skey = (
             path.account.as_str().to_owned(),
             path.stream.as_str().to_owned(),

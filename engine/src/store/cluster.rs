@@ -438,12 +438,13 @@ pub(crate) async fn upload_open(
     lease: Duration,
 ) -> Result<bool> {
     let sql = format!(
-        "SELECT 1 FROM eddy_uploads u WHERE (u.stream = $1 OR ($2 = 1 AND u.stream LIKE $3)) \
+        "SELECT 1 FROM eddy_uploads u \
+         WHERE (u.stream = $1 OR ($2 = 1 AND left(u.stream, length($3)) = $3)) \
          AND NOT {} LIMIT 1",
         gone("u.node", "$4")
     );
-    // `_` and `%` are not in stream names; `(` starts the args
-    let prefix = format!("{stream}(%");
+    // a substream's URL path is the factory's followed by its args in `(...)`
+    let prefix = format!("{stream}(");
     let row = reads
         .optional(
             &sql,

@@ -115,7 +115,7 @@ pub async fn substream_id(reads: &Reads, stream_id: i64, args: &str) -> Result<O
 }
 
 /// What a read covers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// One plain stream or one substream, in index order.
     Substream(i64),

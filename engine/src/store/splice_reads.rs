@@ -43,15 +43,29 @@ pub(crate) async fn one(reads: &Reads, stream_id: i64, id: &str) -> Result<Optio
     row.as_ref().map(row_from).transpose()
 }
 
-/// The splices of stream `stream_id`, oldest first.
+/// The splices of stream `stream_id`, oldest first, without their code and recall
+/// lists (which a listing does not show, and which may be large).
 pub(crate) async fn of_stream(reads: &Reads, stream_id: i64) -> Result<Vec<SpliceRow>> {
     let rows = reads
         .all(
-            &format!("{COLUMNS} WHERE stream_id = $1 ORDER BY created_at, id"),
+            "SELECT id, stream_id, status, source, content_type, '', module, selector, \
+             last_position, preview, '', version, created_at, decided_at FROM splices \
+             WHERE stream_id = $1 ORDER BY created_at, id",
             args![stream_id],
         )
         .await?;
     rows.iter().map(row_from).collect()
+}
+
+/// How many splices of stream `stream_id` are pending.
+pub(crate) async fn pending(reads: &Reads, stream_id: i64) -> Result<usize> {
+    let row = reads
+        .one(
+            "SELECT COUNT(*) FROM splices WHERE stream_id = $1 AND status = 'pending'",
+            args![stream_id],
+        )
+        .await?;
+    Ok(row.int(0)?.max(0) as usize)
 }
 
 /// An event that another stream's event caused, as stored.
@@ -131,7 +145,8 @@ pub(crate) async fn caused_by(reads: &Reads, source: &str) -> Result<Vec<Caused>
             "SELECT e.pos, st.account, st.name, s.args, e.idx, e.eid, e.type, e.content_type, \
              e.data, e.origin FROM events e JOIN substreams s ON s.id = e.sid \
              JOIN streams st ON st.id = s.stream_id \
-             WHERE e.origin LIKE $1 AND e.cid IS NOT NULL ORDER BY e.pos",
+             WHERE e.origin LIKE $1 AND e.cid IS NOT NULL AND st.name NOT LIKE '%@%' \
+             ORDER BY e.pos",
             args![pattern],
         )
         .await?;

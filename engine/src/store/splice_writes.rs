@@ -16,9 +16,10 @@ use super::apply::{AppendRequest, Ledger, Staged, SubRow};
 use super::db::vals;
 use super::reducer_writes::ReducerRow;
 use super::writer::now_ms;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::{ExpectedIndex, NewEvent, derived_id};
 use crate::path::StreamPath;
+use crate::settings::StreamSettings;
 
 /// A splice as stored.
 #[derive(Debug, Clone)]
@@ -35,7 +36,8 @@ pub struct SpliceRow {
     /// The position of the stream's last event when the preview was made.
     pub last_position: i64,
     pub preview: String,
-    /// The positions of the downstream events the approval recalls (JSON array).
+    /// What the preview was computed against (JSON): the positions of the downstream
+    /// events to recall, and the reducers and pipes that decided them.
     pub recalls: String,
     pub version: Option<i64>,
     pub created_at: i64,
@@ -179,32 +181,6 @@ fn approve(l: &mut Ledger, a: Approval, staged: &mut Staged) -> Result<SpliceWri
             |r| r.int(0),
         )?
         .unwrap_or(0);
-    l.db.exec(
-        "UPDATE substreams SET event_count = ?1, last_index = ?2, last_timestamp = ?3 \
-         WHERE id = ?4",
-        vals![
-            old.next_index as i64,
-            old.next_index as i64 - 1,
-            old.last_timestamp,
-            old.id
-        ],
-    )?;
-    let now = now_ms();
-    let archive = l.db.insert_id(
-        "INSERT INTO streams (account, name, factory, settings, created_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        vals![
-            &key.0,
-            a.stream.stream.version(version as u64).as_str(),
-            false,
-            &stream.settings.without_secret().to_stored(),
-            now
-        ],
-    )?;
-    l.db.exec(
-        "UPDATE substreams SET stream_id = ?1 WHERE id = ?2",
-        vals![archive, old.id],
-    )?;
     // appends that came after the preview follow the spliced history unchanged
     let carried = l.db.rows(
         "SELECT eid, type, ts, content_type, data, metadata, origin FROM events \
@@ -224,6 +200,53 @@ fn approve(l: &mut Ledger, a: Approval, staged: &mut Staged) -> Result<SpliceWri
     )?;
     let mut events = a.events;
     events.extend(carried);
+    // every check before the first write: a request refused after it wrote would
+    // roll back the whole group, other accounts' writes with it
+    let now = now_ms();
+    let stamped = super::rules::timestamps(&a.stream, &events, 0, now)?;
+    let archive_name = a.stream.stream.version(version as u64);
+    let taken = l.db.row(
+        "SELECT 1 FROM streams WHERE account = ?1 AND name = ?2",
+        vals![&key.0, archive_name.as_str()],
+        |_| Ok(()),
+    )?;
+    if taken.is_some() {
+        return Err(EngineError::conflict(format!(
+            "{}/{archive_name} exists already: the history cannot be kept under that name",
+            key.0
+        )));
+    }
+    l.db.exec(
+        "UPDATE substreams SET event_count = ?1, last_index = ?2, last_timestamp = ?3 \
+         WHERE id = ?4",
+        vals![
+            old.next_index as i64,
+            old.next_index as i64 - 1,
+            old.last_timestamp,
+            old.id
+        ],
+    )?;
+    let archive = l.db.insert_id(
+        "INSERT INTO streams (account, name, factory, settings, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        vals![
+            &key.0,
+            archive_name.as_str(),
+            false,
+            // the account's alone to read: a splice that removed data does not leave
+            // it public
+            &StreamSettings {
+                public: Default::default(),
+                ..stream.settings.without_secret()
+            }
+            .to_stored(),
+            now
+        ],
+    )?;
+    l.db.exec(
+        "UPDATE substreams SET stream_id = ?1 WHERE id = ?2",
+        vals![archive, old.id],
+    )?;
     // the recalls and the account event come before the new history: a node that
     // learns of the splice from storage (`cluster::notice`) sees it first
     let mut recalled = 0;
@@ -245,7 +268,6 @@ fn approve(l: &mut Ledger, a: Approval, staged: &mut Staged) -> Result<SpliceWri
             "recalled": recalled,
         }),
     )?;
-    let stamped = super::rules::timestamps(&a.stream, &events, 0, now)?;
     let sid = l.db.insert_id(
         "INSERT INTO substreams (stream_id, args, created_at) VALUES (?1, '', ?2)",
         vals![stream.id, now],
@@ -341,7 +363,6 @@ pub(super) fn recall(l: &mut Ledger, staged: &mut Staged, pos: i64) -> Result<bo
     let Some(path) = StreamPath::stored(&account, &name, &args) else {
         return Ok(false);
     };
-    l.db.exec("UPDATE events SET cid = NULL WHERE pos = ?1", vals![pos])?;
     let data = serde_json::json!({
         "recalled": {"stream": path.to_string(), "index": idx, "id": eid.to_string()}
     });
@@ -359,6 +380,15 @@ pub(super) fn recall(l: &mut Ledger, staged: &mut Staged, pos: i64) -> Result<bo
         }],
         expected: ExpectedIndex::Any,
     };
-    l.append(request, staged)?;
+    // a refusal writes nothing (appends check before they write); it leaves the
+    // event as it is rather than fail the whole approval
+    if let Err(e) = l.append(request, staged) {
+        if matches!(e.code, ErrorCode::Internal | ErrorCode::Unavailable) {
+            return Err(e);
+        }
+        tracing::warn!(error = %e.message, pos, "an event could not be recalled");
+        return Ok(false);
+    }
+    l.db.exec("UPDATE events SET cid = NULL WHERE pos = ?1", vals![pos])?;
     Ok(true)
 }

@@ -71,8 +71,11 @@ pub async fn subscribe(
         })?),
     };
     let start = match last_id.or(after) {
+        // a reconnect after a splice notice starts the new history from index 0,
+        // whatever `after=` its URL still holds
+        _ if restart => Start::Beginning,
         Some(cursor) => Start::After(cursor),
-        None if restart || selector.from.is_some() || selector.since.is_some() => Start::Beginning,
+        None if selector.from.is_some() || selector.since.is_some() => Start::Beginning,
         None => Start::Live,
     };
     // a cron stream ticks while someone follows it

@@ -25,6 +25,11 @@ use crate::params::{self, DEFAULT_LIMIT, MAX_LIMIT, Params};
 /// uploads open on other nodes closed (they are not announced here).
 const CLUSTER_UPLOAD_POLL: Duration = Duration::from_millis(250);
 
+/// Events a byte read takes from storage at a time: up to 6.4 MB of data.
+const BYTE_PAGE: usize = 64;
+/// Data a byte read gathers from small events before it writes.
+const GATHER_BYTES: usize = 64 * 1024;
+
 /// The longest `wait` honoured, in milliseconds.
 const MAX_WAIT_MS: u64 = 300_000;
 
@@ -110,9 +115,10 @@ impl Reader {
     }
 
     /// Waits until a commit concerns this reader, `deadline` passes (false) or the
-    /// server shuts down (false).
+    /// server shuts down (false). A splice of the stream starts the reader again at
+    /// the new history's first event (API §12).
     async fn wait(
-        &self,
+        &mut self,
         rx: &mut broadcast::Receiver<std::sync::Arc<eddy_engine::Committed>>,
         deadline: Option<Instant>,
     ) -> bool {
@@ -122,13 +128,45 @@ impl Reader {
                 _ = sleep_until(deadline) => return false,
                 _ = self.state.shutting_down() => return false,
             };
-            if matches!(notice, Err(broadcast::error::RecvError::Closed)) {
-                return false;
+            match &notice {
+                Err(broadcast::error::RecvError::Closed) => return false,
+                Ok(n) if self.spliced(n) => {
+                    self.restart();
+                    return true;
+                }
+                // notices were missed, a splice among them perhaps: the stream is
+                // looked up again, and read from the start if it changed
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let before = self.resolved.as_ref().and_then(|r| r.scope);
+                    if let Ok(now) = self.state.engine.resolve(&self.path).await
+                        && before.is_some()
+                        && now.as_ref().and_then(|r| r.scope) != before
+                    {
+                        self.restart();
+                    }
+                    return true;
+                }
+                Ok(_) => {}
             }
             if self.concerns(&notice) {
                 return true;
             }
         }
+    }
+
+    /// Whether `notice` says a splice replaced this plain stream's history.
+    fn spliced(&self, notice: &eddy_engine::Committed) -> bool {
+        self.path.args.is_none()
+            && notice
+                .spliced
+                .iter()
+                .any(|p| p.account == self.path.account && p.stream == self.path.stream)
+    }
+
+    /// Reads the stream again from its first event, looked up anew.
+    fn restart(&mut self) {
+        self.resolved = None;
+        self.cursor = None;
     }
 }
 
@@ -355,25 +393,38 @@ async fn byte_response(
     let mut open = follow == FollowMode::UntilDone && open_now(&reader).await;
     let mut remaining = limit.unwrap_or(usize::MAX);
     // the first page runs before the response starts, so errors are still statuses
-    let first = reader.page(remaining.min(MAX_LIMIT)).await?;
+    let first = reader.page(remaining.min(BYTE_PAGE)).await?;
     let builtin = reader.reads_empty_when_missing();
     if reader.resolved.is_none() && follow == FollowMode::No && !builtin {
         return Err(reader.missing());
     }
     let settings = reader.resolved.as_ref().map(|r| r.info.settings.clone());
-    let (tx, out) = mpsc::channel::<Bytes>(8);
+    // a client that reads slowly holds at most a few events' data here
+    let (tx, out) = mpsc::channel::<Bytes>(2);
     tokio::spawn(async move {
         let mut page = first;
+        let mut last_page = false;
         loop {
-            if !page.events.is_empty() {
-                let mut buf = Vec::with_capacity(page.events.iter().map(|e| e.data.len()).sum());
-                for e in &page.events {
-                    buf.extend_from_slice(&e.data);
-                }
-                remaining -= page.events.len();
-                if tx.send(Bytes::from(buf)).await.is_err() {
+            remaining -= page.events.len();
+            // small pieces are sent together, large ones as they are stored
+            let mut gathered = bytes::BytesMut::new();
+            for e in &page.events {
+                if gathered.len() + e.data.len() > GATHER_BYTES
+                    && !gathered.is_empty()
+                    && tx.send(gathered.split().freeze()).await.is_err()
+                {
                     return;
                 }
+                if e.data.len() >= GATHER_BYTES {
+                    if tx.send(e.data.clone()).await.is_err() {
+                        return;
+                    }
+                } else {
+                    gathered.extend_from_slice(&e.data);
+                }
+            }
+            if !gathered.is_empty() && tx.send(gathered.freeze()).await.is_err() {
+                return;
             }
             if remaining == 0 {
                 return;
@@ -385,8 +436,18 @@ async fn byte_response(
                     FollowMode::UntilDone => !open && reader.resolved.is_some(),
                     FollowMode::Forever => false,
                 };
-                if done || reader.exhausted().await {
+                if done || last_page {
                     return;
+                }
+                if reader.exhausted().await {
+                    // the event at `to=` is stored: one more read takes what was
+                    // stored since the page above, and nothing later can match
+                    last_page = true;
+                    page = match reader.page(remaining.min(BYTE_PAGE)).await {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    };
+                    continue;
                 }
                 closings.borrow_and_update();
                 let still = follow == FollowMode::UntilDone && open_now(&reader).await;
@@ -412,7 +473,7 @@ async fn byte_response(
             } else {
                 open = follow == FollowMode::UntilDone && open_now(&reader).await;
             }
-            page = match reader.page(remaining.min(MAX_LIMIT)).await {
+            page = match reader.page(remaining.min(BYTE_PAGE)).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = ?e.0, "byte read stopped");
