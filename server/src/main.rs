@@ -2,6 +2,7 @@
 //! directory, binds and serves until SIGTERM or Ctrl-C; or, as `eddy migrate`, copies
 //! a data directory into PostgreSQL (`migrate`).
 
+mod cli;
 mod migrate;
 
 use anyhow::Context;
@@ -25,6 +26,8 @@ enum Cli {
     /// Runs the server.
     Serve(Box<Config>),
     Migrate(migrate::MigrateArgs),
+    /// Folds events through a reducer here, with no server, and checks the state.
+    Test(cli::test::TestArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,7 +35,7 @@ fn main() -> anyhow::Result<()> {
     // the copy's own lines are its progress: only warnings besides them
     let default_filter = match cli {
         Cli::Serve(_) => "info",
-        Cli::Migrate(_) => "warn",
+        Cli::Migrate(_) | Cli::Test(_) => "warn",
     };
     tracing_subscriber::fmt()
         // colours only on a terminal, not in log files and journals
@@ -44,6 +47,14 @@ fn main() -> anyhow::Result<()> {
     let config = match cli {
         Cli::Serve(config) => *config,
         Cli::Migrate(args) => return migrate_command(args),
+        Cli::Test(args) => match cli::test::run(&args) {
+            Ok(true) => return Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("eddy test: {e:#}");
+                std::process::exit(2);
+            }
+        },
     };
     config.check()?;
     tokio::runtime::Builder::new_multi_thread()

@@ -248,3 +248,129 @@ async fn private_targets_are_allowed_by_the_flag_its_old_name_or_either_variable
         child.kill().await.unwrap();
     }
 }
+
+/// `eddy test` with `args`, in `dir`: (exit code, stdout, stderr).
+async fn eddy_test(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .arg("test")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every reducer in `examples/reducers/` ends in its expected state through `eddy
+/// test`, as its README tells reducer authors to check.
+#[tokio::test]
+async fn eddy_test_passes_every_example_reducer() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/reducers");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(ext @ ("js" | "ts")) = path.extension().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let (code, stdout, stderr) = eddy_test(
+            &dir,
+            &[
+                &format!("{stem}.{ext}"),
+                "--events",
+                &format!("{stem}.events.json"),
+                "--expect",
+                &format!("{stem}.expected.json"),
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "{stem}: {stderr}");
+        let expected: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{stem}.expected.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+            expected
+        );
+        ran += 1;
+    }
+    assert!(ran >= 3, "only {ran} example reducers");
+}
+
+#[tokio::test]
+async fn eddy_test_shows_a_mismatch_errors_and_dispatches_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write(
+        "alerts.ts",
+        "export default (s: {n: number} = {n: 0}, e: {data: {t: number}}) => {\n\
+         if (e.data.t > 100) dispatch('alerts', {type: 'hot', data: {t: e.data.t}});\n\
+         if (e.data.t < 0) throw new Error('negative reading');\n\
+         console.log('seen', e.data.t);\n\
+         return {n: s.n + 1};\n}",
+    );
+    write(
+        "events.ndjson",
+        "{\"type\":\"r\",\"data\":{\"t\":150}}\n{\"type\":\"r\",\"data\":{\"t\":-1}}\n{\"type\":\"r\",\"data\":{\"t\":5}}\n",
+    );
+    write("expected.json", "{\"n\": 3}");
+    let (code, stdout, stderr) = eddy_test(
+        dir.path(),
+        &[
+            "alerts.ts",
+            "--events",
+            "events.ndjson",
+            "--expect",
+            "expected.json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+        serde_json::json!({"n": 2})
+    );
+    assert!(
+        stderr.contains(r#"[0] dispatch to alerts: hot {"t":150}"#),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[0] console.log: seen 150"), "{stderr}");
+    assert!(
+        stderr.contains("[1] error: Error: negative reading"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("state.n: expected 3, got 2"), "{stderr}");
+    // --halt stops at the event that threw
+    let (code, stdout, stderr) = eddy_test(
+        dir.path(),
+        &["alerts.ts", "--events", "events.ndjson", "--halt"],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+        serde_json::json!({"n": 1})
+    );
+    assert!(stderr.contains("halted at event 1"), "{stderr}");
+    // bad input: one sentence, exit code 2
+    let (code, _, stderr) =
+        eddy_test(dir.path(), &["missing.js", "--events", "events.ndjson"]).await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.starts_with("eddy test: cannot read missing.js"),
+        "{stderr}"
+    );
+    write("broken.js", "(s, e) => {");
+    let (code, _, stderr) =
+        eddy_test(dir.path(), &["broken.js", "--events", "events.ndjson"]).await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("broken.js: Unexpected token at line 2"),
+        "{stderr}"
+    );
+}
