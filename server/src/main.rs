@@ -28,6 +28,10 @@ enum Cli {
     Migrate(migrate::MigrateArgs),
     /// Folds events through a reducer here, with no server, and checks the state.
     Test(cli::test::TestArgs),
+    /// Sends stdin to a stream as it arrives: NDJSON lines, or bytes.
+    Send(cli::send::SendArgs),
+    /// Follows a stream live, one line per event, resuming after dropped connections.
+    Tail(cli::tail::TailArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     // the copy's own lines are its progress: only warnings besides them
     let default_filter = match cli {
         Cli::Serve(_) => "info",
-        Cli::Migrate(_) | Cli::Test(_) => "warn",
+        Cli::Migrate(_) | Cli::Test(_) | Cli::Send(_) | Cli::Tail(_) => "warn",
     };
     tracing_subscriber::fmt()
         // colours only on a terminal, not in log files and journals
@@ -47,6 +51,8 @@ fn main() -> anyhow::Result<()> {
     let config = match cli {
         Cli::Serve(config) => *config,
         Cli::Migrate(args) => return migrate_command(args),
+        Cli::Send(args) => return client_command("send", cli::send::run(args)),
+        Cli::Tail(args) => return client_command("tail", cli::tail::run(args)),
         Cli::Test(args) => match cli::test::run(&args) {
             Ok(true) => return Ok(()),
             Ok(false) => std::process::exit(1),
@@ -75,6 +81,23 @@ fn main() -> anyhow::Result<()> {
             eddy_server::serve(listener, state, shutdown_signal()).await?;
             Ok(())
         })
+}
+
+/// Runs a client subcommand: exit code 1 and one sentence on stderr when it fails.
+fn client_command(
+    name: &str,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let done = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(work);
+    if let Err(e) = done {
+        eprintln!("eddy {name}: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// `eddy migrate`: exit code 1 and one sentence on stderr when the copy fails.

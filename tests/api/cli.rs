@@ -374,3 +374,172 @@ async fn eddy_test_shows_a_mismatch_errors_and_dispatches_and_exits_1() {
         "{stderr}"
     );
 }
+
+/// `eddy send` and `eddy tail` against `base`.
+fn client_command(base: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    cmd.args(args)
+        .env("EDDY_SERVER", base)
+        .env_remove("EDDY_KEY")
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Lines of NDJSON events read back from `base`.
+async fn stored(base: &str, path: &str) -> Vec<serde_json::Value> {
+    crate::common::read_all(&client(), &format!("{base}{path}")).await
+}
+
+#[tokio::test]
+async fn eddy_send_streams_stdin_and_a_killed_sender_leaves_what_it_sent() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path()).await;
+    let mut sender = client_command(&server.base, &["send", "/acme/logs", "--type", "line"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = sender.stdin.take().unwrap();
+    stdin.write_all(b"{\"n\":1}\n{\"n\":2}\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    // stored while the sender still runs: each line as it arrives
+    let r = client()
+        .get(format!("{}/acme/logs?from=1&wait=10000", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()[0]["data"]["n"],
+        2
+    );
+    stdin.write_all(b"{\"n\":3}\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    let r = client()
+        .get(format!("{}/acme/logs?from=2&wait=10000", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()[0]["data"]["n"],
+        3
+    );
+    sender.kill().await.unwrap();
+    assert_eq!(stored(&server.base, "/acme/logs").await.len(), 3);
+
+    // to the end of stdin: the count, exit code 0
+    let mut sender = client_command(&server.base, &["send", "/acme/logs", "--type", "line"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = sender.stdin.take().unwrap();
+    stdin.write_all(b"{\"n\":4}\n{\"n\":5}").await.unwrap();
+    drop(stdin);
+    let out = sender.wait_with_output().await.unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("sent 2 events to /acme/logs (indexes 3 to 4)"),
+        "{said}"
+    );
+    // bytes, and an error in one sentence with exit code 1
+    let mut bytes = client_command(
+        &server.base,
+        &[
+            "send",
+            "/acme/build",
+            "--bytes",
+            "--content-type",
+            "text/plain",
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = bytes.stdin.take().unwrap();
+    stdin.write_all(b"compiling\n").await.unwrap();
+    drop(stdin);
+    assert!(bytes.wait_with_output().await.unwrap().status.success());
+    let r = client()
+        .get(format!("{}/acme/build", server.base))
+        .header("accept", "application/octet-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "compiling\n");
+    let mut bad = client_command(&server.base, &["send", "/acme/logs", "--type", "line"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = bad.stdin.take().unwrap();
+    stdin.write_all(b"not json\n").await.unwrap();
+    drop(stdin);
+    let out = bad.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.starts_with(
+            "eddy send: the server answered 400: line 1: event data is not valid JSON"
+        ),
+        "{said}"
+    );
+    assert_eq!(said.lines().count(), 1, "{said}");
+}
+
+#[tokio::test]
+async fn eddy_tail_resumes_across_a_server_restart_without_gaps_or_repeats() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let base = format!("http://{listen}");
+    let mut server = start_child(&listen, &[], &[], dir.path(), &base).await;
+    let post = |n: u64| {
+        let base = base.clone();
+        async move {
+            let r = client()
+                .post(format!("{base}/acme/feed"))
+                .header("event-type", "tick")
+                .json(&serde_json::json!({ "n": n }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    };
+    for n in 0..3 {
+        post(n).await;
+    }
+    let mut tail = client_command(&base, &["tail", "/acme/feed", "--from", "0", "--data"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let mut next = async || -> u64 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a line within 20 s")
+            .unwrap()
+            .expect("tail still running");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["data"]["n"].as_u64().unwrap()
+    };
+    for n in 0..3 {
+        assert_eq!(next().await, n);
+    }
+    server.kill().await.unwrap();
+    server.wait().await.unwrap();
+    server = start_child(&listen, &[], &[], dir.path(), &base).await;
+    for n in 3..6 {
+        post(n).await;
+    }
+    for n in 3..6 {
+        assert_eq!(next().await, n, "no gap, no repeat");
+    }
+    tail.kill().await.unwrap();
+    server.kill().await.unwrap();
+}

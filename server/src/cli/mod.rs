@@ -3,4 +3,7 @@
 //! reducer here. Each prints what went wrong as one sentence on stderr and exits
 //! non-zero.
 
+pub mod client;
+pub mod send;
+pub mod tail;
 pub mod test;

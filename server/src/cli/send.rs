@@ -1,0 +1,99 @@
+//! `eddy send`: stdin to a stream as it arrives, one JSON event per line (NDJSON), or
+//! `--bytes` as a byte stream (API §13); the server stores each piece as it comes, so
+//! `tail -f app.log | eddy send ...` works, and Ctrl-C ends the request with
+//! everything sent stored.
+
+use std::convert::Infallible;
+
+use anyhow::Result;
+use bytes::Bytes;
+use reqwest::Method;
+use reqwest::header::CONTENT_TYPE;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::client::{Server, check, unreachable};
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  tail -f app.log | eddy send /acme/logs --bytes
+  jq -c '.items[]' orders.json | eddy send /acme/orders --type created
+  some-build 2>&1 | eddy send \"/ci/builds('42')\" --bytes --content-type text/plain
+
+Each line of stdin is one event's JSON data (NDJSON) unless --bytes. A bad line stops
+the request; the lines before it are stored. The count is printed at the end.")]
+pub struct SendArgs {
+    /// The stream: `/acct/strm`, `/acct/strm('id')`, or a full URL.
+    stream: String,
+    /// The events' type (for --bytes, the pieces' type; `chunk` when not given).
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// Send stdin as a byte stream (`?chunks=true`), each piece stored as it arrives.
+    #[arg(long)]
+    bytes: bool,
+    /// The Content-Type of --bytes pieces (text/* is kept as text).
+    #[arg(long, default_value = "application/octet-stream", requires = "bytes")]
+    content_type: String,
+    #[command(flatten)]
+    server: Server,
+}
+
+pub async fn run(a: SendArgs) -> Result<()> {
+    let client = a.server.client()?;
+    let mut url = a.server.url(&a.stream);
+    if a.bytes {
+        url.push_str(if url.contains('?') {
+            "&chunks=true"
+        } else {
+            "?chunks=true"
+        });
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = tokio::select! {
+                r = stdin.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                },
+                // Ctrl-C ends the body: the server stores what it got and answers
+                _ = tokio::signal::ctrl_c() => break,
+            };
+            if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                break;
+            }
+        }
+    });
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    }));
+    let content_type = match a.bytes {
+        true => a.content_type.as_str(),
+        false => "application/x-ndjson",
+    };
+    let mut req = a
+        .server
+        .request(&client, Method::POST, &url)
+        .header(CONTENT_TYPE, content_type)
+        .body(body);
+    if let Some(t) = &a.event_type {
+        req = req.header("Event-Type", t);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| unreachable(&a.server.server, e))?;
+    let answer: serde_json::Value = check(resp).await?.json().await?;
+    let count = answer["count"].as_u64().unwrap_or(0);
+    let events = if count == 1 { "event" } else { "events" };
+    match (answer["first"].as_u64(), answer["last"].as_u64()) {
+        (Some(first), Some(last)) => eprintln!(
+            "sent {count} {events} to {} (indexes {first} to {last})",
+            a.stream
+        ),
+        _ => eprintln!("sent {count} {events} to {}", a.stream),
+    }
+    Ok(())
+}
