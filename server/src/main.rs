@@ -32,6 +32,10 @@ enum Cli {
     Send(cli::send::SendArgs),
     /// Follows a stream live, one line per event, resuming after dropped connections.
     Tail(cli::tail::TailArgs),
+    /// Writes a stream, a factory or an account's streams as NDJSON envelopes.
+    Export(cli::export::ExportArgs),
+    /// Appends NDJSON envelopes with their ids and timestamps; safe to run again.
+    Import(cli::export::ImportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,7 +43,7 @@ fn main() -> anyhow::Result<()> {
     // the copy's own lines are its progress: only warnings besides them
     let default_filter = match cli {
         Cli::Serve(_) => "info",
-        Cli::Migrate(_) | Cli::Test(_) | Cli::Send(_) | Cli::Tail(_) => "warn",
+        _ => "warn",
     };
     tracing_subscriber::fmt()
         // colours only on a terminal, not in log files and journals
@@ -53,6 +57,8 @@ fn main() -> anyhow::Result<()> {
         Cli::Migrate(args) => return migrate_command(args),
         Cli::Send(args) => return client_command("send", cli::send::run(args)),
         Cli::Tail(args) => return client_command("tail", cli::tail::run(args)),
+        Cli::Export(args) => return client_command("export", cli::export::export(args)),
+        Cli::Import(args) => return client_command("import", cli::export::import(args)),
         Cli::Test(args) => match cli::test::run(&args) {
             Ok(true) => return Ok(()),
             Ok(false) => std::process::exit(1),

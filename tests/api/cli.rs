@@ -543,3 +543,94 @@ async fn eddy_tail_resumes_across_a_server_restart_without_gaps_or_repeats() {
     tail.kill().await.unwrap();
     server.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn export_then_import_into_a_fresh_server_reads_the_same_and_runs_again_safely() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (
+        ChildServer::start(dir_a.path()).await,
+        ChildServer::start(dir_b.path()).await,
+    );
+    let http = client();
+    for n in 0..2500u64 {
+        let stream = if n % 2 == 0 {
+            "/acme/orders"
+        } else {
+            "/acme/carts('c1')"
+        };
+        let r = http
+            .post(format!("{}{stream}", a.base))
+            .header("event-type", "e")
+            .json(&serde_json::json!({ "n": n }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let r = http
+        .post(format!("{}/acme/blob", a.base))
+        .header("event-type", "raw")
+        .header("content-type", "application/octet-stream")
+        .body(vec![0u8, 1, 2, 255])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let file = dir_a.path().join("acme.ndjson");
+    let out = client_command(
+        &a.base,
+        &["export", "/acme", "--output", file.to_str().unwrap()],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exported 2501 events of 3 streams"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let import = async || {
+        client_command(&b.base, &["import", "/acme", file.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap()
+    };
+    let out = import().await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the same reads: ids, types, timestamps, data, indexes
+    for path in ["/acme/orders", "/acme/carts('c1')", "/acme/blob"] {
+        let (before, after) = (stored(&a.base, path).await, stored(&b.base, path).await);
+        assert!(!before.is_empty());
+        assert_eq!(before, after, "{path}");
+    }
+    // again: everything is there already, nothing is appended twice
+    let out = import().await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("imported 0 events (2501 were there already)"),
+        "{said}"
+    );
+    assert_eq!(stored(&b.base, "/acme/orders").await.len(), 1250);
+    // into one stream of another account
+    let out = client_command(&b.base, &["import", "/bob/copy", file.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a plain stream takes no substream events"
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.starts_with("eddy import: "), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+}

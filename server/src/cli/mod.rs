@@ -4,6 +4,7 @@
 //! non-zero.
 
 pub mod client;
+pub mod export;
 pub mod send;
 pub mod tail;
 pub mod test;
