@@ -36,6 +36,8 @@ enum Cli {
     Export(cli::export::ExportArgs),
     /// Appends NDJSON envelopes with their ids and timestamps; safe to run again.
     Import(cli::export::ImportArgs),
+    /// Copies an embedded database, consistently, while its server runs.
+    Backup(cli::backup::BackupArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +61,13 @@ fn main() -> anyhow::Result<()> {
         Cli::Tail(args) => return client_command("tail", cli::tail::run(args)),
         Cli::Export(args) => return client_command("export", cli::export::export(args)),
         Cli::Import(args) => return client_command("import", cli::export::import(args)),
+        Cli::Backup(args) => {
+            if let Err(e) = cli::backup::run(&args) {
+                eprintln!("eddy backup: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
         Cli::Test(args) => match cli::test::run(&args) {
             Ok(true) => return Ok(()),
             Ok(false) => std::process::exit(1),

@@ -3,6 +3,7 @@
 //! reducer here. Each prints what went wrong as one sentence on stderr and exits
 //! non-zero.
 
+pub mod backup;
 pub mod client;
 pub mod export;
 pub mod send;
