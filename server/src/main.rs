@@ -38,6 +38,8 @@ enum Cli {
     Import(cli::export::ImportArgs),
     /// Copies an embedded database, consistently, while its server runs.
     Backup(cli::backup::BackupArgs),
+    /// Deploys a reducer or pipe from a file and follows the rebuild.
+    Deploy(cli::deploy::DeployArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Cli::Send(args) => return client_command("send", cli::send::run(args)),
         Cli::Tail(args) => return client_command("tail", cli::tail::run(args)),
         Cli::Export(args) => return client_command("export", cli::export::export(args)),
+        Cli::Deploy(args) => return client_command("deploy", cli::deploy::run(args)),
         Cli::Import(args) => return client_command("import", cli::export::import(args)),
         Cli::Backup(args) => {
             if let Err(e) = cli::backup::run(&args) {

@@ -704,3 +704,100 @@ async fn backup_under_write_load_has_everything_acknowledged_before_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists already"));
 }
+
+#[tokio::test]
+async fn eddy_deploy_follows_the_rebuild_piped_and_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path()).await;
+    let http = client();
+    for part in 0..10 {
+        let batch: Vec<serde_json::Value> = (0..1000)
+            .map(|i| serde_json::json!({"type": "n", "data": {"n": part * 1000 + i}}))
+            .collect();
+        let r = http
+            .post(format!("{}/acme/nums", server.base))
+            .header("content-type", "application/vnd.eddy.events+json")
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let code = dir.path().join("sum.js");
+    std::fs::write(
+        &code,
+        "(s = 0, e) => { if (e.data.n === 7) throw new Error('seven'); return s + e.data.n }",
+    )
+    .unwrap();
+    let code = code.to_str().unwrap();
+    let out = client_command(&server.base, &["deploy", "/acme/nums.sum", code])
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("deployed sum"), "{said}");
+    assert!(
+        said.contains("sum caught up: folded 10000 events"),
+        "{said}"
+    );
+    assert!(
+        said.contains("1 event threw; the first errors in the log:"),
+        "{said}"
+    );
+    assert!(said.contains("acme/nums #7: Error: seven"), "{said}");
+    assert!(!said.contains('\r'), "no progress bar when piped: {said}");
+    let state = http
+        .get(format!("{}/acme/nums.sum", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        state,
+        (0..10_000u64).sum::<u64>().saturating_sub(7).to_string()
+    );
+
+    // on a terminal (a pseudo-terminal from script(1)): a progress bar
+    let command = format!(
+        "EDDY_SERVER={} {} deploy /acme/nums.count {}",
+        server.base,
+        env!("CARGO_BIN_EXE_eddy"),
+        dir.path().join("count.js").display()
+    );
+    std::fs::write(dir.path().join("count.js"), "(n = 0) => n + 1").unwrap();
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .await
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("\r["), "a progress bar: {shown}");
+    assert!(shown.contains("100% 10000/10000 events"), "{shown}");
+    // a syntax error is refused at its line, in one sentence, exit code 1
+    std::fs::write(
+        dir.path().join("bad.ts"),
+        "export default (s: number, e) => {\n  return s +;\n}",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.ts");
+    let out = client_command(
+        &server.base,
+        &["deploy", "/acme/nums.bad", bad.to_str().unwrap()],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.starts_with(
+            "eddy deploy: the server answered 400: the reducer code has a syntax error"
+        ),
+        "{said}"
+    );
+    assert!(said.contains("line 2"), "{said}");
+}

@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod client;
+pub mod deploy;
 pub mod export;
 pub mod send;
 pub mod tail;
