@@ -9,7 +9,6 @@ use anyhow::Result;
 use bytes::Bytes;
 use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::client::{Server, check, unreachable};
@@ -48,20 +47,40 @@ pub async fn run(a: SendArgs) -> Result<()> {
             "?chunks=true"
         });
     }
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    // stdin is read on a thread of its own, in pieces of what is there (up to
+    // 256 KiB): a live pipe sends each line as it comes, a file in large pieces
+    let (piece_tx, mut pieces) = mpsc::channel::<Bytes>(4);
+    std::thread::Builder::new()
+        .name("eddy-send-stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match std::io::Read::read(&mut stdin, &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if piece_tx
+                            .blocking_send(Bytes::copy_from_slice(&buf[..n]))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        })?;
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = tokio::select! {
-                r = stdin.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+            let piece = tokio::select! {
+                p = pieces.recv() => match p {
+                    Some(p) => p,
+                    None => break,
                 },
                 // Ctrl-C ends the body: the server stores what it got and answers
                 _ = tokio::signal::ctrl_c() => break,
             };
-            if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+            if tx.send(piece).await.is_err() {
                 break;
             }
         }
