@@ -49,7 +49,16 @@ fn main() -> anyhow::Result<()> {
         Cli::Serve(_) => "info",
         _ => "warn",
     };
+    // a client subcommand's stdout is its output (events, states, exports): its
+    // logs go to stderr
+    let to_stderr = !matches!(cli, Cli::Serve(_) | Cli::Migrate(_));
     tracing_subscriber::fmt()
+        .with_writer(move || -> Box<dyn std::io::Write> {
+            match to_stderr {
+                true => Box::new(std::io::stderr()),
+                false => Box::new(std::io::stdout()),
+            }
+        })
         // colours only on a terminal, not in log files and journals
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(

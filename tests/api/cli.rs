@@ -443,6 +443,33 @@ async fn eddy_send_streams_stdin_and_a_killed_sender_leaves_what_it_sent() {
         said.contains("sent 2 events to /acme/logs (indexes 3 to 4)"),
         "{said}"
     );
+    // factory args that need escaping in a URL, as a shell user types them
+    let mut odd = client_command(
+        &server.base,
+        &["send", "/acme/f('a b/./c#1')", "--type", "t"],
+    )
+    .stdin(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = odd.stdin.take().unwrap();
+    stdin.write_all(b"{\"odd\":true}\n").await.unwrap();
+    drop(stdin);
+    let out = odd.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let subs = client()
+        .get(format!("{}/acme/f/substreams", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(subs[0]["args"], "'a b/./c#1'", "{subs}");
     // bytes, and an error in one sentence with exit code 1
     let mut bytes = client_command(
         &server.base,

@@ -34,6 +34,9 @@ pub fn run(a: &BackupArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&a.dest)
         .with_context(|| format!("cannot create {}", a.dest.display()))?;
+    // written under another name, checked and made durable, then renamed: an
+    // interrupted backup leaves no `eddy.db` that a server could start on
+    let partial = a.dest.join(format!("{DB_FILE}.partial"));
     let target = a.dest.join(DB_FILE);
     let copied = (|| -> Result<u64> {
         let conn = rusqlite::Connection::open_with_flags(
@@ -42,12 +45,17 @@ pub fn run(a: &BackupArgs) -> Result<()> {
         )?;
         // the server's writer may hold the database for a moment: wait, not fail
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        conn.execute("VACUUM INTO ?1", [target.to_string_lossy()])?;
-        let events: i64 = rusqlite::Connection::open(&target)?.query_row(
-            "SELECT COUNT(*) FROM events",
-            [],
-            |r| r.get(0),
-        )?;
+        conn.execute("VACUUM INTO ?1", [partial.to_string_lossy()])?;
+        let copy = rusqlite::Connection::open(&partial)?;
+        let check: String = copy.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            bail!("the copy failed its check: {check}");
+        }
+        let events: i64 = copy.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+        drop(copy);
+        std::fs::File::open(&partial)?.sync_all()?;
+        std::fs::rename(&partial, &target)?;
+        std::fs::File::open(&a.dest)?.sync_all()?;
         Ok(events as u64)
     })();
     match copied {

@@ -25,19 +25,6 @@ impl Server {
             .build()?)
     }
 
-    /// The URL of `target`: a full `http(s)://` URL, or a path such as `/acme/orders`
-    /// (`acme/orders` too) on the server.
-    pub fn url(&self, target: &str) -> String {
-        if target.starts_with("http://") || target.starts_with("https://") {
-            return target.to_owned();
-        }
-        let base = self.server.trim_end_matches('/');
-        match target.strip_prefix('/') {
-            Some(path) => format!("{base}/{path}"),
-            None => format!("{base}/{target}"),
-        }
-    }
-
     /// A request with the credentials.
     pub fn request(&self, client: &reqwest::Client, method: Method, url: &str) -> RequestBuilder {
         let r = client.request(method, url);
@@ -77,4 +64,76 @@ pub fn unreachable(server: &str, e: reqwest::Error) -> anyhow::Error {
         cause = next;
     }
     anyhow!("cannot reach {server}: {cause}")
+}
+
+/// What a subcommand's argument names: an account, stream, reducer or pipe, on the
+/// server of `--server` or of the full URL given.
+pub struct Target {
+    pub server: Server,
+    pub resource: eddy_engine::path::Resource,
+    /// The query string given with it (a selector), without the `?`.
+    pub query: Option<String>,
+}
+
+impl Server {
+    /// Parses `target`: a path (`/acme/orders`, `"/acme/carts('c 1')"`, encoded or
+    /// not) or a full URL, whose own server then wins over `--server`.
+    pub fn target(&self, target: &str) -> Result<Target> {
+        let mut server = self.clone();
+        let mut rest = target;
+        for scheme in ["http://", "https://"] {
+            if let Some(after) = target.strip_prefix(scheme) {
+                let at = after.find('/').unwrap_or(after.len());
+                server.server = format!("{scheme}{}", &after[..at]);
+                rest = &after[at..];
+            }
+        }
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_owned())),
+            None => (rest, None),
+        };
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        };
+        let resource = eddy_engine::path::parse(&path)
+            .map_err(|e| anyhow!("{target} is not an eddy path: {e}"))?;
+        Ok(Target {
+            server,
+            resource,
+            query,
+        })
+    }
+}
+
+impl Target {
+    /// The canonical URL of the target (its args escaped as the server writes them),
+    /// with its query.
+    pub fn url(&self) -> Result<String> {
+        use eddy_engine::path::Resource;
+        let path = match &self.resource {
+            Resource::Account(a) => format!("/{a}"),
+            Resource::Stream(p) => p.url(),
+            Resource::Reducer(p, name) => format!("{}.{name}", p.url()),
+            Resource::Pipe { from, to } => format!("{}/pipe{}", from.url(), to.url()),
+            _ => return Err(anyhow!("it names no account, stream, reducer or pipe")),
+        };
+        let base = self.server.server.trim_end_matches('/');
+        Ok(match &self.query {
+            Some(q) => format!("{base}{path}?{q}"),
+            None => format!("{base}{path}"),
+        })
+    }
+
+    /// The stream it names (a plain stream, factory or substream), or an error naming
+    /// what is wanted.
+    pub fn stream(&self) -> Result<&eddy_engine::path::StreamPath> {
+        match &self.resource {
+            eddy_engine::path::Resource::Stream(p) => Ok(p),
+            _ => Err(anyhow!(
+                "it is not a stream (/acct/strm or /acct/strm('args'))"
+            )),
+        }
+    }
 }

@@ -45,8 +45,21 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     };
     let code = std::fs::read_to_string(&a.file)
         .with_context(|| format!("cannot read {}", a.file.display()))?;
-    let client = a.server.client()?;
-    let mut url = a.server.url(&a.target);
+    let target = a.server.target(&a.target)?;
+    let server = target.server.clone();
+    let pipe = matches!(target.resource, eddy_engine::path::Resource::Pipe { .. });
+    let reducer = match &target.resource {
+        eddy_engine::path::Resource::Reducer(p, name) => Some((p.url(), name.to_string())),
+        _ => None,
+    };
+    if !pipe && reducer.is_none() {
+        bail!(
+            "{} is neither a reducer (/acct/strm.name) nor a pipe (/acct/strm/pipe/acct2/strm2)",
+            a.target
+        );
+    }
+    let client = server.client()?;
+    let mut url = target.url()?;
     if let Some(on_error) = &a.on_error {
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!("on-error={on_error}"));
@@ -56,28 +69,31 @@ pub async fn run(a: DeployArgs) -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let resp = a
-        .server
+    let head = head(&server, &client).await;
+    let resp = server
         .request(&client, Method::PUT, &url)
         .header("Content-Type", content_type)
         .body(code)
         .send()
         .await
-        .map_err(|e| unreachable(&a.server.server, e))?;
+        .map_err(|e| unreachable(&server.server, e))?;
     let deployed: Value = check(resp).await?.json().await?;
-    // a pipe: stored, nothing to follow
-    let path = url.split('?').next().unwrap_or(&url).to_owned();
-    if path.contains("/pipe/") {
+    let Some((stream_path, name)) = reducer else {
+        // a pipe: stored, nothing to follow
         eprintln!(
             "deployed the pipe from {} to {}",
             deployed["origin"].as_str().unwrap_or("?"),
             deployed["destination"].as_str().unwrap_or("?")
         );
+        if let Some(why) = deployed["lastError"].as_str() {
+            bail!("the pipe stopped: {why}");
+        }
         return Ok(());
-    }
-    let Some((stream_url, name)) = path.rsplit_once('.') else {
-        bail!("{} names no reducer (/acct/strm.name)", a.target);
     };
+    let stream_url = format!("{}{stream_path}", server.server.trim_end_matches('/'));
+    let name = name.as_str();
+    let stream_url = stream_url.as_str();
+    let code_hash = deployed["codeHash"].as_str().unwrap_or("").to_owned();
     eprintln!(
         "deployed {name} ({}), code hash {}",
         if deployed["rebuilding"] == true {
@@ -87,14 +103,17 @@ pub async fn run(a: DeployArgs) -> Result<()> {
         },
         deployed["codeHash"].as_str().unwrap_or("?")
     );
-    let status = follow(&a.server, &client, stream_url, name, started).await?;
+    let status = follow(
+        &server, &client, stream_url, name, &code_hash, head, started,
+    )
+    .await?;
     // the first errors since the deploy, from the stream's log
     // (log entries are saved with the reducer's checkpoints, a moment after the
     // status counts them: the read waits for them)
     let errors = status["errors"].as_i64().unwrap_or(0);
     let logs = format!("{stream_url}/logs?type=error&since={since}&limit=5&wait=5000");
     if errors > 0
-        && let Ok(r) = a.server.request(&client, Method::GET, &logs).send().await
+        && let Ok(r) = server.request(&client, Method::GET, &logs).send().await
         && let Ok(r) = check(r).await
         && let Ok(entries) = r.json::<Vec<Value>>().await
     {
@@ -122,12 +141,28 @@ pub async fn run(a: DeployArgs) -> Result<()> {
     Ok(())
 }
 
-/// Follows the rebuild of reducer `name` until it has caught up; answers its status.
+/// The server's head position (`/healthz`), 0 when it cannot tell.
+async fn head(server: &Server, client: &reqwest::Client) -> i64 {
+    let url = format!("{}/healthz", server.server.trim_end_matches('/'));
+    match client.get(url).send().await {
+        Ok(r) => r
+            .json::<Value>()
+            .await
+            .map_or(0, |v| v["lastPosition"].as_i64().unwrap_or(0)),
+        Err(_) => 0,
+    }
+}
+
+/// Follows the rebuild of reducer `name` (the version of `code_hash`) until it has
+/// folded what the stream held at the deploy (`head`, a position) or caught up, or
+/// halted; answers its status.
 async fn follow(
     server: &Server,
     client: &reqwest::Client,
     stream_url: &str,
     name: &str,
+    code_hash: &str,
+    head: i64,
     started: Instant,
 ) -> Result<Value> {
     let terminal = std::io::stderr().is_terminal();
@@ -140,13 +175,13 @@ async fn follow(
             .await
             .map_err(|e| unreachable(&server.server, e))?;
         let versions: Vec<Value> = check(resp).await?.json().await?;
-        // the version just deployed: the rebuilding one while there is one
-        let mine: Vec<&Value> = versions.iter().filter(|v| v["name"] == name).collect();
-        let Some(v) = mine
+        // the version just deployed: the newest with its code (the list is in
+        // deploy order)
+        let Some(v) = versions
             .iter()
-            .find(|v| v["status"] == "rebuilding")
-            .or(mine.first())
-            .copied()
+            .rev()
+            .find(|v| v["name"] == name && v["codeHash"] == code_hash)
+            .or_else(|| versions.iter().rev().find(|v| v["name"] == name))
         else {
             bail!("reducer {name} is gone");
         };
@@ -155,7 +190,11 @@ async fn follow(
         let folded = (all - lag).max(0);
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let rate = folded as f64 / secs;
-        let done = v["status"] != "rebuilding" && lag == 0 || v["status"] == "halted";
+        // caught up: no lag, or past what the stream held at the deploy (a busy
+        // stream may never show no lag at all)
+        let position = v["position"].as_i64().unwrap_or(0);
+        let done = v["status"] == "halted"
+            || (v["status"] == "running" && (lag == 0 || (head > 0 && position >= head)));
         if terminal {
             let width = 30;
             let filled = (folded as usize * width) / all.max(1) as usize;

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use reqwest::Method;
-use serde_json::{Value, json};
+use std::collections::HashMap;
+
+use eddy_engine::path::{Resource, StreamPath};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::client::{Server, check, unreachable};
@@ -56,42 +60,25 @@ pub struct ImportArgs {
 const BATCH_EVENTS: usize = 1000;
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
-/// `(account, Some(stream path after the account))` of a target path.
-fn split_target(target: &str) -> Result<(String, Option<String>)> {
-    let path = target
-        .split_once("://")
-        .map(|(_, rest)| rest.split_once('/').map_or("", |(_, p)| p))
-        .unwrap_or(target)
-        .trim_matches('/');
-    match path.split_once('/') {
-        Some((account, rest)) if !rest.is_empty() => {
-            Ok((account.to_owned(), Some(rest.to_owned())))
-        }
-        _ if !path.is_empty() => Ok((path.to_owned(), None)),
-        _ => bail!("{target} names no account or stream"),
-    }
-}
-
-/// A path made safe for a URL: what the stream grammar needs stays as it is.
-fn in_url(path: &str) -> String {
-    const ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-        .add(b' ')
-        .add(b'"')
-        .add(b'#')
-        .add(b'%')
-        .add(b'?')
-        .add(b'<')
-        .add(b'>')
-        .add(b'`');
-    percent_encoding::utf8_percent_encode(path, ESCAPE).to_string()
-}
-
 pub async fn export(a: ExportArgs) -> Result<()> {
-    let client = a.server.client()?;
-    let (account, stream) = split_target(&a.target)?;
-    let streams = match stream {
-        Some(s) => vec![s],
-        None => list_streams(&a.server, &client, &account).await?,
+    let target = a.server.target(&a.target)?;
+    let server = target.server.clone();
+    let client = server.client()?;
+    // (stream URL, events it held when listed, if known)
+    let streams: Vec<(String, Option<i64>)> = match &target.resource {
+        Resource::Account(account) => list_streams(&server, &client, account.as_str())
+            .await?
+            .into_iter()
+            .map(|(name, events)| {
+                let path = format!("/{account}/{name}");
+                (
+                    format!("{}{path}", server.server.trim_end_matches('/')),
+                    Some(events),
+                )
+            })
+            .collect(),
+        Resource::Stream(_) => vec![(target.url()?, None)],
+        _ => bail!("{} names no account or stream", a.target),
     };
     let mut out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::io::BufWriter::new(
@@ -101,28 +88,32 @@ pub async fn export(a: ExportArgs) -> Result<()> {
     };
     let progress = std::io::stderr().is_terminal();
     let mut total = 0u64;
-    for s in &streams {
-        let url = a.server.url(&in_url(&format!("/{account}/{s}")));
-        let resp = a
-            .server
-            .request(&client, Method::GET, &url)
+    for (url, listed) in &streams {
+        let resp = server
+            .request(&client, Method::GET, url)
             .header("Accept", "application/x-ndjson")
             .send()
             .await
-            .map_err(|e| unreachable(&a.server.server, e))?;
+            .map_err(|e| unreachable(&server.server, e))?;
         let mut body = check(resp).await?.bytes_stream();
         let mut n = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.with_context(|| format!("the export of /{account}/{s} broke off"))?;
+            let chunk = chunk.with_context(|| format!("the export of {url} broke off"))?;
             n += chunk.iter().filter(|b| **b == b'\n').count() as u64;
             out.write_all(&chunk).context("cannot write the export")?;
             if progress && n % 10_000 < 1000 {
-                eprint!("\r/{account}/{s}: {n} events");
+                eprint!("\r{url}: {n} events");
             }
+        }
+        // a read the server ended early is an error, not a short stream
+        if let Some(listed) = listed
+            && (n as i64) < *listed
+        {
+            bail!("the export of {url} ended after {n} of its {listed} events");
         }
         total += n;
         if progress {
-            eprintln!("\r/{account}/{s}: {n} events");
+            eprintln!("\r{url}: {n} events");
         }
     }
     out.flush().context("cannot write the export")?;
@@ -134,19 +125,21 @@ pub async fn export(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// The streams of an account (not histories a splice replaced, which take no events).
+/// The streams of an account with their event counts (not histories a splice
+/// replaced, which take no events).
 async fn list_streams(
     server: &Server,
     client: &reqwest::Client,
     account: &str,
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, i64)>> {
     let mut names = Vec::new();
     let mut after = String::new();
     loop {
-        let url = server.url(&format!(
-            "/{account}?limit=1000&after={}",
+        let url = format!(
+            "{}/{account}?limit=1000&after={}",
+            server.server.trim_end_matches('/'),
             percent_encoding::utf8_percent_encode(&after, percent_encoding::NON_ALPHANUMERIC)
-        ));
+        );
         let resp = server
             .request(client, Method::GET, &url)
             .send()
@@ -158,7 +151,7 @@ async fn list_streams(
             if let Some(name) = s["name"].as_str() {
                 after = name.to_owned();
                 if !name.contains('@') {
-                    names.push(name.to_owned());
+                    names.push((name.to_owned(), s["events"].as_i64().unwrap_or(0)));
                 }
             }
         }
@@ -172,15 +165,22 @@ async fn list_streams(
 #[derive(Default)]
 struct Batch {
     stream: String,
-    events: Vec<Value>,
+    /// The events as JSON objects, ready to join into the batch array.
+    events: Vec<String>,
     bytes: usize,
     /// The input line of its first event, for errors.
     line: u64,
 }
 
 pub async fn import(a: ImportArgs) -> Result<()> {
-    let client = a.server.client()?;
-    let (account, stream) = split_target(&a.target)?;
+    let target = a.server.target(&a.target)?;
+    let server = target.server.clone();
+    let client = server.client()?;
+    let (account, stream) = match &target.resource {
+        Resource::Account(account) => (account.to_string(), None),
+        Resource::Stream(p) => (p.account.to_string(), Some(p.clone())),
+        _ => bail!("{} names no account or stream", a.target),
+    };
     let input: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match &a.file {
         Some(p) => Box::new(
             tokio::fs::File::open(p)
@@ -198,22 +198,36 @@ pub async fn import(a: ImportArgs) -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let e: Value = serde_json::from_str(&line)
+        // the fields as they are written, data byte for byte
+        let e: HashMap<String, Box<RawValue>> = serde_json::from_str(&line)
             .with_context(|| format!("line {n} is not a JSON envelope"))?;
-        let source = e["stream"]
-            .as_str()
+        let source: String = e
+            .get("stream")
+            .and_then(|v| serde_json::from_str(v.get()).ok())
             .with_context(|| format!("line {n} has no \"stream\""))?;
-        let dest = destination(&account, stream.as_deref(), source)
-            .with_context(|| format!("line {n}"))?;
-        let event = json!({
-            "id": e["id"], "type": e["type"], "timestamp": e["timestamp"],
-            "contentType": e["contentType"], "data": e["data"],
-        });
+        let dest =
+            destination(&account, stream.as_ref(), &source).with_context(|| format!("line {n}"))?;
+        let mut event = String::from("{");
+        for (k, field) in [
+            ("id", "id"),
+            ("type", "type"),
+            ("timestamp", "timestamp"),
+            ("contentType", "contentType"),
+            ("data", "data"),
+        ] {
+            if let Some(v) = e.get(field) {
+                if event.len() > 1 {
+                    event.push(',');
+                }
+                event.push_str(&format!("\"{k}\":{}", v.get()));
+            }
+        }
+        event.push('}');
         if dest != batch.stream
             || batch.events.len() == BATCH_EVENTS
             || batch.bytes + line.len() > BATCH_BYTES
         {
-            let (s, d) = flush(&a.server, &client, &mut batch).await?;
+            let (s, d) = flush(&server, &client, &mut batch).await?;
             (sent, already) = (sent + s, already + d);
             if progress {
                 eprint!("\r{} events imported", sent + already);
@@ -224,7 +238,7 @@ pub async fn import(a: ImportArgs) -> Result<()> {
         batch.bytes += line.len();
         batch.events.push(event);
     }
-    let (s, d) = flush(&a.server, &client, &mut batch).await?;
+    let (s, d) = flush(&server, &client, &mut batch).await?;
     (sent, already) = (sent + s, already + d);
     if progress {
         eprintln!();
@@ -233,20 +247,27 @@ pub async fn import(a: ImportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Where an event of `source` (`acct/strm('a')`) goes: into the account, its own
-/// stream there; into a stream, that stream (with the source's substream args).
-fn destination(account: &str, stream: Option<&str>, source: &str) -> Result<String> {
-    let (_, rest) = source
-        .split_once('/')
-        .with_context(|| format!("\"stream\": {source:?} is not acct/strm"))?;
-    Ok(match stream {
-        None => format!("/{account}/{rest}"),
-        Some(target) if target.contains('(') => format!("/{account}/{target}"),
-        Some(target) => match rest.find('(') {
-            Some(open) => format!("/{account}/{target}{}", &rest[open..]),
-            None => format!("/{account}/{target}"),
+/// Where an event of `source` (`acct/strm('a')`) goes, as a URL path: into the
+/// account, its own stream there; into a stream, that stream (a factory's event to the
+/// substream of its args, unless the target names one).
+fn destination(account: &str, stream: Option<&StreamPath>, source: &str) -> Result<String> {
+    let parsed = eddy_engine::path::parse(&format!("/{source}"))
+        .map_err(|e| anyhow::anyhow!("\"stream\": {source:?} is not acct/strm: {e}"))?;
+    let Resource::Stream(from) = parsed else {
+        bail!("\"stream\": {source:?} is not acct/strm");
+    };
+    let to = match stream {
+        None => StreamPath {
+            account: eddy_engine::path::AccountName::new(account)?,
+            ..from
         },
-    })
+        Some(target) if target.args.is_some() => target.clone(),
+        Some(target) => StreamPath {
+            args: from.args,
+            ..target.clone()
+        },
+    };
+    Ok(to.url())
 }
 
 /// Appends the gathered batch; answers (events appended, events already there).
@@ -255,11 +276,12 @@ async fn flush(server: &Server, client: &reqwest::Client, batch: &mut Batch) -> 
         return Ok((0, 0));
     }
     let count = batch.events.len() as u64;
-    let url = server.url(&in_url(&batch.stream));
+    let url = format!("{}{}", server.server.trim_end_matches('/'), batch.stream);
+    let body = format!("[{}]", batch.events.join(","));
     let resp = server
         .request(client, Method::POST, &url)
         .header("Content-Type", "application/vnd.eddy.events+json")
-        .json(&batch.events)
+        .body(body)
         .send()
         .await
         .map_err(|e| unreachable(&server.server, e))?;

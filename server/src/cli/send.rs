@@ -38,8 +38,11 @@ pub struct SendArgs {
 }
 
 pub async fn run(a: SendArgs) -> Result<()> {
-    let client = a.server.client()?;
-    let mut url = a.server.url(&a.stream);
+    let target = a.server.target(&a.stream)?;
+    target.stream()?;
+    let server = target.server.clone();
+    let client = server.client()?;
+    let mut url = target.url()?;
     if a.bytes {
         url.push_str(if url.contains('?') {
             "&chunks=true"
@@ -50,22 +53,37 @@ pub async fn run(a: SendArgs) -> Result<()> {
     // stdin is read on a thread of its own, in pieces of what is there (up to
     // 256 KiB): a live pipe sends each line as it comes, a file in large pieces
     let (piece_tx, mut pieces) = mpsc::channel::<Bytes>(4);
-    std::thread::Builder::new()
+    let lines = !a.bytes;
+    let reading = std::thread::Builder::new()
         .name("eddy-send-stdin".into())
-        .spawn(move || {
+        .spawn(move || -> std::io::Result<()> {
             let mut stdin = std::io::stdin().lock();
             let mut buf = vec![0u8; 256 * 1024];
+            // lines go whole: a piece ends at its last newline, the rest waits for
+            // the next (so Ctrl-C never leaves half a line in the request)
+            let mut partial: Vec<u8> = Vec::new();
             loop {
-                match std::io::Read::read(&mut stdin, &mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if piece_tx
-                            .blocking_send(Bytes::copy_from_slice(&buf[..n]))
-                            .is_err()
-                        {
-                            return;
-                        }
+                let n = std::io::Read::read(&mut stdin, &mut buf)?;
+                if n == 0 {
+                    if !partial.is_empty() {
+                        let _ = piece_tx.blocking_send(Bytes::from(partial));
                     }
+                    return Ok(());
+                }
+                let piece = if lines {
+                    partial.extend_from_slice(&buf[..n]);
+                    match partial.iter().rposition(|b| *b == b'\n') {
+                        Some(end) => {
+                            let rest = partial.split_off(end + 1);
+                            Bytes::from(std::mem::replace(&mut partial, rest))
+                        }
+                        None => continue,
+                    }
+                } else {
+                    Bytes::copy_from_slice(&buf[..n])
+                };
+                if piece_tx.blocking_send(piece).is_err() {
+                    return Ok(());
                 }
             }
         })?;
@@ -92,8 +110,7 @@ pub async fn run(a: SendArgs) -> Result<()> {
         true => a.content_type.as_str(),
         false => "application/x-ndjson",
     };
-    let mut req = a
-        .server
+    let mut req = server
         .request(&client, Method::POST, &url)
         .header(CONTENT_TYPE, content_type)
         .body(body);
@@ -103,8 +120,14 @@ pub async fn run(a: SendArgs) -> Result<()> {
     let resp = req
         .send()
         .await
-        .map_err(|e| unreachable(&a.server.server, e))?;
+        .map_err(|e| unreachable(&server.server, e))?;
     let answer: serde_json::Value = check(resp).await?.json().await?;
+    // a failed read of stdin is a failure, not its end (what was sent is stored)
+    if reading.is_finished()
+        && let Ok(Err(e)) = reading.join()
+    {
+        anyhow::bail!("stdin could not be read: {e} (what came before is stored)");
+    }
     let count = answer["count"].as_u64().unwrap_or(0);
     let events = if count == 1 { "event" } else { "events" };
     match (answer["first"].as_u64(), answer["last"].as_u64()) {

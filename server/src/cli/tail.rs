@@ -43,8 +43,11 @@ pub struct TailArgs {
 }
 
 pub async fn run(a: TailArgs) -> Result<()> {
-    let client = a.server.client()?;
-    let mut url = a.server.url(&a.stream);
+    let target = a.server.target(&a.stream)?;
+    target.stream()?;
+    let server = target.server.clone();
+    let client = server.client()?;
+    let mut url = target.url()?;
     let mut query: Vec<String> = Vec::new();
     if a.data {
         query.push("data=true".into());
@@ -71,8 +74,7 @@ pub async fn run(a: TailArgs) -> Result<()> {
     let mut retry = Duration::from_secs(1);
     let mut told = false;
     loop {
-        let mut req = a
-            .server
+        let mut req = server
             .request(&client, Method::GET, &url)
             .header("Accept", "text/event-stream");
         if let Some(id) = &last_id {
@@ -91,7 +93,7 @@ pub async fn run(a: TailArgs) -> Result<()> {
             Ok(r) => r,
             Err(why) => {
                 if !told {
-                    eprintln!("eddy tail: {} {why}; trying again", a.server.server);
+                    eprintln!("eddy tail: {} {why}; trying again", server.server);
                     told = true;
                 }
                 tokio::select! {
@@ -117,6 +119,13 @@ pub async fn run(a: TailArgs) -> Result<()> {
             }
             if !event.id.is_empty() {
                 last_id = Some(event.id.clone());
+            }
+            if event.event == "eddy.splice" && !color {
+                // a notice, not an event: beside the lines, not among them
+                eprintln!(
+                    "eddy tail: the stream was spliced; its new history follows from index 0"
+                );
+                continue;
             }
             let line = render(&event.event, &event.data, color);
             let mut out = std::io::stdout().lock();

@@ -59,9 +59,31 @@ pub fn run(args: &TestArgs) -> Result<bool> {
         .load(0, &name, &code)
         .map_err(|e| anyhow::anyhow!("{} does not load: {}", args.reducer.display(), e.message))?;
     let data: Vec<String> = events.iter().map(|e| e["data"].to_string()).collect();
-    let ids: Vec<String> = (0..events.len())
-        .map(|i| format!("00000000-0000-7000-8000-{i:012}"))
+    // an event's own id and time when the file gives them (as an export does), so
+    // that `Math.random()` and `Date.now()` are the server's
+    let ids: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e["id"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("00000000-0000-7000-8000-{i:012}"))
+        })
         .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut times = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        times.push(match &e["timestamp"] {
+            Value::Number(n) => n.as_i64().unwrap_or(now),
+            Value::String(t) => eddy_engine::event::parse_timestamp("timestamp", t)
+                .map_err(|err| anyhow::anyhow!("event {i}: {}", err.message))?,
+            _ => now,
+        });
+    }
     let stream = format!("test/{name}");
     let mut errors = 0;
     for (i, e) in events.iter().enumerate() {
@@ -70,7 +92,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
             index: i as i64,
             id: &ids[i],
             event_type: e["type"].as_str().unwrap_or("event"),
-            timestamp: e["timestamp"].as_i64().unwrap_or(i as i64),
+            timestamp: times[i],
             content_type: "application/json",
             data_json: &data[i],
             encoding: None,
