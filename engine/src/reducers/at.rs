@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use eddy_runtime_js::{EventIn, Fold, Limits, Prepared, Sandbox, Shape};
+use eddy_runtime_js::{EventIn, Fold, Limits, Sandbox};
 
 use super::fold::TypeChecks;
 use super::{StateAnswer, missing_reducer, pool::stopped, stream_rows};
@@ -214,15 +214,7 @@ fn fold(source: &FoldSource, t: &Travel, mut types: TypeChecks<'_>) -> Result<St
         .map(|r| Selector::parse_query(&r.selector).unwrap_or_default())
         .collect();
     for (slot, row) in t.rows.iter().enumerate() {
-        let code = Prepared {
-            js: row.code.clone(),
-            shape: if row.module {
-                Shape::Module
-            } else {
-                Shape::Expression
-            },
-            reads: row.reads.clone(),
-        };
+        let code = row.prepared();
         sandbox.load(slot as u32, &row.name, &code).map_err(|e| {
             EngineError::invalid(format!("the reducer code does not load: {}", e.message))
         })?;

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use eddy_runtime_js::{Limits, Prepared, Sandbox, Shape};
+use eddy_runtime_js::{Limits, Sandbox};
 
 use super::ReducerStatus;
 use super::pool::{JsMemory, StopAt};
@@ -343,15 +343,7 @@ impl Worker {
         group.plain_sid = None;
         let slot = group.next_slot;
         group.next_slot += 1;
-        let code = Prepared {
-            js: row.code.clone(),
-            shape: if row.module {
-                Shape::Module
-            } else {
-                Shape::Expression
-            },
-            reads: row.reads.clone(),
-        };
+        let code = row.prepared();
         let mut halted = row.halted.clone();
         if let Err(e) = group.sandbox.load(slot, &sandbox_name(&row), &code) {
             halted = Some(format!("the code failed to load: {}", e.message));

@@ -476,15 +476,7 @@ fn fold_group(i: &Inputs, reducers: &[&ReducerRow], history: &[StoredEvent]) -> 
     let mut caused_out = Vec::new();
     let mut sandbox = sandbox(&i.limits)?;
     for (slot, r) in reducers.iter().enumerate() {
-        let code = Prepared {
-            js: r.code.clone(),
-            shape: if r.module {
-                Shape::Module
-            } else {
-                Shape::Expression
-            },
-            reads: r.reads.clone(),
-        };
+        let code = r.prepared();
         sandbox.load(slot as u32, &r.name, &code).map_err(|e| {
             EngineError::invalid(format!("reducer {} does not load: {}", r.name, e.message))
         })?;

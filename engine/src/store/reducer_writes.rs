@@ -38,6 +38,21 @@ pub struct ReducerRow {
     pub live_from: Option<i64>,
 }
 
+impl ReducerRow {
+    /// The version's code as the sandbox loads it.
+    pub(crate) fn prepared(&self) -> eddy_runtime_js::Prepared {
+        eddy_runtime_js::Prepared {
+            js: self.code.clone(),
+            shape: if self.module {
+                eddy_runtime_js::Shape::Module
+            } else {
+                eddy_runtime_js::Shape::Expression
+            },
+            reads: self.reads.clone(),
+        }
+    }
+}
+
 pub(crate) enum ReducerWrite {
     /// Stores a new version of a reducer, creating the stream when missing.
     Deploy {

@@ -482,23 +482,7 @@ async fn byte_response(
             };
         }
     });
-    let body = Body::from_stream(futures::stream::unfold(out, |mut out| async move {
-        out.recv().await.map(|b| (Ok::<_, Infallible>(b), out))
-    }));
-    let mut resp = (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/octet-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::VARY, "accept"),
-        ],
-        body,
-    )
-        .into_response();
-    if let Some(s) = &settings {
-        stream_metadata(&mut resp, s);
-    }
-    Ok(resp)
+    Ok(streamed(out, "application/octet-stream", settings.as_ref()))
 }
 
 /// NDJSON: every matching event (up to `limit`), then, with `follow`, each new one as
@@ -567,23 +551,32 @@ async fn ndjson_response(
             };
         }
     });
+    Ok(streamed(out, "application/x-ndjson", settings.as_ref()))
+}
+
+/// A `200` whose body is what `out` brings, as it comes, with the stream's metadata.
+fn streamed(
+    out: mpsc::Receiver<Bytes>,
+    content_type: &'static str,
+    settings: Option<&StreamSettings>,
+) -> Response {
     let body = Body::from_stream(futures::stream::unfold(out, |mut out| async move {
         out.recv().await.map(|b| (Ok::<_, Infallible>(b), out))
     }));
     let mut resp = (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
             (header::VARY, "accept"),
         ],
         body,
     )
         .into_response();
-    if let Some(s) = &settings {
+    if let Some(s) = settings {
         stream_metadata(&mut resp, s);
     }
-    Ok(resp)
+    resp
 }
 
 pub async fn one(state: AppState, path: StreamPath, index: u64, uri: &Uri) -> ApiResult<Response> {
