@@ -49,11 +49,7 @@ async fn route(
     auth::check(&state, &creds, &resource, &method).await?;
     let get = method == Method::GET || method == Method::HEAD;
     // a history a splice replaced (`strm@{n}`) is read-only: its events, and no more
-    if let Some(p) = resource
-        .stream_paths()
-        .into_iter()
-        .find(|p| p.version().is_some())
-    {
+    if let Some(p) = replaced_history(&resource) {
         match &resource {
             Resource::Stream(_) | Resource::Event(..) if !get => {
                 return Err(ApiError::method(&method, "GET"));
@@ -268,4 +264,18 @@ fn builtin(resource: Resource, method: &Method) -> ApiResult<Resource> {
             other
         }
     })
+}
+
+/// The history a splice replaced (`strm@{n}`) that `resource` names, if any; looked
+/// at on every request, so without allocating for the common resources.
+fn replaced_history(resource: &Resource) -> Option<&StreamPath> {
+    let replaced = |p: &&StreamPath| p.stream.as_str().contains('@');
+    match resource {
+        Resource::Account(_) => None,
+        Resource::Stream(p)
+        | Resource::Event(p, _)
+        | Resource::Reducer(p, _)
+        | Resource::EventType { stream: p, .. } => Some(p).filter(replaced),
+        other => other.stream_paths().into_iter().find(replaced),
+    }
 }
