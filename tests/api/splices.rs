@@ -22,6 +22,17 @@ pub(crate) async fn splice(s: &TestServer, path: &str, code: &str) -> Response {
         .unwrap()
 }
 
+/// `POST {stream}/splices/{id}/approve`.
+async fn approve(s: &TestServer, stream: &str, id: &str) -> Response {
+    s.call(
+        "POST",
+        &format!("{stream}/splices/{id}/approve"),
+        &[],
+        json!(null),
+    )
+    .await
+}
+
 async fn created(s: &TestServer, path: &str, code: &str) -> Value {
     let r = splice(s, path, code).await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
@@ -109,14 +120,7 @@ async fn dropping_an_event_recalls_the_alert_it_caused_once() {
     );
 
     let id = made["id"].as_str().unwrap();
-    let r = s
-        .call(
-            "POST",
-            &format!("/acme/readings/splices/{id}/approve"),
-            &[],
-            json!(null),
-        )
-        .await;
+    let r = approve(&s, "/acme/readings", id).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let approved: Value = s
         .get_json(&format!("/acme/readings/splices/{id}"), 200)
@@ -202,14 +206,7 @@ async fn dropping_an_event_recalls_the_alert_it_caused_once() {
     assert_eq!(indexes, [0, 1, 2, 3, 4, 0, 1, 2, 3]);
 
     // decided once
-    let r = s
-        .call(
-            "POST",
-            &format!("/acme/readings/splices/{id}/approve"),
-            &[],
-            json!(null),
-        )
-        .await;
+    let r = approve(&s, "/acme/readings", id).await;
     assert_error(r, 409, "approved already").await;
     // an account event records it
     let log = s.get_json("/eddy/events(acme)", 200).await;
@@ -248,26 +245,12 @@ async fn a_stale_preview_is_refused_and_a_rejected_splice_changes_nothing() {
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "rejected");
-    let r = s
-        .call(
-            "POST",
-            &format!("/acme/m/splices/{rid}/approve"),
-            &[],
-            json!(null),
-        )
-        .await;
+    let r = approve(&s, "/acme/m", rid).await;
     assert_error(r, 409, "rejected").await;
     // an append after the preview makes it stale
     s.post_ok("/acme/m", "reading", json!({ "t": 4 })).await;
     let id = doubled["id"].as_str().unwrap();
-    let r = s
-        .call(
-            "POST",
-            &format!("/acme/m/splices/{id}/approve"),
-            &[],
-            json!(null),
-        )
-        .await;
+    let r = approve(&s, "/acme/m", id).await;
     assert_error(r, 409, "preview it again").await;
     assert_eq!(ts(&s.get_json("/acme/m", 200).await), [1, 2, 3, 4]);
     assert_eq!(s.get("/acme/m@1").await.status(), 404);
@@ -281,14 +264,7 @@ async fn a_stale_preview_is_refused_and_a_rejected_splice_changes_nothing() {
     )
     .await;
     let id = again["id"].as_str().unwrap();
-    let r = s
-        .call(
-            "POST",
-            &format!("/acme/m/splices/{id}/approve"),
-            &[],
-            json!(null),
-        )
-        .await;
+    let r = approve(&s, "/acme/m", id).await;
     assert_eq!(r.status(), 200);
     assert_eq!(ts(&s.get_json("/acme/m", 200).await), [2, 4, 6, 8]);
 }
@@ -441,6 +417,20 @@ async fn a_kill_during_the_approval_leaves_one_history() {
     assert_eq!(seen.last().map(String::as_str), Some("approved"));
 }
 
+/// The status of [`send`]'s answer.
+async fn status(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> u16 {
+    crate::access::send(s, method, path, auth, body)
+        .await
+        .status()
+        .as_u16()
+}
+
 /// Only the stream's account (or the admin) may splice, read, approve or reject its
 /// splices, or read its history as it was; another account's key, no credentials or
 /// an HMAC token may not, and the same holds for `?at=` and byte uploads.
@@ -494,34 +484,23 @@ async fn splices_time_travel_and_uploads_are_the_owners() {
         .unwrap()
         .to_owned();
     // public reads open the events, not the splices
-    assert_eq!(send(&s, "GET", "/acme/m", None, None).await.status(), 200);
+    assert_eq!(status(&s, "GET", "/acme/m", None, None).await, 200);
+    assert_eq!(status(&s, "GET", "/acme/m/splices", None, None).await, 401);
     assert_eq!(
-        send(&s, "GET", "/acme/m/splices", None, None)
-            .await
-            .status(),
-        401
-    );
-    assert_eq!(
-        send(&s, "GET", "/acme/m/splices", Some(&bob), None)
-            .await
-            .status(),
+        status(&s, "GET", "/acme/m/splices", Some(&bob), None).await,
         403
     );
     let approve = format!("/acme/m/splices/{id}/approve");
+    assert_eq!(status(&s, "POST", &approve, Some(&bob), None).await, 403);
     assert_eq!(
-        send(&s, "POST", &approve, Some(&bob), None).await.status(),
-        403
-    );
-    assert_eq!(
-        send(
+        status(
             &s,
             "DELETE",
             &format!("/acme/m/splices/{id}"),
             Some(&bob),
             None
         )
-        .await
-        .status(),
+        .await,
         403
     );
     // an HMAC token grants one substream of a factory, never a splice
@@ -539,55 +518,35 @@ async fn splices_time_travel_and_uploads_are_the_owners() {
         hmac_token(secret["hmacSecret"].as_str().unwrap(), "/acme/f('a')")
     );
     assert_eq!(
-        send(&s, "GET", "/acme/f('a')/splices", Some(&token), None)
-            .await
-            .status(),
+        status(&s, "GET", "/acme/f('a')/splices", Some(&token), None).await,
         403
     );
     // the owner approves; the admin may read it
-    assert_eq!(
-        send(&s, "POST", &approve, Some(&acme), None).await.status(),
-        200
-    );
+    assert_eq!(status(&s, "POST", &approve, Some(&acme), None).await, 200);
     let admin = format!("Bearer {ADMIN}");
     assert_eq!(
-        send(
+        status(
             &s,
             "GET",
             &format!("/acme/m/splices/{id}"),
             Some(&admin),
             None
         )
-        .await
-        .status(),
+        .await,
         200
     );
     // the replaced history is the account's alone (a splice that removed data does
     // not leave it public) and takes no writes from anyone
-    assert_eq!(send(&s, "GET", "/acme/m@1", None, None).await.status(), 401);
+    assert_eq!(status(&s, "GET", "/acme/m@1", None, None).await, 401);
+    assert_eq!(status(&s, "GET", "/acme/m@1", Some(&bob), None).await, 403);
+    assert_eq!(status(&s, "GET", "/acme/m@1", Some(&acme), None).await, 200);
     assert_eq!(
-        send(&s, "GET", "/acme/m@1", Some(&bob), None)
-            .await
-            .status(),
-        403
-    );
-    assert_eq!(
-        send(&s, "GET", "/acme/m@1", Some(&acme), None)
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        send(&s, "POST", "/acme/m@1", Some(&acme), Some(json!({"t": 9})))
-            .await
-            .status(),
+        status(&s, "POST", "/acme/m@1", Some(&acme), Some(json!({"t": 9}))).await,
         405
     );
     // time travel: the account's, or anyone's where states are public
     assert_eq!(
-        send(&s, "GET", "/acme/m.count?at=0", Some(&bob), None)
-            .await
-            .status(),
+        status(&s, "GET", "/acme/m.count?at=0", Some(&bob), None).await,
         200
     );
     let r = send(
@@ -600,15 +559,11 @@ async fn splices_time_travel_and_uploads_are_the_owners() {
     .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
-        send(&s, "GET", "/acme/m.count?at=0", Some(&bob), None)
-            .await
-            .status(),
+        status(&s, "GET", "/acme/m.count?at=0", Some(&bob), None).await,
         403
     );
     assert_eq!(
-        send(&s, "GET", "/acme/m.count?at=0", Some(&acme), None)
-            .await
-            .status(),
+        status(&s, "GET", "/acme/m.count?at=0", Some(&acme), None).await,
         200
     );
     // a byte upload to another account's stream is refused before any of it is stored
@@ -621,12 +576,7 @@ async fn splices_time_travel_and_uploads_are_the_owners() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        send(&s, "GET", "/acme/log", Some(&acme), None)
-            .await
-            .status(),
-        404
-    );
+    assert_eq!(status(&s, "GET", "/acme/log", Some(&acme), None).await, 404);
 }
 
 /// Appends that arrive while an approval is applied are kept: after the spliced
