@@ -745,3 +745,44 @@ pub async fn wait_folded(
         }
     }
 }
+
+/// The click event the reducer benchmarks fold: a page among 50, a user among 1000.
+pub fn click_value(n: usize) -> serde_json::Value {
+    serde_json::json!({"url": format!("/products/{}", n % 50), "user": format!("u-{}", n % 1000), "referrer": "https://example.com/search?q=widgets", "ms": n % 5000, "ok": true})
+}
+
+/// Stores `events` [`click_value`] events in `url` (4 connections, batches of 1000);
+/// answers how many.
+pub async fn store_clicks(client: &reqwest::Client, url: &str, events: usize) -> Result<usize> {
+    let batches = events.div_ceil(1000);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, next) = (client.clone(), url.to_owned(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let b = next.fetch_add(1, Ordering::SeqCst) as usize;
+                    if b >= batches {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    let events: Vec<serde_json::Value> = (0..1000)
+                        .map(|i| serde_json::json!({"type": "click", "data": click_value(b * 1000 + i)}))
+                        .collect();
+                    let r = client
+                        .post(&url)
+                        .header("Content-Type", "application/vnd.eddy.events+json")
+                        .json(&events)
+                        .send()
+                        .await?;
+                    if r.status() != 201 {
+                        bail!("batch append: {}", r.status());
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(batches * 1000)
+}

@@ -15,13 +15,12 @@
 
 use std::convert::Infallible;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[path = "bench_common.rs"]
 mod common;
@@ -63,7 +62,7 @@ fn main() -> Result<()> {
 }
 
 fn click(n: usize) -> Value {
-    json!({"url": format!("/products/{}", n % 50), "user": format!("u-{}", n % 1000), "referrer": "https://example.com/search?q=widgets", "ms": n % 5000, "ok": true})
+    click_value(n)
 }
 
 async fn run(bin: &Path, events: usize, lines: usize) -> Result<()> {
@@ -205,41 +204,10 @@ async fn run(bin: &Path, events: usize, lines: usize) -> Result<()> {
     Ok(())
 }
 
-/// Stores `events` click events (4 connections, batches of 1000); answers the count.
+/// Stores `events` click events; answers the count.
 async fn load(client: &reqwest::Client, base: &str, events: usize) -> Result<usize> {
     let started = Instant::now();
-    let batches = events.div_ceil(1000);
-    let next = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..4)
-        .map(|_| {
-            let (client, url, next) =
-                (client.clone(), format!("{base}/bench/clicks"), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let b = next.fetch_add(1, Ordering::SeqCst) as usize;
-                    if b >= batches {
-                        return Ok::<_, anyhow::Error>(());
-                    }
-                    let events: Vec<Value> = (0..1000)
-                        .map(|i| json!({"type": "click", "data": click(b * 1000 + i)}))
-                        .collect();
-                    let r = client
-                        .post(&url)
-                        .header("Content-Type", "application/vnd.eddy.events+json")
-                        .json(&events)
-                        .send()
-                        .await?;
-                    if r.status() != 201 {
-                        bail!("batch append: {}", r.status());
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    let total = batches * 1000;
+    let total = store_clicks(client, &format!("{base}/bench/clicks"), events).await?;
     println!(
         "stored {total} click events in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -83,7 +83,7 @@ fn main() -> Result<()> {
 }
 
 fn click(n: usize) -> Value {
-    json!({"url": format!("/products/{}", n % 50), "user": format!("u-{}", n % 1000), "referrer": "https://example.com/search?q=widgets", "ms": n % 5000, "ok": true})
+    click_value(n)
 }
 
 /// Calls per second of `code` folding `n` events in batches of 1000.
@@ -197,41 +197,12 @@ async fn run(s: Settings, bin: PathBuf, trivial_ceiling: f64, pages_ceiling: f64
     // 2. rebuild over stored events
     let eddy = start(&bin).await?;
     let started = Instant::now();
-    let batches = s.events.div_ceil(1000);
-    let next = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..4)
-        .map(|_| {
-            let (client, url, next) = (
-                eddy.client.clone(),
-                format!("{}/bench/clicks", eddy.base),
-                next.clone(),
-            );
-            tokio::spawn(async move {
-                loop {
-                    let b = next.fetch_add(1, Ordering::SeqCst) as usize;
-                    if b >= batches {
-                        return Ok::<_, anyhow::Error>(());
-                    }
-                    let events: Vec<Value> = (0..1000)
-                        .map(|i| json!({"type": "click", "data": click(b * 1000 + i)}))
-                        .collect();
-                    let r = client
-                        .post(&url)
-                        .header("Content-Type", "application/vnd.eddy.events+json")
-                        .json(&events)
-                        .send()
-                        .await?;
-                    if r.status() != 201 {
-                        bail!("batch append: {}", r.status());
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    let total = batches * 1000;
+    let total = store_clicks(
+        &eddy.client,
+        &format!("{}/bench/clicks", eddy.base),
+        s.events,
+    )
+    .await?;
     println!(
         "\nstored {total} click events in {:.1} s",
         started.elapsed().as_secs_f64()
