@@ -519,6 +519,7 @@ async fn eddy_send_streams_stdin_and_a_killed_sender_leaves_what_it_sent() {
 #[tokio::test]
 async fn eddy_tail_resumes_across_a_server_restart_without_gaps_or_repeats() {
     use tokio::io::{AsyncBufReadExt, BufReader};
+    crate::common::tls_ready();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -569,6 +570,18 @@ async fn eddy_tail_resumes_across_a_server_restart_without_gaps_or_repeats() {
     }
     tail.kill().await.unwrap();
     server.kill().await.unwrap();
+    server.wait().await.unwrap();
+    // a server that cannot be reached at the start: one sentence, exit code 1
+    let out = client_command(&base, &["tail", "/acme/feed"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.starts_with(&format!("eddy tail: cannot reach {base}")),
+        "{said}"
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::Method;
 
-use super::client::{Server, check};
+use super::client::{Server, check, unreachable};
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
@@ -73,6 +73,9 @@ pub async fn run(a: TailArgs) -> Result<()> {
     let mut last_id: Option<String> = None;
     let mut retry = Duration::from_secs(1);
     let mut told = false;
+    // a server that cannot be reached at the start is an error; one that goes away
+    // later is waited for
+    let mut connected = false;
     loop {
         let mut req = server
             .request(&client, Method::GET, &url)
@@ -87,6 +90,7 @@ pub async fn run(a: TailArgs) -> Result<()> {
         let resp = match resp {
             Ok(r) if r.status().is_server_error() => Err(format!("answered {}", r.status())),
             Ok(r) => Ok(check(r).await?),
+            Err(e) if !connected => return Err(unreachable(&server.server, e)),
             Err(e) => Err(e.to_string()),
         };
         let resp = match resp {
@@ -103,6 +107,7 @@ pub async fn run(a: TailArgs) -> Result<()> {
             }
         };
         told = false;
+        connected = true;
         let mut events = resp.bytes_stream().eventsource();
         loop {
             let next = tokio::select! {
