@@ -156,7 +156,7 @@ fn serve(rx: mpsc::Receiver<Msg>, limits: Limits) {
     }
 }
 
-fn map_batch(sandbox: &mut Sandbox, events: &[Arc<SharedEvent>]) -> MapAnswer {
+pub(crate) fn map_batch(sandbox: &mut Sandbox, events: &[Arc<SharedEvent>]) -> MapAnswer {
     let converted: Vec<_> = events
         .iter()
         .map(|e| for_reducer(&e.content_type, &e.data))

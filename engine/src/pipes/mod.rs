@@ -11,7 +11,7 @@
 //! run on one thread of their own (`mapper`). A pipe that would close a cycle of pipes
 //! is refused when it is put.
 
-mod mapper;
+pub(crate) mod mapper;
 mod replay;
 pub(crate) mod run;
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use eddy_runtime_js::{Dispatch, EventIn, Fold, Limits, MapCall, Prepared, Sandbox, Shape};
+use eddy_runtime_js::{EventIn, Fold, Limits, MapCall, Prepared, Sandbox, Shape};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -23,6 +23,9 @@ use crate::path::StreamPath;
 use crate::pipes::run::{MapOut, copied, mapped};
 use crate::reducers::for_reducer;
 use crate::selector::Selector;
+use std::sync::Arc;
+
+use crate::store::SharedEvent;
 use crate::store::fold_source::FoldSource;
 use crate::store::pipe_writes::{PipeRow, Routed};
 use crate::store::reducer_writes::ReducerRow;
@@ -561,22 +564,13 @@ pub(crate) fn pipe_outputs(
     load(&mut sandbox, 0, "the pipe function", &row.code, row.module)?;
     let scope = format!("pipe:{}>{}", row.from, row.to);
     for chunk in picked.chunks(CHUNK) {
-        let views = Views::of(chunk);
-        let inputs = views.inputs(chunk);
-        let calls: Vec<MapCall> = inputs
+        // the pipe thread's own call of the function, args and all
+        let shared: Vec<Arc<SharedEvent>> = chunk
             .iter()
-            .enumerate()
-            .map(|(k, event)| MapCall {
-                slot: 0,
-                sid: k as i64,
-                index: event.index,
-                event,
-                live: false,
-            })
+            .map(|e| Arc::new(SharedEvent::new(e.clone())))
             .collect();
-        let results = sandbox.map(&calls);
-        sandbox.console();
-        for (e, result) in chunk.iter().zip(results) {
+        let answer = crate::pipes::mapper::map_batch(&mut sandbox, &shared);
+        for (e, result) in chunk.iter().zip(answer.mapped) {
             let Ok(outs) = result.map(|json| serde_json::from_str::<Vec<MapOut>>(&json)) else {
                 continue;
             };
@@ -586,8 +580,7 @@ pub(crate) fn pipe_outputs(
                 }
             }
         }
-        let sent: Vec<Dispatch> = sandbox.dispatches();
-        for d in sent.iter().filter(|_| dispatches) {
+        for d in answer.dispatches.iter().filter(|_| dispatches) {
             let Some(e) = chunk.get(d.sid as usize) else {
                 continue;
             };
