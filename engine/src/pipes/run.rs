@@ -207,7 +207,16 @@ impl PipeTask {
             .await
             .ok()?;
         let mut batch = self.batch(cursor, logs);
-        for (e, result) in events.iter().zip(answer.mapped) {
+        // each event's console lines, logged before its own error: log entries go in
+        // event order whatever the batch
+        let mut console: Vec<Vec<NewEvent>> = vec![Vec::new(); events.len()];
+        for line in answer.console {
+            if let Some(k) = line.sid.map(|k| k as usize).filter(|k| *k < events.len()) {
+                console[k].push(log_entry(&line.level, &events[k], &line.message));
+            }
+        }
+        for ((e, result), lines) in events.iter().zip(answer.mapped).zip(console) {
+            batch.logs.extend(lines);
             let outs = match result {
                 Ok(json) => serde_json::from_str::<Vec<MapOut>>(&json).map_err(|err| {
                     (
@@ -255,11 +264,6 @@ impl PipeTask {
                     batch.errors += 1;
                     batch.logs.push(log_entry("error", e, &err.message));
                 }
-            }
-        }
-        for line in answer.console {
-            if let Some(e) = line.sid.and_then(|k| events.get(k as usize)) {
-                batch.logs.push(log_entry(&line.level, e, &line.message));
             }
         }
         Some(batch)
