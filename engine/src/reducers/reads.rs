@@ -53,9 +53,19 @@ impl crate::Engine {
                     let json = match found.state {
                         Some((_, json)) => json.map(|j| j.to_string()),
                         None => {
-                            reducer_reads::saved_state(&self.store.reads, found.reducer_id, sid)
-                                .await?
-                                .and_then(|(_, state)| state)
+                            let saved = reducer_reads::saved_state(
+                                &self.store.reads,
+                                found.reducer_id,
+                                sid,
+                            )
+                            .await?;
+                            if saved.is_none() && self.replaced(stream_id, name, found.reducer_id)
+                            {
+                                // a rebuilt version took over (and its checkpoint deleted
+                                // this one's states) between the lookup and the read
+                                continue;
+                            }
+                            saved.and_then(|(_, state)| state)
                         }
                     };
                     StateAnswer { json, index }
@@ -92,20 +102,26 @@ impl crate::Engine {
     ) -> Result<Vec<SubstreamState>> {
         let resolved = self.resolve_existing(path).await?;
         let stream_id = resolved.info.id;
-        let found = self
-            .reducers
-            .published
-            .find(stream_id, name.as_str(), None)
-            .ok_or_else(|| missing_reducer(path, name))?;
-        let page = reducer_reads::saved_states_page(
-            &self.store.reads,
-            stream_id,
-            found.reducer_id,
-            found.position,
-            after,
-            limit,
-        )
-        .await?;
+        let (found, page) = loop {
+            let found = self
+                .reducers
+                .published
+                .find(stream_id, name.as_str(), None)
+                .ok_or_else(|| missing_reducer(path, name))?;
+            let page = reducer_reads::saved_states_page(
+                &self.store.reads,
+                stream_id,
+                found.reducer_id,
+                found.position,
+                after,
+                limit,
+            )
+            .await?;
+            // a rebuilt version may have taken over between the lookup and the read
+            if !self.replaced(stream_id, name, found.reducer_id) {
+                break (found, page);
+            }
+        };
         let sids: Vec<i64> = page.iter().map(|p| p.0).collect();
         let newer = self
             .reducers
@@ -124,6 +140,14 @@ impl crate::Engine {
                 },
             })
             .collect())
+    }
+
+    /// Whether reducer `name` of a stream is no longer answered by version `id`.
+    fn replaced(&self, stream_id: i64, name: &ReducerName, id: i64) -> bool {
+        self.reducers
+            .published
+            .find(stream_id, name.as_str(), None)
+            .is_none_or(|f| f.reducer_id != id)
     }
 
     /// Every reducer version of a stream with its progress, as last published.
