@@ -12,8 +12,8 @@
 //! | `…:{eventType}[.json\|.ts]` | [`Resource::EventType`] |
 //! | `…/pipe/{acct2}/{strm2}` | [`Resource::Pipe`] |
 //! | `…/logs`, `…/logs/pipe/{acct2}/{strm2}` | [`Resource::Logs`], [`Resource::PipeLogs`] |
-//! | `…/settings`, `…/substreams`, `…/reducers` | [`Resource::Settings`], [`Resource::Substreams`], [`Resource::Reducers`] |
-//! | `…/webhooks`, `…/webhooks/{id}`, `…/webhooks/{id}/resume`, `…/webhooks/{id}/replay` | [`Resource::Webhooks`], [`Resource::Webhook`], [`Resource::WebhookResume`], [`Resource::WebhookReplay`] |
+//! | `…/settings`, `…/substreams`, `…/reducers`, `…/pipes`, `…/types` | [`Resource::Settings`], [`Resource::Substreams`], [`Resource::Reducers`], [`Resource::Pipes`], [`Resource::Types`] |
+//! | `…/webhooks`, `…/webhooks/{id}`, `…/webhooks/{id}/resume`, `…/pause`, `…/replay` | [`Resource::Webhooks`], [`Resource::Webhook`], [`Resource::WebhookResume`], [`Resource::WebhookPause`], [`Resource::WebhookReplay`] |
 //! | `…/splices`, `…/splices/{id}`, `…/splices/{id}/approve` | [`Resource::Splices`], [`Resource::Splice`], [`Resource::SpliceApprove`] |
 //!
 //! The whole path is percent-decoded before it is parsed, and the scanner is
@@ -684,12 +684,18 @@ pub enum Resource {
     Substreams(StreamPath),
     /// `/{acct}/{strm}/reducers`.
     Reducers(StreamPath),
+    /// `/{acct}/{strm}/pipes`: the pipes from the stream.
+    Pipes(StreamPath),
+    /// `/{acct}/{strm}/types`: the stream's event types.
+    Types(StreamPath),
     /// `/{acct}/{strm}/webhooks`.
     Webhooks(StreamPath),
     /// `/{acct}/{strm}/webhooks/{id}`.
     Webhook(StreamPath, String),
     /// `/{acct}/{strm}/webhooks/{id}/resume`.
     WebhookResume(StreamPath, String),
+    /// `/{acct}/{strm}/webhooks/{id}/pause`.
+    WebhookPause(StreamPath, String),
     /// `/{acct}/{strm}/webhooks/{id}/replay`.
     WebhookReplay(StreamPath, String),
     /// `/{acct}/{strm}/splices`.
@@ -717,7 +723,10 @@ impl Resource {
             | Resource::Reducers(s)
             | Resource::Webhooks(s)
             | Resource::Webhook(s, _)
+            | Resource::Pipes(s)
+            | Resource::Types(s)
             | Resource::WebhookResume(s, _)
+            | Resource::WebhookPause(s, _)
             | Resource::WebhookReplay(s, _)
             | Resource::Splices(s)
             | Resource::Splice(s, _)
@@ -937,6 +946,8 @@ fn after_stream(stream: StreamPath, rest: &str) -> Result<Resource, PathError> {
         ("settings", None) => Resource::Settings(stream),
         ("substreams", None) => Resource::Substreams(stream),
         ("reducers", None) => Resource::Reducers(stream),
+        ("pipes", None) => Resource::Pipes(stream),
+        ("types", None) => Resource::Types(stream),
         ("webhooks", None) => Resource::Webhooks(stream),
         ("webhooks", Some(more)) => {
             let (id, action) = split_segment(more);
@@ -944,6 +955,7 @@ fn after_stream(stream: StreamPath, rest: &str) -> Result<Resource, PathError> {
             match action {
                 None => Resource::Webhook(stream, id.to_owned()),
                 Some("resume") => Resource::WebhookResume(stream, id.to_owned()),
+                Some("pause") => Resource::WebhookPause(stream, id.to_owned()),
                 Some("replay") => Resource::WebhookReplay(stream, id.to_owned()),
                 Some(action) => return unknown(action, &after(&format!("webhooks/{id}"))),
             }
@@ -958,7 +970,7 @@ fn after_stream(stream: StreamPath, rest: &str) -> Result<Resource, PathError> {
                 Some(action) => return unknown(action, &after(&format!("splices/{id}"))),
             }
         }
-        (segment @ ("settings" | "substreams" | "reducers"), Some(more)) => {
+        (segment @ ("settings" | "substreams" | "reducers" | "pipes" | "types"), Some(more)) => {
             return unknown(more, &after(segment));
         }
         (segment, None) if segment.starts_with(|c: char| c.is_ascii_digit()) => {

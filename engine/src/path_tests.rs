@@ -329,6 +329,13 @@ fn stream_subresources() {
         Resource::WebhookResume(base.clone(), "h1".into())
     );
     assert_eq!(
+        ok("/a/s/webhooks/h1/pause"),
+        Resource::WebhookPause(base.clone(), "h1".into())
+    );
+    assert_eq!(ok("/a/s/pipes"), Resource::Pipes(base.clone()));
+    assert_eq!(ok("/a/s/types"), Resource::Types(base.clone()));
+    assert!(parse("/a/s/types/x").is_err());
+    assert_eq!(
         ok("/a/s/webhooks/h1/replay"),
         Resource::WebhookReplay(base, "h1".into())
     );

@@ -26,8 +26,8 @@ pub fn unknown_endpoint(state: &AppState) -> ApiError {
         return no_admin_api();
     }
     ApiError(EngineError::not_found(
-        "no such admin endpoint: the admin API has POST /api/accounts, GET and POST \
-         /api/accounts/{acct}/keys, and DELETE /api/accounts/{acct}/keys/{id}",
+        "no such admin endpoint: the admin API has GET and POST /api/accounts, GET and \
+         POST /api/accounts/{acct}/keys, and DELETE /api/accounts/{acct}/keys/{id}",
     ))
 }
 
@@ -228,6 +228,26 @@ pub async fn delete_key(
 /// `GET /api/cluster`: the live nodes, what each holds leases on, and every lease
 /// (admin; anyone on an open server, which listens on loopback only). A server on the
 /// embedded database is a cluster of one and answers so.
+/// `GET /api/accounts`: the accounts the caller may see (see
+/// [`eddy_engine::Engine::visible_accounts`]), on an open server too: the web console
+/// starts here, and it tells a key which account it belongs to.
+pub async fn list_accounts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let (creds, uri) = auth::credentials(&headers, &uri)?;
+    if uri.query().is_some_and(|q| !q.is_empty()) {
+        return Err(ApiError::invalid(format!(
+            "the admin API takes no query parameters (got \"{}\")",
+            uri.query().unwrap_or("")
+        )));
+    }
+    let names = state.engine.visible_accounts(&creds).await?;
+    let list: Vec<Value> = names.into_iter().map(|n| json!({ "name": n })).collect();
+    Ok(Json(list).into_response())
+}
+
 pub async fn cluster(
     State(state): State<AppState>,
     headers: HeaderMap,

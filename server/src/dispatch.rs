@@ -137,6 +137,14 @@ async fn route(
             webhooks::resume(state, p, &id, &uri).await
         }
         Resource::WebhookResume(..) => Err(ApiError::method(&method, "POST")),
+        Resource::WebhookPause(p, id) if method == Method::POST => {
+            webhooks::pause(state, p, &id, &uri).await
+        }
+        Resource::WebhookPause(..) => Err(ApiError::method(&method, "POST")),
+        Resource::Pipes(p) if get => pipes::list(state, p, &uri).await,
+        Resource::Pipes(_) => Err(ApiError::method(&method, "GET")),
+        Resource::Types(p) if get => types::list(state, p, &uri).await,
+        Resource::Types(_) => Err(ApiError::method(&method, "GET")),
         Resource::WebhookReplay(p, id) if method == Method::POST => {
             webhooks::replay(state, p, &id, &uri).await
         }
@@ -172,7 +180,10 @@ fn check_account(state: &AppState, resource: &Resource) -> ApiResult<()> {
         | Resource::Reducers(p)
         | Resource::Webhooks(p)
         | Resource::Webhook(p, _)
+        | Resource::Pipes(p)
+        | Resource::Types(p)
         | Resource::WebhookResume(p, _)
+        | Resource::WebhookPause(p, _)
         | Resource::WebhookReplay(p, _)
         | Resource::Splices(p)
         | Resource::Splice(p, _)

@@ -23,13 +23,14 @@ mod settings;
 mod splices;
 mod streams;
 mod types;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::get;
 use eddy_engine::Engine;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -124,11 +125,20 @@ pub fn router(state: AppState) -> Router {
             "/eddy/spy",
             admin::endpoint(get(consumers::spy::get), "GET, HEAD"),
         );
-    if state.engine.access_enabled() {
+    router = crate::ui::routes(router);
+    if !state.engine.access_enabled() {
+        router = router.route(
+            "/api/accounts",
+            admin::endpoint(get(admin::list_accounts), "GET, HEAD"),
+        );
+    } else {
         router = router
             .route(
                 "/api/accounts",
-                admin::endpoint(post(admin::create_account), "POST"),
+                admin::endpoint(
+                    get(admin::list_accounts).post(admin::create_account),
+                    "GET, HEAD, POST",
+                ),
             )
             .route(
                 "/api/accounts/{acct}/keys",

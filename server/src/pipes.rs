@@ -56,6 +56,13 @@ pub async fn get(
     Ok(axum::Json(status).into_response())
 }
 
+/// `GET /{acct}/{strm}/pipes`: the pipes from the stream (from a factory, also those
+/// from its substreams), each with its status.
+pub async fn list(state: AppState, from: StreamPath, uri: &Uri) -> ApiResult<Response> {
+    Params::parse(uri)?.finish()?;
+    Ok(axum::Json(state.engine.pipes_from(&from).await?).into_response())
+}
+
 pub async fn delete(
     state: AppState,
     from: StreamPath,

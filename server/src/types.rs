@@ -138,6 +138,25 @@ pub async fn get(
     })
 }
 
+/// `GET /{acct}/{strm}/types`: the stream's event types, by name, each with its
+/// schema and generated TypeScript.
+pub async fn list(state: AppState, path: StreamPath, uri: &Uri) -> ApiResult<Response> {
+    stream_only(&path, "{type}")?;
+    Params::parse(uri)?.finish()?;
+    let types = state.engine.event_types(&path).await?;
+    let list: Vec<serde_json::Value> = types
+        .iter()
+        .map(|(name, def)| {
+            serde_json::json!({
+                "name": name,
+                "schema": def.schema(),
+                "typescript": def.typescript(name),
+            })
+        })
+        .collect();
+    Ok(axum::Json(list).into_response())
+}
+
 pub async fn delete(
     state: AppState,
     path: StreamPath,

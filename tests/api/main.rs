@@ -14,6 +14,7 @@ mod cli;
 mod cluster;
 mod common;
 mod connections;
+mod console;
 mod digest;
 mod dispatch;
 mod durability;

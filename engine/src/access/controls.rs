@@ -171,6 +171,13 @@ impl StreamControls {
         self.types.get(name)
     }
 
+    /// The stream's event types, by name.
+    pub fn event_types(&self) -> Vec<(&str, &Arc<EventTypeDef>)> {
+        let mut types: Vec<_> = self.types.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        types.sort_unstable_by_key(|(k, _)| *k);
+        types
+    }
+
     pub fn has_types(&self) -> bool {
         !self.types.is_empty()
     }

@@ -116,6 +116,16 @@ impl Keys {
             .map(|(account, _)| Identity::Account(account.clone()))
     }
 
+    /// Every account, by name.
+    pub fn accounts(&self) -> Vec<String> {
+        let Ok(inner) = self.inner.read() else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = inner.accounts.iter().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
     pub fn account_exists(&self, name: &str) -> bool {
         self.inner
             .read()

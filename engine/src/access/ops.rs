@@ -45,6 +45,30 @@ impl Engine {
             .decide(creds, target, need, controls.as_ref().map(|c| &c.settings))
     }
 
+    /// The accounts the credentials may see, by name: every account for the admin
+    /// (and anyone on an open server, where the accounts are those with streams), the
+    /// key's own account for an account key.
+    pub async fn visible_accounts(&self, creds: &Credentials) -> Result<Vec<String>> {
+        if !self.access.enabled() {
+            return crate::store::read::stream_accounts(&self.store.reads).await;
+        }
+        let keys = self.access.keys();
+        let own = [&creds.bearer, &creds.token]
+            .into_iter()
+            .filter_map(|c| c.as_deref())
+            .find_map(|c| match keys.identify(c) {
+                Some(super::Identity::Account(a)) => Some(a),
+                _ => None,
+            });
+        if let Some(account) = own
+            && creds.unusable.is_none()
+        {
+            return Ok(vec![account]);
+        }
+        self.access.decide_admin(creds)?;
+        Ok(keys.accounts())
+    }
+
     /// Allows only the admin token.
     pub fn authorize_admin(&self, creds: &Credentials) -> Result<()> {
         self.access.decide_admin(creds)
@@ -160,6 +184,17 @@ impl Engine {
                     path.account, path.stream
                 ))
             })
+    }
+
+    /// The event types a stream defines, by name.
+    pub async fn event_types(&self, path: &StreamPath) -> Result<Vec<(String, Arc<EventTypeDef>)>> {
+        Ok(self
+            .controls(path)
+            .await?
+            .event_types()
+            .into_iter()
+            .map(|(name, def)| (name.to_owned(), def.clone()))
+            .collect())
     }
 
     /// Deletes an event type; 404 when the stream does not define it.

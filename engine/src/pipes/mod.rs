@@ -358,6 +358,18 @@ impl Engine {
         Ok(status_of(&row, progress))
     }
 
+    /// The pipes from a stream (from a factory, also those from its substreams), with
+    /// their status, oldest first.
+    pub async fn pipes_from(&self, from: &StreamPath) -> Result<Vec<PipeStatus>> {
+        let from = self.pipe_origin(from)?;
+        let rows = pipe_reads::listed(&self.store.reads, &from).await?;
+        let running = self.pipes.running();
+        Ok(rows
+            .iter()
+            .map(|row| status_of(row, running.get(&row.id).map(|r| &r.progress)))
+            .collect())
+    }
+
     /// Deletes the pipe and stops its task.
     pub async fn delete_pipe(self: &Arc<Self>, from: &StreamPath, to: &StreamPath) -> Result<()> {
         let from = self.pipe_origin(from)?;

@@ -289,7 +289,11 @@ fn fold(source: &FoldSource, t: &Travel, mut types: TypeChecks<'_>) -> Result<St
         }
     }
     let json = sandbox.state(target as u32, t.sid).map_err(js)?;
-    Ok(StateAnswer { json, index: t.at })
+    Ok(StateAnswer {
+        json,
+        index: t.at,
+        version: 0,
+    })
 }
 
 fn js(e: eddy_runtime_js::JsError) -> EngineError {

@@ -21,6 +21,37 @@ impl crate::Engine {
         min_index: Option<u64>,
         wait: Duration,
     ) -> Result<StateAnswer> {
+        self.reducer_state_when(path, name, wait, |a| {
+            min_index.is_none_or(|min| a.index >= min as i64)
+        })
+        .await
+    }
+
+    /// The state once it is newer than the one a client has: folded past `index`, or
+    /// answered by another version than `version` (a redeploy's rebuild taking over).
+    /// Waits up to `wait`, then answers the state as it is.
+    pub async fn reducer_state_after(
+        &self,
+        path: &StreamPath,
+        name: &ReducerName,
+        index: i64,
+        version: Option<i64>,
+        wait: Duration,
+    ) -> Result<StateAnswer> {
+        self.reducer_state_when(path, name, wait, |a| {
+            a.index > index || version.is_some_and(|v| v != a.version)
+        })
+        .await
+    }
+
+    /// The state once `ready` says so, or as it is after `wait`.
+    async fn reducer_state_when(
+        &self,
+        path: &StreamPath,
+        name: &ReducerName,
+        wait: Duration,
+        ready: impl Fn(&StateAnswer) -> bool,
+    ) -> Result<StateAnswer> {
         let mut resolved = self.resolve_existing(path).await?;
         let stream_id = resolved.info.id;
         let deadline = Instant::now() + wait;
@@ -41,6 +72,7 @@ impl crate::Engine {
                 None => StateAnswer {
                     json: None,
                     index: -1,
+                    version: found.reducer_id,
                 },
                 Some(sid) => {
                     // the index first: a state read after it is as new or newer
@@ -59,8 +91,7 @@ impl crate::Engine {
                                 sid,
                             )
                             .await?;
-                            if saved.is_none() && self.replaced(stream_id, name, found.reducer_id)
-                            {
+                            if saved.is_none() && self.replaced(stream_id, name, found.reducer_id) {
                                 // a rebuilt version took over (and its checkpoint deleted
                                 // this one's states) between the lookup and the read
                                 continue;
@@ -68,13 +99,14 @@ impl crate::Engine {
                             saved.and_then(|(_, state)| state)
                         }
                     };
-                    StateAnswer { json, index }
+                    StateAnswer {
+                        json,
+                        index,
+                        version: found.reducer_id,
+                    }
                 }
             };
-            let Some(min) = min_index else {
-                return Ok(answer);
-            };
-            if answer.index >= min as i64 {
+            if ready(&answer) {
                 return Ok(answer);
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -102,7 +134,7 @@ impl crate::Engine {
     ) -> Result<Vec<SubstreamState>> {
         let resolved = self.resolve_existing(path).await?;
         let stream_id = resolved.info.id;
-        let (found, page) = loop {
+        let page = loop {
             let found = self
                 .reducers
                 .published
@@ -119,7 +151,7 @@ impl crate::Engine {
             .await?;
             // a rebuilt version may have taken over between the lookup and the read
             if !self.replaced(stream_id, name, found.reducer_id) {
-                break (found, page);
+                break page;
             }
         };
         let sids: Vec<i64> = page.iter().map(|p| p.0).collect();

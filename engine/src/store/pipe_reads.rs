@@ -95,3 +95,32 @@ pub(crate) async fn from_stream(
     }
     Ok(out)
 }
+
+/// The pipes from `from`: from a plain stream or a factory, those from it and from
+/// any of its substreams; from a substream, that substream's. Oldest first.
+pub(crate) async fn listed(
+    reads: &Reads,
+    from: &StreamPath,
+) -> Result<Vec<super::pipe_writes::PipeRow>> {
+    let args = from.args.as_ref().map(|a| a.canonical());
+    let sql = format!(
+        "{} WHERE account = $1 AND stream = $2 AND ($3 = '*' OR args = $3) ORDER BY id",
+        super::pipe_writes::PIPE_COLUMNS
+    );
+    let rows = reads
+        .all(
+            &sql,
+            args![
+                from.account.as_str(),
+                from.stream.as_str(),
+                args.unwrap_or_else(|| "*".to_owned())
+            ],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let columns: Result<super::pipe_writes::PipeColumns> = super::pipe_writes::pipe_columns!(r);
+        out.extend(super::pipe_writes::pipe_row(columns?));
+    }
+    Ok(out)
+}

@@ -366,6 +366,17 @@ pub struct StreamEntry {
 }
 
 /// An account's streams by name, after `after`.
+/// The accounts that have streams, by name (the server's own `eddy` account aside).
+pub async fn stream_accounts(reads: &Reads) -> Result<Vec<String>> {
+    let rows = reads
+        .all(
+            "SELECT DISTINCT account FROM streams WHERE account <> 'eddy' ORDER BY account",
+            args![],
+        )
+        .await?;
+    rows.iter().map(|r| r.text(0)).collect()
+}
+
 pub async fn list_streams(
     reads: &Reads,
     account: &str,

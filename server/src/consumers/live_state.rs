@@ -67,6 +67,7 @@ pub async fn subscribe(
             .await?;
         Feed::One {
             sent: last_id,
+            version: None,
             now: Some(now),
         }
     };
@@ -96,6 +97,9 @@ enum Feed {
     /// One state: the index last sent, and the state read at the start.
     One {
         sent: Option<i64>,
+        /// The version whose state was sent (none yet, or resumed by Last-Event-ID,
+        /// which names an index only).
+        version: Option<i64>,
         now: Option<StateAnswer>,
     },
     /// A factory's: the subscription to its events.
@@ -110,16 +114,16 @@ impl Live {
             return None;
         }
         match &mut self.feed {
-            Feed::One { sent, now } => {
+            Feed::One { sent, version, now } => {
                 let answer = match now.take() {
                     Some(a) => a,
                     None => {
-                        let min = sent.map_or(0, |i| i + 1).max(0) as u64;
                         let state = self.state.clone();
-                        let read = self.state.engine.reducer_state(
+                        let read = self.state.engine.reducer_state_after(
                             &self.path,
                             &self.name,
-                            Some(min),
+                            sent.unwrap_or(-2),
+                            *version,
                             self.heartbeat,
                         );
                         tokio::select! {
@@ -134,8 +138,13 @@ impl Live {
                         }
                     }
                 };
-                // nothing newer than what was sent (a rebuild is sent once it passes it)
-                if sent.is_some_and(|s| s >= answer.index) {
+                // nothing newer than what was sent: no further fold, and the same
+                // version (a redeploy's rebuild is sent once it takes over)
+                let newer_version = version.is_some_and(|v| v != answer.version);
+                // (a client resuming with Last-Event-ID has the state of the version
+                // answering now)
+                *version = Some(answer.version);
+                if sent.is_some_and(|s| s >= answer.index) && !newer_version {
                     return Some(Bytes::from_static(b": heartbeat\n\n"));
                 }
                 *sent = Some(answer.index);

@@ -103,6 +103,13 @@ pub async fn replay(state: AppState, path: StreamPath, id: &str, uri: &Uri) -> A
     Ok((StatusCode::ACCEPTED, axum::Json(replay)).into_response())
 }
 
+/// `POST .../webhooks/{id}/pause`: deliveries stop until a resume (a paused webhook
+/// is left as it is).
+pub async fn pause(state: AppState, path: StreamPath, id: &str, uri: &Uri) -> ApiResult<Response> {
+    Params::parse(uri)?.finish()?;
+    Ok(axum::Json(state.engine.pause_webhook(&path, id).await?).into_response())
+}
+
 /// `POST .../webhooks/{id}/resume`: a paused webhook delivers again from its cursor.
 pub async fn resume(state: AppState, path: StreamPath, id: &str, uri: &Uri) -> ApiResult<Response> {
     Params::parse(uri)?.finish()?;

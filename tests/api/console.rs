@@ -1,0 +1,520 @@
+//! The web console at `/ui`, driven in headless Chromium over WebDriver (chromedriver,
+//! through fantoccini) against a real server: browsing, a live event, a reducer's
+//! state changing live, a deploy with a syntax error shown at its line, a webhook
+//! paused and resumed, a key sign-in on a server with access control, hostile event
+//! data shown as text, and paging on a long stream.
+//!
+//! chromedriver is `EDDY_CHROMEDRIVER`, else `chromedriver` on PATH, and Chromium is
+//! found as in `browser.rs`; without them the tests are skipped, unless
+//! `EDDY_REQUIRE_BROWSER=1` (which `.ci/run` sets once it has installed them).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use crate::common::{TestServer, free_port, spawn_server, spawn_server_with};
+
+const ADMIN: &str = "console-admin-token-0123456789";
+
+fn find(var: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    names
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// Headless Chromium under chromedriver, both gone when dropped.
+struct Browser {
+    client: Client,
+    base: String,
+    _driver: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// A browser for the console of `base`, or `None` (the test is skipped) when
+    /// chromedriver or Chromium is missing.
+    async fn open(base: &str) -> Option<Browser> {
+        let driver = find("EDDY_CHROMEDRIVER", &["chromedriver"]);
+        let chromium = find(
+            "EDDY_CHROMIUM",
+            &["chromium", "chromium-browser", "google-chrome"],
+        );
+        let (Some(driver), Some(chromium)) = (driver, chromium) else {
+            assert!(
+                std::env::var_os("EDDY_REQUIRE_BROWSER").is_none(),
+                "EDDY_REQUIRE_BROWSER is set but chromedriver or chromium is missing"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "console browser test SKIPPED: no chromedriver and Chromium (Debian: \
+                 apt-get install chromium chromium-driver)"
+            );
+            return None;
+        };
+        let profile = tempfile::tempdir().expect("profile dir");
+        let port = free_port();
+        let mut child = Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .env("XDG_CONFIG_HOME", profile.path())
+            .env("XDG_CACHE_HOME", profile.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", driver.display()));
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.path().join("p").display()),
+                ],
+            }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) => {
+                    if let Some(status) = child.try_wait().expect("chromedriver status") {
+                        panic!("chromedriver exited ({status})");
+                    }
+                    assert!(Instant::now() < deadline, "no WebDriver session: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        Some(Browser {
+            client,
+            base: base.to_owned(),
+            _driver: child,
+            _profile: profile,
+        })
+    }
+
+    async fn goto(&self, hash: &str) {
+        self.client
+            .goto(&format!("{}/ui{hash}", self.base))
+            .await
+            .expect("goto");
+    }
+
+    /// Waits until the element `css` exists and its text satisfies `ok`, and
+    /// answers that text.
+    async fn text_where(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        loop {
+            if let Ok(el) = self.client.find(Locator::Css(css)).await
+                && let Ok(t) = el.text().await
+            {
+                if ok(&t) {
+                    return t;
+                }
+                last = t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed what was expected; its text was {last:?}; the page: {}",
+                self.page_text().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn text_has(&self, css: &str, needle: &str) -> String {
+        self.text_where(css, |t| t.contains(needle)).await
+    }
+
+    async fn click(&self, css: &str) {
+        self.text_where(css, |_| true).await;
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .expect(css)
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        self.text_where(css, |_| true).await;
+        let el = self.client.find(Locator::Css(css)).await.expect(css);
+        el.clear().await.expect("clear");
+        el.send_keys(text).await.expect("send keys");
+    }
+
+    /// Sets a textarea's value at once (typing code key by key is slow and
+    /// auto-indents nothing here, but a value is what a paste gives).
+    async fn set_value(&self, css: &str, value: &str) {
+        self.text_where(css, |_| true).await;
+        self.client
+            .execute(
+                "const el = document.querySelector(arguments[0]); el.value = arguments[1]; \
+                 el.dispatchEvent(new Event('input'));",
+                vec![json!(css), json!(value)],
+            )
+            .await
+            .expect("set value");
+    }
+
+    async fn page_text(&self) -> String {
+        match self.client.find(Locator::Css("body")).await {
+            Ok(b) => b.text().await.unwrap_or_default(),
+            Err(e) => format!("(no body: {e})"),
+        }
+    }
+
+    async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
+
+/// A webhook receiver that answers 204 and counts deliveries.
+async fn receiver() -> (String, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, count)
+}
+
+async fn put_code(s: &TestServer, path: &str, code: &str) -> Value {
+    let r = s
+        .client
+        .put(s.url(path))
+        .header("Content-Type", "application/javascript")
+        .body(code.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_browses_tails_deploys_and_pauses_on_an_open_server() {
+    let s = spawn_server_with(|c| c.allow_private_webhooks = true).await;
+    s.post_ok("/acme/clicks", "click", json!({"url": "/home"}))
+        .await;
+    s.post_ok("/acme/clicks", "click", json!({"url": "/about"}))
+        .await;
+    put_code(&s, "/acme/clicks.count", "(n = 0, e) => n + 1").await;
+    let Some(b) = Browser::open(&s.base).await else {
+        return;
+    };
+
+    // accounts → streams with their counts → the stream's events
+    b.goto("#/").await;
+    b.click("#accounts a").await;
+    let streams = b.text_has("#streams", "clicks").await;
+    assert!(streams.contains("2"), "{streams}");
+    b.click("#streams a").await;
+    let events = b.text_has("#events", "/about").await;
+    assert!(events.contains("click"), "{events}");
+
+    // one event in full: the envelope, the headers and the data as sent
+    b.click("#events tr.click a").await;
+    b.text_has("#envelope", "\"index\": 0").await;
+    b.text_has("#raw-headers", "event-type").await;
+    b.text_has("#raw", "/home").await;
+
+    // the live tail sees an event appended after it opened
+    b.goto("#/stream/acme%2Fclicks?tab=live").await;
+    b.text_has("#live-state", "live").await;
+    s.post_ok("/acme/clicks", "click", json!({"url": "/live-one"}))
+        .await;
+    b.text_has("#live-rows", "/live-one").await;
+
+    // the reducer's state changes live, without a reload
+    b.goto("#/reducer/acme%2Fclicks/count").await;
+    b.text_where("#state", |t| t.trim() == "3").await;
+    s.post_ok("/acme/clicks", "click", json!({"url": "/four"}))
+        .await;
+    b.text_where("#state", |t| t.trim() == "4").await;
+    b.text_has("#reducer-status", "running").await;
+
+    // a deploy with a syntax error shows it at its line, and stores nothing
+    b.set_value(
+        "#code",
+        "export default (state = 0, event) => {\n  const x = ;\n  return state + 1;\n};\n",
+    )
+    .await;
+    b.click("#deploy").await;
+    let error = b.text_has("#deploy-error", "syntax error").await;
+    assert!(error.contains("line 2"), "{error}");
+    b.text_where(".gutter .bad", |t| t == "2").await;
+    assert_eq!(
+        s.get("/acme/clicks.count?source")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "(n = 0, e) => n + 1"
+    );
+    // the fixed code deploys, and the state follows the new code
+    b.set_value("#code", "(n = 0, e) => n + 10").await;
+    b.click("#deploy").await;
+    b.text_has("#deployed", "Deployed").await;
+    b.text_where("#state", |t| t.trim() == "40").await;
+
+    // a new reducer, in TypeScript
+    b.goto("#/new-reducer/acme%2Fclicks").await;
+    b.type_into("#reducer-name", "urls").await;
+    b.client
+        .find(Locator::Css("#language"))
+        .await
+        .unwrap()
+        .select_by_value("typescript")
+        .await
+        .unwrap();
+    b.set_value(
+        "#code",
+        "export default (s: string[] = [], e: { data: { url: string } }): string[] => [...s, e.data.url];",
+    )
+    .await;
+    b.click("#deploy").await;
+    b.text_has("#state", "/live-one").await;
+
+    // a webhook paused from the console gets nothing until it is resumed
+    let (hook_url, delivered) = receiver().await;
+    let made = s
+        .call(
+            "POST",
+            "/acme/clicks/webhooks",
+            &[],
+            json!({ "url": hook_url }),
+        )
+        .await;
+    assert_eq!(made.status(), 201);
+    let id = made.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.goto("#/stream/acme%2Fclicks?tab=webhooks").await;
+    b.text_has(&format!("#webhook-{id} .webhook-status"), "active")
+        .await;
+    b.click(&format!("#webhook-{id} button.pause")).await;
+    b.text_has(&format!("#webhook-{id} .webhook-status"), "paused")
+        .await;
+    let hook = s
+        .get_json(&format!("/acme/clicks/webhooks/{id}"), 200)
+        .await;
+    assert_eq!(hook["status"], "paused", "{hook}");
+    let before = delivered.load(Ordering::SeqCst);
+    s.post_ok("/acme/clicks", "click", json!({"url": "/while-paused"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        delivered.load(Ordering::SeqCst),
+        before,
+        "paused, yet delivered"
+    );
+    b.click(&format!("#webhook-{id} button.resume")).await;
+    b.text_has(&format!("#webhook-{id} .webhook-status"), "active")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delivered.load(Ordering::SeqCst) == before {
+        assert!(
+            Instant::now() < deadline,
+            "nothing delivered after the resume"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // the other tabs answer
+    b.goto("#/stream/acme%2Fclicks?tab=reducers").await;
+    b.text_has("#reducers", "urls").await;
+    b.goto("#/stream/acme%2Fclicks?tab=settings").await;
+    b.text_has("#tab-body", "Save").await;
+    b.goto("#/stream/acme%2Fclicks?tab=logs").await;
+    b.text_has("#tab-body", "New entries").await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_data_from_a_tenant_is_shown_as_text_never_run() {
+    let s = spawn_server().await;
+    let hostile =
+        "<img src=x onerror=\"document.title='owned'\"><script>document.title='owned'</script>";
+    s.post_ok("/acme/evil", "x", json!({ "html": hostile }))
+        .await;
+    s.post_ok("/acme/evil", "<b>type</b>", json!(hostile)).await;
+    let Some(b) = Browser::open(&s.base).await else {
+        return;
+    };
+    b.goto("#/stream/acme%2Fevil").await;
+    b.text_has("#events", "<img src=x").await;
+    b.text_has("#events", "<b>type</b>").await;
+    b.goto("#/event/acme%2Fevil/0").await;
+    b.text_has("#raw", "<script>").await;
+    let injected = b
+        .client
+        .execute(
+            "return document.querySelectorAll('main img, main script, main b').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(injected, json!(0));
+    let title = b.client.title().await.unwrap();
+    assert_eq!(title, "eddy console");
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_with_a_key_keeps_it_for_the_session_only() {
+    let s = spawn_server_with(|c| c.admin_token = Some(ADMIN.into())).await;
+    let admin = format!("Bearer {ADMIN}");
+    let made = s
+        .call(
+            "POST",
+            "/api/accounts",
+            &[("Authorization", &admin)],
+            json!({"name": "acme"}),
+        )
+        .await;
+    assert_eq!(made.status(), 201);
+    let key = made.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .client
+        .post(s.url("/acme/orders"))
+        .header("Authorization", format!("Bearer {key}"))
+        .header("Event-Type", "order")
+        .json(&json!({"total": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let Some(b) = Browser::open(&s.base).await else {
+        return;
+    };
+
+    // without a key the console asks for one
+    b.goto("#/").await;
+    b.text_has("main", "Sign in").await;
+    // a wrong key is refused, and not kept
+    b.type_into("#key", "eddy_nope_wrong").await;
+    b.click("#login-form button").await;
+    b.text_has(".error", "").await;
+    let kept = b
+        .client
+        .execute("return sessionStorage.getItem('eddy.key')", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept, Value::Null);
+    // the account's key opens its account
+    b.type_into("#key", &key).await;
+    b.click("#login-form button").await;
+    b.text_has("#streams", "orders").await;
+    b.click("#streams a").await;
+    b.text_has("#events", "\"total\":5").await;
+    // kept in session storage only, never in local storage or a cookie
+    let stored = b
+        .client
+        .execute(
+            "return [sessionStorage.getItem('eddy.key'), localStorage.length, document.cookie]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, json!([key, 0, ""]));
+    // signing out forgets it
+    b.click("#logout").await;
+    b.text_has("main", "Sign in").await;
+    let kept = b
+        .client
+        .execute("return sessionStorage.getItem('eddy.key')", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept, Value::Null);
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_stream_is_paged_and_its_last_page_found_without_reading_it_all() {
+    let s = spawn_server().await;
+    let n = 20_000;
+    let mut body = String::new();
+    for i in 0..n {
+        body.push_str(&format!("{{\"i\":{i}}}\n"));
+    }
+    let r = s
+        .client
+        .post(s.url("/acme/long"))
+        .header("Content-Type", "application/x-ndjson")
+        .header("Event-Type", "n")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let Some(b) = Browser::open(&s.base).await else {
+        return;
+    };
+    b.goto("#/stream/acme%2Flong").await;
+    b.text_has("#events", "{\"i\":49}").await;
+    let rows = b
+        .client
+        .execute(
+            "return document.querySelectorAll('#events tr.click').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, json!(50));
+    b.click("#next").await;
+    b.text_has("#events", "{\"i\":99}").await;
+    let started = Instant::now();
+    b.click("#last").await;
+    b.text_has("#events", &format!("{{\"i\":{}}}", n - 1)).await;
+    println!(
+        "console: last page of {n} events in {:?}",
+        started.elapsed()
+    );
+    // a jump by index
+    b.type_into("#jump", "12345").await;
+    b.click("form.bar button").await;
+    b.text_has("#events", "{\"i\":12345}").await;
+    b.close().await;
+}
