@@ -31,6 +31,20 @@ pub fn unknown_endpoint(state: &AppState) -> ApiError {
     ))
 }
 
+/// An open server's `/api/accounts`: the listing, and for any other method the 404
+/// of the admin API it does not have.
+pub async fn open_accounts(
+    method: Method,
+    state: State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Response> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(unknown_endpoint(&state));
+    }
+    list_accounts(state, headers, uri).await
+}
+
 /// Whether a request path is under `/api` (its first segment, percent-decoded).
 pub fn is_api_path(path: &str) -> bool {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");

@@ -2,7 +2,7 @@
 //! endpoint takes, any other `/api` path is a JSON 404 (with or without an admin
 //! token), and key creation refuses fields it does not know.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::access::{ADMIN, account, secured, send};
 use crate::common::{assert_error, spawn_server};
@@ -13,8 +13,8 @@ async fn wrong_methods_name_the_methods_really_allowed() {
     account(&s, "acme").await;
     let admin = format!("Bearer {ADMIN}");
     for (method, path, allow) in [
-        ("GET", "/api/accounts", "POST"),
-        ("DELETE", "/api/accounts", "POST"),
+        ("DELETE", "/api/accounts", "GET, HEAD, POST"),
+        ("PUT", "/api/accounts", "GET, HEAD, POST"),
         ("DELETE", "/api/accounts/acme/keys", "GET, HEAD, POST"),
         ("PUT", "/api/accounts/acme/keys", "GET, HEAD, POST"),
         ("GET", "/api/accounts/acme/keys/k1", "DELETE"),
@@ -56,7 +56,7 @@ async fn an_open_server_has_no_admin_api_at_any_path_or_method() {
     let s = spawn_server().await;
     for (method, path) in [
         ("POST", "/api/accounts"),
-        ("GET", "/api/accounts"),
+        ("DELETE", "/api/accounts"),
         ("GET", "/api/accounts/acme"),
         ("DELETE", "/api/accounts/acme/keys"),
         ("GET", "/api/accounts/acme/keys"),
@@ -96,4 +96,37 @@ async fn key_creation_refuses_unknown_fields() {
         r.json::<Value>().await.unwrap().as_array().unwrap().len(),
         4
     );
+}
+
+#[tokio::test]
+async fn the_account_listing_shows_each_caller_what_it_may_see() {
+    // open: the accounts that have streams
+    let s = spawn_server().await;
+    assert_eq!(s.get_json("/api/accounts", 200).await, json!([]));
+    s.post_ok("/zeta/a", "x", json!({})).await;
+    s.post_ok("/acme/a", "x", json!({})).await;
+    s.post_ok("/acme/b", "x", json!({})).await;
+    assert_eq!(
+        s.get_json("/api/accounts", 200).await,
+        json!([{"name": "acme"}, {"name": "zeta"}])
+    );
+    assert_error(s.get("/api/accounts?all=1").await, 400, "all=1").await;
+
+    // with access control: every account for the admin, its own for a key
+    let s = secured().await;
+    let acme = format!("Bearer {}", account(&s, "acme").await);
+    account(&s, "bob").await;
+    let admin = format!("Bearer {ADMIN}");
+    let list = |auth: Option<String>| {
+        let s = &s;
+        async move { send(s, "GET", "/api/accounts", auth.as_deref(), None).await }
+    };
+    let all: Value = list(Some(admin)).await.json().await.unwrap();
+    assert_eq!(all, json!([{"name": "acme"}, {"name": "bob"}]));
+    let own: Value = list(Some(acme)).await.json().await.unwrap();
+    assert_eq!(own, json!([{"name": "acme"}]));
+    assert_error(list(None).await, 401, "admin token").await;
+    assert_error(list(Some("Bearer eddy_x_wrong".into())).await, 403, "").await;
+    let r = list(Some("Basic YTpi".into())).await;
+    assert_eq!(r.status(), 401);
 }

@@ -88,6 +88,25 @@ async fn a_state_is_pushed_as_it_changes_and_resumes_after_its_id() {
 }
 
 #[tokio::test]
+async fn a_redeploy_sends_the_rebuilt_state_once_it_takes_over_at_the_same_index() {
+    let s = spawn_server().await;
+    assert_eq!(deploy(&s, "/acme/orders.count", COUNT).await.status(), 201);
+    for _ in 0..3 {
+        s.post_ok("/acme/orders", "order", json!({})).await;
+    }
+    let r = s.get("/acme/orders.count?min-index=2&wait=10000").await;
+    assert_eq!(r.headers()["reducer-index"], "2");
+    let mut live = watch(&s, "/acme/orders.count", None).await;
+    assert_eq!(next(&mut live).await, ("2".to_owned(), json!(3)));
+    let r = deploy(&s, "/acme/orders.count", "(n = 0, e) => n + 10").await;
+    assert_eq!(r.status(), 200);
+    // no new event: the same index, the new version's state
+    assert_eq!(next(&mut live).await, ("2".to_owned(), json!(30)));
+    s.post_ok("/acme/orders", "order", json!({})).await;
+    assert_eq!(next(&mut live).await, ("3".to_owned(), json!(40)));
+}
+
+#[tokio::test]
 async fn a_factory_sends_the_states_of_the_substreams_it_picks() {
     let s = spawn_server().await;
     s.post_ok("/acme/carts('c1')", "add", json!({})).await;

@@ -429,3 +429,78 @@ async fn replay_from_recalls_what_the_new_code_does_not_make_and_appends_what_it
     let r = put_pipe(&s, &format!("{pipe}?replay-from=x"), None).await;
     assert_error(r, 400, "replay-from").await;
 }
+
+#[tokio::test]
+async fn a_streams_pipes_are_listed_with_their_status() {
+    let s = spawn_server().await;
+    assert_eq!(s.get_json("/acme/src/pipes", 200).await, json!([]));
+    assert_eq!(
+        put_pipe(&s, "/acme/src/pipe/acme/copy", None)
+            .await
+            .status(),
+        201
+    );
+    let code = "export default (e) => ({ data: { n: e.data.n * 2 } })";
+    assert_eq!(
+        put_pipe(&s, "/acme/src/pipe/acme/double?type=n", Some(code))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        put_pipe(&s, "/acme/other/pipe/acme/copy", None)
+            .await
+            .status(),
+        201
+    );
+    s.post_ok("/acme/src", "n", json!({"n": 2})).await;
+    wait_for_events(&s.base, "/acme/double", 1).await;
+    let list = s.get_json("/acme/src/pipes", 200).await;
+    let list = list.as_array().unwrap();
+    let ends: Vec<(&str, &str, &str)> = list
+        .iter()
+        .map(|p| {
+            (
+                p["destination"].as_str().unwrap(),
+                p["mode"].as_str().unwrap(),
+                p["selector"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [("acme/copy", "copy", ""), ("acme/double", "map", "type=n")]
+    );
+    assert!(list.iter().all(|p| p["origin"] == "acme/src"), "{list:?}");
+    // a factory lists the pipes from its substreams too; a substream its own
+    assert_eq!(
+        put_pipe(&s, "/acme/f('a')/pipe/acme/fa", None)
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        put_pipe(&s, "/acme/f/pipe/acme/all", None).await.status(),
+        201
+    );
+    assert_eq!(
+        s.get_json("/acme/f/pipes", 200)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let own = s.get_json("/acme/f('a')/pipes", 200).await;
+    assert_eq!(own.as_array().unwrap().len(), 1, "{own}");
+    assert_eq!(own[0]["destination"], "acme/fa");
+    let r = s
+        .client
+        .post(s.url("/acme/src/pipes"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 405, "GET").await;
+    assert_error(s.get("/acme/src/pipes?x=1").await, 400, "x").await;
+    assert_error(s.get("/acme/src/pipes/more").await, 400, "more").await;
+}

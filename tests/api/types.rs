@@ -305,3 +305,47 @@ async fn pipes_into_a_typed_stream_refuse_what_does_not_match() {
     let status = s.get_json("/acme/src/pipe/acme/dest", 200).await;
     assert_eq!(status["errors"], 1, "{status}");
 }
+
+#[tokio::test]
+async fn a_streams_types_are_listed_with_schema_and_typescript() {
+    let s = spawn_server().await;
+    assert_eq!(s.get_json("/acme/clicks/types", 200).await, json!([]));
+    assert_eq!(
+        put_type(&s, "/acme/clicks:click", CLICK).await.status(),
+        201
+    );
+    assert_eq!(
+        put_type(&s, "/acme/clicks:a-view", r#"{"type": "string"}"#)
+            .await
+            .status(),
+        201
+    );
+    let list = s.get_json("/acme/clicks/types", 200).await;
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a-view", "click"]);
+    assert_eq!(
+        list[1]["schema"],
+        serde_json::from_str::<Value>(CLICK).unwrap()
+    );
+    let ts = s.get("/acme/clicks:click.ts").await.text().await.unwrap();
+    assert_eq!(list[1]["typescript"], ts.as_str());
+    // types belong to the stream, not to a substream
+    assert_error(
+        s.get("/acme/clicks('x')/types").await,
+        400,
+        "belong to the stream",
+    )
+    .await;
+    let r = s
+        .client
+        .put(s.url("/acme/clicks/types"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 405, "GET").await;
+}

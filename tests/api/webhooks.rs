@@ -584,3 +584,84 @@ async fn a_splice_is_delivered_as_its_own_type_then_the_new_history_from_index_0
     let ns: Vec<&Value> = all[5..7].iter().map(|b| &b["data"]["n"]).collect();
     assert_eq!(ns, [&json!(1), &json!(3)]);
 }
+
+#[tokio::test]
+async fn a_webhook_paused_by_request_keeps_its_place_across_a_restart_and_resumes_there() {
+    let s = spawn_server_with(fast_retries).await;
+    let rx = Receiver::start().await;
+    let (id, secret) = create(&s, "/acme/s", json!({"url": rx.url})).await;
+    rx.set_secret(&secret);
+    s.post_ok("/acme/s", "a", json!(0)).await;
+    assert_eq!(indexes(&rx.accepted(1).await), [0]);
+    let hook = format!("/acme/s/webhooks/{id}");
+    let pause = |s: &TestServer| {
+        let url = s.url(&format!("{hook}/pause"));
+        let client = s.client.clone();
+        async move { client.post(url).send().await.unwrap() }
+    };
+    let r = pause(&s).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["pausedReason"].as_str()),
+        (Some("paused"), Some("paused by request")),
+        "{v}"
+    );
+    // pausing again changes nothing
+    assert_eq!(pause(&s).await.status(), 200);
+    for n in 1..4 {
+        s.post_ok("/acme/s", "a", json!(n)).await;
+    }
+    // the log says who paused it (an info entry, not an error)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = s.get_json("/acme/s/logs", 200).await;
+        if logs.as_array().unwrap().iter().any(|e| {
+            e["type"] == "info"
+                && e["data"]["webhook"] == id.as_str()
+                && e["data"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("paused by request"))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log entry: {logs}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut s = s;
+    s.restart().await;
+    assert_eq!(s.get_json(&hook, 200).await["status"], "paused");
+    // nothing was sent while paused: the receiver still has the one event
+    assert_eq!(rx.got().len(), 1);
+    let r = s
+        .client
+        .post(s.url(&format!("{hook}/resume")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(indexes(&rx.accepted(4).await), [0, 1, 2, 3]);
+
+    // hostile and wrong requests
+    let r = s
+        .client
+        .get(s.url(&format!("{hook}/pause")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 405, "POST").await;
+    let r = s
+        .client
+        .post(s.url("/acme/s/webhooks/nope/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "nope").await;
+    let r = s
+        .client
+        .post(s.url(&format!("{hook}/pause?now=1")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "now").await;
+}
