@@ -239,9 +239,6 @@ pub async fn delete_key(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /api/cluster`: the live nodes, what each holds leases on, and every lease
-/// (admin; anyone on an open server, which listens on loopback only). A server on the
-/// embedded database is a cluster of one and answers so.
 /// `GET /api/accounts`: the accounts the caller may see (see
 /// [`eddy_engine::Engine::visible_accounts`]), on an open server too: the web console
 /// starts here, and it tells a key which account it belongs to.
@@ -262,6 +259,9 @@ pub async fn list_accounts(
     Ok(Json(list).into_response())
 }
 
+/// `GET /api/cluster`: the live nodes, what each holds leases on, and every lease
+/// (admin; anyone on an open server, which listens on loopback only). A server on the
+/// embedded database is a cluster of one and answers so.
 pub async fn cluster(
     State(state): State<AppState>,
     headers: HeaderMap,

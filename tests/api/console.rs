@@ -359,6 +359,18 @@ async fn the_console_browses_tails_deploys_and_pauses_on_an_open_server() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // a pipe added from the console, and deleted (a second click confirms)
+    b.goto("#/stream/acme%2Fclicks?tab=pipes").await;
+    b.type_into("#pipe-to", "acme/copies").await;
+    b.click("form button[type=submit]").await;
+    b.text_has("#pipes", "acme/copies").await;
+    let pipes = s.get_json("/acme/clicks/pipes", 200).await;
+    assert_eq!(pipes[0]["destination"], "acme/copies", "{pipes}");
+    b.click("#pipes button.delete").await;
+    b.click("#pipes button.delete").await;
+    b.text_has("#tab-body", "No pipes from this stream").await;
+    assert_eq!(s.get_json("/acme/clicks/pipes", 200).await, json!([]));
+
     // the other tabs answer
     b.goto("#/stream/acme%2Fclicks?tab=reducers").await;
     b.text_has("#reducers", "urls").await;
@@ -396,6 +408,79 @@ async fn event_data_from_a_tenant_is_shown_as_text_never_run() {
     assert_eq!(injected, json!(0));
     let title = b.client.title().await.unwrap();
     assert_eq!(title, "eddy console");
+
+    // the raw form of an HTML event, opened in the console's origin, runs nothing
+    let r = s
+        .client
+        .post(s.url("/acme/evil"))
+        .header("Content-Type", "text/html")
+        .header("Event-Type", "page")
+        .body("<script>sessionStorage.setItem('stolen', 'yes')</script><p id=p>hi</p>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = s.get("/acme/evil/2?raw").await;
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("sandbox"), "{csp}");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    b.client.goto(&s.url("/acme/evil/2?raw")).await.unwrap();
+    b.text_has("#p", "hi").await;
+    b.goto("#/").await;
+    let stolen = b
+        .client
+        .execute("return sessionStorage.getItem('stolen')", vec![])
+        .await
+        .unwrap();
+    assert_eq!(stolen, Value::Null);
+
+    // substream args with /, ?, # and .. stay inside the args: the console reads
+    // the substream it shows, not another path
+    let args = "('../../other/x?limit=1#y')";
+    let encoded: String =
+        percent_encoding::utf8_percent_encode(args, percent_encoding::NON_ALPHANUMERIC).collect();
+    s.post_ok(&format!("/acme/f{encoded}"), "x", json!({"here": true}))
+        .await;
+    s.post_ok("/other/x", "x", json!({"elsewhere": true})).await;
+    let hash: String = percent_encoding::utf8_percent_encode(
+        &format!("acme/f{args}"),
+        percent_encoding::NON_ALPHANUMERIC,
+    )
+    .collect();
+    b.goto(&format!("#/stream/{hash}")).await;
+    b.text_has("#events", "\"here\":true").await;
+    assert!(!b.page_text().await.contains("elsewhere"));
+    // a path that is no stream is refused before any request
+    b.goto("#/stream/%2Fevil.example%2Fx").await;
+    b.text_has(".error", "is not a stream").await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_factory_reducer_page_shows_its_substreams_states_live() {
+    let s = spawn_server().await;
+    s.post_ok("/acme/carts('a')", "add", json!({})).await;
+    s.post_ok("/acme/carts('b')", "add", json!({})).await;
+    put_code(&s, "/acme/carts.items", "(n = 0, e) => n + 1").await;
+    let r = s.get("/acme/carts('b').items?min-index=0&wait=10000").await;
+    assert_eq!(r.headers()["reducer-index"], "0");
+    let Some(b) = Browser::open(&s.base).await else {
+        return;
+    };
+    b.goto("#/reducer/acme%2Fcarts/items").await;
+    b.text_has("#states", "acme/carts('a')").await;
+    b.text_has("#states", "acme/carts('b')").await;
+    s.post_ok("/acme/carts('c')", "add", json!({})).await;
+    s.post_ok("/acme/carts('c')", "add", json!({})).await;
+    let states = b.text_has("#states", "acme/carts('c')").await;
+    b.text_where("#states tbody tr:first-child", |t| {
+        t.contains("carts('c')") && t.ends_with('2')
+    })
+    .await;
+    assert!(states.contains("carts('a')"), "{states}");
+    // the substreams tab lists them, each a link to its own page
+    b.goto("#/stream/acme%2Fcarts?tab=substreams").await;
+    b.text_has("#substreams", "'c' 2 1").await;
     b.close().await;
 }
 
@@ -436,7 +521,7 @@ async fn signing_in_with_a_key_keeps_it_for_the_session_only() {
     // a wrong key is refused, and not kept
     b.type_into("#key", "eddy_nope_wrong").await;
     b.click("#login-form button").await;
-    b.text_has(".error", "").await;
+    b.text_has(".error", "credentials").await;
     let kept = b
         .client
         .execute("return sessionStorage.getItem('eddy.key')", vec![])

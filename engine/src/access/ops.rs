@@ -53,17 +53,28 @@ impl Engine {
             return crate::store::read::stream_accounts(&self.store.reads).await;
         }
         let keys = self.access.keys();
-        let own = [&creds.bearer, &creds.token]
+        // every credential given must be someone's, as everywhere else; the admin
+        // token outranks an account key given with it
+        let given: Vec<Option<super::Identity>> = [&creds.bearer, &creds.token]
             .into_iter()
             .filter_map(|c| c.as_deref())
-            .find_map(|c| match keys.identify(c) {
-                Some(super::Identity::Account(a)) => Some(a),
-                _ => None,
-            });
-        if let Some(account) = own
-            && creds.unusable.is_none()
-        {
-            return Ok(vec![account]);
+            .map(|c| keys.identify(c))
+            .collect();
+        let known = creds.unusable.is_none()
+            && creds.hmac.is_none()
+            && !given.is_empty()
+            && given.iter().all(Option::is_some);
+        if known && !given.contains(&Some(super::Identity::Admin)) {
+            let mut own: Vec<String> = given
+                .into_iter()
+                .filter_map(|i| match i {
+                    Some(super::Identity::Account(a)) => Some(a),
+                    _ => None,
+                })
+                .collect();
+            own.sort_unstable();
+            own.dedup();
+            return Ok(own);
         }
         self.access.decide_admin(creds)?;
         Ok(keys.accounts())

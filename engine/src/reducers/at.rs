@@ -292,7 +292,7 @@ fn fold(source: &FoldSource, t: &Travel, mut types: TypeChecks<'_>) -> Result<St
     Ok(StateAnswer {
         json,
         index: t.at,
-        version: 0,
+        version: None,
     })
 }
 

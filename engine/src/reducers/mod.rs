@@ -46,9 +46,9 @@ pub struct StateAnswer {
     pub json: Option<String>,
     /// The last index folded (every event up to it was seen), -1 before the first.
     pub index: i64,
-    /// The reducer version that answered: a redeploy's rebuilt version answers with
-    /// another, possibly at the same index.
-    pub version: i64,
+    /// The reducer version that answered (a redeploy's rebuilt version answers with
+    /// another, possibly at the same index); `None` for a state recomputed for `?at=`.
+    pub version: Option<i64>,
 }
 
 /// One substream's state in a factory listing.

@@ -39,7 +39,7 @@ impl crate::Engine {
         wait: Duration,
     ) -> Result<StateAnswer> {
         self.reducer_state_when(path, name, wait, |a| {
-            a.index > index || version.is_some_and(|v| v != a.version)
+            a.index > index || (version.is_some() && a.version.is_some() && version != a.version)
         })
         .await
     }
@@ -72,7 +72,7 @@ impl crate::Engine {
                 None => StateAnswer {
                     json: None,
                     index: -1,
-                    version: found.reducer_id,
+                    version: Some(found.reducer_id),
                 },
                 Some(sid) => {
                     // the index first: a state read after it is as new or newer
@@ -91,18 +91,22 @@ impl crate::Engine {
                                 sid,
                             )
                             .await?;
-                            if saved.is_none() && self.replaced(stream_id, name, found.reducer_id) {
+                            if saved.is_some() {
+                                saved.and_then(|(_, state)| state)
+                            } else if self.replaced(stream_id, name, found.reducer_id) {
                                 // a rebuilt version took over (and its checkpoint deleted
                                 // this one's states) between the lookup and the read
                                 continue;
+                            } else {
+                                self.stored_state_of_active(stream_id, name, found.reducer_id, sid)
+                                    .await?
                             }
-                            saved.and_then(|(_, state)| state)
                         }
                     };
                     StateAnswer {
                         json,
                         index,
-                        version: found.reducer_id,
+                        version: Some(found.reducer_id),
                     }
                 }
             };
@@ -172,6 +176,26 @@ impl crate::Engine {
                 },
             })
             .collect())
+    }
+
+    /// The state of substream `sid` that the stored active version of reducer `name`
+    /// has, when that version is not `published` (on a node whose published map has
+    /// not yet learnt of another node's promotion); `None` otherwise.
+    async fn stored_state_of_active(
+        &self,
+        stream_id: i64,
+        name: &ReducerName,
+        published: i64,
+        sid: i64,
+    ) -> Result<Option<String>> {
+        let active =
+            reducer_reads::active_version(&self.store.reads, stream_id, name.as_str()).await?;
+        Ok(match active {
+            Some(v) if v != published => reducer_reads::saved_state(&self.store.reads, v, sid)
+                .await?
+                .and_then(|(_, state)| state),
+            _ => None,
+        })
     }
 
     /// Whether reducer `name` of a stream is no longer answered by version `id`.

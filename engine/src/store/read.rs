@@ -365,7 +365,6 @@ pub struct StreamEntry {
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// An account's streams by name, after `after`.
 /// The accounts that have streams, by name (the server's own `eddy` account aside).
 pub async fn stream_accounts(reads: &Reads) -> Result<Vec<String>> {
     let rows = reads
@@ -377,6 +376,7 @@ pub async fn stream_accounts(reads: &Reads) -> Result<Vec<String>> {
     rows.iter().map(|r| r.text(0)).collect()
 }
 
+/// An account's streams by name, after `after`.
 pub async fn list_streams(
     reads: &Reads,
     account: &str,

@@ -23,6 +23,22 @@ pub(crate) async fn saved_state(
     row.map(|r| Ok((r.int(0)?, r.opt_text(1)?))).transpose()
 }
 
+/// The version of reducer `name` of a stream that answers reads, as stored (another
+/// node's promotion shows here before this node's published map learns of it).
+pub(crate) async fn active_version(
+    reads: &Reads,
+    stream_id: i64,
+    name: &str,
+) -> Result<Option<i64>> {
+    let row = reads
+        .optional(
+            "SELECT id FROM reducers WHERE stream_id = $1 AND name = $2 AND status = 'active'",
+            args![stream_id, name],
+        )
+        .await?;
+    row.map(|r| r.int(0)).transpose()
+}
+
 /// The last index of substream `sid` at or before global position `position` (-1
 /// when it has none there): a factory reducer's `Reducer-Index` for that substream.
 pub(crate) async fn substream_index(reads: &Reads, sid: i64, position: i64) -> Result<i64> {

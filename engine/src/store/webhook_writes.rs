@@ -39,7 +39,8 @@ pub(crate) enum WebhookWrite {
         cursor: crate::order::Position,
         fence: Option<super::cluster::Fence>,
     },
-    /// Stops deliveries and says why in the stream's log.
+    /// Stops deliveries and says why in the stream's log; `Ok(false)` (and no log
+    /// entry) when the webhook is gone or already paused.
     Pause {
         id: String,
         cursor: crate::order::Position,
@@ -134,7 +135,7 @@ pub(super) fn webhook(l: &mut Ledger, write: WebhookWrite, staged: &mut Staged) 
             let (stream, entry) = *log;
             let n = l.db.exec(
                     "UPDATE webhooks SET paused = ?1, cursor = CASE WHEN cursor > ?2 THEN cursor ELSE ?2 END, failures = ?4 \
-                         WHERE id = ?3",
+                         WHERE id = ?3 AND paused IS NULL",
                     vals![reason, cursor, id, failures],
                 )?;
             if n > 0 {

@@ -140,10 +140,14 @@ impl Live {
                 };
                 // nothing newer than what was sent: no further fold, and the same
                 // version (a redeploy's rebuild is sent once it takes over)
-                let newer_version = version.is_some_and(|v| v != answer.version);
-                // (a client resuming with Last-Event-ID has the state of the version
-                // answering now)
-                *version = Some(answer.version);
+                let newer_version =
+                    version.is_some() && answer.version.is_some() && *version != answer.version;
+                // a client resuming with Last-Event-ID names an index, not a version: it
+                // is taken to hold the state of the version answering now (so after a
+                // redeploy it gets the rebuilt state with the next fold)
+                if answer.version.is_some() {
+                    *version = answer.version;
+                }
                 if sent.is_some_and(|s| s >= answer.index) && !newer_version {
                     return Some(Bytes::from_static(b": heartbeat\n\n"));
                 }

@@ -610,6 +610,11 @@ pub async fn one(state: AppState, path: StreamPath, index: u64, uri: &Uri) -> Ap
     if let Some(o) = &event.origin {
         put("event-origin", &eddy_engine::json::ascii_json(o));
     }
+    // the bytes are a tenant's, served on the server's (and the console's) origin: a
+    // browser that opens them (text/html, say) runs them in a sandbox of their own,
+    // with no script and no access to the console's session storage
+    put("content-security-policy", "sandbox; default-src 'none'");
+    put("x-content-type-options", "nosniff");
     Ok(resp)
 }
 

@@ -58,13 +58,14 @@ class ApiError extends Error {
   }
 }
 
-/** A stream path (`acme/orders('a b')`) as a URL path, each part percent-encoded. */
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** A stream path (`acme/orders('a b')`) or an account as a URL path: the names
+ * checked, the args percent-encoded whole (a `/`, `?`, `#` or `..` in a string
+ * argument stays inside it). Throws on anything that is not a stream path. */
 function urlOf(path) {
-  const slash = path.indexOf("/");
-  const acct = slash < 0 ? path : path.slice(0, slash);
-  const rest = slash < 0 ? "" : path.slice(slash + 1);
-  const enc = (s) => encodeURIComponent(s).replace(/%2F/gi, "/");
-  return "/" + encodeURIComponent(acct) + (slash < 0 ? "" : "/" + enc(rest));
+  const p = splitPath(path);
+  return "/" + p.acct + (p.stream === null ? "" : "/" + p.stream + (p.args === null ? "" : encodeURIComponent(p.args)));
 }
 
 function authHeaders(extra) {
@@ -90,9 +91,12 @@ async function api(method, url, opts = {}) {
   }
   if (!r.ok) {
     const err = new ApiError(r.status, typeof parsed === "object" ? parsed : { error: text });
-    if (r.status === 401 && !opts.noLogin) {
-      const back = location.hash;
-      location.hash = "#/login?next=" + encodeURIComponent(back) + "&why=" + encodeURIComponent(err.message);
+    // a read that needs a key leads to the sign-in page; a change (a deploy, saved
+    // settings) shows its error where it was made, so nothing typed is lost
+    const read = method === "GET" || method === "HEAD";
+    if (r.status === 401 && read && !opts.noLogin) {
+      signInReason = "This server asks for a key.";
+      location.hash = "#/login?next=" + encodeURIComponent(location.hash);
     }
     throw err;
   }
@@ -123,7 +127,8 @@ function follow(url, signal, onEvent, onState) {
           let msg = `the server answered ${r.status}`;
           try { msg = (await r.json()).error || msg; } catch { /* not JSON */ }
           onState(false, msg);
-          if (r.status < 500) return;
+          // a refusal or a missing stream stays so; a limit or a failure may pass
+          if (r.status < 500 && r.status !== 408 && r.status !== 429) return;
         } else {
           onState(true);
           const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -131,7 +136,7 @@ function follow(url, signal, onEvent, onState) {
           for (;;) {
             const { value, done } = await reader.read();
             if (done) break;
-            buf += value.replace(/\r\n?/g, "\n");
+            buf = (buf + value).replace(/\r\n/g, "\n");
             let cut;
             while ((cut = buf.indexOf("\n\n")) >= 0) {
               const block = buf.slice(0, cut);
@@ -168,6 +173,8 @@ function follow(url, signal, onEvent, onState) {
 // ---------- routing ----------
 
 let leaving = new AbortController();
+/** Why the sign-in page was shown: set by the console, never read from the URL. */
+let signInReason = null;
 
 function parseHash() {
   const raw = location.hash.replace(/^#/, "") || "/";
@@ -243,14 +250,16 @@ function loginPage(params) {
     sessionStorage.setItem(KEY, key);
     try {
       await api("GET", "/api/accounts", { noLogin: true });
-      location.hash = params.get("next") || "#/";
+      location.hash = next.startsWith("#/") && !next.startsWith("#/login") ? next : "#/";
     } catch (e) {
       sessionStorage.removeItem(KEY);
       status.replaceChildren(errorBox(e));
     }
   } },
   h("div", { class: "bar" }, input, h("button", { class: "primary", type: "submit" }, "Sign in")));
-  const why = params.get("why");
+  const why = signInReason;
+  signInReason = null;
+  const next = params.get("next") || "";
   show(
     h("h1", {}, "Sign in"),
     why ? h("div", { class: "notice" }, why) : null,
@@ -282,7 +291,9 @@ async function accountsPage(signal) {
 async function streamsPage(acct, params, signal) {
   crumbs(["accounts", "#/"], [acct]);
   const after = params.get("after") || "";
-  const r = await api("GET", `${urlOf(acct)}?limit=${PAGE}${after ? "&after=" + encodeURIComponent(after) : ""}`, { signal });
+  const q = new URLSearchParams({ limit: PAGE });
+  if (after) q.set("after", after);
+  const r = await api("GET", `${urlOf(acct)}?${q}`, { signal });
   const next = nextLink(r.headers);
   const nextAfter = next ? new URL(next, location.href).searchParams.get("after") : null;
   show(
@@ -303,11 +314,16 @@ async function streamsPage(acct, params, signal) {
 
 function splitPath(path) {
   const slash = path.indexOf("/");
-  const acct = path.slice(0, slash);
-  const rest = path.slice(slash + 1);
-  const paren = rest.indexOf("(");
-  const stream = paren < 0 ? rest : rest.slice(0, paren);
-  return { acct, stream, args: paren < 0 ? null : rest.slice(paren), base: `${acct}/${stream}` };
+  const acct = slash < 0 ? path : path.slice(0, slash);
+  const rest = slash < 0 ? null : path.slice(slash + 1);
+  const paren = rest === null ? -1 : rest.indexOf("(");
+  const stream = rest === null ? null : paren < 0 ? rest : rest.slice(0, paren);
+  const args = paren < 0 ? null : rest.slice(paren);
+  if (!NAME.test(acct) || (stream !== null && !/^[A-Za-z0-9_-]{1,64}(@[0-9]+)?$/.test(stream)) ||
+      (args !== null && !/^\(.*\)$/s.test(args))) {
+    throw new Error(`"${path}" is not a stream: it is account/stream or account/stream(args)`);
+  }
+  return { acct, stream, args, base: `${acct}/${stream}` };
 }
 
 const TABS = ["events", "live", "substreams", "reducers", "logs", "pipes", "webhooks", "types", "settings"];
@@ -317,8 +333,7 @@ async function streamPage(path, params, signal) {
   const tab = params.get("tab") || "events";
   crumbs(["accounts", "#/"], [p.acct, link("account", p.acct)],
     [p.stream, link("stream", p.base)], p.args ? [p.args] : null);
-  const settings = await api("GET", urlOf(p.base) + "/settings", { signal }).then((r) => r.body, () => null);
-  const factory = !!(settings && settings.factory);
+  const factory = await isFactory(p.base, signal);
   const tabs = TABS.filter((t) => t !== "substreams" || (factory && !p.args));
   const body = h("section", { id: "tab-body" });
   show(
@@ -339,12 +354,25 @@ async function streamPage(path, params, signal) {
   }
 }
 
-/** The number of events of a plain stream or substream, found by halving (each probe
- * is one indexed read of one event), so a stream of millions never loads whole. */
-async function countEvents(path, signal) {
+/** Whether a stream is a factory: only a factory lists substreams (a listing open
+ * to whoever may read it, unlike the settings). */
+async function isFactory(base, signal) {
+  try {
+    await api("GET", `${urlOf(base)}/substreams?limit=1`, { signal });
+    return true;
+  } catch (e) {
+    if (signal.aborted || e.status === 401) throw e;
+    return false;
+  }
+}
+
+/** The number of events a (sub)stream read `url` (a URL without a query) has,
+ * found by halving with one-event reads (`from=i&limit=1`), so a stream of millions
+ * never loads whole. */
+async function countEvents(url, signal) {
   const has = async (i) => {
-    try { await api("GET", `${urlOf(path)}/${i}`, { signal }); return true; }
-    catch (e) { if (e.status === 404) return false; throw e; }
+    const r = await api("GET", `${url}?from=${i}&limit=1`, { signal, headers: { Accept: "application/json" } });
+    return r.body.length > 0;
   };
   if (!(await has(0))) return 0;
   let lo = 0, hi = 1;
@@ -382,6 +410,7 @@ async function eventsTab(path, p, params, put, signal, factory) {
   const after = params.get("after");
   const whole = factory && !p.args;
   const q = new URLSearchParams(selector);
+  q.delete("token"); // credentials go in the header, never in a link
   q.set("limit", PAGE);
   if (from !== null && !whole) q.set("from", from);
   if (after !== null && whole) q.set("after", after);
@@ -404,9 +433,9 @@ async function eventsTab(path, p, params, put, signal, factory) {
     nav.append(h("a", { href: here(nextArgs), id: "next" }, "next »"));
   }
   if (from !== null || after !== null) nav.prepend(h("a", { href: here({}), id: "first" }, "« first"));
-  if (!whole) {
+  if (!whole && !selector) {
     nav.append(h("button", { id: "last", onclick: async () => {
-      const n = await countEvents(path, signal);
+      const n = await countEvents(urlOf(path), signal);
       count.textContent = `${n} events`;
       location.hash = here({ from: Math.max(0, n - PAGE) });
     } }, "last page"));
@@ -435,6 +464,7 @@ async function liveTab(path, p, params, put, signal) {
   put(h("div", { class: "bar" }, dot, state, selector ? h("code", {}, selector) : null),
     h("p", { class: "muted" }, "New events appear at the top as they are appended."), table);
   const q = new URLSearchParams(selector);
+  q.delete("token");
   q.set("data", "true");
   follow(`${urlOf(path)}?${q}`, signal, (ev) => {
     if (ev.event === "eddy.splice") {
@@ -453,7 +483,9 @@ async function liveTab(path, p, params, put, signal) {
 
 async function substreamsTab(path, p, params, put, signal) {
   const after = params.get("after");
-  const r = await api("GET", `${urlOf(path)}/substreams?limit=${PAGE}${after ? "&after=" + after : ""}`, { signal });
+  const q = new URLSearchParams({ limit: PAGE });
+  if (after) q.set("after", after);
+  const r = await api("GET", `${urlOf(path)}/substreams?${q}`, { signal });
   const next = nextLink(r.headers);
   const nextAfter = next ? new URL(next, location.href).searchParams.get("after") : null;
   put(
@@ -462,7 +494,7 @@ async function substreamsTab(path, p, params, put, signal) {
       r.body.map((s) => h("tr", {},
         h("td", {}, h("a", { href: link("stream", s.stream) }, s.args)),
         h("td", { class: "num" }, s.events), h("td", { class: "num" }, s.lastIndex), h("td", {}, when(s.lastTimestamp))))),
-    nextAfter ? h("div", { class: "bar" }, h("a", { id: "next", href: link("stream", path) + "?tab=substreams&after=" + nextAfter }, "next »")) : null,
+    nextAfter ? h("div", { class: "bar" }, h("a", { id: "next", href: link("stream", path) + "?" + new URLSearchParams({ tab: "substreams", after: nextAfter }) }, "next »")) : null,
   );
 }
 
@@ -501,15 +533,20 @@ function logTable(entries, id) {
 }
 
 async function logsTab(path, p, params, put, signal) {
-  const from = params.get("from");
-  const url = `${urlOf(p.base)}/logs?limit=${PAGE}${from ? "&from=" + from : ""}`;
-  const r = await api("GET", url, { signal });
-  const next = nextLink(r.headers);
-  const nextFrom = next ? new URL(next, location.href).searchParams.get("from") : null;
+  const logs = `${urlOf(p.base)}/logs`;
+  // the newest page first, unless a page was asked for
+  let from = Number(params.get("from"));
+  if (!params.has("from") || !Number.isSafeInteger(from) || from < 0) {
+    from = Math.max(0, (await countEvents(logs, signal)) - PAGE);
+  }
+  const r = await api("GET", `${logs}?${new URLSearchParams({ limit: PAGE, from })}`, { signal });
+  const page = (f) => link("stream", path) + "?" + new URLSearchParams({ tab: "logs", from: Math.max(0, f) });
   const live = h("tbody", { id: "live-logs" });
   put(
+    h("div", { class: "bar" },
+      from > 0 ? h("a", { id: "older", href: page(from - PAGE) }, "« older") : null,
+      nextLink(r.headers) ? h("a", { id: "next", href: page(from + PAGE) }, "newer »") : null),
     r.body.length ? logTable(r.body, "logs") : h("p", { class: "muted" }, "The log is empty."),
-    nextFrom ? h("div", { class: "bar" }, h("a", { id: "next", href: link("stream", path) + "?tab=logs&from=" + nextFrom }, "next »")) : null,
     h("h2", {}, "New entries"), h("table", {}, live),
   );
   follow(`${urlOf(p.base)}/logs?data=true`, signal, (ev) => {
@@ -519,6 +556,11 @@ async function logsTab(path, p, params, put, signal) {
 
 async function pipesTab(path, p, params, put, signal) {
   const r = await api("GET", `${urlOf(path)}/pipes`, { signal });
+  const out = h("div", {});
+  const dest = h("input", { type: "text", id: "pipe-to", placeholder: "to: account/stream" });
+  const sel = h("input", { type: "text", id: "pipe-selector", class: "wide", placeholder: "selector (optional), e.g. type=order" });
+  const code = h("textarea", { id: "pipe-code", rows: 4, class: "mono full",
+    placeholder: "optional: export default (event) => ({ type: event.type, data: event.data })  (empty: copy events unchanged)" });
   put(
     r.body.length
       ? h("table", { id: "pipes" },
@@ -532,8 +574,26 @@ async function pipesTab(path, p, params, put, signal) {
             h("td", {}, h("button", { onclick: async (ev) => {
               const logs = await api("GET", `${urlOf(x.origin)}/logs/pipe${urlOf(x.destination)}?limit=${PAGE}`, { signal });
               ev.target.replaceWith(logs.body.length ? logTable(logs.body, "pipe-logs") : h("span", { class: "muted" }, "no log entries"));
-            } }, "log")))))
-      : h("p", { class: "muted" }, "No pipes from this stream. Add one with curl -X PUT …/pipe/{account}/{stream}."),
+            } }, "log"), " ", confirmButton("Delete", { class: "delete" }, async () => {
+              try {
+                await api("DELETE", `${urlOf(x.origin)}/pipe${urlOf(x.destination)}`);
+                await pipesTab(path, p, params, put, signal);
+              } catch (e) { out.replaceChildren(errorBox(e)); }
+            })))))
+      : h("p", { class: "muted" }, "No pipes from this stream."),
+    h("h2", {}, "Add or replace a pipe"),
+    h("form", { onsubmit: async (ev) => {
+      ev.preventDefault();
+      try {
+        const target = urlOf(dest.value.trim());
+        const body = code.value.trim();
+        await api("PUT", `${urlOf(path)}/pipe${target}${sel.value.trim() ? "?" + new URLSearchParams(sel.value.trim()) : ""}`,
+          body ? { body, headers: { "Content-Type": "application/javascript" } } : {});
+        await pipesTab(path, p, params, put, signal);
+      } catch (e) { out.replaceChildren(errorBox(e)); }
+    } },
+    h("div", { class: "bar" }, dest, sel, h("button", { type: "submit" }, "Save")), code),
+    out,
   );
 }
 
@@ -545,6 +605,19 @@ async function webhooksTab(path, p, params, put, signal) {
       await api("POST", `${urlOf(path)}/webhooks/${encodeURIComponent(id)}/${action}`);
       await webhooksTab(path, p, params, put, signal);
     } catch (e) { out.replaceChildren(errorBox(e)); }
+  };
+  const replayForm = (id) => {
+    const from = h("input", { type: "text", size: 6, placeholder: "from", class: "replay-from" });
+    const to = h("input", { type: "text", size: 6, placeholder: "to" });
+    return h("form", { class: "bar replay", onsubmit: async (ev) => {
+      ev.preventDefault();
+      try {
+        const q = new URLSearchParams({ from: from.value.trim() });
+        if (to.value.trim()) q.set("to", to.value.trim());
+        await api("POST", `${urlOf(path)}/webhooks/${encodeURIComponent(id)}/replay?${q}`);
+        out.replaceChildren(h("div", { class: "notice" }, `Replay of ${id} from index ${from.value.trim()} started.`));
+      } catch (e) { out.replaceChildren(errorBox(e)); }
+    } }, from, to, h("button", { type: "submit" }, "Replay"));
   };
   const url = h("input", { type: "url", id: "webhook-url", class: "wide", placeholder: "https://receiver.example/hook" });
   const sel = h("input", { type: "text", id: "webhook-selector", placeholder: "selector (optional)" });
@@ -561,7 +634,14 @@ async function webhooksTab(path, p, params, put, signal) {
             h("td", { class: "num" }, w.failures), h("td", {}, w.lastError || ""),
             h("td", {}, w.status === "paused"
               ? h("button", { class: "resume", onclick: () => act(w.id, "resume") }, "Resume")
-              : h("button", { class: "pause", onclick: () => act(w.id, "pause") }, "Pause")))))
+              : h("button", { class: "pause", onclick: () => act(w.id, "pause") }, "Pause"),
+              " ", replayForm(w.id),
+              " ", confirmButton("Delete", { class: "delete" }, async () => {
+                try {
+                  await api("DELETE", `${urlOf(path)}/webhooks/${encodeURIComponent(w.id)}`);
+                  await webhooksTab(path, p, params, put, signal);
+                } catch (e) { out.replaceChildren(errorBox(e)); }
+              })))))
       : h("p", { class: "muted" }, "No webhooks on this stream."),
     h("h2", {}, "Add a webhook"),
     h("form", { class: "bar", onsubmit: async (ev) => {
@@ -637,7 +717,8 @@ async function eventPage(path, index, signal) {
   raw.headers.forEach((v, k) => { if (k === "content-type" || k.startsWith("event-")) rawHeaders.push([k, v]); });
   const rawType = raw.headers.get("content-type") || "";
   const textual = /json|text|xml|csv|form/.test(rawType);
-  const rawBody = textual ? await raw.text() : `(${(await raw.arrayBuffer()).byteLength} bytes of ${rawType})`;
+  const rawBody = !raw.ok ? `(the raw form could not be read: the server answered ${raw.status})`
+    : textual ? await raw.text() : `(${(await raw.arrayBuffer()).byteLength} bytes of ${rawType})`;
   const i = Number(index);
   show(
     h("h1", {}, `${path} / ${index}`),
@@ -692,7 +773,8 @@ async function reducerPage(path, name, signal) {
         r.body.rebuilding ? "Deployed: the new code is folding the stream from index 0; the old state answers until it catches up." : "Deployed."));
       if (!name) location.hash = link("reducer", path, n);
     } catch (e) {
-      const where = e.body && e.body.line ? ` (line ${e.body.line}${e.body.column ? ", column " + e.body.column : ""})` : "";
+      const line = e.body && e.body.line;
+      const where = line && !/\bline\b/.test(e.message) ? ` (line ${line}${e.body.column ? ", column " + e.body.column : ""})` : "";
       result.replaceChildren(h("div", { class: "error", id: "deploy-error", role: "alert" }, e.message + where));
       if (e.body && e.body.line) ed.mark(e.body.line, e.body.column);
     }
@@ -703,7 +785,13 @@ async function reducerPage(path, name, signal) {
       h("div", {}, h("h2", {}, "State ", dot, " ", stateIndex), stateView),
       h("div", {}, h("h2", {}, "Status"), status)) : null,
     h("h2", {}, name ? "Code" : "Deploy"),
-    h("div", { class: "bar" }, nameInput, lang, h("button", { class: "primary", id: "deploy", onclick: deploy }, "Deploy")),
+    h("div", { class: "bar" }, nameInput, lang, h("button", { class: "primary", id: "deploy", onclick: deploy }, "Deploy"),
+      name ? confirmButton("Delete", { id: "delete-reducer" }, async () => {
+        try {
+          await api("DELETE", `${urlOf(p.base)}.${encodeURIComponent(name)}`);
+          location.hash = link("stream", p.base) + "?tab=reducers";
+        } catch (e) { result.replaceChildren(errorBox(e)); }
+      }) : null),
     result,
     ed.el,
   );
@@ -724,18 +812,51 @@ async function reducerPage(path, name, signal) {
   refresh();
   const timer = setInterval(refresh, 2000);
   signal.addEventListener("abort", () => clearInterval(timer));
-  const factoryStates = new Map();
-  follow(`${urlOf(path)}.${encodeURIComponent(name)}`, signal, (ev) => {
-    const d = ev.data;
-    if (d && typeof d === "object" && "stream" in d && "state" in d && !p.args && ev.id !== "-1") {
-      factoryStates.set(d.stream, d);
-      stateView.textContent = [...factoryStates.values()].map((s) => `${s.stream} @${s.index}: ${JSON.stringify(s.state)}`).join("\n");
-      stateIndex.textContent = "";
-      return;
-    }
-    stateView.textContent = pretty(d);
+  const url = `${urlOf(path)}.${encodeURIComponent(name)}`;
+  if (!p.args && (await isFactory(p.base, signal))) {
+    // a factory's reducer: the states of its substreams, the first page now, then
+    // each one as it changes (the 200 most recently changed are kept on the page)
+    const rows = h("tbody", {});
+    const byStream = new Map();
+    const put = (d) => {
+      if (!d || typeof d !== "object" || typeof d.stream !== "string") return;
+      const cells = [h("td", {}, h("a", { href: link("reducer", d.stream, name) }, d.stream)),
+        h("td", { class: "num" }, d.index), h("td", { class: "data" }, preview(d.state))];
+      let tr = byStream.get(d.stream);
+      if (tr) { tr.replaceChildren(...cells); byStream.delete(d.stream); }
+      else tr = h("tr", {}, cells);
+      byStream.set(d.stream, tr);
+      rows.prepend(tr);
+      while (byStream.size > 200) {
+        const [oldest, row] = byStream.entries().next().value;
+        row.remove();
+        byStream.delete(oldest);
+      }
+    };
+    const first = await api("GET", `${url}?limit=${PAGE}`, { signal });
+    first.body.slice().reverse().forEach(put);
+    stateView.replaceWith(h("table", { id: "states" },
+      h("thead", {}, h("tr", {}, h("th", {}, "substream"), h("th", { class: "num" }, "index"), h("th", {}, "state"))), rows));
+    stateIndex.textContent = "by substream, the latest changed first";
+    follow(url, signal, (ev) => put(ev.data), (on, why) => { dot.classList.toggle("on", on); if (!on) stateIndex.textContent = why || ""; });
+    return;
+  }
+  follow(url, signal, (ev) => {
+    stateView.textContent = pretty(ev.data);
     stateIndex.textContent = ev.id === "-1" ? "no events folded yet" : `at index ${ev.id}`;
   }, (on, why) => { dot.classList.toggle("on", on); if (!on) stateIndex.textContent = why || ""; });
+}
+
+/** A button that acts on its second click (the first asks to confirm). */
+function confirmButton(label, attrs, action) {
+  const b = h("button", attrs, label);
+  let armed = false;
+  b.addEventListener("click", async () => {
+    if (!armed) { armed = true; b.textContent = `Really ${label.toLowerCase()}?`; return; }
+    b.disabled = true;
+    try { await action(); } finally { b.disabled = false; armed = false; b.textContent = label; }
+  });
+  return b;
 }
 
 /** A code editor: a textarea with line numbers; mark(line) highlights a line. */
@@ -751,7 +872,11 @@ function editor(text) {
     }
     gutter.scrollTop = area.scrollTop;
   };
-  area.addEventListener("input", lines);
+  area.addEventListener("input", () => {
+    // an edit moves lines: the mark of the last error no longer points anywhere
+    if (bad !== null) { bad = null; gutter.replaceChildren(); }
+    lines();
+  });
   area.addEventListener("scroll", () => { gutter.scrollTop = area.scrollTop; });
   area.addEventListener("keydown", (ev) => {
     if (ev.key === "Tab") {
@@ -773,9 +898,12 @@ function editor(text) {
       const all = area.value.split("\n");
       let start = 0;
       for (let i = 0; i < line - 1 && i < all.length; i++) start += all[i].length + 1;
-      const end = start + (all[line - 1] || "").length;
+      const text = all[line - 1] || "";
+      const end = start + text.length;
+      // the server counts columns in characters, the textarea in UTF-16 units
+      const before = Array.from(text).slice(0, Math.max(0, (column || 1) - 1)).join("").length;
       area.focus();
-      area.setSelectionRange(start + Math.max(0, (column || 1) - 1), end);
+      area.setSelectionRange(start + before, end);
       const lh = parseFloat(getComputedStyle(area).lineHeight) || 18;
       area.scrollTop = Math.max(0, (line - 3) * lh);
       gutter.scrollTop = area.scrollTop;

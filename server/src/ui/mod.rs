@@ -20,8 +20,8 @@ const STYLE: &str = include_str!("app.css");
 /// is only ever put into text nodes, and this policy stops any script that would
 /// slip in all the same.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
-     frame-ancestors 'none'";
+     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; \
+     require-trusted-types-for 'script'";
 
 pub fn routes(router: Router<AppState>) -> Router<AppState> {
     router

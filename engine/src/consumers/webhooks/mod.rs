@@ -372,27 +372,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Pauses a webhook by request: deliveries stop where they are, a log entry says
-    /// so, and a resume goes on from there (a paused one is left as it is).
+    /// Pauses a webhook by request: the pause is stored (with a log entry) first, then
+    /// its deliveries and replays on this node stop, so a failed write leaves it
+    /// running; a delivery in flight may complete, and the cursor kept is the further
+    /// of the two. A paused webhook is left as it is.
     pub async fn pause_webhook(
         self: &Arc<Self>,
         path: &StreamPath,
         id: &str,
     ) -> Result<WebhookStatus> {
-        let mut row = self.webhook_row(path, id).await?;
+        let row = self.webhook_row(path, id).await?;
         if row.paused.is_some() {
             return Ok(self.status(&row));
         }
-        // what this node has delivered and not saved yet (on another node, the
-        // owner stops when it sees the change; its saved cursor is where it was)
         let delivered = self
             .webhooks
             .running()
             .get(&row.id)
             .map(|r| r.progress.lock().unwrap_or_else(|e| e.into_inner()).cursor);
-        self.webhooks.stop_and_wait(&row.id).await;
-        let cursor = delivered.map_or(row.cursor, |c| c.max(row.cursor));
-        let reason = "paused by request".to_owned();
+        let reason = "paused by request";
         let entry = serde_json::json!({
             "webhook": row.id,
             "url": row.url,
@@ -409,25 +407,24 @@ impl Engine {
         };
         let write = WebhookWrite::Pause {
             id: row.id.clone(),
-            cursor,
-            reason: reason.clone(),
+            cursor: delivered.map_or(row.cursor, |c| c.max(row.cursor)),
+            reason: reason.to_owned(),
             failures: 0,
             log: Box::new((path.logs(), log)),
             fence: None,
         };
-        if !self.store.writer.webhook(write).await? {
-            return Err(missing(id));
+        // false: deleted, or paused meanwhile (by its retry budget, or another request)
+        if self.store.writer.webhook(write).await? {
+            self.webhooks.metrics.webhooks_paused.inc();
         }
-        self.webhooks.metrics.webhooks_paused.inc();
+        self.webhooks.stop_replays(Some(&row.id));
+        self.webhooks.stop_and_wait(&row.id).await;
         if self.cluster.is_some() {
             // the owner, wherever it runs, finds the webhook paused and stops
             self.restart(&crate::cluster::Work::Webhook(row.id.clone()))
                 .await?;
         }
-        row.paused = Some(reason);
-        row.failures = 0;
-        row.cursor = cursor;
-        Ok(self.status(&row))
+        self.webhook(path, id).await
     }
 
     /// Resumes a paused webhook from its cursor (an active one is left as it is).
