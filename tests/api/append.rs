@@ -622,7 +622,7 @@ async fn forbidden_reserved_and_malformed_names_are_refused() {
         ("/acme/this", "reserved"),
         ("/acme/dispatch", "reserved"),
         ("/acme/request", "reserved"),
-        ("/ui/x", "reserved"),
+        ("/ui/x/settings", "reserved"),
         ("/auth/x", "reserved"),
         ("/acme/a%20b", "a b"),
         (&format!("/acme/{}", "s".repeat(65)), "64"),
@@ -639,6 +639,8 @@ async fn forbidden_reserved_and_malformed_names_are_refused() {
         "builtin",
     )
     .await;
+    // the console's files are read-only
+    assert_error(s.post("/ui/x", "t", json!({})).await, 405, "GET, HEAD").await;
     assert_error(
         s.post("/acme/s.total", "t", json!({})).await,
         405,

@@ -136,7 +136,7 @@ async fn unbuilt_resources_answer_a_clear_json_error() {
         ("GET", "/a/s/unknown", 400, "unknown"),
         ("POST", "/api/accounts", 404, "admin token"),
         ("GET", "/api/other", 404, "admin token"),
-        ("GET", "/api/accounts", 404, "admin token"),
+        ("DELETE", "/api/accounts", 404, "admin token"),
         ("GET", "/api/accounts/acme", 404, "admin token"),
         ("POST", "/healthz", 405, "not allowed"),
         ("DELETE", "/metrics", 405, "not allowed"),
