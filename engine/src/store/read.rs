@@ -221,11 +221,16 @@ pub async fn events(reads: &Reads, q: &EventQuery<'_>, durable: Position) -> Res
             Scope::Factory(id) => qb.push("e.factory_id = ").bind(id),
         };
         match cursor {
-            Cursor::Index(i) => qb.push(" AND e.idx >= ").bind(i.sql()),
+            // one lower bound on the index, the greater: with two, SQLite may range
+            // over the (sid, idx) index from the smaller and filter up to the other
+            Cursor::Index(i) => {
+                let start = q.selector.from.map_or(i.sql(), |f| f.sql().max(i.sql()));
+                qb.push(" AND e.idx >= ").bind(start)
+            }
             Cursor::After(p) => qb.push(" AND e.pos > ").bind(p),
         };
         qb.push(" AND e.pos <= ").bind(durable);
-        push_conditions(&mut qb, q.selector);
+        push_conditions(&mut qb, q.selector, matches!(cursor, Cursor::Index(_)));
         if let Some(sids) = &sql_subs {
             qb.push(" AND e.sid IN ");
             qb.bind_list(sids.iter().copied());
@@ -260,8 +265,9 @@ pub async fn events(reads: &Reads, q: &EventQuery<'_>, durable: Position) -> Res
     }
 }
 
-/// Appends the selector's type, index and time conditions.
-fn push_conditions(qb: &mut Sql, sel: &Selector) {
+/// Appends the selector's type, index and time conditions (without `from` when the
+/// query has already bounded the index from below with it).
+fn push_conditions(qb: &mut Sql, sel: &Selector, from_bound: bool) {
     for (list, op) in [
         (&sel.types, " AND e.type IN "),
         (&sel.exclude_types, " AND e.type NOT IN "),
@@ -272,7 +278,7 @@ fn push_conditions(qb: &mut Sql, sel: &Selector) {
         qb.push(op);
         qb.bind_list(list.iter());
     }
-    if let Some(v) = sel.from {
+    if let Some(v) = sel.from.filter(|_| !from_bound) {
         qb.push(" AND e.idx >= ").bind(v.sql());
     }
     if let Some(v) = sel.to {
@@ -338,7 +344,7 @@ pub async fn account_events(
     }
     qb.push("t.name NOT LIKE '%/%' AND e.pos > ").bind(after);
     qb.push(" AND e.pos <= ").bind(durable);
-    push_conditions(&mut qb, selector);
+    push_conditions(&mut qb, selector, false);
     qb.push(" ORDER BY e.pos LIMIT ").bind(limit as i64 + 1);
     let rows = reads.all_of(qb).await?;
     let more = rows.len() > limit;
