@@ -184,6 +184,14 @@ impl Browser {
             .expect("set value");
     }
 
+    /// Runs `script` (with `return`) in the page and answers its value.
+    async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{script}: {e}"))
+    }
+
     async fn page_text(&self) -> String {
         match self.client.find(Locator::Css("body")).await {
             Ok(b) => b.text().await.unwrap_or_default(),
@@ -216,17 +224,9 @@ async fn receiver() -> (String, Arc<AtomicUsize>) {
     (url, count)
 }
 
-async fn put_code(s: &TestServer, path: &str, code: &str) -> Value {
-    let r = s
-        .client
-        .put(s.url(path))
-        .header("Content-Type", "application/javascript")
-        .body(code.to_owned())
-        .send()
-        .await
-        .unwrap();
+async fn put_code(s: &TestServer, path: &str, code: &str) {
+    let r = crate::reducers::deploy(s, path, code).await;
     assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,13 +398,8 @@ async fn event_data_from_a_tenant_is_shown_as_text_never_run() {
     b.goto("#/event/acme%2Fevil/0").await;
     b.text_has("#raw", "<script>").await;
     let injected = b
-        .client
-        .execute(
-            "return document.querySelectorAll('main img, main script, main b').length",
-            vec![],
-        )
-        .await
-        .unwrap();
+        .js("return document.querySelectorAll('main img, main script, main b').length")
+        .await;
     assert_eq!(injected, json!(0));
     let title = b.client.title().await.unwrap();
     assert_eq!(title, "eddy console");
@@ -427,11 +422,7 @@ async fn event_data_from_a_tenant_is_shown_as_text_never_run() {
     b.client.goto(&s.url("/acme/evil/2?raw")).await.unwrap();
     b.text_has("#p", "hi").await;
     b.goto("#/").await;
-    let stolen = b
-        .client
-        .execute("return sessionStorage.getItem('stolen')", vec![])
-        .await
-        .unwrap();
+    let stolen = b.js("return sessionStorage.getItem('stolen')").await;
     assert_eq!(stolen, Value::Null);
 
     // substream args with /, ?, # and .. stay inside the args: the console reads
@@ -522,11 +513,7 @@ async fn signing_in_with_a_key_keeps_it_for_the_session_only() {
     b.type_into("#key", "eddy_nope_wrong").await;
     b.click("#login-form button").await;
     b.text_has(".error", "credentials").await;
-    let kept = b
-        .client
-        .execute("return sessionStorage.getItem('eddy.key')", vec![])
-        .await
-        .unwrap();
+    let kept = b.js("return sessionStorage.getItem('eddy.key')").await;
     assert_eq!(kept, Value::Null);
     // the account's key opens its account
     b.type_into("#key", &key).await;
@@ -536,22 +523,13 @@ async fn signing_in_with_a_key_keeps_it_for_the_session_only() {
     b.text_has("#events", "\"total\":5").await;
     // kept in session storage only, never in local storage or a cookie
     let stored = b
-        .client
-        .execute(
-            "return [sessionStorage.getItem('eddy.key'), localStorage.length, document.cookie]",
-            vec![],
-        )
-        .await
-        .unwrap();
+        .js("return [sessionStorage.getItem('eddy.key'), localStorage.length, document.cookie]")
+        .await;
     assert_eq!(stored, json!([key, 0, ""]));
     // signing out forgets it
     b.click("#logout").await;
     b.text_has("main", "Sign in").await;
-    let kept = b
-        .client
-        .execute("return sessionStorage.getItem('eddy.key')", vec![])
-        .await
-        .unwrap();
+    let kept = b.js("return sessionStorage.getItem('eddy.key')").await;
     assert_eq!(kept, Value::Null);
     b.close().await;
 }
@@ -580,13 +558,8 @@ async fn a_long_stream_is_paged_and_its_last_page_found_without_reading_it_all()
     b.goto("#/stream/acme%2Flong").await;
     b.text_has("#events", "{\"i\":49}").await;
     let rows = b
-        .client
-        .execute(
-            "return document.querySelectorAll('#events tr.click').length",
-            vec![],
-        )
-        .await
-        .unwrap();
+        .js("return document.querySelectorAll('#events tr.click').length")
+        .await;
     assert_eq!(rows, json!(50));
     b.click("#next").await;
     b.text_has("#events", "{\"i\":99}").await;
