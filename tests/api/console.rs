@@ -34,7 +34,7 @@ fn find(var: &str, names: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Headless Chromium under chromedriver, both gone when dropped.
+/// A headless browser under its WebDriver, both gone when dropped.
 struct Browser {
     client: Client,
     base: String,
@@ -42,24 +42,48 @@ struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// The browsers the console is tested in.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// Debian's `chromium` under `chromedriver` (`chromium-driver`).
+    Chromium,
+    /// Firefox under `geckodriver` (which `.ci/run` builds with `cargo install`).
+    Firefox,
+}
+
 impl Browser {
-    /// A browser for the console of `base`, or `None` (the test is skipped) when
-    /// chromedriver or Chromium is missing.
+    /// Chromium for the console of `base`, or `None` (the test is skipped) when it or
+    /// its driver is missing.
     async fn open(base: &str) -> Option<Browser> {
-        let driver = find("EDDY_CHROMEDRIVER", &["chromedriver"]);
-        let chromium = find(
-            "EDDY_CHROMIUM",
-            &["chromium", "chromium-browser", "google-chrome"],
-        );
-        let (Some(driver), Some(chromium)) = (driver, chromium) else {
+        Self::open_in(Kind::Chromium, base).await
+    }
+
+    async fn open_in(kind: Kind, base: &str) -> Option<Browser> {
+        let (driver, browser, required, install) = match kind {
+            Kind::Chromium => (
+                find("EDDY_CHROMEDRIVER", &["chromedriver"]),
+                find(
+                    "EDDY_CHROMIUM",
+                    &["chromium", "chromium-browser", "google-chrome"],
+                ),
+                "EDDY_REQUIRE_BROWSER",
+                "apt-get install chromium chromium-driver",
+            ),
+            Kind::Firefox => (
+                find("EDDY_GECKODRIVER", &["geckodriver"]),
+                find("EDDY_FIREFOX", &["firefox-esr", "firefox"]),
+                "EDDY_REQUIRE_FIREFOX",
+                "apt-get install firefox-esr; cargo install geckodriver",
+            ),
+        };
+        let (Some(driver), Some(browser)) = (driver, browser) else {
             assert!(
-                std::env::var_os("EDDY_REQUIRE_BROWSER").is_none(),
-                "EDDY_REQUIRE_BROWSER is set but chromedriver or chromium is missing"
+                std::env::var_os(required).is_none(),
+                "{required} is set but the browser or its WebDriver is missing"
             );
             let _ = writeln!(
                 std::io::stderr(),
-                "console browser test SKIPPED: no chromedriver and Chromium (Debian: \
-                 apt-get install chromium chromium-driver)"
+                "console browser test SKIPPED: no browser and WebDriver ({install})"
             );
             return None;
         };
@@ -69,6 +93,7 @@ impl Browser {
             .arg(format!("--port={port}"))
             .env("XDG_CONFIG_HOME", profile.path())
             .env("XDG_CACHE_HOME", profile.path())
+            .env("TMPDIR", profile.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -76,23 +101,32 @@ impl Browser {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", driver.display()));
         let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--no-first-run",
-                    "--window-size=1280,900",
-                    format!("--user-data-dir={}", profile.path().join("p").display()),
-                ],
-            }),
-        );
+        match kind {
+            Kind::Chromium => caps.insert(
+                "goog:chromeOptions".into(),
+                json!({
+                    "binary": browser,
+                    "args": [
+                        "--headless=new",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--disable-dev-shm-usage",
+                        "--no-first-run",
+                        "--window-size=1280,900",
+                        format!("--user-data-dir={}", profile.path().join("p").display()),
+                    ],
+                }),
+            ),
+            Kind::Firefox => caps.insert(
+                "moz:firefoxOptions".into(),
+                json!({
+                    "binary": browser,
+                    "args": ["-headless", "-width", "1280", "-height", "900"],
+                }),
+            ),
+        };
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let client = loop {
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
             match ClientBuilder::new(connector)
@@ -102,8 +136,8 @@ impl Browser {
             {
                 Ok(c) => break c,
                 Err(e) => {
-                    if let Some(status) = child.try_wait().expect("chromedriver status") {
-                        panic!("chromedriver exited ({status})");
+                    if let Some(status) = child.try_wait().expect("driver status") {
+                        panic!("{} exited ({status})", driver.display());
                     }
                     assert!(Instant::now() < deadline, "no WebDriver session: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -231,13 +265,24 @@ async fn put_code(s: &TestServer, path: &str, code: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_browses_tails_deploys_and_pauses_on_an_open_server() {
+    walk_through(Kind::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_walk_through_in_firefox() {
+    walk_through(Kind::Firefox).await;
+}
+
+/// Browses, tails, watches a reducer, deploys (with a syntax error first), adds a
+/// TypeScript reducer, pauses and resumes a webhook, adds and deletes a pipe.
+async fn walk_through(kind: Kind) {
     let s = spawn_server_with(|c| c.allow_private_webhooks = true).await;
     s.post_ok("/acme/clicks", "click", json!({"url": "/home"}))
         .await;
     s.post_ok("/acme/clicks", "click", json!({"url": "/about"}))
         .await;
     put_code(&s, "/acme/clicks.count", "(n = 0, e) => n + 1").await;
-    let Some(b) = Browser::open(&s.base).await else {
+    let Some(b) = Browser::open_in(kind, &s.base).await else {
         return;
     };
 
@@ -477,6 +522,17 @@ async fn a_factory_reducer_page_shows_its_substreams_states_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_in_with_a_key_keeps_it_for_the_session_only() {
+    sign_in(Kind::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_in_firefox() {
+    sign_in(Kind::Firefox).await;
+}
+
+/// A wrong key refused and not kept, an account's key opening its account, kept in
+/// session storage only, and forgotten on sign-out.
+async fn sign_in(kind: Kind) {
     let s = spawn_server_with(|c| c.admin_token = Some(ADMIN.into())).await;
     let admin = format!("Bearer {ADMIN}");
     let made = s
@@ -502,7 +558,7 @@ async fn signing_in_with_a_key_keeps_it_for_the_session_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let Some(b) = Browser::open(&s.base).await else {
+    let Some(b) = Browser::open_in(kind, &s.base).await else {
         return;
     };
 
