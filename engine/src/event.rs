@@ -256,6 +256,21 @@ pub struct NewEvent {
     pub origin: Option<String>,
 }
 
+impl NewEvent {
+    /// A JSON entry of a stream's log (`error`, `info`, ...), stamped by the writer.
+    pub fn log_entry(level: &str, entry: &serde_json::Value) -> NewEvent {
+        NewEvent {
+            id: None,
+            event_type: level.to_owned(),
+            content_type: "application/json".to_owned(),
+            data: entry.to_string().into(),
+            timestamp: None,
+            metadata: None,
+            origin: None,
+        }
+    }
+}
+
 /// One stored event, as read back.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {

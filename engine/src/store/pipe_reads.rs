@@ -81,19 +81,7 @@ pub(crate) async fn from_stream(
     reads: &Reads,
     from: &StreamPath,
 ) -> Result<Vec<super::pipe_writes::PipeRow>> {
-    let sql = format!(
-        "{} WHERE account = $1 AND stream = $2 AND args = '' ORDER BY id",
-        super::pipe_writes::PIPE_COLUMNS
-    );
-    let rows = reads
-        .all(&sql, args![from.account.as_str(), from.stream.as_str()])
-        .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let columns: Result<super::pipe_writes::PipeColumns> = super::pipe_writes::pipe_columns!(r);
-        out.extend(super::pipe_writes::pipe_row(columns?));
-    }
-    Ok(out)
+    pipes_of(reads, from, Some(String::new())).await
 }
 
 /// The pipes from `from`: from a plain stream or a factory, those from it and from
@@ -102,9 +90,19 @@ pub(crate) async fn listed(
     reads: &Reads,
     from: &StreamPath,
 ) -> Result<Vec<super::pipe_writes::PipeRow>> {
-    let args = from.args.as_ref().map(|a| a.canonical());
+    pipes_of(reads, from, from.args.as_ref().map(|a| a.canonical())).await
+}
+
+/// The pipes from `from`'s stream whose origin args are `args` (canonical, `""` for
+/// the stream itself), or with any args; oldest first.
+async fn pipes_of(
+    reads: &Reads,
+    from: &StreamPath,
+    args: Option<String>,
+) -> Result<Vec<super::pipe_writes::PipeRow>> {
+    let any = i64::from(args.is_none());
     let sql = format!(
-        "{} WHERE account = $1 AND stream = $2 AND ($3 = '*' OR args = $3) ORDER BY id",
+        "{} WHERE account = $1 AND stream = $2 AND ($3 = 1 OR args = $4) ORDER BY id",
         super::pipe_writes::PIPE_COLUMNS
     );
     let rows = reads
@@ -113,7 +111,8 @@ pub(crate) async fn listed(
             args![
                 from.account.as_str(),
                 from.stream.as_str(),
-                args.unwrap_or_else(|| "*".to_owned())
+                any,
+                args.unwrap_or_default()
             ],
         )
         .await?;

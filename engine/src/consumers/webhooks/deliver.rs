@@ -247,15 +247,7 @@ impl Deliverer {
             "index": e.index,
             "message": format!("webhook {} paused: {reason}", self.row.id),
         });
-        let log = NewEvent {
-            id: None,
-            event_type: "error".to_owned(),
-            content_type: "application/json".to_owned(),
-            data: entry.to_string().into(),
-            timestamp: None,
-            metadata: None,
-            origin: None,
-        };
+        let log = NewEvent::log_entry("error", &entry);
         let write = WebhookWrite::Pause {
             id: self.row.id.clone(),
             cursor,

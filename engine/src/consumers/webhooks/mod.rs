@@ -396,15 +396,7 @@ impl Engine {
             "url": row.url,
             "message": format!("webhook {} {reason}", row.id),
         });
-        let log = crate::event::NewEvent {
-            id: None,
-            event_type: "info".to_owned(),
-            content_type: "application/json".to_owned(),
-            data: entry.to_string().into(),
-            timestamp: None,
-            metadata: None,
-            origin: None,
-        };
+        let log = crate::event::NewEvent::log_entry("info", &entry);
         let write = WebhookWrite::Pause {
             id: row.id.clone(),
             cursor: delivered.map_or(row.cursor, |c| c.max(row.cursor)),
