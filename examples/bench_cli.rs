@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 #[path = "bench_common.rs"]
 mod common;
@@ -25,21 +25,10 @@ use common::*;
 fn main() -> Result<()> {
     let mut lines = 1_000_000usize;
     let mut rounds = 3usize;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || -> Result<usize> {
-            it.next()
-                .context("missing value")?
-                .parse()
-                .context("not a number")
-        };
-        match a.as_str() {
-            "--lines" => lines = value()?,
-            "--rounds" => rounds = value()?,
-            other => bail!("unknown argument {other}; usage: bench_cli [--lines N] [--rounds R]"),
-        }
-    }
+    number_args(
+        "bench_cli",
+        &mut [("lines", &mut lines), ("rounds", &mut rounds)],
+    )?;
     let bin = eddy_binary()?;
     println!("eddy binary: {}", bin.display());
     tokio::runtime::Builder::new_multi_thread()

@@ -786,3 +786,25 @@ pub async fn store_clicks(client: &reqwest::Client, url: &str, events: usize) ->
     }
     Ok(batches * 1000)
 }
+
+/// Reads `--name N` arguments into the numbers `named` lists (their defaults stay
+/// where an argument is not given); anything else is an error naming the usage.
+pub fn number_args(program: &str, named: &mut [(&str, &mut usize)]) -> Result<()> {
+    let usage: Vec<String> = named.iter().map(|(n, _)| format!("[--{n} N]")).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let Some((_, slot)) = named
+            .iter_mut()
+            .find(|(n, _)| a.strip_prefix("--") == Some(*n))
+        else {
+            bail!("unknown argument {a}; usage: {program} {}", usage.join(" "));
+        };
+        **slot = it
+            .next()
+            .with_context(|| format!("{a} needs a value"))?
+            .parse()
+            .with_context(|| format!("{a} takes a number"))?;
+    }
+    Ok(())
+}

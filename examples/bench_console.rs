@@ -24,23 +24,10 @@ use common::*;
 fn main() -> Result<()> {
     let mut events = 1_000_000usize;
     let mut rounds = 5usize;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || -> Result<usize> {
-            it.next()
-                .context("missing value")?
-                .parse()
-                .context("not a number")
-        };
-        match a.as_str() {
-            "--events" => events = value()?,
-            "--rounds" => rounds = value()?,
-            other => {
-                bail!("unknown argument {other}; usage: bench_console [--events N] [--rounds R]")
-            }
-        }
-    }
+    number_args(
+        "bench_console",
+        &mut [("events", &mut events), ("rounds", &mut rounds)],
+    )?;
     // reqwest is built with rustls but no default crypto provider
     let _ = rustls::crypto::ring::default_provider().install_default();
     let bin = eddy_binary()?;

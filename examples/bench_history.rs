@@ -35,23 +35,10 @@ const AT_READS: usize = 200;
 fn main() -> Result<()> {
     let mut events = 1_000_000usize;
     let mut lines = 200_000usize;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || -> Result<usize> {
-            it.next()
-                .context("missing value")?
-                .parse()
-                .context("not a number")
-        };
-        match a.as_str() {
-            "--events" => events = value()?,
-            "--lines" => lines = value()?,
-            other => {
-                bail!("unknown argument {other}; usage: bench_history [--events N] [--lines N]")
-            }
-        }
-    }
+    number_args(
+        "bench_history",
+        &mut [("events", &mut events), ("lines", &mut lines)],
+    )?;
     let bin = eddy_binary()?;
     println!("eddy binary: {}", bin.display());
     tokio::runtime::Builder::new_multi_thread()
