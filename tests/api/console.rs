@@ -428,13 +428,24 @@ async fn walk_through(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_data_from_a_tenant_is_shown_as_text_never_run() {
+    hostile_data(Kind::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_data_from_a_tenant_is_shown_as_text_in_firefox() {
+    hostile_data(Kind::Firefox).await;
+}
+
+/// Markup and scripts in event data and types, a `text/html` raw event opened in the
+/// console's origin, and substream args that would escape their path.
+async fn hostile_data(kind: Kind) {
     let s = spawn_server().await;
     let hostile =
         "<img src=x onerror=\"document.title='owned'\"><script>document.title='owned'</script>";
     s.post_ok("/acme/evil", "x", json!({ "html": hostile }))
         .await;
     s.post_ok("/acme/evil", "<b>type</b>", json!(hostile)).await;
-    let Some(b) = Browser::open(&s.base).await else {
+    let Some(b) = Browser::open_in(kind, &s.base).await else {
         return;
     };
     b.goto("#/stream/acme%2Fevil").await;
