@@ -34,12 +34,25 @@ fn find(var: &str, names: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A headless browser under its WebDriver, both gone when dropped.
+/// A headless browser under its WebDriver, both gone when dropped (the driver runs
+/// in a process group of its own, which is killed whole, so a test that fails
+/// before it closes its session leaves no browser behind).
 struct Browser {
     client: Client,
     base: String,
-    _driver: tokio::process::Child,
+    driver: tokio::process::Child,
     _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 /// The browsers the console is tested in.
@@ -91,6 +104,7 @@ impl Browser {
         let port = free_port();
         let mut child = Command::new(&driver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .env("XDG_CONFIG_HOME", profile.path())
             .env("XDG_CACHE_HOME", profile.path())
             .env("TMPDIR", profile.path())
@@ -147,7 +161,7 @@ impl Browser {
         Some(Browser {
             client,
             base: base.to_owned(),
-            _driver: child,
+            driver: child,
             _profile: profile,
         })
     }
@@ -234,7 +248,7 @@ impl Browser {
     }
 
     async fn close(self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
     }
 }
 
