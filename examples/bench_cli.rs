@@ -29,13 +29,7 @@ fn main() -> Result<()> {
         "bench_cli",
         &mut [("lines", &mut lines), ("rounds", &mut rounds)],
     )?;
-    let bin = eddy_binary()?;
-    println!("eddy binary: {}", bin.display());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(run(&bin, lines, rounds))
+    run_with_eddy(|bin| async move { run(&bin, lines, rounds).await })
 }
 
 /// Runs `sh -c script`, answers the seconds it took.

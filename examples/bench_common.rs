@@ -808,3 +808,19 @@ pub fn number_args(program: &str, named: &mut [(&str, &mut usize)]) -> Result<()
     }
     Ok(())
 }
+
+/// The body of a benchmark's `main`: finds the eddy binary (see [`eddy_binary`]),
+/// says which, and runs `run` with it on a two-worker runtime (the machines have two
+/// cores), with rustls's crypto provider installed for reqwest.
+pub fn run_with_eddy<F: std::future::Future<Output = Result<()>>>(
+    run: impl FnOnce(PathBuf) -> F,
+) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bin = eddy_binary()?;
+    println!("eddy binary: {}", bin.display());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(bin))
+}

@@ -28,15 +28,7 @@ fn main() -> Result<()> {
         "bench_console",
         &mut [("events", &mut events), ("rounds", &mut rounds)],
     )?;
-    // reqwest is built with rustls but no default crypto provider
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let bin = eddy_binary()?;
-    println!("eddy binary: {}", bin.display());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(run(&bin, events, rounds))
+    run_with_eddy(|bin| async move { run(&bin, events, rounds).await })
 }
 
 /// Waits until `css` shows text containing `needle`.

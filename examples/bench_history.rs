@@ -39,13 +39,7 @@ fn main() -> Result<()> {
         "bench_history",
         &mut [("events", &mut events), ("lines", &mut lines)],
     )?;
-    let bin = eddy_binary()?;
-    println!("eddy binary: {}", bin.display());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(run(&bin, events, lines))
+    run_with_eddy(|bin| async move { run(&bin, events, lines).await })
 }
 
 fn click(n: usize) -> Value {
@@ -54,7 +48,6 @@ fn click(n: usize) -> Value {
 
 async fn run(bin: &Path, events: usize, lines: usize) -> Result<()> {
     let process = start_eddy(bin, &[]).await?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().build()?;
     let base = format!("http://127.0.0.1:{}", process.port);
     let total = load(&client, &base, events).await?;

@@ -671,3 +671,64 @@ async fn reducer_code_stays_the_owners_on_a_public_stream() {
     let r = send(&s, "GET", "/acme/news.count?source", Some(&admin), None).await;
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn the_consoles_endpoints_stay_the_owners_even_on_a_public_stream() {
+    let s = secured().await;
+    let acme = format!("Bearer {}", account(&s, "acme").await);
+    let bob = format!("Bearer {}", account(&s, "bob").await);
+    let as_acme = [("authorization", acme.as_str())];
+    let r = s
+        .call(
+            "PUT",
+            "/acme/news/settings",
+            &as_acme,
+            json!({"public": {"read": true, "write": true}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = s
+        .call(
+            "POST",
+            "/acme/news/webhooks",
+            &as_acme,
+            json!({"url": "https://receiver.example/hook"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let hook = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = format!("/acme/news/webhooks/{hook}");
+    let pause = format!("{status}/pause");
+    for (method, path) in [
+        ("GET", "/acme/news/pipes"),
+        ("GET", "/acme/news/types"),
+        ("POST", pause.as_str()),
+    ] {
+        // another account's key, and no credentials: refused, nothing revealed
+        let r = send(&s, method, path, Some(&bob), None).await;
+        assert_error(r, 403, "").await;
+        let r = send(&s, method, path, None, None).await;
+        assert_error(r, 401, "").await;
+        if method == "POST" {
+            // the refused pauses paused nothing
+            let r = send(&s, "GET", &status, Some(&acme), None).await;
+            assert_ne!(s_json(r).await["status"], "paused");
+        }
+        let r = send(&s, method, path, Some(&acme), None).await;
+        assert_eq!(r.status(), 200, "{method} {path}");
+    }
+    let r = send(&s, "GET", &status, Some(&acme), None).await;
+    assert_eq!(s_json(r).await["pausedReason"], "paused by request");
+    // the account listing tells bob his own account only
+    let r = send(&s, "GET", "/api/accounts", Some(&bob), None).await;
+    assert_eq!(s_json(r).await, json!([{"name": "bob"}]));
+    // the console's files are public (they hold no data), the data behind them is not
+    assert_eq!(send(&s, "GET", "/ui", None, None).await.status(), 200);
+    assert_eq!(
+        send(&s, "GET", "/ui/app.js", None, None).await.status(),
+        200
+    );
+}

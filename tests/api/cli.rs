@@ -390,6 +390,35 @@ async fn stored(base: &str, path: &str) -> Vec<serde_json::Value> {
     crate::common::read_all(&client(), &format!("{base}{path}")).await
 }
 
+/// The data of event `index` of `path`, waited for (10 s at most).
+async fn data_at(base: &str, path: &str, index: u64) -> serde_json::Value {
+    let r = client()
+        .get(format!("{base}{path}?from={index}&wait=10000"))
+        .send()
+        .await
+        .unwrap();
+    r.json::<serde_json::Value>().await.unwrap()[0]["data"].clone()
+}
+
+/// Runs `eddy <args>` against `base` with `input` on stdin (closed after it), and
+/// answers its exit status and stderr.
+async fn run_with_input(base: &str, args: &[&str], input: &[u8]) -> (Option<i32>, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = client_command(base, args)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[tokio::test]
 async fn eddy_send_streams_stdin_and_a_killed_sender_leaves_what_it_sent() {
     use tokio::io::AsyncWriteExt;
@@ -404,63 +433,25 @@ async fn eddy_send_streams_stdin_and_a_killed_sender_leaves_what_it_sent() {
     stdin.write_all(b"{\"n\":1}\n{\"n\":2}\n").await.unwrap();
     stdin.flush().await.unwrap();
     // stored while the sender still runs: each line as it arrives
-    let r = client()
-        .get(format!("{}/acme/logs?from=1&wait=10000", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()[0]["data"]["n"],
-        2
-    );
+    assert_eq!(data_at(&server.base, "/acme/logs", 1).await["n"], 2);
     stdin.write_all(b"{\"n\":3}\n").await.unwrap();
     stdin.flush().await.unwrap();
-    let r = client()
-        .get(format!("{}/acme/logs?from=2&wait=10000", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()[0]["data"]["n"],
-        3
-    );
+    assert_eq!(data_at(&server.base, "/acme/logs", 2).await["n"], 3);
     sender.kill().await.unwrap();
     assert_eq!(stored(&server.base, "/acme/logs").await.len(), 3);
 
     // to the end of stdin: the count, exit code 0
-    let mut sender = client_command(&server.base, &["send", "/acme/logs", "--type", "line"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = sender.stdin.take().unwrap();
-    stdin.write_all(b"{\"n\":4}\n{\"n\":5}").await.unwrap();
-    drop(stdin);
-    let out = sender.wait_with_output().await.unwrap();
-    assert!(out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
+    let send = ["send", "/acme/logs", "--type", "line"];
+    let (code, said) = run_with_input(&server.base, &send, b"{\"n\":4}\n{\"n\":5}").await;
+    assert_eq!(code, Some(0));
     assert!(
         said.contains("sent 2 events to /acme/logs (indexes 3 to 4)"),
         "{said}"
     );
     // factory args that need escaping in a URL, as a shell user types them
-    let mut odd = client_command(
-        &server.base,
-        &["send", "/acme/f('a b/./c#1')", "--type", "t"],
-    )
-    .stdin(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdin = odd.stdin.take().unwrap();
-    stdin.write_all(b"{\"odd\":true}\n").await.unwrap();
-    drop(stdin);
-    let out = odd.wait_with_output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let odd = ["send", "/acme/f('a b/./c#1')", "--type", "t"];
+    let (code, said) = run_with_input(&server.base, &odd, b"{\"odd\":true}\n").await;
+    assert_eq!(code, Some(0), "{said}");
     let subs = client()
         .get(format!("{}/acme/f/substreams", server.base))
         .send()
@@ -471,24 +462,15 @@ async fn eddy_send_streams_stdin_and_a_killed_sender_leaves_what_it_sent() {
         .unwrap();
     assert_eq!(subs[0]["args"], "'a b/./c#1'", "{subs}");
     // bytes, and an error in one sentence with exit code 1
-    let mut bytes = client_command(
-        &server.base,
-        &[
-            "send",
-            "/acme/build",
-            "--bytes",
-            "--content-type",
-            "text/plain",
-        ],
-    )
-    .stdin(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdin = bytes.stdin.take().unwrap();
-    stdin.write_all(b"compiling\n").await.unwrap();
-    drop(stdin);
-    assert!(bytes.wait_with_output().await.unwrap().status.success());
+    let bytes = [
+        "send",
+        "/acme/build",
+        "--bytes",
+        "--content-type",
+        "text/plain",
+    ];
+    let (code, said) = run_with_input(&server.base, &bytes, b"compiling\n").await;
+    assert_eq!(code, Some(0), "{said}");
     let r = client()
         .get(format!("{}/acme/build", server.base))
         .header("accept", "application/octet-stream")
@@ -496,17 +478,8 @@ async fn eddy_send_streams_stdin_and_a_killed_sender_leaves_what_it_sent() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "compiling\n");
-    let mut bad = client_command(&server.base, &["send", "/acme/logs", "--type", "line"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = bad.stdin.take().unwrap();
-    stdin.write_all(b"not json\n").await.unwrap();
-    drop(stdin);
-    let out = bad.wait_with_output().await.unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let said = String::from_utf8_lossy(&out.stderr);
+    let (code, said) = run_with_input(&server.base, &send, b"not json\n").await;
+    assert_eq!(code, Some(1));
     assert!(
         said.starts_with(
             "eddy send: the server answered 400: line 1: event data is not valid JSON"

@@ -187,6 +187,15 @@ impl TestServer {
         r.send().await.expect("request")
     }
 
+    /// Sends `method path` with no body and no headers.
+    pub async fn send(&self, method: &str, path: &str) -> Response {
+        self.client
+            .request(method.parse().expect("method"), self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// POSTs a JSON event of `ty`.
     pub async fn post(&self, path: &str, ty: &str, data: Value) -> Response {
         self.client

@@ -98,12 +98,7 @@ async fn a_copy_pipe_with_a_type_selector() {
 
     // deleted, and put again: it starts from the beginning, but the ids it derives
     // from each source event find the copies already there
-    let r = s
-        .client
-        .delete(s.url("/acme/clicks/pipe/acme/copies"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.send("DELETE", "/acme/clicks/pipe/acme/copies").await;
     assert_eq!(r.status(), 204);
     assert_error(s.get("/acme/clicks/pipe/acme/copies").await, 404, "no pipe").await;
     let r = put_pipe(&s, "/acme/clicks/pipe/acme/copies?type=a", None).await;
@@ -248,12 +243,7 @@ async fn bad_pipes_are_refused() {
     )
     .await;
     assert_error(s.get("/a/x/pipe/a/y").await, 404, "no pipe").await;
-    let r = s
-        .client
-        .delete(s.url("/a/x/pipe/a/y"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.send("DELETE", "/a/x/pipe/a/y").await;
     assert_error(r, 404, "no pipe").await;
     let r = s
         .client
@@ -494,12 +484,7 @@ async fn a_streams_pipes_are_listed_with_their_status() {
     let own = s.get_json("/acme/f('a')/pipes", 200).await;
     assert_eq!(own.as_array().unwrap().len(), 1, "{own}");
     assert_eq!(own[0]["destination"], "acme/fa");
-    let r = s
-        .client
-        .post(s.url("/acme/src/pipes"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.send("POST", "/acme/src/pipes").await;
     assert_error(r, 405, "GET").await;
     assert_error(s.get("/acme/src/pipes?x=1").await, 400, "x").await;
     assert_error(s.get("/acme/src/pipes/more").await, 400, "more").await;

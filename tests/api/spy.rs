@@ -236,11 +236,6 @@ async fn only_the_admin_may_spy_and_bad_requests_are_named() {
         let r = open.get(&format!("/eddy/spy?{query}")).await;
         assert_error(r, 400, needle).await;
     }
-    let r = open
-        .client
-        .post(open.url("/eddy/spy"))
-        .send()
-        .await
-        .unwrap();
+    let r = open.send("POST", "/eddy/spy").await;
     assert_error(r, 405, "GET").await;
 }

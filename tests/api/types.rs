@@ -164,12 +164,7 @@ async fn events_are_validated_against_their_type() {
         "{m}"
     );
 
-    let r = s
-        .client
-        .delete(s.url("/acme/clicks:click"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.send("DELETE", "/acme/clicks:click").await;
     assert_eq!(r.status(), 204);
     s.post_ok("/acme/clicks", "click", json!({"x": "anything"}))
         .await;
@@ -280,12 +275,7 @@ async fn pipes_into_a_typed_stream_refuse_what_does_not_match() {
     s.post_ok("/acme/src", "click", json!({"url": "nope"}))
         .await;
     s.post_ok("/acme/src", "click", good.clone()).await;
-    let r = s
-        .client
-        .put(s.url("/acme/src/pipe/acme/dest"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.send("PUT", "/acme/src/pipe/acme/dest").await;
     assert_eq!(r.status(), 201);
     // the refusal is in the pipe's log, and the two good events are piped
     let logs = crate::pipes::wait_for_events(&s.base, "/acme/src/logs/pipe/acme/dest", 1).await;
@@ -341,11 +331,6 @@ async fn a_streams_types_are_listed_with_schema_and_typescript() {
         "belong to the stream",
     )
     .await;
-    let r = s
-        .client
-        .put(s.url("/acme/clicks/types"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.send("PUT", "/acme/clicks/types").await;
     assert_error(r, 405, "GET").await;
 }

@@ -364,12 +364,7 @@ async fn pauses_after_the_retry_budget_and_resumes_where_it_stopped() {
         "{after}"
     );
     rx.script.lock().unwrap().failing = false;
-    let r = s
-        .client
-        .post(s.url(&format!("{hook}/resume")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.send("POST", &format!("{hook}/resume")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(indexes(&rx.accepted(2).await), [0, 1]);
     let active = s.get_json(&hook, 200).await;
@@ -438,7 +433,7 @@ async fn bad_webhooks_are_refused_and_private_targets_need_the_flag() {
     );
     assert_error(s.get("/acme/s/webhooks/wh_nope").await, 404, "wh_nope").await;
     assert_error(s.get(&format!("/acme/other/webhooks/{id}")).await, 404, &id).await;
-    let r = s.client.delete(s.url(&hook)).send().await.unwrap();
+    let r = s.send("DELETE", &hook).await;
     assert_eq!(r.status(), 204);
     assert_error(s.get(&hook).await, 404, &id).await;
 }
@@ -518,18 +513,12 @@ async fn a_replay_sends_an_index_range_again_in_order_with_the_same_ids() {
     assert_error(replay("to=3").await.unwrap(), 400, "from=").await;
     assert_error(replay("from=x").await.unwrap(), 400, "from").await;
     let r = s
-        .client
-        .post(s.url("/acme/s/webhooks/wh_nope/replay?from=0"))
-        .send()
-        .await
-        .unwrap();
+        .send("POST", "/acme/s/webhooks/wh_nope/replay?from=0")
+        .await;
     assert_error(r, 404, "wh_nope").await;
     let r = s
-        .client
-        .get(s.url(&format!("/acme/s/webhooks/{id}/replay")))
-        .send()
-        .await
-        .unwrap();
+        .send("GET", &format!("/acme/s/webhooks/{id}/replay"))
+        .await;
     assert_error(r, 405, "POST").await;
     // a receiver that fails keeps replays under way: two at a time, then a 409
     rx.script.lock().unwrap().failing = true;
@@ -633,35 +622,15 @@ async fn a_webhook_paused_by_request_keeps_its_place_across_a_restart_and_resume
     assert_eq!(s.get_json(&hook, 200).await["status"], "paused");
     // nothing was sent while paused: the receiver still has the one event
     assert_eq!(rx.got().len(), 1);
-    let r = s
-        .client
-        .post(s.url(&format!("{hook}/resume")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.send("POST", &format!("{hook}/resume")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(indexes(&rx.accepted(4).await), [0, 1, 2, 3]);
 
     // hostile and wrong requests
-    let r = s
-        .client
-        .get(s.url(&format!("{hook}/pause")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.send("GET", &format!("{hook}/pause")).await;
     assert_error(r, 405, "POST").await;
-    let r = s
-        .client
-        .post(s.url("/acme/s/webhooks/nope/pause"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.send("POST", "/acme/s/webhooks/nope/pause").await;
     assert_error(r, 404, "nope").await;
-    let r = s
-        .client
-        .post(s.url(&format!("{hook}/pause?now=1")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.send("POST", &format!("{hook}/pause?now=1")).await;
     assert_error(r, 400, "now").await;
 }
