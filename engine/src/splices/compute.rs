@@ -86,6 +86,23 @@ pub(super) struct Outcome {
     pub caused: Vec<Caused>,
 }
 
+impl Outcome {
+    /// An outcome for `events`, before any of them is mapped.
+    fn of(events: &[StoredEvent]) -> Self {
+        Outcome {
+            before: events.len(),
+            last_position: events.last().map_or(0, |e| e.position.0),
+            last_index: events.last().map_or(-1, |e| e.index.sql()),
+            events: Vec::with_capacity(events.len()),
+            bytes: 0,
+            counts: Counts::default(),
+            differences: Vec::new(),
+            states: Vec::new(),
+            caused: Vec::new(),
+        }
+    }
+}
+
 fn load(sandbox: &mut Sandbox, slot: u32, name: &str, js: &str, module: bool) -> Result<()> {
     let code = Prepared {
         js: js.to_owned(),
@@ -232,17 +249,7 @@ fn on_threads<P: Sync, T: Send>(parts: &[P], f: impl Fn(&P) -> Result<T> + Sync)
 fn map(i: &Inputs, events: &[StoredEvent]) -> Result<Outcome> {
     let half = events.len().div_ceil(2).max(CHUNK);
     let parts: Vec<&[StoredEvent]> = events.chunks(half).collect();
-    let mut out = Outcome {
-        before: events.len(),
-        last_position: events.last().map_or(0, |e| e.position.0),
-        last_index: events.last().map_or(-1, |e| e.index.sql()),
-        events: Vec::with_capacity(events.len()),
-        bytes: 0,
-        counts: Counts::default(),
-        differences: Vec::new(),
-        states: Vec::new(),
-        caused: Vec::new(),
-    };
+    let mut out = Outcome::of(events);
     for part in on_threads(&parts, |part| map_part(i, part))? {
         out.bytes += part.bytes;
         if out.events.len() + part.events.len() > super::MAX_EVENTS || out.bytes > super::MAX_BYTES
@@ -274,17 +281,8 @@ fn map_part(i: &Inputs, events: &[StoredEvent]) -> Result<Outcome> {
         &i.code.js,
         i.code.shape == Shape::Module,
     )?;
-    let mut out = Outcome {
-        before: events.len(),
-        last_position: 0,
-        last_index: -1,
-        events: Vec::with_capacity(events.len()),
-        bytes: 0,
-        counts: Counts::default(),
-        differences: Vec::new(),
-        states: Vec::new(),
-        caused: Vec::new(),
-    };
+    // a part's own ends are not used: the whole history's are
+    let mut out = Outcome::of(events);
     for chunk in events.chunks(CHUNK) {
         let views = Views::of(chunk);
         let inputs = views.inputs(chunk);
