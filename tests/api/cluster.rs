@@ -337,6 +337,139 @@ async fn an_event_source_on_one_node_follows_another_and_resumes_on_a_third() {
     assert_eq!(count, "10");
 }
 
+/// An NDJSON follow of `path` on `base` (it holds no live subscription: it reads for
+/// itself whenever a commit notice names its stream).
+async fn follow_ndjson(base: &str, path: &str) -> impl futures::Stream<Item = Value> + Unpin {
+    let r = client()
+        .get(format!("{base}{path}"))
+        .header("Accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let lines = r.bytes_stream().scan(Vec::new(), |buf, chunk| {
+        buf.extend_from_slice(&chunk.unwrap());
+        let mut out = Vec::new();
+        while let Some(at) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=at).collect();
+            out.push(serde_json::from_slice::<Value>(&line).unwrap());
+        }
+        futures::future::ready(Some(futures::stream::iter(out)))
+    });
+    Box::pin(lines.flatten())
+}
+
+/// The next `n` events of `follow`, each within ten seconds.
+async fn next_events(
+    follow: &mut (impl futures::Stream<Item = Value> + Unpin),
+    n: usize,
+    what: &str,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let e = tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: {} of {n} events within 10 s", out.len()))
+            .expect("the follow goes on");
+        out.push(e);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_that_read_for_themselves_see_every_nodes_commits_in_order() {
+    // with no live subscriber on a node, other nodes' commits reach it as their
+    // notifications describe them (streams, paths, splices), without their events:
+    // its NDJSON follows and long polls read what they need
+    let Some((nodes, _)) = three_nodes("cluster_follow", &[]).await else {
+        return;
+    };
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let (status, _) = post(&a.base, "/acme/f", None, json!({"w": -1})).await;
+    assert_eq!(status, 201);
+    let mut follow = follow_ndjson(&b.base, "/acme/f?follow=true").await;
+    let first = next_events(&mut follow, 1, "the first event").await;
+    assert_eq!(first[0]["index"], 0);
+
+    // writers through all three nodes at once, node B's own commits among the others'
+    const EACH: usize = 30;
+    let mut writers = Vec::new();
+    for (w, node) in nodes.iter().enumerate() {
+        let base = node.base.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                let (status, body) = post(&base, "/acme/f", None, json!({"w": w, "n": n})).await;
+                assert_eq!(status, 201, "{body}");
+            }
+        }));
+    }
+    let seen = next_events(&mut follow, 3 * EACH, "appends through three nodes on B").await;
+    for w in writers {
+        w.await.unwrap();
+    }
+    let indexes: Vec<u64> = seen.iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    assert_eq!(
+        indexes,
+        (1..=3 * EACH as u64).collect::<Vec<_>>(),
+        "in order, once each"
+    );
+    let mut per_writer = [0; 3];
+    for e in &seen {
+        let w = e["data"]["w"].as_u64().unwrap() as usize;
+        assert_eq!(
+            e["data"]["n"], per_writer[w],
+            "each writer's events in its order"
+        );
+        per_writer[w] += 1;
+    }
+
+    // a long poll on node C answers with node A's append, well before its wait ends
+    let next = 3 * EACH + 1;
+    let poll = tokio::spawn({
+        let base = c.base.clone();
+        async move {
+            let started = Instant::now();
+            let r = client()
+                .get(format!("{base}/acme/f?from={next}&wait=20000"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            (r.json::<Value>().await.unwrap(), started.elapsed())
+        }
+    });
+    // the poll is waiting before the append (its first read found nothing)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    post(&a.base, "/acme/f", None, json!({"w": 0, "n": EACH})).await;
+    let (events, took) = poll.await.unwrap();
+    assert_eq!(events[0]["index"], next as u64, "{events}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    next_events(&mut follow, 1, "the polled event on B").await;
+
+    // a splice approved on node A restarts the follow on node B at the new history
+    let r = client()
+        .post(format!("{}/acme/f/splices", a.base))
+        .header("content-type", "application/javascript")
+        .body("export default (e) => e.index < 3 ? e : null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = client()
+        .post(format!("{}/acme/f/splices/{id}/approve", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let again = next_events(&mut follow, 3, "the spliced history on B").await;
+    let indexes: Vec<u64> = again.iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, [0, 1, 2], "from the start of the new history");
+}
+
 /// Takes events from `sub` into `seen` ((Last-Event-ID, index) each) until it holds
 /// `n`, failing the test after 10 s without one.
 async fn take<S, E>(sub: &mut S, seen: &mut Vec<(String, i64)>, n: usize, what: &str)

@@ -228,10 +228,13 @@ async fn reads(s: &Source, key: &str) -> Vec<(String, Value)> {
     ] {
         out.push((path.to_owned(), s.get(path).await));
     }
-    // a caught-up reducer's position moves to the head when it next wakes: left out
+    // a caught-up reducer's position moves to the head when it next wakes, and the
+    // count of states it holds in memory follows the reads it served: left out
     let mut reducers = s.get("/acme/orders/reducers").await;
     for r in reducers.as_array_mut().unwrap() {
-        r.as_object_mut().unwrap().remove("position");
+        let r = r.as_object_mut().unwrap();
+        r.remove("position");
+        r.remove("liveStates");
     }
     out.push(("/acme/orders/reducers".into(), reducers));
     for path in ["/acme/clicks/webhooks", "/acme/orders/webhooks"] {

@@ -46,7 +46,9 @@ pub(crate) struct Fence {
 pub(crate) enum Announce {
     /// This node's writer committed positions `first..=notice.last_position`.
     Local { first: i64, notice: Box<Committed> },
-    /// Some node committed up to this position.
+    /// Another node committed, as its notification said.
+    Foreign(Box<Foreign>),
+    /// Some node committed up to this position (what it touched unknown).
     Head(i64),
 }
 
@@ -59,59 +61,241 @@ pub enum Change {
     Unknown,
 }
 
+/// Another node's commit of positions `first..=last`, from its notification.
+pub(crate) struct Foreign {
+    pub first: i64,
+    pub last: i64,
+    pub touched: Touched,
+}
+
+/// What one commit touched: its notification carries this to the other nodes, so
+/// that they can tell their consumers which streams moved without reading the
+/// events back (they read them only for live subscribers of their own).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Touched {
+    /// The ids of the streams that received events.
+    #[serde(rename = "s")]
+    streams: Vec<i64>,
+    /// The (sub)streams that received events: account, stream and canonical args
+    /// (empty for a plain stream).
+    #[serde(rename = "p")]
+    paths: Vec<(String, String, String)>,
+    /// The streams whose history a splice replaced: account and stream.
+    #[serde(rename = "x", default, skip_serializing_if = "Vec::is_empty")]
+    spliced: Vec<(String, String)>,
+}
+
+/// The longest [`Touched`] a notification carries: PostgreSQL's payloads stop below
+/// 8000 bytes, and the node id and positions go in front.
+const TOUCHED_MAX: usize = 7_000;
+
+impl Touched {
+    pub(super) fn of(staged: &super::apply::Staged) -> Self {
+        let path = |p: &StreamPath| {
+            (
+                p.account.as_str().to_owned(),
+                p.stream.as_str().to_owned(),
+                p.args.as_ref().map(|a| a.canonical()).unwrap_or_default(),
+            )
+        };
+        Self {
+            streams: staged.touched_streams.clone(),
+            paths: staged.live_paths.iter().map(|p| path(p)).collect(),
+            spliced: staged
+                .spliced
+                .iter()
+                .map(|p| (p.account.as_str().to_owned(), p.stream.as_str().to_owned()))
+                .collect(),
+        }
+    }
+
+    /// As a notification carries it: JSON, or `-` when that would not fit (the
+    /// other nodes then read the commit's events to learn what it touched).
+    pub(super) fn payload(&self) -> String {
+        match serde_json::to_string(self) {
+            Ok(json) if json.len() <= TOUCHED_MAX => json,
+            _ => "-".to_owned(),
+        }
+    }
+
+    /// The notice of a commit that touched this, for consumers that read what they
+    /// need: no events, hence incomplete.
+    fn notice(self, last: i64) -> Committed {
+        let mut paths: Vec<Arc<StreamPath>> = Vec::with_capacity(self.paths.len());
+        for (account, stream, args) in &self.paths {
+            if let Some(p) = StreamPath::stored(account, stream, args) {
+                paths.push(Arc::new(p));
+            }
+        }
+        let mut spliced = Vec::new();
+        for (account, stream) in &self.spliced {
+            if let Some(p) = StreamPath::stored(account, stream, "") {
+                let p = Arc::new(p);
+                if !paths.contains(&p) {
+                    paths.push(p.clone());
+                }
+                spliced.push(p);
+            }
+        }
+        let mut notice = Committed::new(Position(last), self.streams, Vec::new(), false, paths);
+        notice.spliced = spliced;
+        notice
+    }
+}
+
+/// How long a commit that follows a gap waits for the notifications of the commits
+/// in the gap before the sequencer reads those from the database: a notification
+/// is most often a little behind, and only lost when the listener reconnects.
+const GAP_WAIT: Duration = Duration::from_millis(100);
+
+/// A commit the sequencer holds until those before it are announced.
+enum Held {
+    Local(Box<Committed>),
+    Foreign(Box<Foreign>),
+}
+
+impl Held {
+    fn last(&self) -> i64 {
+        match self {
+            Held::Local(n) => n.last_position.get(),
+            Held::Foreign(f) => f.last,
+        }
+    }
+}
+
 /// Starts the sequencer: announces this node's commits and, in position order
-/// between them, every other node's; moves `durable` along. Answers its queue and
-/// the position it has announced up to: `durable` can run ahead of that, since a
-/// group without events that began after other nodes' commits moves it without an
-/// announcement, so the listener compares the head with this one.
+/// between them, every other node's; moves `durable` along. Other nodes' commits
+/// are announced from their notifications, with their events read back only while
+/// this node has live subscribers (`subscribers`, the fan-out's count), and read
+/// from the database where a notification is missing or said too little. Answers
+/// its queue and the position it has announced up to: `durable` can run ahead of
+/// that, since a group without events that began after other nodes' commits moves
+/// it without an announcement, so the listener compares the head with this one.
 pub(crate) fn start_sequencer(
     reads: Reads,
     notices: broadcast::Sender<Arc<Committed>>,
     durable: Arc<AtomicI64>,
+    subscribers: prometheus_client::metrics::gauge::Gauge,
 ) -> (mpsc::UnboundedSender<Announce>, Arc<AtomicI64>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let shown = Arc::new(AtomicI64::new(durable.load(Ordering::Acquire)));
-    let published = shown.clone();
+    let mut seq = Sequencer {
+        reads,
+        notices,
+        announced: durable.load(Ordering::Acquire),
+        durable,
+        published: shown.clone(),
+        subscribers,
+        held: std::collections::BTreeMap::new(),
+        gap: None,
+    };
     tokio::spawn(async move {
-        let mut announced = durable.load(Ordering::Acquire);
-        while let Some(msg) = rx.recv().await {
-            let upto = match msg {
-                Announce::Local { first, notice } => {
-                    let last = notice.last_position.get();
-                    if last <= announced {
-                        continue;
-                    }
-                    if first == announced + 1 {
-                        announced = last;
-                        durable.fetch_max(announced, Ordering::AcqRel);
-                        published.store(announced, Ordering::Release);
-                        let _ = notices.send(Arc::from(notice));
-                        continue;
-                    }
-                    last
-                }
-                Announce::Head(head) => head,
-            };
-            // other nodes' events: read, in pages of one notice each
-            while announced < upto {
-                match foreign(&reads, announced, upto).await {
-                    Ok((notice, last)) => {
-                        announced = last;
-                        durable.fetch_max(announced, Ordering::AcqRel);
-                        published.store(announced, Ordering::Release);
-                        if let Some(n) = notice {
-                            let _ = notices.send(Arc::new(n));
+        loop {
+            let msg = match seq.gap {
+                None => rx.recv().await,
+                Some((_, since)) => {
+                    match tokio::time::timeout_at(since + GAP_WAIT, rx.recv()).await {
+                        Ok(msg) => msg,
+                        Err(_) => {
+                            // the notifications of the gap did not come: read it
+                            if let Some(first) = seq.held.keys().next().copied() {
+                                seq.read_up_to(first - 1).await;
+                            }
+                            seq.release().await;
+                            continue;
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e.message, "cannot read other nodes' events; retrying");
-                        tokio::time::sleep(POLL).await;
-                    }
                 }
+            };
+            match msg {
+                None => return,
+                Some(Announce::Local { first, notice }) => seq.hold(first, Held::Local(notice)),
+                Some(Announce::Foreign(f)) => seq.hold(f.first, Held::Foreign(f)),
+                Some(Announce::Head(head)) => seq.read_up_to(head).await,
             }
+            seq.release().await;
         }
     });
     (tx, shown)
+}
+
+/// The sequencer's state (see [`start_sequencer`]).
+struct Sequencer {
+    reads: Reads,
+    notices: broadcast::Sender<Arc<Committed>>,
+    /// The last position announced.
+    announced: i64,
+    durable: Arc<AtomicI64>,
+    published: Arc<AtomicI64>,
+    subscribers: prometheus_client::metrics::gauge::Gauge,
+    /// Commits past a gap, by first position.
+    held: std::collections::BTreeMap<i64, Held>,
+    /// The position announced when the current gap was found, and when.
+    gap: Option<(i64, tokio::time::Instant)>,
+}
+
+impl Sequencer {
+    fn hold(&mut self, first: i64, commit: Held) {
+        if commit.last() > self.announced {
+            self.held.insert(first, commit);
+        }
+    }
+
+    /// Announces the held commits that follow on from what was announced, and notes
+    /// the gap before the rest.
+    async fn release(&mut self) {
+        while let Some(entry) = self.held.first_entry() {
+            let first = *entry.key();
+            if entry.get().last() <= self.announced {
+                entry.remove();
+                continue;
+            }
+            if first > self.announced + 1 {
+                break;
+            }
+            match entry.remove() {
+                // a read of the gap took part of it
+                held if first <= self.announced => self.read_up_to(held.last()).await,
+                Held::Local(notice) => {
+                    let last = notice.last_position.get();
+                    self.announce(Some(Arc::from(notice)), last);
+                }
+                Held::Foreign(f) if self.subscribers.get() > 0 => self.read_up_to(f.last).await,
+                Held::Foreign(f) => {
+                    let last = f.last;
+                    self.announce(Some(Arc::new(f.touched.notice(last))), last);
+                }
+            }
+        }
+        self.gap = match (self.held.is_empty(), self.gap) {
+            (true, _) => None,
+            (false, Some(gap)) if gap.0 == self.announced => Some(gap),
+            (false, _) => Some((self.announced, tokio::time::Instant::now())),
+        };
+    }
+
+    fn announce(&mut self, notice: Option<Arc<Committed>>, last: i64) {
+        self.announced = last;
+        self.durable.fetch_max(last, Ordering::AcqRel);
+        self.published.store(last, Ordering::Release);
+        if let Some(n) = notice {
+            let _ = self.notices.send(n);
+        }
+    }
+
+    /// Reads other nodes' events up to `upto` and announces them, in pages of one
+    /// notice each; retries until the database answers.
+    async fn read_up_to(&mut self, upto: i64) {
+        while self.announced < upto {
+            match foreign(&self.reads, self.announced, upto).await {
+                Ok((notice, last)) => self.announce(notice.map(Arc::new), last),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "cannot read other nodes' events; retrying");
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+    }
 }
 
 /// The events after `after` up to `upto` (at most one notice's worth) as a notice,
@@ -244,11 +428,8 @@ pub(crate) fn listen(
                         COMMITS => {
                             // this node's own commits reach the sequencer from its
                             // writer, with their events: reading them back is waste
-                            let (from, last) = payload.split_once(' ').unwrap_or(("", payload));
-                            if from != node
-                                && let Ok(pos) = last.parse::<i64>()
-                            {
-                                let _ = sequencer.send(Announce::Head(pos));
+                            if let Some(commit) = commit_heard(payload, &node) {
+                                let _ = sequencer.send(commit);
                             }
                         }
                         CHANGES => {
@@ -311,6 +492,26 @@ pub(crate) fn listen(
         }
     });
     Heard { changes, leases }
+}
+
+/// What a commit notification of another node announces: `<node> <last> <first>
+/// <touched>` (see `writer::Writer::commit_group`); `None` for this node's own.
+fn commit_heard(payload: &str, node: &str) -> Option<Announce> {
+    let mut parts = payload.splitn(4, ' ');
+    if parts.next()? == node {
+        return None;
+    }
+    let last = parts.next()?.parse::<i64>().ok()?;
+    let first = parts.next().and_then(|f| f.parse::<i64>().ok());
+    let touched = parts.next().and_then(|t| serde_json::from_str(t).ok());
+    Some(match (first, touched) {
+        (Some(first), Some(touched)) => Announce::Foreign(Box::new(Foreign {
+            first,
+            last,
+            touched,
+        })),
+        _ => Announce::Head(last),
+    })
 }
 
 async fn connect_listener(url: &str) -> Option<sqlx::postgres::PgListener> {
@@ -651,3 +852,7 @@ pub(crate) fn lease_lost(fence: &Fence) -> EngineError {
         ),
     )
 }
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod tests;

@@ -246,6 +246,8 @@ pub(crate) struct Pg {
     sql: RefCell<HashMap<String, std::sync::Arc<str>>>,
     /// Rows changed so far (what `total_changes` is on SQLite), gathered rows included.
     changes: Cell<u64>,
+    /// The session settings [`Db::set_session`] made, made again on a new connection.
+    session: RefCell<String>,
     /// Rows of plain inserts gathered across requests, sent before the next statement
     /// of any other kind (a read of the same rows among them) or at COMMIT: a group of
     /// single-event appends reaches PostgreSQL as one insert (see [`MultiRow`]).
@@ -294,6 +296,7 @@ impl Pg {
             rt,
             sql: RefCell::new(HashMap::new()),
             changes: Cell::new(0),
+            session: RefCell::new(String::new()),
             pending: RefCell::new(None),
         })
     }
@@ -642,7 +645,12 @@ impl Db {
             .await
         };
         match pg.rt.block_on(connect) {
-            Ok(Ok(conn)) => {
+            Ok(Ok(mut conn)) => {
+                let session = pg.session.borrow().clone();
+                if !session.is_empty() {
+                    pg.rt
+                        .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(session)).execute(&mut conn))?;
+                }
                 // a statement in flight on the lost connection goes with it
                 pg.in_flight.borrow_mut().take();
                 *pg.conn.borrow_mut() = Some(conn);
@@ -691,6 +699,39 @@ impl Db {
                 row.map(|r| f(&RowRef::Postgres(&r))).transpose()
             }
         }
+    }
+
+    /// Runs statements without parameters, sent together (one round trip on
+    /// PostgreSQL), and reads every row they answer with, in order, with `f`.
+    pub(crate) fn control_rows<T>(
+        &self,
+        sql: &str,
+        f: impl Fn(&RowRef<'_, '_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        match self {
+            Db::Sqlite(conn) => {
+                conn.execute_batch(sql)?;
+                Ok(Vec::new())
+            }
+            Db::Postgres(pg) => {
+                let sql = sql.to_owned();
+                let rows =
+                    pg.run(async |c| sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(c).await)?;
+                rows.iter().map(|r| f(&RowRef::Postgres(r))).collect()
+            }
+        }
+    }
+
+    /// Sets session settings (`SET ...` statements), on this connection and on any
+    /// it connects again after losing it.
+    pub(crate) fn set_session(&self, sql: &str) -> Result<()> {
+        self.control(sql)?;
+        if let Db::Postgres(pg) = self {
+            let mut session = pg.session.borrow_mut();
+            session.push_str(sql);
+            session.push_str("; ");
+        }
+        Ok(())
     }
 
     /// Runs a statement without parameters (BEGIN, COMMIT, ROLLBACK).

@@ -273,8 +273,12 @@ impl Store {
             .await?
             .int(0)?;
         let last_position = Arc::new(AtomicI64::new(head));
-        let (sequencer, announced) =
-            cluster::start_sequencer(reads.clone(), notices.clone(), last_position.clone());
+        let (sequencer, announced) = cluster::start_sequencer(
+            reads.clone(),
+            notices.clone(),
+            last_position.clone(),
+            metrics.subscribers.clone(),
+        );
         let heard = cluster::listen(
             node_url.clone(),
             reads.clone(),

@@ -21,7 +21,9 @@ use rusqlite::Connection;
 use tokio::sync::{broadcast, oneshot};
 
 use super::access_writes::AccessWrite;
-use super::apply::{AppendRequest, Appended, FastMap, Ledger, SettingsRequest, Staged};
+use super::apply::{
+    AppendRequest, Appended, FastMap, Ledger, SettingsRequest, Staged, SubKey, SubRow,
+};
 use super::db::{Db, vals};
 use super::pipe_writes::{PipeWrite, PipeWritten};
 use super::reducer_writes::{ReducerWrite, ReducerWritten};
@@ -220,10 +222,10 @@ pub(crate) async fn spawn_postgres(
     let connect = url.to_owned();
     let db = tokio::task::spawn_blocking(move || -> Result<Db> {
         let db = Db::Postgres(Box::new(super::db::Pg::connect(&connect)?));
-        db.control("SET synchronous_commit = on")?;
+        db.set_session("SET synchronous_commit = on")?;
         // a writer stopped (a paused process, a cut network) while its group holds the
         // head row would hold every node's writes: PostgreSQL ends its session instead
-        db.control("SET idle_in_transaction_session_timeout = '5s'")?;
+        db.set_session("SET idle_in_transaction_session_timeout = '5s'")?;
         Ok(db)
     })
     .await
@@ -257,6 +259,8 @@ pub(crate) async fn spawn_postgres(
             writer.head = Some(Head {
                 commits: None,
                 changes: None,
+                contended: false,
+                hot: Vec::new(),
             });
             writer.run(rx);
         })
@@ -336,7 +340,16 @@ struct Head {
     commits: Option<i64>,
     /// The head's change count as this writer last saw it; `None` when unknown.
     changes: Option<i64>,
+    /// Whether another node had committed before this writer's last group.
+    contended: bool,
+    /// The substreams the last group appended to, when another node had committed
+    /// before it: the next group reads their counters again as it locks the head
+    /// (see [`Writer::lock_head`]).
+    hot: Vec<(SubKey, i64)>,
 }
+
+/// Most substreams [`Head::hot`] holds.
+const HOT_MAX: usize = 64;
 
 impl Writer {
     fn new(
@@ -502,19 +515,32 @@ impl Writer {
     /// caches when another node committed since this writer's last group. A failure
     /// here leaves the transaction to roll back.
     fn lock_head(&mut self) -> Result<()> {
-        let Some(head) = &self.head else {
+        let Some(head) = &mut self.head else {
             return Ok(());
         };
         let known = (head.commits, head.changes);
-        let (last, commits, changes) = self
+        let hot = std::mem::take(&mut head.hot);
+        // the counters of the substreams the last group appended to, read in the same
+        // round trip after the lock (a statement of its own: it sees every commit
+        // before the lock), for when another node committed since (which moves them)
+        let mut sql =
+            "BEGIN; SELECT last, commits, changes FROM event_positions FOR UPDATE".to_owned();
+        if !hot.is_empty() {
+            let ids: Vec<String> = hot.iter().map(|(_, id)| id.to_string()).collect();
+            sql.push_str(&format!(
+                "; SELECT id, event_count, last_timestamp FROM substreams WHERE id IN ({})",
+                ids.join(",")
+            ));
+        }
+        let rows = self
             .ledger
             .db
-            .control_row(
-                "BEGIN; SELECT last, commits, changes FROM event_positions FOR UPDATE",
-                |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)),
-            )?
-            .ok_or_else(|| EngineError::internal("event_positions has no row"))?;
-        if known.0 != Some(commits) || self.ledger.next_pos != last + 1 {
+            .control_rows(&sql, |r| Ok((r.int(0)?, r.int(1)?, r.int(2)?)))?;
+        let Some(&(last, commits, changes)) = rows.first() else {
+            return Err(EngineError::internal("event_positions has no row"));
+        };
+        let moved = known.0 != Some(commits) || self.ledger.next_pos != last + 1;
+        if moved {
             // another node committed (or a commit whose answer was lost landed): the
             // substreams' counts may have moved; streams change only with a change
             self.ledger.next_pos = last + 1;
@@ -522,10 +548,21 @@ impl Writer {
             if known.1 != Some(changes) {
                 self.ledger.streams.clear();
             }
+            for &(id, count, last_timestamp) in &rows[1..] {
+                if let Some((key, _)) = hot.iter().find(|(_, hot_id)| *hot_id == id) {
+                    let sub = SubRow {
+                        id,
+                        next_index: count as u64,
+                        last_timestamp,
+                    };
+                    self.ledger.subs.insert(key.clone(), sub);
+                }
+            }
         }
         if let Some(head) = &mut self.head {
             head.commits = Some(commits);
             head.changes = Some(changes);
+            head.contended = moved;
         }
         Ok(())
     }
@@ -539,30 +576,36 @@ impl Writer {
         }
     }
 
-    /// Commits the open group. Where other nodes write too, it first moves the head
-    /// row to the group's last position and announces the commit (and what other
-    /// nodes must reload) in the same transaction, so that the notifications go out
-    /// only if it commits: sent with the COMMIT, in one round trip under the lock
-    /// (the statements take no parameters, so the values are written into them: all
-    /// numbers, node ids and change keys made by eddy, quoted all the same).
-    fn commit_group(&mut self, staged: &Staged) -> Result<()> {
+    /// Commits the open group, whose events begin at position `first`. Where other
+    /// nodes write too, it first writes the touched substreams' counters, moves the
+    /// head row to the group's last position and announces the commit (with what it
+    /// touched, see [`super::cluster::Touched`]) and what other nodes must reload, in
+    /// the same transaction, so that the notifications go out only if it commits: sent
+    /// with the COMMIT, in one round trip under the lock (the statements take no
+    /// parameters, so the values are written into them: numbers, node ids, change keys
+    /// and JSON made by eddy, quoted all the same).
+    fn commit_group(&mut self, first: i64, staged: &Staged) -> Result<()> {
         if self.head.is_none() {
             return self.ledger.db.control("COMMIT");
         }
         let last = self.ledger.next_pos - 1;
         let changed = i64::from(!staged.changes.is_empty());
         let quoted = |text: &str| format!("'{}'", text.replace('\'', "''"));
+        // `<node> <last> <first> <touched>`, see `cluster::listen`
+        let touched = super::cluster::Touched::of(staged).payload();
         // `<node> <change count> <key>...`, the count added by the statement itself
         let sql = format!(
-            "UPDATE event_positions SET last = {last}, commits = commits + 1, \
+            "{substreams}UPDATE event_positions SET last = {last}, commits = commits + 1, \
              changes = changes + {changed} RETURNING commits, changes, \
-             CASE WHEN {events} THEN pg_notify({commits_channel}, {node} || ' {last}') END, \
+             CASE WHEN {events} THEN pg_notify({commits_channel}, {node} || {commit}) END, \
              CASE WHEN {changed} > 0 THEN pg_notify({changes_channel}, \
              {node} || ' ' || CAST(changes AS TEXT) || {keys}) END; COMMIT",
             events = staged.events > 0,
             commits_channel = quoted(super::cluster::COMMITS),
             changes_channel = quoted(super::cluster::CHANGES),
             node = quoted(self.ledger.node.as_deref().unwrap_or_default()),
+            commit = quoted(&format!(" {last} {first} {touched}")),
+            substreams = substreams_update(staged),
             keys = quoted(&change_keys(&staged.changes)),
         );
         let (commits, changes) = self
@@ -631,7 +674,7 @@ impl Writer {
     fn commit(&mut self, g: OpenGroup) {
         let committed = self
             .update_substreams(&g.staged)
-            .and_then(|()| self.commit_group(&g.staged));
+            .and_then(|()| self.commit_group(g.first_pos, &g.staged));
         if let Err(e) = committed {
             self.roll_back(g, &e);
             return;
@@ -643,6 +686,12 @@ impl Writer {
             pending,
             ..
         } = g;
+        if let Some(head) = self.head.as_mut().filter(|h| h.contended) {
+            head.hot = (staged.subs.iter())
+                .take(HOT_MAX)
+                .map(|(key, sub)| (key.clone(), sub.id))
+                .collect();
+        }
         self.ledger.streams.extend(staged.streams);
         self.ledger.subs.extend(staged.subs);
         self.metrics.commits.inc();
@@ -692,8 +741,12 @@ impl Writer {
         }
     }
 
-    /// Writes the touched substreams' counters, once per group.
+    /// Writes the touched substreams' counters, once per group (where other nodes
+    /// write too, [`Writer::commit_group`] writes them with its COMMIT).
     fn update_substreams(&mut self, staged: &Staged) -> Result<()> {
+        if self.head.is_some() {
+            return Ok(());
+        }
         self.ledger.db.batch(
             "UPDATE substreams SET event_count = ?1, last_index = ?2, last_timestamp = ?3 \
              WHERE id = ?4",
@@ -710,6 +763,31 @@ impl Writer {
             },
         )
     }
+}
+
+/// The statement that writes the touched substreams' counters, with its values
+/// written in (all numbers), ending in `; `; empty when the group touched none.
+fn substreams_update(staged: &Staged) -> String {
+    if staged.subs.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<String> = (staged.subs.values())
+        .map(|sub| {
+            let count = sub.next_index as i64;
+            format!(
+                "({}, {count}, {}, {})",
+                sub.id,
+                count - 1,
+                sub.last_timestamp
+            )
+        })
+        .collect();
+    format!(
+        "UPDATE substreams AS s SET event_count = CAST(v.c AS BIGINT), \
+         last_index = CAST(v.l AS BIGINT), last_timestamp = CAST(v.t AS BIGINT) \
+         FROM (VALUES {}) AS v (id, c, l, t) WHERE s.id = v.id; ",
+        rows.join(", ")
+    )
 }
 
 /// The keys of a change notification (` key key...`), or ` *` (reload everything)
