@@ -2,9 +2,12 @@
 //!
 //! 1. Ingest: C keep-alive connections (default 64) POST single ~200-byte events to
 //!    1, 2 and 3 nodes of one fresh database, the connections spread evenly over the
-//!    nodes; rounds alternate the order of the three. One machine cannot show scaling
-//!    (the nodes, PostgreSQL and the load share its two cores); the target is no
-//!    collapse: 3 nodes at least 0.8x of 1 node.
+//!    nodes; rounds alternate the order of the three. Then the same with H
+//!    connections (default 256), enough to keep the head row busy: with fixed
+//!    connections, n nodes that take turns at the head carry each connection's event
+//!    once per n holds, so C measures latency as much as capacity. One machine cannot
+//!    show scaling (the nodes, PostgreSQL and the load share its two cores); the
+//!    target is no collapse: 3 nodes at least 0.8x of 1 node.
 //! 2. Live delivery across nodes: events POSTed to node A at a steady rate (default
 //!    1 000/s), each carrying the time it was sent; one EventSource subscriber on node B
 //!    (`?data=true`) takes them; prints p50/p99/max of send-to-receive, and any missing
@@ -18,8 +21,8 @@
 //! Needs `EDDY_BENCH_POSTGRES` (a PostgreSQL server's URL, see `bench_common.rs`).
 //! Run: `cargo build --release && EDDY_BENCH_POSTGRES=postgres://... cargo run --release
 //! --example bench_cluster`. Flags: `--rounds N` (3), `--seconds S` (10),
-//! `--connections C` (64), `--quick`, `--only ingest|latency|takeover`, `--rate R`
-//! (1000), `--lease-ms L` (10000).
+//! `--connections C` (64), `--heavy-connections H` (256; 0 skips), `--quick`,
+//! `--only ingest|latency|takeover`, `--rate R` (1000), `--lease-ms L` (10000).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -36,6 +39,7 @@ use common::*;
 
 struct Options {
     load: Settings,
+    heavy: usize,
     only: Option<String>,
     rate: u64,
     lease_ms: u64,
@@ -59,9 +63,11 @@ fn main() -> Result<()> {
     let only = take("--only")?;
     let rate = take("--rate")?.map_or(Ok(1000), |v| v.parse())?;
     let lease_ms = take("--lease-ms")?.map_or(Ok(10_000), |v| v.parse())?;
+    let heavy = take("--heavy-connections")?.map_or(Ok(256), |v| v.parse())?;
     let load = Settings::parse("bench_cluster", &args)?;
     let options = Options {
         load,
+        heavy,
         only,
         rate,
         lease_ms,
@@ -82,6 +88,13 @@ async fn run(bin: &Path, o: &Options) -> Result<()> {
     let wants = |part: &str| o.only.as_deref().is_none_or(|p| p == part);
     if wants("ingest") {
         ingest(bin, &o.load).await?;
+        if o.heavy > 0 {
+            let heavy = Settings {
+                connections: o.heavy,
+                ..o.load
+            };
+            ingest(bin, &heavy).await?;
+        }
     }
     if wants("latency") {
         latency(bin, o.rate, o.load.seconds).await?;

@@ -608,6 +608,7 @@ impl Stats {
 }
 
 /// The load settings of the single-event benchmarks.
+#[derive(Clone, Copy)]
 pub struct Settings {
     pub rounds: usize,
     pub seconds: u64,

@@ -337,6 +337,98 @@ async fn an_event_source_on_one_node_follows_another_and_resumes_on_a_third() {
     assert_eq!(count, "10");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_crash_under_appends_through_three_nodes_loses_nothing_acknowledged() {
+    // a crash of PostgreSQL (an immediate stop: what its WAL buffers held is lost)
+    // while the nodes take turns at the head row keeps every acknowledged event, at
+    // its index, and the nodes append again once it is back
+    let Some(pg) = eddy_testpg::private_cluster() else {
+        return;
+    };
+    let url = pg.fresh_database("cluster_crash").unwrap();
+    let lease = LEASE_MS.to_string();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        nodes.push(ChildServer::start_postgres(dir.path(), &url, &["--lease-ms", &lease]).await);
+    }
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let acked = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..9 {
+        let (base, acked, crashed) = (bases[w % 3].clone(), acked.clone(), crashed.clone());
+        writers.push(tokio::spawn(async move {
+            let c = client();
+            while !crashed.load(std::sync::atomic::Ordering::Acquire) {
+                let id = uuid::Uuid::new_v4().to_string();
+                let r = c
+                    .post(format!("{base}/acme/c"))
+                    .header("Event-Type", "t")
+                    .header("Event-Id", &id)
+                    .json(&json!({"w": w}))
+                    .send()
+                    .await;
+                let Ok(r) = r else { continue };
+                if r.status() == 201 {
+                    let body: Value = r.json().await.unwrap();
+                    acked
+                        .lock()
+                        .unwrap()
+                        .insert(id, body["index"].as_u64().unwrap());
+                }
+            }
+        }));
+    }
+    // the nodes take turns: some hundreds of groups
+    eventually(
+        Duration::from_secs(30),
+        "appends through every node",
+        || {
+            let n = acked.lock().unwrap().len();
+            async move { n >= 600 }
+        },
+    )
+    .await;
+    pg.stop_immediate().unwrap();
+    let before = acked.lock().unwrap().clone();
+    crashed.store(true, std::sync::atomic::Ordering::Release);
+    for w in writers {
+        w.await.unwrap();
+    }
+    pg.restart().unwrap();
+    // every node appends again once it reconnected
+    for base in &bases {
+        eventually(
+            Duration::from_secs(30),
+            "an append after the restart",
+            || {
+                let base = base.clone();
+                async move { post(&base, "/acme/after", None, json!({})).await.0 == 201 }
+            },
+        )
+        .await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= before.len());
+    let events = read_all(&client(), &format!("{}/acme/c", bases[1])).await;
+    let stored: BTreeMap<String, u64> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            assert_eq!(e["index"], i as u64, "gapless");
+            (e["id"].as_str().unwrap().to_owned(), i as u64)
+        })
+        .collect();
+    for (id, index) in &acked {
+        assert_eq!(
+            stored.get(id),
+            Some(index),
+            "acknowledged event {id} kept at {index}"
+        );
+    }
+}
+
 /// An NDJSON follow of `path` on `base` (it holds no live subscription: it reads for
 /// itself whenever a commit notice names its stream).
 async fn follow_ndjson(base: &str, path: &str) -> impl futures::Stream<Item = Value> + Unpin {
@@ -468,6 +560,21 @@ async fn followers_that_read_for_themselves_see_every_nodes_commits_in_order() {
     let again = next_events(&mut follow, 3, "the spliced history on B").await;
     let indexes: Vec<u64> = again.iter().map(|e| e["index"].as_u64().unwrap()).collect();
     assert_eq!(indexes, [0, 1, 2], "from the start of the new history");
+    // node B, whose writer last appended to the replaced history, appends after the
+    // new one
+    let (status, body) = post(&b.base, "/acme/f", None, json!({"after": "splice"})).await;
+    assert_eq!((status, &body["index"]), (201, &json!(3)), "{body}");
+    let next = next_events(&mut follow, 1, "B's append after the splice").await;
+    assert_eq!(
+        (&next[0]["index"], &next[0]["data"]["after"]),
+        (&json!(3), &json!("splice"))
+    );
+    let old = read_all(&client(), &format!("{}/acme/f@1", c.base)).await;
+    assert_eq!(
+        old.len(),
+        3 * EACH + 2,
+        "the replaced history keeps its events only"
+    );
 }
 
 /// Takes events from `sub` into `seen` ((Last-Event-ID, index) each) until it holds

@@ -522,14 +522,19 @@ impl Writer {
         let hot = std::mem::take(&mut head.hot);
         // the counters of the substreams the last group appended to, read in the same
         // round trip after the lock (a statement of its own: it sees every commit
-        // before the lock), for when another node committed since (which moves them)
+        // before the lock), for when another node committed since (which moves them);
+        // only while each still belongs to its stream (a splice moves a stream's
+        // substream to the replaced history, and its args never change)
         let mut sql =
             "BEGIN; SELECT last, commits, changes FROM event_positions FOR UPDATE".to_owned();
         if !hot.is_empty() {
-            let ids: Vec<String> = hot.iter().map(|(_, id)| id.to_string()).collect();
+            let pairs: Vec<String> = (hot.iter())
+                .map(|((stream_id, _), id)| format!("({id}, {stream_id})"))
+                .collect();
             sql.push_str(&format!(
-                "; SELECT id, event_count, last_timestamp FROM substreams WHERE id IN ({})",
-                ids.join(",")
+                "; SELECT id, event_count, last_timestamp FROM substreams \
+                 WHERE (id, stream_id) IN ({})",
+                pairs.join(", ")
             ));
         }
         let rows = self
