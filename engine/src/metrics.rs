@@ -13,6 +13,8 @@ pub struct Metrics {
     pub events_appended: Counter,
     /// Commits made by the writer (one fsync each).
     pub commits: Counter,
+    pub foreign_commits_notified: Counter,
+    pub foreign_reads: Counter,
     /// Events per group commit.
     pub group_events: Histogram,
     /// Write requests per group commit.
@@ -51,6 +53,8 @@ impl Default for Metrics {
         Self {
             events_appended: Counter::default(),
             commits: Counter::default(),
+            foreign_commits_notified: Counter::default(),
+            foreign_reads: Counter::default(),
             group_events: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
             group_requests: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 14)),
@@ -91,6 +95,18 @@ impl Metrics {
             "eddy_commits",
             "Group commits (one fsync each)",
             self.commits.clone(),
+        );
+        registry.register(
+            "eddy_cluster_commits_notified",
+            "Other nodes' commits announced to this node's consumers from their \
+             notifications alone (several nodes on PostgreSQL)",
+            self.foreign_commits_notified.clone(),
+        );
+        registry.register(
+            "eddy_cluster_reads",
+            "Reads of other nodes' events back from the database, for this node's live \
+             subscribers or a missed notification (several nodes on PostgreSQL)",
+            self.foreign_reads.clone(),
         );
         registry.register(
             "eddy_commit_group_events",

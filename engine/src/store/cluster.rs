@@ -22,7 +22,8 @@ use crate::error::{EngineError, Result};
 use crate::order::Position;
 use crate::path::StreamPath;
 
-/// The channel a commit is announced on: `<node> <last position>`.
+/// The channel a commit is announced on: `<node> <last> <first> <touched>` (see
+/// [`Touched::payload`] and [`commit_heard`]).
 pub(crate) const COMMITS: &str = "eddy_commits";
 /// The channel a change is announced on: `<node> <changes> <key>...`.
 pub(crate) const CHANGES: &str = "eddy_changes";
@@ -166,7 +167,7 @@ impl Held {
 /// Starts the sequencer: announces this node's commits and, in position order
 /// between them, every other node's; moves `durable` along. Other nodes' commits
 /// are announced from their notifications, with their events read back only while
-/// this node has live subscribers (`subscribers`, the fan-out's count), and read
+/// this node has live subscribers (the fan-out's count in `metrics`), and read
 /// from the database where a notification is missing or said too little. Answers
 /// its queue and the position it has announced up to: `durable` can run ahead of
 /// that, since a group without events that began after other nodes' commits moves
@@ -175,7 +176,7 @@ pub(crate) fn start_sequencer(
     reads: Reads,
     notices: broadcast::Sender<Arc<Committed>>,
     durable: Arc<AtomicI64>,
-    subscribers: prometheus_client::metrics::gauge::Gauge,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> (mpsc::UnboundedSender<Announce>, Arc<AtomicI64>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let shown = Arc::new(AtomicI64::new(durable.load(Ordering::Acquire)));
@@ -185,7 +186,7 @@ pub(crate) fn start_sequencer(
         announced: durable.load(Ordering::Acquire),
         durable,
         published: shown.clone(),
-        subscribers,
+        metrics,
         held: std::collections::BTreeMap::new(),
         gap: None,
     };
@@ -227,7 +228,9 @@ struct Sequencer {
     announced: i64,
     durable: Arc<AtomicI64>,
     published: Arc<AtomicI64>,
-    subscribers: prometheus_client::metrics::gauge::Gauge,
+    /// The fan-out's count of live subscribers, and the counts of other nodes'
+    /// commits announced from their notifications and read back.
+    metrics: Arc<crate::metrics::Metrics>,
     /// Commits past a gap, by first position.
     held: std::collections::BTreeMap<i64, Held>,
     /// The position announced when the current gap was found, and when.
@@ -260,9 +263,12 @@ impl Sequencer {
                     let last = notice.last_position.get();
                     self.announce(Some(Arc::from(notice)), last);
                 }
-                Held::Foreign(f) if self.subscribers.get() > 0 => self.read_up_to(f.last).await,
+                Held::Foreign(f) if self.metrics.subscribers.get() > 0 => {
+                    self.read_up_to(f.last).await
+                }
                 Held::Foreign(f) => {
                     let last = f.last;
+                    self.metrics.foreign_commits_notified.inc();
                     self.announce(Some(Arc::new(f.touched.notice(last))), last);
                 }
             }
@@ -288,7 +294,10 @@ impl Sequencer {
     async fn read_up_to(&mut self, upto: i64) {
         while self.announced < upto {
             match foreign(&self.reads, self.announced, upto).await {
-                Ok((notice, last)) => self.announce(notice.map(Arc::new), last),
+                Ok((notice, last)) => {
+                    self.metrics.foreign_reads.inc();
+                    self.announce(notice.map(Arc::new), last)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e.message, "cannot read other nodes' events; retrying");
                     tokio::time::sleep(POLL).await;

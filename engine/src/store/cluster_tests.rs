@@ -2,10 +2,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::broadcast;
 
 use super::{Announce, Foreign, Touched, commit_heard, start_sequencer};
+use crate::metrics::Metrics;
 use crate::order::Position;
 use crate::store::notice::Committed;
 use crate::store::test_backends::{migrated_postgres, path};
@@ -77,13 +77,14 @@ fn a_notice_from_a_notification_carries_paths_and_splices_and_no_events() {
     assert_eq!(*notice.spliced[0], path("acme/old"));
 }
 
-/// A sequencer over the database at `url` (connected on first use), and what it
-/// announces.
+/// A sequencer over the database at `url` (connected on first use), what it
+/// announces, and its metrics.
 fn sequencer(
     url: &str,
 ) -> (
     tokio::sync::mpsc::UnboundedSender<Announce>,
     broadcast::Receiver<Arc<Committed>>,
+    Arc<Metrics>,
 ) {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .connect_lazy(url)
@@ -92,13 +93,9 @@ fn sequencer(
         pool: Pool::Postgres(pool),
     };
     let (notices, rx) = broadcast::channel(16);
-    let (tx, _) = start_sequencer(
-        reads,
-        notices,
-        Arc::new(AtomicI64::new(0)),
-        Gauge::default(),
-    );
-    (tx, rx)
+    let metrics = Arc::new(Metrics::default());
+    let (tx, _) = start_sequencer(reads, notices, Arc::new(AtomicI64::new(0)), metrics.clone());
+    (tx, rx, metrics)
 }
 
 async fn next(rx: &mut broadcast::Receiver<Arc<Committed>>) -> Arc<Committed> {
@@ -121,7 +118,7 @@ fn local(last: i64) -> Box<Committed> {
 #[tokio::test]
 async fn commits_are_announced_in_position_order_whatever_order_they_arrive_in() {
     // no live subscriber: nothing is read, so no database is needed
-    let (tx, mut rx) = sequencer("postgres://nobody@127.0.0.1:1/none");
+    let (tx, mut rx, metrics) = sequencer("postgres://nobody@127.0.0.1:1/none");
     tx.send(Announce::Local {
         first: 3,
         notice: local(4),
@@ -156,13 +153,13 @@ async fn commits_are_announced_in_position_order_whatever_order_they_arrive_in()
     .collect();
     assert_eq!(order, [2, 4, 5]);
     assert!(rx.try_recv().is_err(), "each commit once");
+    assert_eq!(metrics.foreign_commits_notified.get(), 2);
+    assert_eq!(metrics.foreign_reads.get(), 0, "nothing read back");
 }
 
-#[tokio::test]
-async fn a_gap_whose_notification_does_not_come_is_read() {
-    let Some(url) = migrated_postgres("sequencer_gap").await else {
-        return;
-    };
+/// A database holding two events of `acme/s`, at positions 1 and 2.
+async fn two_events(label: &str) -> Option<String> {
+    let url = migrated_postgres(label).await?;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     for sql in [
         "INSERT INTO streams (id, account, name, created_at) VALUES (1, 'acme', 's', 0)",
@@ -173,7 +170,24 @@ async fn a_gap_whose_notification_does_not_come_is_read() {
     ] {
         sqlx::query(sql).execute(&pool).await.unwrap();
     }
-    let (tx, mut rx) = sequencer(&url);
+    Some(url)
+}
+
+/// The data of the events `notice` carries.
+fn data(notice: &Committed) -> Vec<&[u8]> {
+    notice
+        .events
+        .iter()
+        .map(|e| e.event.data.as_ref())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_gap_whose_notification_does_not_come_is_read() {
+    let Some(url) = two_events("sequencer_gap").await else {
+        return;
+    };
+    let (tx, mut rx, _) = sequencer(&url);
     let sent = tokio::time::Instant::now();
     tx.send(Announce::Local {
         first: 3,
@@ -186,7 +200,29 @@ async fn a_gap_whose_notification_does_not_come_is_read() {
         "the gap's notification was waited for"
     );
     assert_eq!(read.last_position, Position(2));
-    let data: Vec<&[u8]> = read.events.iter().map(|e| e.event.data.as_ref()).collect();
-    assert_eq!(data, [b"a", b"b"], "read with their data");
+    assert_eq!(data(&read), [b"a", b"b"], "read with their data");
     assert_eq!(next(&mut rx).await.last_position, Position(3));
+}
+
+#[tokio::test]
+async fn live_subscribers_get_other_nodes_events_read_back_once() {
+    let Some(url) = two_events("sequencer_subscribers").await else {
+        return;
+    };
+    let (tx, mut rx, metrics) = sequencer(&url);
+    metrics.subscribers.inc();
+    // a poll's head, then a notification of a commit it covered part of
+    tx.send(Announce::Head(1)).ok();
+    tx.send(Announce::Foreign(Box::new(Foreign {
+        first: 1,
+        last: 2,
+        touched: touched(&[("acme", "s", "")], &[]),
+    })))
+    .ok();
+    let (first, second) = (next(&mut rx).await, next(&mut rx).await);
+    assert_eq!(data(&first), [b"a"], "the part the head covered");
+    assert_eq!(data(&second), [b"b"], "the rest of the notified commit");
+    assert_eq!(second.last_position, Position(2));
+    assert_eq!(metrics.foreign_commits_notified.get(), 0, "all read back");
+    assert!(rx.try_recv().is_err(), "each event once");
 }

@@ -678,30 +678,6 @@ impl Db {
     }
 
     /// Runs statements without parameters, sent together (one round trip on
-    /// PostgreSQL), and reads the first row any of them answers with `f`.
-    pub(crate) fn control_row<T>(
-        &self,
-        sql: &str,
-        f: impl FnOnce(&RowRef<'_, '_>) -> Result<T>,
-    ) -> Result<Option<T>> {
-        match self {
-            Db::Sqlite(conn) => {
-                conn.execute_batch(sql)?;
-                Ok(None)
-            }
-            Db::Postgres(pg) => {
-                let sql = sql.to_owned();
-                let row = pg.run(async |c| {
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .fetch_optional(c)
-                        .await
-                })?;
-                row.map(|r| f(&RowRef::Postgres(&r))).transpose()
-            }
-        }
-    }
-
-    /// Runs statements without parameters, sent together (one round trip on
     /// PostgreSQL), and reads every row they answer with, in order, with `f`.
     pub(crate) fn control_rows<T>(
         &self,

@@ -277,7 +277,7 @@ impl Store {
             reads.clone(),
             notices.clone(),
             last_position.clone(),
-            metrics.subscribers.clone(),
+            metrics.clone(),
         );
         let heard = cluster::listen(
             node_url.clone(),

@@ -226,6 +226,9 @@ pub(crate) async fn spawn_postgres(
         // a writer stopped (a paused process, a cut network) while its group holds the
         // head row would hold every node's writes: PostgreSQL ends its session instead
         db.set_session("SET idle_in_transaction_session_timeout = '5s'")?;
+        // the values written into the COMMIT's statements (see `commit_group`) are
+        // quoted for this setting, the default, which a server may have changed
+        db.set_session("SET standard_conforming_strings = on")?;
         Ok(db)
     })
     .await
@@ -511,9 +514,11 @@ impl Writer {
     }
 
     /// Where other nodes write too: begins the group's transaction and locks the head
-    /// row for it, so that groups commit one at a time across nodes, and drops the
-    /// caches when another node committed since this writer's last group. A failure
-    /// here leaves the transaction to roll back.
+    /// row for it, so that groups commit one at a time across nodes. When another node
+    /// committed since this writer's last group, it drops the cached substreams but
+    /// those of [`Head::hot`], whose counters it reads again in the same round trip,
+    /// and the cached streams when a change committed. A failure here leaves the
+    /// transaction to roll back.
     fn lock_head(&mut self) -> Result<()> {
         let Some(head) = &mut self.head else {
             return Ok(());
@@ -616,7 +621,9 @@ impl Writer {
         let (commits, changes) = self
             .ledger
             .db
-            .control_row(&sql, |r| Ok((r.int(0)?, r.int(1)?)))?
+            .control_rows(&sql, |r| Ok((r.int(0)?, r.int(1)?)))?
+            .into_iter()
+            .next()
             .ok_or_else(|| EngineError::internal("event_positions has no row"))?;
         if let Some(head) = &mut self.head {
             head.commits = Some(commits);
