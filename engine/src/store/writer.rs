@@ -601,7 +601,7 @@ impl Writer {
         let last = self.ledger.next_pos - 1;
         let changed = i64::from(!staged.changes.is_empty());
         let quoted = |text: &str| format!("'{}'", text.replace('\'', "''"));
-        // `<node> <last> <first> <touched>`, see `cluster::listen`
+        // `<node> <last> <first> <touched>`, see `cluster::commit_heard`
         let touched = super::cluster::Touched::of(staged).payload();
         // `<node> <change count> <key>...`, the count added by the statement itself
         let sql = format!(
