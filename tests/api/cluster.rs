@@ -572,18 +572,7 @@ async fn counter(base: &str, name: &str) -> u64 {
 
 /// Splices `stream` on `base` with the map function `map`, and approves it.
 async fn splice(base: &str, stream: &str, map: &'static str) {
-    let r = client()
-        .post(format!("{base}{stream}/splices"))
-        .header("content-type", "application/javascript")
-        .body(map)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = crate::splices::splice_at(base, stream, map).await;
     let r = client()
         .post(format!("{base}{stream}/splices/{id}/approve"))
         .send()

@@ -22,6 +22,23 @@ pub(crate) async fn splice(s: &TestServer, path: &str, code: &str) -> Response {
         .unwrap()
 }
 
+/// Makes a splice of `stream` on the server at `base` with the map function `code`
+/// (JavaScript) and answers its id: for servers run as child processes.
+pub(crate) async fn splice_at(base: &str, stream: &str, code: &str) -> String {
+    let r = crate::common::client()
+        .post(format!("{base}{stream}/splices"))
+        .header("content-type", "application/javascript")
+        .body(code.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// `POST {stream}/splices/{id}/approve`.
 async fn approve(s: &TestServer, stream: &str, id: &str) -> Response {
     s.call(
@@ -347,18 +364,12 @@ async fn a_kill_during_the_approval_leaves_one_history() {
                 .unwrap();
             assert_eq!(r.status(), 201);
         }
-        let r = http
-            .post(format!("{}{stream}/splices", server.base))
-            .header("content-type", "application/javascript")
-            .body("export default (e) => e.data.n % 2 ? null : e")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let id = r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = splice_at(
+            &server.base,
+            &stream,
+            "export default (e) => e.data.n % 2 ? null : e",
+        )
+        .await;
         let approve = http
             .post(format!("{}{stream}/splices/{id}/approve", server.base))
             .send();
