@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::error::Result;
+use crate::error::{EngineError, ErrorCode, Result};
 use crate::metrics::Metrics;
 use crate::store::cluster::{self as rows, Change, Fence, Heard};
 
@@ -91,6 +91,9 @@ pub(crate) struct Cluster {
     leases_taken: Counter,
     leases_lost: Counter,
     leases_held: Gauge,
+    nodes: Gauge,
+    /// When this node last wrote its heartbeat (its start before the first).
+    heartbeat_at: Mutex<Instant>,
 }
 
 impl Cluster {
@@ -104,6 +107,8 @@ impl Cluster {
             leases_taken: metrics.leases_taken.clone(),
             leases_lost: metrics.leases_lost.clone(),
             leases_held: metrics.leases_held.clone(),
+            nodes: metrics.cluster_nodes.clone(),
+            heartbeat_at: Mutex::new(Instant::now()),
         }
     }
 
@@ -238,11 +243,16 @@ impl crate::Engine {
         let reads = &self.store.reads;
         let lease = cluster.settings.lease;
         rows::heartbeat(reads, &cluster.node, &cluster.settings.address).await?;
+        *cluster
+            .heartbeat_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
         if renew {
             self.renew_leases(cluster).await?;
         }
         let nodes = rows::nodes(reads, lease).await?.len().max(1);
         self.controls.share_between(nodes);
+        cluster.nodes.set(nodes as i64);
         let all = rows::all_work(reads).await?;
         let fair = all.len().div_ceil(nodes);
         let mine: Vec<String> = cluster.held().keys().cloned().collect();
@@ -441,6 +451,13 @@ impl crate::Engine {
             }
         });
         let weak = Arc::downgrade(self);
+        if let Some(cluster) = &self.cluster {
+            // the lease time runs from here, once the node's work has started
+            *cluster
+                .heartbeat_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        }
         tokio::spawn(async move {
             let mut last_renewal = None;
             loop {
@@ -523,6 +540,32 @@ impl crate::Engine {
     }
 
     /// The live nodes and every lease, for `GET /api/cluster`.
+    /// Where leases are kept: an error when this node has not written its heartbeat
+    /// for a lease time (PostgreSQL out of reach), which the other nodes take for
+    /// its death; `/healthz` answers 503 with it, for a load balancer.
+    pub fn check_heartbeat(&self) -> Result<()> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let at = *cluster
+            .heartbeat_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let lease = cluster.settings.lease;
+        if at.elapsed() <= lease {
+            return Ok(());
+        }
+        Err(EngineError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "this node has not written its heartbeat to the database for {} ms, more \
+                 than its lease of {} ms: the other nodes count it as gone",
+                at.elapsed().as_millis(),
+                lease.as_millis()
+            ),
+        ))
+    }
+
     pub async fn cluster_status(&self) -> Result<Option<ClusterStatus>> {
         let Some(cluster) = &self.cluster else {
             return Ok(None);

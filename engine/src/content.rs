@@ -15,11 +15,9 @@ fn essence(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or("").trim()
 }
 
-/// The data as JSON text for the sandbox, and its `encoding` when it is base64.
-pub(crate) fn for_reducer<'a>(
-    content_type: &str,
-    data: &'a [u8],
-) -> (Cow<'a, str>, Option<&'static str>) {
+/// The data as JSON text for the sandbox, and its `encoding` when it is base64 (public
+/// so that `eddy test` gives a reducer the data the server gives it).
+pub fn for_reducer<'a>(content_type: &str, data: &'a [u8]) -> (Cow<'a, str>, Option<&'static str>) {
     match DataKind::of(essence(content_type)).unwrap_or(DataKind::Binary) {
         DataKind::Json => match std::str::from_utf8(data) {
             Ok(json) => (Cow::Borrowed(json), None),

@@ -22,17 +22,33 @@ pub(crate) fn origin(stream: &str, index: Index) -> String {
 }
 
 /// The event `d` asks for. `scope` names who dispatched (a reducer, a pipe), and
-/// `source`/`index`/`timestamp` the event being folded or mapped. The target is a stream of
-/// `account`: `orders`, `orders('x')` or `/acct/orders('x')` with the same account.
+/// `source`/`index`/`timestamp` the event being folded or mapped, which a pipe or a
+/// dispatch wrote when `derived`. The target is a stream of `account`: `orders`,
+/// `orders('x')` or `/acct/orders('x')` with the same account.
 pub(crate) fn dispatched_event(
     account: &AccountName,
     scope: &str,
-    source: &str,
+    (source, derived): (&str, bool),
     index: Index,
     timestamp: i64,
     d: &Dispatch,
 ) -> Result<Routed> {
     let stream = dispatch_target(account, d)?;
+    // into the stream the code runs on (any substream of its factory) from an event
+    // that was itself piped or dispatched: each such event would run the code again,
+    // and with two dispatches a call the stream would double without end. From an
+    // appended event it may (a summary event, a note to a sibling substream).
+    let running_on = source.split('(').next().unwrap_or(source);
+    if derived && format!("{}/{}", stream.account, stream.stream) == running_on {
+        return Err(EngineError::invalid(format!(
+            "dispatch({:?}) was refused: {running_on} is the stream this code runs on, and \
+             the event at hand was itself piped or dispatched: a dispatch there from it \
+             could run the code again without end",
+            d.stream
+        ))
+        .with("field", "stream"));
+    }
+    crate::event::check_type(&d.event_type)?;
     check_size(d.data_json.len())?;
     Ok(Routed {
         explicit_args: stream.args.clone(),

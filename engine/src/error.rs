@@ -106,8 +106,9 @@ impl From<sqlx::Error> for EngineError {
 }
 
 /// Whether `e` says the database could not be reached or dropped the connection
-/// (I/O, pool, protocol errors; PostgreSQL's connection exceptions, class 08, and
-/// its shutdowns, 57P01-57P03), rather than refusing a statement.
+/// (I/O, pool, protocol errors; PostgreSQL's connection exceptions, class 08, its
+/// shutdowns, 57P01-57P03, and the sessions it ends for their idle timeouts, 25P03,
+/// 25P04 and 57P05, as it ends a paused node's), rather than refusing a statement.
 pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
@@ -116,9 +117,13 @@ pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(d) => d
-            .code()
-            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08")
+                || matches!(
+                    &*c,
+                    "57P01" | "57P02" | "57P03" | "57P05" | "25P03" | "25P04"
+                )
+        }),
         _ => false,
     }
 }

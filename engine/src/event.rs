@@ -117,6 +117,21 @@ fn charset(params: &str) -> Option<&str> {
         .map(|(_, v)| v.trim().trim_matches('"'))
 }
 
+/// The most metadata one event may carry, as JSON text (the limit of a stream's).
+pub const MAX_EVENT_METADATA: usize = 16_384;
+
+/// Fails with 413 when an event's metadata is over [`MAX_EVENT_METADATA`].
+pub fn check_metadata_size(len: usize) -> Result<()> {
+    if len > MAX_EVENT_METADATA {
+        return Err(EngineError::too_large(format!(
+            "\"metadata\" is {len} bytes; the limit is {MAX_EVENT_METADATA} bytes (16 KiB) \
+             per event"
+        ))
+        .with("limit", MAX_EVENT_METADATA));
+    }
+    Ok(())
+}
+
 /// Fails with 413 when an event's data is over [`MAX_EVENT_DATA`].
 pub fn check_size(len: usize) -> Result<()> {
     if len > MAX_EVENT_DATA {
@@ -145,6 +160,20 @@ pub fn check_type(ty: &str) -> Result<()> {
     if ty.chars().any(char::is_control) {
         return Err(EngineError::invalid(format!(
             "event type {ty:?} contains a control character"
+        )));
+    }
+    // what a selector could never pick: `type=a,b` lists types, `type=!a` excludes
+    if ty.contains(',') || ty.starts_with('!') {
+        return Err(EngineError::invalid(format!(
+            "event type {ty:?} has a comma or begins with \"!\", which no type= selector \
+             could pick (type=a,b lists types, type=!a excludes one)"
+        )));
+    }
+    // what an HTTP header drops around its value: spaces and tabs
+    if ty.trim_matches([' ', '\t']) != ty {
+        return Err(EngineError::invalid(format!(
+            "event type {ty:?} begins or ends with white space, which an Event-Type header \
+             would lose"
         )));
     }
     Ok(())
@@ -479,6 +508,10 @@ mod tests {
         assert!(check_type("").is_err());
         assert!(check_type(&"x".repeat(100)).is_ok());
         assert!(check_type(&"x".repeat(101)).is_err());
+        for unselectable in ["a,b", "!x", ","] {
+            assert!(check_type(unselectable).is_err(), "{unselectable}");
+        }
+        assert!(check_type("x!").is_ok());
         assert_eq!(
             parse_timestamp("t", "1700000000000").unwrap(),
             1_700_000_000_000

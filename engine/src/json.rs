@@ -90,6 +90,19 @@ impl JsonLimits {
         }
     }
 
+    /// Checks an event's `metadata` (JSON text) as data is checked, naming it.
+    pub fn check_metadata(&self, text: &str) -> Result<()> {
+        self.parse(text.as_bytes(), "", false)
+            .map(drop)
+            .map_err(|mut e| {
+                e.message = e
+                    .message
+                    .replacen("event data", "the event's \"metadata\"", 1)
+                    .replacen(" but Content-Type is ", "", 1);
+                e
+            })
+    }
+
     /// The 400 for data the parse refused: a syntax error as serde_json words it, a
     /// nesting or number refusal with its place, found by a second, tracing walk.
     fn refusal(&self, data: &[u8], content_type: &str, first: &serde_json::Error) -> EngineError {

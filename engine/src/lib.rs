@@ -53,6 +53,7 @@ mod content;
 mod dispatch;
 pub mod error;
 pub mod event;
+mod gate;
 pub mod json;
 pub mod metrics;
 pub mod order;
@@ -103,6 +104,10 @@ pub struct Resolved {
     pub scope: Option<Scope>,
 }
 
+/// Splice previews and approvals that run at once, of different accounts (each
+/// account one at a time).
+const SPLICES_AT_ONCE: usize = 2;
+
 /// The engine: storage plus the operations the server calls.
 pub struct Engine {
     store: Store,
@@ -119,6 +124,10 @@ pub struct Engine {
     leaving: std::sync::atomic::AtomicBool,
     /// Splice previews and approvals running at once (each maps a whole history).
     splicing: tokio::sync::Semaphore,
+    /// One splice job per account at a time, before one of `splicing`.
+    splicing_accounts: gate::AccountGates,
+    /// The spliced history of the latest preview, kept for its approval.
+    previewed: splices::Kept,
 }
 
 /// How the engine runs, besides its storage and metrics.
@@ -192,7 +201,9 @@ impl Engine {
             tickers,
             cluster,
             leaving: Default::default(),
-            splicing: tokio::sync::Semaphore::new(1),
+            splicing: tokio::sync::Semaphore::new(SPLICES_AT_ONCE),
+            splicing_accounts: Default::default(),
+            previewed: Default::default(),
         });
         engine.start_webhooks().await?;
         engine.start_pipes().await?;
@@ -242,6 +253,17 @@ impl Engine {
         Ok(Some(Resolved { info, scope }))
     }
 
+    /// The last index of the plain stream or substream `resolved` reads (-1 before
+    /// its first event, and for a whole factory).
+    pub async fn last_index(&self, resolved: &Resolved) -> Result<i64> {
+        match resolved.scope {
+            Some(store::read::Scope::Substream(sid)) => {
+                store::reducer_reads::substream_index(&self.store.reads, sid, i64::MAX).await
+            }
+            _ => Ok(-1),
+        }
+    }
+
     /// Like [`Engine::resolve`], but a missing stream is a 404 naming it.
     pub async fn resolve_existing(&self, path: &StreamPath) -> Result<Resolved> {
         self.resolve(path)
@@ -283,6 +305,11 @@ impl Engine {
             ))),
             None => Err(missing()),
         }
+    }
+
+    /// Each account's stream and event counts (accounts without streams are absent).
+    pub async fn account_counts(&self) -> Result<Vec<(String, i64, i64)>> {
+        store::read::account_counts(&self.store.reads).await
     }
 
     /// An account's streams, by name after `after`.

@@ -46,6 +46,9 @@ pub struct Metrics {
     pub leases_lost: Counter,
     /// Leases this node holds.
     pub leases_held: Gauge,
+    /// Live nodes this node counted at its last lease round (0 on one server, which
+    /// keeps no leases).
+    pub cluster_nodes: Gauge,
 }
 
 impl Default for Metrics {
@@ -64,6 +67,7 @@ impl Default for Metrics {
             lease_takeovers: Counter::default(),
             leases_lost: Counter::default(),
             leases_held: Gauge::default(),
+            cluster_nodes: Gauge::default(),
             fanout_merged_notices: Counter::default(),
             webhook_attempts: Counter::default(),
             webhook_failures: Counter::default(),
@@ -189,6 +193,12 @@ impl Metrics {
             "eddy_leases_held",
             "Leases on background work this node holds",
             self.leases_held.clone(),
+        );
+        registry.register(
+            "eddy_cluster_nodes",
+            "Live nodes this node counted at its last lease round, between which the rate \
+             limits are shared (several nodes on PostgreSQL)",
+            self.cluster_nodes.clone(),
         );
     }
 }

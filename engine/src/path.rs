@@ -180,9 +180,12 @@ fn check_account_arg(name: &str) -> Result<(), PathError> {
 
 impl AccountName {
     /// Tells whether the name is one the server keeps for itself (`eddy`, `api`, `ui`,
-    /// `ws`, `auth`, `healthz`, `metrics`); the parser accepts such names anyway.
+    /// `ws`, `auth`, `healthz`, `metrics`), in any case (`EDDY` would pass for the
+    /// builtin account at a glance); the parser accepts such names anyway.
     pub fn is_reserved(&self) -> bool {
-        RESERVED_ACCOUNTS.contains(&self.0.as_str())
+        RESERVED_ACCOUNTS
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&self.0))
     }
 }
 
@@ -252,6 +255,29 @@ impl Args {
                 })
                 .collect(),
         )
+    }
+
+    /// Args from a JSON array of strings, numbers, booleans and null, as a pipe
+    /// function's output or an `eddy test` fixture gives them (the inverse of
+    /// [`Args::to_json`]; a string is a string argument, never an account).
+    pub fn from_json(values: &[serde_json::Value]) -> Result<Self, String> {
+        use serde_json::Value;
+        let args = values
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(Arg::Str(s.clone())),
+                Value::Number(n) => n
+                    .as_f64()
+                    .map(Arg::Num)
+                    .ok_or_else(|| format!("args value {n} is not a finite number")),
+                Value::Bool(b) => Ok(Arg::Bool(*b)),
+                Value::Null => Ok(Arg::Null),
+                other => Err(format!(
+                    "args must hold strings, numbers, booleans or null, not {other}"
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(args).map_err(|e| format!("args are not valid: {e}"))
     }
 
     /// Wraps a list built in code, checking what [`Args::parse`] guarantees: 1 to 16

@@ -60,6 +60,9 @@ fn account() {
     assert_eq!(ok("/acme/"), Resource::Account(acct("acme")));
     assert_eq!(ok("/A-z_09"), Resource::Account(acct("A-z_09")));
     assert!(!acct("acme").is_reserved());
+    for lookalike in ["EDDY", "Eddy", "API", "Healthz"] {
+        assert!(acct(lookalike).is_reserved(), "{lookalike}");
+    }
     for name in ["eddy", "api", "ui", "ws", "auth", "healthz", "metrics"] {
         let Resource::Account(a) = ok(&format!("/{name}")) else {
             panic!()

@@ -9,21 +9,28 @@ pub fn pairs(query: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for part in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        out.push((decode(k)?, decode(v)?));
+        let key = decode(k).ok_or_else(|| {
+            EngineError::invalid(format!(
+                "query parameter name {k:?} is not valid UTF-8 once decoded"
+            ))
+        })?;
+        let value = decode(v).ok_or_else(|| {
+            EngineError::invalid(format!(
+                "query parameter {key}={v:?} is not valid UTF-8 once decoded"
+            ))
+            .with("param", key.clone())
+        })?;
+        out.push((key, value));
     }
     Ok(out)
 }
 
-fn decode(s: &str) -> Result<String> {
+fn decode(s: &str) -> Option<String> {
     let s = s.replace('+', " ");
     percent_encoding::percent_decode_str(&s)
         .decode_utf8()
         .map(|c| c.into_owned())
-        .map_err(|_| {
-            EngineError::invalid(format!(
-                "query parameter {s:?} is not valid UTF-8 once decoded"
-            ))
-        })
+        .ok()
 }
 
 const VALUE: &AsciiSet = &NON_ALPHANUMERIC

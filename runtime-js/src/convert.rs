@@ -55,7 +55,34 @@ impl<'js> Keys<'js> {
 
 /// Turns an rquickjs error into a [`JsError`], taking the pending exception's message
 /// and stack when there is one.
+/// Most characters of a thrown error's message, and of its stack, kept: they go into
+/// logs and answers, which a thrown megabyte string must not fill.
+const MESSAGE_CHARS: usize = 4096;
+/// The message of a thrown `null`.
+pub(crate) const NULL_THROWN: &str = "null was thrown";
+/// The message of the error QuickJS throws when an allocation fails.
+pub(crate) const OUT_OF_MEMORY: &str = "InternalError: out of memory";
+const STACK_CHARS: usize = 16384;
+
+/// `text` cut to `max` characters, saying how many more there were.
+fn clipped(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text,
+        Some((end, _)) => {
+            let more = text[end..].chars().count();
+            format!("{} ... ({more} more characters)", &text[..end])
+        }
+    }
+}
+
 pub(crate) fn caught(ctx: &Ctx<'_>, error: rquickjs::Error) -> JsError {
+    let mut e = caught_whole(ctx, error);
+    e.message = clipped(e.message, MESSAGE_CHARS);
+    e.stack = e.stack.map(|s| clipped(s, STACK_CHARS));
+    e
+}
+
+fn caught_whole(ctx: &Ctx<'_>, error: rquickjs::Error) -> JsError {
     if !matches!(error, rquickjs::Error::Exception) {
         return internal(error);
     }
@@ -80,9 +107,12 @@ pub(crate) fn caught(ctx: &Ctx<'_>, error: rquickjs::Error) -> JsError {
             stack,
         };
     }
-    let message = if thrown.is_null() || thrown.is_undefined() {
-        // QuickJS throws null when it cannot even allocate the error.
-        "out of memory".to_owned()
+    let message = if thrown.is_null() {
+        // also what QuickJS throws when it cannot even allocate its out-of-memory
+        // error (the sandbox says so)
+        NULL_THROWN.to_owned()
+    } else if thrown.is_undefined() {
+        "undefined was thrown".to_owned()
     } else if let Some(s) = thrown.as_string() {
         s.to_string().unwrap_or_default()
     } else {

@@ -21,6 +21,9 @@
   let live = false;
   let mark = -1;
   let made = 0;
+  // console output of the call running now: characters kept, lines dropped
+  let said = 0;
+  let unsaid = 0;
   // the clock and the random seed of the call running now: the event's timestamp and
   // id, so that folding the same events again gives the same states (0 and "" while
   // code loads)
@@ -32,11 +35,24 @@
     live = isLive === true;
     mark = dispatched.length;
     made = 0;
+    said = 0;
+    unsaid = 0;
     clock = typeof event.timestamp === "number" ? event.timestamp : 0;
     seedId = typeof event.id === "string" ? event.id : "";
     seeded = false;
   };
   const end = () => {
+    if (unsaid > 0) {
+      lines.push({
+        level: "warn",
+        message: `${unsaid} more console line${unsaid === 1 ? " was" : "s were"} dropped: ` +
+          `at most ${CONSOLE_CHARS} characters of console output are kept per event ` +
+          `(and 1000 lines per batch of events)`,
+        ...at,
+      });
+    }
+    said = 0;
+    unsaid = 0;
     at = {};
     live = false;
     mark = -1;
@@ -68,8 +84,24 @@
     return typeof v === "object" ? "an object" : `a ${typeof v}`;
   };
   const thenable = (v) => v !== null && typeof v === "object" && typeof v.then === "function";
+  // one event's console output is kept up to CONSOLE_CHARS characters, a line up to
+  // LINE_CHARS: a log entry per line, so that a reducer cannot turn a small event
+  // into megabytes of log
+  const CONSOLE_CHARS = 16384;
+  const LINE_CHARS = 4096;
   const say = (level) => (...args) => {
-    if (lines.length < 1000) lines.push({ level, message: args.map(show).join(" "), ...at });
+    if (said >= CONSOLE_CHARS || lines.length >= 1000) {
+      unsaid++;
+      return;
+    }
+    let message = args.map(show).join(" ");
+    if (message.length > LINE_CHARS) {
+      // never half a surrogate pair, which is no UTF-8 (the line would be lost)
+      const cut = (message.charCodeAt(LINE_CHARS - 1) & 0xfc00) === 0xd800 ? LINE_CHARS - 1 : LINE_CHARS;
+      message = message.slice(0, cut) + ` ... (${message.length - cut} more characters)`;
+    }
+    said += message.length;
+    lines.push({ level, message, ...at });
   };
   // Math.random: sfc32, seeded on first use in a call by cyrb128 of the event id
   let ra = 0, rb = 0, rc = 0, rd = 0;
@@ -207,9 +239,40 @@
       });
     }
   };
+  // No code from strings (`eval`, the constructors of functions) and no BigInt: a
+  // BigInt operation of up to a million bits is one native call of seconds that the
+  // time limit cannot stop, and code from strings would bring BigInt literals past the
+  // check at deploy (`prepare.rs`). Each says so when called.
+  const unavailable = (what, why) =>
+    function () {
+      throw new TypeError(`${what} is not available in reducers and pipe functions: ${why}`);
+    };
+  const withheld = () => {
+    const fromStrings = "code is not made from strings here";
+    globalThis.eval = unavailable("eval", fromStrings);
+    const NoFunction = unavailable("Function", fromStrings);
+    Object.defineProperty(NoFunction, "prototype", { value: Function.prototype });
+    globalThis.Function = NoFunction;
+    Object.defineProperty(Function.prototype, "constructor", { value: NoFunction });
+    const kinds = [function* () {}, async function () {}, async function* () {}];
+    for (const f of kinds) {
+      const proto = Object.getPrototypeOf(f);
+      const name = proto.constructor.name;
+      Object.defineProperty(proto, "constructor", { value: unavailable(name, fromStrings) });
+    }
+    for (const name of ["BigInt", "BigInt64Array", "BigUint64Array"]) delete globalThis[name];
+    // a setter freezing leaves working: a hook over every error's stack of the context,
+    // whose call sites hand out the functions of each frame (this driver's among them)
+    delete Error.prepareStackTrace;
+    delete Error.stackTraceLimit;
+    for (const name of ["getBigInt64", "getBigUint64", "setBigInt64", "setBigUint64"]) {
+      delete DataView.prototype[name];
+    }
+  };
   // Freezes every object reachable from the global object and from intrinsics that no
   // global names (iterator and generator prototypes), and the global object itself.
   const harden = () => {
+    withheld();
     const errors = [Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError];
     if (typeof AggregateError === "function") errors.push(AggregateError);
     for (const E of errors) overridable(E.prototype, ["constructor", "name", "message", "toString"]);
@@ -264,6 +327,9 @@
     if (result === null || result === undefined) return [];
     if (thenable(result)) throw new TypeError("the pipe function returned a Promise: pipe functions must be synchronous");
     if (Array.isArray(result)) {
+      if (result.length > 1000) {
+        throw new TypeError(`the pipe function returned ${result.length} outputs: at most 1000 are allowed for one event`);
+      }
       const out = [];
       result.forEach((o, i) => {
         if (o === null) return;
@@ -300,6 +366,47 @@
   // kept in variables rather than an object, which would be one allocation per event
   let undoOwn = null, undoSid, undoHad, undoPrev, undoFrom;
   const none = Object.freeze({});
+  // `current` shows the other reducers' live states read-only: a membrane, whose views
+  // stand on empty shadows (so no proxy invariant ever forces a real object out, not
+  // even from a frozen one), read through to the real object, hand out views of the
+  // objects they reach (prototypes too) and refuse every change. Functions are handed
+  // out as they are (built-ins are frozen; a state's own functions do not survive a
+  // checkpoint, which saves JSON).
+  const refuseChange = () => {
+    throw new TypeError("current is read-only: a reducer cannot change another reducer's state");
+  };
+  const views = new WeakMap();
+  const readOnly = (value) => {
+    if (value === null || typeof value !== "object") return value;
+    let view = views.get(value);
+    if (view === undefined) {
+      const shadow = Array.isArray(value) ? [] : {};
+      view = new Proxy(shadow, membrane(value, shadow));
+      views.set(value, view);
+    }
+    return view;
+  };
+  const membrane = (real, shadow) => ({
+    get: (_, key) => readOnly(Reflect.get(real, key)),
+    has: (_, key) => Reflect.has(real, key),
+    ownKeys: () => Reflect.ownKeys(real),
+    getOwnPropertyDescriptor(_, key) {
+      const d = Reflect.getOwnPropertyDescriptor(real, key);
+      if (d === undefined) return undefined;
+      if ("value" in d) d.value = readOnly(d.value);
+      // as the shadow has it where it has it (an array's length), else configurable
+      const own = Reflect.getOwnPropertyDescriptor(shadow, key);
+      d.configurable = own === undefined || own.configurable;
+      if (own !== undefined && !own.configurable && "value" in d) d.writable = true;
+      return d;
+    },
+    getPrototypeOf: () => readOnly(Reflect.getPrototypeOf(real)),
+    set: refuseChange,
+    defineProperty: refuseChange,
+    deleteProperty: refuseChange,
+    setPrototypeOf: refuseChange,
+    preventExtensions: refuseChange,
+  });
   harden();
   return {
     load(slot, name, fn, names) {
@@ -333,19 +440,25 @@
           current = {};
           for (const name of names) {
             const other = states[slots[name]];
-            current[name] = other === undefined ? undefined : other.get(sid);
+            current[name] = other === undefined ? undefined : readOnly(other.get(sid));
           }
         }
         const had = own.has(sid);
         const prev = own.get(sid);
+        // measuring: the state as it was, should the reducer change it in place and
+        // make it too large (the event is then skipped, its change with it)
+        const before = limit > 0 && had ? JSON.stringify(prev) : undefined;
         const next = fns[slot](prev, event, index, current);
         if (thenable(next)) {
           throw new TypeError("the reducer returned a Promise: reducers must be synchronous");
         }
         if (limit > 0 && next !== undefined) {
           const bytes = overBy(JSON.stringify(next) ?? "", limit);
-          // a plain object: the message alone, without the driver's stack
-          if (bytes > 0) throw { message: `the state is ${bytes} bytes of JSON, over the limit of ${limit} bytes` };
+          if (bytes > 0) {
+            if (before !== undefined) own.set(sid, JSON.parse(before));
+            // a plain object: the message alone, without the driver's stack
+            throw { message: `the state is ${bytes} bytes of JSON, over the limit of ${limit} bytes` };
+          }
         }
         undoOwn = own;
         undoSid = sid;

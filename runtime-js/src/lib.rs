@@ -61,9 +61,12 @@ impl CompileError {
         }
     }
 
-    /// Positions in a source that was wrapped in `(\n ... \n)` refer to the original.
-    fn shifted_by_one_line(mut self) -> Self {
-        self.line = self.line.saturating_sub(1).max(1);
+    /// Positions in a source that was wrapped in `( ... \n)` refer to the original: on
+    /// the first line, one column to the left.
+    fn unwrapped(mut self) -> Self {
+        if self.line == 1 {
+            self.column = self.column.saturating_sub(1).max(1);
+        }
         self
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rquickjs::context::EvalOptions;
 use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
 
-use crate::convert::{Keys, caught, internal};
+use crate::convert::{Keys, NULL_THROWN, OUT_OF_MEMORY, caught, internal};
 use crate::host::{DISARMED, Dispatch, Host, SharedHost, dispatch_from, request_fn};
 use crate::{JsError, JsErrorKind, Limits, Prepared, Shape};
 
@@ -172,7 +172,8 @@ impl Sandbox {
     /// Changes the memory the sandbox may hold (its share of a budget shared with
     /// other sandboxes); allocations past it fail as over the memory limit.
     pub fn set_memory_limit(&mut self, bytes: usize) {
-        self.runtime.set_memory_limit(bytes);
+        // 0 is no limit to QuickJS
+        self.runtime.set_memory_limit(bytes.max(1));
         self.memory_limit = bytes;
     }
 
@@ -562,7 +563,16 @@ impl Sandbox {
                 self.role,
                 self.limits.event_time.as_millis()
             );
-        } else if error.message.contains("out of memory") {
+        } else if error.kind == JsErrorKind::Thrown && error.message == NULL_THROWN {
+            // by then the frames that held the memory are gone: what was thrown is
+            // all there is to go by
+            error.message = format!(
+                "the {} threw null, or used more than the memory limit of {} bytes (QuickJS \
+                 throws null when no memory is left even for an error)",
+                self.role,
+                self.memory_limit.min(self.limits.memory_bytes)
+            );
+        } else if error.kind == JsErrorKind::Thrown && error.message == OUT_OF_MEMORY {
             error.kind = JsErrorKind::MemoryLimit;
             error.message = if self.memory_limit < self.limits.memory_bytes {
                 format!(

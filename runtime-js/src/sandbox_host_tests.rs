@@ -373,6 +373,7 @@ fn map_results_are_normalised_to_arrays() {
             r#"[{"data":2},{"args":["x",1,true,null]}]"#,
         ),
         ("(e) => ({})", "[{}]"),
+        ("(e) => Array.from({length: 1000}, () => null)", "[]"),
     ];
     for (slot, (code, expected)) in cases.iter().enumerate() {
         load(&mut s, slot as u32, "pipe", code);
@@ -402,6 +403,10 @@ fn bad_map_results_are_errors_naming_the_problem() {
             "type must be a string, not the number 5",
         ),
         ("async (e) => ({})", "synchronous"),
+        (
+            "(e) => Array.from({length: 1001}, () => ({}))",
+            "returned 1001 outputs: at most 1000 are allowed for one event",
+        ),
     ];
     for (slot, (code, expected)) in cases.iter().enumerate() {
         load(&mut s, slot as u32, "pipe", code);

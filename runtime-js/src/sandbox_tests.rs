@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::{EventIn, Fold, JsErrorKind, Language, Limits, Sandbox, prepare};
+use serde_json::{Value, json};
 
 pub(crate) fn event(index: i64, data: &str) -> EventIn<'_> {
     EventIn {
@@ -30,6 +31,22 @@ pub(crate) fn sandbox() -> Sandbox {
 pub(crate) fn load(s: &mut Sandbox, slot: u32, name: &str, src: &str) {
     s.load(slot, name, &prepare(src, Language::JavaScript).unwrap())
         .unwrap();
+}
+
+/// One call of `event` per reducer of `slots`, in that order, on substream `sid`.
+fn slots_fold<'e>(slots: &[u32], sid: i64, event: &'e EventIn<'e>) -> Vec<Fold<'e>> {
+    slots
+        .iter()
+        .map(|&slot| Fold {
+            slot,
+            sid,
+            index: event.index,
+            event,
+            halt_on_error: false,
+            check_size: false,
+            live: false,
+        })
+        .collect()
 }
 
 /// One call per event for reducer `slot` on substream `sid`, skipping on errors.
@@ -148,6 +165,74 @@ fn current_shows_the_other_reducers_state_of_the_same_substream() {
     assert_eq!(s.state(1, 3).unwrap().unwrap(), "4");
 }
 
+/// `current` is read-only, however deep: a reducer cannot change the state another
+/// one folds on, and reads (spread, JSON, array methods) work as usual.
+#[test]
+fn current_cannot_change_another_reducers_state() {
+    let mut s = sandbox();
+    load(
+        &mut s,
+        0,
+        "count",
+        "(s = {n: 0, deep: {x: 0}, list: []}, e) => { s.n++; s.deep.x++; s.list.push(s.n); return s; }",
+    );
+    // frozen on the surface only, and an instance of a class of its own
+    load(
+        &mut s,
+        2,
+        "frozen",
+        "class C { m() { return 1; } }\nexport default (s, e) => Object.freeze({list: [1], c: new C()});",
+    );
+    let attempts = [
+        "current.count.n = 1e6",
+        "current.count.deep.x = 1e6",
+        "current.count.list.push(1e6)",
+        "delete current.count.n",
+        "Object.defineProperty(current.count, 'n', {value: 1e6})",
+        "Object.getOwnPropertyDescriptor(current.count, 'deep').value.x = 1e6",
+        "Object.setPrototypeOf(current.count, null)",
+        "current.frozen.list.push(2)",
+        "Object.getPrototypeOf(current.frozen.c).m = () => 2",
+    ];
+    let tries: Vec<String> = attempts
+        .iter()
+        .map(|a| format!("try {{ {a}; r.push('changed'); }} catch (_) {{ r.push('refused'); }}"))
+        .collect();
+    let code = format!(
+        "(s, e, i, current) => {{ const r = []; {} \
+         r.push(JSON.stringify({{...current.count}}), current.count.list.map((x) => x * 2).join(), \
+           JSON.stringify(current.frozen), current.frozen.c.m()); \
+         return r; }}",
+        tries.join(" ")
+    );
+    load(&mut s, 1, "evil", &code);
+    let events = [event(0, "1"), event(1, "1")];
+    for e in &events {
+        let work = slots_fold(&[0, 2, 1], 3, e);
+        let failures = s.fold(&work);
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+    assert_eq!(
+        s.state(0, 3).unwrap().unwrap(),
+        r#"{"n":2,"deep":{"x":2},"list":[1,2]}"#
+    );
+    let seen: Vec<Value> = serde_json::from_str(&s.state(1, 3).unwrap().unwrap()).unwrap();
+    assert_eq!(
+        seen[..attempts.len()],
+        vec![json!("refused"); attempts.len()][..]
+    );
+    assert_eq!(
+        seen[attempts.len()..],
+        [
+            json!(r#"{"n":2,"deep":{"x":2},"list":[1,2]}"#),
+            json!("2,4"),
+            json!(r#"{"list":[1],"c":{}}"#),
+            json!(1)
+        ]
+    );
+    assert_eq!(s.state(2, 3).unwrap().unwrap(), r#"{"list":[1],"c":{}}"#);
+}
+
 #[test]
 fn a_throw_is_reported_with_its_stack_and_the_next_event_folds() {
     let mut s = sandbox();
@@ -164,11 +249,58 @@ fn a_throw_is_reported_with_its_stack_and_the_next_event_folds() {
     assert_eq!(*at, 1);
     assert_eq!(error.kind, JsErrorKind::Thrown);
     assert_eq!(error.message, "Error: bad event");
+    // at the author's line 2 (a function expression is loaded without a line of its
+    // own before it)
+    let stack = error.stack.as_deref().unwrap_or("");
     assert!(
-        error.stack.as_deref().unwrap_or("").contains("picky"),
+        stack.contains("picky") && stack.contains(":2:"),
         "{error:?}"
     );
     assert_eq!(s.state(0, 1).unwrap().unwrap(), "2");
+}
+
+#[test]
+fn a_long_console_line_is_cut_between_characters() {
+    let mut s = sandbox();
+    // a line cut where a surrogate pair starts keeps whole characters
+    load(
+        &mut s,
+        0,
+        "emoji",
+        "(n = 0, e) => { console.log('x'.repeat(4095) + '\u{1F600}'.repeat(10)); return 1; }",
+    );
+    assert!(fold_all(&mut s, 0, 1, &[event(0, "{}")]).is_empty());
+    let line = s.console().remove(0);
+    assert!(
+        line.message.starts_with(&"x".repeat(4095)),
+        "{}",
+        line.message.len()
+    );
+    assert!(
+        line.message.ends_with(" ... (20 more characters)"),
+        "{}",
+        &line.message[4090..]
+    );
+}
+
+#[test]
+fn a_huge_thrown_message_is_cut() {
+    let mut s = sandbox();
+    load(
+        &mut s,
+        0,
+        "loud",
+        "(n = 0, e) => { throw 'x'.repeat(1000000); }",
+    );
+    let failures = fold_all(&mut s, 0, 1, &[event(0, "{}")]);
+    let message = &failures[0].1.message;
+    assert_eq!(
+        message.len(),
+        4096 + " ... (995904 more characters)".len(),
+        "{}",
+        &message[4090..]
+    );
+    assert!(message.ends_with(" ... (995904 more characters)"));
 }
 
 #[test]
@@ -223,6 +355,137 @@ fn a_memory_bomb_is_stopped_and_the_sandbox_goes_on() {
     assert_eq!(s.state(0, 1).unwrap().unwrap(), "2");
 }
 
+/// Folds one event `{"k": kind}` a kind through reducer 0, for reducers that switch on
+/// `e.data.k`; answers the failures.
+fn fold_kinds(s: &mut Sandbox, kinds: &[&str]) -> Vec<(usize, crate::JsError)> {
+    let data: Vec<String> = kinds.iter().map(|k| format!(r#"{{"k":"{k}"}}"#)).collect();
+    let events: Vec<_> = data
+        .iter()
+        .enumerate()
+        .map(|(i, d)| event(i as i64, d))
+        .collect();
+    fold_all(s, 0, 1, &events)
+}
+
+/// Memory runs out through many small allocations (QuickJS may then throw `null`,
+/// having no room for an error) or one large one (an `InternalError`); a reducer that
+/// throws `undefined` or an error saying "out of memory" itself is not out of memory,
+/// and a thrown `null` is named as either.
+#[test]
+fn only_memory_exhaustion_is_called_a_memory_limit() {
+    let mut s = sandbox();
+    load(
+        &mut s,
+        0,
+        "r",
+        "(n = 0, e) => { switch (e.data.k) { \
+           case 'small': { const a = []; while (true) a.push(new Array(1000).fill(a.length)); } \
+           case 'large': { const a = new Array(1e9).fill(0); return a.length; } \
+           case 'null': throw null; \
+           case 'undefined': throw undefined; \
+           case 'says': throw new Error('out of memory'); \
+         } return n + 1; }",
+    );
+    let kinds = ["small", "large", "null", "undefined", "says"];
+    let failures = fold_kinds(&mut s, &kinds);
+    let got: Vec<(JsErrorKind, &str)> = failures
+        .iter()
+        .map(|(_, e)| (e.kind, e.message.as_str()))
+        .collect();
+    assert_eq!(got.len(), 5, "{failures:?}");
+    // many small arrays: QuickJS may have no room left for its error
+    assert!(
+        got[0].0 == JsErrorKind::MemoryLimit || got[0].1.contains("threw null, or used more"),
+        "{:?}",
+        got[0]
+    );
+    assert_eq!(got[1].0, JsErrorKind::MemoryLimit, "{:?}", got[1]);
+    assert_eq!(got[2].0, JsErrorKind::Thrown);
+    assert!(
+        got[2]
+            .1
+            .starts_with("the reducer threw null, or used more than the memory limit"),
+        "{:?}",
+        got[2]
+    );
+    assert_eq!(got[3], (JsErrorKind::Thrown, "undefined was thrown"));
+    assert_eq!(got[4], (JsErrorKind::Thrown, "Error: out of memory"));
+}
+
+/// Code from strings and BigInt are withheld, each saying so; functions still are
+/// functions.
+#[test]
+fn eval_function_constructors_and_bigint_are_withheld() {
+    let mut s = sandbox();
+    load(
+        &mut s,
+        0,
+        "r",
+        "(n = 0, e) => { switch (e.data.k) { \
+           case 'eval': return eval('1'); \
+           case 'Function': return Function('return 1')(); \
+           case 'constructor': return (() => 1).constructor('return 1')(); \
+           case 'generator': return (function* () {}).constructor('yield 1')().next().value; \
+           case 'async': return (async () => 1).constructor('return 1'); \
+           case 'BigInt': return String(BigInt(1)); \
+           case 'typed': return new BigInt64Array(1).length; \
+           case 'view': return new DataView(new ArrayBuffer(8)).getBigInt64(0); \
+           case 'still': return [(() => 1) instanceof Function, typeof Function.prototype.call, \
+             (function () {}).constructor === Function]; \
+         } }",
+    );
+    let kinds = [
+        "eval",
+        "Function",
+        "constructor",
+        "generator",
+        "async",
+        "BigInt",
+        "typed",
+        "view",
+        "still",
+    ];
+    let failures = fold_kinds(&mut s, &kinds);
+    let failed: Vec<usize> = failures.iter().map(|(i, _)| *i).collect();
+    assert_eq!(failed, (0..8).collect::<Vec<_>>(), "{failures:?}");
+    for (i, e) in &failures[..5] {
+        assert!(
+            e.message.contains("is not available in reducers"),
+            "{}: {e:?}",
+            kinds[*i]
+        );
+    }
+    assert_eq!(s.state(0, 1).unwrap().unwrap(), r#"[true,"function",true]"#);
+}
+
+/// `Error.prepareStackTrace` would be a hook over every error of the sandbox, whose
+/// call sites hand out each frame's function: it is not there, and setting it does
+/// nothing.
+#[test]
+fn no_reducer_can_hook_the_stacks_of_errors() {
+    let mut s = sandbox();
+    load(
+        &mut s,
+        0,
+        "hook",
+        "(n = 0, e) => { try { Error.prepareStackTrace = (err, sites) => sites.map((c) => String(c.getFunction())).join(); } catch (_) {} \
+         try { Error.stackTraceLimit = 0; } catch (_) {} return typeof Error.prepareStackTrace; }",
+    );
+    load(
+        &mut s,
+        1,
+        "victim",
+        "(n = 0, e) => { throw new Error('mine'); }",
+    );
+    let events = [event(0, "{}")];
+    let work = slots_fold(&[0, 1], 1, &events[0]);
+    let failures = s.fold(&work);
+    assert_eq!(s.state(0, 1).unwrap().unwrap(), r#""undefined""#);
+    let (_, error) = &failures[0];
+    let stack = error.stack.as_deref().unwrap_or("");
+    assert!(stack.contains("victim"), "{error:?}");
+}
+
 #[test]
 fn deep_recursion_is_an_error_not_a_crash() {
     let mut s = sandbox();
@@ -257,6 +520,45 @@ fn console_lines_are_captured_in_order() {
         ("error", "oops")
     );
     assert!(s.console().is_empty());
+}
+
+#[test]
+fn console_output_is_bounded_per_event() {
+    let mut s = sandbox();
+    load(
+        &mut s,
+        0,
+        "flood",
+        "(n = 0, e) => { for (let i = 0; i < 20; i++) console.log('L'.repeat(1000000)); return n + 1; }",
+    );
+    let events = [event(0, "{}"), event(1, "{}")];
+    assert!(fold_all(&mut s, 0, 1, &events).is_empty());
+    let lines = s.console();
+    // each event: lines cut at 4096 characters, until 16 384 are kept, then one warning
+    let of = |i: i64| {
+        lines
+            .iter()
+            .filter(|l| l.index == Some(i))
+            .collect::<Vec<_>>()
+    };
+    for i in 0..2 {
+        let kept = of(i);
+        assert_eq!(
+            kept.len(),
+            5,
+            "{:?}",
+            kept.iter().map(|l| l.message.len()).collect::<Vec<_>>()
+        );
+        assert!(kept[0].message.ends_with(" ... (995904 more characters)"));
+        assert!(kept[..4].iter().all(|l| l.message.len() < 4200));
+        assert_eq!(kept[4].level, "warn");
+        assert_eq!(
+            kept[4].message,
+            "16 more console lines were dropped: at most 16384 characters of console \
+             output are kept per event (and 1000 lines per batch of events)"
+        );
+    }
+    assert_eq!(s.state(0, 1).unwrap().unwrap(), "2");
 }
 
 #[test]
@@ -381,17 +683,7 @@ fn fold_until_stops_between_events_once_the_time_is_up() {
     // two reducers per event: items of one event are never split
     let work: Vec<Fold> = events
         .iter()
-        .flat_map(|e| {
-            [0u32, 1].map(|slot| Fold {
-                slot,
-                sid: 1,
-                index: e.index,
-                event: e,
-                halt_on_error: false,
-                check_size: false,
-                live: false,
-            })
-        })
+        .flat_map(|e| slots_fold(&[0, 1], 1, e))
         .collect();
     let (done, failures) = s.fold_until(&work, &mut |_| Ok(()), Some(Instant::now()));
     assert!(failures.is_empty(), "{failures:?}");

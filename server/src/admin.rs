@@ -255,7 +255,18 @@ pub async fn list_accounts(
         )));
     }
     let names = state.engine.visible_accounts(&creds).await?;
-    let list: Vec<Value> = names.into_iter().map(|n| json!({ "name": n })).collect();
+    let counts: std::collections::HashMap<String, (i64, i64)> = (state.engine)
+        .account_counts()
+        .await?
+        .into_iter()
+        .map(|(name, streams, events)| (name, (streams, events)))
+        .collect();
+    let list: Vec<Value> = (names.into_iter())
+        .map(|name| {
+            let (streams, events) = counts.get(&name).copied().unwrap_or_default();
+            json!({ "name": name, "streams": streams, "events": events })
+        })
+        .collect();
     Ok(Json(list).into_response())
 }
 

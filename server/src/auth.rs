@@ -125,16 +125,24 @@ pub async fn check(
         | Resource::SpliceApprove(p, _) => stream(p, Need::Manage).await?,
         Resource::Pipe { from, to } | Resource::PipeLogs { from, to } => {
             // a pipe belongs to its origin's account and appends to its destination;
-            // from a cron stream, it belongs to whoever may append to the destination
+            // from a cron stream (which everyone may read), it belongs to the
+            // destination's account: one who may only append there could otherwise
+            // replace its owner's cron pipe, or replay it to recall what it wrote
             let cron = matches!(builtins::builtin(from), Ok(Builtin::Cron(_)));
+            // the destination's owner may remove a pipe into its stream, which another
+            // account made while it was open to them
+            let removing = matches!(resource, Resource::Pipe { .. }) && *method == Method::DELETE;
             if !cron {
-                stream(from, Need::Manage).await?;
+                match stream(from, Need::Manage).await {
+                    Err(_) if removing && stream(to, Need::Manage).await.is_ok() => return Ok(()),
+                    other => other?,
+                }
             }
             let creating = matches!(resource, Resource::Pipe { .. }) && *method == Method::PUT;
-            if creating {
-                stream(to, Need::Write).await?;
-            } else if cron {
+            if cron {
                 stream(to, Need::Manage).await?;
+            } else if creating {
+                stream(to, Need::Write).await?;
             }
         }
     }
@@ -160,7 +168,10 @@ async fn check_stream(
     need: Need,
 ) -> ApiResult<()> {
     match builtins::builtin(p) {
-        Ok(Builtin::Cron(_)) if need != Need::Manage => Ok(()),
+        Ok(Builtin::Cron(_)) if need != Need::Manage => {
+            engine.check_credentials(creds)?;
+            Ok(())
+        }
         Ok(Builtin::Events(a)) => {
             engine
                 .authorize(creds, Target::Account(&a), Need::Manage)

@@ -101,6 +101,9 @@ fn cors<S>(inner: S) -> Cors<S> {
             HeaderName::from_static("event-timestamp"),
             HeaderName::from_static("event-index"),
             HeaderName::from_static("event-stream"),
+            HeaderName::from_static("event-metadata"),
+            HeaderName::from_static("event-origin"),
+            HeaderName::from_static("x-stream-metadata"),
         ])
         .max_age(Duration::from_secs(86_400))
 }

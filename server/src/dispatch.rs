@@ -48,10 +48,17 @@ async fn route(
     let resource = builtin(resource, &method)?;
     auth::check(&state, &creds, &resource, &method).await?;
     let get = method == Method::GET || method == Method::HEAD;
-    // a history a splice replaced (`strm@{n}`) is read-only: its events, and no more
+    // a history a splice replaced (`strm@{n}`) is read-only: its events, and no more;
+    // its owner may delete it
     if let Some(p) = replaced_history(&resource) {
         match &resource {
-            Resource::Stream(_) | Resource::Event(..) if !get => {
+            Resource::Stream(p) if method == Method::DELETE => {
+                return crate::splices::delete_history(state, p.clone(), &uri).await;
+            }
+            Resource::Stream(_) if !get => {
+                return Err(ApiError::method(&method, "GET, DELETE"));
+            }
+            Resource::Event(..) if !get => {
                 return Err(ApiError::method(&method, "GET"));
             }
             Resource::Stream(_) | Resource::Event(..) => {}
@@ -69,7 +76,18 @@ async fn route(
             events::append::post(state, creds, p, None, &uri, headers, body).await
         }
         Resource::Stream(p) if get => events::read::get(state, p, &uri, &headers).await,
-        Resource::Stream(_) => Err(ApiError::method(&method, "GET, POST")),
+        // `curl -T` with ?chunks=true is an upload, handled as a POST above
+        Resource::Stream(p) if method == Method::PUT => Err(ApiError(
+            eddy_engine::error::EngineError::new(
+                eddy_engine::error::ErrorCode::MethodNotAllowed,
+                format!(
+                    "method PUT is not allowed on {p} but as an upload of bytes (curl -T) with \
+                     ?chunks=true; allowed: GET, HEAD, POST"
+                ),
+            )
+            .with("allow", "GET, HEAD, POST"),
+        )),
+        Resource::Stream(_) => Err(ApiError::method(&method, "GET, HEAD, POST")),
         Resource::EventType {
             stream,
             event_type,

@@ -24,6 +24,13 @@ use mimalloc as _;
 )]
 enum Cli {
     /// Runs the server.
+    #[command(after_help = "Examples:
+  eddy serve                                        # ./eddy-data, 127.0.0.1:8080
+  eddy serve --data /var/lib/eddy --listen 0.0.0.0:8080 --admin-token \"$TOKEN\"
+  eddy serve --database postgres://eddy@localhost/eddy
+
+Every option is also an EDDY_* environment variable. A configuration or storage that
+cannot be used is told in one sentence on stderr, with exit code 1.")]
     Serve(Box<Config>),
     Migrate(migrate::MigrateArgs),
     /// Folds events through a reducer here, with no server, and checks the state.
@@ -75,8 +82,7 @@ fn main() -> anyhow::Result<()> {
         Cli::Import(args) => return client_command("import", cli::export::import(args)),
         Cli::Backup(args) => {
             if let Err(e) = cli::backup::run(&args) {
-                eprintln!("eddy backup: {e:#}");
-                std::process::exit(1);
+                fail("backup", &e);
             }
             return Ok(());
         }
@@ -89,6 +95,15 @@ fn main() -> anyhow::Result<()> {
             }
         },
     };
+    if let Err(e) = serve(config) {
+        fail("serve", &e);
+    }
+    Ok(())
+}
+
+/// `eddy serve`: checks the configuration, opens the storage, binds and serves until
+/// SIGTERM or Ctrl-C.
+fn serve(config: Config) -> anyhow::Result<()> {
     config.check()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -110,6 +125,19 @@ fn main() -> anyhow::Result<()> {
         })
 }
 
+/// Ends the process with exit code 1 after one line on stderr: `eddy <name>: ` and
+/// the error with its causes joined by ": " (any line breaks in them made spaces).
+fn fail(name: &str, e: &anyhow::Error) -> ! {
+    let said = format!("{e:#}");
+    let line: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    eprintln!("eddy {name}: {}", line.join(" "));
+    std::process::exit(1);
+}
+
 /// Runs a client subcommand: exit code 1 and one sentence on stderr when it fails.
 fn client_command(
     name: &str,
@@ -121,8 +149,7 @@ fn client_command(
         .build()?
         .block_on(work);
     if let Err(e) = done {
-        eprintln!("eddy {name}: {e:#}");
-        std::process::exit(1);
+        fail(name, &e);
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! 0.0.4 by Accept), and the HTTP metrics the handlers keep.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -53,11 +53,25 @@ impl HttpMetrics {
     }
 }
 
-pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "lastPosition": state.engine.last_position(),
-    }))
+/// `/healthz`: 200 while the node serves, 503 where several nodes share PostgreSQL
+/// and this one has not reached it for a lease time (a load balancer then sends its
+/// requests elsewhere).
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let last = state.engine.last_position();
+    match state.engine.check_heartbeat() {
+        Ok(()) => {
+            axum::Json(serde_json::json!({ "status": "ok", "lastPosition": last })).into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "status": "unavailable",
+                "error": e.message,
+                "lastPosition": last,
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// `/metrics`: OpenMetrics 1.0.0, or the Prometheus text format 0.0.4 to a scraper

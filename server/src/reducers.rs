@@ -52,6 +52,14 @@ pub async fn put(
         }
     };
     q.finish()?;
+    if !selector.subs.is_empty()
+        && !(state.engine.resolve(&path).await?).is_some_and(|r| r.info.factory)
+    {
+        return Err(ApiError::invalid(format!(
+            "selector sub= picks substreams of a factory, and {path} is not a factory (a \
+             reducer deployed on a missing stream makes it a plain stream)"
+        )));
+    }
     let Some((source, language)) = crate::code::read(&state, headers, body, "reducer code").await?
     else {
         return Err(ApiError::invalid(

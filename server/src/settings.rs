@@ -50,6 +50,15 @@ pub async fn put(
                 "settings must be a JSON object, not {other}"
             )));
         }
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+            return Err(ApiError::invalid(format!(
+                "settings nest deeper than 128 levels of arrays and objects (at line {}, \
+                 column {}): the metadata field, the only one that takes any JSON, must nest \
+                 less",
+                e.line(),
+                e.column()
+            )));
+        }
         Err(e) => {
             return Err(ApiError::invalid(format!(
                 "settings are not valid JSON: {e}"

@@ -36,6 +36,12 @@ pub async fn create(
     let mut q = Params::parse(uri)?;
     let selector = q.selector()?;
     q.finish()?;
+    if !selector.subs.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "selector sub= picks substreams of a factory, and a splice changes a plain \
+             stream ({path})"
+        )));
+    }
     let Some((source, language)) = crate::code::read(&state, headers, body, "map function").await?
     else {
         return Err(ApiError::invalid(
@@ -87,4 +93,11 @@ pub async fn approve(
     Params::parse(uri)?.finish()?;
     let v = state.engine.approve_splice(&path, id).await?;
     Ok(axum::Json(view(&path, &v)).into_response())
+}
+
+/// `DELETE /{acct}/{strm}@{n}`: deletes a history a splice replaced, with its events.
+pub async fn delete_history(state: AppState, path: StreamPath, uri: &Uri) -> ApiResult<Response> {
+    Params::parse(uri)?.finish()?;
+    let events = state.engine.delete_history(&path).await?;
+    Ok(axum::Json(json!({ "deleted": path.to_string(), "events": events })).into_response())
 }

@@ -46,7 +46,12 @@ pub async fn list(
             eddy_engine::query::encode(&s.name)
         )
     });
-    Ok(with_next(json!(streams), next))
+    // the same URL answers an event stream to `Accept: text/event-stream`
+    let mut response = with_next(json!(streams), next);
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("accept"));
+    Ok(response)
 }
 
 pub async fn substreams(state: AppState, path: StreamPath, uri: &Uri) -> ApiResult<Response> {

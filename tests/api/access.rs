@@ -318,15 +318,17 @@ async fn the_access_matrix() {
     )
     .await;
     assert_error(r, 400, "name").await;
-    let r = send(
-        &s,
-        "POST",
-        "/api/accounts",
-        Some(&admin),
-        Some(json!({"name": "eddy"})),
-    )
-    .await;
-    assert_error(r, 400, "reserved").await;
+    for reserved in ["eddy", "EDDY", "Eddy", "Healthz"] {
+        let r = send(
+            &s,
+            "POST",
+            "/api/accounts",
+            Some(&admin),
+            Some(json!({ "name": reserved })),
+        )
+        .await;
+        assert_error(r, 400, "reserved").await;
+    }
     // an unknown key is refused even where no key is needed to read
     let r = send(&s, "GET", "/acme/orders", Some("Bearer eddy_nope"), None).await;
     assert_error(r, 403, "not valid").await;
@@ -724,11 +726,282 @@ async fn the_consoles_endpoints_stay_the_owners_even_on_a_public_stream() {
     assert_eq!(s_json(r).await["pausedReason"], "paused by request");
     // the account listing tells bob his own account only
     let r = send(&s, "GET", "/api/accounts", Some(&bob), None).await;
-    assert_eq!(s_json(r).await, json!([{"name": "bob"}]));
+    let own = s_json(r).await;
+    assert_eq!(own.as_array().map(Vec::len), Some(1), "{own}");
+    assert_eq!(own[0]["name"], "bob", "{own}");
     // the console's files are public (they hold no data), the data behind them is not
     assert_eq!(send(&s, "GET", "/ui", None, None).await.status(), 200);
     assert_eq!(
         send(&s, "GET", "/ui/app.js", None, None).await.status(),
         200
     );
+}
+
+/// bob's inbox events, read with bob's key, once there are `n` (20 s at most).
+async fn inbox(s: &TestServer, bob: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = s
+            .client
+            .get(s.url("/bob/inbox"))
+            .header("authorization", bob)
+            .header("accept", "application/x-ndjson")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let events: Vec<Value> = (r.text().await.unwrap().lines())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if events.len() >= n {
+            return events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} events in bob/inbox",
+            events.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipe_into_another_account_appends_only_while_it_may() {
+    let s = secured().await;
+    let acme = format!("Bearer {}", account(&s, "acme").await);
+    let bob = format!("Bearer {}", account(&s, "bob").await);
+    let settings = |body: Value| {
+        let (s, bob) = (&s, bob.clone());
+        async move {
+            let r = s
+                .client
+                .patch(s.url("/bob/inbox/settings"))
+                .header("authorization", bob)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{:?}", r.text().await);
+        }
+    };
+    // bob lets anyone append, at most 2 a second; acme pipes its stream there
+    settings(json!({"public": {"write": true}, "rateLimit": {"perSecond": 2, "burst": 1}})).await;
+    let r = send(&s, "PUT", "/acme/out/pipe/bob/inbox", Some(&acme), None).await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    // four events at once: paced by bob's limit, none lost
+    let started = std::time::Instant::now();
+    for n in 0..4 {
+        let r = send(&s, "POST", "/acme/out", Some(&acme), Some(json!({"n": n}))).await;
+        assert_eq!(r.status(), 201);
+    }
+    let got = inbox(&s, &bob, 4).await;
+    let ns: Vec<&Value> = got.iter().map(|e| &e["data"]["n"]).collect();
+    assert_eq!(ns, [0, 1, 2, 3]);
+    // the first output comes after the first post, and the last three wait for a
+    // token each, at 2 a second: 1.5 s, however fast or slow the posts were
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1300),
+        "four events within {:?}, past a limit of 2 a second after a burst of 1",
+        started.elapsed()
+    );
+
+    // bob closes his stream: the pipe's next outputs are refused, and logged
+    settings(json!({"public": {"write": false}})).await;
+    let r = send(&s, "POST", "/acme/out", Some(&acme), Some(json!({"n": 4}))).await;
+    assert_eq!(r.status(), 201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let logged = loop {
+        let r = send(
+            &s,
+            "GET",
+            "/acme/out/logs/pipe/bob/inbox",
+            Some(&acme),
+            None,
+        )
+        .await;
+        let logs = s_json(r).await;
+        if let Some(entry) = logs.as_array().and_then(|l| l.first()) {
+            break entry["data"]["message"].as_str().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no refusal logged");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        logged.contains("may no longer append to /bob/inbox"),
+        "{logged}"
+    );
+    assert_eq!(inbox(&s, &bob, 4).await.len(), 4);
+    // a splice of acme's stream neither adds to bob's stream nor recalls from it
+    let r = s
+        .client
+        .post(s.url("/acme/out/splices"))
+        .header("authorization", &acme)
+        .header("content-type", "application/javascript")
+        .body("(e) => ({data: {n: e.data.n, v: 2}})")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let splice: Value = r.json().await.unwrap();
+    assert_eq!(
+        splice["preview"]["downstream"]["recalledCount"], 0,
+        "{splice}"
+    );
+    assert_eq!(splice["preview"]["downstream"]["addedCount"], 0, "{splice}");
+    let approve = format!(
+        "/acme/out/splices/{}/approve",
+        splice["id"].as_str().unwrap()
+    );
+    let r = send(&s, "POST", &approve, Some(&acme), None).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let after = inbox(&s, &bob, 4).await;
+    assert_eq!(after.len(), 4, "{after:?}");
+    // and bob, who may not manage acme's stream, may remove the pipe into his
+    let r = send(&s, "GET", "/acme/out/pipe/bob/inbox", Some(&bob), None).await;
+    assert_eq!(r.status(), 403);
+    let r = send(&s, "DELETE", "/acme/out/pipe/bob/inbox", Some(&bob), None).await;
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let r = send(&s, "GET", "/acme/out/pipe/bob/inbox", Some(&acme), None).await;
+    assert_eq!(r.status(), 404);
+    // a third account may not
+    let eve = format!("Bearer {}", account(&s, "eve").await);
+    let r = send(&s, "PUT", "/acme/out/pipe/acme/copy", Some(&acme), None).await;
+    assert_eq!(r.status(), 201);
+    let r = send(&s, "DELETE", "/acme/out/pipe/acme/copy", Some(&eve), None).await;
+    assert_eq!(r.status(), 403);
+
+    // a pipe from an account's own events into its own stream is that account's
+    let r = send(
+        &s,
+        "PUT",
+        "/eddy/events(bob)/pipe/bob/audit",
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    settings(json!({"metadata": {"note": "changed"}})).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = send(&s, "GET", "/bob/audit", Some(&bob), None).await;
+        if r.status() == 200 && !s_json(r).await.as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no account event piped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn cron_streams_need_no_credentials_but_refuse_bad_ones() {
+    let s = secured().await;
+    let acme = format!("Bearer {}", account(&s, "acme").await);
+    let cron = "/eddy/cron('*%20*%20*%20*%20*')";
+    assert_eq!(send(&s, "GET", cron, None, None).await.status(), 200);
+    assert_eq!(send(&s, "GET", cron, Some(&acme), None).await.status(), 200);
+    let admin = format!("Bearer {ADMIN}");
+    assert_eq!(
+        send(&s, "GET", cron, Some(&admin), None).await.status(),
+        200
+    );
+    // as on a public stream: a key that is no one's is 403, an unusable scheme 401
+    let r = send(&s, "GET", cron, Some("Bearer eddy_x_wrong"), None).await;
+    let body = assert_error(r, 403, "not valid").await;
+    assert_eq!(body["rule"], "key");
+    let r = send(&s, "GET", cron, Some("Basic YTpi"), None).await;
+    let body = assert_error(r, 401, "Basic").await;
+    assert_eq!(body["rule"], "credentials");
+}
+
+/// A pipe from a cron stream belongs to its destination's account: one who may only
+/// append to a public stream can neither make one into it nor change, replay or remove
+/// its owner's.
+#[tokio::test]
+async fn a_cron_pipe_into_a_public_stream_is_its_owners_alone() {
+    let s = secured().await;
+    let bob = format!("Bearer {}", account(&s, "bob").await);
+    let carol = format!("Bearer {}", account(&s, "carol").await);
+    let r = send(
+        &s,
+        "PATCH",
+        "/bob/guestbook/settings",
+        Some(&bob),
+        Some(json!({"public": {"read": true, "write": true}})),
+    )
+    .await;
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    // anyone may append there
+    let r = send(&s, "POST", "/bob/guestbook", None, Some(json!({"hi": 1}))).await;
+    assert_eq!(r.status(), 201);
+    let pipe = "/eddy/cron('0%200%201%201%20*')/pipe/bob/guestbook";
+    let put = |path: String, who: Option<String>, code: &'static str| {
+        let mut r = s
+            .client
+            .put(s.url(&path))
+            .header("content-type", "application/javascript")
+            .body(code);
+        if let Some(a) = who {
+            r = r.header("authorization", a);
+        }
+        async move { r.send().await.unwrap() }
+    };
+    for (who, want) in [(None, 401), (Some(carol.as_str()), 403)] {
+        let r = put(
+            pipe.into(),
+            who.map(str::to_owned),
+            "(e) => ({type: 'spam'})",
+        )
+        .await;
+        assert_eq!(r.status(), want, "a cron pipe made by {who:?}");
+    }
+    let r = put(pipe.into(), Some(bob.clone()), "(e) => ({type: 'tick'})").await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let replay = format!("{pipe}?replay-from=0");
+    for (who, want) in [(None, 401), (Some(carol.as_str()), 403)] {
+        for path in [pipe, replay.as_str()] {
+            let r = put(path.into(), who.map(str::to_owned), "(e) => null").await;
+            assert_eq!(r.status(), want, "PUT {path} by {who:?}");
+        }
+        for method in ["GET", "DELETE"] {
+            let r = send(&s, method, pipe, who, None).await;
+            assert_eq!(r.status(), want, "{method} by {who:?}");
+        }
+    }
+    // bob's code is still there, and bob may change it
+    let r = send(&s, "GET", pipe, Some(&bob), None).await;
+    assert_eq!(r.status(), 200);
+    let r = put(pipe.into(), Some(bob.clone()), "(e) => ({type: 'tock'})").await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+}
+
+#[tokio::test]
+async fn an_accounts_own_events_and_cron_streams_are_its_own() {
+    let s = secured().await;
+    let acme = format!("Bearer {}", account(&s, "acme").await);
+    let bob = format!("Bearer {}", account(&s, "bob").await);
+    // streams named like the builtin ones, in acme's account
+    for path in ["/acme/events(bob)", "/acme/cron('*%20*%20*%20*%20*')"] {
+        let r = send(&s, "POST", path, Some(&acme), Some(json!({"secret": 1}))).await;
+        assert_eq!(r.status(), 201, "{path}: {:?}", r.text().await);
+        assert_eq!(send(&s, "GET", path, Some(&acme), None).await.status(), 200);
+        // neither the account named in the args nor anyone else reads them
+        assert_eq!(send(&s, "GET", path, Some(&bob), None).await.status(), 403);
+        assert_eq!(send(&s, "GET", path, None, None).await.status(), 401);
+        let settings = path.split('(').next().unwrap().to_owned() + "/settings";
+        let r = send(&s, "GET", &settings, Some(&bob), None).await;
+        assert_eq!(r.status(), 403, "{settings}");
+    }
+    // nor pipes them out
+    let r = send(
+        &s,
+        "PUT",
+        "/acme/cron('*%20*%20*%20*%20*')/pipe/bob/copy",
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 403);
 }

@@ -108,7 +108,10 @@ async fn the_account_listing_shows_each_caller_what_it_may_see() {
     s.post_ok("/acme/b", "x", json!({})).await;
     assert_eq!(
         s.get_json("/api/accounts", 200).await,
-        json!([{"name": "acme"}, {"name": "zeta"}])
+        json!([
+            {"name": "acme", "streams": 2, "events": 2},
+            {"name": "zeta", "streams": 1, "events": 1}
+        ])
     );
     assert_error(s.get("/api/accounts?all=1").await, 400, "all=1").await;
 
@@ -122,9 +125,10 @@ async fn the_account_listing_shows_each_caller_what_it_may_see() {
         async move { send(s, "GET", "/api/accounts", auth.as_deref(), None).await }
     };
     let all: Value = list(Some(admin)).await.json().await.unwrap();
-    assert_eq!(all, json!([{"name": "acme"}, {"name": "bob"}]));
+    let nothing = |name: &str| json!({"name": name, "streams": 0, "events": 0});
+    assert_eq!(all, json!([nothing("acme"), nothing("bob")]));
     let own: Value = list(Some(acme)).await.json().await.unwrap();
-    assert_eq!(own, json!([{"name": "acme"}]));
+    assert_eq!(own, json!([nothing("acme")]));
     assert_error(list(None).await, 401, "admin token").await;
     assert_error(list(Some("Bearer eddy_x_wrong".into())).await, 403, "").await;
     let r = list(Some("Basic YTpi".into())).await;

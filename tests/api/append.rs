@@ -197,18 +197,39 @@ async fn bad_bodies_and_headers_are_refused_and_write_nothing() {
             .send()
             .await
             .unwrap();
-        let named = if bad == "Content-Type" {
-            "content-type"
+        let expected = if bad == "Content-Type" {
+            "header content-type is not valid visible ASCII text".to_owned()
         } else {
-            bad
+            format!("header {bad} is not valid UTF-8 text")
         };
-        assert_error(
-            r,
-            400,
-            &format!("header {named} is not valid visible ASCII text"),
-        )
-        .await;
+        assert_error(r, 400, &expected).await;
     }
+    // an event type in UTF-8 is taken from the header, and sent back the same way
+    let r = s
+        .client
+        .post(s.url("/acme/types"))
+        .header(
+            "Event-Type",
+            reqwest::header::HeaderValue::from_bytes("café ✓".as_bytes()).unwrap(),
+        )
+        .json(&json!(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let r = s.get("/acme/types/0?raw").await;
+    assert_eq!(r.headers()["event-type"].as_bytes(), "café ✓".as_bytes());
+    // white space at either end would not survive a header: refused
+    let r = s.get("/acme/types").await;
+    assert_eq!(r.status(), 200);
+    let r = s
+        .client
+        .post(s.url("/acme/types?event-type=%20t"))
+        .json(&json!(1))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "begins or ends with white space").await;
     let events = s.get_json("/acme/bad", 200).await;
     assert_eq!(
         events.as_array().unwrap().len(),
@@ -624,6 +645,8 @@ async fn forbidden_reserved_and_malformed_names_are_refused() {
         ("/acme/request", "reserved"),
         ("/ui/x/settings", "reserved"),
         ("/auth/x", "reserved"),
+        ("/EDDY/events", "reserved"),
+        ("/Ui/x", "reserved"),
         ("/acme/a%20b", "a b"),
         (&format!("/acme/{}", "s".repeat(65)), "64"),
         ("/acme/orders()", "argument"),

@@ -112,6 +112,25 @@ async fn one_bad_event_refuses_the_whole_batch() {
     .await;
     let e = assert_error(r, 413, "event 1 of the batch").await;
     assert_eq!(e["position"], 1);
+    // metadata beyond 16 KiB, in either format
+    let meta = json!({"note": "m".repeat(16_384)});
+    let r = post_batch(
+        &s,
+        "/a/atomic",
+        EDDY,
+        json!([good, {"type": "t", "data": 1, "metadata": meta}]),
+    )
+    .await;
+    let e = assert_error(r, 413, "\"metadata\" is 16395 bytes").await;
+    assert_eq!(e["position"], 1);
+    let r = post_batch(
+        &s,
+        "/a/atomic",
+        ES,
+        json!([{"eventId": uuid::Uuid::new_v4(), "eventType": "t", "data": 1, "metadata": meta}]),
+    )
+    .await;
+    assert_error(r, 413, "event 0 of the batch").await;
     assert_error(
         post_batch(&s, "/a/atomic", EDDY, json!([])).await,
         400,

@@ -1,6 +1,7 @@
-//! The browser check: `examples/eventsource.html` opened in headless Chromium subscribes
+//! The browser checks: `examples/eventsource.html` opened in headless Chromium subscribes
 //! with a real `EventSource` (cross-origin, from a file:// page) and, once it has seen
-//! `n` events, POSTs what it saw to `<stream>-seen`, which the test reads back.
+//! `n` events, POSTs what it saw to `<stream>-seen`, which the test reads back;
+//! `examples/live-state.html` does the same with a reducer's live state.
 //!
 //! Chromium is `EDDY_CHROMIUM`, else `chromium`, `chromium-browser` or `google-chrome`
 //! on PATH; without one the check is skipped (`.ci/run` installs Debian's `chromium`).
@@ -14,6 +15,25 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::common::{TestServer, spawn_server};
+
+/// Chromium, or `None` (the check is skipped, said on stderr) where none is installed;
+/// with `EDDY_REQUIRE_BROWSER=1` (set by `.ci/run`) a missing one fails the test.
+fn chromium() -> Option<PathBuf> {
+    let found = find_chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var("EDDY_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "EDDY_REQUIRE_BROWSER=1, yet no Chromium is installed"
+        );
+        // straight to stderr, past the test harness's capture, so it shows in CI logs
+        let _ = writeln!(
+            std::io::stderr(),
+            "browser check SKIPPED: no Chromium installed (set EDDY_CHROMIUM, or put \
+             chromium, chromium-browser or google-chrome on PATH)"
+        );
+    }
+    found
+}
 
 fn find_chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("EDDY_CHROMIUM").filter(|p| !p.is_empty()) {
@@ -34,10 +54,11 @@ fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Waits for the page's first report of `kind` in `/acme/clicks-seen` (a long-poll)
+/// Waits for the page's first report of `kind` in the stream `reports` (a long-poll)
 /// and returns its JSON.
 async fn report(
     s: &TestServer,
+    reports: &str,
     kind: &str,
     browser: &mut tokio::process::Child,
     log: &Path,
@@ -45,7 +66,7 @@ async fn report(
 ) -> Value {
     loop {
         let seen = s
-            .get_json(&format!("/acme/clicks-seen?type={kind}&wait=10000"), 200)
+            .get_json(&format!("{reports}?type={kind}&wait=10000"), 200)
             .await;
         if let Some(first) = seen.as_array().and_then(|a| a.first()) {
             let text = first["data"].as_str().expect("text/plain data is a string");
@@ -67,13 +88,7 @@ async fn report(
 
 #[tokio::test]
 async fn eventsource_page_in_headless_chromium() {
-    let Some(chromium) = find_chromium() else {
-        // straight to stderr, past the test harness's capture, so it shows in CI logs
-        let _ = writeln!(
-            std::io::stderr(),
-            "browser check SKIPPED: no Chromium installed (set EDDY_CHROMIUM, or put \
-             chromium, chromium-browser or google-chrome on PATH)"
-        );
+    let Some(chromium) = chromium() else {
         return;
     };
     let page = std::fs::canonicalize(concat!(
@@ -91,14 +106,96 @@ async fn eventsource_page_in_headless_chromium() {
         s.post_ok("/acme/clicks", "click", d.clone()).await;
     }
 
-    let profile = tempfile::tempdir().expect("profile dir");
-    let log = profile.path().join("chromium.log");
     let url = format!(
         "file://{}?server={}&stream=/acme/clicks&n=4",
         page.display(),
         s.base
     );
-    let mut browser = Command::new(&chromium)
+    let (mut browser, profile) = launch(&chromium, &url);
+    let log = profile.path().join("chromium.log");
+    let started = Instant::now();
+
+    // the page says when its EventSource is open: the last two events then come live
+    let deadline = started + Duration::from_secs(30);
+    let reports = "/acme/clicks-seen";
+    report(&s, reports, "ready", &mut browser, &log, deadline).await;
+    for d in &posted[2..] {
+        s.post_ok("/acme/clicks", "click", d.clone()).await;
+    }
+    let summary = report(&s, reports, "seen", &mut browser, &log, deadline).await;
+    println!(
+        "browser check: the page in {} reported {:.1} s after launch",
+        chromium.display(),
+        started.elapsed().as_secs_f32()
+    );
+
+    assert_eq!(summary["ids"], json!([0, 1, 2, 3]), "{summary}");
+    assert_eq!(summary["data"], Value::Array(posted), "{summary}");
+
+    browser.kill().await.expect("kill chromium");
+}
+
+/// `examples/live-state.html` watches a reducer's state with a real `EventSource`: the
+/// state as it is, then each new one, with the folded index as `id:`.
+#[tokio::test]
+async fn live_state_page_in_headless_chromium() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let page = std::fs::canonicalize(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/live-state.html"
+    ))
+    .expect("examples/live-state.html");
+    let s = spawn_server().await;
+    let r = crate::reducers::deploy(&s, "/acme/taps.count", "(n = 0, e) => n + 1").await;
+    assert_eq!(r.status(), 201);
+    s.post_ok("/acme/taps", "tap", json!({})).await;
+    s.get_json("/acme/taps.count?min-index=0&wait=10000", 200)
+        .await;
+    let url = format!(
+        "file://{}?server={}&state=/acme/taps.count&until=3",
+        page.display(),
+        s.base
+    );
+    let (mut browser, profile) = launch(&chromium, &url);
+    let log = profile.path().join("chromium.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reports = "/acme/taps-seen";
+    report(&s, reports, "ready", &mut browser, &log, deadline).await;
+    for _ in 0..2 {
+        s.post_ok("/acme/taps", "tap", json!({})).await;
+    }
+    let seen = report(&s, reports, "seen", &mut browser, &log, deadline).await;
+    // the state when the page opened, then newer ones only (two folds may come as one)
+    let ids: Vec<i64> = seen["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_i64().unwrap())
+        .collect();
+    let states: Vec<i64> = seen["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.first(), Some(&0), "{seen}");
+    assert_eq!(ids.last(), Some(&2), "{seen}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{seen}");
+    assert!(
+        ids.iter().zip(&states).all(|(i, n)| *n == i + 1),
+        "each state is the one at its id: {seen}"
+    );
+    browser.kill().await.expect("kill chromium");
+}
+
+/// Starts headless Chromium on `url` with a profile (and its log, `chromium.log`) in a
+/// directory of its own, which the caller keeps while the browser runs.
+fn launch(chromium: &Path, url: &str) -> (tokio::process::Child, tempfile::TempDir) {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let log = profile.path().join("chromium.log");
+    let browser = Command::new(chromium)
         .args([
             "--headless=new",
             "--no-sandbox", // as root in a container, the sandbox cannot start
@@ -111,7 +208,7 @@ async fn eventsource_page_in_headless_chromium() {
             "--user-data-dir={}",
             profile.path().join("profile").display()
         ))
-        .arg(&url)
+        .arg(url)
         // crash reports and caches go under these, not the user's home
         .env("XDG_CONFIG_HOME", profile.path())
         .env("XDG_CACHE_HOME", profile.path())
@@ -121,23 +218,5 @@ async fn eventsource_page_in_headless_chromium() {
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", chromium.display()));
-    let started = Instant::now();
-
-    // the page says when its EventSource is open: the last two events then come live
-    let deadline = started + Duration::from_secs(30);
-    report(&s, "ready", &mut browser, &log, deadline).await;
-    for d in &posted[2..] {
-        s.post_ok("/acme/clicks", "click", d.clone()).await;
-    }
-    let summary = report(&s, "seen", &mut browser, &log, deadline).await;
-    println!(
-        "browser check: the page in {} reported {:.1} s after launch",
-        chromium.display(),
-        started.elapsed().as_secs_f32()
-    );
-
-    assert_eq!(summary["ids"], json!([0, 1, 2, 3]), "{summary}");
-    assert_eq!(summary["data"], Value::Array(posted), "{summary}");
-
-    browser.kill().await.expect("kill chromium");
+    (browser, profile)
 }

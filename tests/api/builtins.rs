@@ -403,3 +403,48 @@ async fn pipe_changes_are_recorded_in_every_account_they_touch() {
         assert_eq!(pipe_changes(&s, acct, n).await.len(), n, "{acct}");
     }
 }
+
+/// Anyone may follow a cron stream, and each one that ticks stores its ticks for good:
+/// subscriptions alone keep at most 64 cron streams ticking; pipes are not limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_alone_keep_a_bounded_number_of_cron_streams_ticking() {
+    // heartbeats often enough that a closed subscription is noticed soon
+    let s = spawn_server_with(|c| c.sse_heartbeat_ms = 300).await;
+    // schedules far from now: nothing ticks while the test runs
+    let cron = |m: usize, h: usize| format!("/eddy/cron('{m}%20{h}%201%201%20*')");
+    let follow = |path: String| {
+        s.client
+            .get(s.url(&path))
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    let mut held = Vec::new();
+    for k in 0..64 {
+        let r = follow(cron(k % 60, k / 60)).await.unwrap();
+        assert_eq!(r.status(), 200, "subscription {k}");
+        held.push(r);
+    }
+    let r = follow(cron(30, 5)).await.unwrap();
+    let v = assert_error(r, 503, "cron streams ticking already").await;
+    assert_eq!(v["limit"], 64);
+    // one that ticks already takes more subscribers, and a pipe starts any
+    assert_eq!(follow(cron(0, 0)).await.unwrap().status(), 200);
+    let r = s
+        .client
+        .put(s.url(&format!("{}/pipe/acme/ticks", cron(30, 5))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    // a subscription that ends makes room
+    held.pop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = follow(cron(31, 5)).await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no room made");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -251,7 +251,8 @@ async fn bad_uploads_are_refused_and_store_nothing_wrong() {
     assert_error(r, 400, "forever").await;
     // a PUT without chunks=true is not an append
     let r = s.client.put(s.url("/ci/t")).body("x").send().await.unwrap();
-    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD, POST");
+    assert_error(r, 405, "upload of bytes (curl -T) with ?chunks=true").await;
 }
 
 #[tokio::test]

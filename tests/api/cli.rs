@@ -2,6 +2,14 @@
 //! `--insecure-open`; one with an admin token may; a second server on a data directory
 //! in use refuses to start.
 
+mod credentials;
+mod help;
+mod interrupted_import;
+mod send_live;
+mod tail_color;
+mod tail_live;
+mod test_parity;
+
 use std::process::Stdio;
 
 use tokio::process::Command;
@@ -202,9 +210,10 @@ async fn start_child(
     child
 }
 
-/// Waits (5 s at most) for a child server's `/healthz` to answer 200.
+/// Waits (30 s at most) for a child server's `/healthz` to answer 200.
 async fn healthy(base: &str) -> bool {
-    for _ in 0..200 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         if reqwest::get(format!("{base}/healthz"))
             .await
             .is_ok_and(|r| r.status() == 200)
@@ -345,13 +354,13 @@ async fn eddy_test_shows_a_mismatch_errors_and_dispatches_and_exits_1() {
         "{stderr}"
     );
     assert!(stderr.contains("state.n: expected 3, got 2"), "{stderr}");
-    // --halt stops at the event that threw
+    // --halt stops at the event that threw, and a halt is a failure
     let (code, stdout, stderr) = eddy_test(
         dir.path(),
         &["alerts.ts", "--events", "events.ndjson", "--halt"],
     )
     .await;
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
         serde_json::json!({"n": 1})
@@ -388,6 +397,15 @@ fn client_command(base: &str, args: &[&str]) -> Command {
 /// Lines of NDJSON events read back from `base`.
 async fn stored(base: &str, path: &str) -> Vec<serde_json::Value> {
     crate::common::read_all(&client(), &format!("{base}{path}")).await
+}
+
+/// The `X-Stream-Metadata` a read of `path` on `base` answers.
+async fn stream_metadata(base: &str, path: &str) -> Option<String> {
+    let r = client().get(format!("{base}{path}")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {path}");
+    r.headers()
+        .get("x-stream-metadata")
+        .map(|v| v.to_str().unwrap().to_owned())
 }
 
 /// The data of event `index` of `path`, waited for (10 s at most).
@@ -487,6 +505,17 @@ async fn eddy_send_streams_stdin_and_a_killed_sender_leaves_what_it_sent() {
         "{said}"
     );
     assert_eq!(said.lines().count(), 1, "{said}");
+    // what came before a refused line is stored, and said
+    let (code, said) =
+        run_with_input(&server.base, &send, b"{\"a\":1}\n{\"a\":2}\nnot json\n").await;
+    assert_eq!(code, Some(1));
+    assert!(
+        said.contains("line 3: ")
+            && said
+                .trim_end()
+                .ends_with("(the 2 events before it are stored)"),
+        "{said}"
+    );
 }
 
 #[tokio::test]
@@ -571,15 +600,62 @@ async fn export_then_import_into_a_fresh_server_reads_the_same_and_runs_again_sa
         } else {
             "/acme/carts('c1')"
         };
+        // the first event of each creates its stream, with metadata (a factory's
+        // through its first substream)
+        let metadata = match n {
+            0 => r#"{"owner":"shop team","tier":1}"#,
+            1 => r#"{"kind":"carts","note":"caf\u00e9"}"#,
+            _ => "{}",
+        };
         let r = http
             .post(format!("{}{stream}", a.base))
             .header("event-type", "e")
+            .header("x-stream-metadata", metadata)
             .json(&serde_json::json!({ "n": n }))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 201);
     }
+    // events with metadata: EventStore's batch format, and eddy's own
+    let es = serde_json::json!([
+        {"eventId": "0b7d6f5e-1c2a-4e3b-9f00-000000000001", "eventType": "m",
+         "data": {"a": 1}, "metadata": {"trace": "t-1", "user": "zoë"}},
+        {"eventId": "0b7d6f5e-1c2a-4e3b-9f00-000000000002", "eventType": "m",
+         "data": {"a": 2}, "metadata": [1, "two", null]},
+    ]);
+    let r = http
+        .post(format!("{}/acme/meta", a.base))
+        .header("content-type", "application/vnd.eventstore.events+json")
+        .json(&es)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let own = serde_json::json!([
+        {"type": "m", "data": {"a": 3}, "metadata": {"trace": "t-3"}},
+        {"type": "m", "data": {"a": 4}},
+    ]);
+    let r = http
+        .post(format!("{}/acme/meta", a.base))
+        .header("content-type", "application/vnd.eddy.events+json")
+        .json(&own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    // an event's origin is the server's to write, never a client's
+    let forged = serde_json::json!([
+        {"type": "m", "data": {}, "origin": {"stream": "acme/orders", "index": 0}},
+    ]);
+    let r = http
+        .post(format!("{}/acme/meta", a.base))
+        .header("content-type", "application/vnd.eddy.events+json")
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "{:?}", r.text().await);
     let r = http
         .post(format!("{}/acme/blob", a.base))
         .header("event-type", "raw")
@@ -603,9 +679,29 @@ async fn export_then_import_into_a_fresh_server_reads_the_same_and_runs_again_sa
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("exported 2501 events of 3 streams"),
+        String::from_utf8_lossy(&out.stderr).contains("exported 2505 events of 4 streams"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // each stream's first line carries the stream's metadata; events carry their own
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first_orders = lines.iter().find(|e| e["stream"] == "acme/orders").unwrap();
+    assert_eq!(first_orders["streamMetadata"]["owner"], "shop team");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|e| e.get("streamMetadata").is_some())
+            .count(),
+        2,
+        "orders and carts have metadata, blob and meta none"
+    );
+    assert_eq!(
+        lines.iter().filter(|e| e.get("metadata").is_some()).count(),
+        3
     );
     let import = async || {
         client_command(&b.base, &["import", "/acme", file.to_str().unwrap()])
@@ -619,18 +715,35 @@ async fn export_then_import_into_a_fresh_server_reads_the_same_and_runs_again_sa
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // the same reads: ids, types, timestamps, data, indexes
-    for path in ["/acme/orders", "/acme/carts('c1')", "/acme/blob"] {
+    // the same reads: ids, types, timestamps, data, metadata, indexes; and the same
+    // stream metadata
+    for path in [
+        "/acme/orders",
+        "/acme/carts('c1')",
+        "/acme/carts",
+        "/acme/blob",
+        "/acme/meta",
+    ] {
         let (before, after) = (stored(&a.base, path).await, stored(&b.base, path).await);
         assert!(!before.is_empty());
         assert_eq!(before, after, "{path}");
+        let (before, after) = (
+            stream_metadata(&a.base, path).await,
+            stream_metadata(&b.base, path).await,
+        );
+        assert_eq!(before, after, "{path}");
     }
+    assert_eq!(
+        stream_metadata(&b.base, "/acme/carts('c1')").await,
+        Some(r#"{"kind":"carts","note":"caf\u00e9"}"#.to_owned())
+    );
+    assert_eq!(stored(&b.base, "/acme/meta").await[1]["metadata"][1], "two");
     // again: everything is there already, nothing is appended twice
     let out = import().await;
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(
-        said.contains("imported 0 events (2501 were there already)"),
+        said.contains("imported 0 events (2505 were there already)"),
         "{said}"
     );
     assert_eq!(stored(&b.base, "/acme/orders").await.len(), 1250);
@@ -646,6 +759,70 @@ async fn export_then_import_into_a_fresh_server_reads_the_same_and_runs_again_sa
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.starts_with("eddy import: "), "{said}");
     assert_eq!(said.trim().lines().count(), 1, "{said}");
+}
+
+/// Hand-written NDJSON: lines without an id are imported once however often the file
+/// is, and `"encoding": "base64"` data is decoded for JSON and text as `eddy test`
+/// decodes it.
+#[tokio::test]
+async fn an_import_of_lines_without_ids_or_with_base64_data() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path()).await;
+    let file = dir.path().join("hand.ndjson");
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"stream":"x/a","type":"t","data":1}"#,
+            "\n",
+            r#"{"stream":"x/a","type":"t","data":1}"#,
+            "\n",
+            r#"{"stream":"x/a","type":"t","data":"eyJhIjoxfQ==","encoding":"base64","contentType":"application/json"}"#,
+            "\n",
+            r#"{"stream":"x/a","type":"t","data":"aGk=","encoding":"base64","contentType":"text/plain"}"#,
+            "\n",
+            r#"{"stream":"x/a","type":"t","data":"AAE=","encoding":"base64","contentType":"application/octet-stream"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    for round in 0..2 {
+        let out = client_command(&server.base, &["import", "/h", file.to_str().unwrap()])
+            .output()
+            .await
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{said}");
+        let wanted = if round == 0 {
+            "imported 5 events (0 were there already)"
+        } else {
+            "imported 0 events (5 were there already)"
+        };
+        assert!(said.contains(wanted), "round {round}: {said}");
+    }
+    let events = stored(&server.base, "/h/a").await;
+    let data: Vec<&serde_json::Value> = events.iter().map(|e| &e["data"]).collect();
+    assert_eq!(
+        data[..4],
+        [&json!(1), &json!(1), &json!({"a": 1}), &json!("hi")]
+    );
+    assert_eq!(
+        (&events[4]["data"], &events[4]["encoding"]),
+        (&json!("AAE="), &json!("base64"))
+    );
+    // what cannot be decoded is refused with its line
+    std::fs::write(
+        &file,
+        r#"{"stream":"x/a","type":"t","data":"!!","encoding":"base64","contentType":"application/json"}"#,
+    )
+    .unwrap();
+    let out = client_command(&server.base, &["import", "/h", file.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("line 1") && said.contains("base64"), "{said}");
 }
 
 /// `eddy backup` under write load: a server started on the copy has every event
@@ -772,6 +949,22 @@ async fn eddy_deploy_follows_the_rebuild_piped_and_on_a_terminal() {
         state,
         (0..10_000u64).sum::<u64>().saturating_sub(7).to_string()
     );
+
+    // a reducer that halts is said to halt, not to have caught up, and fails
+    let out = client_command(
+        &server.base,
+        &["deploy", "/acme/nums.h", code, "--on-error", "halt"],
+    )
+    .output()
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("h halted") && said.contains("seven"),
+        "{said}"
+    );
+    assert!(!said.contains("caught up"), "{said}");
 
     // on a terminal (a pseudo-terminal from script(1)): a progress bar
     let command = format!(

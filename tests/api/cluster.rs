@@ -280,6 +280,17 @@ async fn an_event_source_on_one_node_follows_another_and_resumes_on_a_third() {
             break;
         }
     }
+    // the state as of an index, on every node, whichever folds the reducer
+    for node in [a, b, c] {
+        let r = client()
+            .get(format!("{}/acme/s.count?at=20", node.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["reducer-index"], "20");
+        assert_eq!(r.text().await.unwrap(), "21");
+    }
 
     // a splice approved on node A: a subscriber on node C hears of it and reads the
     // new history from index 0, and the reducer folds it again wherever it runs
@@ -314,15 +325,27 @@ async fn an_event_source_on_one_node_follows_another_and_resumes_on_a_third() {
     for i in 0..10 {
         assert_eq!(next().await.id, i.to_string());
     }
-    let count = client()
-        .get(format!("{}/acme/s.count?min-index=9&wait=10000", b.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(count, "10");
+    // B reads the rebuilt state once the splice's change notice has reached it
+    let url = format!("{}/acme/s.count?min-index=9&wait=10000", b.base);
+    eventually(
+        Duration::from_secs(20),
+        "B answers the rebuilt state",
+        || {
+            let url = url.clone();
+            async move {
+                client()
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+                    == "10"
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,7 +515,7 @@ async fn followers_that_read_for_themselves_see_every_nodes_commits_in_order() {
         "in order, once each"
     );
     assert!(
-        counter(&b.base, "eddy_cluster_commits_notified_total").await > 0,
+        crate::common::metric(&b.base, "eddy_cluster_commits_notified_total").await > 0,
         "node B, with no live subscriber, took other nodes' commits from their notifications"
     );
     let mut per_writer = [0; 3];
@@ -553,21 +576,6 @@ async fn followers_that_read_for_themselves_see_every_nodes_commits_in_order() {
         3 * EACH + 2,
         "the replaced history keeps its events only"
     );
-}
-
-/// The value of the counter `name` in `base`'s `/metrics`.
-async fn counter(base: &str, name: &str) -> u64 {
-    let text = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} in /metrics"))
 }
 
 /// Splices `stream` on `base` with the map function `map`, and approves it.
@@ -770,9 +778,6 @@ async fn work_moves_to_another_node_when_its_node_is_killed() {
     nodes[0].signal("-KILL");
     let _ = nodes[0].child.wait().await;
     let dead = nodes.remove(0);
-    for w in writers {
-        w.await.unwrap();
-    }
     // within the lease time and a few seconds, every piece of work runs elsewhere
     let deadline = Duration::from_millis(LEASE_MS) + Duration::from_secs(3);
     for key in &keys {
@@ -783,6 +788,9 @@ async fn work_moves_to_another_node_when_its_node_is_killed() {
     }
     let moved_in = killed_at.elapsed();
     assert!(moved_in < deadline, "moved in {moved_in:?}");
+    for w in writers {
+        w.await.unwrap();
+    }
     // the cron pipe ticks on elsewhere
     let killed_ms = (std::time::SystemTime::now() - killed_at.elapsed())
         .duration_since(std::time::UNIX_EPOCH)
@@ -859,7 +867,7 @@ async fn a_paused_node_writes_nothing_stale() {
     assert_exactly_once(&nodes[2], 40, &hooks).await;
     assert_exactly_once(resumed, 40, &hooks).await;
     assert!(
-        counter(&resumed.base, "eddy_leases_lost_total").await > 0,
+        crate::common::metric(&resumed.base, "eddy_leases_lost_total").await > 0,
         "the resumed node counts its lost leases"
     );
 }
@@ -977,11 +985,91 @@ async fn types_and_settings_changed_on_one_node_apply_on_another_within_a_second
         .await
         .unwrap();
     assert!(r.status().is_success(), "{:?}", r.text().await);
+    // two appends a try: the first may take the one token of the burst
     eventually(Duration::from_secs(1), "B limits the rate", || {
-        let f = append(b.base.clone(), "m", json!(1));
-        async move { f.await == 429 }
+        let first = append(b.base.clone(), "m", json!(1));
+        let second = append(b.base.clone(), "m", json!(1));
+        async move { first.await == 429 || second.await == 429 }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_for_the_three_nodes_together() {
+    let Some((nodes, _)) = three_nodes("cluster_rates", &[]).await else {
+        return;
+    };
+    let c = client();
+    let append = |base: String| async move { post(&base, "/acme/r", None, json!({})).await.0 };
+    assert_eq!(append(nodes[0].base.clone()).await, 201);
+    let (rate, burst) = (30u64, 3u64);
+    let r = c
+        .patch(format!("{}/acme/r/settings", nodes[0].base))
+        .json(&json!({"rateLimit": {"perSecond": rate, "burst": burst}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    // every node counts the three and limits the stream (spending its burst)
+    for node in &nodes {
+        eventually(
+            Duration::from_secs(10),
+            "each node counts three",
+            || async { crate::common::metric(&node.base, "eddy_cluster_nodes").await == 3 },
+        )
+        .await;
+        eventually(
+            Duration::from_secs(2),
+            "each node limits the stream",
+            || {
+                let base = node.base.clone();
+                async move {
+                    // at once, so that no refill comes in between
+                    let tries = (0..burst + 2).map(|_| append(base.clone()));
+                    futures::future::join_all(tries).await.contains(&429)
+                }
+            },
+        )
+        .await;
+    }
+    // four clients on each node, as fast as they can, for three seconds
+    let started = Instant::now();
+    let mut loads = Vec::new();
+    for node in &nodes {
+        for _ in 0..4 {
+            let base = node.base.clone();
+            loads.push(tokio::spawn(async move {
+                let (mut admitted, mut refused) = (0u64, 0u64);
+                while started.elapsed() < Duration::from_secs(3) {
+                    match append(base.clone()).await {
+                        201 => admitted += 1,
+                        429 => refused += 1,
+                        other => panic!("an append answered {other}"),
+                    }
+                }
+                (admitted, refused)
+            }));
+        }
+    }
+    let (mut admitted, mut refused) = (0, 0);
+    for load in loads {
+        let (a, r) = load.await.unwrap();
+        admitted += a;
+        refused += r;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    // each node: its share (rate / 3, rounded up) a second, and the whole burst; one
+    // node alone would admit the whole rate, three times as many
+    let most = (3 * burst) as f64 + rate as f64 * secs + 1.0;
+    assert!(
+        (admitted as f64) <= most,
+        "{admitted} admitted in {secs:.2} s (at most {most:.0}), {refused} refused"
+    );
+    assert!(
+        (admitted as f64) >= rate as f64 * secs / 2.0,
+        "{admitted} admitted in {secs:.2} s, {refused} refused"
+    );
+    assert!(refused > admitted, "{admitted} admitted, {refused} refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

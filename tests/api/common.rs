@@ -315,15 +315,21 @@ impl ChildServer {
             .expect("spawn eddy");
         let base = format!("http://127.0.0.1:{port}");
         let client = client();
-        for _ in 0..200 {
+        let mut child = child;
+        // a debug build migrating a large database on a busy machine takes a while
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             if let Ok(r) = client.get(format!("{base}/healthz")).send().await
                 && r.status() == 200
             {
                 return Self { base, child };
             }
+            if let Ok(Some(exit)) = child.try_wait() {
+                panic!("eddy exited at start on port {port}: {exit}");
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("eddy did not start on port {port}");
+        panic!("eddy did not start on port {port} in 30 s");
     }
 
     pub fn signal(&self, sig: &str) {
@@ -367,4 +373,19 @@ pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
         }
     });
     (port, held)
+}
+
+/// The value of the metric `name` (without labels) in `base`'s `/metrics`.
+pub async fn metric(base: &str, name: &str) -> u64 {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
 }

@@ -300,8 +300,13 @@ async fn walk_through(kind: Kind) {
         return;
     };
 
-    // accounts → streams with their counts → the stream's events
+    // accounts with their counts → streams with theirs → the stream's events
     b.goto("#/").await;
+    b.text_has("#accounts", "acme").await;
+    let cells = b
+        .js("return [...document.querySelectorAll('#accounts td')].map(t => t.textContent)")
+        .await;
+    assert_eq!(cells, json!(["acme", "1", "2"]));
     b.click("#accounts a").await;
     let streams = b.text_has("#streams", "clicks").await;
     assert!(streams.contains("2"), "{streams}");
@@ -542,6 +547,94 @@ async fn a_factory_reducer_page_shows_its_substreams_states_live() {
     // the substreams tab lists them, each a link to its own page
     b.goto("#/stream/acme%2Fcarts?tab=substreams").await;
     b.text_has("#substreams", "'c' 2 1").await;
+    b.close().await;
+}
+
+/// The tabs the walk-through only opens: an event selector, a type defined with its
+/// TypeScript shown, settings saved, and a webhook added (its secret shown once, never
+/// again), then replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_filters_defines_types_saves_settings_and_replays_a_webhook() {
+    let s = spawn_server_with(|c| c.allow_private_webhooks = true).await;
+    s.post_ok("/acme/clicks", "click", json!({"url": "/home"}))
+        .await;
+    s.post_ok("/acme/clicks", "view", json!({"url": "/seen"}))
+        .await;
+    let Some(b) = Browser::open(&s.base).await else {
+        return;
+    };
+
+    // a selector picks the events shown
+    b.goto("#/stream/acme%2Fclicks?sel=type%3Dview").await;
+    let shown = b.text_has("#events", "/seen").await;
+    assert!(!shown.contains("/home"), "{shown}");
+
+    // a type defined here checks later events, and its TypeScript is shown
+    b.goto("#/stream/acme%2Fclicks?tab=types").await;
+    b.type_into("#type-name", "click").await;
+    b.set_value(
+        "#type-schema",
+        r#"{"properties": {"url": {"type": "string"}}}"#,
+    )
+    .await;
+    b.click("#tab-body form button[type=submit]").await;
+    b.text_has("#types", "click").await;
+    b.text_has("#types pre.ts", "url: string").await;
+    assert_eq!(
+        s.post("/acme/clicks", "click", json!({"url": 5}))
+            .await
+            .status(),
+        400
+    );
+
+    // settings saved with a PATCH
+    b.goto("#/stream/acme%2Fclicks?tab=settings").await;
+    b.set_value("#settings", r#"{"metadata": {"owner": "ops"}}"#)
+        .await;
+    b.click("#tab-body button.primary").await;
+    b.text_has("#settings-saved", "Saved").await;
+    let settings = s.get_json("/acme/clicks/settings", 200).await;
+    assert_eq!(settings["metadata"], json!({"owner": "ops"}), "{settings}");
+
+    // a webhook added here: its secret once, then never again
+    let (hook_url, delivered) = receiver().await;
+    b.goto("#/stream/acme%2Fclicks?tab=webhooks").await;
+    b.type_into("#webhook-url", &hook_url).await;
+    b.click("#tab-body form button[type=submit]").await;
+    let secret = b.text_has("#webhook-result .secret", "whsec_").await;
+    assert!(secret.contains("shown this once"), "{secret}");
+    let hooks = s.get_json("/acme/clicks/webhooks", 200).await;
+    let id = hooks[0]["id"].as_str().unwrap().to_owned();
+    // it follows from here on
+    s.post_ok("/acme/clicks", "click", json!({"url": "/after"}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delivered.load(Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < deadline, "the webhook got nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.goto("#/stream/acme%2Fclicks?tab=settings").await;
+    b.text_has("#tab-body", "Save").await;
+    b.goto("#/stream/acme%2Fclicks?tab=webhooks").await;
+    b.text_has(&format!("#webhook-{id} .webhook-status"), "active")
+        .await;
+    let page = b.page_text().await;
+    assert!(
+        !page.contains("whsec_"),
+        "the secret was shown again: {page}"
+    );
+
+    // a replay from index 0 sends the three events, the two from before it too
+    let before = delivered.load(Ordering::SeqCst);
+    b.type_into(&format!("#webhook-{id} .replay-from"), "0")
+        .await;
+    b.click(&format!("#webhook-{id} form.replay button")).await;
+    b.text_has("#webhook-result", "Replay of").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while delivered.load(Ordering::SeqCst) < before + 3 {
+        assert!(Instant::now() < deadline, "the replay delivered nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     b.close().await;
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 
-use crate::common::{TestServer, spawn_server, spawn_server_with};
+use crate::common::{TestServer, read_all, spawn_server, spawn_server_with};
 use crate::pipes::wait_for_events;
 use crate::sandbox::settled;
 
@@ -74,6 +74,45 @@ async fn dispatch_is_exactly_once_across_a_redeploy() {
     let logs = wait_for_events(&s.base, "/acme/more/logs", 1).await;
     let message = logs[0]["data"]["message"].as_str().unwrap();
     assert!(message.contains("own streams"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_into_the_stream_it_runs_on_goes_one_step_deep() {
+    let s = spawn_server().await;
+    // twice per event into its own stream: from an appended event it may (a summary
+    // event); from a dispatched one it may not, or the stream would double without end
+    let code = "(n = 0, e) => {\n\
+                  dispatch('loop', { type: 'again' });\n\
+                  dispatch('loop', { type: 'again' });\n\
+                  return n + 1;\n\
+                }";
+    deploy(&s, "/acme/loop.r", code).await;
+    // on a factory, to a sibling substream: a note once, no ping-pong after
+    let fan = "(n = 0, e) => { dispatch(\"fan('b')\", { type: 'note' }); return n + 1; }";
+    s.post_ok("/acme/fan('a')", "first", json!({})).await;
+    deploy(&s, "/acme/fan.r", fan).await;
+    s.post_ok("/acme/loop", "first", json!({})).await;
+    s.post_ok("/acme/loop", "second", json!({})).await;
+    // two appended, four dispatched from them, all six folded
+    assert_eq!(settled(&s, "/acme/loop", "r", 5).await, json!(6));
+    let logs = wait_for_events(&s.base, "/acme/loop/logs", 8).await;
+    let message = logs[0]["data"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("acme/loop is the stream this code runs on"),
+        "{message}"
+    );
+    let logs = wait_for_events(&s.base, "/acme/fan/logs", 1).await;
+    let message = logs[0]["data"]["message"].as_str().unwrap();
+    assert!(message.contains("acme/fan is the stream"), "{message}");
+    // and nothing more was dispatched
+    assert_eq!(read_all(&s.client, &s.url("/acme/loop")).await.len(), 6);
+    let fan = read_all(&s.client, &s.url("/acme/fan")).await;
+    let types: Vec<&str> = fan.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["first", "note"]);
+    assert_eq!(
+        wait_for_events(&s.base, "/acme/loop/logs", 8).await.len(),
+        8
+    );
 }
 
 /// A local HTTP service that counts its calls and answers JSON.

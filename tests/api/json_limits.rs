@@ -163,6 +163,15 @@ async fn batches_and_ndjson_lines_refuse_them_with_their_place() {
             "event 0 of the batch: event data holds the number 1e400 at /zz",
         )
         .await;
+        // an event's metadata is held to the same limits, by name
+        let refusals = [
+            (batch, format!(r#"[{{"type":"t","data":1,"metadata":{HUGE}}}]"#), "event 0 of the batch: the event's \"metadata\" holds the number 1e400 at /zz"),
+            (batch, format!(r#"[{{"type":"t","data":1,"metadata":{}}}]"#, nested("1", 65)), "event 0 of the batch: the event's \"metadata\" nests deeper than 64 levels"),
+            (eventstore, r#"[{"eventId":"0b9e2a4c-6f7d-4f55-9b44-3c1d2e5f6a7c","eventType":"t","data":1,"metadata":"\ud800"}]"#.to_owned(), "event 0 of the batch: the event's \"metadata\" is not valid JSON"),
+        ];
+        for (kind, body, said) in refusals {
+            assert_error(post(&s, path, kind, body).await, 400, said).await;
+        }
         assert_eq!(
             count(&s, path).await,
             0,

@@ -21,9 +21,19 @@ async fn rate_limits_refuse_then_recover() {
         )
         .await;
     assert_eq!(r.status(), 200);
-    for _ in 0..3 {
-        s.post_ok("/acme/hits('a')", "hit", json!(1)).await;
-    }
+    // the burst used up in one request, so that no refill comes in between
+    let r = s
+        .client
+        .post(s.url("/acme/hits('a')"))
+        .header("content-type", "application/vnd.eddy.events+json")
+        .body(
+            json!([{"type": "h", "data": 1}, {"type": "h", "data": 2}, {"type": "h", "data": 3}])
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     let r = s.post("/acme/hits('a')", "hit", json!(1)).await;
     let retry: u64 = r.headers()["retry-after"]
         .to_str()

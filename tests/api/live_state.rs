@@ -85,6 +85,27 @@ async fn a_state_is_pushed_as_it_changes_and_resumes_after_its_id() {
     // with an older id, the current state first
     let mut behind = watch(&s, "/acme/orders.count", Some("1")).await;
     assert_eq!(next(&mut behind).await, ("4".to_owned(), json!(5)));
+
+    // a splice drops three events: an id from the old history, past the new one's
+    // end, gets the state now, not after three more events
+    let id =
+        crate::splices::splice_at(&s.base, "/acme/orders", "(e) => e.index < 2 ? e : null").await;
+    let r = s
+        .call(
+            "POST",
+            &format!("/acme/orders/splices/{id}/approve"),
+            &[],
+            json!(null),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.get("/acme/orders.count").await.headers()["reducer-index"] != "1" {
+        assert!(std::time::Instant::now() < deadline, "not rebuilt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut stale = watch(&s, "/acme/orders.count", Some("4")).await;
+    assert_eq!(next(&mut stale).await, ("1".to_owned(), json!(2)));
 }
 
 #[tokio::test]
@@ -194,5 +215,16 @@ async fn another_account_may_not_watch_a_state_or_replay_a_webhook() {
         None,
     )
     .await;
+    assert_error(r, 403, "acme's keys").await;
+    // so is re-running a pipe over its origin's history
+    let r = s
+        .client
+        .put(s.url("/acme/orders/pipe/acme/copies?replay-from=0"))
+        .header("authorization", &bob)
+        .header("content-type", "application/javascript")
+        .body("export default (e) => e")
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 403, "acme's keys").await;
 }

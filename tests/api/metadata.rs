@@ -154,6 +154,18 @@ async fn settings_change_metadata_and_null_removes_it() {
         "at most 16384",
     )
     .await;
+    let deep = format!(
+        "{{\"metadata\": {{\"x\": {}{}}}}}",
+        "[".repeat(130),
+        "]".repeat(130)
+    );
+    let r = (s.client.patch(s.url("/acme/orders/settings")))
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "settings nest deeper than 128 levels").await;
     assert_eq!(
         header_of(&s, "/acme/orders", "application/json").await,
         Some(json!({"tier": "gold"}))
@@ -181,8 +193,74 @@ async fn bad_metadata_headers_are_refused_and_create_nothing() {
         "at most 16384",
     )
     .await;
+    // twice, even the same
+    let r = s
+        .client
+        .post(s.url("/acme/orders"))
+        .header("Event-Type", "t")
+        .header("X-Stream-Metadata", "{}")
+        .header("X-Stream-Metadata", "{}")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "X-Stream-Metadata is given more than once").await;
     // none of them created the stream
     assert_error(s.get("/acme/orders").await, 404, "orders").await;
     let listing = s.get_json("/acme", 200).await;
     assert!(listing.as_array().unwrap().is_empty(), "{listing}");
+}
+
+/// The other ways a stream is made carry metadata too: a `?chunks=true` upload and a
+/// settings `PUT`; byte reads and long-polls answer the header like every read.
+#[tokio::test]
+async fn uploads_and_settings_that_create_a_stream_keep_its_metadata() {
+    let s = spawn_server().await;
+    let meta = json!({"source": "build 42"});
+    let r = s
+        .client
+        .post(s.url("/acme/build-log?chunks=true"))
+        .header("content-type", "text/plain")
+        .header("x-stream-metadata", meta.to_string())
+        .body("line 1\nline 2\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(
+        header_of(&s, "/acme/build-log", "application/octet-stream").await,
+        Some(meta.clone())
+    );
+    assert_eq!(
+        header_of(&s, "/acme/build-log?wait=100", "application/json").await,
+        Some(meta.clone())
+    );
+    // a bad header on an upload refuses it before anything is stored
+    let r = s
+        .client
+        .post(s.url("/acme/other-log?chunks=true"))
+        .header("content-type", "text/plain")
+        .header("x-stream-metadata", "[1, 2]")
+        .body("line\n")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "X-Stream-Metadata").await;
+    assert_error(s.get("/acme/other-log").await, 404, "does not exist").await;
+
+    // a PUT of settings creates the stream with its metadata
+    let r = s
+        .call(
+            "PUT",
+            "/acme/planned/settings",
+            &[],
+            json!({"metadata": {"team": "ops"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    s.post_ok("/acme/planned", "note", json!({})).await;
+    assert_eq!(
+        header_of(&s, "/acme/planned", "application/json").await,
+        Some(json!({"team": "ops"}))
+    );
 }

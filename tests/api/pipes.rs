@@ -359,7 +359,7 @@ async fn replay_from_recalls_what_the_new_code_does_not_make_and_appends_what_it
     let status: Value = r.json().await.unwrap();
     assert_eq!(
         status["replayed"],
-        json!({"from": 2, "events": 3, "recalled": 1, "appended": 0})
+        json!({"from": 2, "events": 3, "recalled": 1, "appended": 0, "errors": 0})
     );
     let out = s.get_json("/acme/big", 200).await;
     let types: Vec<&str> = out
@@ -383,7 +383,7 @@ async fn replay_from_recalls_what_the_new_code_does_not_make_and_appends_what_it
     let status: Value = r.json().await.unwrap();
     assert_eq!(
         status["replayed"],
-        json!({"from": 0, "events": 5, "recalled": 2, "appended": 3})
+        json!({"from": 0, "events": 5, "recalled": 2, "appended": 3, "errors": 0})
     );
     // later events are piped by the new code, once
     s.post_ok("/acme/orders", "order", json!({ "amount": 500 }))
@@ -404,6 +404,24 @@ async fn replay_from_recalls_what_the_new_code_does_not_make_and_appends_what_it
             json!(["big", {"amount": 500, "v": 2}]),
         ]
     );
+    // new code that throws on some events: each is skipped with an entry in the pipe's
+    // log and counted, as a live run does (its earlier output is recalled)
+    let throwing = "(e) => { if (e.data.amount === 300) throw new Error('no 300'); \
+                    return {type: 'big', data: {amount: e.data.amount, v: 2}}; }";
+    let r = put_pipe(&s, &format!("{pipe}?replay-from=2"), Some(throwing)).await;
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["replayed"]["errors"], 1, "{status}");
+    assert_eq!(status["replayed"]["recalled"], 1, "{status}");
+    let logs = wait_for_events(&s.base, "/acme/orders/logs/pipe/acme/big", 1).await;
+    let entry = &logs[logs.len() - 1]["data"];
+    assert!(
+        entry["message"].as_str().unwrap().contains("no 300"),
+        "{entry}"
+    );
+    assert_eq!(entry["index"], 2, "{entry}");
+    assert!(entry["stack"].as_str().is_some(), "{entry}");
+    let listed = s.get_json("/acme/orders/pipes", 200).await;
+    assert_eq!(listed[0]["errors"], 1, "{listed}");
     // the account's log records each replay
     let log = s.get_json("/eddy/events(acme)", 200).await;
     let replays = log
@@ -412,7 +430,7 @@ async fn replay_from_recalls_what_the_new_code_does_not_make_and_appends_what_it
         .iter()
         .filter(|e| e["type"] == "pipe-replayed")
         .count();
-    assert_eq!(replays, 2);
+    assert_eq!(replays, 3);
     // a pipe that does not exist has nothing to replay
     let r = put_pipe(&s, "/acme/orders/pipe/acme/other?replay-from=0", None).await;
     assert_error(r, 404, "does not exist yet").await;

@@ -134,3 +134,147 @@ async fn a_lost_connection_is_a_503_and_nothing_acknowledged_is_lost() {
     assert_eq!(audit.len(), WRITERS * EACH, "each dispatched once");
     assert_eq!(origins.len(), WRITERS * EACH, "one per source event");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reducer_deployed_while_the_connections_are_cut_loads_once_they_are_back() {
+    let Some(cluster) = eddy_testpg::shared_cluster() else {
+        return;
+    };
+    let url = cluster.fresh_database("load_after_loss").unwrap();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start_postgres(dir.path(), &url, &[]).await;
+    let post = |n: u64| {
+        let base = server.base.clone();
+        async move {
+            loop {
+                let r = client()
+                    .post(format!("{base}/acme/n"))
+                    .header("Event-Type", "n")
+                    .json(&json!({ "n": n }))
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    201 => return,
+                    503 => tokio::time::sleep(Duration::from_millis(20)).await,
+                    other => panic!("an append answered {other}"),
+                }
+            }
+        }
+    };
+    for n in 0..5 {
+        post(n).await;
+    }
+    // a reducer thread's connection is cut before it loads what is deployed next
+    assert!(cluster.kill_connections(&db).unwrap() > 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client()
+            .put(format!("{}/acme/n.count", server.base))
+            .header("Content-Type", "application/javascript")
+            .body("(c = 0) => c + 1")
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            201 => break,
+            503 => assert!(tokio::time::Instant::now() < deadline, "deploy refused"),
+            other => panic!("the deploy answered {other}: {:?}", r.text().await),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    post(5).await;
+    // the reducer loads on a later try, folds everything, and goes on folding
+    let r = client()
+        .get(format!(
+            "{}/acme/n.count?min-index=5&wait=20000",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!(6));
+}
+
+/// A TCP relay to PostgreSQL at `target` on `port` (0: any), that can be cut: the
+/// listener and every relayed connection end when the returned sender is dropped.
+async fn relay(port: u16, target: String) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (cut, mut cut_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut links = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut cut_rx => break,
+                accepted = listener.accept() => {
+                    let Ok((mut inbound, _)) = accepted else { break };
+                    let target = target.clone();
+                    links.spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            }
+        }
+        // dropping the set aborts every relayed connection
+        drop(links);
+    });
+    (port, cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_503_while_the_node_cannot_reach_postgresql() {
+    let Some(cluster) = eddy_testpg::shared_cluster() else {
+        return;
+    };
+    let url = cluster.fresh_database("healthz_cut").unwrap();
+    // postgres://user@127.0.0.1:PORT/db, reached through the relay
+    let (head, db) = url.rsplit_once('/').unwrap();
+    let target = head.rsplit_once('@').unwrap().1.to_owned();
+    let (port, cut) = relay(0, target.clone()).await;
+    let relayed = format!("{}@127.0.0.1:{port}/{db}", head.rsplit_once('@').unwrap().0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start_postgres(dir.path(), &relayed, &["--lease-ms", "1000"]).await;
+    let health = || async {
+        let r = client()
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(health().await.0, 200);
+    drop(cut);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = health().await;
+        if status == 503 {
+            break body;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(tokio::time::Instant::now() < deadline, "still healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body["status"], "unavailable");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("has not written its heartbeat"),
+        "{body}"
+    );
+    // back once the database is
+    let (_, _cut) = relay(port, target).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while health().await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "not healthy again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

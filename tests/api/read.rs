@@ -389,6 +389,10 @@ async fn selector_values_are_strict_and_deep_json_reads_back_as_json() {
         ("from=%2B1", "selector from=\"+1\""),
         ("from=%201", "selector from=\" 1\""),
         (
+            "from=%ff",
+            "query parameter from=\"%ff\" is not valid UTF-8",
+        ),
+        (
             "limit=-1",
             "limit=\"-1\" must be a whole number of at least 1",
         ),

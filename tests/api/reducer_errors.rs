@@ -29,7 +29,12 @@ async fn batch(s: &TestServer, path: &str, events: &[Value]) {
 }
 
 /// The status of reducer `name` of `stream` once `done` holds for it.
-async fn status_when(s: &TestServer, stream: &str, name: &str, done: fn(&Value) -> bool) -> Value {
+async fn status_when(
+    s: &TestServer,
+    stream: &str,
+    name: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     for _ in 0..200 {
         let list = s.get_json(&format!("{stream}/reducers"), 200).await;
         if let Some(r) = list.as_array().unwrap().iter().find(|r| r["name"] == name)
@@ -113,6 +118,57 @@ async fn an_oversize_state_halts_a_halting_reducer_at_its_event() {
         r.json::<Value>().await.unwrap(),
         json!({"n": 5, "items": []})
     );
+}
+
+/// API §7's example reducer changes its state in place. The event that makes it too
+/// large is skipped with its change, and every later one that would as well: the
+/// state keeps what the events before it made, skipping or halting.
+#[tokio::test]
+async fn a_state_changed_in_place_past_the_limit_keeps_what_came_before() {
+    const PAGES: &str = "(state = {total: 0, pages: {}}, e) => { state.total++; \
+                         state.pages[e.data.url] = (state.pages[e.data.url] || 0) + 1; \
+                         return state; }";
+    let mut s = spawn_server().await;
+    assert_eq!(deploy(&s, "/acme/v.views", PAGES).await.status(), 201);
+    let r = deploy(&s, "/acme/w.views?on-error=halt", PAGES).await;
+    assert_eq!(r.status(), 201);
+    // about 1 KB of state an event: the limit of 100 KiB is passed near event 100
+    let events: Vec<Value> = (0..120)
+        .map(|i| json!({"url": format!("/{i:03}/{}", "x".repeat(1000))}))
+        .collect();
+    batch(&s, "/acme/v", &events).await;
+    batch(&s, "/acme/w", &events).await;
+    status_when(&s, "/acme/v", "views", |r| r["errors"].as_i64() > Some(0)).await;
+    let r = s.get("/acme/v.views?min-index=119&wait=20000").await;
+    assert_eq!(r.headers()["reducer-index"], "119");
+    let state = r.json::<Value>().await.unwrap();
+    let kept = state["total"].as_i64().expect("a state, not null");
+    assert!((90..110).contains(&kept), "{state}");
+    assert_eq!(state["pages"].as_object().unwrap().len() as i64, kept);
+    let skipped = status_when(&s, "/acme/v", "views", |r| {
+        r["errors"].as_i64() == Some(120 - kept)
+    })
+    .await;
+    assert_eq!(skipped["status"], "running");
+    // halting: at the same event, with the same state
+    let halted = status_when(&s, "/acme/w", "views", |r| r["status"] == "halted").await;
+    assert!(
+        halted["halted"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("index {kept}")),
+        "{halted}"
+    );
+    let r = s.get("/acme/w.views").await;
+    assert_eq!(
+        r.headers()["reducer-index"],
+        (kept - 1).to_string().as_str()
+    );
+    assert_eq!(r.json::<Value>().await.unwrap()["total"], kept);
+    // and that is what was saved
+    s.restart().await;
+    let r = s.get("/acme/v.views").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["total"], kept);
 }
 
 #[tokio::test]

@@ -216,6 +216,12 @@ async fn bad_code_is_refused_with_line_and_column() {
         (body["line"].clone(), body["column"].clone()),
         (json!(2), json!(13))
     );
+    // sub= picks substreams, which a plain stream (or a missing one) has not
+    let r = deploy(&s, "/acme/c.subs?sub=('a')", "(n = 0) => n + 1").await;
+    assert_error(r, 400, "sub= picks substreams of a factory").await;
+    s.post_ok("/acme/fc('a')", "t", json!({})).await;
+    let r = deploy(&s, "/acme/fc.subs?sub=('a')", "(n = 0) => n + 1").await;
+    assert_eq!(r.status(), 201);
     let r = deploy_at(
         &s.client,
         &s.base,

@@ -13,6 +13,8 @@ use crate::sandbox::settled;
 /// Lets outbound calls reach loopback, as local test services need.
 pub fn allow_private_targets(c: &mut eddy_server::Config) {
     c.allow_private_targets = true;
+    // a request() waits within the event's time limit: room for a loaded machine
+    c.reducer_time_ms = 5000;
 }
 
 /// A local HTTP service answering `{"ok": true}` on every path; counts its calls.

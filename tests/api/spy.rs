@@ -223,6 +223,25 @@ async fn only_the_admin_may_spy_and_bad_requests_are_named() {
     };
     assert_error(spy(None).await.unwrap(), 401, "admin token").await;
     assert_error(spy(Some(&key)).await.unwrap(), 403, "admin").await;
+    // an HMAC token, which grants one substream, does not open the firehose
+    let r = s
+        .client
+        .put(s.url("/acme/f/settings"))
+        .bearer_auth(&key)
+        .json(&json!({"factory": true}))
+        .send()
+        .await
+        .unwrap();
+    let secret: Value = r.json().await.unwrap();
+    let token = crate::access::hmac_token(secret["hmacSecret"].as_str().unwrap(), "/acme/f('a')");
+    let r = s
+        .client
+        .get(s.url("/eddy/spy"))
+        .header("authorization", format!("HMAC {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     let r = spy(Some(ADMIN)).await.unwrap();
     assert_eq!(r.status(), 200);
     drop(r);
@@ -231,6 +250,10 @@ async fn only_the_admin_may_spy_and_bad_requests_are_named() {
     for (query, needle) in [
         ("sub=('a')", "firehose follows every stream"),
         ("follow=false", "only follows"),
+        (
+            "follow=maybe",
+            "follow=\"maybe\" must be true, false or forever",
+        ),
         ("nonsense=1", "nonsense"),
     ] {
         let r = open.get(&format!("/eddy/spy?{query}")).await;

@@ -180,6 +180,31 @@ async fn at_reads_substreams_and_reducers_that_read_others() {
     }
     // the factory URL names no one state
     assert_error(s.get("/shop/carts.fold?at=3").await, 400, "substream").await;
+    // a reducer that reads another starts from the snapshots they have in common
+    // (taken together, as they fold together): once both reducers' are saved (at
+    // their next checkpoint), one changed behind eddy's back shows
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let count = query_text(
+            s.dir.path(),
+            "SELECT CAST(COUNT(*) AS TEXT) FROM reducer_snapshots",
+        )
+        .await;
+        // two reducers, three snapshots of 'a' (350 events) and two of 'b' (280)
+        if count == "10" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{count} snapshots");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    run_sql(
+        s.dir.path(),
+        r#"UPDATE reducer_snapshots SET state = '{"n":-100000,"sum":1000000,"h":0}' WHERE state LIKE '{%'"#,
+        r#"UPDATE reducer_snapshots SET state = '{"n":-100000,"sum":1000000,"h":0}' WHERE state LIKE '{%'"#,
+    )
+    .await;
+    let twice = at(&s, "/shop/carts('b').twice", 279).await.0;
+    assert!(twice.as_i64().unwrap() > 2_000_000, "{twice}");
 }
 
 #[tokio::test]
@@ -214,4 +239,35 @@ async fn at_past_the_end_is_a_404_and_an_index_not_folded_yet_is_waited_for() {
         )
         .await;
     assert_error(r, 400, "snapshotEvery").await;
+}
+
+/// `?at=` an index the reducer has not folded yet waits for the reducer's own fold, as
+/// `min-index` does: once it answers, the reducer's state is at that index too.
+#[tokio::test]
+async fn at_an_index_the_reducer_is_still_folding_waits_for_it() {
+    let s = crate::common::spawn_server_with(|c| c.reducer_time_ms = 2000).await;
+    // slow on purpose (about 10-40 ms per event): the reducer is behind when asked
+    let slow = "(s = {n: 0, sum: 0, h: 7}, e, i) => { let x = 0; \
+                for (let k = 0; k < 400000; k++) x += k; \
+                return {n: s.n + 1, sum: s.sum + e.data.v, h: (s.h * 31 + e.data.v + i) % 1000003} }";
+    assert_eq!(deploy(&s, "/acme/slow.fold", slow).await.status(), 201);
+    let vs: Vec<i64> = (0..40).map(|v| v * 3 + 1).collect();
+    append_values(&s, "/acme/slow", &vs).await;
+    let r = s.get("/acme/slow.fold").await;
+    let behind: i64 = r.headers()["reducer-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(behind < 39, "the reducer was not behind: {behind}");
+    let (state, index) = at(&s, "/acme/slow.fold", 39).await;
+    assert_eq!((state, index), (expected(&vs, 39), 39));
+    let r = s.get("/acme/slow.fold").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["reducer-index"],
+        "39",
+        "folded before the answer"
+    );
+    assert_eq!(r.json::<Value>().await.unwrap(), expected(&vs, 39));
 }

@@ -188,6 +188,14 @@ async fn bad_schemas_are_refused_with_the_reason() {
         ("not json", "not valid JSON"),
         ("{\"import\": \"/acme/nothing:x\"}", "no event type"),
         ("{\"import\": \"acme\"}", "import"),
+        (
+            "{\"definitions\": {\"a\": {\"ref\": \"b\"}, \"b\": {\"ref\": \"a\"}}, \"ref\": \"a\"}",
+            "definitions a → b → a only refer to each other",
+        ),
+        (
+            "{\"definitions\": {\"me\": {\"ref\": \"me\", \"metadata\": {}}}}",
+            "definitions me → me only",
+        ),
     ] {
         let r = put_type(&s, "/acme/s:t", body).await;
         let status = r.status().as_u16();

@@ -332,6 +332,11 @@ impl Controls {
         }
     }
 
+    /// The nesting limit of JSON data (`--json-max-depth`).
+    pub(crate) fn json(&self) -> JsonLimits {
+        self.json
+    }
+
     /// The controls of `account/stream`.
     pub async fn get(&self, account: &str, stream: &str) -> Result<Arc<StreamControls>> {
         if let Ok(map) = self.map.read()

@@ -316,6 +316,30 @@ impl Access {
     }
 
     /// 401 for an `Authorization` header eddy cannot use, whatever else was given.
+    /// Refuses credentials that are no one's where everyone may read (a cron
+    /// stream), as a public stream does: an unusable scheme is `401`, a key that is
+    /// not valid `403`.
+    pub fn check_given(&self, creds: &Credentials) -> Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        self.check_usable(creds)?;
+        // (a `?token=` that is no key is taken for an HMAC token, which a public
+        // stream lets pass: so does a cron stream)
+        if let Some(given) = &creds.bearer
+            && self.keys.identify(given).is_none()
+        {
+            return Err(self.refuse(
+                ErrorCode::Forbidden,
+                "key",
+                "the key given is not valid (unknown or deleted); cron streams need no \
+                 credentials"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_usable(&self, creds: &Credentials) -> Result<()> {
         match &creds.unusable {
             None => Ok(()),
@@ -334,6 +358,16 @@ impl Access {
         self.refused(rule);
         EngineError::new(code, message).with("rule", rule)
     }
+}
+
+/// Whether code of `account` (a pipe it made) may append to `p` now, by the stream's
+/// `settings`: its own account's streams, or another's whose settings let anyone
+/// append (`public.write`) or let the account append to its own substreams
+/// (`accountSubstreams`). An HMAC token, which a request may carry, is not kept.
+pub(crate) fn account_may_append(account: &str, p: &StreamPath, settings: &StreamSettings) -> bool {
+    p.account.as_str() == account
+        || settings.public.write
+        || (settings.account_substreams.writes() && names_account(p, account))
 }
 
 /// Whether a bare account argument of `p` names `account`.

@@ -27,6 +27,12 @@ impl Engine {
             .await
     }
 
+    /// Refuses credentials that are no one's on what anyone may read (see
+    /// [`crate::access::Access::check_given`]).
+    pub fn check_credentials(&self, creds: &Credentials) -> Result<()> {
+        self.access.check_given(creds)
+    }
+
     /// Decides whether `creds` may do `need` to `target` (401/403 when not).
     pub async fn authorize(
         &self,

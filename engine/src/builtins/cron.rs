@@ -120,14 +120,21 @@ pub(crate) struct Tickers {
 }
 
 struct Ticker {
-    users: usize,
+    /// Subscriptions and pipes keeping it ticking.
+    subscribers: usize,
+    pipes: usize,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// The most cron streams that subscriptions alone may keep ticking at once: anyone may
+/// follow a cron stream, and each one that ticks stores a tick an occurrence for good.
+pub const MAX_SUBSCRIBED_TICKERS: usize = 64;
 
 /// Keeps a cron stream ticking while held.
 pub struct CronGuard {
     tickers: Tickers,
     expr: String,
+    subscriber: bool,
 }
 
 impl Drop for CronGuard {
@@ -136,8 +143,11 @@ impl Drop for CronGuard {
             return;
         };
         if let Some(t) = map.get_mut(&self.expr) {
-            t.users -= 1;
-            if t.users == 0 {
+            match self.subscriber {
+                true => t.subscribers -= 1,
+                false => t.pipes -= 1,
+            }
+            if t.subscribers + t.pipes == 0 {
                 t.task.abort();
                 map.remove(&self.expr);
             }
@@ -154,25 +164,37 @@ impl Tickers {
         }
     }
 
-    /// Registers a user of `schedule`, starting its ticker when it is the first.
-    pub(crate) fn acquire(&self, schedule: &Schedule) -> CronGuard {
+    /// Registers a user of `schedule`, starting its ticker when it is the first; `None`
+    /// when a subscription would start one past [`MAX_SUBSCRIBED_TICKERS`].
+    pub(crate) fn acquire(&self, schedule: &Schedule, subscriber: bool) -> Option<CronGuard> {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let expr = schedule.expr().to_owned();
         match map.get_mut(&expr) {
-            Some(t) => t.users += 1,
+            Some(t) if subscriber => t.subscribers += 1,
+            Some(t) => t.pipes += 1,
             None => {
+                let subscribed = map.values().filter(|t| t.pipes == 0).count();
+                if subscriber && subscribed >= MAX_SUBSCRIBED_TICKERS {
+                    return None;
+                }
                 let task = tokio::spawn(run(
                     schedule.clone(),
                     self.writer.clone(),
                     self.reads.clone(),
                 ));
-                map.insert(expr.clone(), Ticker { users: 1, task });
+                let ticker = Ticker {
+                    subscribers: usize::from(subscriber),
+                    pipes: usize::from(!subscriber),
+                    task,
+                };
+                map.insert(expr.clone(), ticker);
             }
         }
-        CronGuard {
+        Some(CronGuard {
             tickers: self.clone(),
             expr,
-        }
+            subscriber,
+        })
     }
 
     /// Stops every ticker (at shutdown, before the writer stops).

@@ -54,8 +54,15 @@ pub fn cron_stream(expr: &str) -> StreamPath {
 }
 
 /// Tells what a path of the `eddy` account names, refusing the paths that name no
-/// builtin stream and malformed cron expressions, with the reason.
+/// builtin stream and malformed cron expressions, with the reason. A path of any other
+/// account names none, whatever its stream is called (an account's own `events` or
+/// `cron` stream is an ordinary stream of that account).
 pub fn builtin(path: &StreamPath) -> Result<Builtin> {
+    if path.account.as_str() != ACCOUNT {
+        return Err(EngineError::not_found(format!(
+            "/{path} is not a builtin stream: those are the eddy account's"
+        )));
+    }
     let args = path.args.as_ref().map(|a| a.as_slice());
     match (path.stream.as_str(), args) {
         ("cron", Some([Arg::Str(expr)])) => {
@@ -84,14 +91,44 @@ pub fn builtin(path: &StreamPath) -> Result<Builtin> {
 
 impl crate::Engine {
     /// Keeps the cron stream `path` ticking while the guard lives (`None` when `path`
-    /// is not a cron stream). Subscriptions hold one; pipes from a cron stream too.
+    /// is not a cron stream), for a pipe from it.
     pub fn keep_ticking(&self, path: &StreamPath) -> Option<cron::CronGuard> {
         if path.account.as_str() != ACCOUNT {
             return None;
         }
         match builtin(path) {
-            Ok(Builtin::Cron(schedule)) => Some(self.tickers.acquire(&schedule)),
+            Ok(Builtin::Cron(schedule)) => self.tickers.acquire(&schedule, false),
             _ => None,
+        }
+    }
+
+    /// [`Engine::keep_ticking`] for a subscription, which anyone may hold: a 503 when
+    /// subscriptions alone keep [`cron::MAX_SUBSCRIBED_TICKERS`] other cron streams
+    /// ticking already.
+    ///
+    /// [`Engine::keep_ticking`]: crate::Engine::keep_ticking
+    pub fn keep_ticking_for_subscriber(
+        &self,
+        path: &StreamPath,
+    ) -> crate::error::Result<Option<cron::CronGuard>> {
+        if path.account.as_str() != ACCOUNT {
+            return Ok(None);
+        }
+        match builtin(path) {
+            Ok(Builtin::Cron(schedule)) => match self.tickers.acquire(&schedule, true) {
+                Some(guard) => Ok(Some(guard)),
+                None => Err(EngineError::new(
+                    crate::error::ErrorCode::Unavailable,
+                    format!(
+                        "subscriptions keep {} other cron streams ticking already, the most \
+                         this server runs for subscribers alone: follow one of those, or pipe \
+                         this one into a stream",
+                        cron::MAX_SUBSCRIBED_TICKERS
+                    ),
+                )
+                .with("limit", cron::MAX_SUBSCRIBED_TICKERS)),
+            },
+            _ => Ok(None),
         }
     }
 }

@@ -431,6 +431,17 @@ fn status_of(row: &PipeRow, progress: Option<&Arc<Mutex<Progress>>>) -> PipeStat
 }
 
 /// The prepared code of a stored pipe, `None` for a copy pipe.
+/// The account a pipe from `from` appends for: the origin's, or on an account's
+/// events (`/eddy/events(acme)`) that account; `None` from a cron stream, which is
+/// anyone's (its pipes belong to whoever may append to the destination).
+pub(crate) fn owner(from: &StreamPath) -> Option<crate::path::AccountName> {
+    match builtins::builtin(from) {
+        Ok(builtins::Builtin::Cron(_)) => None,
+        Ok(builtins::Builtin::Events(account)) => Some(account),
+        Err(_) => Some(from.account.clone()),
+    }
+}
+
 pub(crate) fn prepared(row: &PipeRow) -> Option<Arc<Prepared>> {
     (!row.code.is_empty()).then(|| {
         Arc::new(Prepared {

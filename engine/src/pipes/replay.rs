@@ -29,6 +29,8 @@ pub struct Replayed {
     pub events: usize,
     pub recalled: i64,
     pub appended: i64,
+    /// Events the new code failed on (skipped, each with an entry in the pipe's log).
+    pub errors: i64,
 }
 
 /// Most origin events one replay runs over.
@@ -45,6 +47,11 @@ impl crate::Engine {
                 row.from, row.to
             )));
         };
+        // a replay maps a history, as a splice does: one at a time per account, on
+        // one of the threads splices take
+        let owner = super::owner(&row.from).unwrap_or_else(|| row.to.account.clone());
+        let _own = self.splicing_accounts.enter(owner.as_str()).await?;
+        let _turn = (self.splicing.acquire().await).map_err(|_| crate::reducers::stopped())?;
         // the old code's last batch is written before the replay reads the cursor
         self.pipes.stop(existing.id).await;
         let replayed = self.replay_stopped(row, from, existing.id).await;
@@ -71,10 +78,14 @@ impl crate::Engine {
         };
         let limits = self.reducers.limits.clone();
         let (new_row, events) = (row.clone(), history.clone());
-        let routed =
-            tokio::task::spawn_blocking(move || pipe_outputs(&limits, &new_row, &events, false))
-                .await
-                .map_err(|e| EngineError::internal(e.to_string()))??;
+        let (routed, failed) = tokio::task::spawn_blocking(move || {
+            let mut failed = Vec::new();
+            let deadline = std::time::Instant::now() + crate::splices::compute::TIME_MAX;
+            pipe_outputs(&limits, &new_row, &events, false, &mut failed, deadline)
+                .map(|r| (r, failed))
+        })
+        .await
+        .map_err(|e| EngineError::internal(e.to_string()))??;
 
         // the old outputs: events in the destination whose origin is one of these
         // events and whose id is one the pipe derives for it
@@ -129,17 +140,31 @@ impl crate::Engine {
             .filter(|(k, _)| !kept.contains(k))
             .map(|(_, r)| r)
             .collect();
+        // into another account's stream, within its rate limit (a replay is one append
+        // of all it adds there, answered 429 or 413 as a batch would be)
+        if super::owner(&row.from).is_some_and(|o| o != row.to.account) && !outs.is_empty() {
+            self.controls(&row.to)
+                .await?
+                .check_rate(&row.to, outs.len())?;
+        }
         let written = self
             .store
             .writer
             .pipe(PipeWrite::Replay {
+                log_stream: row.from.pipe_logs(&row.to),
                 row: Box::new(row),
                 from,
                 recalls,
                 outs,
+                logs: failed,
             })
             .await?;
-        let PipeWritten::Replayed { recalled, appended } = written else {
+        let PipeWritten::Replayed {
+            recalled,
+            appended,
+            errors,
+        } = written
+        else {
             return Err(EngineError::internal("unexpected answer to a pipe replay"));
         };
         Ok(Replayed {
@@ -147,6 +172,7 @@ impl crate::Engine {
             events: history.len(),
             recalled,
             appended,
+            errors,
         })
     }
 

@@ -16,10 +16,10 @@ use crate::Engine;
 use crate::builtins;
 use crate::consumers::{Follow, Start};
 use crate::dispatch::{dispatched_event, origin_of};
-use crate::error::ErrorCode;
+use crate::error::{EngineError, ErrorCode};
 use crate::event::{NewEvent, StoredEvent, check_size, check_type, derived_id};
 use crate::order::Position;
-use crate::path::{Arg, Args, StreamPath};
+use crate::path::{Args, StreamPath};
 use crate::selector::Selector;
 use crate::store::SharedEvent;
 use crate::store::pipe_writes::{PipeBatch, PipeRow, PipeWrite, PipeWritten, Routed};
@@ -95,6 +95,9 @@ impl PipeTask {
                 },
             };
             let batch = self.check_types(batch).await;
+            let Some(batch) = self.admit(batch).await else {
+                return;
+            };
             if !self.write(batch).await {
                 return;
             }
@@ -130,7 +133,7 @@ impl PipeTask {
     }
 
     /// Waits before a retry; answers true when the pipe is stopping instead.
-    async fn pause(&mut self) -> bool {
+    async fn pause(&self) -> bool {
         let mut stop = self.stop.clone();
         tokio::select! {
             _ = tokio::time::sleep(RETRY_AFTER) => *self.stop.borrow(),
@@ -146,10 +149,16 @@ impl PipeTask {
             .stopped = Some(why);
     }
 
-    fn batch(&self, cursor: Position, log_stream: &StreamPath) -> PipeBatch {
+    fn batch(
+        &self,
+        events: &[Arc<SharedEvent>],
+        cursor: Position,
+        log_stream: &StreamPath,
+    ) -> PipeBatch {
         PipeBatch {
             pipe_id: self.row.id,
             cursor,
+            first_source: events.first().map(|e| e.position),
             outs: Vec::new(),
             logs: Vec::new(),
             log_stream: log_stream.clone(),
@@ -182,9 +191,76 @@ impl PipeTask {
         batch
     }
 
+    /// Into another account's stream, the pipe appends as that account's settings let
+    /// it now, not only when it was made: outputs are refused (counted and logged)
+    /// once they no longer let the pipe's account append or its blocklist refuses
+    /// their args, and wait for the stream's rate limit, as an NDJSON upload does,
+    /// rather than exceed it. Answers `None` when the pipe is stopping meanwhile.
+    async fn admit(&self, mut batch: PipeBatch) -> Option<PipeBatch> {
+        let to = &self.row.to;
+        let Some(owner) = super::owner(&self.row.from) else {
+            return Some(batch);
+        };
+        if owner == to.account || batch.outs.is_empty() {
+            return Some(batch);
+        }
+        // the destination's controls, or nothing written until they are read
+        let controls = loop {
+            match self.engine.controls(to).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, pipe = self.row.id, "cannot read the destination's controls");
+                    if self.pause().await {
+                        return None;
+                    }
+                }
+            }
+        };
+        let outs = std::mem::take(&mut batch.outs);
+        let allowed = !self.engine.access_enabled()
+            || crate::access::account_may_append(owner.as_str(), to, &controls.settings);
+        for out in outs {
+            let into_to = out.stream.account == to.account && out.stream.stream == to.stream;
+            if !into_to {
+                batch.outs.push(out);
+                continue;
+            }
+            let mut path = out.stream.clone();
+            if path.args.is_none() {
+                path.args = (out.explicit_args.clone()).or_else(|| out.default_args.clone());
+            }
+            let refused = if allowed {
+                controls.check_blocklist(&path, None).err()
+            } else {
+                Some(EngineError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "the pipe may no longer append to /{to}: its settings (public, \
+                         accountSubstreams) do not let account {owner} append there"
+                    ),
+                ))
+            };
+            if let Some(refused) = refused {
+                batch.errors += 1;
+                batch.logs.push(crate::store::pipe_writes::refusal_log(
+                    &refused,
+                    out.event.origin.as_deref(),
+                ));
+                continue;
+            }
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = controls.until_ready(&path) => {}
+                _ = stop.wait_for(|s| *s) => return None,
+            }
+            batch.outs.push(out);
+        }
+        Some(batch)
+    }
+
     /// A copy pipe's batch: each event unchanged, with its origin.
     fn copy(&self, events: &[Arc<SharedEvent>], cursor: Position, logs: &StreamPath) -> PipeBatch {
-        let mut batch = self.batch(cursor, logs);
+        let mut batch = self.batch(events, cursor, logs);
         for e in events {
             batch.outs.push(copied(&self.row, e));
         }
@@ -206,7 +282,7 @@ impl PipeTask {
             .map(self.row.id, code.clone(), events.to_vec())
             .await
             .ok()?;
-        let mut batch = self.batch(cursor, logs);
+        let mut batch = self.batch(events, cursor, logs);
         // each event's console lines, logged before its own error: log entries go in
         // event order whatever the batch
         let mut console: Vec<Vec<NewEvent>> = vec![Vec::new(); events.len()];
@@ -254,7 +330,7 @@ impl PipeTask {
             match dispatched_event(
                 &self.row.from.account,
                 &scope,
-                &e.stream,
+                (&e.stream, e.origin.is_some()),
                 e.index,
                 e.timestamp,
                 &d,
@@ -295,8 +371,11 @@ pub(crate) fn mapped(
     k: usize,
     out: MapOut,
 ) -> std::result::Result<Routed, String> {
+    // a type the function gives is checked; the event's own, stored, stays as it is
+    if let Some(t) = &out.event_type {
+        check_type(t).map_err(|err| err.message)?;
+    }
     let event_type = out.event_type.unwrap_or_else(|| e.event_type.clone());
-    check_type(&event_type).map_err(|err| err.message)?;
     let (content_type, data) = match out.data {
         None => (e.content_type.clone(), e.data.clone()),
         Some(v) => ("application/json".to_owned(), v.to_string().into()),
@@ -304,7 +383,7 @@ pub(crate) fn mapped(
     check_size(data.len()).map_err(|err| err.message)?;
     let explicit_args = match out.args {
         None => None,
-        Some(values) => Some(args_from_json(&values)?),
+        Some(values) => Some(Args::from_json(&values)?),
     };
     Ok(Routed {
         stream: row.to.clone(),
@@ -346,26 +425,6 @@ pub(crate) fn piped_id(row: &PipeRow, e: &StoredEvent, k: usize) -> uuid::Uuid {
     )
 }
 
-/// Factory args from a pipe function's `args` array.
-fn args_from_json(values: &[Value]) -> std::result::Result<Args, String> {
-    let args = values
-        .iter()
-        .map(|v| match v {
-            Value::String(s) => Ok(Arg::Str(s.clone())),
-            Value::Number(n) => n
-                .as_f64()
-                .map(Arg::Num)
-                .ok_or_else(|| format!("args value {n} is not a finite number")),
-            Value::Bool(b) => Ok(Arg::Bool(*b)),
-            Value::Null => Ok(Arg::Null),
-            other => Err(format!(
-                "args must hold strings, numbers, booleans or null, not {other}"
-            )),
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Args::new(args).map_err(|e| format!("args are not valid: {e}"))
-}
-
 /// A pipe log entry about event `e`.
 fn log_entry(level: &str, e: &StoredEvent, message: &str) -> NewEvent {
     log_entry_with_stack(level, e, message, None)
@@ -373,7 +432,7 @@ fn log_entry(level: &str, e: &StoredEvent, message: &str) -> NewEvent {
 
 /// A pipe log entry about event `e`, with the JavaScript stack in `stack` (as reducer
 /// entries have it) when the error carried one.
-fn log_entry_with_stack(
+pub(crate) fn log_entry_with_stack(
     level: &str,
     e: &StoredEvent,
     message: &str,

@@ -6,9 +6,11 @@
 //! console output and dispatches are dropped, and a failing event is skipped (or,
 //! with `on-error=halt`, ends the fold), as it was when the reducer folded it.
 //!
-//! A reducer that reads other reducers' states (`current`) folds with them, all from
-//! the substream's first event: their snapshots are taken at different indexes, so
-//! none is a common starting point. Its answers take time in proportion to the index.
+//! A reducer that reads other reducers' states (`current`) folds with them, from the
+//! latest index at which all of them have a snapshot: the reducers of a stream fold
+//! together, so theirs are taken at the same indexes unless one was deployed later or
+//! has another selector. Without such an index they fold from the substream's first
+//! event, up to [`FROM_START_MAX`] events.
 
 use std::time::Duration;
 
@@ -29,9 +31,11 @@ use crate::store::reducer_writes::ReducerRow;
 const BATCH: i64 = 1000;
 /// FoldSources kept for the next time-travel reads.
 const KEPT_SOURCES: usize = 4;
-/// The highest index `?at=` folds to from the first event (a reducer that reads
-/// others has no snapshot to start from).
-const FROM_START_MAX: u64 = 200_000;
+/// The most events `?at=` folds for a reducer that reads others, from the snapshots
+/// they have in common or from the first event.
+const FROM_START_MAX: i64 = 200_000;
+/// How many of each reducer's latest snapshots are looked through for a common one.
+const COMMON_LOOKBACK: i64 = 64;
 
 /// What one time-travel fold needs.
 struct Travel {
@@ -110,13 +114,6 @@ impl crate::Engine {
             self.reducer_state(path, name, Some(at), wait).await?;
         }
         let rows = with_reads(target, &rows)?;
-        if rows.len() > 1 && at > FROM_START_MAX {
-            return Err(EngineError::too_large(format!(
-                "reducer {name} reads other reducers, so at= folds it with them from the \
-                 first event, and index {at} is past the {FROM_START_MAX} events that may take"
-            ))
-            .with("at", at));
-        }
         let args = path.args.clone();
         let base = StreamPath {
             args: None,
@@ -137,6 +134,9 @@ impl crate::Engine {
             until: self.store.read_bound(),
             limits: self.reducers.limits.clone(),
         };
+        let _own = (self.reducers.travelling_accounts)
+            .enter(travel.stream.account.as_str())
+            .await?;
         let _turn = self
             .reducers
             .travels
@@ -197,16 +197,50 @@ fn with_reads(target: ReducerRow, rows: &[ReducerRow]) -> Result<Vec<ReducerRow>
     Ok(out)
 }
 
-/// Folds `t` on this thread: each reducer from its snapshot (or, with others it
-/// reads, all from the start) up to and including the event at `t.at`.
+/// Where a fold of `t` starts: the latest index at or before `t.at` at which every
+/// reducer it folds has a snapshot, and their states in `t.rows`' order.
+fn start_of(source: &FoldSource, t: &Travel) -> Result<Option<(i64, Vec<Option<String>>)>> {
+    if let [only] = t.rows.as_slice() {
+        let found = source.snapshot(only.id, t.sid, t.at)?;
+        return Ok(found.map(|(k, state)| (k, vec![state])));
+    }
+    let lists = t
+        .rows
+        .iter()
+        .map(|r| source.snapshots(r.id, t.sid, t.at, COMMON_LOOKBACK))
+        .collect::<Result<Vec<_>>>()?;
+    for (k, _) in &lists[0] {
+        let states: Option<Vec<Option<String>>> = lists
+            .iter()
+            .map(|l| l.iter().find(|(i, _)| i == k).map(|(_, s)| s.clone()))
+            .collect();
+        if let Some(states) = states {
+            return Ok(Some((*k, states)));
+        }
+    }
+    Ok(None)
+}
+
+/// Folds `t` on this thread: each reducer from its snapshot (with others it reads,
+/// from the snapshots they have in common, or the start) up to and including the
+/// event at `t.at`.
+/// The longest one `at=` answer may fold: it holds one of the few threads that answer
+/// them all.
+const AT_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn fold(source: &FoldSource, t: &Travel, mut types: TypeChecks<'_>) -> Result<StateAnswer> {
     let target = t.rows.len() - 1;
-    let start = if t.rows.len() == 1 {
-        source.snapshot(t.rows[target].id, t.sid, t.at)?
-    } else {
-        None
-    };
-    let (mut after, state) = start.unwrap_or((-1, None));
+    let (mut after, states) = start_of(source, t)?.unwrap_or((-1, vec![None; t.rows.len()]));
+    if t.rows.len() > 1 && t.at - after > FROM_START_MAX {
+        return Err(EngineError::too_large(format!(
+            "reducer {} reads other reducers, and they have no snapshot in common within \
+             {FROM_START_MAX} events before index {}: at= would fold from index {}",
+            t.rows[target].name,
+            t.at,
+            after + 1
+        ))
+        .with("at", t.at));
+    }
     let mut sandbox = Sandbox::new(t.limits.clone()).map_err(js)?;
     let selectors: Vec<Selector> = t
         .rows
@@ -219,10 +253,13 @@ fn fold(source: &FoldSource, t: &Travel, mut types: TypeChecks<'_>) -> Result<St
             EngineError::invalid(format!("the reducer code does not load: {}", e.message))
         })?;
     }
-    if let Err(e) = sandbox.set_state(target as u32, t.sid, state.as_deref()) {
-        return Err(js(e));
+    for (slot, state) in states.iter().enumerate() {
+        sandbox
+            .set_state(slot as u32, t.sid, state.as_deref())
+            .map_err(js)?;
     }
     let mut halted = vec![false; t.rows.len()];
+    let deadline = std::time::Instant::now() + AT_TIME_MAX;
     while after < t.at {
         let mut rows = source.batch(
             BatchOf::Plain {
@@ -273,7 +310,21 @@ fn fold(source: &FoldSource, t: &Travel, mut types: TypeChecks<'_>) -> Result<St
                 });
             }
         }
-        let failures = sandbox.fold_checked(&calls, &mut |ds| types.check(ds));
+        let (done, failures) =
+            sandbox.fold_until(&calls, &mut |ds| types.check(ds), Some(deadline));
+        if done < calls.len() {
+            return Err(EngineError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the state at index {} would take longer than {} s to fold from the \
+                     nearest snapshot before it: take snapshots more often (the \
+                     snapshotEvery setting)",
+                    t.at,
+                    AT_TIME_MAX.as_secs(),
+                ),
+            )
+            .with("at", t.at));
+        }
         for (c, _) in failures {
             let slot = calls[c].slot as usize;
             if t.rows[slot].halt_on_error {

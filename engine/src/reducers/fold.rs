@@ -11,7 +11,7 @@ use eddy_runtime_js::{ConsoleLine, Dispatch, EventIn, Fold, JsError, Sandbox};
 
 use super::data::for_reducer;
 use super::events::{Row, read_batch};
-use super::pool::JsMemory;
+use super::pool::{JsMemory, Reservation};
 use super::worker::{BATCH, Group, Live, SLICE, SubInfo, Worker, log_event};
 use crate::access::controls::{Controls, StreamControls};
 use crate::dispatch::{dispatch_target, dispatched_event};
@@ -56,8 +56,16 @@ impl Worker {
             Some(stop) => stop.min(started + SLICE),
             None => started + SLICE,
         };
-        // this sandbox's share of the server-wide JavaScript memory
-        let allowed = self.memory.allowance(stream_id, self.limits.memory_bytes);
+        // this sandbox's share of the server-wide JavaScript memory, held for the
+        // slice (`memory` is an Arc: the reservation borrows its own handle)
+        let memory = self.memory.clone();
+        let reservation = Reservation::new(
+            &memory,
+            stream_id,
+            self.limits.memory_bytes,
+            group.measured_bytes,
+        );
+        let allowed = reservation.allowed;
         if allowed != group.memory_limit {
             group.sandbox.set_memory_limit(allowed);
             group.memory_limit = allowed;
@@ -135,7 +143,8 @@ impl Worker {
             record_results(group, &work, failed_at, rows, turn, &plain_name);
         advance(group, rows, &halted_now, from_pos, &behind);
         snapshot(group, &crossed, self.limits.state_bytes);
-        measure(group, &self.memory, stream_id);
+        measure(group, &self.memory, stream_id, self.limits.memory_bytes);
+        drop(reservation);
         group.unpublished = true;
         tracing::trace!(
             stream_id,
@@ -260,13 +269,14 @@ fn record_output(
 ) {
     // dispatched ids derive from the source event's time (see `derived_id`); log
     // entries are ordered by the source event's position
-    let times: HashMap<(i64, i64), (i64, i64)> = if dispatches.is_empty() && console.is_empty() {
-        HashMap::new()
-    } else {
-        rows.iter()
-            .map(|r| ((r.sid, r.idx), (r.ts, r.pos)))
-            .collect()
-    };
+    let times: HashMap<(i64, i64), (i64, i64, bool)> =
+        if dispatches.is_empty() && console.is_empty() {
+            HashMap::new()
+        } else {
+            rows.iter()
+                .map(|r| ((r.sid, r.idx), (r.ts, r.pos, r.derived)))
+                .collect()
+        };
     for line in console {
         let Some(r) = group
             .reducers
@@ -304,8 +314,8 @@ fn record_output(
             .subs
             .get(&d.sid)
             .map_or(plain_name, |s| s.name.as_str());
-        let (ts, pos) = times.get(&(d.sid, d.index)).copied().unwrap_or_default();
-        match route(&group.stream, &r.row.name, source, ts, &d) {
+        let (ts, pos, derived) = times.get(&(d.sid, d.index)).copied().unwrap_or_default();
+        match route(&group.stream, &r.row.name, (source, derived), ts, &d) {
             Ok(routed) => r.dispatches.push((d.sid, routed)),
             Err(e) => {
                 r.new_errors += 1;
@@ -434,11 +444,13 @@ fn advance(
 }
 
 /// Measures the sandbox's memory when it is due.
-fn measure(group: &mut Group, memory: &JsMemory, stream_id: i64) {
+fn measure(group: &mut Group, memory: &JsMemory, stream_id: i64, own_limit: usize) {
     // measuring walks the whole heap: after every slice while that takes less than
-    // a millisecond or the sandbox holds half its allowance or more (where the
-    // shared budget depends on it), and otherwise at most a tenth of the time
-    let near_limit = group.measured_bytes * 2 >= group.memory_limit;
+    // a millisecond, the sandbox holds half its allowance or more, or the sandboxes
+    // could together pass the server-wide total (where the shared budget depends on
+    // it), and otherwise at most a tenth of the time
+    let near_limit =
+        group.measured_bytes * 2 >= group.memory_limit || memory.in_play(stream_id, own_limit);
     let every = if near_limit || group.measure_cost < Duration::from_millis(1) {
         Duration::ZERO
     } else {
@@ -458,7 +470,7 @@ fn measure(group: &mut Group, memory: &JsMemory, stream_id: i64) {
 pub(super) fn route(
     stream: &StreamPath,
     name: &str,
-    source: &str,
+    source: (&str, bool),
     ts: i64,
     d: &Dispatch,
 ) -> Result<Routed> {

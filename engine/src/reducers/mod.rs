@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use eddy_runtime_js::{Language, Limits, prepare};
 use tokio::sync::oneshot;
 
+pub use crate::content::for_reducer;
 use crate::error::{EngineError, Result};
 use crate::path::{AccountName, ReducerName, StreamName, StreamPath};
 use crate::selector::Selector;
@@ -33,7 +34,6 @@ use crate::store::cluster::Fence;
 use crate::store::fold_source::FoldSource;
 use crate::store::reducer_reads;
 use crate::store::reducer_writes::{ReducerRow, ReducerWrite, ReducerWritten};
-pub(crate) use data::for_reducer;
 pub(crate) use pool::stopped;
 use pool::{JsMemory, Lane, Placement, StopAt};
 use published::{Entry, Published};
@@ -126,6 +126,8 @@ pub(crate) struct Reducers {
     checks: tokio::sync::Semaphore,
     /// Time-travel folds running at once (each a thread running user code).
     travels: tokio::sync::Semaphore,
+    /// One `at=` answer per account at a time, before one of `travels`.
+    travelling_accounts: crate::gate::AccountGates,
     /// Read connections of finished time-travel folds, for the next ones.
     at_sources: Mutex<Vec<FoldSource>>,
 }
@@ -185,6 +187,7 @@ impl Reducers {
                     accounts: Vec::new(),
                     turn: 0,
                     http,
+                    unloaded: Vec::new(),
                 }
             };
             let thread = std::thread::Builder::new()
@@ -208,6 +211,7 @@ impl Reducers {
             limits: settings.limits,
             checks: tokio::sync::Semaphore::new(2),
             travels: tokio::sync::Semaphore::new(2),
+            travelling_accounts: Default::default(),
             at_sources: Mutex::new(Vec::new()),
         };
         for (row, stream) in load_rows(&store.reads).await? {

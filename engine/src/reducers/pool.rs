@@ -51,46 +51,150 @@ impl Placement {
 }
 
 /// The JavaScript memory all reducer sandboxes share: each one's limit is its own
-/// share of what the others leave, so the sum stays within the budget (up to what
-/// the threads allocate between two measurements).
+/// share of what the others leave, so the sum stays within the budget (up to what a
+/// sandbox allocates between two measurements of it).
+///
+/// A sandbox folding a slice holds its whole allowance (a reservation) until the
+/// slice ends, so that two threads folding at once cannot each be given what the
+/// other is about to take.
 pub(crate) struct JsMemory {
     total: usize,
-    used: Mutex<HashMap<i64, usize>>,
-    /// The sum of `used`, for /metrics.
+    ledger: Mutex<Ledger>,
+    /// The sum of the measured sizes, for /metrics.
     gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// Each sandbox's size when last measured.
+    used: HashMap<i64, usize>,
+    /// The allowances of sandboxes folding now.
+    reserved: HashMap<i64, usize>,
 }
 
 impl JsMemory {
     pub(crate) fn new(total: usize, gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
         Self {
             total,
-            used: Mutex::new(HashMap::new()),
+            ledger: Mutex::new(Ledger::default()),
             gauge,
         }
     }
 
-    /// The most a stream's sandbox may hold now: its own limit, or what the other
-    /// sandboxes leave of the total when that is less.
-    pub(crate) fn allowance(&self, stream_id: i64, own_limit: usize) -> usize {
-        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        let others: usize = used
-            .iter()
-            .filter(|(id, _)| **id != stream_id)
-            .map(|(_, n)| *n)
-            .sum();
-        own_limit.min(self.total.saturating_sub(others))
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most a stream's sandbox may hold while it folds a slice: its own limit, or
+    /// what the other sandboxes leave of the total when that is less. Held for the
+    /// stream until [`JsMemory::release`]. `None` (nothing held) while sandboxes
+    /// folding now hold so much that less than [`HEADROOM`] would be left above this
+    /// one's size, where their sizes alone would leave more: the caller waits for them,
+    /// and once it has waited long enough (`waited`) takes what their sizes leave.
+    /// Never 0, which QuickJS takes for no limit.
+    pub(crate) fn reserve(
+        &self,
+        stream_id: i64,
+        own_limit: usize,
+        in_use: usize,
+        waited: bool,
+    ) -> Option<usize> {
+        let mut ledger = self.ledger();
+        // each other sandbox counts with its size, or its reservation when larger
+        let (mut measured, mut held) = (0usize, 0usize);
+        for (id, &used) in &ledger.used {
+            if *id != stream_id {
+                measured += used;
+                held += used.max(ledger.reserved.get(id).copied().unwrap_or(0));
+            }
+        }
+        for (id, &reserved) in &ledger.reserved {
+            if *id != stream_id && !ledger.used.contains_key(id) {
+                held += reserved;
+            }
+        }
+        let alone = own_limit.min(self.total.saturating_sub(measured));
+        let mut allowed = own_limit.min(self.total.saturating_sub(held));
+        if allowed < alone && allowed < in_use.saturating_add(HEADROOM) {
+            if !waited {
+                return None;
+            }
+            allowed = alone;
+        }
+        let allowed = allowed.max(1);
+        ledger.reserved.insert(stream_id, allowed);
+        Some(allowed)
+    }
+
+    /// Whether the sandboxes, each grown to `own_limit`, could together pass the
+    /// total: then the shared budget is in play and every sandbox is measured after
+    /// every slice, so that growth not measured yet is never handed out again.
+    pub(crate) fn in_play(&self, stream_id: i64, own_limit: usize) -> bool {
+        let ledger = self.ledger();
+        let others = ledger.used.keys().filter(|id| **id != stream_id).count();
+        (others + 1).saturating_mul(own_limit) > self.total
+    }
+
+    /// Ends the stream's reservation: from here on it counts as measured.
+    pub(crate) fn release(&self, stream_id: i64) {
+        self.ledger().reserved.remove(&stream_id);
     }
 
     pub(crate) fn record(&self, stream_id: i64, bytes: usize) {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        used.insert(stream_id, bytes);
-        self.gauge.set(used.values().sum::<usize>() as i64);
+        let mut ledger = self.ledger();
+        ledger.used.insert(stream_id, bytes);
+        self.gauge.set(ledger.used.values().sum::<usize>() as i64);
     }
 
     pub(crate) fn forget(&self, stream_id: i64) {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        used.remove(&stream_id);
-        self.gauge.set(used.values().sum::<usize>() as i64);
+        let mut ledger = self.ledger();
+        ledger.used.remove(&stream_id);
+        ledger.reserved.remove(&stream_id);
+        self.gauge.set(ledger.used.values().sum::<usize>() as i64);
+    }
+}
+
+/// A reservation of [`JsMemory`], released when dropped (also when a slice fails).
+pub(crate) struct Reservation<'a> {
+    memory: &'a JsMemory,
+    stream_id: i64,
+    pub(crate) allowed: usize,
+}
+
+/// Room a sandbox gets above its size before it waits for other threads' slices.
+const HEADROOM: usize = 4 * 1024 * 1024;
+/// The longest a thread waits for others' reservations before it folds with what
+/// their sizes alone leave (as when threads did not reserve), so none waits for good.
+const WAIT_AT_MOST: Duration = Duration::from_millis(100);
+
+impl<'a> Reservation<'a> {
+    /// Reserves for a slice, waiting up to [`WAIT_AT_MOST`] for the slices of other
+    /// threads to end when theirs leave too little.
+    pub(crate) fn new(
+        memory: &'a JsMemory,
+        stream_id: i64,
+        own_limit: usize,
+        in_use: usize,
+    ) -> Self {
+        let until = Instant::now() + WAIT_AT_MOST;
+        let allowed = loop {
+            let waited = Instant::now() >= until;
+            if let Some(allowed) = memory.reserve(stream_id, own_limit, in_use, waited) {
+                break allowed;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        Self {
+            memory,
+            stream_id,
+            allowed,
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.memory.release(self.stream_id);
     }
 }
 
@@ -182,4 +286,30 @@ pub(crate) fn route_commits(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::JsMemory;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn reservations_share_out_the_total_once_and_never_give_no_limit() {
+        let memory = JsMemory::new(100 * MIB, Default::default());
+        // one thread folds with its whole limit held
+        assert_eq!(memory.reserve(1, 64 * MIB, 0, false), Some(64 * MIB));
+        // another, beside it, gets what that leaves when there is room above its size
+        assert_eq!(memory.reserve(2, 64 * MIB, MIB, false), Some(36 * MIB));
+        memory.release(2);
+        // with no room left it waits, then folds with what the sizes alone leave
+        memory.record(3, 34 * MIB);
+        assert_eq!(memory.reserve(2, 64 * MIB, MIB, false), None);
+        assert_eq!(memory.reserve(2, 64 * MIB, MIB, true), Some(64 * MIB));
+        memory.release(2);
+        memory.release(1);
+        // a budget used up by sizes alone is what it is: at least one byte, never 0
+        memory.record(1, 70 * MIB);
+        assert_eq!(memory.reserve(2, 64 * MIB, 0, false), Some(1));
+    }
 }

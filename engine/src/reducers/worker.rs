@@ -87,7 +87,23 @@ pub(crate) struct Worker {
     pub(crate) turn: u64,
     /// The client and runtime `request()` calls go through.
     pub(crate) http: (super::request::RequestClient, tokio::runtime::Handle),
+    /// Deployed reducers whose load failed (the database out of reach): tried again
+    /// until they load, or are deleted or replaced.
+    pub(crate) unloaded: Vec<LoadLater>,
 }
+
+/// A deployed reducer that could not be loaded yet, and when to try again.
+pub(crate) struct LoadLater {
+    row: Box<ReducerRow>,
+    stream: StreamPath,
+    fence: Option<Fence>,
+    next_try: Instant,
+    wait: Duration,
+}
+
+/// The first wait before loading a reducer again, doubled up to [`RELOAD_MAX`].
+const RELOAD_FIRST: Duration = Duration::from_millis(250);
+const RELOAD_MAX: Duration = Duration::from_secs(5);
 
 /// The reducers of one stream and their sandbox.
 pub(crate) struct Group {
@@ -226,6 +242,7 @@ impl Worker {
                 busy = true;
                 continue;
             }
+            self.load_again();
             busy = self.step();
             self.publish_due();
             self.checkpoint_all(false);
@@ -241,9 +258,47 @@ impl Worker {
             .filter(|g| g.unpublished)
             .map(|g| PUBLISH_CAUGHT_UP.saturating_sub(g.published_at.elapsed()))
             .min();
+        let reload = (self.unloaded.iter())
+            .map(|u| u.next_try.saturating_duration_since(Instant::now()))
+            .min();
         publish
+            .into_iter()
+            .chain(reload)
+            .min()
             .unwrap_or(CHECKPOINT_EVERY)
             .clamp(Duration::from_millis(1), CHECKPOINT_EVERY)
+    }
+
+    /// Loads again the reducers whose load failed, when their wait is over.
+    fn load_again(&mut self) {
+        let now = Instant::now();
+        if !self.unloaded.iter().any(|u| u.next_try <= now) {
+            return;
+        }
+        let (due, later): (Vec<LoadLater>, Vec<LoadLater>) = std::mem::take(&mut self.unloaded)
+            .into_iter()
+            .partition(|u| u.next_try <= now);
+        self.unloaded = later;
+        for u in due {
+            self.load(u);
+        }
+    }
+
+    /// Installs a deployed reducer, or keeps it to try again after its wait (doubled
+    /// each time) when the load fails: the database out of reach, a lost connection.
+    /// The reducer stays deployed and its lease held meanwhile, so it must load here.
+    fn load(&mut self, mut u: LoadLater) {
+        let stream_id = u.row.stream_id;
+        match self.add((*u.row).clone(), u.stream.clone(), u.fence.clone()) {
+            Ok(()) => self.publish(stream_id, false),
+            Err(e) => {
+                tracing::warn!(error = %e.message, reducer = u.row.id, retry_in = ?u.wait, "cannot load a deployed reducer yet");
+                u.next_try = Instant::now() + u.wait;
+                u.wait = (u.wait * 2).min(RELOAD_MAX);
+                self.unloaded.push(u);
+                self.publish(stream_id, false);
+            }
+        }
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -252,15 +307,24 @@ impl Worker {
             Msg::Deploy(row, stream, replaced, fence) => {
                 if let Some(old) = replaced {
                     self.remove(row.stream_id, &[old]);
+                    self.unloaded.retain(|u| u.row.id != old);
                 }
-                let stream_id = row.stream_id;
-                if let Err(e) = self.add(*row, stream, fence) {
-                    tracing::error!(error = %e.message, "cannot load a deployed reducer");
-                }
-                self.publish(stream_id, false);
+                self.unloaded.retain(|u| u.row.id != row.id);
+                self.load(LoadLater {
+                    row,
+                    stream,
+                    fence,
+                    next_try: Instant::now(),
+                    wait: RELOAD_FIRST,
+                });
             }
-            Msg::Delete { stream_id, ids } => self.remove(stream_id, &ids),
+            Msg::Delete { stream_id, ids } => {
+                self.unloaded
+                    .retain(|u| u.row.stream_id != stream_id || !ids.contains(&u.row.id));
+                self.remove(stream_id, &ids);
+            }
             Msg::Unload { stream_id, done } => {
+                self.unloaded.retain(|u| u.row.stream_id != stream_id);
                 self.checkpoint_all(true);
                 let ids: Vec<i64> = self
                     .groups

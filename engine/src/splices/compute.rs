@@ -24,6 +24,7 @@ use crate::pipes::run::{MapOut, copied, mapped};
 use crate::reducers::for_reducer;
 use crate::selector::Selector;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::store::SharedEvent;
 use crate::store::fold_source::FoldSource;
@@ -50,6 +51,35 @@ pub(super) struct Inputs {
     pub reducers: Vec<ReducerRow>,
     pub pipes: Vec<PipeRow>,
     pub limits: Limits,
+    /// The nesting limit new data keeps, as on every other ingest path.
+    pub json: crate::json::JsonLimits,
+    /// When the work gives up (see [`TIME_MAX`]).
+    pub deadline: Instant,
+}
+
+/// The longest a splice's preview or approval, or a pipe's replay, may map and fold:
+/// each holds one of the few threads that do it for every account. A history of the
+/// largest size a splice takes maps and folds in about a tenth of it here.
+pub(crate) const TIME_MAX: std::time::Duration = std::time::Duration::from_secs(150);
+
+/// The 503 of work that ran past its deadline, naming `what`.
+pub(crate) fn overtime(what: &str) -> EngineError {
+    EngineError::new(
+        crate::error::ErrorCode::Unavailable,
+        format!(
+            "{what} would take longer than {} s (the code is too slow for this much \
+             history) and was stopped; nothing was changed",
+            TIME_MAX.as_secs()
+        ),
+    )
+}
+
+/// Fails once `deadline` has passed.
+fn in_time(deadline: Instant, what: &str) -> Result<()> {
+    if Instant::now() > deadline {
+        return Err(overtime(what));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -190,7 +220,9 @@ pub(super) fn compute(i: Inputs, source: &FoldSource, preview: bool) -> Result<O
             .collect();
         fold(&i, &history, &mut out)?;
         for pipe in &i.pipes {
-            let routed = pipe_outputs(&i.limits, pipe, &history, true)?;
+            // (what the pipe fails on is for its own run to log)
+            let routed =
+                pipe_outputs(&i.limits, pipe, &history, true, &mut Vec::new(), i.deadline)?;
             out.caused
                 .extend(routed.into_iter().map(|r| caused(r, false)));
         }
@@ -274,6 +306,7 @@ fn map(i: &Inputs, events: &[StoredEvent]) -> Result<Outcome> {
 /// [`map`] of one part of the history.
 fn map_part(i: &Inputs, events: &[StoredEvent]) -> Result<Outcome> {
     let mut sandbox = sandbox(&i.limits)?;
+    sandbox.set_role("map function");
     load(
         &mut sandbox,
         0,
@@ -284,6 +317,7 @@ fn map_part(i: &Inputs, events: &[StoredEvent]) -> Result<Outcome> {
     // a part's own ends are not used: the whole history's are
     let mut out = Outcome::of(events);
     for chunk in events.chunks(CHUNK) {
+        in_time(i.deadline, "mapping the history")?;
         let views = Views::of(chunk);
         let inputs = views.inputs(chunk);
         let picked: Vec<usize> = (0..chunk.len())
@@ -366,11 +400,20 @@ fn splice_event(
                     .into(),
             );
         }
+        // a type the function gives is checked; the event's own stays as it is
+        if let Some(t) = &o.event_type {
+            check_type(t).map_err(|err| err.message)?;
+        }
         let event_type = o.event_type.unwrap_or_else(|| e.event_type.clone());
-        check_type(&event_type).map_err(|err| err.message)?;
         let (content_type, data) = match o.data {
             None => (e.content_type.clone(), e.data.clone()),
-            Some(v) => ("application/json".to_owned(), Bytes::from(v.to_string())),
+            Some(v) => {
+                let data = Bytes::from(v.to_string());
+                i.json
+                    .parse(&data, "application/json", false)
+                    .map_err(|err| err.message)?;
+                ("application/json".to_owned(), data)
+            }
         };
         check_size(data.len()).map_err(|err| err.message)?;
         let timestamp = o.timestamp.unwrap_or(e.timestamp);
@@ -508,7 +551,10 @@ fn fold_group(i: &Inputs, reducers: &[&ReducerRow], history: &[StoredEvent]) -> 
                 });
             }
         }
-        let failures = sandbox.fold(&calls);
+        let (done, failures) = sandbox.fold_until(&calls, &mut |_| Ok(()), Some(i.deadline));
+        if done < calls.len() {
+            return Err(overtime("folding the reducers over the spliced history"));
+        }
         for (c, _) in failures {
             let slot = calls[c].slot as usize;
             halted[slot] |= reducers[slot].halt_on_error;
@@ -523,9 +569,14 @@ fn fold_group(i: &Inputs, reducers: &[&ReducerRow], history: &[StoredEvent]) -> 
                 continue;
             };
             let scope = format!("reducer:{}.{}", i.stream, r.name);
-            if let Ok(routed) =
-                dispatched_event(&i.stream.account, &scope, &source, e.index, e.timestamp, &d)
-            {
+            if let Ok(routed) = dispatched_event(
+                &i.stream.account,
+                &scope,
+                (&source, e.origin.is_some()),
+                e.index,
+                e.timestamp,
+                &d,
+            ) {
                 caused_out.push(caused(routed, false));
             }
         }
@@ -541,12 +592,16 @@ fn fold_group(i: &Inputs, reducers: &[&ReducerRow], history: &[StoredEvent]) -> 
 }
 
 /// The events pipe `row` would append for `history` (with its function's dispatches
-/// when `dispatches`), as a run of the pipe routes them.
+/// when `dispatches`), as a run of the pipe routes them. The events the function
+/// failed on, and the outputs it made that are refused, are skipped, as a run skips
+/// them, with an `error` entry each in `failed` (for the pipe's log).
 pub(crate) fn pipe_outputs(
     limits: &Limits,
     row: &PipeRow,
     history: &[StoredEvent],
     dispatches: bool,
+    failed: &mut Vec<NewEvent>,
+    deadline: Instant,
 ) -> Result<Vec<Routed>> {
     let selector = Selector::parse_query(&row.selector).unwrap_or_default();
     let picked: Vec<StoredEvent> = history
@@ -559,22 +614,39 @@ pub(crate) fn pipe_outputs(
     }
     let mut out = Vec::new();
     let mut sandbox = sandbox(limits)?;
+    sandbox.set_role("pipe function");
     load(&mut sandbox, 0, "the pipe function", &row.code, row.module)?;
     let scope = format!("pipe:{}>{}", row.from, row.to);
     for chunk in picked.chunks(CHUNK) {
+        in_time(deadline, "running the pipe function over the history")?;
         // the pipe thread's own call of the function, args and all
         let shared: Vec<Arc<SharedEvent>> = chunk
             .iter()
             .map(|e| Arc::new(SharedEvent::new(e.clone())))
             .collect();
         let answer = crate::pipes::mapper::map_batch(&mut sandbox, &shared);
+        let error = |e: &StoredEvent, message: &str, stack: Option<&str>| {
+            crate::pipes::run::log_entry_with_stack("error", e, message, stack)
+        };
         for (e, result) in chunk.iter().zip(answer.mapped) {
-            let Ok(outs) = result.map(|json| serde_json::from_str::<Vec<MapOut>>(&json)) else {
-                continue;
+            let outs = match result {
+                Ok(json) => match serde_json::from_str::<Vec<MapOut>>(&json) {
+                    Ok(outs) => outs,
+                    Err(err) => {
+                        let message = format!("the pipe function's result is not valid: {err}");
+                        failed.push(error(e, &message, None));
+                        continue;
+                    }
+                },
+                Err(err) => {
+                    failed.push(error(e, &err.message, err.stack.as_deref()));
+                    continue;
+                }
             };
-            for (k, o) in outs.into_iter().flatten().enumerate() {
-                if let Ok(routed) = mapped(row, e, k, o) {
-                    out.push(routed);
+            for (k, o) in outs.into_iter().enumerate() {
+                match mapped(row, e, k, o) {
+                    Ok(routed) => out.push(routed),
+                    Err(message) => failed.push(error(e, &message, None)),
                 }
             }
         }
@@ -585,7 +657,7 @@ pub(crate) fn pipe_outputs(
             if let Ok(routed) = dispatched_event(
                 &row.from.account,
                 &scope,
-                &e.stream,
+                (&e.stream, e.origin.is_some()),
                 e.index,
                 e.timestamp,
                 d,
@@ -614,5 +686,61 @@ pub(crate) fn caused(r: Routed, into_factory: bool) -> Caused {
         event_type: r.event.event_type,
         content_type: r.event.content_type,
         data: r.event.data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(p: &str) -> StreamPath {
+        match crate::path::parse(p).unwrap() {
+            crate::path::Resource::Stream(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_pipe_run_over_a_history_stops_at_its_deadline() {
+        let row = PipeRow {
+            id: 1,
+            from: stream("/acme/orders"),
+            to: stream("/acme/big"),
+            selector: String::new(),
+            source: "(e) => e".into(),
+            content_type: "application/javascript".into(),
+            code: "(e) => e".into(),
+            module: false,
+            cursor: Position(0),
+            piped: 0,
+            errors: 0,
+            created_at: 0,
+        };
+        let history: Vec<StoredEvent> = (0..3)
+            .map(|k| StoredEvent {
+                stream: "acme/orders".into(),
+                index: Index(k),
+                id: uuid::Uuid::nil(),
+                event_type: "t".into(),
+                timestamp: 1,
+                content_type: "application/json".into(),
+                data: Bytes::from_static(b"{}"),
+                metadata: None,
+                origin: None,
+                position: Position(k as i64 + 1),
+            })
+            .collect();
+        let limits = Limits::default();
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        let outs = pipe_outputs(&limits, &row, &history, false, &mut Vec::new(), later).unwrap();
+        assert_eq!(outs.len(), 3);
+        let past = Instant::now() - std::time::Duration::from_millis(1);
+        let e = pipe_outputs(&limits, &row, &history, false, &mut Vec::new(), past).unwrap_err();
+        assert_eq!(e.code, crate::error::ErrorCode::Unavailable);
+        assert!(
+            e.message.contains("would take longer than 150 s"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -22,18 +22,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{EngineError, Result};
+use crate::event::NewEvent;
 use crate::path::StreamPath;
 use crate::selector::Selector;
 use crate::store::fold_source::FoldSource;
 use crate::store::pipe_writes::PipeRow;
 use crate::store::read::Scope;
 use crate::store::reducer_writes::ReducerRow;
-use crate::store::splice_writes::{Approval, SpliceRow, SpliceWrite, SpliceWritten, stale};
+use crate::store::splice_writes::{
+    Approval, CausedSince, SpliceRow, SpliceWrite, SpliceWritten, stale,
+};
 use crate::store::{pipe_reads, reducer_reads, splice_reads};
 
 /// Most events a spliced stream may hold, before and after: its history is mapped in
-/// memory.
-pub const MAX_EVENTS: usize = 5_000_000;
+/// memory, and its approval is one writer transaction, which every other account's
+/// writes wait for (about 4 s for a million 200-byte events here).
+pub const MAX_EVENTS: usize = 1_000_000;
 /// Most bytes of event data a spliced stream may hold, before and after.
 pub const MAX_BYTES: usize = 256 << 20;
 /// Pending splices a stream may have at once.
@@ -81,6 +85,11 @@ impl SpliceView {
 #[derive(Serialize, Deserialize)]
 struct Basis {
     recalls: Vec<i64>,
+    /// The position up to which the preview saw every downstream event the history
+    /// had caused, and the positions above it that it saw too: what was caused after
+    /// them (a reducer or pipe behind, an append since) is recalled on approval.
+    #[serde(default)]
+    caused_seen: Option<(i64, Vec<i64>)>,
     /// Each reducer version's and pipe's id, code and selector, as [`fingerprints`]
     /// writes them.
     reducers: Vec<String>,
@@ -106,6 +115,73 @@ fn fingerprints(reducers: &[ReducerRow], pipes: &[PipeRow]) -> (Vec<String>, Vec
     (r, p)
 }
 
+/// The most memory a kept preview may take (an estimate: the events' bytes and a
+/// per-event overhead); a larger history is mapped again on approval.
+const KEPT_MAX_BYTES: usize = 512 << 20;
+/// How long a preview's history is kept for its approval.
+const KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The spliced history of the latest preview made on this node, kept so that its
+/// approval (usually soon after, on the same node) writes it without reading and
+/// mapping the whole stream again. One at a time, dropped when another preview
+/// starts, when the splice is decided, or after ten minutes.
+#[derive(Default, Clone)]
+pub(crate) struct Kept(Arc<std::sync::Mutex<Option<KeptHistory>>>);
+
+/// A splice's id, when its history was kept, and the history.
+type KeptHistory = (String, std::time::Instant, Vec<NewEvent>);
+
+impl Kept {
+    /// Keeps `events` as splice `id`'s history, for [`KEPT_FOR`] at most.
+    fn keep(&self, id: &str, events: Vec<NewEvent>) {
+        self.put(id, events);
+        let (kept, id) = (self.clone(), id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(KEPT_FOR).await;
+            kept.forget(Some(&id));
+        });
+    }
+
+    /// Drops the history kept, when it is splice `id`'s (any splice's for `None`).
+    fn forget(&self, id: Option<&str>) {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if id.is_none_or(|id| slot.as_ref().is_some_and(|k| k.0 == id)) {
+            *slot = None;
+        }
+    }
+
+    fn put(&self, id: &str, events: Vec<NewEvent>) {
+        let size: usize = events
+            .iter()
+            .map(|e| {
+                e.data.len()
+                    + e.event_type.len()
+                    + e.content_type.len()
+                    + e.metadata.as_ref().map_or(0, String::len)
+                    + std::mem::size_of::<NewEvent>()
+                    + 64
+            })
+            .sum();
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *slot =
+            (size <= KEPT_MAX_BYTES).then(|| (id.to_owned(), std::time::Instant::now(), events));
+    }
+
+    /// The history kept for splice `id`, taken out; `None` when another preview came
+    /// since, or it is older than [`KEPT_FOR`].
+    fn take(&self, id: &str) -> Option<Vec<NewEvent>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.take() {
+            Some((kept, at, events)) if kept == id && at.elapsed() < KEPT_FOR => Some(events),
+            Some(other) if other.0 != id && other.1.elapsed() < KEPT_FOR => {
+                *slot = Some(other);
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The stream a splice works on.
 struct History {
     stream_id: i64,
@@ -127,11 +203,17 @@ impl crate::Engine {
                     .with("line", e.line)
                     .with("column", e.column)
             })?;
+        let _own = self
+            .splicing_accounts
+            .enter(stream.account.as_str())
+            .await?;
         let _turn = self
             .splicing
             .acquire()
             .await
             .map_err(|_| crate::reducers::stopped())?;
+        // the kept history goes before another is made, not after
+        self.previewed.forget(None);
         let history = self.history(&stream).await?;
         if splice_reads::pending(&self.store.reads, history.stream_id).await? >= MAX_PENDING {
             return Err(EngineError::conflict(format!(
@@ -140,11 +222,39 @@ impl crate::Engine {
         }
         let versions = reducer_reads::versions_of(&self.store.reads, history.stream_id).await?;
         let all: Vec<ReducerRow> = versions.into_iter().map(|v| v.0).collect();
-        let pipes = pipe_reads::from_stream(&self.store.reads, &stream).await?;
+        let mut pipes = pipe_reads::from_stream(&self.store.reads, &stream).await?;
         let (reducer_prints, pipe_prints) = fingerprints(&all, &pipes);
+        // a pipe into another account's stream whose settings no longer let this
+        // account append there is left out: the splice adds nothing there and recalls
+        // nothing there either (its owner closed it to this account), as the pipe's
+        // own run refuses its outputs
+        let mut closed: Vec<String> = Vec::new();
+        if self.access_enabled() {
+            let mut allowed = Vec::with_capacity(pipes.len());
+            for pipe in pipes {
+                let appends = pipe.to.account == stream.account
+                    || crate::access::account_may_append(
+                        stream.account.as_str(),
+                        &pipe.to,
+                        &self.controls(&pipe.to).await?.settings,
+                    );
+                if appends {
+                    allowed.push(pipe);
+                } else {
+                    closed.push(format!("{}/{}", pipe.to.account, pipe.to.stream));
+                }
+            }
+            pipes = allowed;
+        }
         let mut reducers: Vec<ReducerRow> = all.into_iter().filter(|r| !r.building).collect();
         sort_by_dependency(&mut reducers);
-        let old = splice_reads::caused_by(&self.store.reads, &stream.to_string()).await?;
+        // every downstream event at or below `seen` is committed, so the read sees it
+        let seen = self.store.last_position().0;
+        let mut old = splice_reads::caused_by(&self.store.reads, &stream.to_string(), -1).await?;
+        old.retain(|o| {
+            let base = o.stream.split('(').next().unwrap_or(&o.stream);
+            !closed.iter().any(|c| c == base)
+        });
         let id = format!("spl_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let inputs = compute::Inputs {
             splice_id: id.clone(),
@@ -156,6 +266,8 @@ impl crate::Engine {
             reducers,
             pipes,
             limits: self.reducers.limits.clone(),
+            json: self.controls.json(),
+            deadline: std::time::Instant::now() + compute::TIME_MAX,
         };
         let out = self.compute(inputs, true).await?;
 
@@ -226,6 +338,10 @@ impl crate::Engine {
         });
         let basis = Basis {
             recalls,
+            caused_seen: Some((
+                seen,
+                old.iter().map(|o| o.pos).filter(|p| *p > seen).collect(),
+            )),
             reducers: reducer_prints,
             pipes: pipe_prints,
             last_index: out.last_index,
@@ -253,6 +369,7 @@ impl crate::Engine {
             .writer
             .splice(SpliceWrite::Create(Box::new(row.clone())))
             .await?;
+        self.previewed.keep(&row.id, out.events);
         Ok(SpliceView::of(row))
     }
 
@@ -278,6 +395,7 @@ impl crate::Engine {
     pub async fn reject_splice(&self, path: &StreamPath, id: &str) -> Result<SpliceView> {
         let stream = splice_target(path)?;
         let resolved = self.resolve_existing(&stream).await?;
+        self.previewed.forget(Some(id));
         self.store
             .writer
             .splice(SpliceWrite::Reject {
@@ -311,6 +429,10 @@ impl crate::Engine {
         }
         let basis: Basis = serde_json::from_str(&row.recalls)
             .map_err(|e| EngineError::internal(format!("a stored splice does not parse: {e}")))?;
+        let _own = self
+            .splicing_accounts
+            .enter(stream.account.as_str())
+            .await?;
         let _turn = self
             .splicing
             .acquire()
@@ -319,6 +441,21 @@ impl crate::Engine {
         let history = self.history(&stream).await?;
         let versions = reducer_reads::versions_of(&self.store.reads, history.stream_id).await?;
         let reducers: Vec<ReducerRow> = versions.into_iter().map(|v| v.0).collect();
+        // what was caused since the preview, read here rather than in the writer's
+        // transaction, which looks only at what commits after this read
+        let caused_since = match basis.caused_seen {
+            Some((seen, known)) => {
+                let after = self.store.last_position().0;
+                let read = splice_reads::caused_by(&self.store.reads, &stream.to_string(), seen)
+                    .await?
+                    .into_iter()
+                    .map(|c| c.pos)
+                    .filter(|pos| !known.contains(pos))
+                    .collect();
+                Some(CausedSince { read, after, known })
+            }
+            None => None,
+        };
         let pipes = pipe_reads::from_stream(&self.store.reads, &stream).await?;
         if fingerprints(&reducers, &pipes) != (basis.reducers, basis.pipes) {
             return Err(EngineError::conflict(format!(
@@ -326,31 +463,33 @@ impl crate::Engine {
                  preview it again (POST a new splice)"
             )));
         }
-        let selector = Selector::parse_query(&row.selector).unwrap_or_default();
-        let inputs = compute::Inputs {
-            splice_id: row.id.clone(),
-            stream: stream.clone(),
-            sid: history.sid,
-            until: self.store.read_bound(),
-            code: eddy_runtime_js::Prepared {
-                js: row.code.clone(),
-                shape: if row.module {
-                    eddy_runtime_js::Shape::Module
-                } else {
-                    eddy_runtime_js::Shape::Expression
-                },
-                reads: Vec::new(),
-            },
-            selector,
-            reducers: Vec::new(),
-            pipes: Vec::new(),
-            limits: self.reducers.limits.clone(),
+        let events = match self.previewed.take(id) {
+            // the stream must still end where the preview saw it (the writer checks
+            // that the preview's last event is still there)
+            Some(events) => {
+                let source = FoldSource::open(&self.store).await?;
+                let (name, sid, after) = (stream.to_string(), history.sid, basis.last_index);
+                let until = self.store.read_bound().0;
+                let later = tokio::task::spawn_blocking(move || {
+                    source.history(&name, sid, after, until, 1)
+                })
+                .await
+                .map_err(|e| EngineError::internal(e.to_string()))??;
+                if !later.is_empty() {
+                    return Err(stale(id));
+                }
+                events
+            }
+            None => {
+                let out = self
+                    .compute(self.approval_inputs(&row, &stream, &history), false)
+                    .await?;
+                if out.last_position != row.last_position {
+                    return Err(stale(id));
+                }
+                out.events
+            }
         };
-        let out = self.compute(inputs, false).await?;
-        // the stream must still end where the preview saw it
-        if out.last_position != row.last_position {
-            return Err(stale(id));
-        }
         let written = self
             .store
             .writer
@@ -360,8 +499,9 @@ impl crate::Engine {
                 stream_id: history.stream_id,
                 last_index: basis.last_index,
                 last_position: row.last_position,
-                events: out.events,
+                events,
                 recalls: basis.recalls,
+                caused_since,
                 reducers,
             })))
             .await?;
@@ -386,6 +526,57 @@ impl crate::Engine {
             }
         }
         self.splice(&stream, id).await
+    }
+
+    /// What an approval maps: the stored splice's code over the stream's history.
+    fn approval_inputs(
+        &self,
+        row: &SpliceRow,
+        stream: &StreamPath,
+        history: &History,
+    ) -> compute::Inputs {
+        compute::Inputs {
+            splice_id: row.id.clone(),
+            stream: stream.clone(),
+            sid: history.sid,
+            until: self.store.read_bound(),
+            code: eddy_runtime_js::Prepared {
+                js: row.code.clone(),
+                shape: if row.module {
+                    eddy_runtime_js::Shape::Module
+                } else {
+                    eddy_runtime_js::Shape::Expression
+                },
+                reads: Vec::new(),
+            },
+            selector: Selector::parse_query(&row.selector).unwrap_or_default(),
+            reducers: Vec::new(),
+            pipes: Vec::new(),
+            limits: self.reducers.limits.clone(),
+            json: self.controls.json(),
+            deadline: std::time::Instant::now() + compute::TIME_MAX,
+        }
+    }
+
+    /// Deletes a history a splice replaced (`strm@{n}`) with its events; answers how
+    /// many events it held.
+    pub async fn delete_history(&self, path: &StreamPath) -> Result<u64> {
+        if path.version().is_none() || path.args.is_some() {
+            return Err(EngineError::invalid(format!(
+                "{path} is not a history a splice replaced: only strm@n can be deleted"
+            )));
+        }
+        let written = self
+            .store
+            .writer
+            .splice(SpliceWrite::DeleteHistory(path.clone()))
+            .await;
+        self.controls
+            .invalidate(path.account.as_str(), path.stream.as_str());
+        match written? {
+            SpliceWritten::Deleted(events) => Ok(events),
+            _ => Err(EngineError::internal("unexpected answer to a deletion")),
+        }
     }
 
     /// The plain stream to splice, which must have events.
@@ -454,4 +645,53 @@ fn sort_by_dependency(rows: &mut Vec<ReducerRow>) {
         sorted.push(rows.remove(ready));
     }
     *rows = sorted;
+}
+
+#[cfg(test)]
+mod kept_tests {
+    use super::*;
+
+    fn history(bytes: usize) -> Vec<NewEvent> {
+        vec![NewEvent {
+            id: None,
+            event_type: "t".into(),
+            content_type: "application/json".into(),
+            data: vec![b'1'; bytes].into(),
+            timestamp: None,
+            metadata: None,
+            origin: None,
+        }]
+    }
+
+    #[test]
+    fn a_kept_history_is_taken_once_by_its_own_splice() {
+        let kept = Kept::default();
+        kept.put("spl_a", history(1));
+        assert!(kept.take("spl_b").is_none(), "another splice's");
+        assert_eq!(kept.take("spl_a").map(|e| e.len()), Some(1));
+        assert!(kept.take("spl_a").is_none(), "taken already");
+        kept.put("spl_a", history(1));
+        kept.forget(Some("spl_b"));
+        kept.forget(None);
+        assert!(kept.take("spl_a").is_none(), "forgotten");
+    }
+
+    #[test]
+    fn a_history_too_large_or_too_old_is_not_kept() {
+        let kept = Kept::default();
+        // zeroed memory the allocator maps lazily: large, yet cheap to make here
+        let large = vec![NewEvent {
+            data: vec![0u8; KEPT_MAX_BYTES + 1].into(),
+            ..history(0).remove(0)
+        }];
+        kept.put("spl_a", large);
+        assert!(kept.take("spl_a").is_none());
+        kept.put("spl_a", history(1));
+        if let Some(k) = kept.0.lock().unwrap().as_mut()
+            && let Some(old) = std::time::Instant::now().checked_sub(KEPT_FOR)
+        {
+            k.1 = old;
+        }
+        assert!(kept.take("spl_a").is_none(), "expired");
+    }
 }

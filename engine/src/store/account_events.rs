@@ -15,6 +15,7 @@ use crate::path::AccountName;
 pub(crate) enum Change {
     StreamCreated,
     StreamSpliced,
+    StreamDeleted,
     ReducerDeployed,
     ReducerDeleted,
     PipeAdded,
@@ -35,6 +36,7 @@ impl Change {
         match self {
             Change::StreamCreated => "stream-created",
             Change::StreamSpliced => "stream-spliced",
+            Change::StreamDeleted => "stream-deleted",
             Change::ReducerDeployed => "reducer-deployed",
             Change::ReducerDeleted => "reducer-deleted",
             Change::PipeAdded => "pipe-added",

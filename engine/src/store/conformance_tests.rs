@@ -447,6 +447,7 @@ fn copy_batch(pipe_id: i64, cursor: Position, fence: Option<super::cluster::Fenc
     PipeBatch {
         pipe_id,
         cursor,
+        first_source: None,
         outs: vec![Routed {
             stream: path("acme/copy"),
             explicit_args: None,

@@ -275,6 +275,10 @@ fn read_key(sql: &str, vals: &[Val<'_>]) -> String {
 /// Gathered rows that go ahead to PostgreSQL without waiting for the next statement: a
 /// batch's rows are inserted while the writer applies the requests after it.
 const SEND_AHEAD_ROWS: usize = 500;
+/// The rows of one batch sent as one statement at most: a longer batch (a splice's
+/// new history, a large import) is inserted piece by piece while the next piece is
+/// gathered, rather than encoded and sent whole at the end.
+pub(super) const PIECE_ROWS: usize = 16_384;
 
 impl Pg {
     /// Connects to `url` on a runtime of the connection's own. Blocks: call it from a
@@ -750,6 +754,12 @@ impl Batch<'_> {
             Batch::PostgresRows(pg, rows) => {
                 rows.push(vals)?;
                 pg.changes.set(pg.changes.get() + 1);
+                // a long batch goes out in pieces, each inserted while the next is
+                // gathered
+                if rows.rows() >= PIECE_ROWS {
+                    let piece = std::mem::replace(rows, rows.empty_like());
+                    pg.gather(piece)?;
+                }
                 Ok(1)
             }
         }
@@ -858,6 +868,15 @@ impl MultiRow {
             width: params.len(),
             columns: Vec::new(),
         })
+    }
+
+    /// A gatherer for the same statement, with no rows yet.
+    fn empty_like(&self) -> Self {
+        Self {
+            head: self.head.clone(),
+            width: self.width,
+            columns: Vec::new(),
+        }
     }
 
     /// Appends one row; refused when a value's type is not its column's (a caller that

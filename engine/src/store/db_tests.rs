@@ -159,3 +159,122 @@ async fn the_writer_statements_work_on_postgres() {
         .await
         .unwrap();
 }
+
+/// A batch longer than a piece: every row lands, in order, on commit; a failing row
+/// in a later piece fails the batch (or the statement after it) and the rollback
+/// leaves nothing of any piece.
+fn a_long_batch_goes_in_pieces(db: Db) {
+    let n = 2 * super::db::PIECE_ROWS as i64 + 7;
+    let begin = if db.is_postgres() {
+        "BEGIN"
+    } else {
+        "BEGIN IMMEDIATE"
+    };
+    let insert = |db: &Db, sub: i64, rows: i64, bad_at: Option<i64>| {
+        db.batch(
+            "INSERT INTO events (pos, factory_id, sid, idx, eid, cid, type, ts, content_type, \
+             data, metadata, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            |insert| {
+                for i in 0..rows {
+                    // a duplicate index where asked: the unique index refuses it
+                    let idx = if Some(i) == bad_at { 0 } else { i };
+                    insert.exec(vals![
+                        sub * 1_000_000 + i + 1,
+                        None::<i64>,
+                        sub,
+                        idx,
+                        (sub * 1_000_000 + i).to_le_bytes().repeat(2).as_slice(),
+                        None::<&[u8]>,
+                        "t",
+                        i,
+                        "application/json",
+                        i.to_string().as_bytes(),
+                        None::<&str>,
+                        None::<&str>,
+                    ])?;
+                }
+                Ok(())
+            },
+        )?;
+        // what is still in flight lands with the next statement
+        db.row("SELECT COUNT(*) FROM events", vals![], |r| r.int(0))
+    };
+    db.control(begin).unwrap();
+    insert(&db, 1, n, None).unwrap();
+    db.control("COMMIT").unwrap();
+    let rows = db
+        .rows(
+            "SELECT idx, data FROM events WHERE sid = 1 ORDER BY pos",
+            vals![],
+            |r| Ok((r.int(0)?, r.blob(1)?)),
+        )
+        .unwrap();
+    assert_eq!(rows.len() as i64, n);
+    assert!(
+        rows.iter()
+            .enumerate()
+            .all(|(i, (idx, data))| *idx == i as i64 && *data == i.to_string().into_bytes())
+    );
+
+    // in the first piece (sent ahead, its error met later) and in the last one
+    for (sub, bad) in [(2, 5), (3, n - 3)] {
+        db.control(begin).unwrap();
+        let err = insert(&db, sub, n, Some(bad)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Internal, "{}", err.message);
+        db.control("ROLLBACK").unwrap();
+        let count = db
+            .row(
+                "SELECT COUNT(*) FROM events WHERE sid = ?1",
+                vals![sub],
+                |r| r.int(0),
+            )
+            .unwrap();
+        assert_eq!(count, Some(0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_batch_goes_in_pieces_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_db(&dir).await;
+    tokio::task::spawn_blocking(move || a_long_batch_goes_in_pieces(db))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_batch_goes_in_pieces_on_postgres() {
+    let Some(db) = postgres_db("db_pieces").await else {
+        return;
+    };
+    tokio::task::spawn_blocking(move || a_long_batch_goes_in_pieces(db))
+        .await
+        .unwrap();
+}
+
+/// A session PostgreSQL ends for its idle timeout (as it ends a paused node's writer
+/// session in the middle of a group) is a lost connection, whose requests are told to
+/// retry (503), not a failed statement (500).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_ended_for_its_idle_timeout_is_a_lost_connection() {
+    use sqlx::Connection as _;
+    let Some(cluster) = eddy_testpg::shared_cluster() else {
+        return;
+    };
+    let url = cluster.fresh_database("idle_timeout").unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("SET idle_in_transaction_session_timeout = '100ms'; BEGIN")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let e = sqlx::query("SELECT 1")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(crate::error::connection_lost(&e), "{e:?}");
+    assert_eq!(
+        crate::error::EngineError::from(e).code,
+        ErrorCode::Unavailable
+    );
+}

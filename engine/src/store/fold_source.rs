@@ -20,6 +20,8 @@ pub(crate) struct FoldRow {
     pub(crate) ts: i64,
     pub(crate) content_type: String,
     pub(crate) data: Vec<u8>,
+    /// A pipe or a `dispatch()` wrote it (it has an origin).
+    pub(crate) derived: bool,
 }
 
 fn fold_row(q: &RowRef<'_, '_>) -> Result<FoldRow> {
@@ -32,6 +34,7 @@ fn fold_row(q: &RowRef<'_, '_>) -> Result<FoldRow> {
         ts: q.int(5)?,
         content_type: q.text(6)?,
         data: q.blob(7)?,
+        derived: q.flag(8)?,
     })
 }
 
@@ -108,14 +111,14 @@ impl FoldSource {
                 stream_id,
                 after_pos,
             } => (
-                "SELECT pos, sid, idx, eid, type, ts, content_type, data FROM events \
-                 WHERE factory_id = ?1 AND pos > ?2 AND pos <= ?3 ORDER BY pos LIMIT ?4",
+                "SELECT pos, sid, idx, eid, type, ts, content_type, data, origin IS NOT NULL \
+                 FROM events WHERE factory_id = ?1 AND pos > ?2 AND pos <= ?3 ORDER BY pos LIMIT ?4",
                 stream_id,
                 after_pos,
             ),
             BatchOf::Plain { sid, after_idx } => (
-                "SELECT pos, sid, idx, eid, type, ts, content_type, data FROM events \
-                 WHERE sid = ?1 AND idx > ?2 AND pos <= ?3 ORDER BY idx LIMIT ?4",
+                "SELECT pos, sid, idx, eid, type, ts, content_type, data, origin IS NOT NULL \
+                 FROM events WHERE sid = ?1 AND idx > ?2 AND pos <= ?3 ORDER BY idx LIMIT ?4",
                 sid,
                 after_idx,
             ),
@@ -267,11 +270,23 @@ impl FoldSource {
         sid: i64,
         at: i64,
     ) -> Result<Option<(i64, Option<String>)>> {
+        Ok(self.snapshots(reducer_id, sid, at, 1)?.pop())
+    }
+
+    /// The latest `limit` snapshots of reducer version `reducer_id` for substream `sid`
+    /// at or before index `at`, latest first.
+    pub(crate) fn snapshots(
+        &self,
+        reducer_id: i64,
+        sid: i64,
+        at: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Option<String>)>> {
         self.db.heal()?;
-        self.db.row(
+        self.db.rows(
             "SELECT idx, state FROM reducer_snapshots WHERE reducer_id = ?1 AND sid = ?2 \
-             AND idx <= ?3 ORDER BY idx DESC LIMIT 1",
-            vals![reducer_id, sid, at],
+             AND idx <= ?3 ORDER BY idx DESC LIMIT ?4",
+            vals![reducer_id, sid, at, limit],
             |q| Ok((q.int(0)?, q.opt_text(1)?)),
         )
     }
@@ -284,6 +299,7 @@ impl FoldSource {
         if position == 0 {
             return Ok(-1);
         }
+        self.db.heal()?;
         Ok(self
             .db
             .row(AFTER_INDEX, vals![stream_id, position], |r| r.opt_int(0))?
@@ -293,6 +309,8 @@ impl FoldSource {
 
     /// A reducer version's saved progress; `None` once it was deleted.
     pub(crate) fn saved_progress(&self, reducer_id: i64) -> Result<Option<SavedProgress>> {
+        // a reducer's load starts here: a lost connection is made again first
+        self.db.heal()?;
         self.db.row(
             "SELECT position, errors, halted, status FROM reducers WHERE id = ?1",
             vals![reducer_id],

@@ -114,14 +114,81 @@ impl std::fmt::Display for Storage {
 
 /// `url` without its password, for logs.
 fn redacted(url: &str) -> String {
+    // a password given as a query parameter too
+    let masked;
+    let url = match url.find("password=") {
+        Some(at) => {
+            let start = at + "password=".len();
+            let end = url[start..].find('&').map_or(url.len(), |i| start + i);
+            masked = format!("{}***{}", &url[..start], &url[end..]);
+            masked.as_str()
+        }
+        None => url,
+    };
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
         }
         _ => url.to_owned(),
     }
+}
+
+/// Why eddy cannot use the PostgreSQL database at `url`, in a user's words: the pool
+/// says only that it timed out, so one direct connection tells the cause (refused,
+/// no such database or role, a password refused), and a database error is its
+/// message without the server's source line.
+async fn unreachable_postgres(url: &str, node_url: &str, pooled: sqlx::Error) -> EngineError {
+    use sqlx::Connection as _;
+    let direct = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        sqlx::PgConnection::connect(node_url),
+    )
+    .await;
+    let cause = match direct {
+        Ok(Err(e)) => e,
+        _ => pooled,
+    };
+    let why = match &cause {
+        sqlx::Error::Database(d) => d.message().to_owned(),
+        sqlx::Error::Io(e) => e.to_string(),
+        other => other.to_string(),
+    };
+    EngineError::internal(format!(
+        "cannot connect to the PostgreSQL database {}: {why}",
+        redacted(url)
+    ))
+}
+
+/// Why the database at `url` cannot take eddy's schema, in a user's words.
+fn not_migrated(url: &str, e: sqlx::migrate::MigrateError) -> EngineError {
+    use sqlx::migrate::MigrateError;
+    let db = redacted(url);
+    let why = match &e {
+        MigrateError::VersionMissing(v) => format!(
+            "its schema was made by a newer eddy (its migration {v} is unknown to this \
+             version): run that version, or give this one a database of its own"
+        ),
+        MigrateError::VersionMismatch(v) => format!(
+            "its migration {v} differs from this eddy's: the schema was made by another \
+             build of eddy"
+        ),
+        MigrateError::Execute(sqlx::Error::Database(d))
+        | MigrateError::ExecuteMigration(sqlx::Error::Database(d), _)
+            if d.code().as_deref() == Some("42P07") =>
+        {
+            format!(
+                "it holds tables that are not eddy's ({}): give eddy a database of its own \
+                 (CREATE DATABASE eddy)",
+                d.message()
+            )
+        }
+        other => format!("its migrations failed: {other}"),
+    };
+    EngineError::internal(format!("cannot use the PostgreSQL database {db}: {why}"))
 }
 
 /// The open store: the reads, the writer and the commit announcements.
@@ -237,26 +304,23 @@ impl Store {
     /// repairs, and starts the writer, the sequencer and the listener. Other nodes may
     /// share the database (API §11).
     pub async fn open_postgres(url: &str, metrics: Arc<Metrics>, json: JsonLimits) -> Result<Self> {
-        let unreachable = |e: sqlx::Error| {
-            EngineError::internal(format!(
-                "cannot connect to the PostgreSQL database {}: {e}",
-                redacted(url)
-            ))
-        };
         let node = node_id()?;
         // every session of this node carries its id (see `cluster::claim`)
         let node_url = with_application_name(url, &node);
-        let pool = PgPoolOptions::new()
+        let pool = match PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect(&node_url)
             .await
-            .map_err(unreachable)?;
+        {
+            Ok(pool) => pool,
+            Err(e) => return Err(unreachable_postgres(url, &node_url, e).await),
+        };
         // sqlx holds an advisory lock while it migrates: nodes starting together wait
         migrations::postgres_migrator()
             .run(&pool)
             .await
-            .map_err(|e| EngineError::internal(format!("migrations failed: {e}")))?;
+            .map_err(|e| not_migrated(url, e))?;
         let reads = Reads {
             pool: Pool::Postgres(pool),
         };
@@ -410,5 +474,19 @@ impl Drop for Store {
     /// still stops its thread (after committing what was queued).
     fn drop(&mut self) {
         self.writer.stop_soon();
+    }
+}
+
+#[cfg(test)]
+mod redacted_tests {
+    #[test]
+    fn passwords_are_masked_wherever_given() {
+        let r = super::redacted;
+        assert_eq!(r("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(r("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            r("postgres://u@h/db?password=secret&sslmode=require"),
+            "postgres://u@h/db?password=***&sslmode=require"
+        );
     }
 }

@@ -52,6 +52,10 @@ pub(crate) struct Routed {
 pub(crate) struct PipeBatch {
     pub pipe_id: i64,
     pub cursor: crate::order::Position,
+    /// The position of the batch's first origin event: when a splice has replaced
+    /// that history since the batch was read, its outputs are not written (the new
+    /// history is piped in its turn, and the old one's outputs were recalled).
+    pub first_source: Option<crate::order::Position>,
     pub outs: Vec<Routed>,
     /// Entries for the pipe's log (events that failed to map).
     pub logs: Vec<NewEvent>,
@@ -78,6 +82,9 @@ pub(crate) enum PipeWrite {
         from: u64,
         recalls: Vec<i64>,
         outs: Vec<Routed>,
+        /// An `error` entry for each event the new code failed on, for `log_stream`.
+        logs: Vec<NewEvent>,
+        log_stream: StreamPath,
     },
 }
 
@@ -88,8 +95,12 @@ pub(crate) enum PipeWritten {
     Deleted(i64),
     /// Events appended and events refused in the batch.
     Batch { piped: i64, errors: i64 },
-    /// Old outputs recalled and new ones appended by a replay.
-    Replayed { recalled: i64, appended: i64 },
+    /// Old outputs recalled, new ones appended and failures logged by a replay.
+    Replayed {
+        recalled: i64,
+        appended: i64,
+        errors: i64,
+    },
 }
 
 fn args_text(p: &StreamPath) -> String {
@@ -140,6 +151,8 @@ pub(super) fn pipe(l: &mut Ledger, write: PipeWrite, staged: &mut Staged) -> Res
             from,
             recalls,
             outs,
+            mut logs,
+            log_stream,
         } => {
             let put = put_pipe(l, *row, staged)?;
             let PipeWritten::Put(row, _) = &put else {
@@ -152,7 +165,27 @@ pub(super) fn pipe(l: &mut Ledger, write: PipeWrite, staged: &mut Staged) -> Res
             }
             let mut appended = 0;
             for out in outs {
-                appended += i64::from(append_routed(l, out, staged)?.is_ok());
+                let origin = out.event.origin.clone();
+                match append_routed(l, out, staged)? {
+                    Ok(_) => appended += 1,
+                    Err(e) => logs.push(refusal_log(&e, origin.as_deref())),
+                }
+            }
+            let errors = logs.len() as i64;
+            if !logs.is_empty() {
+                l.db.exec(
+                    "UPDATE pipes SET errors = errors + ?2 WHERE id = ?1",
+                    vals![row.id, errors],
+                )?;
+                l.append(
+                    AppendRequest {
+                        metadata: None,
+                        stream: log_stream,
+                        events: logs,
+                        expected: ExpectedIndex::Any,
+                    },
+                    staged,
+                )?;
             }
             pipe_event(
                 l,
@@ -166,9 +199,14 @@ pub(super) fn pipe(l: &mut Ledger, write: PipeWrite, staged: &mut Staged) -> Res
                     "from": from,
                     "recalled": recalled,
                     "appended": appended,
+                    "errors": errors,
                 }),
             )?;
-            Ok(PipeWritten::Replayed { recalled, appended })
+            Ok(PipeWritten::Replayed {
+                recalled,
+                appended,
+                errors,
+            })
         }
     }
 }
@@ -341,10 +379,16 @@ fn pipe_batch(l: &mut Ledger, batch: PipeBatch, staged: &mut Staged) -> Result<P
     if !exists {
         return Err(EngineError::not_found("the pipe was deleted"));
     }
+    let mut outs = batch.outs;
+    if let Some(first) = batch.first_source
+        && replaced(l, first)?
+    {
+        outs.clear();
+    }
     let mut piped = 0;
     let mut errors = batch.errors;
     let mut logs = batch.logs;
-    for out in batch.outs {
+    for out in outs {
         let origin = out.event.origin.clone();
         match append_routed(l, out, staged)? {
             Ok(a) if !a.duplicate => piped += a.events.len() as i64,
@@ -372,6 +416,18 @@ fn pipe_batch(l: &mut Ledger, batch: PipeBatch, staged: &mut Staged) -> Result<P
         )?;
     }
     Ok(PipeWritten::Batch { piped, errors })
+}
+
+/// Whether the event at `pos` belongs to a history a splice replaced (`strm@n`), or
+/// to one deleted since (events are deleted only with such a history).
+fn replaced(l: &Ledger, pos: crate::order::Position) -> Result<bool> {
+    let name = l.db.row(
+        "SELECT st.name FROM events e JOIN substreams s ON s.id = e.sid \
+         JOIN streams st ON st.id = s.stream_id WHERE e.pos = ?1",
+        vals![pos.0],
+        |r| r.text(0),
+    )?;
+    Ok(name.is_none_or(|n| n.contains('@')))
 }
 
 /// Appends a routed event. The outer error is a storage failure (the group rolls

@@ -382,6 +382,25 @@ pub async fn stream_accounts(reads: &Reads) -> Result<Vec<String>> {
     rows.iter().map(|r| r.text(0)).collect()
 }
 
+/// Each account's stream count and event count (summed over its streams'
+/// substreams, as the stream listing counts them), for the accounts that have
+/// streams; an account without any is absent.
+pub async fn account_counts(reads: &Reads) -> Result<Vec<(String, i64, i64)>> {
+    // the sum is cast back: PostgreSQL sums BIGINTs as NUMERIC
+    let rows = reads
+        .all(
+            "SELECT s.account, COUNT(DISTINCT s.id), \
+             CAST(COALESCE(SUM(ss.event_count), 0) AS BIGINT) FROM streams s \
+             LEFT JOIN substreams ss ON ss.stream_id = s.id \
+             WHERE s.account <> 'eddy' AND s.name NOT LIKE '%/%' GROUP BY s.account",
+            args![],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.text(0)?, r.int(1)?, r.int(2)?)))
+        .collect()
+}
+
 /// An account's streams by name, after `after`.
 pub async fn list_streams(
     reads: &Reads,

@@ -115,6 +115,18 @@ pub(crate) async fn caused_in(
     Ok(out)
 }
 
+/// The `LIKE` pattern that finds candidates for events caused by `source`.
+pub(crate) fn origin_pattern(source: &str) -> String {
+    format!("%\"stream\":{}%", serde_json::Value::from(source))
+}
+
+/// The index of the event of `source` that `origin` names, when it names one.
+pub(crate) fn caused_index(origin: &serde_json::Value, source: &str) -> Option<i64> {
+    (origin["stream"].as_str() == Some(source))
+        .then(|| origin["index"].as_i64())
+        .flatten()
+}
+
 fn caused_row(r: &ReadRow, origin: &serde_json::Value) -> Result<Caused> {
     let args = r.text(3)?;
     let stream = if args.is_empty() {
@@ -135,29 +147,28 @@ fn caused_row(r: &ReadRow, origin: &serde_json::Value) -> Result<Caused> {
     })
 }
 
-/// The events caused by events of `source` (`acct/strm`) and not recalled yet, in
-/// position order. Origins are JSON (`{"index": n, "stream": "acct/strm"}`): the
+/// The events above position `after` caused by events of `source` (`acct/strm`) and
+/// not recalled yet, in position order. Origins are JSON (`{"index": n, "stream": "acct/strm"}`): the
 /// `LIKE` finds candidates, and each origin is parsed to keep exact matches only.
-pub(crate) async fn caused_by(reads: &Reads, source: &str) -> Result<Vec<Caused>> {
-    let pattern = format!("%\"stream\":{}%", serde_json::Value::from(source));
+pub(crate) async fn caused_by(reads: &Reads, source: &str, after: i64) -> Result<Vec<Caused>> {
+    let pattern = origin_pattern(source);
     let rows = reads
         .all(
             "SELECT e.pos, st.account, st.name, s.args, e.idx, e.eid, e.type, e.content_type, \
              e.data, e.origin FROM events e JOIN substreams s ON s.id = e.sid \
              JOIN streams st ON st.id = s.stream_id \
-             WHERE e.origin LIKE $1 AND e.cid IS NOT NULL AND st.name NOT LIKE '%@%' \
-             ORDER BY e.pos",
-            args![pattern],
+             WHERE e.pos > $2 AND e.origin LIKE $1 AND e.cid IS NOT NULL \
+             AND st.name NOT LIKE '%@%' ORDER BY e.pos",
+            args![pattern, after],
         )
         .await?;
     let mut out = Vec::new();
     for r in &rows {
         let origin: serde_json::Value =
             serde_json::from_str(&r.opt_text(9)?.unwrap_or_default()).unwrap_or_default();
-        if origin["stream"].as_str() != Some(source) || origin["index"].as_i64().is_none() {
-            continue;
+        if caused_index(&origin, source).is_some() {
+            out.push(caused_row(r, &origin)?);
         }
-        out.push(caused_row(r, &origin)?);
     }
     Ok(out)
 }

@@ -56,20 +56,40 @@ pub(crate) struct Approval {
     pub events: Vec<NewEvent>,
     /// The positions of the downstream events to recall.
     pub recalls: Vec<i64>,
+    /// What the history caused downstream that the preview did not see, recalled too;
+    /// `None` for a splice previewed before this was kept.
+    pub caused_since: Option<CausedSince>,
     /// The stream's reducer versions the approval read: stored again from 0.
     pub reducers: Vec<ReducerRow>,
 }
 
+/// The downstream events an approval recalls besides the preview's list.
+pub(crate) struct CausedSince {
+    /// Those the approval's read found (caused above the preview's horizon).
+    pub read: Vec<i64>,
+    /// The position that read saw everything up to: the writer looks above it.
+    pub after: i64,
+    /// The positions above the preview's horizon that the preview saw.
+    pub known: Vec<i64>,
+}
+
 pub(crate) enum SpliceWrite {
     Create(Box<SpliceRow>),
-    Reject { stream_id: i64, id: String },
+    Reject {
+        stream_id: i64,
+        id: String,
+    },
     Approve(Box<Approval>),
+    /// Deletes a history a splice replaced (`strm@{n}`), with its events.
+    DeleteHistory(StreamPath),
 }
 
 pub(crate) enum SpliceWritten {
     Created,
     Rejected,
     Approved(Box<Approved>),
+    /// A replaced history was deleted, with this many events.
+    Deleted(u64),
 }
 
 /// What an approval did to the stream's reducers (the rest is read from the splice).
@@ -115,7 +135,52 @@ pub(super) fn splice(
             Ok(SpliceWritten::Rejected)
         }
         SpliceWrite::Approve(a) => approve(l, *a, staged),
+        SpliceWrite::DeleteHistory(path) => delete_history(l, &path, staged),
     }
+}
+
+/// Deletes the replaced history `path` (`strm@{n}`, which takes no writes, so nothing
+/// else refers to it but events it caused, whose origins keep naming it).
+fn delete_history(l: &mut Ledger, path: &StreamPath, staged: &mut Staged) -> Result<SpliceWritten> {
+    let key = (
+        path.account.as_str().to_owned(),
+        path.stream.as_str().to_owned(),
+    );
+    let stream = l
+        .stream(staged, &key)?
+        .filter(|_| path.version().is_some() && path.args.is_none())
+        .ok_or_else(|| EngineError::not_found(format!("{path} does not exist")))?;
+    let of_stream = "sid IN (SELECT id FROM substreams WHERE stream_id = ?1)";
+    let events =
+        l.db.row(
+            &format!("SELECT COUNT(*) FROM events WHERE {of_stream}"),
+            vals![stream.id],
+            |r| r.int(0),
+        )?
+        .unwrap_or(0) as u64;
+    l.db.exec(
+        &format!("DELETE FROM events WHERE {of_stream}"),
+        vals![stream.id],
+    )?;
+    l.db.exec(
+        "DELETE FROM substreams WHERE stream_id = ?1",
+        vals![stream.id],
+    )?;
+    l.db.exec("DELETE FROM streams WHERE id = ?1", vals![stream.id])?;
+    l.streams.remove(&key);
+    staged.streams.remove(&key);
+    l.subs.remove(&(stream.id, String::new()));
+    staged.subs.remove(&(stream.id, String::new()));
+    staged.changed("controls");
+    account_event(
+        l,
+        staged,
+        &key.0,
+        &key.1,
+        Change::StreamDeleted,
+        serde_json::json!({ "events": events }),
+    )?;
+    Ok(SpliceWritten::Deleted(events))
 }
 
 /// Checks that splice `id` of the stream exists and is still pending.
@@ -250,7 +315,11 @@ fn approve(l: &mut Ledger, a: Approval, staged: &mut Staged) -> Result<SpliceWri
     // the recalls and the account event come before the new history: a node that
     // learns of the splice from storage (`cluster::notice`) sees it first
     let mut recalled = 0;
-    for pos in &a.recalls {
+    let late = match &a.caused_since {
+        Some(c) => caused_since(l, &a.stream, c)?,
+        None => Vec::new(),
+    };
+    for pos in a.recalls.iter().chain(&late) {
         if recall(l, staged, *pos)? {
             recalled += 1;
         }
@@ -336,6 +405,32 @@ pub(crate) fn stale(id: &str) -> EngineError {
         "splice {id} was previewed before the stream's last event: preview it again \
          (POST a new splice)"
     ))
+}
+
+/// The downstream events `stream`'s history caused that the preview did not see,
+/// not recalled yet: those the approval's read found, and those above position
+/// `c.after` (committed since that read, in the writer's transaction). They were
+/// caused after the preview by a reducer or pipe that was behind, or by an event
+/// appended since; the new history causes them again where it does.
+fn caused_since(l: &Ledger, stream: &StreamPath, c: &CausedSince) -> Result<Vec<i64>> {
+    let source = stream.to_string();
+    let rows = l.db.rows(
+        "SELECT e.pos, e.origin FROM events e JOIN substreams s ON s.id = e.sid \
+         JOIN streams st ON st.id = s.stream_id WHERE e.pos > ?1 AND e.origin LIKE ?2 \
+         AND e.cid IS NOT NULL AND st.name NOT LIKE '%@%' ORDER BY e.pos",
+        vals![c.after, super::splice_reads::origin_pattern(&source)],
+        |r| Ok((r.int(0)?, r.opt_text(1)?)),
+    )?;
+    let mut late = c.read.clone();
+    for (pos, origin) in rows {
+        let origin: serde_json::Value =
+            serde_json::from_str(origin.as_deref().unwrap_or_default()).unwrap_or_default();
+        if super::splice_reads::caused_index(&origin, &source).is_some() && !late.contains(&pos) {
+            late.push(pos);
+        }
+    }
+    late.retain(|pos| !c.known.contains(pos));
+    Ok(late)
 }
 
 /// Appends the `eddy.recall` of the event at `pos` to its (sub)stream, unless it was

@@ -60,6 +60,15 @@ impl EventTypeDef {
             serde_json::from_value(doc.clone()).map_err(|e| not_jtd(&e))?;
         let schema = jtd::Schema::from_serde_schema(serde_schema).map_err(|e| not_jtd(&e))?;
         schema.validate().map_err(|e| not_jtd(&e))?;
+        if let Some(cycle) = ref_cycle(doc) {
+            return Err(EngineError::invalid(format!(
+                "schema definitions {} only refer to each other, so no value can match them \
+                 (give one of them a form of its own, or \"nullable\": true)",
+                cycle.join(" → ")
+            ))
+            .with("field", "schema")
+            .with("schemaPath", format!("/definitions/{}", cycle[0])));
+        }
         Ok(Self {
             doc: doc.clone(),
             schema,
@@ -156,4 +165,34 @@ pub fn violation_error(event_type: &str, violations: &[Violation]) -> EngineErro
     EngineError::invalid(message)
         .with("errors", errors)
         .with("eventType", event_type)
+}
+
+/// A cycle of definitions that are each nothing but a ref to the next (`a` → `b` →
+/// `a`), which no value can ever match, named from where it starts.
+fn ref_cycle(doc: &Value) -> Option<Vec<String>> {
+    let definitions = doc.get("definitions")?.as_object()?;
+    // the definition a pure ref (no form of its own, not nullable) points to
+    let next = |name: &str| -> Option<String> {
+        let def = definitions.get(name)?.as_object()?;
+        let pure = def
+            .keys()
+            .all(|k| k == "ref" || k == "metadata" || (k == "nullable" && def[k] == false));
+        pure.then(|| def.get("ref")?.as_str().map(str::to_owned))?
+    };
+    let mut names: Vec<&String> = definitions.keys().collect();
+    names.sort();
+    for start in names {
+        let mut path = vec![start.clone()];
+        let mut at = start.clone();
+        while let Some(to) = next(&at) {
+            if let Some(i) = path.iter().position(|p| *p == to) {
+                let mut cycle = path.split_off(i);
+                cycle.push(to);
+                return Some(cycle);
+            }
+            path.push(to.clone());
+            at = to;
+        }
+    }
+    None
 }

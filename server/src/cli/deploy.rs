@@ -186,7 +186,13 @@ async fn follow(
             bail!("reducer {name} is gone");
         };
         let lag = v["lag"].as_i64().unwrap_or(0);
-        let all = *total.get_or_insert(lag.max(1));
+        // on a plain stream the index says what was folded before the first look;
+        // on a factory the first lag stands for the whole
+        let all = match v["index"].as_i64() {
+            Some(index) => *total.insert(total.unwrap_or(0).max(index + 1 + lag)),
+            None => *total.get_or_insert(lag),
+        }
+        .max(1);
         let folded = (all - lag).max(0);
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let rate = folded as f64 / secs;
@@ -218,11 +224,14 @@ async fn follow(
             if terminal {
                 eprintln!();
             }
-            eprintln!(
-                "{name} caught up: folded {} events in {:.1} s",
-                all.max(folded),
-                started.elapsed().as_secs_f64()
-            );
+            // a halted reducer is said to have halted by the caller, with why
+            if v["status"] != "halted" {
+                eprintln!(
+                    "{name} caught up: folded {} events in {:.1} s",
+                    all.max(folded),
+                    started.elapsed().as_secs_f64()
+                );
+            }
             return Ok(v.clone());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

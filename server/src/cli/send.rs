@@ -1,7 +1,7 @@
 //! `eddy send`: stdin to a stream as it arrives, one JSON event per line (NDJSON), or
 //! `--bytes` as a byte stream (API §13); the server stores each piece as it comes, so
-//! `tail -f app.log | eddy send ...` works, and Ctrl-C ends the request with
-//! everything sent stored.
+//! `tail -f app.log | eddy send /acme/logs --bytes` is live, and Ctrl-C ends the
+//! request with every whole line read before it stored.
 
 use std::convert::Infallible;
 
@@ -11,7 +11,7 @@ use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
 use tokio::sync::mpsc;
 
-use super::client::{Server, check, unreachable};
+use super::client::{Server, unreachable};
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
@@ -89,14 +89,38 @@ pub async fn run(a: SendArgs) -> Result<()> {
         })?;
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
+        // one listener for the whole run: a Ctrl-C that comes while a piece waits
+        // for the request to take it is seen at the next turn, not lost (a listener
+        // made anew each turn misses a signal that comes between two)
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
         loop {
             let piece = tokio::select! {
+                biased;
+                // Ctrl-C ends the body: what was read before it goes too (whole lines
+                // only), then the server stores what it got and answers
+                _ = &mut interrupted => {
+                    let mut taken = Vec::new();
+                    while let Ok(piece) = pieces.try_recv() {
+                        taken.push(piece);
+                    }
+                    // the reading thread may be blocked handing over one more piece,
+                    // read before the signal, until the channel had room: it has now
+                    let late = std::time::Duration::from_millis(50);
+                    if let Ok(Some(piece)) = tokio::time::timeout(late, pieces.recv()).await {
+                        taken.push(piece);
+                    }
+                    for piece in taken {
+                        if tx.send(piece).await.is_err() {
+                            break;
+                        }
+                    }
+                    break;
+                }
                 p = pieces.recv() => match p {
                     Some(p) => p,
                     None => break,
                 },
-                // Ctrl-C ends the body: the server stores what it got and answers
-                _ = tokio::signal::ctrl_c() => break,
             };
             if tx.send(piece).await.is_err() {
                 break;
@@ -121,7 +145,25 @@ pub async fn run(a: SendArgs) -> Result<()> {
         .send()
         .await
         .map_err(|e| unreachable(&server.server, e))?;
-    let answer: serde_json::Value = check(resp).await?.json().await?;
+    let answer: serde_json::Value = match resp.status().is_success() {
+        true => resp.json().await?,
+        // the lines before a refused one are stored: say how many
+        false => {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let message = v["error"]
+                .as_str()
+                .map_or_else(|| text.trim().to_owned(), str::to_owned);
+            let stored = match v["count"].as_u64() {
+                Some(0) => " (nothing before it was stored)".to_owned(),
+                Some(1) => " (the 1 event before it is stored)".to_owned(),
+                Some(n) => format!(" (the {n} events before it are stored)"),
+                None => String::new(),
+            };
+            anyhow::bail!("the server answered {status}: {message}{stored}");
+        }
+    };
     // a failed read of stdin is a failure, not its end (what was sent is stored)
     if reading.is_finished()
         && let Ok(Err(e)) = reading.join()

@@ -1,7 +1,9 @@
 //! `eddy tail`: follows a stream over Server-Sent Events, one line per event, and
 //! after a dropped connection or a server restart resumes with `Last-Event-ID`, so
-//! that nothing is missed or repeated. Colour on a terminal, plain JSON lines when
-//! piped.
+//! that nothing is missed or repeated. Started at the live end, it first learns
+//! where that end is (the stream's next index, or a factory's global position) and
+//! subscribes from there, so that a drop before the first event loses nothing
+//! either. Colour on a terminal, plain JSON lines when piped.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -17,6 +19,8 @@ use super::client::{Server, check, unreachable};
 #[command(after_help = "Examples:
   eddy tail /acme/orders                     # from now on
   eddy tail /acme/orders --from 0 --data     # every event, whole
+  eddy tail /acme/orders type=placed         # a selector (API §4)
+  eddy tail /acme/carts \"sub=('c*')&since=2026-12-01T00:00:00Z\"
   eddy tail \"/acme/carts('c1')\" --type added
   eddy tail /acme/orders | jq .index
 
@@ -25,6 +29,9 @@ piped, each line is the event's JSON (a reference, or the envelope with --data).
 pub struct TailArgs {
     /// The stream: `/acct/strm`, `/acct/strm('id')`, a factory, or a full URL.
     stream: String,
+    /// A selector in query form (`type=placed`, `type=a,b&since=...`), added to any
+    /// query the URL has.
+    selector: Option<String>,
     /// Start with the event at this index (of a plain stream or substream) rather
     /// than with the next one appended.
     #[arg(long)]
@@ -49,6 +56,12 @@ pub async fn run(a: TailArgs) -> Result<()> {
     let client = server.client()?;
     let mut url = target.url()?;
     let mut query: Vec<String> = Vec::new();
+    if let Some(selector) = &a.selector {
+        let selector = selector.trim_start_matches(['?', '&']);
+        if !selector.is_empty() {
+            query.push(selector.to_owned());
+        }
+    }
     if a.data {
         query.push("data=true".into());
     }
@@ -70,12 +83,35 @@ pub async fn run(a: TailArgs) -> Result<()> {
         "never" => false,
         _ => std::io::stdout().is_terminal(),
     };
+    // where the subscription starts: given (from=, since=, after=), or the live end,
+    // learned before the first connection so that a reconnect resumes from it
+    let given = url.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|p| ["from", "since", "after"].contains(&p.split('=').next().unwrap_or("")))
+    });
     let mut last_id: Option<String> = None;
+    if !given {
+        match live_end(&server, &client, &target).await {
+            Some(LiveEnd::Index(0)) => {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str("from=0");
+            }
+            Some(LiveEnd::Index(next)) => last_id = Some((next - 1).to_string()),
+            Some(LiveEnd::Position(p)) => last_id = Some(p.to_string()),
+            // (the subscription's own answer tells what is wrong)
+            None => {}
+        }
+    }
     let mut retry = Duration::from_secs(1);
     let mut told = false;
     // a server that cannot be reached at the start is an error; one that goes away
     // later is waited for
     let mut connected = false;
+    // one listener for the whole run: a Ctrl-C that comes while a line is written is
+    // not lost (a listener made afresh at each wait misses it, and the handler it
+    // installed keeps the signal from ending the process)
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let mut req = server
             .request(&client, Method::GET, &url)
@@ -85,7 +121,7 @@ pub async fn run(a: TailArgs) -> Result<()> {
         }
         let resp = tokio::select! {
             r = req.send() => r,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut interrupted => return Ok(()),
         };
         let resp = match resp {
             Ok(r) if r.status().is_server_error() => Err(format!("answered {}", r.status())),
@@ -102,7 +138,7 @@ pub async fn run(a: TailArgs) -> Result<()> {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(retry) => continue,
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    _ = &mut interrupted => return Ok(()),
                 }
             }
         };
@@ -112,7 +148,7 @@ pub async fn run(a: TailArgs) -> Result<()> {
         loop {
             let next = tokio::select! {
                 e = events.next() => e,
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = &mut interrupted => return Ok(()),
             };
             let event = match next {
                 Some(Ok(e)) => e,
@@ -145,9 +181,65 @@ pub async fn run(a: TailArgs) -> Result<()> {
         }
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut interrupted => return Ok(()),
         }
     }
+}
+
+/// The live end of a stream: the index its next event gets (a plain stream or a
+/// substream), or the server's last global position (a factory, whose events are
+/// resumed by position).
+enum LiveEnd {
+    Index(u64),
+    Position(u64),
+}
+
+/// Finds the live end with plain reads (the stream's first event tells whether it is
+/// a factory; indexes have no gaps, so the next one is found by doubling and halving,
+/// in about 2·log₂(n) reads); `None` when the server does not tell.
+async fn live_end(
+    server: &Server,
+    client: &reqwest::Client,
+    target: &super::client::Target,
+) -> Option<LiveEnd> {
+    let path = target.stream().ok()?;
+    let base = format!("{}{}", server.server.trim_end_matches('/'), path.url());
+    // the first event at `index` or after, if any
+    let first_from = async |index: u64| -> Option<Option<serde_json::Value>> {
+        let resp = server
+            .request(client, Method::GET, &format!("{base}?from={index}&limit=1"))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .ok()?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Some(None);
+        }
+        let events: Vec<serde_json::Value> = check(resp).await.ok()?.json().await.ok()?;
+        Some(events.into_iter().next())
+    };
+    let Some(first) = first_from(0).await? else {
+        return Some(LiveEnd::Index(0));
+    };
+    if path.args.is_none() && first["stream"].as_str().is_some_and(|s| s.ends_with(')')) {
+        let url = format!("{}/healthz", server.server.trim_end_matches('/'));
+        let health: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
+        return health["lastPosition"].as_u64().map(LiveEnd::Position);
+    }
+    // the next index is in (known, above]
+    let (mut known, mut above) = (0u64, 1u64);
+    while first_from(above).await?.is_some() {
+        known = above;
+        above = above.checked_mul(2)?;
+    }
+    while above - known > 1 {
+        let mid = known + (above - known) / 2;
+        match first_from(mid).await? {
+            Some(_) => known = mid,
+            None => above = mid,
+        }
+    }
+    Some(LiveEnd::Index(above))
 }
 
 /// One event's line: its JSON when not in colour, else `stream #index type data`.

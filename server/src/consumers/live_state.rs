@@ -65,6 +65,13 @@ pub async fn subscribe(
             .engine
             .reducer_state(&path, &name, None, Duration::ZERO)
             .await?;
+        // an id past the stream's last event names a state of a history a splice
+        // replaced (the client missed the notice): the state now is sent at once,
+        // rather than after as many new events
+        let last_id = match last_id {
+            Some(id) if id > state.engine.last_index(&resolved).await? => None,
+            other => other,
+        };
         Feed::One {
             sent: last_id,
             version: None,

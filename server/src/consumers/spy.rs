@@ -46,11 +46,20 @@ pub async fn get(
     let color = q.flag("color")?;
     // (NDJSON and text lines always carry the data; SSE takes data= as usual)
     q.flag("data")?;
-    if q.take("follow").is_some_and(|v| v == "false" || v == "0") {
-        return Err(ApiError::invalid(
-            "the firehose only follows: leave out follow=false (use GET /{acct}/{strm} to read \
-             stored events)",
-        ));
+    match q.take("follow").as_deref() {
+        None | Some("") | Some("true") | Some("1") | Some("forever") => {}
+        Some("false") | Some("0") => {
+            return Err(ApiError::invalid(
+                "the firehose only follows: leave out follow=false (use GET /{acct}/{strm} to \
+                 read stored events)",
+            ));
+        }
+        Some(v) => {
+            return Err(ApiError::invalid(format!(
+                "query parameter follow=\"{v}\" must be true, false or forever (the firehose \
+                 always follows)"
+            )));
+        }
     }
     q.finish()?;
     let text = color || accepts_text(&headers);

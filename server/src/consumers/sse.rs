@@ -78,12 +78,17 @@ pub async fn subscribe(
         None if selector.from.is_some() || selector.since.is_some() => Start::Beginning,
         None => Start::Live,
     };
-    // a cron stream ticks while someone follows it
-    let ticking = match &follow {
-        Follow::Stream(p) => state.engine.keep_ticking(p),
+    // a cron stream ticks while someone follows it, from once the subscription is
+    // there to see the first tick
+    let ticked = match &follow {
+        Follow::Stream(p) => Some(p.clone()),
         Follow::Account(_) | Follow::All => None,
     };
     let sub = state.engine.follow(follow, selector, data, start).await?;
+    let ticking = match ticked {
+        Some(p) => state.engine.keep_ticking_for_subscriber(&p)?,
+        None => None,
+    };
     let heartbeat = Duration::from_millis(state.config.sse_heartbeat_ms.max(1));
     let retry_ms = state.config.sse_retry_ms;
     let feed = Feed {

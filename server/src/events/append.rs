@@ -69,8 +69,10 @@ impl AppendInputs {
             let mut h: Option<(&'static str, String)> = None;
             for Named(name, key) in names {
                 for value in headers.get_all(key) {
-                    let value = value.to_str().map_err(|_| {
-                        ApiError::invalid(format!("header {name} is not valid visible ASCII text"))
+                    // UTF-8, as curl and browsers send it (an event type may be any
+                    // text; `?raw` sends it back the same way)
+                    let value = std::str::from_utf8(value.as_bytes()).map_err(|_| {
+                        ApiError::invalid(format!("header {name} is not valid UTF-8 text"))
                     })?;
                     let value = value.trim();
                     match &h {
@@ -114,10 +116,16 @@ impl AppendInputs {
             .map(|(src, v)| ExpectedIndex::parse(src, &v))
             .transpose()?
             .unwrap_or_default();
-        let metadata = headers
-            .get("x-stream-metadata")
+        let mut given = headers.get_all("x-stream-metadata").iter();
+        let metadata = given
+            .next()
             .map(|v| eddy_engine::settings::metadata_header(v.as_bytes()))
             .transpose()?;
+        if given.next().is_some() {
+            return Err(ApiError::invalid(
+                "header X-Stream-Metadata is given more than once: send one JSON object",
+            ));
+        }
         let chunks = q.flag("chunks")?;
         q.finish()?;
         Ok(Self {

@@ -1,5 +1,5 @@
 //! Atomic batches: `application/vnd.eddy.events+json` (`{"id"?, "type", "data",
-//! "timestamp"?, "contentType"?}`) and EventStoreDB's
+//! "timestamp"?, "contentType"?, "metadata"?}`) and EventStoreDB's
 //! `application/vnd.eventstore.events+json` (`{"eventId", "eventType", "data",
 //! "metadata"}`). One bad event refuses the batch with its position.
 
@@ -25,6 +25,11 @@ struct EddyEvent<'a> {
     timestamp: Option<&'a RawValue>,
     #[serde(rename = "contentType")]
     content_type: Option<String>,
+    /// The event's metadata, as EventStoreDB's batches carry it (so that `eddy
+    /// import` restores what an export read); never its `origin`, which only the
+    /// server writes.
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -78,7 +83,7 @@ fn one(raw: &RawValue, eventstore: bool, inputs: &AppendInputs) -> Result<NewEve
         let fields = if eventstore {
             r#"{"eventId", "eventType", "data", "metadata"}"#
         } else {
-            r#"{"id"?, "type", "data", "timestamp"?, "contentType"?}"#
+            r#"{"id"?, "type", "data", "timestamp"?, "contentType"?, "metadata"?}"#
         };
         return Err(EngineError::invalid(format!(
             "is {shown}, not an event object {fields}"
@@ -102,9 +107,14 @@ fn one(raw: &RawValue, eventstore: bool, inputs: &AppendInputs) -> Result<NewEve
             e.data,
             e.timestamp,
             e.content_type,
-            None,
+            e.metadata.map(|m| m.get().to_owned()),
         )
     };
+    if let Some(m) = &metadata {
+        event::check_metadata_size(m.len())?;
+        // within the default JSON limits, whatever the stream's own for data
+        eddy_engine::json::JsonLimits::default().check_metadata(m)?;
+    }
     let event_type = ty.or_else(|| inputs.event_type.clone()).unwrap_or_default();
     event::check_type(&event_type)?;
     let ct = match ct {

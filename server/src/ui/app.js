@@ -282,8 +282,12 @@ async function accountsPage(signal) {
   show(
     h("h1", {}, "Accounts"),
     accounts.length
-      ? h("table", { id: "accounts" }, h("tr", {}, h("th", {}, "account")),
-          accounts.map((a) => h("tr", {}, h("td", {}, h("a", { href: link("account", a.name) }, a.name)))))
+      ? h("table", { id: "accounts" },
+          h("tr", {}, h("th", {}, "account"), h("th", { class: "num" }, "streams"), h("th", { class: "num" }, "events")),
+          accounts.map((a) => h("tr", {},
+            h("td", {}, h("a", { href: link("account", a.name) }, a.name)),
+            h("td", { class: "num" }, a.streams),
+            h("td", { class: "num" }, a.events))))
       : h("p", { class: "muted" }, "No accounts yet. A POST of an event creates one on an open server: curl -d '{}' -H 'Event-Type: hello' localhost:8080/acme/first"),
   );
 }
