@@ -204,6 +204,16 @@ impl PgCluster {
         self.create_database(&format!("{label}_{n}"))
     }
 
+    /// Drops database `name` if it exists, ending the connections still open to it.
+    pub fn drop_database(&self, name: &str) -> Result<(), String> {
+        check_identifier(name)?;
+        self.query(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        )
+        .map(drop)
+    }
+
     /// Terminates every other client connection to database `db` (as a lost connection
     /// would end them) and returns how many it signalled.
     pub fn kill_connections(&self, db: &str) -> Result<u64, String> {
@@ -298,7 +308,10 @@ impl PgCluster {
              unix_socket_directories = '{socket_dir}'\nfsync = on\n\
              synchronous_commit = on\n\
              # every test opens a pool of its own on the shared cluster\n\
-             max_connections = 200\n"
+             max_connections = 200\n\
+             # each CREATE DATABASE logs its template (8 MB) to the WAL; recycle the\n\
+             # WAL early so that hundreds of them do not fill a small disk\n\
+             max_wal_size = '128MB'\nmin_wal_size = '32MB'\n"
         );
         append(&data.join("postgresql.conf"), &conf)
     }

@@ -42,9 +42,35 @@ pub fn postgres_for(data: &Path) -> Option<String> {
         return Some(url);
     }
     std::fs::create_dir_all(data).expect("data dir");
+    reap_databases(cluster);
     let url = cluster.fresh_database("api").expect("database");
     std::fs::write(&file, &url).expect("remember the database");
+    let name = url.rsplit('/').next().expect("database name").to_owned();
+    DATABASES.lock().unwrap().push((file, name));
     Some(url)
+}
+
+/// The databases [`postgres_for`] made, by the file in the data directory that names
+/// each.
+static DATABASES: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Drops the databases whose data directories are gone (their tests are over), so that
+/// a whole run's databases never fill the disk at once.
+fn reap_databases(cluster: &eddy_testpg::PgCluster) {
+    let gone: Vec<String> = {
+        let mut made = DATABASES.lock().unwrap();
+        let (gone, kept) = std::mem::take(&mut *made)
+            .into_iter()
+            .partition(|(file, _)| !file.exists());
+        *made = kept;
+        gone.into_iter().map(|(_, name)| name).collect()
+    };
+    for name in gone {
+        if let Err(e) = cluster.drop_database(&name) {
+            eprintln!("could not drop test database {name}: {e}");
+        }
+    }
 }
 
 /// The `serve` arguments that put a server's storage where the suite keeps it: the
