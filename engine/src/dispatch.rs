@@ -12,23 +12,62 @@ use crate::order::Index;
 use crate::path::{self, AccountName, Resource, StreamPath};
 use crate::store::pipe_writes::Routed;
 
-/// `{"stream","index"}` of a source event, as recorded on the events made from it.
-pub(crate) fn origin_of(e: &StoredEvent) -> String {
-    origin(&e.stream, e.index)
+/// How many pipes and dispatches may lie between an appended event and one made from
+/// it. Loops of pipes are refused when they are made, but a reducer that dispatches
+/// back into a stream piped to it, or reducers of several streams that dispatch to each
+/// other, make loops only their code knows; past this many steps the chain stops, with
+/// an error in the log of the reducer or pipe that would go on.
+pub(crate) const MAX_HOPS: u32 = 10;
+
+/// How many pipes and dispatches lie between a stored event, whose origin is `origin`,
+/// and the appended event it comes from: 0 for an appended event (no origin), and 1 for
+/// an origin without `hops`.
+pub(crate) fn hops(origin: Option<&str>) -> u32 {
+    #[derive(serde::Deserialize)]
+    struct Origin {
+        hops: Option<u32>,
+    }
+    origin.map_or(0, |o| {
+        serde_json::from_str::<Origin>(o)
+            .ok()
+            .and_then(|o| o.hops)
+            .unwrap_or(1)
+    })
 }
 
-pub(crate) fn origin(stream: &str, index: Index) -> String {
-    serde_json::json!({ "stream": stream, "index": index }).to_string()
+/// The origin recorded on an event made from `e` (see [`origin`]).
+pub(crate) fn origin_of(e: &StoredEvent) -> Result<String> {
+    origin(&e.stream, e.index, hops(e.origin.as_deref()))
+}
+
+/// `{"stream","index"}` of a source event `source_hops` steps from an appended one, as
+/// recorded on the events made from it, with `"hops"` when that is more than one step;
+/// refused past [`MAX_HOPS`].
+pub(crate) fn origin(stream: &str, index: Index, source_hops: u32) -> Result<String> {
+    let hops = source_hops.saturating_add(1);
+    if hops > MAX_HOPS {
+        return Err(EngineError::invalid(format!(
+            "event {index} of {stream} came through {source_hops} pipes and dispatches from \
+             an appended event, the most a chain may take ({MAX_HOPS}): nothing more is made \
+             from it (is there a loop of pipes and dispatches?)"
+        )));
+    }
+    let origin = if hops == 1 {
+        serde_json::json!({ "stream": stream, "index": index })
+    } else {
+        serde_json::json!({ "stream": stream, "index": index, "hops": hops })
+    };
+    Ok(origin.to_string())
 }
 
 /// The event `d` asks for. `scope` names who dispatched (a reducer, a pipe), and
-/// `source`/`index`/`timestamp` the event being folded or mapped, which a pipe or a
-/// dispatch wrote when `derived`. The target is a stream of `account`: `orders`,
+/// `source`/`index`/`timestamp` the event being folded or mapped, which came through
+/// `hops` pipes and dispatches from an appended event. The target is a stream of `account`: `orders`,
 /// `orders('x')` or `/acct/orders('x')` with the same account.
 pub(crate) fn dispatched_event(
     account: &AccountName,
     scope: &str,
-    (source, derived): (&str, bool),
+    (source, hops): (&str, u32),
     index: Index,
     timestamp: i64,
     d: &Dispatch,
@@ -39,7 +78,7 @@ pub(crate) fn dispatched_event(
     // and with two dispatches a call the stream would double without end. From an
     // appended event it may (a summary event, a note to a sibling substream).
     let running_on = source.split('(').next().unwrap_or(source);
-    if derived && format!("{}/{}", stream.account, stream.stream) == running_on {
+    if hops > 0 && format!("{}/{}", stream.account, stream.stream) == running_on {
         return Err(EngineError::invalid(format!(
             "dispatch({:?}) was refused: {running_on} is the stream this code runs on, and \
              the event at hand was itself piped or dispatched: a dispatch there from it \
@@ -69,7 +108,7 @@ pub(crate) fn dispatched_event(
             data: d.data_json.clone().into(),
             timestamp: None,
             metadata: None,
-            origin: Some(origin(source, index)),
+            origin: Some(origin(source, index, hops)?),
         },
         stream,
     })

@@ -76,6 +76,84 @@ async fn dispatch_is_exactly_once_across_a_redeploy() {
     assert!(message.contains("own streams"), "{message}");
 }
 
+/// The `hops` of each event of `events`: 0 for an appended one, 1 when its origin has none.
+fn hops(events: &[serde_json::Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| match &e["origin"] {
+            serde_json::Value::Null => 0,
+            o => o["hops"].as_u64().unwrap_or(1),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loops_of_pipes_and_dispatches_stop_after_ten_steps() {
+    let s = spawn_server().await;
+    // a pipe a → b, and b's reducer dispatching each event back into a: a loop no
+    // check at creation sees
+    let r = s
+        .client
+        .put(s.url("/acme/a/pipe/acme/b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    deploy(
+        &s,
+        "/acme/b.back",
+        "(n = 0, e) => { dispatch('a', { type: 'again' }); return n + 1; }",
+    )
+    .await;
+    // and two reducers dispatching to each other's streams
+    deploy(
+        &s,
+        "/acme/x.on",
+        "(n = 0, e) => { dispatch('y', { type: 'ping' }); return n + 1; }",
+    )
+    .await;
+    deploy(
+        &s,
+        "/acme/y.on",
+        "(n = 0, e) => { dispatch('x', { type: 'pong' }); return n + 1; }",
+    )
+    .await;
+    s.post_ok("/acme/a", "start", json!({})).await;
+    s.post_ok("/acme/x", "start", json!({})).await;
+
+    // the pipe refuses to copy the event ten steps from the appended one
+    let logs = wait_for_events(&s.base, "/acme/a/logs/pipe/acme/b", 1).await;
+    let message = logs[0]["data"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the most a chain may take (10)") && message.contains("loop"),
+        "{message}"
+    );
+    assert_eq!(logs[0]["data"]["index"], json!(5));
+    let a = read_all(&s.client, &s.url("/acme/a")).await;
+    let b = read_all(&s.client, &s.url("/acme/b")).await;
+    assert_eq!(hops(&a), [0, 2, 4, 6, 8, 10], "{a:?}");
+    assert_eq!(hops(&b), [1, 3, 5, 7, 9], "{b:?}");
+    assert_eq!(
+        b[1]["origin"],
+        json!({"stream": "acme/a", "index": 1, "hops": 3})
+    );
+
+    // x's reducer refuses to dispatch from the event ten steps away
+    let logs = wait_for_events(&s.base, "/acme/x/logs", 1).await;
+    let message = logs[0]["data"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the most a chain may take (10)"),
+        "{message}"
+    );
+    assert_eq!(logs[0]["data"]["index"], json!(5));
+    assert_eq!(settled(&s, "/acme/x", "on", 5).await, json!(6));
+    let x = read_all(&s.client, &s.url("/acme/x")).await;
+    let y = read_all(&s.client, &s.url("/acme/y")).await;
+    assert_eq!(hops(&x), [0, 2, 4, 6, 8, 10], "{x:?}");
+    assert_eq!(hops(&y), [1, 3, 5, 7, 9], "{y:?}");
+    assert_eq!(settled(&s, "/acme/y", "on", 4).await, json!(5));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatch_into_the_stream_it_runs_on_goes_one_step_deep() {
     let s = spawn_server().await;

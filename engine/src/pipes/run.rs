@@ -262,7 +262,13 @@ impl PipeTask {
     fn copy(&self, events: &[Arc<SharedEvent>], cursor: Position, logs: &StreamPath) -> PipeBatch {
         let mut batch = self.batch(events, cursor, logs);
         for e in events {
-            batch.outs.push(copied(&self.row, e));
+            match copied(&self.row, e) {
+                Ok(routed) => batch.outs.push(routed),
+                Err(message) => {
+                    batch.errors += 1;
+                    batch.logs.push(log_entry("error", e, &message));
+                }
+            }
         }
         batch
     }
@@ -330,7 +336,7 @@ impl PipeTask {
             match dispatched_event(
                 &self.row.from.account,
                 &scope,
-                (&e.stream, e.origin.is_some()),
+                (&e.stream, crate::dispatch::hops(e.origin.as_deref())),
                 e.index,
                 e.timestamp,
                 &d,
@@ -346,9 +352,11 @@ impl PipeTask {
     }
 }
 
-/// A copy pipe's output for `e`: the event unchanged, with its origin.
-pub(crate) fn copied(row: &PipeRow, e: &StoredEvent) -> Routed {
-    Routed {
+/// A copy pipe's output for `e`: the event unchanged, with its origin; refused (with
+/// why) when `e` is at the end of the longest chain an event may come through.
+pub(crate) fn copied(row: &PipeRow, e: &StoredEvent) -> std::result::Result<Routed, String> {
+    let origin = origin_of(e).map_err(|err| err.message)?;
+    Ok(Routed {
         stream: row.to.clone(),
         explicit_args: None,
         default_args: default_args(row, e),
@@ -359,9 +367,9 @@ pub(crate) fn copied(row: &PipeRow, e: &StoredEvent) -> Routed {
             data: e.data.clone(),
             timestamp: None,
             metadata: e.metadata.clone(),
-            origin: Some(origin_of(e)),
+            origin: Some(origin),
         },
-    }
+    })
 }
 
 /// The `k`-th output of pipe `row`'s function for `e`.
@@ -381,6 +389,7 @@ pub(crate) fn mapped(
         Some(v) => ("application/json".to_owned(), v.to_string().into()),
     };
     check_size(data.len()).map_err(|err| err.message)?;
+    let origin = origin_of(e).map_err(|err| err.message)?;
     let explicit_args = match out.args {
         None => None,
         Some(values) => Some(Args::from_json(&values)?),
@@ -396,7 +405,7 @@ pub(crate) fn mapped(
             data,
             timestamp: None,
             metadata: None,
-            origin: Some(origin_of(e)),
+            origin: Some(origin),
         },
     })
 }

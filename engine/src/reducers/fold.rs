@@ -269,14 +269,14 @@ fn record_output(
 ) {
     // dispatched ids derive from the source event's time (see `derived_id`); log
     // entries are ordered by the source event's position
-    let times: HashMap<(i64, i64), (i64, i64, bool)> =
-        if dispatches.is_empty() && console.is_empty() {
-            HashMap::new()
-        } else {
-            rows.iter()
-                .map(|r| ((r.sid, r.idx), (r.ts, r.pos, r.derived)))
-                .collect()
-        };
+    let times: HashMap<(i64, i64), (i64, i64, u32)> = if dispatches.is_empty() && console.is_empty()
+    {
+        HashMap::new()
+    } else {
+        rows.iter()
+            .map(|r| ((r.sid, r.idx), (r.ts, r.pos, r.hops)))
+            .collect()
+    };
     for line in console {
         let Some(r) = group
             .reducers
@@ -314,8 +314,8 @@ fn record_output(
             .subs
             .get(&d.sid)
             .map_or(plain_name, |s| s.name.as_str());
-        let (ts, pos, derived) = times.get(&(d.sid, d.index)).copied().unwrap_or_default();
-        match route(&group.stream, &r.row.name, (source, derived), ts, &d) {
+        let (ts, pos, hops) = times.get(&(d.sid, d.index)).copied().unwrap_or_default();
+        match route(&group.stream, &r.row.name, (source, hops), ts, &d) {
             Ok(routed) => r.dispatches.push((d.sid, routed)),
             Err(e) => {
                 r.new_errors += 1;
@@ -470,7 +470,7 @@ fn measure(group: &mut Group, memory: &JsMemory, stream_id: i64, own_limit: usiz
 pub(super) fn route(
     stream: &StreamPath,
     name: &str,
-    source: (&str, bool),
+    source: (&str, u32),
     ts: i64,
     d: &Dispatch,
 ) -> Result<Routed> {

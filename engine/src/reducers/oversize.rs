@@ -194,8 +194,8 @@ impl Refolder<'_> {
                         && selector.matches(&row.event_type, Index(row.idx as u64), row.ts)
                 })
                 .collect();
-            let times: HashMap<i64, (i64, bool)> =
-                taken.iter().map(|r| (r.idx, (r.ts, r.derived))).collect();
+            let times: HashMap<i64, (i64, u32)> =
+                taken.iter().map(|r| (r.idx, (r.ts, r.hops))).collect();
             let converted: Vec<_> = taken
                 .iter()
                 .map(|r| for_reducer(&r.content_type, &r.data))
@@ -222,8 +222,8 @@ impl Refolder<'_> {
             let keep = |group: &mut Group, out: &mut Refolded| {
                 let _ = group.sandbox.console();
                 for d in group.sandbox.dispatches() {
-                    let (ts, derived) = times.get(&d.index).copied().unwrap_or_default();
-                    if let Ok(routed) = route(&group.stream, &reducer, (&source, derived), ts, &d) {
+                    let (ts, hops) = times.get(&d.index).copied().unwrap_or_default();
+                    if let Ok(routed) = route(&group.stream, &reducer, (&source, hops), ts, &d) {
                         out.dispatches.push((sid, routed));
                     }
                 }

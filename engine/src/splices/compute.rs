@@ -572,7 +572,7 @@ fn fold_group(i: &Inputs, reducers: &[&ReducerRow], history: &[StoredEvent]) -> 
             if let Ok(routed) = dispatched_event(
                 &i.stream.account,
                 &scope,
-                (&source, e.origin.is_some()),
+                (&source, crate::dispatch::hops(e.origin.as_deref())),
                 e.index,
                 e.timestamp,
                 &d,
@@ -609,8 +609,18 @@ pub(crate) fn pipe_outputs(
         .filter(|e| selector.matches(&e.event_type, e.index, e.timestamp))
         .cloned()
         .collect();
+    let error = |e: &StoredEvent, message: &str, stack: Option<&str>| {
+        crate::pipes::run::log_entry_with_stack("error", e, message, stack)
+    };
     if row.code.is_empty() {
-        return Ok(picked.iter().map(|e| copied(row, e)).collect());
+        let mut out = Vec::with_capacity(picked.len());
+        for e in &picked {
+            match copied(row, e) {
+                Ok(routed) => out.push(routed),
+                Err(message) => failed.push(error(e, &message, None)),
+            }
+        }
+        return Ok(out);
     }
     let mut out = Vec::new();
     let mut sandbox = sandbox(limits)?;
@@ -625,9 +635,6 @@ pub(crate) fn pipe_outputs(
             .map(|e| Arc::new(SharedEvent::new(e.clone())))
             .collect();
         let answer = crate::pipes::mapper::map_batch(&mut sandbox, &shared);
-        let error = |e: &StoredEvent, message: &str, stack: Option<&str>| {
-            crate::pipes::run::log_entry_with_stack("error", e, message, stack)
-        };
         for (e, result) in chunk.iter().zip(answer.mapped) {
             let outs = match result {
                 Ok(json) => match serde_json::from_str::<Vec<MapOut>>(&json) {
@@ -657,7 +664,7 @@ pub(crate) fn pipe_outputs(
             if let Ok(routed) = dispatched_event(
                 &row.from.account,
                 &scope,
-                (&e.stream, e.origin.is_some()),
+                (&e.stream, crate::dispatch::hops(e.origin.as_deref())),
                 e.index,
                 e.timestamp,
                 d,

@@ -20,8 +20,8 @@ pub(crate) struct FoldRow {
     pub(crate) ts: i64,
     pub(crate) content_type: String,
     pub(crate) data: Vec<u8>,
-    /// A pipe or a `dispatch()` wrote it (it has an origin).
-    pub(crate) derived: bool,
+    /// How many pipes and `dispatch()`es it came through from an appended event.
+    pub(crate) hops: u32,
 }
 
 fn fold_row(q: &RowRef<'_, '_>) -> Result<FoldRow> {
@@ -34,7 +34,7 @@ fn fold_row(q: &RowRef<'_, '_>) -> Result<FoldRow> {
         ts: q.int(5)?,
         content_type: q.text(6)?,
         data: q.blob(7)?,
-        derived: q.flag(8)?,
+        hops: crate::dispatch::hops(q.opt_text(8)?.as_deref()),
     })
 }
 
@@ -111,13 +111,13 @@ impl FoldSource {
                 stream_id,
                 after_pos,
             } => (
-                "SELECT pos, sid, idx, eid, type, ts, content_type, data, origin IS NOT NULL \
+                "SELECT pos, sid, idx, eid, type, ts, content_type, data, origin \
                  FROM events WHERE factory_id = ?1 AND pos > ?2 AND pos <= ?3 ORDER BY pos LIMIT ?4",
                 stream_id,
                 after_pos,
             ),
             BatchOf::Plain { sid, after_idx } => (
-                "SELECT pos, sid, idx, eid, type, ts, content_type, data, origin IS NOT NULL \
+                "SELECT pos, sid, idx, eid, type, ts, content_type, data, origin \
                  FROM events WHERE sid = ?1 AND idx > ?2 AND pos <= ?3 ORDER BY idx LIMIT ?4",
                 sid,
                 after_idx,
