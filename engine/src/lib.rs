@@ -126,6 +126,8 @@ pub struct Engine {
     splicing: tokio::sync::Semaphore,
     /// One splice job per account at a time, before one of `splicing`.
     splicing_accounts: gate::AccountGates,
+    /// The events each account's splice approvals may write per ten minutes.
+    splice_budget: gate::WriteBudget,
     /// The spliced history of the latest preview, kept for its approval.
     previewed: splices::Kept,
 }
@@ -143,6 +145,9 @@ pub struct Options {
     pub json: json::JsonLimits,
     /// How this node takes part where other nodes share its database.
     pub cluster: cluster::ClusterSettings,
+    /// Events that one account's splice approvals may write per ten minutes on this
+    /// node (`--splice-write-budget`); 0 for no limit.
+    pub splice_write_budget: u64,
 }
 
 impl Engine {
@@ -159,6 +164,7 @@ impl Engine {
             fanout_merge_rate,
             json,
             cluster: cluster_settings,
+            splice_write_budget,
         } = options;
         let allow_private = webhooks.allow_private;
         let webhooks = consumers::webhooks::Webhooks::new(webhooks, metrics.clone())?;
@@ -203,6 +209,7 @@ impl Engine {
             leaving: Default::default(),
             splicing: tokio::sync::Semaphore::new(SPLICES_AT_ONCE),
             splicing_accounts: Default::default(),
+            splice_budget: gate::WriteBudget::new(splice_write_budget),
             previewed: Default::default(),
         });
         engine.start_webhooks().await?;

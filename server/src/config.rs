@@ -101,6 +101,11 @@ pub struct Config {
     /// at once, merged (less work per subscriber, up to 3 ms later); 0: never merge.
     #[arg(long, env = "EDDY_FANOUT_MERGE_RATE", default_value_t = eddy_engine::consumers::DEFAULT_MERGE_RATE)]
     pub fanout_merge_rate: u32,
+    /// Events that one account's splice approvals may write in ten minutes on this
+    /// node: an approval writes its whole new history in one transaction, which every
+    /// account's appends wait for; 0: no limit.
+    #[arg(long, env = "EDDY_SPLICE_WRITE_BUDGET", default_value_t = 1_000_000)]
+    pub splice_write_budget: u64,
     /// How long a client may take to send a request's line and headers, from the
     /// first byte (from the connection's start for its first request), in ms; 0: no
     /// limit. A client that is too slow is disconnected.
@@ -172,6 +177,7 @@ impl Config {
             sse_heartbeat_ms: 15_000,
             sse_retry_ms: 2_000,
             fanout_merge_rate: eddy_engine::consumers::DEFAULT_MERGE_RATE,
+            splice_write_budget: 1_000_000,
             allow_private_targets: false,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,

@@ -83,6 +83,7 @@ impl AppState {
                 fanout_merge_rate: config.fanout_merge_rate,
                 json: config.json_limits()?,
                 cluster: config.cluster_settings(),
+                splice_write_budget: config.splice_write_budget,
             },
         )
         .await?;

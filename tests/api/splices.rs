@@ -969,3 +969,51 @@ async fn appends_during_an_approval_land_after_the_spliced_history() {
         "the spliced history, then the late appends"
     );
 }
+
+#[tokio::test]
+async fn an_accounts_approvals_write_at_most_its_budget_and_others_go_on() {
+    let s = spawn_server_with(|c| c.splice_write_budget = 10).await;
+    post_readings(&s, "/acme/readings", 6).await;
+    post_readings(&s, "/bob/readings", 6).await;
+    let keep = "(e) => e";
+
+    // six events of acme's ten
+    let first = created(&s, "/acme/readings/splices", keep).await;
+    let id = first["id"].as_str().unwrap();
+    let r = approve(&s, "/acme/readings", id).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // six more would pass ten: refused for now, with how long to wait, and nothing
+    // changes
+    let second = created(
+        &s,
+        "/acme/readings/splices",
+        "(e) => e.data.t < 5 ? e : null",
+    )
+    .await;
+    let id = second["id"].as_str().unwrap();
+    let r = approve(&s, "/acme/readings", id).await;
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((590..=601).contains(&retry), "Retry-After {retry}");
+    let e = assert_error(r, 429, "may write 10 events in ten minutes").await;
+    assert!(
+        e["error"].as_str().unwrap().contains("would write 5"),
+        "{e}"
+    );
+    assert_eq!(e["retryAfter"], json!(retry));
+    let splice = s
+        .get_json(&format!("/acme/readings/splices/{id}"), 200)
+        .await;
+    assert_eq!(splice["status"], "pending", "{splice}");
+    let events = s.get_json("/acme/readings", 200).await;
+    assert_eq!(ts(&events), [0, 1, 2, 3, 4, 5]);
+
+    // another account's budget is its own
+    let other = created(&s, "/bob/readings/splices", keep).await;
+    let r = approve(&s, "/bob/readings", other["id"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}

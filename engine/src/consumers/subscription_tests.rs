@@ -28,6 +28,7 @@ async fn engine(dir: &std::path::Path) -> Arc<Engine> {
             fanout_merge_rate: crate::consumers::hub::DEFAULT_MERGE_RATE,
             json: crate::json::JsonLimits::default(),
             cluster: Default::default(),
+            splice_write_budget: 0,
         },
     )
     .await

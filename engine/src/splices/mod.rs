@@ -21,7 +21,7 @@ use eddy_runtime_js::{Language, prepare};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, ErrorCode, Result};
 use crate::event::NewEvent;
 use crate::path::StreamPath;
 use crate::selector::Selector;
@@ -180,6 +180,21 @@ impl Kept {
             _ => None,
         }
     }
+}
+
+/// The 429 of an approval of `n` events that account's budget has no room for yet.
+fn over_budget(stream: &StreamPath, n: u64, limit: u64, secs: u64) -> EngineError {
+    EngineError::new(
+        ErrorCode::TooManyRequests,
+        format!(
+            "the splice approvals of account {} may write {limit} events in ten minutes \
+             on this server (an approval writes the whole new history in one transaction, \
+             which every account's appends wait for), and this one would write {n} of \
+             {stream} past that: retry in {secs} s",
+            stream.account
+        ),
+    )
+    .with("retryAfter", secs)
 }
 
 /// The stream a splice works on.
@@ -433,6 +448,13 @@ impl crate::Engine {
             .splicing_accounts
             .enter(stream.account.as_str())
             .await?;
+        let budget = |n: u64| {
+            self.splice_budget
+                .room(stream.account.as_str(), n)
+                .map_err(|secs| over_budget(&stream, n, self.splice_budget.limit(), secs))
+        };
+        // with nothing left of the budget, before the history is mapped again
+        budget(1)?;
         let _turn = self
             .splicing
             .acquire()
@@ -490,6 +512,12 @@ impl crate::Engine {
                 out.events
             }
         };
+        let n = events.len() as u64;
+        if let Err(e) = budget(n) {
+            // the history stays for a later try
+            self.previewed.put(id, events);
+            return Err(e);
+        }
         let written = self
             .store
             .writer
@@ -508,6 +536,7 @@ impl crate::Engine {
         let SpliceWritten::Approved(done) = written else {
             return Err(EngineError::internal("unexpected answer to an approval"));
         };
+        self.splice_budget.spend(stream.account.as_str(), n);
         // every reducer version starts again from the first event
         if !done.old_reducers.is_empty() {
             let stream_id = history.stream_id;
