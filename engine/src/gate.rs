@@ -99,6 +99,17 @@ impl WriteBudget {
         Ok(())
     }
 
+    /// Takes back the `n` events last counted for `account`, whose job did not write
+    /// them.
+    pub(crate) fn give_back(&self, account: &str, n: u64) {
+        let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(jobs) = spent.get_mut(account)
+            && let Some(at) = jobs.iter().rposition(|j| j.1 == n)
+        {
+            jobs.remove(at);
+        }
+    }
+
     /// Counts `n` events written for `account` now.
     pub(crate) fn spend(&self, account: &str, n: u64) {
         if self.limit == 0 || n == 0 {
@@ -127,6 +138,9 @@ mod tests {
         assert_eq!(budget.room("bob", 5000), Ok(()));
         budget.spend("bob", 5000);
         assert!(budget.room("bob", 1).is_err());
+        // a job that did not write gives its count back
+        budget.give_back("bob", 5000);
+        assert_eq!(budget.room("bob", 1000), Ok(()));
         // no limit
         let free = WriteBudget::new(0);
         free.spend("acme", u64::MAX);

@@ -204,14 +204,17 @@ impl PgCluster {
         self.create_database(&format!("{label}_{n}"))
     }
 
-    /// Drops database `name` if it exists, ending the connections still open to it.
+    /// Drops database `name` if it exists, ending the connections still open to it
+    /// (`WITH (FORCE)` from PostgreSQL 13; before it, by terminating them first).
     pub fn drop_database(&self, name: &str) -> Result<(), String> {
         check_identifier(name)?;
-        self.query(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-        )
-        .map(drop)
+        let forced = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        if self.query("postgres", &forced).is_ok() {
+            return Ok(());
+        }
+        self.kill_connections(name)?;
+        let plain = format!("DROP DATABASE IF EXISTS \"{name}\"");
+        self.query("postgres", &plain).map(drop)
     }
 
     /// Terminates every other client connection to database `db` (as a lost connection

@@ -155,6 +155,41 @@ async fn loops_of_pipes_and_dispatches_stop_after_ten_steps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_through_the_account_events_stops_too() {
+    let s = spawn_server().await;
+    // each stream created comes back as an account event, piped to `created`, whose
+    // reducer dispatches into a new stream: a loop through streams that do not exist
+    // yet, whose account events count on from the dispatch that made them
+    let r = s
+        .client
+        .put(s.url("/eddy/events(acme)/pipe/acme/created?type=stream-created"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    deploy(
+        &s,
+        "/acme/created.more",
+        "(n = 0, e) => { dispatch('made' + n, { type: 'x' }); return n + 1; }",
+    )
+    .await;
+
+    let logs = wait_for_events(&s.base, "/eddy/events(acme)/logs/pipe/acme/created", 1).await;
+    let message = logs[0]["data"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the most a chain may take (10)"),
+        "{message}"
+    );
+    let created = read_all(&s.client, &s.url("/acme/created")).await;
+    assert_eq!(hops(&created), [1, 3, 5, 7, 9], "{created:?}");
+    let made = read_all(&s.client, &s.url("/acme/made4")).await;
+    assert_eq!(hops(&made), [10]);
+    assert_eq!(settled(&s, "/acme/created", "more", 4).await, json!(5));
+    let r = s.get("/acme/made5").await;
+    assert_eq!(r.status(), 404, "the chain ends at made4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatch_into_the_stream_it_runs_on_goes_one_step_deep() {
     let s = spawn_server().await;
     // twice per event into its own stream: from an appended event it may (a summary

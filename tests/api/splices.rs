@@ -1001,7 +1001,10 @@ async fn an_accounts_approvals_write_at_most_its_budget_and_others_go_on() {
     assert!((590..=601).contains(&retry), "Retry-After {retry}");
     let e = assert_error(r, 429, "may write 10 events in ten minutes").await;
     assert!(
-        e["error"].as_str().unwrap().contains("would write 5"),
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("would write 5 (its new history and recalls)"),
         "{e}"
     );
     assert_eq!(e["retryAfter"], json!(retry));

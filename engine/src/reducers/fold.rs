@@ -14,7 +14,7 @@ use super::events::{Row, read_batch};
 use super::pool::{JsMemory, Reservation};
 use super::worker::{BATCH, Group, Live, SLICE, SubInfo, Worker, log_event};
 use crate::access::controls::{Controls, StreamControls};
-use crate::dispatch::{dispatch_target, dispatched_event};
+use crate::dispatch::{dispatch_target, dispatched_event, hops};
 use crate::error::Result;
 use crate::order::Index;
 use crate::path::{Args, StreamPath};
@@ -274,7 +274,7 @@ fn record_output(
         HashMap::new()
     } else {
         rows.iter()
-            .map(|r| ((r.sid, r.idx), (r.ts, r.pos, r.hops)))
+            .map(|r| ((r.sid, r.idx), (r.ts, r.pos, hops(r.origin.as_deref()))))
             .collect()
     };
     for line in console {

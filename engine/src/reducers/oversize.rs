@@ -194,8 +194,9 @@ impl Refolder<'_> {
                         && selector.matches(&row.event_type, Index(row.idx as u64), row.ts)
                 })
                 .collect();
-            let times: HashMap<i64, (i64, u32)> =
-                taken.iter().map(|r| (r.idx, (r.ts, r.hops))).collect();
+            let times: HashMap<i64, (i64, u32)> = (taken.iter())
+                .map(|r| (r.idx, (r.ts, crate::dispatch::hops(r.origin.as_deref()))))
+                .collect();
             let converted: Vec<_> = taken
                 .iter()
                 .map(|r| for_reducer(&r.content_type, &r.data))

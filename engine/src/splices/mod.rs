@@ -150,6 +150,18 @@ impl Kept {
         }
     }
 
+    /// Keeps `events` again for splice `id`, whose approval took them out and did not
+    /// write them, unless another preview is kept meanwhile.
+    fn put_back(&self, id: &str, events: Vec<NewEvent>) {
+        let free = {
+            let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            slot.as_ref().is_none_or(|k| k.0 == id)
+        };
+        if free {
+            self.keep(id, events);
+        }
+    }
+
     fn put(&self, id: &str, events: Vec<NewEvent>) {
         let size: usize = events
             .iter()
@@ -182,15 +194,21 @@ impl Kept {
     }
 }
 
-/// The 429 of an approval of `n` events that account's budget has no room for yet.
-fn over_budget(stream: &StreamPath, n: u64, limit: u64, secs: u64) -> EngineError {
+/// The 429 of an approval of `n` events (not counted yet: `None`) that the account's
+/// budget has no room for yet.
+fn over_budget(stream: &StreamPath, n: Option<u64>, limit: u64, secs: u64) -> EngineError {
+    let this = match n {
+        Some(n) => format!(
+            "this approval of {stream} would write {n} (its new history and recalls) past that"
+        ),
+        None => "they have written that many".to_owned(),
+    };
     EngineError::new(
         ErrorCode::TooManyRequests,
         format!(
             "the splice approvals of account {} may write {limit} events in ten minutes \
              on this server (an approval writes the whole new history in one transaction, \
-             which every account's appends wait for), and this one would write {n} of \
-             {stream} past that: retry in {secs} s",
+             which every account's appends wait for), and {this}: retry in {secs} s",
             stream.account
         ),
     )
@@ -444,17 +462,17 @@ impl crate::Engine {
         }
         let basis: Basis = serde_json::from_str(&row.recalls)
             .map_err(|e| EngineError::internal(format!("a stored splice does not parse: {e}")))?;
-        let _own = self
+        let own = self
             .splicing_accounts
             .enter(stream.account.as_str())
             .await?;
-        let budget = |n: u64| {
+        let budget = |n: Option<u64>| {
             self.splice_budget
-                .room(stream.account.as_str(), n)
+                .room(stream.account.as_str(), n.unwrap_or(1))
                 .map_err(|secs| over_budget(&stream, n, self.splice_budget.limit(), secs))
         };
         // with nothing left of the budget, before the history is mapped again
-        budget(1)?;
+        budget(None)?;
         let _turn = self
             .splicing
             .acquire()
@@ -512,49 +530,80 @@ impl crate::Engine {
                 out.events
             }
         };
-        let n = events.len() as u64;
-        if let Err(e) = budget(n) {
+        // what the writer's transaction writes: the new history, and a recall each
+        let recalls = basis.recalls.len() + caused_since.as_ref().map_or(0, |c| c.read.len());
+        let n = (events.len() + recalls) as u64;
+        if let Err(e) = budget(Some(n)) {
             // the history stays for a later try
-            self.previewed.put(id, events);
+            self.previewed.put_back(id, events);
             return Err(e);
         }
-        let written = self
-            .store
-            .writer
-            .splice(SpliceWrite::Approve(Box::new(Approval {
-                id: row.id.clone(),
-                stream: stream.clone(),
-                stream_id: history.stream_id,
-                last_index: basis.last_index,
-                last_position: row.last_position,
-                events,
-                recalls: basis.recalls,
-                caused_since,
-                reducers,
-            })))
-            .await?;
-        let SpliceWritten::Approved(done) = written else {
-            return Err(EngineError::internal("unexpected answer to an approval"));
+        let approval = Approval {
+            id: row.id.clone(),
+            stream: stream.clone(),
+            stream_id: history.stream_id,
+            last_index: basis.last_index,
+            last_position: row.last_position,
+            events,
+            recalls: basis.recalls,
+            caused_since,
+            reducers,
         };
+        // counted before the write, and given back if it fails: a client gone meanwhile
+        // does not stop the write, so it must not escape the count either
         self.splice_budget.spend(stream.account.as_str(), n);
-        // every reducer version starts again from the first event
-        if !done.old_reducers.is_empty() {
-            let stream_id = history.stream_id;
-            self.reducers
-                .published
-                .remove(stream_id, &done.old_reducers);
-            if let Some(lane) = self.reducers.placement.get(stream_id) {
-                self.reducers.lanes[lane].send(crate::reducers::Msg::Delete {
-                    stream_id,
-                    ids: done.old_reducers.clone(),
-                })?;
-            }
-            for row in done.new_reducers {
-                self.run_version(Box::new(row), stream.clone(), None)
-                    .await?;
-            }
-        }
+        // the write and the reducers' restart after it go on if the client goes away
+        let engine = self.clone();
+        let stream_id = history.stream_id;
+        let target = stream.clone();
+        let written = tokio::spawn(async move {
+            // the account's next approval waits for this one, client or not
+            let _own = own;
+            let written = engine
+                .store
+                .writer
+                .splice(SpliceWrite::Approve(Box::new(approval)))
+                .await;
+            let written = match written {
+                Ok(SpliceWritten::Approved(done)) => done,
+                Ok(_) => return Err(EngineError::internal("unexpected answer to an approval")),
+                Err(e) => {
+                    engine.splice_budget.give_back(target.account.as_str(), n);
+                    return Err(e);
+                }
+            };
+            engine.restart_spliced(&target, stream_id, written).await
+        });
+        written
+            .await
+            .map_err(|e| EngineError::internal(format!("the approval failed: {e}")))??;
         self.splice(&stream, id).await
+    }
+
+    /// Starts every reducer version of a spliced stream again from its first event.
+    async fn restart_spliced(
+        self: &Arc<Self>,
+        stream: &StreamPath,
+        stream_id: i64,
+        done: Box<crate::store::splice_writes::Approved>,
+    ) -> Result<()> {
+        if done.old_reducers.is_empty() {
+            return Ok(());
+        }
+        self.reducers
+            .published
+            .remove(stream_id, &done.old_reducers);
+        if let Some(lane) = self.reducers.placement.get(stream_id) {
+            self.reducers.lanes[lane].send(crate::reducers::Msg::Delete {
+                stream_id,
+                ids: done.old_reducers.clone(),
+            })?;
+        }
+        for row in done.new_reducers {
+            self.run_version(Box::new(row), stream.clone(), None)
+                .await?;
+        }
+        Ok(())
     }
 
     /// What an approval maps: the stored splice's code over the stream's history.

@@ -66,6 +66,22 @@ pub(super) fn account_event(
     change: Change,
     data: Value,
 ) -> Result<()> {
+    account_event_after(l, staged, (account, stream), change, data, 0)
+}
+
+/// [`account_event`] for a change that an event `hops` pipes and dispatches from an
+/// appended one made (a stream created by a dispatch or a pipe's output): the account
+/// event records `origin: {"hops": n}`, so that what is piped or dispatched from it
+/// counts on from there. Otherwise a loop through the account events (a pipe from
+/// them, and code that dispatches into new streams) would start from 0 at every turn.
+pub(super) fn account_event_after(
+    l: &mut Ledger,
+    staged: &mut Staged,
+    (account, stream): (&str, &str),
+    change: Change,
+    data: Value,
+    hops: u32,
+) -> Result<()> {
     if stream.contains('/') {
         return Ok(());
     }
@@ -95,7 +111,7 @@ pub(super) fn account_event(
             data: Value::Object(fields).to_string().into(),
             timestamp: None,
             metadata: None,
-            origin: None,
+            origin: (hops > 0).then(|| serde_json::json!({ "hops": hops }).to_string()),
         }],
         expected: ExpectedIndex::Any,
     };

@@ -11,7 +11,7 @@ use crate::json::JsonLimits;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::account_events::{Change, account_event};
+use super::account_events::{Change, account_event, account_event_after};
 use super::notice::{LIVE_DATA_BUDGET, LIVE_EVENTS_MAX, LiveEvent, SharedEvent};
 use super::rules;
 use super::writer::now_ms;
@@ -234,11 +234,15 @@ impl Ledger {
         Ok(Some(row))
     }
 
+    /// Creates stream `key`; `hops` is how many pipes and dispatches the event that
+    /// creates it is from an appended one (0 for a request), recorded on its
+    /// `stream-created` account event.
     pub(super) fn create_stream(
         &mut self,
         staged: &mut Staged,
         key: &StreamKey,
         settings: StreamSettings,
+        hops: u32,
     ) -> Result<StreamRow> {
         let settings = settings.with_secret(None);
         let id = self.db.insert_id(
@@ -258,13 +262,13 @@ impl Ledger {
             settings: Arc::new(settings),
         };
         staged.streams.insert(key.clone(), row.clone());
-        account_event(
+        account_event_after(
             self,
             staged,
-            &key.0,
-            &key.1,
+            (&key.0, &key.1),
             Change::StreamCreated,
             serde_json::json!({ "factory": row.factory }),
+            hops,
         )?;
         Ok(row)
     }
@@ -378,6 +382,10 @@ impl Ledger {
                     metadata: req.metadata.clone(),
                     ..StreamSettings::default()
                 },
+                (req.events.iter())
+                    .map(|e| crate::dispatch::hops(e.origin.as_deref()))
+                    .max()
+                    .unwrap_or(0),
             )?,
         };
         let mut sub = match sub {
@@ -507,7 +515,7 @@ impl Ledger {
             )
         };
         let Some(mut row) = current else {
-            let new = (*self.create_stream(staged, &skey, new)?.settings).clone();
+            let new = (*self.create_stream(staged, &skey, new, 0)?.settings).clone();
             changed(self, staged, &new)?;
             return Ok(new);
         };

@@ -20,8 +20,8 @@ pub(crate) struct FoldRow {
     pub(crate) ts: i64,
     pub(crate) content_type: String,
     pub(crate) data: Vec<u8>,
-    /// How many pipes and `dispatch()`es it came through from an appended event.
-    pub(crate) hops: u32,
+    /// Where a pipe or a `dispatch()` made it from (see [`crate::dispatch::hops`]).
+    pub(crate) origin: Option<String>,
 }
 
 fn fold_row(q: &RowRef<'_, '_>) -> Result<FoldRow> {
@@ -34,7 +34,7 @@ fn fold_row(q: &RowRef<'_, '_>) -> Result<FoldRow> {
         ts: q.int(5)?,
         content_type: q.text(6)?,
         data: q.blob(7)?,
-        hops: crate::dispatch::hops(q.opt_text(8)?.as_deref()),
+        origin: q.opt_text(8)?,
     })
 }
 

@@ -156,7 +156,7 @@ fn deploy(
     );
     let stream = match l.stream(staged, &key)? {
         Some(s) => s,
-        None => l.create_stream(staged, &key, StreamSettings::default())?,
+        None => l.create_stream(staged, &key, StreamSettings::default(), 0)?,
     };
     row.stream_id = stream.id;
     row.factory = stream.factory;
@@ -168,7 +168,7 @@ fn deploy(
         logs.stream.as_str().to_owned(),
     );
     if l.stream(staged, &logs_key)?.is_none() {
-        l.create_stream(staged, &logs_key, StreamSettings::default())?;
+        l.create_stream(staged, &logs_key, StreamSettings::default(), 0)?;
     }
     let existing = l.db.rows(
         "SELECT id, status FROM reducers WHERE stream_id = ?1 AND name = ?2",
