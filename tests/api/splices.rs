@@ -1020,3 +1020,40 @@ async fn an_accounts_approvals_write_at_most_its_budget_and_others_go_on() {
     let r = approve(&s, "/bob/readings", other["id"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_previews_run_one_at_a_time_and_others_go_on() {
+    let s = spawn_server_with(|c| c.reducer_time_ms = 5000).await;
+    post_readings(&s, "/acme/slow", 10).await;
+    post_readings(&s, "/acme/quick", 3).await;
+    post_readings(&s, "/bob/quick", 3).await;
+    // about 150-600 ms an event (the sandbox's clock stands still), seconds in all
+    let slow = "(e) => { let x = 0; for (let i = 0; i < 5000000; i++) x += i; return e; }";
+    let started = std::time::Instant::now();
+    let finish = |path: &'static str, code: &'static str| {
+        let s = &s;
+        async move {
+            let r = splice(s, path, code).await;
+            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+            started.elapsed()
+        }
+    };
+    let first = finish("/acme/slow/splices", slow);
+    let later = async {
+        // once the slow preview has surely begun
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::join!(
+            finish("/acme/quick/splices", "(e) => e"),
+            finish("/bob/quick/splices", "(e) => e")
+        )
+    };
+    let (slow_done, (acme_done, bob_done)) = tokio::join!(first, later);
+    assert!(
+        acme_done > slow_done,
+        "acme's second preview waited for its first: {acme_done:?} against {slow_done:?}"
+    );
+    assert!(
+        bob_done < slow_done,
+        "bob's preview did not wait for acme's: {bob_done:?} against {slow_done:?}"
+    );
+}
