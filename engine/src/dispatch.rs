@@ -62,8 +62,8 @@ pub(crate) fn origin(stream: &str, index: Index, source_hops: u32) -> Result<Str
 
 /// The event `d` asks for. `scope` names who dispatched (a reducer, a pipe), and
 /// `source`/`index`/`timestamp` the event being folded or mapped, which came through
-/// `hops` pipes and dispatches from an appended event. The target is a stream of `account`: `orders`,
-/// `orders('x')` or `/acct/orders('x')` with the same account.
+/// `hops` pipes and dispatches from an appended event. The target is a stream of
+/// `account`: `orders`, `orders('x')` or `/acct/orders('x')` with the same account.
 pub(crate) fn dispatched_event(
     account: &AccountName,
     scope: &str,
