@@ -46,7 +46,10 @@ pub fn postgres_for(data: &Path) -> Option<String> {
     let url = cluster.fresh_database("api").expect("database");
     std::fs::write(&file, &url).expect("remember the database");
     let name = url.rsplit('/').next().expect("database name").to_owned();
-    DATABASES.lock().unwrap().push((file, name));
+    DATABASES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((file, name));
     Some(url)
 }
 
@@ -59,7 +62,7 @@ static DATABASES: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
 /// a whole run's databases never fill the disk at once.
 fn reap_databases(cluster: &eddy_testpg::PgCluster) {
     let gone: Vec<String> = {
-        let mut made = DATABASES.lock().unwrap();
+        let mut made = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
         let (gone, kept) = std::mem::take(&mut *made)
             .into_iter()
             .partition(|(file, _)| !file.exists());
