@@ -3,7 +3,7 @@
 //! shared by every account. An account waits for its own job before it takes one of
 //! them, so a tenant whose jobs are slow (or hostile) holds one of them at most, and
 //! the others stay free for everyone else. And a budget of the single writer's time
-//! per account for what holds it long: splice approvals.
+//! per account for what holds it long: splice approvals and pipe replays.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -38,9 +38,10 @@ impl AccountGates {
 }
 
 /// Events each account may write in big transactions of the single writer per
-/// [`WINDOW`](WriteBudget::WINDOW): a splice approval writes its whole history in one,
-/// and every account's appends wait for it (about 4 s for a million events), so one
-/// account's approvals get at most this share of the writer, and the others the rest.
+/// [`WINDOW`](WriteBudget::WINDOW): a splice approval or a pipe replay writes all it
+/// makes in one, and every account's appends wait for it (about 4 s for a million
+/// events), so one account's jobs get at most this share of the writer, and the others
+/// the rest.
 pub(crate) struct WriteBudget {
     /// Events per window; 0 for no limit.
     limit: u64,

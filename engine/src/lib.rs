@@ -126,7 +126,8 @@ pub struct Engine {
     splicing: tokio::sync::Semaphore,
     /// One splice job per account at a time, before one of `splicing`.
     splicing_accounts: gate::AccountGates,
-    /// The events each account's splice approvals may write per ten minutes.
+    /// The events each account's splice approvals and pipe replays may write per ten
+    /// minutes.
     splice_budget: gate::WriteBudget,
     /// The spliced history of the latest preview, kept for its approval.
     previewed: splices::Kept,
@@ -145,8 +146,8 @@ pub struct Options {
     pub json: json::JsonLimits,
     /// How this node takes part where other nodes share its database.
     pub cluster: cluster::ClusterSettings,
-    /// Events that one account's splice approvals may write per ten minutes on this
-    /// node (`--splice-write-budget`); 0 for no limit.
+    /// Events that one account's splice approvals and pipe replays may write per ten
+    /// minutes on this node (`--splice-write-budget`); 0 for no limit.
     pub splice_write_budget: u64,
 }
 

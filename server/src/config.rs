@@ -101,8 +101,8 @@ pub struct Config {
     /// at once, merged (less work per subscriber, up to 3 ms later); 0: never merge.
     #[arg(long, env = "EDDY_FANOUT_MERGE_RATE", default_value_t = eddy_engine::consumers::DEFAULT_MERGE_RATE)]
     pub fanout_merge_rate: u32,
-    /// Events that one account's splice approvals may write in ten minutes on this
-    /// node: an approval writes its whole new history in one transaction, which every
+    /// Events that one account's splice approvals and pipe replays may write in ten
+    /// minutes on this node: each writes all it makes in one transaction, which every
     /// account's appends wait for; 0: no limit.
     #[arg(long, env = "EDDY_SPLICE_WRITE_BUDGET", default_value_t = 1_000_000)]
     pub splice_write_budget: u64,

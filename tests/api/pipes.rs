@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use reqwest::Response;
 use serde_json::{Value, json};
 
-use crate::common::{ChildServer, TestServer, assert_error, client, read_all, spawn_server};
+use crate::common::{
+    ChildServer, TestServer, assert_error, client, read_all, spawn_server, spawn_server_with,
+};
 
 async fn put_pipe(s: &TestServer, path: &str, code: Option<&str>) -> Response {
     let mut r = s.client.put(s.url(path));
@@ -506,4 +508,53 @@ async fn a_streams_pipes_are_listed_with_their_status() {
     assert_error(r, 405, "GET").await;
     assert_error(s.get("/acme/src/pipes?x=1").await, 400, "x").await;
     assert_error(s.get("/acme/src/pipes/more").await, 400, "more").await;
+}
+
+#[tokio::test]
+async fn replays_count_against_the_accounts_write_budget_and_a_refused_one_changes_nothing() {
+    let s = spawn_server_with(|c| c.splice_write_budget = 10).await;
+    let pipe = "/acme/src/pipe/acme/dst";
+    assert_eq!(put_pipe(&s, pipe, None).await.status(), 201);
+    for n in 0..6 {
+        s.post_ok("/acme/src", "t", json!({ "n": n })).await;
+    }
+    wait_for_events(&s.base, "/acme/dst", 6).await;
+
+    // six recalls and six new outputs: more than ten, but the window is empty
+    let r = put_pipe(
+        &s,
+        &format!("{pipe}?replay-from=0"),
+        Some("(e) => ({type: 'a'})"),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["replayed"]["recalled"], 6);
+    assert_eq!(status["replayed"]["appended"], 6);
+
+    // twelve more do not fit: refused for now, and the pipe goes on with the code
+    // of the replay before
+    let r = put_pipe(
+        &s,
+        &format!("{pipe}?replay-from=0"),
+        Some("(e) => ({type: 'b'})"),
+    )
+    .await;
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((590..=601).contains(&retry), "Retry-After {retry}");
+    assert_error(
+        r,
+        429,
+        "this replay of the pipe from acme/src to acme/dst would write 12",
+    )
+    .await;
+    s.post_ok("/acme/src", "t", json!({ "n": 6 })).await;
+    let out = wait_for_events(&s.base, "/acme/dst", 19).await;
+    assert_eq!(out.len(), 19, "{out:?}");
+    assert_eq!(out[18]["type"], "a", "{}", out[18]);
+    assert_eq!(out[18]["data"], json!({ "n": 6 }));
 }

@@ -634,3 +634,35 @@ async fn a_webhook_paused_by_request_keeps_its_place_across_a_restart_and_resume
     let r = s.send("POST", &format!("{hook}/pause?now=1")).await;
     assert_error(r, 400, "now").await;
 }
+
+#[tokio::test]
+async fn a_stream_has_at_most_twenty_webhooks() {
+    let s = spawn_server().await;
+    s.post_ok("/acme/t", "a", json!(1)).await;
+    // public targets, never reached: the webhooks start at the live end
+    let body = json!({"url": "https://example.com/hook"});
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(create(&s, "/acme/t", body.clone()).await.0);
+    }
+    let post = || s.client.post(s.url("/acme/t/webhooks")).json(&body).send();
+    assert_error(post().await.unwrap(), 409, "the most a stream may have").await;
+    assert_eq!(
+        s.get_json("/acme/t/webhooks", 200)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        20
+    );
+    // another stream has its own twenty; a deleted one makes room
+    create(&s, "/acme/u", body.clone()).await;
+    let r = s
+        .client
+        .delete(s.url(&format!("/acme/t/webhooks/{}", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    create(&s, "/acme/t", body.clone()).await;
+}

@@ -190,8 +190,17 @@ impl Engine {
     }
 
     /// Creates the pipe, or replaces the code and selector of the existing one (which
-    /// keeps its cursor). Answers its status and whether it is new.
+    /// keeps its cursor). Answers its status and whether it is new. It runs to its end
+    /// whether or not the client waits, so that a pipe stopped for the change (and its
+    /// replay) is always started again.
     pub async fn put_pipe(self: &Arc<Self>, req: PipeRequest) -> Result<(PipeStatus, bool)> {
+        let engine = self.clone();
+        tokio::spawn(async move { engine.put_pipe_here(req).await })
+            .await
+            .map_err(|e| EngineError::internal(format!("the pipe's change failed: {e}")))?
+    }
+
+    async fn put_pipe_here(self: &Arc<Self>, req: PipeRequest) -> Result<(PipeStatus, bool)> {
         let from = self.pipe_origin(&req.from)?;
         let to = req.to;
         if to.account.as_str() == builtins::ACCOUNT {

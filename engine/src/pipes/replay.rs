@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::error::{EngineError, Result};
 use crate::event::StoredEvent;
 use crate::order::{Index, Position};
+use crate::path::AccountName;
 use crate::selector::Selector;
 use crate::splices::compute::{caused, pipe_outputs};
 use crate::store::pipe_writes::{PipeRow, PipeWrite, PipeWritten};
@@ -54,7 +55,7 @@ impl crate::Engine {
         let _turn = (self.splicing.acquire().await).map_err(|_| crate::reducers::stopped())?;
         // the old code's last batch is written before the replay reads the cursor
         self.pipes.stop(existing.id).await;
-        let replayed = self.replay_stopped(row, from, existing.id).await;
+        let replayed = self.replay_stopped(row, from, existing.id, &owner).await;
         if replayed.is_err()
             && let Err(e) = self.resume_pipe(existing.id).await
         {
@@ -69,6 +70,7 @@ impl crate::Engine {
         row: PipeRow,
         from: u64,
         id: i64,
+        owner: &AccountName,
     ) -> Result<Replayed> {
         let (cursor, _, _) = pipe_reads::progress(&self.store.reads, id).await?;
         let history = self.origin_events(&row, from, cursor).await?;
@@ -147,6 +149,18 @@ impl crate::Engine {
                 .await?
                 .check_rate(&row.to, outs.len())?;
         }
+        // the writer's time, as splice approvals count it: one transaction of all
+        let n = (outs.len() + recalls.len()) as u64;
+        let budget = &self.splice_budget;
+        budget.room(owner.as_str(), n).map_err(|secs| {
+            let this = format!(
+                "this replay of the pipe from {} to {} would write {n} (its outputs and \
+                 recalls)",
+                row.from, row.to
+            );
+            crate::splices::over_budget(owner.as_str(), Some(this), budget.limit(), secs)
+        })?;
+        budget.spend(owner.as_str(), n);
         let written = self
             .store
             .writer
@@ -158,7 +172,8 @@ impl crate::Engine {
                 outs,
                 logs: failed,
             })
-            .await?;
+            .await
+            .inspect_err(|_| budget.give_back(owner.as_str(), n))?;
         let PipeWritten::Replayed {
             recalled,
             appended,

@@ -612,11 +612,28 @@ pub(crate) fn pipe_outputs(
     let error = |e: &StoredEvent, message: &str, stack: Option<&str>| {
         crate::pipes::run::log_entry_with_stack("error", e, message, stack)
     };
+    // what a run keeps in memory, bounded as a spliced history is
+    let mut bytes = 0;
+    let mut keep = |out: &mut Vec<Routed>, routed: Routed| -> Result<()> {
+        bytes += routed.event.data.len();
+        out.push(routed);
+        if out.len() > super::MAX_EVENTS || bytes > super::MAX_BYTES {
+            return Err(EngineError::too_large(format!(
+                "the pipe from {} to {} makes more than {} events or {} MiB from this \
+                 history, the most one run over a history may hold",
+                row.from,
+                row.to,
+                super::MAX_EVENTS,
+                super::MAX_BYTES >> 20
+            )));
+        }
+        Ok(())
+    };
     if row.code.is_empty() {
         let mut out = Vec::with_capacity(picked.len());
         for e in &picked {
             match copied(row, e) {
-                Ok(routed) => out.push(routed),
+                Ok(routed) => keep(&mut out, routed)?,
                 Err(message) => failed.push(error(e, &message, None)),
             }
         }
@@ -652,7 +669,7 @@ pub(crate) fn pipe_outputs(
             };
             for (k, o) in outs.into_iter().enumerate() {
                 match mapped(row, e, k, o) {
-                    Ok(routed) => out.push(routed),
+                    Ok(routed) => keep(&mut out, routed)?,
                     Err(message) => failed.push(error(e, &message, None)),
                 }
             }
@@ -669,7 +686,7 @@ pub(crate) fn pipe_outputs(
                 e.timestamp,
                 d,
             ) {
-                out.push(routed);
+                keep(&mut out, routed)?;
             }
         }
     }

@@ -194,22 +194,25 @@ impl Kept {
     }
 }
 
-/// The 429 of an approval of `n` events (not counted yet: `None`) that the account's
-/// budget has no room for yet.
-fn over_budget(stream: &StreamPath, n: Option<u64>, limit: u64, secs: u64) -> EngineError {
-    let this = match n {
-        Some(n) => format!(
-            "this approval of {stream} would write {n} (its new history and recalls) past that"
-        ),
-        None => "they have written that many".to_owned(),
-    };
+/// The 429 of a job of `account` (a splice approval, a pipe replay) that its budget of
+/// the writer has no room for yet; `this` says what the job would write, when known.
+pub(crate) fn over_budget(
+    account: &str,
+    this: Option<String>,
+    limit: u64,
+    secs: u64,
+) -> EngineError {
+    let this = this.map_or_else(
+        || "they have written that many".to_owned(),
+        |this| format!("{this} past that"),
+    );
     EngineError::new(
         ErrorCode::TooManyRequests,
         format!(
-            "the splice approvals of account {} may write {limit} events in ten minutes \
-             on this server (an approval writes the whole new history in one transaction, \
-             which every account's appends wait for), and {this}: retry in {secs} s",
-            stream.account
+            "the splice approvals and pipe replays of account {account} may write {limit} \
+             events in ten minutes on this server (each writes all it makes in one \
+             transaction, which every account's appends wait for), and {this}: retry in \
+             {secs} s"
         ),
     )
     .with("retryAfter", secs)
@@ -467,9 +470,12 @@ impl crate::Engine {
             .enter(stream.account.as_str())
             .await?;
         let budget = |n: Option<u64>| {
-            self.splice_budget
-                .room(stream.account.as_str(), n.unwrap_or(1))
-                .map_err(|secs| over_budget(&stream, n, self.splice_budget.limit(), secs))
+            let this = n.map(|n| {
+                format!("this approval of {stream} would write {n} (its new history and recalls)")
+            });
+            let account = stream.account.as_str();
+            (self.splice_budget.room(account, n.unwrap_or(1)))
+                .map_err(|secs| over_budget(account, this, self.splice_budget.limit(), secs))
         };
         // with nothing left of the budget, before the history is mapped again
         budget(None)?;

@@ -58,6 +58,10 @@ pub(crate) enum WebhookWrite {
     },
 }
 
+/// The most webhooks a stream (with all its substreams) may have: each sends every
+/// event it picks once more, so a stream with many is a fan-out of outbound calls.
+pub(crate) const MAX_PER_STREAM: usize = 20;
+
 /// Applies a webhook write; `Ok(false)` when the webhook does not exist.
 pub(super) fn webhook(l: &mut Ledger, write: WebhookWrite, staged: &mut Staged) -> Result<bool> {
     match &write {
@@ -74,6 +78,18 @@ pub(super) fn webhook(l: &mut Ledger, write: WebhookWrite, staged: &mut Staged) 
     }
     let changed = match write {
         WebhookWrite::Create(row) => {
+            let count = l.db.row(
+                "SELECT COUNT(*) FROM webhooks WHERE account = ?1 AND stream = ?2",
+                vals![row.account, row.stream],
+                |r| r.int(0),
+            )?;
+            if count.unwrap_or(0) >= MAX_PER_STREAM as i64 {
+                return Err(EngineError::conflict(format!(
+                    "/{}/{} has {MAX_PER_STREAM} webhooks (its substreams' among them), the \
+                     most a stream may have: delete one first",
+                    row.account, row.stream
+                )));
+            }
             let n = l.db.exec(
                 "INSERT INTO webhooks (id, account, stream, args, url, selector, data, \
                      secret, cursor, paused, created_at) \
