@@ -35,6 +35,29 @@ pub(crate) fn hops(origin: Option<&str>) -> u32 {
     })
 }
 
+/// The header that carries, on what eddy sends out (webhook deliveries), the steps
+/// from an appended event of what it sends plus one, and that an append takes them
+/// from: a loop through a webhook aimed at eddy counts on as pipes and dispatches do.
+pub const HOPS_HEADER: &str = "eddy-hops";
+
+/// The origin of events appended by a request that came `hops` steps from an appended
+/// event (header [`HOPS_HEADER`]): `{"hops": n}`, or none for 0; refused past
+/// [`MAX_HOPS`].
+pub fn appended_origin(hops: u32) -> Result<Option<String>> {
+    if hops > MAX_HOPS {
+        return Err(EngineError::new(
+            crate::error::ErrorCode::LoopDetected,
+            format!(
+                "the request came through {hops} pipes, dispatches and webhooks from an \
+                 appended event (header Eddy-Hops), more than a chain may take \
+                 ({MAX_HOPS}): is a webhook aimed back at eddy in a loop?"
+            ),
+        )
+        .with("header", "Eddy-Hops"));
+    }
+    Ok((hops > 0).then(|| serde_json::json!({ "hops": hops }).to_string()))
+}
+
 /// The origin recorded on an event made from `e` (see [`origin`]).
 pub(crate) fn origin_of(e: &StoredEvent) -> Result<String> {
     origin(&e.stream, e.index, hops(e.origin.as_deref()))

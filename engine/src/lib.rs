@@ -51,6 +51,7 @@ pub mod cluster;
 pub mod consumers;
 mod content;
 mod dispatch;
+pub use dispatch::{HOPS_HEADER, appended_origin};
 pub mod error;
 pub mod event;
 mod gate;

@@ -666,3 +666,60 @@ async fn a_stream_has_at_most_twenty_webhooks() {
     assert_eq!(r.status(), 204);
     create(&s, "/acme/t", body.clone()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_aimed_back_at_eddy_stops_after_ten_steps() {
+    let s = spawn_server_with(fast_retries).await;
+    s.post_ok("/acme/w", "t", json!({"n": 0})).await;
+    // each delivery appends to the stream it follows: a loop through HTTP
+    let url = format!("{}/acme/w?event-type=t", s.base);
+    let body = json!({"url": url, "selector": "from=0", "data": true});
+    let (id, _) = create(&s, "/acme/w", body).await;
+    // the eleventh delivery is refused with 508 and retried, never appended
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let w = s.get_json(&format!("/acme/w/webhooks/{id}"), 200).await;
+        if w["lastError"].as_str().is_some_and(|e| e.contains("508")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 508 yet: {w}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = s.get_json("/acme/w", 200).await;
+    let hops: Vec<u64> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["origin"]["hops"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(hops, (0..=10).collect::<Vec<u64>>(), "{events}");
+
+    // a client may say so itself; a bad value is named
+    let r = s
+        .client
+        .post(s.url("/acme/x"))
+        .header("event-type", "t")
+        .header("eddy-hops", "11")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 508, "Eddy-Hops").await;
+    let r = s
+        .client
+        .post(s.url("/acme/x"))
+        .header("event-type", "t")
+        .header("eddy-hops", "many")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 400, "Eddy-Hops").await;
+    let r = s
+        .client
+        .delete(s.url(&format!("/acme/w/webhooks/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}

@@ -32,6 +32,8 @@ pub(super) struct AppendInputs {
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// `?chunks=true`: store the body's pieces as they arrive (a byte upload).
     pub chunks: bool,
+    /// `Eddy-Hops` (sent by eddy's webhooks): the origin every event gets.
+    pub origin: Option<String>,
 }
 
 /// A header by its name as clients write it in docs and errors, and parsed once.
@@ -128,8 +130,23 @@ impl AppendInputs {
         }
         let chunks = q.flag("chunks")?;
         q.finish()?;
+        let origin = match headers.get(eddy_engine::HOPS_HEADER) {
+            None => None,
+            Some(v) => {
+                let hops = (v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "header Eddy-Hops {:?} is not a whole number of steps",
+                            String::from_utf8_lossy(v.as_bytes())
+                        ))
+                    })?;
+                eddy_engine::appended_origin(hops)?
+            }
+        };
         Ok(Self {
             chunks,
+            origin,
             event_type,
             timestamp,
             id,
@@ -232,7 +249,7 @@ async fn post_inner(
                     data,
                     timestamp: inputs.timestamp,
                     metadata: None,
-                    origin: None,
+                    origin: inputs.origin.clone(),
                 }])
             };
             let admitted = state

@@ -176,6 +176,6 @@ fn one(raw: &RawValue, eventstore: bool, inputs: &AppendInputs) -> Result<NewEve
         data: bytes,
         timestamp,
         metadata,
-        origin: None,
+        origin: inputs.origin.clone(),
     })
 }

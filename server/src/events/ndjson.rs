@@ -100,7 +100,7 @@ impl<'a> Ingest<'a> {
             data,
             timestamp: self.timestamp,
             metadata: None,
-            origin: None,
+            origin: self.inputs.origin.clone(),
         };
         self.policy
             .check(&event)

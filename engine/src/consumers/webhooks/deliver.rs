@@ -283,6 +283,8 @@ impl Deliverer {
         } else {
             e.reference_json().clone()
         };
+        // one step more than the event, for an append that a delivery may make
+        let hops = crate::dispatch::hops(e.origin.as_deref()).saturating_add(1);
         let mut failures: u32 = 0;
         let mut first_failure: Option<Instant> = None;
         loop {
@@ -293,7 +295,7 @@ impl Deliverer {
             self.metrics.webhook_attempts.inc();
             let mut stop = self.stop.clone();
             let (ok, error, retry_after) = tokio::select! {
-                r = self.attempt(&msg_id, &body) => r,
+                r = self.attempt(&msg_id, &body, hops) => r,
                 _ = stop.wait_for(|s| *s) => return Outcome::Stopped,
             };
             if ok {
@@ -340,7 +342,12 @@ impl Deliverer {
     }
 
     /// One POST: (accepted, what went wrong, the receiver's `Retry-After`).
-    async fn attempt(&self, msg_id: &str, body: &Bytes) -> (bool, String, Option<Duration>) {
+    async fn attempt(
+        &self,
+        msg_id: &str,
+        body: &Bytes,
+        hops: u32,
+    ) -> (bool, String, Option<Duration>) {
         let timestamp = now_ms() / 1000;
         let signature = self.secret.sign(msg_id, timestamp, body);
         let sent = self
@@ -350,6 +357,7 @@ impl Deliverer {
             .header("webhook-id", msg_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
+            .header(crate::dispatch::HOPS_HEADER, hops)
             .body(body.clone())
             .send()
             .await;
