@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::json;
 
 use crate::common::{TestServer, read_all, spawn_server, spawn_server_with};
-use crate::pipes::wait_for_events;
+use crate::pipes::{put_pipe, wait_for_events};
 use crate::sandbox::settled;
 
 async fn deploy(s: &TestServer, path: &str, code: &str) -> u16 {
@@ -92,13 +92,10 @@ async fn loops_of_pipes_and_dispatches_stop_after_ten_steps() {
     let s = spawn_server().await;
     // a pipe a → b, and b's reducer dispatching each event back into a: a loop no
     // check at creation sees
-    let r = s
-        .client
-        .put(s.url("/acme/a/pipe/acme/b"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    assert_eq!(
+        put_pipe(&s, "/acme/a/pipe/acme/b", None).await.status(),
+        201
+    );
     deploy(
         &s,
         "/acme/b.back",
@@ -160,12 +157,12 @@ async fn a_loop_through_the_account_events_stops_too() {
     // each stream created comes back as an account event, piped to `created`, whose
     // reducer dispatches into a new stream: a loop through streams that do not exist
     // yet, whose account events count on from the dispatch that made them
-    let r = s
-        .client
-        .put(s.url("/eddy/events(acme)/pipe/acme/created?type=stream-created"))
-        .send()
-        .await
-        .unwrap();
+    let r = put_pipe(
+        &s,
+        "/eddy/events(acme)/pipe/acme/created?type=stream-created",
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     deploy(
         &s,

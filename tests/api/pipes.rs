@@ -13,7 +13,7 @@ use crate::common::{
     ChildServer, TestServer, assert_error, client, read_all, spawn_server, spawn_server_with,
 };
 
-async fn put_pipe(s: &TestServer, path: &str, code: Option<&str>) -> Response {
+pub(crate) async fn put_pipe(s: &TestServer, path: &str, code: Option<&str>) -> Response {
     let mut r = s.client.put(s.url(path));
     if let Some(code) = code {
         r = r

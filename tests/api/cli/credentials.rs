@@ -86,33 +86,28 @@ async fn client_subcommands_send_the_key_from_eddy_key_or_key_and_say_401_withou
         assert_eq!(first["data"]["n"], 0, "{how:?}: {line}");
         tail.kill().await.unwrap();
 
+        // a command that exits 0 and says `what`
+        let succeeds = async |args: &[&str], what: String| {
+            let (exit, _, said) = run(eddy(&s.base, &key, how, args), b"").await;
+            assert_eq!(exit, Some(0), "{how:?}: {said}");
+            assert!(said.contains(&what), "{how:?}: {said}");
+        };
+
         // export, then import into a stream of its own
-        let args = ["export", "/acme/orders", "--output", export];
-        let (exit, _, said) = run(eddy(&s.base, &key, how, &args), b"").await;
-        assert_eq!(exit, Some(0), "{how:?}: {said}");
         let events = 2 * round + 2;
-        assert!(
-            said.contains(&format!("exported {events} events")),
-            "{said}"
-        );
+        let args = ["export", "/acme/orders", "--output", export];
+        succeeds(&args, format!("exported {events} events")).await;
         let copy = format!("/acme/copy{round}");
-        let args = ["import", &copy, export];
-        let (exit, _, said) = run(eddy(&s.base, &key, how, &args), b"").await;
-        assert_eq!(exit, Some(0), "{how:?}: {said}");
-        assert!(
-            said.contains(&format!("imported {events} events")),
-            "{said}"
-        );
+        succeeds(
+            &["import", &copy, export],
+            format!("imported {events} events"),
+        )
+        .await;
 
         // deploy: the reducer folds what is there
         let reducer = format!("/acme/orders.count{round}");
         let args = ["deploy", &reducer, code];
-        let (exit, _, said) = run(eddy(&s.base, &key, how, &args), b"").await;
-        assert_eq!(exit, Some(0), "{how:?}: {said}");
-        assert!(
-            said.contains(&format!("count{round} caught up")),
-            "{how:?}: {said}"
-        );
+        succeeds(&args, format!("count{round} caught up")).await;
     }
     let copied = s
         .client
