@@ -45,14 +45,11 @@ pub const HOPS_HEADER: &str = "eddy-hops";
 /// [`MAX_HOPS`].
 pub fn appended_origin(hops: u32) -> Result<Option<String>> {
     if hops > MAX_HOPS {
-        return Err(EngineError::new(
-            crate::error::ErrorCode::LoopDetected,
-            format!(
-                "the request came through {hops} pipes, dispatches and webhooks from an \
-                 appended event (header Eddy-Hops), more than a chain may take \
-                 ({MAX_HOPS}): is a webhook aimed back at eddy in a loop?"
-            ),
-        )
+        return Err(EngineError::invalid(format!(
+            "header Eddy-Hops {hops}: the request came through {hops} pipes, dispatches and \
+             webhooks from an appended event, more than a chain may take ({MAX_HOPS}): is a \
+             webhook aimed back at eddy in a loop?"
+        ))
         .with("header", "Eddy-Hops"));
     }
     Ok((hops > 0).then(|| serde_json::json!({ "hops": hops }).to_string()))

@@ -29,8 +29,6 @@ pub enum ErrorCode {
     NotImplemented,
     /// The server is shutting down (503).
     Unavailable,
-    /// The request came through too many pipes, dispatches and webhooks (508).
-    LoopDetected,
     /// Something failed inside the server (500); the cause is logged, not shown.
     Internal,
 }

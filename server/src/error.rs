@@ -55,7 +55,6 @@ fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::LoopDetected => StatusCode::LOOP_DETECTED,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
